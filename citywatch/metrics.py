@@ -1,0 +1,56 @@
+"""Counters and gauges of one running citywatch, exposed at /metrics.
+
+Each runtime owns its own registry (no process-global state), so tests and several pipelines in one
+process never see each other's numbers.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.messages_received = Counter(
+            "citywatch_mqtt_messages_received", "MQTT messages received by ingest", registry=self.registry
+        )
+        self.events_accepted = Counter(
+            "citywatch_events_accepted", "Events decoded, validated and handed to the bus", ["kind"],
+            registry=self.registry,
+        )
+        self.dead_letters = Counter(
+            "citywatch_dead_letters", "Inputs rejected and dead-lettered, by reason", ["reason"],
+            registry=self.registry,
+        )
+        self.events_processed = Counter(
+            "citywatch_events_processed", "Events the processors consumed", registry=self.registry
+        )
+        self.duplicate_events = Counter(
+            "citywatch_duplicate_events", "Events dropped as already-seen duplicates", registry=self.registry
+        )
+        self.late_events = Counter(
+            "citywatch_late_events",
+            "Events that arrived after the allowed lateness: stored, but not judged by rules",
+            registry=self.registry,
+        )
+        self.violations = Counter(
+            "citywatch_violation_changes", "Violation state changes emitted", ["type", "status"],
+            registry=self.registry,
+        )
+        self.rule_errors = Counter(
+            "citywatch_rule_errors", "Events a rule failed on (the event is dead-lettered)", ["rule"],
+            registry=self.registry,
+        )
+        self.bus_depth = Gauge(
+            "citywatch_bus_queue_events", "Events waiting on the in-process bus", registry=self.registry
+        )
+        self.mqtt_connected = Gauge(
+            "citywatch_mqtt_connected", "1 while the ingest MQTT client is connected", registry=self.registry
+        )
+        self.batch_seconds = Histogram(
+            "citywatch_process_batch_seconds", "Time to process and store one batch", registry=self.registry
+        )
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,109 @@
+"""The canonical event and violation models every component speaks.
+
+Times are integer epoch milliseconds in UTC (`*_ms`); event time comes from the device, ingest time from
+citywatch. The structs are msgspec structs: they are decoded, validated and encoded on the hot path (the
+bus, the store), and are immutable so a rule can never change an event another rule is looking at.
+See docs/model.md for the user-facing description.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from enum import StrEnum
+from typing import Any
+
+import msgspec
+
+
+class Location(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """WGS84 position in decimal degrees."""
+
+    lat: float
+    lon: float
+
+    def __post_init__(self) -> None:
+        if not -90.0 <= self.lat <= 90.0:
+            raise ValueError(f"lat {self.lat} is outside -90..90")
+        if not -180.0 <= self.lon <= 180.0:
+            raise ValueError(f"lon {self.lon} is outside -180..180")
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True):
+    """One normalised observation from one device.
+
+    `kind` names what was observed (`bin`, `air`, `track`, ...: see docs/model.md); `attributes` holds the
+    measured values with units in their names (`fill_pct`, `temperature_c`). `event_id` is stable for the
+    same observation however often it is delivered, so duplicates can be dropped anywhere downstream.
+    """
+
+    event_id: str
+    device_id: str
+    kind: str
+    event_time_ms: int
+    ingest_time_ms: int
+    attributes: dict[str, Any] = {}
+    location: Location | None = None
+    # Where the event came from (codec name), for support and dead-letter triage.
+    source: str = "native"
+    # Enrichment from the device registry and grids (grid, district, department, zone ...).
+    tags: dict[str, str] = {}
+
+
+class ViolationStatus(StrEnum):
+    OPEN = "open"
+    CLEARED = "cleared"
+
+
+class Severity(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+class Evidence(msgspec.Struct, frozen=True, kw_only=True):
+    """What a violation was judged on: enough for an officer or a dispatcher to check it."""
+
+    event_ids: list[str]
+    # Rule-specific facts: the readings, thresholds and zone or phase the judgement used.
+    details: dict[str, Any] = {}
+    snapshot_url: str | None = None
+    plate: str | None = None
+
+
+class Violation(msgspec.Struct, frozen=True, kw_only=True):
+    """A rule's judgement over time: opened once, later cleared; both states share one id.
+
+    A status change is a new Violation value with the same `violation_id`: stores upsert by id, so
+    replaying the same input can never create a second violation.
+    """
+
+    violation_id: str
+    type: str
+    severity: Severity
+    device_id: str
+    start_time_ms: int
+    status: ViolationStatus = ViolationStatus.OPEN
+    end_time_ms: int | None = None
+    location: Location | None = None
+    evidence: Evidence
+    tags: dict[str, str] = {}
+    # Event time of the latest state change (open or clear): orders status changes of one violation.
+    updated_time_ms: int
+
+
+class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
+    """Input that could not be accepted, kept with the reason so that it can be fixed and replayed."""
+
+    reason: str
+    detail: str
+    topic: str
+    payload: bytes
+    received_time_ms: int
+    source: str = ""
+
+
+def stable_id(*parts: object) -> str:
+    """A deterministic 128-bit hex id from the parts: the same inputs give the same id on any machine."""
+    digest = hashlib.blake2b("\x1f".join(str(part) for part in parts).encode(), digest_size=16)
+    return digest.hexdigest()

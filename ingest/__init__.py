@@ -1,0 +1,1 @@
+"""Normalise what devices publish: MQTT sources, codecs per format, validation, dead letters."""
