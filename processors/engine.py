@@ -1,0 +1,208 @@
+"""Runs rules over batches of events in event-time order.
+
+Per batch: drop duplicate deliveries (bounded memory of recent event ids), hold events in a reorder
+buffer until the watermark passes them, then hand them to each interested rule in event-time order, fire
+due timers and expire idle state. The watermark is the newest event time seen minus the allowed
+lateness, and also moves with the wall clock so that a quiet stream is not held back forever: no event
+waits longer than the allowed lateness of wall time.
+
+Rules are pure; the engine owns their state, so the same engine runs behind the in-process bus and behind
+Kafka, and its state can be snapshotted and restored.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from citywatch.models import DeadLetter, Event, Violation
+from processors.rule import Emitter, Rule
+from processors.state import KeyedState
+
+log = logging.getLogger(__name__)
+
+NEVER = -(2**62)
+
+
+@dataclass
+class EngineOutput:
+    violations: list[Violation] = field(default_factory=list)
+    # Events older than one already judged for the same rule key: stored, not judged.
+    late_events: list[Event] = field(default_factory=list)
+    duplicates: int = 0
+    # Events a rule raised on: kept with the reason, the other rules still saw them.
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+    def extend(self, other: EngineOutput) -> None:
+        self.violations.extend(other.violations)
+        self.late_events.extend(other.late_events)
+        self.duplicates += other.duplicates
+        self.dead_letters.extend(other.dead_letters)
+
+
+class _RecentIds:
+    """Remembers the last `capacity` event ids (FIFO), to recognise redelivered events."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def seen(self, event_id: str) -> bool:
+        """True if already seen; otherwise remember it."""
+        if event_id in self._ids:
+            return True
+        self._ids[event_id] = None
+        if len(self._ids) > self.capacity:
+            self._ids.popitem(last=False)
+        return False
+
+    def snapshot(self) -> list[str]:
+        return list(self._ids)
+
+    def restore(self, ids: Iterable[str]) -> None:
+        self._ids = OrderedDict.fromkeys(ids)
+
+
+class Engine:
+    def __init__(self, rules: Sequence[Rule[Any]], *, allowed_lateness_ms: int,
+                 dedup_capacity: int = 200_000) -> None:
+        names = [rule.name for rule in rules]
+        if len(set(names)) != len(names):
+            raise ValueError(f"rule names must be unique, got {names}")
+        self.rules = list(rules)
+        self.allowed_lateness_ms = allowed_lateness_ms
+        self.states = {rule.name: KeyedState(rule.state_ttl_ms, rule.state_type) for rule in rules}
+        self._rules_by_kind: dict[str, list[Rule[Any]]] = {}
+        for rule in rules:
+            for kind in rule.kinds:
+                self._rules_by_kind.setdefault(kind, []).append(rule)
+        self._recent = _RecentIds(dedup_capacity)
+        self._seq = itertools.count()
+        # Reorder buffer: (event_time_ms, seq, event), smallest event time first.
+        self._held: list[tuple[int, int, Event]] = []
+        # Arrival order of held events, (arrival_wall_ms, event_time_ms): bounds wall-time waiting.
+        self._arrivals: deque[tuple[int, int]] = deque()
+        self._max_event_time_ms = NEVER
+        self._wall_release_ms = NEVER
+        self.watermark_ms = NEVER
+        # Event-time timers: (at_ms, seq, rule name, key).
+        self._timers: list[tuple[int, int, str, str]] = []
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    def process(self, events: Iterable[Event], now_wall_ms: int) -> EngineOutput:
+        """Take a batch (possibly empty: then only the wall clock advances) and run what is due."""
+        out = EngineOutput()
+        for event in events:
+            if self._recent.seen(event.event_id):
+                out.duplicates += 1
+                continue
+            heapq.heappush(self._held, (event.event_time_ms, next(self._seq), event))
+            self._arrivals.append((now_wall_ms, event.event_time_ms))
+            if event.event_time_ms > self._max_event_time_ms:
+                self._max_event_time_ms = event.event_time_ms
+        while self._arrivals and self._arrivals[0][0] + self.allowed_lateness_ms <= now_wall_ms:
+            _, event_time_ms = self._arrivals.popleft()
+            self._wall_release_ms = max(self._wall_release_ms, event_time_ms)
+        self._advance(max(self._max_event_time_ms - self.allowed_lateness_ms, self._wall_release_ms), out)
+        return out
+
+    def drain(self) -> EngineOutput:
+        """Judge every held event now (clean stop or end of a replay); timers fire up to the newest event."""
+        out = EngineOutput()
+        self._arrivals.clear()
+        self._advance(self._max_event_time_ms, out)
+        return out
+
+    def _advance(self, watermark_ms: int, out: EngineOutput) -> None:
+        if watermark_ms > self.watermark_ms:
+            self.watermark_ms = watermark_ms
+        held = self._held
+        while held and held[0][0] <= self.watermark_ms:
+            event_time_ms, _, event = heapq.heappop(held)
+            self._fire_timers(event_time_ms, out)
+            self._judge(event, out)
+        self._fire_timers(self.watermark_ms, out)
+        for state in self.states.values():
+            state.expire(self.watermark_ms)
+
+    def _judge(self, event: Event, out: EngineOutput) -> None:
+        late = False
+        for rule in self._rules_by_kind.get(event.kind, ()):
+            key = rule.key_of(event)
+            if key is None:
+                continue
+            store = self.states[rule.name]
+            last_time_ms = store.last_time_ms(key)
+            if last_time_ms is not None and event.event_time_ms < last_time_ms:
+                late = True
+                continue
+            emitter = Emitter()
+            try:
+                new_state = rule.on_event(store.get(key), event, emitter)
+            except Exception as exc:  # one failing rule must not stop the others or the pipeline
+                log.exception("rule %s failed on event %s", rule.name, event.event_id)
+                out.dead_letters.append(_rule_failure(rule.name, event, exc))
+                continue
+            store.set(key, new_state, event.event_time_ms)
+            self._collect(rule, key, emitter, out)
+        if late:
+            out.late_events.append(event)
+
+    def _collect(self, rule: Rule[Any], key: str, emitter: Emitter, out: EngineOutput) -> None:
+        out.violations.extend(emitter.violations)
+        for at_ms in emitter.timers:
+            heapq.heappush(self._timers, (at_ms, next(self._seq), rule.name, key))
+
+    def _fire_timers(self, up_to_ms: int, out: EngineOutput) -> None:
+        timers = self._timers
+        while timers and timers[0][0] <= up_to_ms:
+            at_ms, _, rule_name, key = heapq.heappop(timers)
+            rule = next(rule for rule in self.rules if rule.name == rule_name)
+            store = self.states[rule_name]
+            emitter = Emitter()
+            new_state = rule.on_timer(store.get(key), key, at_ms, emitter)
+            store.set(key, new_state, at_ms)
+            self._collect(rule, key, emitter, out)
+
+    def snapshot(self) -> bytes:
+        """Rule state, pending timers and recent ids; call after drain() so nothing is held."""
+        return msgspec.msgpack.encode({
+            "watermark_ms": self.watermark_ms,
+            "max_event_time_ms": self._max_event_time_ms,
+            "states": {name: state.snapshot() for name, state in self.states.items()},
+            "timers": [(at_ms, rule_name, key) for at_ms, _, rule_name, key in self._timers],
+            "recent_ids": self._recent.snapshot(),
+        })
+
+    def restore(self, snapshot: bytes) -> None:
+        data = msgspec.msgpack.decode(snapshot)
+        self.watermark_ms = data["watermark_ms"]
+        self._max_event_time_ms = data["max_event_time_ms"]
+        for name, rows in data["states"].items():
+            if name in self.states:  # a rule removed from the configuration loses its state
+                self.states[name].restore(rows)
+        self._timers = [(at_ms, next(self._seq), rule_name, key)
+                        for at_ms, rule_name, key in data["timers"] if rule_name in self.states]
+        heapq.heapify(self._timers)
+        self._recent.restore(data["recent_ids"])
+
+
+def _rule_failure(rule_name: str, event: Event, exc: Exception) -> DeadLetter:
+    return DeadLetter(
+        reason="rule_error",
+        detail=f"rule {rule_name} failed: {type(exc).__name__}: {exc}"[:500],
+        topic="",
+        payload=msgspec.json.encode(event),
+        received_time_ms=event.ingest_time_ms,
+        source=f"rule:{rule_name}",
+    )

@@ -1,0 +1,58 @@
+"""The rule interface: keyed state in, violations out, on event time.
+
+A rule sees one event at a time for one key (a device, or an intersection), with the state it returned
+for that key last time. Returning None discards the key's state, which is how rules keep the key space
+bounded; the engine also expires state a key has not touched for `state_ttl_ms` of event time. Rules
+never read clocks, never do I/O and never see events out of order for their key: the engine sorts by
+event time first, and an event older than one already judged for its key is counted as late instead.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar, Generic, TypeVar
+
+import msgspec
+
+from citywatch.models import Event, Violation
+
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+class Emitter:
+    """What a rule may do besides returning its state: emit violations and ask for event-time timers."""
+
+    __slots__ = ("timers", "violations")
+
+    def __init__(self) -> None:
+        self.violations: list[Violation] = []
+        self.timers: list[int] = []
+
+    def violation(self, violation: Violation) -> None:
+        self.violations.append(violation)
+
+    def timer(self, at_ms: int) -> None:
+        """Call the rule's on_timer for this key once the watermark reaches `at_ms` (event time)."""
+        self.timers.append(at_ms)
+
+
+class Rule(ABC, Generic[S]):
+    name: ClassVar[str]
+    # Event kinds this rule consumes; others never reach it.
+    kinds: ClassVar[frozenset[str]]
+    # The msgspec struct type of the per-key state, so state can be snapshotted and restored.
+    state_type: ClassVar[type[msgspec.Struct]]
+    # Forget a key whose state was not touched for this long in event time.
+    state_ttl_ms: int
+
+    def key_of(self, event: Event) -> str | None:
+        """The state key of an event; None skips it. Default: one state per device."""
+        return event.device_id
+
+    @abstractmethod
+    def on_event(self, state: S | None, event: Event, out: Emitter) -> S | None:
+        """Judge one event; return the key's new state (None: discard it)."""
+
+    def on_timer(self, state: S | None, key: str, at_ms: int, out: Emitter) -> S | None:
+        """A timer asked for with `out.timer(at_ms)` is due; default: keep the state."""
+        return state

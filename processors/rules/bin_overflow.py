@@ -1,0 +1,94 @@
+"""Bin overflow (满溢): fill at or above `open_pct` on `consecutive` readings in a row opens a violation;
+a reading below `clear_pct` (the bin was emptied) clears it. Between the two thresholds nothing changes,
+so a bin hovering around 90% opens once and never flaps.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import msgspec
+
+from citywatch.models import Event, Evidence, Severity, Violation, ViolationStatus, stable_id
+from citywatch.settings import BinOverflowSettings
+from processors.rule import Emitter, Rule
+
+TYPE = "bin_overflow"
+
+
+class BinState(msgspec.Struct):
+    # Readings at or above the open threshold in the current run: (event id, event time, fill).
+    run: list[tuple[str, int, float]] = []
+    open_violation: Violation | None = None
+
+
+def fill_pct_of(event: Event) -> float | None:
+    value = event.attributes.get("fill_pct")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+class BinOverflowRule(Rule[BinState]):
+    name: ClassVar[str] = TYPE
+    kinds: ClassVar[frozenset[str]] = frozenset({"bin"})
+    state_type: ClassVar[type[msgspec.Struct]] = BinState
+
+    def __init__(self, settings: BinOverflowSettings) -> None:
+        if settings.clear_pct >= settings.open_pct:
+            raise ValueError("bin_overflow.clear_pct must be below open_pct")
+        self.settings = settings
+        self.state_ttl_ms = settings.state_ttl_s * 1000
+
+    def on_event(self, state: BinState | None, event: Event, out: Emitter) -> BinState | None:
+        fill = fill_pct_of(event)
+        if fill is None:  # a bin message without a fill level (e.g. only battery) says nothing here
+            return state
+        state = state or BinState()
+        if fill >= self.settings.open_pct:
+            state.run = [*state.run, (event.event_id, event.event_time_ms, fill)][-self.settings.consecutive:]
+            if state.open_violation is None and len(state.run) >= self.settings.consecutive:
+                state.open_violation = self._open(event, state.run)
+                out.violation(state.open_violation)
+            return state
+        state.run = []
+        if fill < self.settings.clear_pct and state.open_violation is not None:
+            out.violation(self._clear(state.open_violation, event, fill))
+            state.open_violation = None
+        # Nothing worth remembering: let the key go until the bin fills up again.
+        return state if state.open_violation is not None else None
+
+    def _open(self, event: Event, run: list[tuple[str, int, float]]) -> Violation:
+        first_id, first_time_ms, _ = run[0]
+        return Violation(
+            violation_id=stable_id(TYPE, event.device_id, first_id),
+            type=TYPE,
+            severity=Severity.HIGH if run[-1][2] >= 100.0 else Severity.MEDIUM,
+            device_id=event.device_id,
+            start_time_ms=first_time_ms,
+            updated_time_ms=event.event_time_ms,
+            location=event.location,
+            tags=event.tags,
+            evidence=Evidence(
+                event_ids=[event_id for event_id, _, _ in run],
+                details={
+                    "fill_pct": [fill for _, _, fill in run],
+                    "open_pct": self.settings.open_pct,
+                    "consecutive": self.settings.consecutive,
+                },
+            ),
+        )
+
+    def _clear(self, opened: Violation, event: Event, fill: float) -> Violation:
+        return msgspec.structs.replace(
+            opened,
+            status=ViolationStatus.CLEARED,
+            end_time_ms=event.event_time_ms,
+            updated_time_ms=event.event_time_ms,
+            evidence=msgspec.structs.replace(
+                opened.evidence,
+                event_ids=[*opened.evidence.event_ids, event.event_id],
+                details={**opened.evidence.details, "cleared_fill_pct": fill,
+                         "clear_pct": self.settings.clear_pct},
+            ),
+        )

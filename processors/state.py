@@ -1,0 +1,75 @@
+"""Keyed rule state with event-time expiry and a snapshot.
+
+Events reach rules in event-time order, so "last touched" order is insertion order: an OrderedDict with
+move-to-end gives O(1) expiry from the front instead of a scan of every key.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+
+
+class _Entry(msgspec.Struct):
+    state: Any
+    # Event time of the newest event judged for this key: older events for it are late.
+    last_time_ms: int
+
+
+class KeyedState:
+    def __init__(self, ttl_ms: int, state_type: type[msgspec.Struct]) -> None:
+        self.ttl_ms = ttl_ms
+        self.state_type = state_type
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def get(self, key: str) -> Any | None:
+        entry = self._entries.get(key)
+        return None if entry is None else entry.state
+
+    def last_time_ms(self, key: str) -> int | None:
+        entry = self._entries.get(key)
+        return None if entry is None else entry.last_time_ms
+
+    def set(self, key: str, state: Any | None, time_ms: int) -> None:
+        """Store the key's state after judging an event at `time_ms`; None discards it."""
+        if state is None:
+            self._entries.pop(key, None)
+            return
+        entry = self._entries.get(key)
+        if entry is None:
+            self._entries[key] = _Entry(state, time_ms)
+        else:
+            entry.state = state
+            entry.last_time_ms = max(entry.last_time_ms, time_ms)
+            self._entries.move_to_end(key)
+
+    def expire(self, watermark_ms: int) -> int:
+        """Drop keys untouched for ttl_ms before the watermark; returns how many were dropped."""
+        dropped = 0
+        horizon = watermark_ms - self.ttl_ms
+        entries = self._entries
+        while entries:
+            key, entry = next(iter(entries.items()))
+            if entry.last_time_ms > horizon:
+                break
+            del entries[key]
+            dropped += 1
+        return dropped
+
+    def snapshot(self) -> list[tuple[str, Any, int]]:
+        return [(key, entry.state, entry.last_time_ms) for key, entry in self._entries.items()]
+
+    def restore(self, rows: list[Any]) -> None:
+        self._entries.clear()
+        for key, raw_state, last_time_ms in sorted(rows, key=lambda row: row[2]):
+            state = msgspec.convert(raw_state, self.state_type)
+            self._entries[key] = _Entry(state, last_time_ms)

@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: event builders and condition waits."""

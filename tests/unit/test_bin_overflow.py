@@ -1,0 +1,104 @@
+"""Bin overflow through the engine: the timelines a sanitation dispatcher would recognise."""
+
+from __future__ import annotations
+
+import random
+
+from citywatch.models import Severity, ViolationStatus
+from citywatch.settings import BinOverflowSettings
+from processors.engine import Engine
+from processors.rules.bin_overflow import BinOverflowRule
+from tests.support.events import reading
+
+
+def run(events, settings=None, lateness_ms=2000):
+    engine = Engine([BinOverflowRule(settings or BinOverflowSettings())], allowed_lateness_ms=lateness_ms)
+    out = engine.process(events, now_wall_ms=0)
+    out.extend(engine.drain())
+    return out.violations
+
+
+def fills(*values, device="bin-1", step_s=600):
+    return [reading(device, i * step_s, fill_pct=value) for i, value in enumerate(values)]
+
+
+def test_two_readings_at_threshold_open_one_violation_with_evidence():
+    events = fills(50, 90, 90.5)
+    [opened] = run(events)
+    assert opened.type == "bin_overflow"
+    assert opened.status is ViolationStatus.OPEN
+    assert opened.start_time_ms == events[1].event_time_ms
+    assert opened.evidence.event_ids == [events[1].event_id, events[2].event_id]
+    assert opened.evidence.details["fill_pct"] == [90.0, 90.5]
+    assert opened.severity is Severity.MEDIUM
+
+
+def test_one_reading_above_threshold_is_not_enough():
+    assert run(fills(50, 95, 80, 95, 60)) == []
+
+
+def test_just_below_threshold_never_opens():
+    assert run(fills(89.9, 89.9, 89.9)) == []
+
+
+def test_emptying_below_clear_threshold_clears_with_end_time():
+    events = fills(92, 95, 97, 29.9)
+    opened, cleared = run(events)
+    assert cleared.violation_id == opened.violation_id
+    assert cleared.status is ViolationStatus.CLEARED
+    assert cleared.end_time_ms == events[3].event_time_ms
+    assert events[3].event_id in cleared.evidence.event_ids
+
+
+def test_hovering_between_thresholds_neither_clears_nor_reopens():
+    violations = run(fills(92, 95, 60, 93, 95, 30, 91, 96))
+    assert [v.status for v in violations] == [ViolationStatus.OPEN]
+
+
+def test_full_bin_is_high_severity():
+    [opened] = run(fills(99, 100))
+    assert opened.severity is Severity.HIGH
+
+
+def test_each_incident_gets_its_own_deterministic_id():
+    violations = run(fills(95, 95, 10, 95, 95, 10))
+    ids = [v.violation_id for v in violations]
+    assert len(set(ids)) == 2 and ids[0] == ids[1] and ids[2] == ids[3]
+    assert ids == [v.violation_id for v in run(fills(95, 95, 10, 95, 95, 10))]
+
+
+def test_thresholds_are_configurable():
+    settings = BinOverflowSettings(open_pct=80, clear_pct=20, consecutive=3)
+    assert run(fills(85, 85), settings) == []
+    opened, cleared = run(fills(85, 85, 85, 25, 19), settings)
+    assert opened.status is ViolationStatus.OPEN and cleared.status is ViolationStatus.CLEARED
+
+
+def test_readings_without_fill_level_are_ignored():
+    events = [reading("bin-1", 0, fill_pct=95), reading("bin-1", 10, battery_pct=50),
+              reading("bin-1", 20, fill_pct=96)]
+    assert len(run(events)) == 1
+
+
+def test_bins_are_judged_independently():
+    events = [reading("bin-1", 0, fill_pct=95), reading("bin-2", 1, fill_pct=95),
+              reading("bin-1", 2, fill_pct=20), reading("bin-2", 3, fill_pct=95)]
+    [opened] = run(events)
+    assert opened.device_id == "bin-2"
+
+
+def test_shuffled_and_duplicated_delivery_gives_the_in_order_result():
+    in_order = fills(40, 92, 95, 97, 10, 50, 91, 99, 5, step_s=0.2)
+    expected = run(in_order)
+    rng = random.Random(1)
+    for _ in range(20):
+        delivered = in_order + rng.sample(in_order, 4)
+        rng.shuffle(delivered)
+        assert run(delivered) == expected
+
+
+def test_reading_older_than_one_already_judged_is_late_and_not_judged():
+    engine = Engine([BinOverflowRule(BinOverflowSettings())], allowed_lateness_ms=0)
+    engine.process(fills(95, 96), now_wall_ms=0)
+    out = engine.process([reading("bin-1", -5, fill_pct=10)], now_wall_ms=0)
+    assert out.violations == [] and len(out.late_events) == 1
