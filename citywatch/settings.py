@@ -83,11 +83,10 @@ class IngestSettings(_Section):
 
 class BusKind(StrEnum):
     INPROCESS = "inprocess"
-    KAFKA = "kafka"
 
 
 class BusSettings(_Section):
-    kind: BusKind = Field(BusKind.INPROCESS, description="inprocess (one machine) or kafka (a city).")
+    kind: BusKind = Field(BusKind.INPROCESS, description="inprocess: one machine, one process.")
     queue_events: int = Field(
         100_000, gt=0, description="In-process bus bound; ingest waits (backpressure) when it is full."
     )
@@ -137,14 +136,29 @@ class DeviceSettings(_Section):
     lat: float | None = Field(None, ge=-90, le=90)
     lon: float | None = Field(None, ge=-180, le=180)
     tags: dict[str, str] = Field(default_factory=dict, description="Grid, district, department, zone ...")
+    active: bool = Field(True, description="An inactive device's messages are dead-lettered.")
+    expected_interval_s: float | None = Field(
+        None, gt=0, description="How often the device reports; device-health rules judge silence by it."
+    )
+    install: dict[str, float] = Field(
+        default_factory=dict,
+        description="Installation parameters with units in the names, e.g. bin_depth_mm for an ultrasonic "
+        "bin sensor (distance to the bottom of the empty bin).",
+    )
+    thresholds: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="Per-rule threshold overrides for this device: {rule name: {setting: value}}.",
+    )
 
 
 class SimulatorSettings(_Section):
-    bins: int = Field(20, ge=0, description="Simulated smart bins (registered as bin-0001 ...).")
-    air_sensors: int = Field(4, ge=0, description="Simulated PM2.5/PM10 sensors (air-0001 ...).")
-    detectors: int = Field(4, ge=0, description="Simulated traffic detectors (det-0001 ...).")
+    """The simulator plays every registered device of kind bin, air and detector."""
+
     interval_s: float = Field(1.0, gt=0, description="Seconds between two readings of one device.")
     seed: int = Field(7, description="Random seed: the same seed gives the same feed.")
+    bad_message_ratio: float = Field(
+        0.002, ge=0, le=1, description="Share of messages malformed on purpose, to show dead letters."
+    )
 
 
 class Settings(_Section):

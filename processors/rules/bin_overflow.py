@@ -1,6 +1,7 @@
 """Bin overflow (满溢): fill at or above `open_pct` on `consecutive` readings in a row opens a violation;
 a reading below `clear_pct` (the bin was emptied) clears it. Between the two thresholds nothing changes,
-so a bin hovering around 90% opens once and never flaps.
+so a bin hovering around 90% opens once and never flaps. A device's `thresholds.bin_overflow` in the
+registry overrides open_pct and clear_pct for that bin.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import msgspec
 
 from citywatch.models import Event, Evidence, Severity, Violation, ViolationStatus, stable_id
 from citywatch.settings import BinOverflowSettings
+from processors.devices import DeviceLookup, NoDevices, threshold
 from processors.rule import Emitter, Rule
 
 TYPE = "bin_overflow"
@@ -34,10 +36,11 @@ class BinOverflowRule(Rule[BinState]):
     kinds: ClassVar[frozenset[str]] = frozenset({"bin"})
     state_type: ClassVar[type[msgspec.Struct]] = BinState
 
-    def __init__(self, settings: BinOverflowSettings) -> None:
+    def __init__(self, settings: BinOverflowSettings, devices: DeviceLookup | None = None) -> None:
         if settings.clear_pct >= settings.open_pct:
             raise ValueError("bin_overflow.clear_pct must be below open_pct")
         self.settings = settings
+        self.devices = devices or NoDevices()
         self.state_ttl_ms = settings.state_ttl_s * 1000
 
     def on_event(self, state: BinState | None, event: Event, out: Emitter) -> BinState | None:
@@ -45,20 +48,22 @@ class BinOverflowRule(Rule[BinState]):
         if fill is None:  # a bin message without a fill level (e.g. only battery) says nothing here
             return state
         state = state or BinState()
-        if fill >= self.settings.open_pct:
+        open_pct = threshold(self.devices, event.device_id, TYPE, "open_pct", self.settings.open_pct)
+        clear_pct = threshold(self.devices, event.device_id, TYPE, "clear_pct", self.settings.clear_pct)
+        if fill >= open_pct:
             state.run = [*state.run, (event.event_id, event.event_time_ms, fill)][-self.settings.consecutive:]
             if state.open_violation is None and len(state.run) >= self.settings.consecutive:
-                state.open_violation = self._open(event, state.run)
+                state.open_violation = self._open(event, state.run, open_pct)
                 out.violation(state.open_violation)
             return state
         state.run = []
-        if fill < self.settings.clear_pct and state.open_violation is not None:
-            out.violation(self._clear(state.open_violation, event, fill))
+        if fill < clear_pct and state.open_violation is not None:
+            out.violation(self._clear(state.open_violation, event, fill, clear_pct))
             state.open_violation = None
         # Nothing worth remembering: let the key go until the bin fills up again.
         return state if state.open_violation is not None else None
 
-    def _open(self, event: Event, run: list[tuple[str, int, float]]) -> Violation:
+    def _open(self, event: Event, run: list[tuple[str, int, float]], open_pct: float) -> Violation:
         first_id, first_time_ms, _ = run[0]
         return Violation(
             violation_id=stable_id(TYPE, event.device_id, first_id),
@@ -73,13 +78,13 @@ class BinOverflowRule(Rule[BinState]):
                 event_ids=[event_id for event_id, _, _ in run],
                 details={
                     "fill_pct": [fill for _, _, fill in run],
-                    "open_pct": self.settings.open_pct,
+                    "open_pct": open_pct,
                     "consecutive": self.settings.consecutive,
                 },
             ),
         )
 
-    def _clear(self, opened: Violation, event: Event, fill: float) -> Violation:
+    def _clear(self, opened: Violation, event: Event, fill: float, clear_pct: float) -> Violation:
         return msgspec.structs.replace(
             opened,
             status=ViolationStatus.CLEARED,
@@ -89,6 +94,6 @@ class BinOverflowRule(Rule[BinState]):
                 opened.evidence,
                 event_ids=[*opened.evidence.event_ids, event.event_id],
                 details={**opened.evidence.details, "cleared_fill_pct": fill,
-                         "clear_pct": self.settings.clear_pct},
+                         "clear_pct": clear_pct},
             ),
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from citywatch.models import Severity, ViolationStatus
-from citywatch.settings import BinOverflowSettings
+from citywatch.settings import BinOverflowSettings, DeviceSettings
 from processors.engine import Engine
 from processors.rules.bin_overflow import BinOverflowRule
 from tests.support.events import reading
@@ -102,3 +102,19 @@ def test_reading_older_than_one_already_judged_is_late_and_not_judged():
     engine.process(fills(95, 96), now_wall_ms=0)
     out = engine.process([reading("bin-1", -5, fill_pct=10)], now_wall_ms=0)
     assert out.violations == [] and len(out.late_events) == 1
+
+
+def test_a_device_override_in_the_registry_wins_over_the_rule_default():
+    class Registry:
+        def get(self, device_id):
+            if device_id == "bin-small":
+                return DeviceSettings(device_id="bin-small", kind="bin",
+                                      thresholds={"bin_overflow": {"open_pct": 75, "clear_pct": 10}})
+            return None
+
+    rule = BinOverflowRule(BinOverflowSettings(), Registry())
+    engine = Engine([rule], allowed_lateness_ms=0)
+    events = [*fills(80, 80, 20, device="bin-small"), *fills(80, 80, device="bin-big")]
+    out = engine.process(events, now_wall_ms=0)
+    [opened] = out.violations  # 20% does not clear bin-small: its clear threshold is 10%
+    assert opened.device_id == "bin-small" and opened.evidence.details["open_pct"] == 75

@@ -1,0 +1,52 @@
+# Set-up and everyday commands. `make run` and `make test` each do all the set-up they need.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# System packages the integration tests run for real (command:package).
+TEST_SERVICES := mosquitto:mosquitto
+
+.PHONY: run test lint unit bench clean help
+
+help:
+	@echo "make run    set up and run the embedded stack with its simulator (API on 127.0.0.1:8000)"
+	@echo "make test   set up (virtualenv, packages, real services) and run lint and every test"
+	@echo "make bench  end-to-end throughput and latency; figures go in BENCHMARKS.md"
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "citywatch needs Python 3.11 or newer"' \
+	  || { echo "citywatch: install Python 3.11+ (apt-get install -y python3)"; exit 1; }
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  echo "citywatch: the venv module is missing"; \
+	  deploy/scripts/ensure-packages.sh python3-venv && $(PYTHON) -m venv $(VENV); }
+
+$(VENV)/.installed-run: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	@touch $@
+
+$(VENV)/.installed-dev: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@ $(VENV)/.installed-run
+
+run: $(VENV)/.installed-run
+	$(BIN)/citywatch up --simulate
+
+services:
+	@deploy/scripts/ensure-packages.sh $(TEST_SERVICES)
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+unit: $(VENV)/.installed-dev
+	$(BIN)/pytest tests/unit tests/property -q
+
+test: $(VENV)/.installed-dev services lint
+	$(BIN)/pytest -q
+
+bench: $(VENV)/.installed-dev services
+	$(BIN)/python -m bench.e2e
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,45 @@
+"""The app factory. The lifespan owns the pipeline when the API runs embedded with it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+import citywatch
+from api.routes import dead_letters, events, health, violations
+from api.services import ApiServices
+from store.base import InvalidCursor
+
+
+def create_app(services: ApiServices) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        for start in services.on_startup:
+            await run_in_threadpool(start)
+        try:
+            yield {"services": services}
+        finally:
+            # Stop in reverse order: ingest first, then processors drain, then the store closes.
+            for stop in reversed(services.on_shutdown):
+                await run_in_threadpool(stop)
+
+    app = FastAPI(
+        title="citywatch",
+        version=citywatch.__version__,
+        summary="Urban sensor events, rule violations and dead letters.",
+        lifespan=lifespan,
+    )
+    @app.exception_handler(InvalidCursor)
+    async def invalid_cursor(_: Request, exc: InvalidCursor) -> JSONResponse:
+        return JSONResponse(status_code=400, content={"detail": str(exc)})
+
+    app.include_router(violations.router)
+    app.include_router(events.router)
+    app.include_router(dead_letters.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,141 @@
+"""End-to-end benchmark of the embedded stack: MQTT publish -> ingest -> rules -> stored.
+
+Two phases, each with a publisher in its own process (so it does not share the pipeline's GIL):
+1. throughput: N events published as fast as the broker and pipeline take them (QoS 1 end to end);
+   sustained events/s is stored events over the time from the first to the last stored event;
+2. latency: a fixed offered rate (default 5,000 events/s, the bar for one machine) for a few seconds;
+   publish-to-stored latency p50/p99 (wall clock, same machine).
+Prints a Markdown table with the machine it ran on; results also go to bench/results/e2e.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from citywatch.models import Event
+from citywatch.runtime import EmbeddedRuntime
+from citywatch.settings import DeviceSettings, Settings
+
+
+class StoredClock:
+    """Collects, per stored event, the latency since its publisher stamped it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.latencies_ms: list[float] = []
+        self.first_ns: int | None = None
+        self.last_ns: int | None = None
+
+    def __call__(self, events: Sequence[Event]) -> None:
+        now_ns = time.time_ns()
+        with self.lock:
+            if self.first_ns is None:
+                self.first_ns = now_ns
+            self.last_ns = now_ns
+            self.latencies_ms.extend((now_ns - e.attributes["sent_ns"]) / 1e6 for e in events
+                                     if "sent_ns" in e.attributes)
+
+    def reset(self) -> None:
+        with self.lock:
+            self.latencies_ms, self.first_ns, self.last_ns = [], None, None
+
+    def wait_for(self, count: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.latencies_ms) >= count:
+                    return True
+            time.sleep(0.05)
+        return False
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
+
+
+def publish(url: str, events: int, rate: float, client_id: str) -> dict[str, float]:
+    command = [sys.executable, "-m", "bench.publisher", "--url", url, "--events", str(events),
+               "--rate", str(rate), "--client-id", client_id]
+    result = subprocess.run(command, check=True, capture_output=True, text=True, timeout=600)
+    published: dict[str, float] = json.loads(result.stdout.strip().splitlines()[-1])
+    return published
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=100_000, help="events in the throughput phase")
+    parser.add_argument("--rate", type=float, default=5000, help="offered events/s in the latency phase")
+    parser.add_argument("--latency-seconds", type=float, default=10)
+    parser.add_argument("--broker", default="auto", choices=["auto", "mosquitto", "amqtt"])
+    args = parser.parse_args()
+
+    devices = [DeviceSettings(device_id=f"bench-{i:05d}", kind="bin") for i in range(1000)]
+    clock = StoredClock()
+    with tempfile.TemporaryDirectory(prefix="citywatch-bench-") as data_dir:
+        settings = Settings(devices=devices).with_overrides(
+            store__data_dir=data_dir, mqtt__embedded_broker=args.broker, mqtt__embedded_port=0)
+        runtime = EmbeddedRuntime(settings, on_stored=clock)
+        runtime.start()
+        try:
+            assert runtime.mqtt_url is not None and runtime.broker is not None
+            broker = runtime.broker.kind_used
+            print(f"machine: {machine()}; embedded broker: {broker}", flush=True)
+
+            sent = publish(runtime.mqtt_url, args.events, 0, "bench-throughput")
+            if not clock.wait_for(args.events, 300):
+                print(f"only {len(clock.latencies_ms)} of {args.events} events were stored", file=sys.stderr)
+                return 1
+            assert clock.first_ns is not None and clock.last_ns is not None
+            throughput = args.events / max(1e-9, (clock.last_ns - clock.first_ns) / 1e9)
+            publish_rate = args.events / sent["elapsed_s"]
+
+            clock.reset()
+            offered = int(args.rate * args.latency_seconds)
+            publish(runtime.mqtt_url, offered, args.rate, "bench-latency")
+            clock.wait_for(offered, 60)
+            latencies = np.array(clock.latencies_ms)
+            p50, p99 = np.percentile(latencies, [50, 99])
+            stored_in_latency_phase = len(latencies)
+        finally:
+            runtime.stop()
+
+    result = {
+        "machine": machine(), "broker": broker, "events": args.events,
+        "publish_events_per_s": round(publish_rate), "stored_events_per_s": round(throughput),
+        "latency_offered_events_per_s": args.rate, "latency_events": offered,
+        "latency_events_stored": stored_in_latency_phase,
+        "latency_p50_ms": round(float(p50), 1), "latency_p99_ms": round(float(p99), 1),
+    }
+    print("\n| broker | events | published/s | stored/s (sustained) | offered/s | p50 ms | p99 ms |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| {broker} | {args.events} | {result['publish_events_per_s']} | {result['stored_events_per_s']} "
+          f"| {args.rate:.0f} | {result['latency_p50_ms']} | {result['latency_p99_ms']} |")
+    out_dir = Path(__file__).resolve().parent / "results"
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / f"e2e-{broker}.json").write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

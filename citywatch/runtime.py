@@ -1,0 +1,124 @@
+"""`citywatch up`: the whole pipeline in one process, with embedded defaults.
+
+Start order follows the data backwards (store, processor, ingest, then the simulator) so that nothing
+arrives before its consumer is ready; stop order follows it forwards so that everything accepted is
+judged and stored before the store closes. Rule state is snapshotted into the data directory on a clean
+stop and restored at start, so an open violation can still be cleared after a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from urllib.parse import urlparse
+
+from api.services import ApiServices, ComponentStatus
+from citywatch.metrics import Metrics
+from citywatch.models import Event
+from citywatch.mqtt_publisher import MqttPublisher
+from citywatch.settings import Settings
+from citywatch.simulator import FeedGenerator, Simulator
+from ingest.codecs.native import NativeCodec
+from ingest.embedded_broker import EmbeddedBroker
+from ingest.normalizer import Normalizer
+from ingest.registry import DeviceRegistry
+from ingest.service import IngestService
+from processors.catalogue import build_rules
+from processors.engine import Engine
+from processors.inprocess_bus import InProcessBus
+from processors.worker import ProcessorWorker
+from store.sqlite_store import SqliteStore
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_FILE = "rules.snapshot"
+
+
+class EmbeddedRuntime:
+    def __init__(self, settings: Settings, *, simulate: bool = False,
+                 on_stored: Callable[[Sequence[Event]], None] | None = None) -> None:
+        self.settings = settings
+        self.simulate = simulate
+        self.on_stored = on_stored
+        self.metrics = Metrics()
+        self.data_dir = Path(settings.store.data_dir)
+        self.store = SqliteStore.in_directory(self.data_dir)
+        self.registry = DeviceRegistry(settings.devices)
+        self.broker: EmbeddedBroker | None = None
+        self.mqtt_url: str | None = settings.mqtt.url
+        self.bus = InProcessBus(settings.bus.queue_events)
+        self.engine = Engine(build_rules(settings.rules, self.registry),
+                             allowed_lateness_ms=settings.pipeline.allowed_lateness_ms,
+                             dedup_capacity=settings.pipeline.dedup_window_events)
+        self.worker = ProcessorWorker(self.bus.consumer(), self.engine, self.store, self.metrics,
+                                      batch_events=settings.pipeline.batch_events, on_stored=on_stored)
+        self.ingest: IngestService | None = None
+        self.simulator: Simulator | None = None
+        self._simulator_client: MqttPublisher | None = None
+
+    def start(self) -> None:
+        self._restore_rule_state()
+        self.worker.start()
+        if self.mqtt_url is None:
+            self.broker = EmbeddedBroker(kind=self.settings.mqtt.embedded_broker.value,
+                                         port=self.settings.mqtt.embedded_port)
+            self.mqtt_url = self.broker.start()
+        normalizer = Normalizer(self.settings.ingest, self.settings.mqtt.max_payload_bytes, self.registry,
+                                {"native": NativeCodec()})
+        mqtt = self.settings.mqtt
+        parsed = urlparse(self.mqtt_url)
+        self.ingest = IngestService(
+            host=parsed.hostname or "127.0.0.1", port=parsed.port or 1883, settings=mqtt,
+            topics=[route.pattern for route in self.settings.ingest.routes],
+            normalizer=normalizer, producer=self.bus.producer(), metrics=self.metrics,
+        )
+        self.ingest.start()
+        if self.simulate:
+            self._start_simulator()
+
+    def stop(self) -> None:
+        if self.simulator is not None:
+            self.simulator.stop()
+        if self._simulator_client is not None:
+            self._simulator_client.close()
+        if self.ingest is not None:
+            self.ingest.stop()
+        self.bus.close()
+        self.worker.stop()
+        if self.worker.error is None:
+            (self.data_dir / SNAPSHOT_FILE).write_bytes(self.engine.snapshot())
+        self.store.close()
+        if self.broker is not None:
+            self.broker.stop()
+
+    def _restore_rule_state(self) -> None:
+        snapshot = self.data_dir / SNAPSHOT_FILE
+        if snapshot.exists():
+            self.engine.restore(snapshot.read_bytes())
+            log.info("restored rule state from %s", snapshot)
+
+    def _start_simulator(self) -> None:
+        assert self.mqtt_url is not None
+        self._simulator_client = MqttPublisher(self.mqtt_url, "citywatch-simulator").connect()
+        generator = FeedGenerator(self.settings.devices, self.settings.simulator)
+        self.simulator = Simulator(generator, self._simulator_client.publish,
+                                   self.settings.simulator.interval_s)
+        self.simulator.start()
+
+    def readiness(self) -> list[ComponentStatus]:
+        ingest = self.ingest
+        mqtt_ready = ingest is not None and ingest.subscribed
+        mqtt_detail = "" if mqtt_ready else (ingest.error if ingest and ingest.error else "not connected")
+        worker_detail = "" if self.worker.running else f"stopped: {self.worker.error!r}"
+        return [
+            ComponentStatus("mqtt", mqtt_ready, mqtt_detail or ""),
+            ComponentStatus("processor", self.worker.running, worker_detail),
+        ]
+
+    def api_services(self) -> ApiServices:
+        return ApiServices(
+            store=self.store, metrics=self.metrics, settings=self.settings.api,
+            readiness=self.readiness,
+            on_startup=[self.start], on_shutdown=[self.stop],
+        )

@@ -1,0 +1,51 @@
+"""Checks on measured attributes that hold whatever format a reading arrived in.
+
+Attributes carry their unit in their name (docs/model.md): `fill_pct`, `temperature_c`. A top-level
+attribute ending in a unit suffix is a measurement and must be a number (or null: no reading), so that
+"fill_pct": "full" is rejected at ingest instead of silently failing every rule that reads it. The
+attributes citywatch judges on also have a physical range: a fill level of 250% is a broken sensor or
+decoder, not a full bin. The normalizer applies both checks to every event of every codec.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+NUMERIC_UNIT_SUFFIXES = (
+    "_pct", "_c", "_deg", "_ugm3", "_ppm", "_ppb", "_kmh", "_mps", "_veh_h", "_ms", "_s", "_m", "_mm",
+    "_cm", "_km", "_v", "_mv", "_ma", "_w", "_kw", "_kwh", "_hz", "_db", "_dba", "_lux", "_hpa", "_kg",
+    "_mgl",
+)
+
+# name -> inclusive range a working device can report. Ranges are physical limits, not rule thresholds.
+PHYSICAL_RANGES: dict[str, tuple[float, float]] = {
+    "fill_pct": (0, 100),
+    "battery_pct": (0, 100),
+    "occupancy_pct": (0, 100),
+    "humidity_pct": (0, 100),
+    "temperature_c": (-60, 200),
+    "tilt_deg": (0, 180),
+    "pm25_ugm3": (0, 2000),
+    "pm10_ugm3": (0, 5000),
+    "speed_kmh": (0, 400),
+    "flow_veh_h": (0, 20000),
+    "distance_mm": (0, 20000),
+}
+
+_PREVIEW_CHARS = 60
+
+
+def attribute_error(attributes: dict[str, Any]) -> str | None:
+    """None when the attributes pass; else a sentence naming the first bad field."""
+    for name, value in attributes.items():
+        if not name.endswith(NUMERIC_UNIT_SUFFIXES) or value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            shown = repr(value)
+            if len(shown) > _PREVIEW_CHARS:
+                shown = shown[:_PREVIEW_CHARS] + "..."
+            return f"attributes.{name}: expected a number, got {shown}"
+        allowed = PHYSICAL_RANGES.get(name)
+        if allowed is not None and not allowed[0] <= value <= allowed[1]:
+            return f"attributes.{name}: {value} is outside the physical range {allowed[0]:g}..{allowed[1]:g}"
+    return None

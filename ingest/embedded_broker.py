@@ -1,0 +1,315 @@
+"""A local MQTT broker for when none is configured: Mosquitto when installed, else amqtt in-process.
+
+Mosquitto runs as a child process with a generated config in a temporary directory; amqtt runs in a
+dedicated thread with its own asyncio event loop so it never shares a loop with anything else.
+Either way `start()` returns only once the port accepts TCP connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from citywatch.settings import EmbeddedBrokerKind
+
+log = logging.getLogger(__name__)
+
+# /usr/sbin is often not on a normal user's PATH, and Debian installs the broker there.
+MOSQUITTO_FALLBACK_PATHS = (Path("/usr/sbin/mosquitto"), Path("/usr/local/sbin/mosquitto"))
+# Per-client queue while a subscriber is slow or away (Mosquitto's default of 1000 drops data in a
+# burst): at ~200 bytes per reading this bounds the broker at ~20 MB per client.
+MOSQUITTO_MAX_QUEUED_MESSAGES = 100_000
+_STOP_TIMEOUT_S = 5.0
+_LOG_TAIL_BYTES = 2000
+
+
+class BrokerStartError(RuntimeError):
+    """The embedded broker did not come up; the message says why (with the broker's log when known)."""
+
+
+def find_mosquitto() -> str | None:
+    """Path of the mosquitto binary, also looking in the sbin directories PATH often lacks."""
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    for path in MOSQUITTO_FALLBACK_PATHS:
+        if path.is_file():
+            return str(path)
+    return None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago (another process could take it before the broker binds)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    """Raise BrokerStartError when something already listens on the port.
+
+    Checked before starting, because the readiness probe (a TCP connect) cannot tell our broker from
+    another process on the same port, e.g. a system Mosquitto on 1883. SO_REUSEADDR, as brokers use
+    it, so that connections in TIME_WAIT from a previous run do not count as "in use".
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise BrokerStartError(
+                f"cannot start the embedded broker on {host}:{port}: {exc.strerror} "
+                "(is another broker already running there?)"
+            ) from exc
+
+
+def wait_for_port(
+    host: str, port: int, timeout_s: float, alive: Callable[[], bool] | None = None
+) -> bool:
+    """Poll a TCP connect until it succeeds; False on timeout or once `alive()` returns False."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if alive is not None and not alive():
+            return False
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.02)
+    return False
+
+
+class EmbeddedBroker:
+    """Start and stop a local broker. `kind_used` tells which one actually runs.
+
+    `password_file` (mosquitto only, in `mosquitto_passwd` format) turns anonymous access off.
+    """
+
+    def __init__(
+        self,
+        kind: EmbeddedBrokerKind | str = EmbeddedBrokerKind.AUTO,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        password_file: Path | None = None,
+        startup_timeout_s: float = 10.0,
+    ) -> None:
+        self.kind = EmbeddedBrokerKind(kind)
+        self.host = host
+        self.port = port
+        self.password_file = password_file
+        self.startup_timeout_s = startup_timeout_s
+        self.kind_used: EmbeddedBrokerKind | None = None
+        self._runner: _MosquittoRunner | _AmqttRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    def start(self) -> str:
+        """Start the broker and return its url once it accepts connections."""
+        if self._runner is not None:
+            raise RuntimeError("embedded broker already started")
+        kind = self._resolve_kind()
+        if self.password_file is not None and kind is not EmbeddedBrokerKind.MOSQUITTO:
+            raise ValueError("password_file is only supported by the mosquitto embedded broker")
+        if self.port == 0:
+            self.port = free_port(self.host)
+        else:
+            ensure_port_free(self.host, self.port)
+        runner: _MosquittoRunner | _AmqttRunner
+        if kind is EmbeddedBrokerKind.MOSQUITTO:
+            binary = find_mosquitto()
+            if binary is None:
+                raise BrokerStartError("mosquitto is not installed (apt-get install mosquitto)")
+            runner = _MosquittoRunner(binary, self.host, self.port, self.password_file)
+        else:
+            runner = _AmqttRunner(self.host, self.port)
+        runner.start(self.startup_timeout_s)
+        self._runner = runner
+        self.kind_used = kind
+        log.info("embedded %s broker listening on %s", kind.value, self.url)
+        return self.url
+
+    def stop(self) -> None:
+        if self._runner is None:
+            return
+        runner, self._runner = self._runner, None
+        runner.stop()
+        log.info("embedded %s broker stopped", self.kind_used)
+
+    def __enter__(self) -> EmbeddedBroker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _resolve_kind(self) -> EmbeddedBrokerKind:
+        if self.kind is not EmbeddedBrokerKind.AUTO:
+            return self.kind
+        return EmbeddedBrokerKind.MOSQUITTO if find_mosquitto() else EmbeddedBrokerKind.AMQTT
+
+
+class _MosquittoRunner:
+    def __init__(self, binary: str, host: str, port: int, password_file: Path | None) -> None:
+        self._binary = binary
+        self._host = host
+        self._port = port
+        self._password_file = password_file
+        self._workdir: tempfile.TemporaryDirectory[str] | None = None
+        self._log_file: IO[bytes] | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float) -> None:
+        self._workdir = tempfile.TemporaryDirectory(prefix="citywatch-mosquitto-")
+        workdir = Path(self._workdir.name)
+        config = workdir / "mosquitto.conf"
+        config.write_text(self._config(), encoding="utf-8")
+        # The broker logs to stderr, which we point at a file: the parent opens it, so the broker
+        # needs no write permission of its own, and a failed start can quote it.
+        self._log_file = (workdir / "mosquitto.log").open("wb")
+        self._process = subprocess.Popen(
+            [self._binary, "-c", str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+        )
+        process = self._process
+        ready = wait_for_port(self._host, self._port, timeout_s, alive=lambda: process.poll() is None)
+        # Alive after the port answered: otherwise whatever answered was not this broker.
+        if not ready or process.poll() is not None:
+            reason = (
+                f"exited with code {process.returncode}" if process.poll() is not None
+                else f"did not accept connections within {timeout_s:.0f} s"
+            )
+            log_tail = self._log_tail()
+            self.stop()
+            raise BrokerStartError(f"mosquitto on {self._host}:{self._port} {reason}; its log:\n{log_tail}")
+
+    def _config(self) -> str:
+        lines = [
+            # Run as the user who started us: run as root, mosquitto would otherwise switch to the
+            # `mosquitto` user, which cannot read the password file in our private temp directory.
+            f"user {pwd.getpwuid(os.geteuid()).pw_name}",
+            f"listener {self._port} {self._host}",
+            "persistence false",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            f"max_queued_messages {MOSQUITTO_MAX_QUEUED_MESSAGES}",
+        ]
+        if self._password_file is None:
+            lines.append("allow_anonymous true")
+        else:
+            lines += ["allow_anonymous false", f"password_file {self._password_file}"]
+        return "\n".join(lines) + "\n"
+
+    def _log_tail(self) -> str:
+        if self._workdir is None:
+            return ""
+        try:
+            data = (Path(self._workdir.name) / "mosquitto.log").read_bytes()
+        except OSError:
+            return ""
+        return data[-_LOG_TAIL_BYTES:].decode("utf-8", "replace")
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            process.terminate()
+            try:
+                process.wait(_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                log.warning("mosquitto did not stop on SIGTERM within %.0f s; killing it", _STOP_TIMEOUT_S)
+                process.kill()
+                process.wait()
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
+
+
+class _AmqttRunner:
+    def __init__(self, host: str, port: int) -> None:
+        self._host = host
+        self._port = port
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._broker: Any = None
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "listeners": {"default": {"type": "tcp", "bind": f"{self._host}:{self._port}"}},
+            # Only authentication: amqtt's default plugin set adds $SYS publishing and packet
+            # logging, which cost CPU on every message and which nobody reads here.
+            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+        }
+
+    def start(self, timeout_s: float) -> None:
+        # Imported here: amqtt is only loaded (and only warns) when it is the broker we run.
+        from amqtt.broker import Broker
+
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=self._run_loop, args=(loop,), name="amqtt-broker", daemon=True)
+        self._loop, self._thread = loop, thread
+        thread.start()
+
+        async def start_broker() -> Any:
+            # Built inside the loop: amqtt binds to the running loop when it is constructed.
+            broker = Broker(self._config())
+            await broker.start()
+            return broker
+
+        # No TCP probe afterwards: once start() returns, amqtt's listening socket is bound and accepting
+        # (and amqtt logs an error for a connection that sends no MQTT packet).
+        try:
+            self._broker = asyncio.run_coroutine_threadsafe(start_broker(), loop).result(timeout_s)
+        except Exception as exc:
+            self.stop()
+            raise BrokerStartError(f"amqtt on {self._host}:{self._port} failed to start: {exc}") from exc
+
+    @staticmethod
+    def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+            # Stopped: let what the broker left behind (client handlers, timers) finish cancelling, so
+            # no task is destroyed pending and no transport is left unclosed.
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+
+    def stop(self) -> None:
+        loop, thread, broker = self._loop, self._thread, self._broker
+        self._loop = self._thread = self._broker = None
+        if loop is None or thread is None:
+            return
+        if broker is not None:
+            try:
+                asyncio.run_coroutine_threadsafe(broker.shutdown(), loop).result(_STOP_TIMEOUT_S)
+            except Exception:
+                log.exception("amqtt broker did not shut down cleanly")
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(_STOP_TIMEOUT_S)
+        if thread.is_alive():
+            log.warning("amqtt broker thread did not end within %.0f s", _STOP_TIMEOUT_S)

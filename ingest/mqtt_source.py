@@ -1,0 +1,276 @@
+"""The MQTT boundary: one paho-mqtt client that stays subscribed through broker restarts and outages.
+
+Modelled on Home Assistant's MQTT client: the subscriptions we want are kept apart from the broker's
+session and sent again on every CONNACK; refused credentials stop the retry loop (retrying cannot fix
+them), every other failure reconnects with exponential backoff; a failing message handler is logged
+with a truncated payload and never reaches paho's network thread.
+
+Session choice: persistent (clean_session=False with a fixed client id) by default. While we are
+disconnected (a network blip, an ingest restart) the broker keeps our subscriptions and queues QoS 1
+messages for us, so readings are not lost; they arrive as a burst on reconnect, bounded by the broker's
+own per-client queue limit (mosquitto `max_queued_messages`). Redelivered duplicates are harmless:
+event ids are stable and the processors drop already-seen ids. The price: a fixed client id must not be
+shared by two running ingests (they would take the session from each other in a loop).
+
+Memory and flow control: paho's max_inflight_messages / max_queued_messages bound *outgoing* publishes,
+which we never make, so their defaults are irrelevant here. Inbound, a QoS 1 message is acknowledged
+only after `on_message` returns; while the handler blocks (the bus is full: backpressure) paho reads
+nothing more, the broker stops at its in-flight window and queues the rest. If the handler blocks
+longer than 1.5 x keepalive, the broker drops the connection; unacknowledged messages are redelivered
+after the reconnect.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from citywatch.metrics import Metrics
+from ingest.codecs.base import payload_preview
+
+log = logging.getLogger(__name__)
+
+OnMessage = Callable[[str, bytes, int], None]
+
+# CONNACK reason codes retrying cannot fix: bad user name or password (134), not authorised (135),
+# banned (138), bad authentication method (140). MQTT 3.1.1 return codes 4 and 5 map to 134 and 135.
+AUTH_REFUSED_CODES = frozenset({134, 135, 138, 140})
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class MqttSource:
+    """Subscribes to `topics` and calls `on_message(topic, payload, received_time_ms)` for each message.
+
+    `connected` is true only between a successful CONNACK and the next disconnect; `subscribed` once the
+    broker acknowledged every subscription of the current connection; `error` says why the source gave
+    up (refused credentials) or why a subscription was refused.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        client_id: str,
+        topics: Sequence[str],
+        qos: int = 1,
+        username: str | None = None,
+        password: str | None = None,
+        keepalive_s: int = 30,
+        reconnect_min_s: float = 0.5,
+        reconnect_max_s: float = 30.0,
+        on_message: OnMessage,
+        metrics: Metrics | None = None,
+        clean_session: bool = False,
+        now_ms: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        if not topics:
+            raise ValueError("MqttSource needs at least one topic filter")
+        self._host = host
+        self._port = port
+        self._keepalive_s = keepalive_s
+        # What we want subscribed, independent of what the broker currently holds for us.
+        self._desired = {topic: qos for topic in topics}
+        self._handler = on_message
+        self._metrics = metrics
+        self._now_ms = now_ms
+        self._connected = False
+        self._subscribed = False
+        self._pending_subscribe_mid: int | None = None
+        self._stopping = False
+        self._started = False
+        self.error: str | None = None
+        # CONNECT attempts so far (each CONNACK or failed TCP connect): shows whether retrying goes on.
+        self.connect_attempts = 0
+
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=clean_session,
+            protocol=mqtt.MQTTv311,
+        )
+        if username is not None:
+            client.username_pw_set(username, password)
+        # paho annotates these as int but computes with them as floats; sub-second delays work.
+        client.reconnect_delay_set(reconnect_min_s, reconnect_max_s)  # type: ignore[arg-type]
+        client.enable_logger(_paho_logger())
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        self._client = client
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    @property
+    def subscribed(self) -> bool:
+        return self._connected and self._subscribed
+
+    @property
+    def running(self) -> bool:
+        """True while paho's network thread runs (connecting, connected or waiting to retry)."""
+        # paho sets `_thread` back to None when the loop ends; it has no public accessor for this.
+        return self._client._thread is not None
+
+    @property
+    def topics(self) -> list[str]:
+        return list(self._desired)
+
+    def start(self) -> None:
+        """Connect in the background: a broker that is down now is retried with backoff, never fatal."""
+        if self._started:
+            raise RuntimeError("MqttSource.start() called twice")
+        self._started = True
+        self._stopping = False
+        self.error = None
+        # connect_async does no network I/O here: the first attempt and its retries run in paho's thread.
+        self._client.connect_async(self._host, self._port, keepalive=self._keepalive_s)
+        self._client.loop_start()
+        log.info("MQTT source connecting to %s:%d for %s", self._host, self._port, ", ".join(self._desired))
+
+    def stop(self) -> None:
+        """Disconnect cleanly and wait for paho's thread to end (at most ~1 s if waiting to reconnect)."""
+        if not self._started:
+            return
+        self._stopping = True
+        self._client.disconnect()
+        # loop_stop also ends a reconnect() that raced with disconnect() (it checks a terminate flag).
+        self._client.loop_stop()
+        if self._client.socket() is not None:
+            # The race above left a socket open: with no thread running, disconnect() writes the
+            # DISCONNECT packet and closes the socket synchronously.
+            self._client.disconnect()
+        self._set_connected(False)
+        self._started = False
+        log.info("MQTT source stopped")
+
+    # paho callbacks: they run on paho's network thread.
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        self.connect_attempts += 1
+        if reason_code.is_failure:
+            if reason_code.value in AUTH_REFUSED_CODES:
+                self.error = (
+                    f"MQTT broker {self._host}:{self._port} refused the connection: {reason_code}; "
+                    "check the user name and password. Not retrying."
+                )
+                log.error("%s", self.error)
+                # Ends paho's retry loop: it stops once the client is in the disconnecting state.
+                client.disconnect()
+            else:
+                log.warning("MQTT broker %s:%d refused the connection: %s; retrying",
+                            self._host, self._port, reason_code)
+            return
+        self.error = None
+        self._set_connected(True)
+        log.info("MQTT connected to %s:%d (session present: %s)", self._host, self._port,
+                 flags.session_present)
+        # Every time, even with a session present: a broker restarted without persistence has
+        # forgotten our subscriptions although it accepts the client id.
+        self._subscribed = False
+        _, mid = client.subscribe(list(self._desired.items()))
+        self._pending_subscribe_mid = mid
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self.connect_attempts += 1
+        log.warning("MQTT broker %s:%d unreachable; retrying with backoff", self._host, self._port)
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        if mid != self._pending_subscribe_mid:
+            return
+        refused = [topic for topic, code in zip(self._desired, reason_codes, strict=False) if code.is_failure]
+        if refused:
+            self.error = f"MQTT broker refused the subscription to {', '.join(refused)}"
+            log.error("%s; check the broker's ACL for this user", self.error)
+            return
+        for (topic, qos), code in zip(self._desired.items(), reason_codes, strict=False):
+            if code.value < qos:
+                log.warning("MQTT broker granted QoS %d instead of %d for %s", code.value, qos, topic)
+        self._subscribed = True
+        log.info("MQTT subscribed to %s", ", ".join(self._desired))
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        was_connected = self._connected
+        self._set_connected(False)
+        if self._stopping or self.error is not None or not was_connected:
+            log.debug("MQTT disconnected: %s", reason_code)
+        else:
+            log.warning("MQTT connection to %s:%d lost (%s); reconnecting", self._host, self._port,
+                        reason_code)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        # paho types the payload as bytes | bytearray; it is bytes in practice, so this rarely copies.
+        payload = message.payload if isinstance(message.payload, bytes) else bytes(message.payload)
+        try:
+            self._handler(message.topic, payload, self._now_ms())
+        except Exception:
+            # Never let it reach paho: an exception there ends the network thread and ingest with it.
+            log.exception("MQTT message handler failed; message skipped: topic=%r payload=%s",
+                          _topic_of(message), payload_preview(payload))
+
+    def _set_connected(self, connected: bool) -> None:
+        self._connected = connected
+        if not connected:
+            self._subscribed = False
+        if self._metrics is not None:
+            self._metrics.mqtt_connected.set(1 if connected else 0)
+
+
+class _DropPahoStopNoise(logging.Filter):
+    """Drops paho's ERROR "Client is not connected ... MQTT_CS_DISCONNECTED".
+
+    paho 2.2 logs it when its loop runs once more after our own disconnect() closed the socket (seen on
+    most stops against amqtt). That state is only reached through disconnect(), so it is never a fault.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Client is not connected") and "MQTT_CS_DISCONNECTED" in message)
+
+
+def _paho_logger() -> logging.Logger:
+    logger = logging.getLogger(f"{__name__}.paho")
+    if not any(isinstance(existing, _DropPahoStopNoise) for existing in logger.filters):
+        logger.addFilter(_DropPahoStopNoise())
+    return logger
+
+
+def _topic_of(message: mqtt.MQTTMessage) -> str:
+    try:
+        return message.topic
+    except UnicodeDecodeError:
+        return repr(message._topic)

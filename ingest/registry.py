@@ -1,0 +1,77 @@
+"""The device registry: which devices may send, and what ingest adds to their events (position, tags)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import msgspec
+
+from citywatch.models import Event, Location
+from citywatch.settings import DeviceSettings
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    settings: DeviceSettings
+    # Built once per device, not once per event: enrich() runs on the hot path.
+    location: Location | None
+
+
+class DeviceRegistry:
+    """Devices by id. Reads take no lock (one dict lookup); upsert and deactivate serialise writers.
+
+    Readers never see a half-updated entry: an entry is immutable and replaced by one dict assignment,
+    which is atomic in CPython.
+    """
+
+    def __init__(self, devices: Iterable[DeviceSettings] = ()) -> None:
+        self._entries: dict[str, _Entry] = {}
+        self._write_lock = threading.Lock()
+        for device in devices:
+            if device.device_id in self._entries:
+                raise ValueError(f"device {device.device_id!r} is registered twice")
+            self._entries[device.device_id] = _entry(device)
+
+    def get(self, device_id: str) -> DeviceSettings | None:
+        entry = self._entries.get(device_id)
+        return None if entry is None else entry.settings
+
+    def __contains__(self, device_id: object) -> bool:
+        return device_id in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def upsert(self, device: DeviceSettings) -> None:
+        """Register a device or replace its settings."""
+        with self._write_lock:
+            self._entries[device.device_id] = _entry(device)
+
+    def deactivate(self, device_id: str) -> bool:
+        """Remove a device: its later events are dead-lettered as unknown. False if it was not registered."""
+        with self._write_lock:
+            return self._entries.pop(device_id, None) is not None
+
+    def enrich(self, event: Event) -> Event:
+        """Add the device's position (when the event has none) and its tags (the event's own tags win)."""
+        entry = self._entries.get(event.device_id)
+        if entry is None:
+            return event
+        changes: dict[str, object] = {}
+        if event.location is None and entry.location is not None:
+            changes["location"] = entry.location
+        device_tags = entry.settings.tags
+        if device_tags:
+            merged = {**device_tags, **event.tags}
+            if merged != event.tags:
+                changes["tags"] = merged
+        return msgspec.structs.replace(event, **changes) if changes else event
+
+
+def _entry(device: DeviceSettings) -> _Entry:
+    location = None
+    if device.lat is not None and device.lon is not None:
+        location = Location(lat=device.lat, lon=device.lon)
+    return _Entry(settings=device, location=location)

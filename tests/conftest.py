@@ -1,0 +1,102 @@
+"""Shared fixtures: a real Mosquitto (from the system package) and connected MQTT test clients.
+
+Integration tests never skip for a missing broker: a green run must mean the tests ran. `make test`
+installs mosquitto before running pytest.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from citywatch.settings import EmbeddedBrokerKind
+from ingest.embedded_broker import EmbeddedBroker, find_mosquitto
+
+MosquittoFactory = Callable[..., EmbeddedBroker]
+PublisherFactory = Callable[[str], mqtt.Client]
+
+
+def _require_mosquitto() -> None:
+    if find_mosquitto() is None:
+        pytest.fail(
+            "the mosquitto broker is not installed; run `make test`, which installs it "
+            "(or: apt-get install -y mosquitto)",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def mosquitto_url() -> Iterator[str]:
+    """One Mosquitto for the whole session on a free port; tests keep apart by topic prefix."""
+    _require_mosquitto()
+    broker = EmbeddedBroker(kind=EmbeddedBrokerKind.MOSQUITTO)
+    url = broker.start()
+    yield url
+    broker.stop()
+
+
+@pytest.fixture
+def mosquitto_factory() -> Iterator[MosquittoFactory]:
+    """Dedicated Mosquitto instances for tests that stop, restart or configure their broker."""
+    _require_mosquitto()
+    started: list[EmbeddedBroker] = []
+
+    def start(port: int = 0, password_file: Path | None = None) -> EmbeddedBroker:
+        broker = EmbeddedBroker(kind=EmbeddedBrokerKind.MOSQUITTO, port=port, password_file=password_file)
+        broker.start()
+        started.append(broker)
+        return broker
+
+    yield start
+    for broker in started:
+        broker.stop()
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    """A topic prefix no other test uses, so tests sharing a broker never see each other's messages."""
+    return f"test/{uuid.uuid4().hex[:12]}"
+
+
+def connect_client(url: str, client_id: str | None = None, timeout_s: float = 10.0) -> mqtt.Client:
+    """A paho client connected to `url` with its network loop running."""
+    parsed = urlparse(url)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"test-{uuid.uuid4().hex}")
+    connected = threading.Event()
+
+    def on_connect(client: mqtt.Client, userdata: object, flags: object, reason: object,
+                   properties: object) -> None:
+        connected.set()
+
+    client.on_connect = on_connect
+    # Short retry waits: paho sleeps up to the reconnect delay before noticing a stop, which would
+    # slow the teardown of tests that kill the broker under this client.
+    client.reconnect_delay_set(0.1, 0.5)  # type: ignore[arg-type]
+    client.connect(parsed.hostname or "127.0.0.1", parsed.port or 1883)
+    client.loop_start()
+    if not connected.wait(timeout_s):
+        client.loop_stop()
+        raise AssertionError(f"test client could not connect to {url} within {timeout_s} s")
+    return client
+
+
+@pytest.fixture
+def mqtt_publisher() -> Iterator[PublisherFactory]:
+    """`mqtt_publisher(url)` gives a connected client; publish with `.publish(...).wait_for_publish(5)`."""
+    clients: list[mqtt.Client] = []
+
+    def connect(url: str) -> mqtt.Client:
+        client = connect_client(url)
+        clients.append(client)
+        return client
+
+    yield connect
+    for client in clients:
+        client.disconnect()
+        client.loop_stop()

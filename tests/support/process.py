@@ -1,0 +1,82 @@
+"""Runs `citywatch up` as a real process on free ports, the way a user starts it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from tests.support.wait import wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def bins(*device_ids: str) -> list[dict[str, Any]]:
+    return [{"device_id": d, "kind": "bin", "lat": 22.54, "lon": 114.05,
+             "tags": {"grid": "FT-11", "district": "futian", "department": "sanitation"}} for d in device_ids]
+
+
+class CitywatchProcess:
+    def __init__(self, tmp_path: Path, config: dict[str, Any]) -> None:
+        self.port = free_port()
+        config = {**config, "api": {"host": "127.0.0.1", "port": self.port},
+                  "store": {"data_dir": str(tmp_path / "data")}}
+        self.config_path = tmp_path / "citywatch.yaml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.log_path = tmp_path / "citywatch.log"
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 30) -> CitywatchProcess:
+        with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "citywatch.cli", "up", "--config", str(self.config_path)],
+                cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        wait_for(self._ready, timeout_s, 0.1, f"citywatch to be ready (log: {self.log_path})")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"citywatch exited with {self.process.returncode}:\n{self.log()}")
+        try:
+            return httpx.get(self.base_url + "/readyz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def get(self, path: str, **params: Any) -> Any:
+        response = httpx.get(self.base_url + path, params=params, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def stop(self, timeout_s: float = 30) -> int:
+        """SIGTERM, as a service manager would; returns the exit code."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout_s)
+        self.process = None
+        return code
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
