@@ -1,0 +1,388 @@
+"""A processor in the Kafka consumer group: one rule engine per assigned partition, checkpointed.
+
+Loop: poll -> decode -> each partition's engine -> store writes -> store.flush -> outputs to Kafka
+(violations, rule outputs, dead letters) and flush -> commit exactly the offsets polled. Results are
+durable before their offsets are committed, so a crash replays input instead of losing it, and the
+deterministic event and violation ids make the replay idempotent in the store and on the violations topic.
+
+Rule state lives in the partition it came from: every `checkpoint_interval_s`, when a partition is revoked
+and on a clean stop, each partition's engine snapshot is written with the offset it covers
+(`processors.kafka_checkpoints`). A partition assigned to this processor is restored from its checkpoint
+and read from that offset, whichever processor had it before and however it ended (even kill -9). The
+checkpoint, not the committed group offset, decides where a partition resumes; committed offsets are
+what standard Kafka tooling reads for lag. A partition with no checkpoint yet is read from the start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+
+from citywatch.metrics import Metrics
+from citywatch.models import DeadLetter, Event
+from citywatch.rate import RateMeter
+from citywatch.settings import KafkaSettings
+from processors.engine import Engine, EngineOutput
+from processors.kafka_bus import KafkaBusProducer, RecordCodec, client_config
+from processors.kafka_checkpoints import Checkpoint, CheckpointStore
+from processors.worker import wall_clock_ms
+from store.base import Store
+
+log = logging.getLogger(__name__)
+
+UNDECODABLE_EVENT = "undecodable_event"
+UNDECODABLE_DEAD_LETTER = "undecodable_dead_letter"
+
+
+@dataclass
+class _Partition:
+    """One assigned events partition: its engine and how far it and its checkpoint have got."""
+
+    engine: Engine
+    # Next events offset to feed the engine (None until the first record after a restore from scratch).
+    next_offset: int | None
+    checkpoint_offset: int | None
+    # State changed since the last checkpoint (records judged, or held events released by the clock).
+    dirty: bool = False
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    """Runs inside poll(), between two batches, so engines are never snapshotted mid-batch."""
+
+    def __init__(self, processor: KafkaProcessor) -> None:
+        self.processor = processor
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self.processor._on_revoked(list(revoked), checkpoint=True)
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.processor._on_assigned(list(assigned))
+
+    def on_partitions_lost(self, lost: Any) -> None:
+        # Another processor may already own these: a checkpoint from here could only be older than its.
+        self.processor._on_revoked(list(lost), checkpoint=False)
+
+
+class KafkaProcessor:
+    def __init__(self, settings: KafkaSettings, engine_factory: Callable[[], Engine], store: Store,
+                 metrics: Metrics, *, batch_events: int, dead_letter_payload_bytes: int = 16 * 1024,
+                 client_id: str = "citywatch-process", poll_timeout_s: float = 0.1,
+                 now_ms: Callable[[], int] = wall_clock_ms,
+                 on_stored: Callable[[Sequence[Event]], None] | None = None) -> None:
+        self.settings = settings
+        self.engine_factory = engine_factory
+        self.store = store
+        self.metrics = metrics
+        self.batch_events = batch_events
+        self.dead_letter_payload_bytes = dead_letter_payload_bytes
+        self.client_id = client_id
+        self.poll_timeout_s = poll_timeout_s
+        self.now_ms = now_ms
+        self.on_stored = on_stored
+        self.rate = RateMeter()
+        metrics.events_per_second.labels("process").set_function(self.rate.rate)
+        self.error: BaseException | None = None
+        self.joined = threading.Event()
+        self._codec = RecordCodec()
+        self._events_topic = settings.topics.events
+        self._dead_letters_topic = settings.topics.dead_letters
+        self._partitions: dict[int, _Partition] = {}
+        # Next offset to read per assigned partition (events and dead letters), for lag.
+        self._positions: dict[TopicPartition, int] = {}
+        self._status_rows: list[dict[str, Any]] = []
+        self._last_checkpoint = time.monotonic()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._consumer: KafkaConsumer | None = None
+        self._producer: KafkaBusProducer | None = None
+        self._checkpoints: CheckpointStore | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        self._producer = KafkaBusProducer(self.settings, client_id=f"{self.client_id}-out",
+                                          on_error=self._send_failed)
+        self._checkpoints = CheckpointStore(self.settings, self.client_id)
+        self._consumer = KafkaConsumer(
+            **client_config(self.settings, self.client_id), group_id=self.settings.group_id,
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            session_timeout_ms=self.settings.session_timeout_ms,
+            heartbeat_interval_ms=self.settings.heartbeat_interval_ms,
+            max_poll_records=self.batch_events, fetch_max_bytes=64 * 1024 * 1024,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+        )
+        self._consumer.subscribe([self._events_topic, self._dead_letters_topic], listener=_Rebalance(self))
+        self._thread = threading.Thread(target=self._run, name="citywatch-kafka-processor", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Finish the batch in hand, checkpoint every partition, leave the group (partitions move now)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                log.error("Kafka processor did not stop within %.0f s", timeout_s)
+
+    def _run(self) -> None:
+        assert self._consumer is not None
+        clean = False
+        try:
+            while not self._stop.is_set():
+                records = self._consumer.poll(timeout_ms=int(self.poll_timeout_s * 1000),
+                                              max_records=self.batch_events)
+                self.step(records)
+                if time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval_s:
+                    self.checkpoint()
+            self.checkpoint()
+            clean = True
+        except BaseException as exc:  # surfaced through readiness; the role decides what to do
+            log.exception("Kafka processor stopped on an unexpected error")
+            self.error = exc
+        finally:
+            self._close_clients(clean)
+
+    def _close_clients(self, clean: bool) -> None:
+        if self._consumer is not None:
+            try:
+                # Leaves the group at once, so the partitions move without waiting for the session timeout.
+                self._consumer.close(autocommit=False)
+            except Exception:
+                log.exception("closing the Kafka consumer failed")
+        for client in (self._producer, self._checkpoints):
+            if client is None:
+                continue
+            try:
+                client.close()
+            except Exception:
+                if clean:
+                    log.exception("closing a Kafka client failed")
+
+    # -- one batch -------------------------------------------------------------------------------------
+
+    def step(self, records: dict[TopicPartition, list[ConsumerRecord]]) -> EngineOutput:
+        started = time.perf_counter()
+        now_ms = self.now_ms()
+        out = EngineOutput()
+        events: list[Event] = []
+        dead_letters: list[DeadLetter] = []  # from the dead-letter topic: to the store
+        # Found here (poison records, rule failures): to the dead-letter topic, stored when read back.
+        rejected: list[DeadLetter] = []
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        for tp, batch in records.items():
+            if not batch:
+                continue
+            next_offset = batch[-1].offset + 1
+            offsets[tp] = OffsetAndMetadata(next_offset, "", -1)
+            self._positions[tp] = next_offset
+            if tp.topic == self._events_topic:
+                partition = self._partitions.get(tp.partition)
+                if partition is None:  # not ours any more: its new owner replays it from its checkpoint
+                    del offsets[tp]
+                    continue
+                decoded = self._decode_events(tp, batch, rejected, now_ms)
+                out.extend(partition.engine.process(decoded, now_ms))
+                partition.next_offset = next_offset
+                partition.dirty = True
+                events.extend(decoded)
+            elif tp.topic == self._dead_letters_topic:
+                dead_letters.extend(self._decode_dead_letters(tp, batch, now_ms))
+        for number, partition in self._partitions.items():
+            # Quiet partitions: let the wall clock release what they hold.
+            if partition.engine.held and TopicPartition(self._events_topic, number) not in records:
+                held = partition.engine.held
+                out.extend(partition.engine.process((), now_ms))
+                partition.dirty = partition.dirty or partition.engine.held != held
+        rejected.extend(out.dead_letters)
+        self._write(events, dead_letters, rejected, out)
+        if offsets:
+            assert self._consumer is not None
+            self._consumer.commit(offsets)
+        self._account(events, rejected, out)
+        if events:
+            self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        self._refresh_status()
+        return out
+
+    def _decode_events(self, tp: TopicPartition, batch: list[ConsumerRecord], rejected: list[DeadLetter],
+                       now_ms: int) -> list[Event]:
+        decode = self._codec.decode_event
+        events: list[Event] = []
+        for record in batch:
+            try:
+                events.append(decode(record.value))
+            except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as exc:
+                rejected.append(self._letter(UNDECODABLE_EVENT, tp, record, exc, now_ms))
+        return events
+
+    def _decode_dead_letters(self, tp: TopicPartition, batch: list[ConsumerRecord],
+                             now_ms: int) -> list[DeadLetter]:
+        letters: list[DeadLetter] = []
+        for record in batch:
+            try:
+                letters.append(self._codec.decode_dead_letter(record.value))
+            except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as exc:
+                # Stored directly, never sent back to the dead-letter topic (that would loop).
+                letters.append(self._letter(UNDECODABLE_DEAD_LETTER, tp, record, exc, now_ms))
+        return letters
+
+    def _letter(self, reason: str, tp: TopicPartition, record: ConsumerRecord, exc: Exception,
+                now_ms: int) -> DeadLetter:
+        value = record.value if isinstance(record.value, bytes) else b""
+        return DeadLetter(
+            reason=reason,
+            detail=f"record {tp.topic}[{tp.partition}]@{record.offset} is not a citywatch "
+                   f"{'event' if reason == UNDECODABLE_EVENT else 'dead letter'}: {exc}"[:500],
+            topic=tp.topic,
+            payload=value[:self.dead_letter_payload_bytes],
+            received_time_ms=now_ms,
+            source="kafka",
+        )
+
+    def _write(self, events: list[Event], dead_letters: list[DeadLetter], rejected: list[DeadLetter],
+               out: EngineOutput) -> None:
+        store = self.store
+        if events:
+            store.write_events(events)
+        if dead_letters:
+            store.write_dead_letters(dead_letters)
+        if out.violations:
+            store.write_violations(out.violations)
+        if events or dead_letters or out.violations:
+            store.flush()
+        if out.violations or out.late_events or rejected:
+            assert self._producer is not None
+            topics = self.settings.topics
+            self._producer.send_violations(out.violations)
+            for event in out.late_events:
+                self._producer.send_json(topics.rule_outputs, event.device_id, [event])
+            for letter in rejected:
+                self._producer.send_json(topics.dead_letters, letter.source, [letter])
+            self._producer.flush()
+
+    def _account(self, events: list[Event], rejected: list[DeadLetter], out: EngineOutput) -> None:
+        metrics = self.metrics
+        if events:
+            metrics.events_processed.inc(len(events))
+            self.rate.add(len(events))
+        if out.duplicates:
+            metrics.duplicate_events.inc(out.duplicates)
+        if out.late_events:
+            metrics.late_events.inc(len(out.late_events))
+        for violation in out.violations:
+            metrics.violations.labels(violation.type, violation.status.value).inc()
+        for letter in rejected:
+            if letter.reason == "rule_error":
+                metrics.rule_errors.labels(letter.source.removeprefix("rule:")).inc()
+            else:
+                metrics.dead_letters.labels(reason=letter.reason).inc()
+        if events and self.on_stored is not None:
+            self.on_stored(events)
+
+    def _send_failed(self, topic: str, exc: BaseException) -> None:
+        log.error("Kafka refused a record for %s: %s", topic, exc)
+        self.metrics.bus_send_errors.labels(topic).inc()
+
+    # -- checkpoints and rebalancing --------------------------------------------------------------------
+
+    def checkpoint(self, partitions: Sequence[int] | None = None) -> int:
+        """Checkpoint the changed partitions (all by default); returns how many were written."""
+        assert self._checkpoints is not None
+        self._last_checkpoint = time.monotonic()
+        numbers = list(self._partitions) if partitions is None else partitions
+        due: list[tuple[_Partition, Checkpoint]] = []
+        for number in numbers:
+            partition = self._partitions.get(number)
+            if partition is None or not partition.dirty or partition.next_offset is None:
+                continue
+            due.append((partition, Checkpoint(
+                topic=self._events_topic, partition=number, offset=partition.next_offset,
+                snapshot=partition.engine.snapshot(), written_wall_ms=self.now_ms())))
+        if due:
+            self._checkpoints.write([checkpoint for _, checkpoint in due])
+            for partition, checkpoint in due:
+                partition.checkpoint_offset = checkpoint.offset
+                partition.dirty = False
+            self.metrics.checkpoints.inc(len(due))
+        return len(due)
+
+    def _on_assigned(self, assigned: list[TopicPartition]) -> None:
+        assert self._checkpoints is not None and self._consumer is not None
+        for tp in assigned:
+            if tp.topic != self._events_topic or tp.partition in self._partitions:
+                continue
+            engine = self.engine_factory()
+            checkpoint = self._checkpoints.load(tp.partition)
+            if checkpoint is None:
+                self._consumer.seek_to_beginning(tp)
+                self._partitions[tp.partition] = _Partition(engine, None, None)
+                log.info("partition %s has no checkpoint: reading it from the start", tp.partition)
+                continue
+            engine.restore(checkpoint.snapshot)
+            self._consumer.seek(tp, checkpoint.offset)
+            self._positions[tp] = checkpoint.offset
+            self._partitions[tp.partition] = _Partition(engine, checkpoint.offset, checkpoint.offset)
+            log.info("partition %s restored from its checkpoint at offset %d (%d events held)",
+                     tp.partition, checkpoint.offset, engine.held)
+        self.joined.set()
+        self._refresh_status()
+
+    def _on_revoked(self, revoked: list[TopicPartition], *, checkpoint: bool) -> None:
+        numbers = [tp.partition for tp in revoked if tp.topic == self._events_topic]
+        if checkpoint and self.error is None:
+            try:
+                self.checkpoint(numbers)
+            except Exception:  # the next owner replays from the previous checkpoint instead
+                log.exception("checkpoint of revoked partitions %s failed", numbers)
+        for number in numbers:
+            self._partitions.pop(number, None)
+        for tp in revoked:
+            self._positions.pop(tp, None)
+            with contextlib.suppress(KeyError):  # no lag was known for it yet
+                self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+        self._refresh_status()
+
+    # -- status ----------------------------------------------------------------------------------------
+
+    def _refresh_status(self) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        rows = []
+        for tp in sorted(consumer.assignment(), key=lambda t: (t.topic, t.partition)):
+            position = self._positions.get(tp)
+            highwater = consumer.highwater(tp)
+            lag = None if position is None or highwater is None else max(0, highwater - position)
+            if lag is not None:
+                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+            partition = self._partitions.get(tp.partition) if tp.topic == self._events_topic else None
+            rows.append({
+                "topic": tp.topic, "partition": tp.partition, "position": position, "highwater": highwater,
+                "lag": lag,
+                "checkpoint_offset": None if partition is None else partition.checkpoint_offset,
+                "held_events": None if partition is None else partition.engine.held,
+            })
+        self._status_rows = rows
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "role": "process",
+            "client_id": self.client_id,
+            "group_id": self.settings.group_id,
+            "running": self.running,
+            "events_per_s": round(self.rate.rate(), 1),
+            "events_total": self.rate.total,
+            "partitions": list(self._status_rows),
+        }
