@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from citywatch.metrics import Metrics
 from citywatch.settings import ApiSettings
@@ -28,3 +29,5 @@ class ApiServices:
     # Run by the app's lifespan: the API owns the pipeline's start and stop when it is embedded.
     on_startup: list[Callable[[], None]] = field(default_factory=list)
     on_shutdown: list[Callable[[], None]] = field(default_factory=list)
+    # GET /v1/status: role, events per second and (on Kafka) consumer lag per partition.
+    status: Callable[[], dict[str, Any]] = dict
