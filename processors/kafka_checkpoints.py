@@ -20,6 +20,8 @@ from processors.kafka_bus import KafkaBusError, client_config
 
 
 class Checkpoint(msgspec.Struct, frozen=True):
+    # One checkpoints topic serves one processor group: another group's state is not ours to resume.
+    group_id: str
     topic: str
     partition: int
     # The next events offset to read after restoring `snapshot`: everything before it is in the snapshot.
@@ -72,7 +74,12 @@ class CheckpointStore:
         while time.monotonic() < deadline:
             for record in self._reader.poll(timeout_ms=200).get(tp, []):
                 if record.key == key and record.value is not None:
-                    return self._decoder.decode(record.value)
+                    checkpoint = self._decoder.decode(record.value)
+                    if checkpoint.group_id != self.settings.group_id:
+                        raise KafkaBusError(
+                            f"{self.topic} holds checkpoints of group {checkpoint.group_id}, not of "
+                            f"{self.settings.group_id}: give each processor group its own checkpoints topic")
+                    return checkpoint
             if self._reader.position(tp) >= end:
                 # The last offset was not a checkpoint of ours (e.g. a marker): look further back.
                 if end - 1 <= beginning:

@@ -122,6 +122,8 @@ class KafkaProcessor:
             session_timeout_ms=self.settings.session_timeout_ms,
             heartbeat_interval_ms=self.settings.heartbeat_interval_ms,
             max_poll_records=self.batch_events, fetch_max_bytes=64 * 1024 * 1024,
+            # A quiet partition answers a fetch after this long at most: bounds publish-to-stored latency.
+            fetch_max_wait_ms=100,
             max_partition_fetch_bytes=8 * 1024 * 1024,
         )
         self._consumer.subscribe([self._events_topic, self._dead_letters_topic], listener=_Rebalance(self))
@@ -308,7 +310,8 @@ class KafkaProcessor:
             if partition is None or not partition.dirty or partition.next_offset is None:
                 continue
             due.append((partition, Checkpoint(
-                topic=self._events_topic, partition=number, offset=partition.next_offset,
+                group_id=self.settings.group_id, topic=self._events_topic, partition=number,
+                offset=partition.next_offset,
                 snapshot=partition.engine.snapshot(), written_wall_ms=self.now_ms())))
         if due:
             self._checkpoints.write([checkpoint for _, checkpoint in due])
