@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from citywatch.settings import ConfigError, Settings, load_settings
+from citywatch.settings import BusKind, ConfigError, Settings, load_settings
 
 
 def _load(args: argparse.Namespace) -> Settings:
@@ -97,6 +97,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     from citywatch.runtime import EmbeddedRuntime
 
     settings = _load(args)
+    if settings.bus.kind != BusKind.INPROCESS:
+        raise ConfigError("citywatch up runs everything in one process on the in-process bus: with "
+                          "bus.kind: kafka run the roles (citywatch ingest, process and api) instead")
     runtime = EmbeddedRuntime(settings, simulate=args.simulate)
     app = create_app(runtime.api_services())
     api = settings.api
