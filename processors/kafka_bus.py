@@ -123,8 +123,10 @@ class KafkaBusProducer(BusProducer):
 
     def __init__(self, settings: KafkaSettings, *, client_id: str = "citywatch-ingest",
                  key_of: Callable[[Event], str] = partition_key,
-                 on_error: Callable[[str, BaseException], None] | None = None) -> None:
+                 on_error: Callable[[str, BaseException], None] | None = None,
+                 track_sends: bool = False) -> None:
         self.settings = settings
+        self._track = track_sends
         self._key_of = key_of
         self._on_error = on_error
         self._codec = RecordCodec()
@@ -135,6 +137,8 @@ class KafkaBusProducer(BusProducer):
         self._closed = False
         self._lock = threading.Lock()
         self._failures: list[tuple[str, BaseException]] = []
+        # Sends since the last take_sent(), for callers that track durability per batch.
+        self._sent: list[Any] = []
 
     def send(self, events: Sequence[Event], dead_letters: Sequence[DeadLetter] = (), *,
              timeout_s: float | None = None) -> None:
@@ -164,6 +168,13 @@ class KafkaBusProducer(BusProducer):
     def _send(self, topic: str, key: bytes | None, value: bytes) -> None:
         future = self._producer.send(topic, key=key, value=value)
         future.add_errback(self._failed, topic)
+        if self._track:
+            self._sent.append(future)
+
+    def take_sent(self) -> list[Any]:
+        """The futures of the records sent since the last call (only with track_sends=True)."""
+        sent, self._sent = self._sent, []
+        return sent
 
     def _failed(self, topic: str, exc: BaseException) -> None:
         with self._lock:

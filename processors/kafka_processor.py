@@ -1,9 +1,14 @@
 """A processor in the Kafka consumer group: one rule engine per assigned partition, checkpointed.
 
 Loop: poll -> decode -> each partition's engine -> store writes -> store.flush -> outputs to Kafka
-(violations, rule outputs, dead letters) and flush -> commit exactly the offsets polled. Results are
-durable before their offsets are committed, so a crash replays input instead of losing it, and the
-deterministic event and violation ids make the replay idempotent in the store and on the violations topic.
+(violations, rule outputs, dead letters) -> commit exactly the offsets polled, once the batch's outputs
+are acknowledged. Two threads share the work: the loop polls and judges while a writer thread stores the
+previous batch (SQLite does its work outside the GIL) and sends its outputs; a batch's offsets are
+committed at a later step, once the writer has made it durable and Kafka has acknowledged every record
+it sent. The writer's queue holds two batches, which bounds memory and pushes back on the loop.
+Results are durable before their offsets are committed, so a crash replays input instead of losing it,
+and the deterministic event and violation ids make the replay idempotent in the store and on the
+violations topic.
 
 Rule state lives in the partition it came from: every `checkpoint_interval_s`, when a partition is revoked
 and on a clean stop, each partition's engine snapshot is written with the offset it covers
@@ -17,8 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +39,7 @@ from citywatch.models import DeadLetter, Event
 from citywatch.rate import RateMeter
 from citywatch.settings import KafkaSettings
 from processors.engine import Engine, EngineOutput
-from processors.kafka_bus import KafkaBusProducer, RecordCodec, client_config
+from processors.kafka_bus import KafkaBusError, KafkaBusProducer, RecordCodec, client_config
 from processors.kafka_checkpoints import Checkpoint, CheckpointStore
 from processors.worker import wall_clock_ms
 from store.base import Store
@@ -53,6 +60,18 @@ class _Partition:
     checkpoint_offset: int | None
     # State changed since the last checkpoint (records judged, or held events released by the clock).
     dirty: bool = False
+
+
+@dataclass
+class _WriteJob:
+    """One judged batch for the writer: what to store, what to send, and the offsets it covers."""
+
+    events: list[Event]
+    dead_letters: list[DeadLetter]
+    rejected: list[DeadLetter]
+    out: EngineOutput
+    offsets: dict[TopicPartition, OffsetAndMetadata]
+    started: float
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -99,6 +118,12 @@ class KafkaProcessor:
         # Next offset to read per assigned partition (events and dead letters), for lag.
         self._positions: dict[TopicPartition, int] = {}
         self._status_rows: list[dict[str, Any]] = []
+        # Polled batches whose store writes are durable, waiting for their Kafka sends: (offsets, futures).
+        # The writer appends, the loop pops from the left.
+        self._uncommitted: deque[tuple[dict[TopicPartition, OffsetAndMetadata], list[Any]]] = deque()
+        self._jobs: queue.Queue[_WriteJob | None] = queue.Queue(maxsize=2)
+        self._writer: threading.Thread | None = None
+        self._writer_error: BaseException | None = None
         self._last_checkpoint = time.monotonic()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -114,7 +139,7 @@ class KafkaProcessor:
 
     def start(self) -> None:
         self._producer = KafkaBusProducer(self.settings, client_id=f"{self.client_id}-out",
-                                          on_error=self._send_failed)
+                                          on_error=self._send_failed, track_sends=True)
         self._checkpoints = CheckpointStore(self.settings, self.client_id)
         self._consumer = KafkaConsumer(
             **client_config(self.settings, self.client_id), group_id=self.settings.group_id,
@@ -127,6 +152,8 @@ class KafkaProcessor:
             max_partition_fetch_bytes=8 * 1024 * 1024,
         )
         self._consumer.subscribe([self._events_topic, self._dead_letters_topic], listener=_Rebalance(self))
+        self._writer = threading.Thread(target=self._write_loop, name="citywatch-kafka-writer", daemon=True)
+        self._writer.start()
         self._thread = threading.Thread(target=self._run, name="citywatch-kafka-processor", daemon=True)
         self._thread.start()
 
@@ -148,13 +175,40 @@ class KafkaProcessor:
                 self.step(records)
                 if time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval_s:
                     self.checkpoint()
+                    self.commit_durable(wait=True)
             self.checkpoint()
+            self.commit_durable(wait=True)
             clean = True
         except BaseException as exc:  # surfaced through readiness; the role decides what to do
             log.exception("Kafka processor stopped on an unexpected error")
             self.error = exc
         finally:
+            self._jobs.put(None)
+            if self._writer is not None:
+                self._writer.join(30)
             self._close_clients(clean)
+
+    def _write_loop(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                if self._writer_error is None:  # after a failure nothing more is written (or committed)
+                    sent = self._write(job.events, job.dead_letters, job.rejected, job.out)
+                    self._uncommitted.append((job.offsets, sent))
+                    self._account(job.events, job.rejected, job.out)
+                    if job.events:
+                        self.metrics.batch_seconds.observe(time.perf_counter() - job.started)
+            except BaseException as exc:
+                log.exception("writing a batch failed; it will be replayed")
+                self._writer_error = exc
+            finally:
+                self._jobs.task_done()
+        self._jobs.task_done()
+
+    def wait_written(self) -> None:
+        """Return once every batch judged so far is in the store (raise if the writer failed)."""
+        self._jobs.join()
+        if self._writer_error is not None:
+            raise KafkaBusError(f"the store writer failed: {self._writer_error!r}") from self._writer_error
 
     def _close_clients(self, clean: bool) -> None:
         if self._consumer is not None:
@@ -175,6 +229,9 @@ class KafkaProcessor:
     # -- one batch -------------------------------------------------------------------------------------
 
     def step(self, records: dict[TopicPartition, list[ConsumerRecord]]) -> EngineOutput:
+        """Judge one polled batch and hand it to the writer; commit what earlier batches made durable."""
+        if self._writer_error is not None:
+            raise KafkaBusError(f"the store writer failed: {self._writer_error!r}") from self._writer_error
         started = time.perf_counter()
         now_ms = self.now_ms()
         out = EngineOutput()
@@ -208,13 +265,9 @@ class KafkaProcessor:
                 out.extend(partition.engine.process((), now_ms))
                 partition.dirty = partition.dirty or partition.engine.held != held
         rejected.extend(out.dead_letters)
-        self._write(events, dead_letters, rejected, out)
-        if offsets:
-            assert self._consumer is not None
-            self._consumer.commit(offsets)
-        self._account(events, rejected, out)
-        if events:
-            self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        if events or dead_letters or rejected or offsets or out.violations or out.late_events:
+            self._jobs.put(_WriteJob(events, dead_letters, rejected, out, offsets, started))
+        self.commit_durable(wait=False)
         self._refresh_status()
         return out
 
@@ -253,8 +306,34 @@ class KafkaProcessor:
             source="kafka",
         )
 
+    def commit_durable(self, *, wait: bool) -> None:
+        """Commit the offsets of the oldest batches whose sends are all acknowledged (all, if `wait`).
+
+        Raises KafkaBusError if Kafka refused an output: the loop stops, nothing after it is committed,
+        and the batch is replayed by whoever owns the partition next.
+        """
+        assert self._producer is not None and self._consumer is not None
+        if wait:
+            self.wait_written()
+            self._producer.flush()
+        merged: dict[TopicPartition, OffsetAndMetadata] = {}
+        while self._uncommitted:
+            offsets, sent = self._uncommitted[0]
+            if not all(future.is_done for future in sent):
+                break
+            failed = next((future for future in sent if future.failed()), None)
+            if failed is not None:
+                raise KafkaBusError(f"an output record was refused: {failed.exception}")
+            self._uncommitted.popleft()
+            merged.update(offsets)  # batches are in poll order: a later offset replaces an earlier one
+        assigned = self._consumer.assignment()
+        mine = {tp: offset for tp, offset in merged.items() if tp in assigned}
+        if mine:
+            self._consumer.commit(mine)
+
     def _write(self, events: list[Event], dead_letters: list[DeadLetter], rejected: list[DeadLetter],
-               out: EngineOutput) -> None:
+               out: EngineOutput) -> list[Any]:
+        """Store (durable on return) and send the outputs; returns the sends' futures."""
         store = self.store
         if events:
             store.write_events(events)
@@ -272,7 +351,8 @@ class KafkaProcessor:
                 self._producer.send_json(topics.rule_outputs, event.device_id, [event])
             for letter in rejected:
                 self._producer.send_json(topics.dead_letters, letter.source, [letter])
-            self._producer.flush()
+            return self._producer.take_sent()
+        return []
 
     def _account(self, events: list[Event], rejected: list[DeadLetter], out: EngineOutput) -> None:
         metrics = self.metrics
@@ -300,8 +380,14 @@ class KafkaProcessor:
     # -- checkpoints and rebalancing --------------------------------------------------------------------
 
     def checkpoint(self, partitions: Sequence[int] | None = None) -> int:
-        """Checkpoint the changed partitions (all by default); returns how many were written."""
-        assert self._checkpoints is not None
+        """Checkpoint the changed partitions (all by default); returns how many were written.
+
+        Every batch judged so far is stored and its outputs acknowledged first: a checkpoint never covers
+        a result that could still be lost.
+        """
+        assert self._checkpoints is not None and self._producer is not None
+        self.wait_written()
+        self._producer.flush()
         self._last_checkpoint = time.monotonic()
         numbers = list(self._partitions) if partitions is None else partitions
         due: list[tuple[_Partition, Checkpoint]] = []

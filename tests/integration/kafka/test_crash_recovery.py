@@ -25,7 +25,7 @@ from tests.support.wait import wait_for
 pytestmark = pytest.mark.integration
 
 DEVICES = 40
-READINGS_PER_DEVICE = 150
+READINGS_PER_DEVICE = 300
 LATENESS_MS = 200
 
 
@@ -90,7 +90,15 @@ def test_kill_9_mid_stream_then_another_processor_ends_with_the_uncrashed_result
 
     first = RoleProcess(tmp_path, "process", config, name="first").start()
     data_dir = tmp_path / "data"
-    wait_for(lambda: events_stored(data_dir) >= len(events) // 4, 60, 0.02, "a quarter of the events stored")
+
+    def checkpointed() -> bool:
+        for line in first.get_text("/metrics").splitlines():
+            if line.startswith("citywatch_kafka_checkpoints_total "):
+                return float(line.split()[1]) >= 2
+        return False
+
+    # Killed once it has checkpointed (both partitions, or one twice) and while the stream still flows.
+    wait_for(checkpointed, 60, 0.01, "the first processor's checkpoints")
     first.kill()
     at_kill = events_stored(data_dir)
     assert at_kill < len(events), "the processor finished before it could be killed mid-stream"
