@@ -76,6 +76,9 @@ def cmd_process(args: argparse.Namespace) -> int:
           f"status on http://{roles.status_host}:{roles.status_port}/v1/status", flush=True)
     _serve(create_status_app(role.services(), "citywatch process"), roles.status_host, roles.status_port,
            args.log_level)
+    if role.failed is not None:
+        print(f"citywatch process: stopped on an error: {role.failed!r}", file=sys.stderr, flush=True)
+        return 1
     print("citywatch process: stopped cleanly", flush=True)
     return 0
 

@@ -9,6 +9,8 @@ Each role builds its parts from the settings without touching the network, and c
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -138,6 +140,7 @@ class ProcessRole:
         self.rules = build_rules(settings.rules, self.registry)
         self.store: Store | None = None
         self.processor: KafkaProcessor | None = None
+        self.failed: BaseException | None = None
 
     def new_engine(self) -> Engine:
         pipeline = self.settings.pipeline
@@ -152,9 +155,15 @@ class ProcessRole:
             self.kafka, self.new_engine, self.store, self.metrics,
             batch_events=self.settings.pipeline.batch_events,
             dead_letter_payload_bytes=self.settings.ingest.dead_letter_payload_bytes,
-            client_id=self.client_id,
+            client_id=self.client_id, on_failure=self._failed,
         )
         self.processor.start()
+
+    def _failed(self, error: BaseException) -> None:
+        """The loop died (its error is logged): end the process so the orchestrator restarts it; its
+        partitions move to the other processors, which resume them from their checkpoints."""
+        self.failed = error
+        os.kill(os.getpid(), signal.SIGTERM)  # uvicorn's handler: a clean shutdown of the HTTP side
 
     def stop(self) -> None:
         if self.processor is not None:

@@ -96,7 +96,8 @@ class KafkaProcessor:
                  metrics: Metrics, *, batch_events: int, dead_letter_payload_bytes: int = 16 * 1024,
                  client_id: str = "citywatch-process", poll_timeout_s: float = 0.1,
                  now_ms: Callable[[], int] = wall_clock_ms,
-                 on_stored: Callable[[Sequence[Event]], None] | None = None) -> None:
+                 on_stored: Callable[[Sequence[Event]], None] | None = None,
+                 on_failure: Callable[[BaseException], None] | None = None) -> None:
         self.settings = settings
         self.engine_factory = engine_factory
         self.store = store
@@ -107,6 +108,8 @@ class KafkaProcessor:
         self.poll_timeout_s = poll_timeout_s
         self.now_ms = now_ms
         self.on_stored = on_stored
+        # Called (from the loop's thread) when the loop stops on an error, after its clients are closed.
+        self.on_failure = on_failure
         self.rate = RateMeter()
         metrics.events_per_second.labels("process").set_function(self.rate.rate)
         self.error: BaseException | None = None
@@ -187,6 +190,8 @@ class KafkaProcessor:
             if self._writer is not None:
                 self._writer.join(30)
             self._close_clients(clean)
+        if self.error is not None and self.on_failure is not None:
+            self.on_failure(self.error)
 
     def _write_loop(self) -> None:
         while (job := self._jobs.get()) is not None:

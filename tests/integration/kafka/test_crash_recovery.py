@@ -17,6 +17,7 @@ from citywatch.models import Event
 from citywatch.settings import BinOverflowSettings, KafkaSettings
 from processors.engine import Engine
 from processors.kafka_bus import KafkaBusProducer, ensure_topics
+from processors.kafka_checkpoints import Checkpoint, CheckpointStore
 from processors.rules.bin_overflow import BinOverflowRule
 from tests.support.events import reading
 from tests.support.roles import RoleProcess
@@ -124,3 +125,25 @@ def test_kill_9_mid_stream_then_another_processor_ends_with_the_uncrashed_result
         assert status["events_total"] < len(events)
     finally:
         assert second.stop() == 0
+
+
+def test_a_processor_that_cannot_resume_its_state_exits_with_an_error(kafka_settings: KafkaSettings,
+                                                                      tmp_path: Path):
+    """Another group's checkpoints in our checkpoints topic: refuse them loudly, and exit so that an
+    orchestrator restarts the process, rather than judge from an empty or foreign state."""
+    ensure_topics(kafka_settings)
+    other_group = kafka_settings.model_copy(update={"group_id": "someone-else"})
+    checkpoints = CheckpointStore(other_group, "test-other-group")
+    try:
+        checkpoints.write([Checkpoint(group_id="someone-else", topic=kafka_settings.topics.events,
+                                      partition=p, offset=0, snapshot=b"", written_wall_ms=0)
+                           for p in range(kafka_settings.partitions)])
+    finally:
+        checkpoints.close()
+    config = {"bus": {"kind": "kafka", "kafka": kafka_settings.model_dump(mode="json")},
+              "store": {"data_dir": str(tmp_path / "data")}, "devices_file": None}
+    process = RoleProcess(tmp_path, "process", config).start(wait_ready=False)
+    assert process.process is not None
+    assert process.process.wait(60) == 1
+    process.process = None
+    assert "give each processor group its own checkpoints topic" in process.log()
