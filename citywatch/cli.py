@@ -100,11 +100,16 @@ def cmd_up(args: argparse.Namespace) -> int:
     from citywatch.runtime import EmbeddedRuntime
 
     settings = _load(args)
-    if settings.bus.kind != BusKind.INPROCESS:
-        raise ConfigError("citywatch up runs everything in one process on the in-process bus: with "
-                          "bus.kind: kafka run the roles (citywatch ingest, process and api) instead")
-    runtime = EmbeddedRuntime(settings, simulate=args.simulate)
-    app = create_app(runtime.api_services())
+    if settings.bus.kind == BusKind.KAFKA:
+        # Every role in this one process, joined by Kafka: the city set-up tried on one machine.
+        from citywatch.roles import KafkaUpRuntime
+
+        if args.simulate:
+            raise ConfigError("--simulate runs with the in-process bus only; publish with "
+                              "`citywatch simulate` to try the Kafka set-up")
+        app = create_app(KafkaUpRuntime(settings).api_services())
+    else:
+        app = create_app(EmbeddedRuntime(settings, simulate=args.simulate).api_services())
     api = settings.api
     print(f"citywatch: API on http://{api.host}:{api.port} (violations at /v1/violations, docs at /docs);"
           f" data in {settings.store.data_dir}/; Ctrl-C stops cleanly.", flush=True)

@@ -23,6 +23,7 @@ from citywatch.models import DeadLetter, Event
 from citywatch.rate import RateMeter
 from citywatch.settings import BusKind, ConfigError, KafkaSettings, Settings
 from ingest.codecs.native import NativeCodec
+from ingest.embedded_broker import EmbeddedBroker
 from ingest.normalizer import Normalizer
 from ingest.registry import DeviceRegistry
 from ingest.service import IngestService
@@ -215,3 +216,54 @@ class ApiRole:
         return ApiServices(store=self.store, metrics=self.metrics, settings=self.settings.api,
                            readiness=self.readiness, status=self.monitor.status,
                            on_startup=[self.monitor.start], on_shutdown=[self.stop])
+
+
+class KafkaUpRuntime:
+    """`citywatch up` with `bus.kind: kafka`: the three roles in one process, for trying the Kafka
+    set-up on one machine (an embedded MQTT broker when `mqtt.url` is unset, as `up` always does)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        kafka_settings_of(settings, "up")
+        self.broker: EmbeddedBroker | None = None
+        if settings.mqtt.url is None:
+            self.broker = EmbeddedBroker(kind=settings.mqtt.embedded_broker.value,
+                                         port=settings.mqtt.embedded_port)
+            # The broker's URL is known once it listens; ingest is built then (see start()).
+            settings = settings.with_overrides(mqtt__url="mqtt://127.0.0.1:1")
+        self.process = ProcessRole(settings, client_id="citywatch-up")
+        self.api = ApiRole(settings)
+        self.ingest: IngestRole | None = None
+
+    def start(self) -> None:
+        settings = self.settings
+        if self.broker is not None:
+            settings = settings.with_overrides(mqtt__url=self.broker.start())
+        self.process.start()
+        self.ingest = IngestRole(settings)
+        self.ingest.metrics = self.process.metrics  # one /metrics for the whole process
+        self.ingest.metrics.events_per_second.labels("ingest").set_function(self.ingest.rate.rate)
+        self.ingest.start()
+        self.api.monitor.start()
+
+    def stop(self) -> None:
+        if self.ingest is not None:
+            self.ingest.stop()
+        self.process.stop()
+        self.api.stop()
+        if self.broker is not None:
+            self.broker.stop()
+
+    def readiness(self) -> list[ComponentStatus]:
+        ingest = self.ingest.readiness() if self.ingest is not None else [ComponentStatus("mqtt", False)]
+        return [*ingest, *self.process.readiness()]
+
+    def status(self) -> dict[str, Any]:
+        return {**self.api.monitor.status(), "role": "up",
+                "process": self.process.status(),
+                "ingest": self.ingest.status() if self.ingest is not None else None}
+
+    def api_services(self) -> ApiServices:
+        return ApiServices(store=self.api.store, metrics=self.process.metrics, settings=self.settings.api,
+                           readiness=self.readiness, status=self.status,
+                           on_startup=[self.start], on_shutdown=[self.stop])

@@ -25,11 +25,11 @@ def test_ingest_needs_a_broker_to_subscribe_to(tmp_path, capsys):
     assert "mqtt.url" in capsys.readouterr().err
 
 
-def test_up_says_to_run_the_roles_when_the_bus_is_kafka(tmp_path, capsys):
+def test_up_on_kafka_does_not_simulate(tmp_path, capsys):
     config = tmp_path / "citywatch.yaml"
     config.write_text(yaml.safe_dump({"bus": {"kind": "kafka"}}))
-    assert main(["up", "--config", str(config)]) == 2
-    assert "citywatch ingest, process and api" in capsys.readouterr().err
+    assert main(["up", "--simulate", "--config", str(config)]) == 2
+    assert "citywatch simulate" in capsys.readouterr().err
 
 
 def test_kafka_settings_are_checked_at_load():

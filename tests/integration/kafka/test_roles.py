@@ -15,7 +15,7 @@ from citywatch.models import Event
 from citywatch.mqtt_publisher import MqttPublisher
 from citywatch.settings import KafkaSettings
 from processors.catalogue import partition_key
-from tests.support.process import bins
+from tests.support.process import CitywatchProcess, bins
 from tests.support.roles import RoleProcess
 from tests.support.wait import wait_for
 
@@ -112,3 +112,29 @@ def test_roles_scale_apart_and_a_partition_moves_with_its_state(
         for role in reversed(roles):
             if role.process is not None:
                 assert role.stop() == 0, role.log()
+
+
+def test_up_runs_every_role_in_one_process_on_kafka(kafka_settings: KafkaSettings, mosquitto_url: str,
+                                                   tmp_path: Path):
+    config: dict[str, Any] = {
+        "bus": {"kind": "kafka", "kafka": kafka_settings.model_dump(mode="json")},
+        "mqtt": {"url": mosquitto_url, "client_id": f"citywatch-{tmp_path.name}"},
+        "pipeline": {"allowed_lateness_ms": 200},
+        "devices": bins("bin-up"),
+    }
+    app = CitywatchProcess(tmp_path, config).start()
+    publisher = MqttPublisher(mosquitto_url, f"test-up-{tmp_path.name}").connect()
+    try:
+        now_ms = int(time.time() * 1000)
+        for offset_ms, fill in ((0, 95.0), (1000, 99.0)):
+            publisher.publish("citywatch/events/bin-up", reading("bin-up", now_ms + offset_ms, fill),
+                              wait=True)
+        [opened] = wait_for(lambda: app.get("/v1/violations")["items"], 30, 0.2, "a violation")
+        assert opened["device_id"] == "bin-up"
+        status = app.get("/v1/status")
+        assert status["role"] == "up" and status["ingest"]["events_total"] == 2
+        assert {row["partition"] for row in status["process"]["partitions"]
+                if row["topic"] == kafka_settings.topics.events} == {0, 1}
+    finally:
+        publisher.close()
+    assert app.stop() == 0
