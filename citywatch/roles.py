@@ -227,10 +227,9 @@ class KafkaUpRuntime:
         kafka_settings_of(settings, "up")
         self.broker: EmbeddedBroker | None = None
         if settings.mqtt.url is None:
+            # Its URL is known once it listens: ingest is built then (see start()).
             self.broker = EmbeddedBroker(kind=settings.mqtt.embedded_broker.value,
                                          port=settings.mqtt.embedded_port)
-            # The broker's URL is known once it listens; ingest is built then (see start()).
-            settings = settings.with_overrides(mqtt__url="mqtt://127.0.0.1:1")
         self.process = ProcessRole(settings, client_id="citywatch-up")
         self.api = ApiRole(settings)
         self.ingest: IngestRole | None = None
