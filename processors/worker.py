@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from citywatch.metrics import Metrics
-from citywatch.models import Event
+from citywatch.models import Event, Prediction
 from processors.bus import Batch, BusConsumer
 from processors.engine import Engine, EngineOutput
 from store.base import Store
@@ -28,7 +28,8 @@ class ProcessorWorker:
     def __init__(self, consumer: BusConsumer, engine: Engine, store: Store, metrics: Metrics, *,
                  batch_events: int, poll_timeout_s: float = 0.1,
                  now_ms: Callable[[], int] = wall_clock_ms,
-                 on_stored: Callable[[Sequence[Event]], None] | None = None) -> None:
+                 on_stored: Callable[[Sequence[Event]], None] | None = None,
+                 input_live: Callable[[], bool] = lambda: True) -> None:
         self.consumer = consumer
         self.engine = engine
         self.store = store
@@ -38,6 +39,8 @@ class ProcessorWorker:
         self.now_ms = now_ms
         # Called with each batch of events once it is durable (benchmarks measure latency with it).
         self.on_stored = on_stored
+        # False while the input is cut off (ingest disconnected): silence-judging rules pause.
+        self.input_live = input_live
         self.error: BaseException | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -73,7 +76,7 @@ class ProcessorWorker:
     def step(self, batch: Batch) -> EngineOutput:
         """Judge and store one batch, then commit it (also called with an empty batch to move time)."""
         started = time.perf_counter()
-        out = self.engine.process(batch.events, self.now_ms())
+        out = self.engine.process(batch.events, self.now_ms(), input_live=self.input_live())
         self._write(batch, out)
         if len(batch):
             self.metrics.batch_seconds.observe(time.perf_counter() - started)
@@ -87,7 +90,10 @@ class ProcessorWorker:
             self.store.write_dead_letters(dead_letters)
         if out.violations:
             self.store.write_violations(out.violations)
-        if batch.events or dead_letters or out.violations:
+        predictions = [record for record in out.records if isinstance(record, Prediction)]
+        if predictions:
+            self.store.write_predictions(predictions)
+        if batch.events or dead_letters or out.violations or predictions:
             self.store.flush()
         self.consumer.commit()
         self.metrics.events_processed.inc(len(batch.events))
@@ -95,6 +101,8 @@ class ProcessorWorker:
             self.metrics.duplicate_events.inc(out.duplicates)
         if out.late_events:
             self.metrics.late_events.inc(len(out.late_events))
+        if out.suspect_events:
+            self.metrics.suspect_events.inc(len(out.suspect_events))
         for violation in out.violations:
             self.metrics.violations.labels(violation.type, violation.status.value).inc()
         for letter in out.dead_letters:

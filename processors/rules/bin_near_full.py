@@ -1,0 +1,129 @@
+"""Bin will overflow soon: forecast when a bin reaches 100% and alert while that is within a horizon.
+
+Per bin, the readings since the last emptying (at most `max_points`, newest kept) are fitted with a
+straight line fill = a + b * t by least squares (numpy). One bad reading (a bird on the sensor, a bag
+held in the opening) would tilt the line, so the fit is robust to a single outlier: fit, take the
+reading with the largest residual, drop it if it is off by more than `outlier_pct` fill points and
+more than three times the median residual, refit. The predicted full time is where the line crosses
+100%. Each reading publishes the bin's newest forecast as a Prediction (type `bin_full`, served by
+GET /v1/bins/predictions); when the forecast falls within `horizon_s` of the newest reading a
+`bin_near_full` violation opens, and emptying the bin (a drop of `emptied_drop_pct` points) clears it
+and starts a new fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
+
+import msgspec
+import numpy as np
+
+from citywatch.models import Event, Prediction, Severity, Violation
+from citywatch.sanitation_settings import BinNearFullSettings
+from processors.devices import DeviceLookup, NoDevices, threshold
+from processors.rule import Emitter, Rule
+from processors.rules._common import Reading, ZoneThresholds, clear_violation, open_violation
+from processors.rules.bin_fill import fill_pct_of
+
+TYPE = "bin_near_full"
+PREDICTION_TYPE = "bin_full"
+_HOUR_MS = 3_600_000
+
+
+class NearFullState(msgspec.Struct):
+    points: list[Reading] = []
+    open_violation: Violation | None = None
+
+
+class Fit(msgspec.Struct, frozen=True):
+    slope_pct_per_h: float
+    predicted_full_ms: int | None
+    used: list[Reading]
+    dropped: Reading | None
+
+
+def fit_fill(points: list[Reading], outlier_pct: float) -> Fit:
+    """Least-squares line through the points, refitted without the worst point if it is an outlier."""
+    times = np.array([time_ms for _, time_ms, _ in points], dtype=np.float64)
+    fills = np.array([fill for _, _, fill in points], dtype=np.float64)
+    origin = times[0]
+    hours = (times - origin) / _HOUR_MS
+    slope, intercept = _line(hours, fills)
+    dropped: Reading | None = None
+    used = points
+    if len(points) > 3:
+        residuals = np.abs(fills - (intercept + slope * hours))
+        worst = int(np.argmax(residuals))
+        others = np.delete(residuals, worst)
+        if residuals[worst] > outlier_pct and residuals[worst] > 3 * float(np.median(others)):
+            dropped = points[worst]
+            used = points[:worst] + points[worst + 1:]
+            hours, fills = np.delete(hours, worst), np.delete(fills, worst)
+            slope, intercept = _line(hours, fills)
+    predicted: int | None = None
+    if slope > 1e-9:
+        predicted = int(origin + (100.0 - intercept) / slope * _HOUR_MS)
+    return Fit(slope_pct_per_h=slope, predicted_full_ms=predicted, used=used, dropped=dropped)
+
+
+def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    design = np.vstack([x, np.ones_like(x)]).T
+    (slope, intercept), *_ = np.linalg.lstsq(design, y, rcond=None)
+    return float(slope), float(intercept)
+
+
+class BinNearFullRule(Rule[NearFullState]):
+    name: ClassVar[str] = TYPE
+    kinds: ClassVar[frozenset[str]] = frozenset({"bin"})
+    state_type: ClassVar[type[msgspec.Struct]] = NearFullState
+
+    def __init__(self, settings: BinNearFullSettings, devices: DeviceLookup | None = None,
+                 zones: ZoneThresholds | None = None) -> None:
+        self.settings = settings
+        self.devices = devices or NoDevices()
+        self.zones = zones
+        self.state_ttl_ms = settings.state_ttl_s * 1000
+
+    def on_event(self, state: NearFullState | None, event: Event, out: Emitter) -> NearFullState | None:
+        fill = fill_pct_of(event, self.devices)
+        if fill is None:
+            return state
+        state = state or NearFullState()
+        reading = (event.event_id, event.event_time_ms, fill)
+        if state.points and fill <= state.points[-1][2] - self.settings.emptied_drop_pct:
+            if state.open_violation is not None:
+                out.violation(clear_violation(state.open_violation, event, {"emptied_fill_pct": fill}))
+                state.open_violation = None
+            state.points = []
+        state.points = [*state.points, reading][-self.settings.max_points:]
+        if len(state.points) < self.settings.min_points:
+            out.record(self._prediction(event, fill, None, {"points": len(state.points)}))
+            return state
+        fit = fit_fill(state.points, self.settings.outlier_pct)
+        predicted = fit.predicted_full_ms
+        if fill >= 100.0:
+            predicted = event.event_time_ms  # already full, whatever the line says
+        horizon_s = threshold(self.devices, event.device_id, TYPE, "horizon_s", self.settings.horizon_s,
+                              self.zones)
+        details = {
+            "slope_pct_per_h": round(fit.slope_pct_per_h, 3),
+            "points": len(fit.used),
+            "dropped_outlier_event_id": None if fit.dropped is None else fit.dropped[0],
+            "horizon_s": horizon_s,
+        }
+        out.record(self._prediction(event, fill, predicted, details))
+        within = predicted is not None and predicted - event.event_time_ms <= horizon_s * 1000
+        if within and state.open_violation is None:
+            state.open_violation = open_violation(
+                TYPE, event.device_id, event, fit.used, Severity.MEDIUM,
+                {**details, "predicted_full_ms": predicted, "fill_pct": [f for _, _, f in fit.used]})
+            out.violation(state.open_violation)
+        return state
+
+    @staticmethod
+    def _prediction(event: Event, fill: float, predicted_ms: int | None,
+                    details: Mapping[str, object]) -> Prediction:
+        return Prediction(type=PREDICTION_TYPE, device_id=event.device_id,
+                          computed_time_ms=event.event_time_ms, predicted_time_ms=predicted_ms,
+                          value=fill, details=dict(details), location=event.location, tags=event.tags)
