@@ -87,7 +87,8 @@ class AirQualitySettings(_Section):
         description="Named, versioned sets of grade II 24-hour limits; `standard` picks one.")
     aqi_table: str = Field("HJ633-2026", description="IAQI breakpoint table: HJ633-2026 or HJ633-2012.")
     min_minutes_1h: int = Field(
-        45, ge=1, le=60, description="Minutes with readings needed for a valid 1-hour mean (GB 3095: 45).")
+        45, ge=1, le=60,
+        description="Minutes of the hour the readings must span for a valid 1-hour mean (GB 3095: 45).")
     min_hours_24h: int = Field(
         20, ge=1, le=24, description="Hours with readings needed for a valid 24-hour mean (GB 3095: 20).")
     state_ttl_s: int = Field(2 * 24 * 3600, gt=0, description="Forget a sensor silent this long.")
@@ -107,7 +108,8 @@ class ConstructionDustSettings(_Section):
         150.0, gt=0, description="1-hour PM10 mean above this at a site sensor opens (local standards vary).")
     site_tag: str = Field("site", description="Device tag that marks a site sensor ...")
     site_value: str = Field("construction", description="... and the value it must have.")
-    min_minutes_1h: int = Field(45, ge=1, le=60, description="Minutes with readings for a valid 1-h mean.")
+    min_minutes_1h: int = Field(
+        45, ge=1, le=60, description="Minutes of the hour the readings must span for a valid 1-h mean.")
     state_ttl_s: int = Field(2 * 24 * 3600, gt=0, description="Forget a sensor silent this long.")
 
 

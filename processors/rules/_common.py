@@ -139,7 +139,9 @@ class LevelRule(Rule[LevelState]):
                 state.channels.pop(channel.name, None)
             else:
                 state.channels[channel.name] = level
-        return state if state.channels else None
+        # Kept even when empty: it remembers the newest judged time, so a late reading is not judged
+        # (state still expires after the rule's TTL of silence).
+        return state
 
     def _judge(self, level: Level, channel: Channel, event: Event, out: Emitter) -> None:
         if channel.opens():

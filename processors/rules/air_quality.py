@@ -101,7 +101,8 @@ class AirQualityRule(Rule[AirState]):
         indices = []
         for name, pollutant in state.pollutants.items():
             hour_mean, day_mean = pollutant.hour.mean(), pollutant.day.mean()
-            valid_hour = hour_mean is not None and pollutant.hour.coverage >= self.settings.min_minutes_1h
+            valid_hour = (hour_mean is not None
+                          and pollutant.hour.covered_ms >= self.settings.min_minutes_1h * 60_000)
             valid_day = day_mean is not None and pollutant.day.coverage >= self.settings.min_hours_24h
             result[f"{name}_1h_mean"] = None if hour_mean is None else round(hour_mean, 2)
             result[f"{name}_1h_valid"] = valid_hour

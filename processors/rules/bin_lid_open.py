@@ -23,8 +23,8 @@ TYPE = "bin_lid_open"
 
 class LidState(msgspec.Struct):
     device_id: str
-    # The first reading of the current open period: (event id, event time).
-    opened_by: tuple[str, int]
+    # The first reading of the current open period: (event id, event time); None while closed.
+    opened_by: tuple[str, int] | None = None
     # Every reading since, bounded: the first and the newest few are enough evidence.
     recent_ids: list[str] = []
     deadline_ms: int = 0
@@ -54,8 +54,9 @@ class BinLidOpenRule(Rule[LidState]):
             if state is not None and state.open_violation is not None:
                 closed = {"closed_at_ms": event.event_time_ms}
                 out.violation(clear_violation(state.open_violation, event, closed))
-            return None
-        if state is None:
+            # Kept while closed: it remembers the newest judged time, so a late "open" is not judged.
+            return LidState(device_id=event.device_id)
+        if state is None or state.opened_by is None:
             limit_s = threshold(self.devices, event.device_id, TYPE, "open_after_s",
                                 self.settings.open_after_s, self.zones)
             state = LidState(device_id=event.device_id, opened_by=(event.event_id, event.event_time_ms),
@@ -71,11 +72,13 @@ class BinLidOpenRule(Rule[LidState]):
 
     def on_timer(self, state: LidState | None, key: str, at_ms: int, out: Emitter) -> LidState | None:
         # A stale timer (the lid closed and opened again since) finds another deadline and does nothing.
-        if state is not None and state.open_violation is None and at_ms == state.deadline_ms:
+        if (state is not None and state.opened_by is not None and state.open_violation is None
+                and at_ms == state.deadline_ms):
             self._open(state, at_ms, out)
         return state
 
     def _open(self, state: LidState, now_ms: int, out: Emitter) -> None:
+        assert state.opened_by is not None
         first_id, first_time_ms = state.opened_by
         device = state.device_id
         state.open_violation = Violation(

@@ -1,5 +1,5 @@
 """Construction-site dust: at a site sensor (a device tagged `site: construction` by default), a valid
-1-hour PM10 mean (at least `min_minutes_1h` minutes with readings) above `pm10_1h_ugm3` opens a
+1-hour PM10 mean (readings spanning at least `min_minutes_1h` minutes) above `pm10_1h_ugm3` opens a
 violation; a valid mean at or below it clears. Other air sensors are not judged by this rule.
 """
 
@@ -51,11 +51,11 @@ class ConstructionDustRule(Rule[DustState]):
         state.hour.add(event.event_time_ms, pm10)
         state.recent = [*state.recent, (event.event_id, event.event_time_ms, pm10)][-_RECENT:]
         mean = state.hour.mean()
-        if mean is None or state.hour.coverage < self.settings.min_minutes_1h:
+        if mean is None or state.hour.covered_ms < self.settings.min_minutes_1h * 60_000:
             return state
         limit = threshold(self.devices, event.device_id, TYPE, "pm10_1h_ugm3", self.settings.pm10_1h_ugm3,
                           self.zones)
-        details = {"pm10_1h_mean": round(mean, 2), "minutes_with_data": state.hour.coverage,
+        details = {"pm10_1h_mean": round(mean, 2), "minutes_covered": state.hour.covered_ms // 60_000,
                    "limit_1h_ugm3": limit}
         if mean > limit and state.open_violation is None:
             state.open_violation = open_violation(TYPE, event.device_id, event, state.recent,

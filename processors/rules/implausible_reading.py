@@ -55,11 +55,12 @@ class ImplausibleReadingRule(Rule[ImplausibleState]):
     def on_event(self, state: ImplausibleState | None, event: Event,
                  out: Emitter) -> ImplausibleState | None:
         problems = self.problems(event)
-        if not problems:
-            if state is not None and state.open_violation is not None:
-                out.violation(clear_violation(state.open_violation, event, {}))
-            return None
         state = state or ImplausibleState()
+        if not problems:
+            if state.open_violation is not None:
+                out.violation(clear_violation(state.open_violation, event, {}))
+                state.open_violation = None
+            return state
         if state.open_violation is None:
             state.open_violation = open_violation(
                 TYPE, event.device_id, event, [(event.event_id, event.event_time_ms, 0.0)], Severity.LOW,

@@ -41,7 +41,16 @@ class RollingMean(msgspec.Struct):
 
     @property
     def coverage(self) -> int:
+        """Buckets with data (e.g. hours with readings in a 24-hour window)."""
         return len(self.starts)
+
+    @property
+    def covered_ms(self) -> int:
+        """Time from the start of the oldest bucket to the end of the newest: how much of the window
+        the readings span (a sensor reporting every 10 minutes spans an hour with 6 buckets)."""
+        if not self.starts:
+            return 0
+        return self.starts[-1] + self.bucket_ms - self.starts[0]
 
     def mean(self) -> float | None:
         if not self.starts:

@@ -106,7 +106,7 @@ class WaterBlackOdourRule(Rule[WaterState]):
                 cleared = {"cleared_indicators": indicators}
                 out.violation(clear_violation(state.open_violation, event, cleared))
                 state.open_violation = None
-            return state if state.open_violation is not None else None
+            return state
         state.clean_run = 0
         reading = (event.event_id, event.event_time_ms, float(grade))
         state.run = [*state.run, reading][-self.settings.consecutive:]
