@@ -20,7 +20,9 @@ class BinNearFullSettings(_Section):
     enabled: bool = True
     horizon_s: float = Field(2 * 3600, gt=0, description="Alert when the bin is predicted full within this.")
     min_points: int = Field(4, ge=3, description="Readings since the last emptying needed before a forecast.")
-    max_points: int = Field(96, ge=4, description="Newest readings kept per bin for the fit (bounds state).")
+    max_points: int = Field(48, ge=4, description="Newest readings kept per bin for the fit (bounds state).")
+    fit_window_s: float = Field(
+        4 * 3600, gt=0, description="Only readings this recent are fitted (fill rates change over a day).")
     outlier_pct: float = Field(
         8.0, gt=0, description="A reading this many fill points off the first fit (and 3x the typical "
         "residual) is dropped as an outlier before the refit; at most one per fit.")

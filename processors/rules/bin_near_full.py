@@ -1,11 +1,15 @@
 """Bin will overflow soon: forecast when a bin reaches 100% and alert while that is within a horizon.
 
-Per bin, the readings since the last emptying (at most `max_points`, newest kept) are fitted with a
-straight line fill = a + b * t by least squares (numpy). One bad reading (a bird on the sensor, a bag
-held in the opening) would tilt the line, so the fit is robust to a single outlier: fit, take the
-reading with the largest residual, drop it if it is off by more than `outlier_pct` fill points and
-more than three times the median residual, refit. The predicted full time is where the line crosses
-100%. Each reading publishes the bin's newest forecast as a Prediction (type `bin_full`, served by
+Per bin, the readings since the last emptying and within the last `fit_window_s` (at most
+`max_points`, newest kept) are fitted with a straight line fill = a + b * t by least squares (numpy).
+The window matters: bins fill faster by day than by night, and a line through a whole night and a
+morning overstates the current level. One bad reading (a bird on the sensor, a bag held in the
+opening) would tilt the line, so the fit is robust to a single outlier: the reading furthest from the
+line through the *other* readings (its leave-one-out residual) is dropped and the line refitted when
+it is off by more than `outlier_pct` fill points and by more than three times the median residual of
+the others. The predicted full time is where the line crosses 100%.
+
+Each reading publishes the bin's newest forecast as a Prediction (type `bin_full`, served by
 GET /v1/bins/predictions); when the forecast falls within `horizon_s` of the newest reading a
 `bin_near_full` violation opens, and emptying the bin (a drop of `emptied_drop_pct` points) clears it
 and starts a new fit.
@@ -53,14 +57,23 @@ def fit_fill(points: list[Reading], outlier_pct: float) -> Fit:
     dropped: Reading | None = None
     used = points
     if len(points) > 3:
-        residuals = np.abs(fills - (intercept + slope * hours))
-        worst = int(np.argmax(residuals))
-        others = np.delete(residuals, worst)
-        if residuals[worst] > outlier_pct and residuals[worst] > 3 * float(np.median(others)):
+        # Judge each point against the line through the *other* points: with few points an outlier
+        # pulls the line towards itself and hides part of its own residual. For least squares that
+        # leave-one-out residual is the residual divided by (1 - leverage), with no refit per point.
+        residuals = fills - (intercept + slope * hours)
+        centred = hours - hours.mean()
+        spread = float(np.sum(centred**2))
+        leverage = 1.0 / len(hours) + (centred**2 / spread if spread > 0 else 0.0)
+        deleted = np.abs(residuals) / np.maximum(1.0 - leverage, 1e-9)
+        worst = int(np.argmax(deleted))
+        off_by = float(deleted[worst])
+        rest_hours, rest_fills = np.delete(hours, worst), np.delete(fills, worst)
+        rest_slope, rest_intercept = _line(rest_hours, rest_fills)
+        typical = float(np.median(np.abs(rest_fills - (rest_intercept + rest_slope * rest_hours))))
+        if off_by > outlier_pct and off_by > 3 * typical:
             dropped = points[worst]
             used = points[:worst] + points[worst + 1:]
-            hours, fills = np.delete(hours, worst), np.delete(fills, worst)
-            slope, intercept = _line(hours, fills)
+            slope, intercept = rest_slope, rest_intercept
     predicted: int | None = None
     if slope > 1e-9:
         predicted = int(origin + (100.0 - intercept) / slope * _HOUR_MS)
@@ -96,13 +109,15 @@ class BinNearFullRule(Rule[NearFullState]):
                 out.violation(clear_violation(state.open_violation, event, {"emptied_fill_pct": fill}))
                 state.open_violation = None
             state.points = []
-        state.points = [*state.points, reading][-self.settings.max_points:]
+        window_start_ms = event.event_time_ms - int(self.settings.fit_window_s * 1000)
+        state.points = [point for point in [*state.points, reading][-self.settings.max_points:]
+                        if point[1] >= window_start_ms]
         if len(state.points) < self.settings.min_points:
             out.record(self._prediction(event, fill, None, {"points": len(state.points)}))
             return state
         fit = fit_fill(state.points, self.settings.outlier_pct)
         predicted = fit.predicted_full_ms
-        if fill >= 100.0:
+        if fill >= 100.0 and fit.dropped != reading:
             predicted = event.event_time_ms  # already full, whatever the line says
         horizon_s = threshold(self.devices, event.device_id, TYPE, "horizon_s", self.settings.horizon_s,
                               self.zones)

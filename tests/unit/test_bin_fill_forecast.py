@@ -81,7 +81,9 @@ def test_forecasts_are_published_per_reading_and_near_full_opens_inside_the_hori
     events = fills(10, 20, 30, 40, 50, 60, 70, 80)
     out = run_all([BinNearFullRule(BinNearFullSettings())], events)
     [opened] = out.violations
-    assert opened.type == "bin_near_full" and opened.start_time_ms == events[0].event_time_ms
+    # Evidence: the readings fitted, those of the last 4 hours (fit_window_s).
+    assert opened.type == "bin_near_full" and opened.start_time_ms == events[3].event_time_ms
+    assert opened.evidence.event_ids == [e.event_id for e in events[3:]]
     assert opened.updated_time_ms == events[7].event_time_ms
     assert opened.evidence.details["predicted_full_ms"] == T0_MS + 9 * HOUR_S * 1000
     assert [p.predicted_time_ms for p in out.records][:3] == [None, None, None]
@@ -117,3 +119,18 @@ def test_duplicates_do_not_change_the_forecast():
     once = run_all([BinNearFullRule(BinNearFullSettings())], events).records
     twice = run_all([BinNearFullRule(BinNearFullSettings())], events + events[::-1]).records
     assert once == twice
+
+
+def test_only_the_recent_window_is_fitted():
+    # A slow night (2%/h) then a fast morning (10%/h): the forecast follows the morning.
+    night = [10 + 2 * h for h in range(8)]
+    morning = [night[-1] + 10 * h for h in range(1, 5)]
+    out = run_all([BinNearFullRule(BinNearFullSettings())], fills(*night, *morning))
+    assert out.records[-1].details["slope_pct_per_h"] == pytest.approx(10)
+
+
+def test_an_outlier_as_the_newest_reading_does_not_make_the_bin_full_now():
+    events = fills(40, 45, 50, 55, 100)
+    out = run_all([BinNearFullRule(BinNearFullSettings())], events)
+    assert out.records[-1].details["dropped_outlier_event_id"] == events[-1].event_id
+    assert out.records[-1].predicted_time_ms == events[0].event_time_ms + 12 * HOUR_S * 1000
