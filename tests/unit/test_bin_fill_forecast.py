@@ -134,3 +134,15 @@ def test_an_outlier_as_the_newest_reading_does_not_make_the_bin_full_now():
     out = run_all([BinNearFullRule(BinNearFullSettings())], events)
     assert out.records[-1].details["dropped_outlier_event_id"] == events[-1].event_id
     assert out.records[-1].predicted_time_ms == events[0].event_time_ms + 12 * HOUR_S * 1000
+
+
+def test_closed_form_line_is_numpy_least_squares():
+    import numpy as np
+
+    from processors.rules.bin_near_full import _line
+
+    rng = np.random.default_rng(1)
+    x = np.sort(rng.uniform(0, 10, 30))
+    y = 3 + 2.5 * x + rng.normal(0, 1, 30)
+    (slope, intercept), *_ = np.linalg.lstsq(np.vstack([x, np.ones_like(x)]).T, y, rcond=None)
+    assert _line(x, y) == pytest.approx((slope, intercept))
