@@ -39,12 +39,13 @@ def local_hour(time_ms: int) -> float:
 
 
 def generate_week(bins: int = 50, interval_s: int = 900, days: int = 7, seed: int = 11,
-                  noise_pct: float = 1.0, outlier_ratio: float = 0.01) -> list[BinTruth]:
+                  noise_pct: float = 1.0, outlier_ratio: float = 0.01,
+                  prefix: str = "bin-") -> list[BinTruth]:
     rng = random.Random(seed)
     step_ms = interval_s * 1000
     truths = []
     for number in range(bins):
-        truth = BinTruth(f"bin-{number:04d}")
+        truth = BinTruth(f"{prefix}{number:04d}")
         day_rate = rng.uniform(2.0, 12.0)  # percentage points per hour, 07:00-22:00 local
         fill = rng.uniform(0, 20)
         previous_outlier = False

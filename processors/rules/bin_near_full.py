@@ -49,45 +49,54 @@ class Fit(msgspec.Struct, frozen=True):
 
 def fit_fill(points: list[Reading], outlier_pct: float) -> Fit:
     """Least-squares line through the points, refitted without the worst point if it is an outlier."""
-    times = np.array([time_ms for _, time_ms, _ in points], dtype=np.float64)
-    fills = np.array([fill for _, _, fill in points], dtype=np.float64)
-    origin = times[0]
-    hours = (times - origin) / _HOUR_MS
-    slope, intercept = _line(hours, fills)
+    origin = points[0][1]
+    hours = np.fromiter(((time_ms - origin) / _HOUR_MS for _, time_ms, _ in points), np.float64, len(points))
+    fills = np.fromiter((fill for _, _, fill in points), np.float64, len(points))
+    # The line from running sums, so that the line without one point costs four subtractions.
+    count, sum_x, sum_y = len(points), float(hours.sum()), float(fills.sum())
+    sum_xx, sum_xy = float(hours @ hours), float(hours @ fills)
+    slope, intercept = _line_from_sums(count, sum_x, sum_y, sum_xx, sum_xy)
     dropped: Reading | None = None
     used = points
-    if len(points) > 3:
+    if count > 3:
         # Judge each point against the line through the *other* points: with few points an outlier
         # pulls the line towards itself and hides part of its own residual. For least squares that
         # leave-one-out residual is the residual divided by (1 - leverage), with no refit per point.
         residuals = fills - (intercept + slope * hours)
-        centred = hours - hours.mean()
-        spread = float(np.sum(centred**2))
-        leverage = 1.0 / len(hours) + (centred**2 / spread if spread > 0 else 0.0)
+        centred = hours - sum_x / count
+        spread = sum_xx - sum_x * sum_x / count
+        leverage = 1.0 / count + (centred * centred / spread if spread > 0 else 0.0)
         deleted = np.abs(residuals) / np.maximum(1.0 - leverage, 1e-9)
         worst = int(np.argmax(deleted))
         off_by = float(deleted[worst])
-        rest_hours, rest_fills = np.delete(hours, worst), np.delete(fills, worst)
-        rest_slope, rest_intercept = _line(rest_hours, rest_fills)
-        typical = float(np.median(np.abs(rest_fills - (rest_intercept + rest_slope * rest_hours))))
-        if off_by > outlier_pct and off_by > 3 * typical:
-            dropped = points[worst]
-            used = points[:worst] + points[worst + 1:]
-            slope, intercept = rest_slope, rest_intercept
+        if off_by > outlier_pct:
+            x, y = float(hours[worst]), float(fills[worst])
+            rest_slope, rest_intercept = _line_from_sums(count - 1, sum_x - x, sum_y - y, sum_xx - x * x,
+                                                         sum_xy - x * y)
+            # Only computed for a candidate (rare): the typical residual of the others on their line.
+            rest_residuals = np.abs(fills - (rest_intercept + rest_slope * hours))
+            typical = float(np.median(np.delete(rest_residuals, worst)))
+            if off_by > 3 * typical:
+                dropped = points[worst]
+                used = points[:worst] + points[worst + 1:]
+                slope, intercept = rest_slope, rest_intercept
     predicted: int | None = None
     if slope > 1e-9:
         predicted = int(origin + (100.0 - intercept) / slope * _HOUR_MS)
     return Fit(slope_pct_per_h=slope, predicted_full_ms=predicted, used=used, dropped=dropped)
 
 
+def _line_from_sums(count: int, sum_x: float, sum_y: float, sum_xx: float,
+                    sum_xy: float) -> tuple[float, float]:
+    """Ordinary least squares y = intercept + slope * x from the sums of x, y, x*x and x*y."""
+    spread = sum_xx - sum_x * sum_x / count
+    slope = (sum_xy - sum_x * sum_y / count) / spread if spread > 1e-12 else 0.0
+    return slope, (sum_y - slope * sum_x) / count
+
+
 def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Ordinary least squares y = intercept + slope * x, in closed form (np.linalg.lstsq gives the same
-    line at several times the cost per call, which matters at one fit per bin reading)."""
-    x_mean, y_mean = float(x.mean()), float(y.mean())
-    centred = x - x_mean
-    spread = float(centred @ centred)
-    slope = float(centred @ (y - y_mean)) / spread if spread > 0 else 0.0
-    return slope, y_mean - slope * x_mean
+    """Ordinary least squares on arrays (the closed form numpy's lstsq also computes)."""
+    return _line_from_sums(len(x), float(x.sum()), float(y.sum()), float(x @ x), float(x @ y))
 
 
 class BinNearFullRule(Rule[NearFullState]):

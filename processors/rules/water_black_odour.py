@@ -26,11 +26,15 @@ import msgspec
 
 from citywatch.models import Event, Severity, Violation
 from citywatch.sanitation_settings import WaterBlackOdourSettings
-from processors.devices import DeviceLookup, NoDevices
+from processors.devices import DeviceLookup, NoDevices, threshold
 from processors.rule import Emitter, Rule
 from processors.rules._common import Reading, ZoneThresholds, clear_violation, number, open_violation
 
 TYPE = "water_black_odour"
+# Settings a device or zone may override.
+_THRESHOLDS = ("transparency_light_cm", "transparency_heavy_cm", "shallow_depth_cm", "shallow_ratio",
+               "do_light_mgl", "do_heavy_mgl", "orp_light_mv", "orp_heavy_mv", "nh3n_light_mgl",
+               "nh3n_heavy_mgl")
 
 
 class Grade(IntEnum):
@@ -92,8 +96,18 @@ class WaterBlackOdourRule(Rule[WaterState]):
     def key_of(self, event: Event) -> str | None:
         return event.tags.get(self.settings.body_tag) or event.device_id
 
+    def settings_for(self, event: Event) -> WaterBlackOdourSettings:
+        """The thresholds for this probe: its own overrides, else its zone's, else the defaults."""
+        overrides = {}
+        for name in _THRESHOLDS:
+            default = getattr(self.settings, name)
+            value = threshold(self.devices, event.device_id, TYPE, name, default, self.zones)
+            if value != default:
+                overrides[name] = value
+        return self.settings.model_copy(update=overrides) if overrides else self.settings
+
     def on_event(self, state: WaterState | None, event: Event, out: Emitter) -> WaterState | None:
-        judged = classify(event, self.settings)
+        judged = classify(event, self.settings_for(event))
         if judged is None:
             return state
         grade, indicators = judged

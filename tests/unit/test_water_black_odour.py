@@ -74,3 +74,16 @@ def test_probes_of_one_body_count_together_and_three_clean_readings_clear():
     opened, cleared = run(WaterBlackOdourRule(S), events)
     assert opened.severity is Severity.MEDIUM and cleared.status is ViolationStatus.CLEARED
     assert cleared.end_time_ms == events[5].event_time_ms
+
+
+def test_thresholds_are_overridable_per_probe():
+    from citywatch.settings import DeviceSettings
+    from tests.support.rules import Registry
+
+    registry = Registry(DeviceSettings(device_id="strict", kind="water",
+                                       thresholds={"water_black_odour": {"do_light_mgl": 3.0}}))
+    rule = WaterBlackOdourRule(S, registry)
+    events = [water(i * 60, device="strict", do_mgl=2.5) for i in range(3)]
+    assert len(run(rule, events)) == 1
+    lax = [water(i * 60, device="lax", do_mgl=2.5) for i in range(3)]
+    assert run(WaterBlackOdourRule(S, registry), lax) == []
