@@ -88,14 +88,16 @@ def main(argv: list[str] | None = None) -> None:
         return lambda: [r for r in build_rules(settings.rules, registry, registered) if r.name == name]
 
     def repeat_to(events: list[Event], count: int) -> list[Event]:
-        """Enough events of one kind: the simulated feed again, shifted a day later each time."""
+        """Enough events of one kind: the simulated feed again, each copy right after the previous one
+        in event time (so rolling windows keep filling: the 24-hour air means become valid)."""
         out: list[Event] = []
-        shift = 0
+        span_ms = events[-1].event_time_ms - events[0].event_time_ms + 10_000
+        copy = 0
         while len(out) < count:
-            out += [Event(event_id=f"{e.event_id}-{shift}", device_id=e.device_id, kind=e.kind,
-                          event_time_ms=e.event_time_ms + shift * 86_400_000, ingest_time_ms=e.ingest_time_ms,
+            out += [Event(event_id=f"{e.event_id}-{copy}", device_id=e.device_id, kind=e.kind,
+                          event_time_ms=e.event_time_ms + copy * span_ms, ingest_time_ms=e.ingest_time_ms,
                           attributes=e.attributes, tags=e.tags) for e in events]
-            shift += 1
+            copy += 1
         return out[:count]
 
     feeds = {

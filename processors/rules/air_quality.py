@@ -70,16 +70,18 @@ class AirQualityRule(Rule[AirState]):
             else:
                 pollutant.hour.evict(event.event_time_ms)
                 pollutant.day.evict(event.event_time_ms)
-        summary = self.summary(state)
         for name, pollutant in state.pollutants.items():
             mean = pollutant.day.mean()
             if mean is None or pollutant.day.coverage < self.settings.min_hours_24h:
                 continue  # not enough data for a valid 24-hour mean: no judgement either way
             default = getattr(self.limits, f"{name.removesuffix('_ugm3')}_24h_ugm3")
             limit = threshold(self.devices, event.device_id, TYPE, f"{name}_24h", default, self.zones)
+            exceeded = mean > limit
+            if exceeded == (pollutant.open_violation is not None):
+                continue  # no change: the means and AQI are only worked out for a state change
             details = {"pollutant": name, "limit_24h_ugm3": limit, "standard": self.settings.standard,
-                       **summary}
-            if mean > limit and pollutant.open_violation is None:
+                       **self.summary(state)}
+            if exceeded and pollutant.open_violation is None:
                 pm25 = name == "pm25_ugm3"
                 evidence = [(event_id, time_ms, pm25_value if pm25 else pm10_value)
                             for event_id, time_ms, pm25_value, pm10_value in state.recent
@@ -89,7 +91,7 @@ class AirQualityRule(Rule[AirState]):
                     TYPE, f"{event.device_id}/{name}", event, evidence,
                     Severity.HIGH if mean > 2 * limit else Severity.MEDIUM, details)
                 out.violation(pollutant.open_violation)
-            elif mean <= limit and pollutant.open_violation is not None:
+            elif not exceeded and pollutant.open_violation is not None:
                 out.violation(clear_violation(pollutant.open_violation, event, {"cleared": details}))
                 pollutant.open_violation = None
         return state
