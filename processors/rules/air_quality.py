@@ -74,8 +74,10 @@ class AirQualityRule(Rule[AirState]):
             mean = pollutant.day.mean()
             if mean is None or pollutant.day.coverage < self.settings.min_hours_24h:
                 continue  # not enough data for a valid 24-hour mean: no judgement either way
-            default = getattr(self.limits, f"{name.removesuffix('_ugm3')}_24h_ugm3")
-            limit = threshold(self.devices, event.device_id, TYPE, f"{name}_24h", default, self.zones)
+            # Override names are the limit fields: pm25_24h_ugm3, pm10_24h_ugm3.
+            limit_name = f"{name.removesuffix('_ugm3')}_24h_ugm3"
+            default: float = getattr(self.limits, limit_name)
+            limit = threshold(self.devices, event.device_id, TYPE, limit_name, default, self.zones)
             exceeded = mean > limit
             if exceeded == (pollutant.open_violation is not None):
                 continue  # no change: the means and AQI are only worked out for a state change

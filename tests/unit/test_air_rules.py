@@ -117,3 +117,13 @@ def test_construction_dust_border_and_non_site_sensors():
                site(air_day("dust-1", 50, 150, hours=2, step_min=1))) == []
     assert run(ConstructionDustRule(ConstructionDustSettings()),
                air_day("air-1", 50, 400, hours=2, step_min=1)) == []
+
+
+def test_limit_is_overridable_per_zone():
+    from citywatch.settings import DeviceSettings
+    from tests.support.rules import Registry
+
+    registry = Registry(DeviceSettings(device_id="air-park", kind="air", tags={"zone": "park"}))
+    zones = {"park": {"air_quality_exceedance": {"pm25_24h_ugm3": 35}}}
+    [opened] = run(AirQualityRule(AirQualitySettings(), registry, zones), air_day("air-park", 40, 60))
+    assert opened.evidence.details["limit_24h_ugm3"] == 35
