@@ -90,7 +90,7 @@ class ProcessorWorker:
             self.store.write_dead_letters(dead_letters)
         if out.violations:
             self.store.write_violations(out.violations)
-        predictions = [record for record in out.records if isinstance(record, Prediction)]
+        predictions = _newest_per_device(out.records)
         if predictions:
             self.store.write_predictions(predictions)
         if batch.events or dead_letters or out.violations or predictions:
@@ -109,3 +109,15 @@ class ProcessorWorker:
             self.metrics.rule_errors.labels(letter.source.removeprefix("rule:")).inc()
         if batch.events and self.on_stored is not None:
             self.on_stored(batch.events)
+
+
+def _newest_per_device(records: Sequence[object]) -> list[Prediction]:
+    """Only the newest forecast per (type, device) of a batch: the store keeps no more than that."""
+    newest: dict[tuple[str, str], Prediction] = {}
+    for record in records:
+        if isinstance(record, Prediction):
+            key = (record.type, record.device_id)
+            kept = newest.get(key)
+            if kept is None or record.computed_time_ms >= kept.computed_time_ms:
+                newest[key] = record
+    return list(newest.values())
