@@ -123,8 +123,14 @@ class BinNearFullRule(Rule[NearFullState]):
                 state.open_violation = None
             state.points = []
         window_start_ms = event.event_time_ms - int(self.settings.fit_window_s * 1000)
-        state.points = [point for point in [*state.points, reading][-self.settings.max_points:]
-                        if point[1] >= window_start_ms]
+        points = state.points
+        points.append(reading)
+        # Readings arrive in event-time order, so the ones to drop are at the front.
+        drop = max(0, len(points) - self.settings.max_points)
+        while drop < len(points) and points[drop][1] < window_start_ms:
+            drop += 1
+        if drop:
+            del points[:drop]
         if len(state.points) < self.settings.min_points:
             out.record(self._prediction(event, fill, None, {"points": len(state.points)}))
             return state
