@@ -4,10 +4,10 @@ Per bin, the readings since the last emptying and within the last `fit_window_s`
 `max_points`, newest kept) are fitted with a straight line fill = a + b * t by least squares (numpy).
 The window matters: bins fill faster by day than by night, and a line through a whole night and a
 morning overstates the current level. One bad reading (a bird on the sensor, a bag held in the
-opening) would tilt the line, so the fit is robust to a single outlier: the reading furthest from the
-line through the *other* readings (its leave-one-out residual) is dropped and the line refitted when
-it is off by more than `outlier_pct` fill points and by more than three times the median residual of
-the others. The predicted full time is where the line crosses 100%.
+opening) would tilt the line, so the fit is robust to a single outlier: the reading whose removal
+improves the fit most is dropped and the line refitted when it is off the line through the *other*
+readings (its leave-one-out residual) by more than `outlier_pct` fill points and by more than three
+times the median residual of the others. The predicted full time is where the line crosses 100%.
 
 Each reading publishes the bin's newest forecast as a Prediction (type `bin_full`, served by
 GET /v1/bins/predictions); when the forecast falls within `horizon_s` of the newest reading a
@@ -59,16 +59,18 @@ def fit_fill(points: list[Reading], outlier_pct: float) -> Fit:
     dropped: Reading | None = None
     used = points
     if count > 3:
-        # Judge each point against the line through the *other* points: with few points an outlier
-        # pulls the line towards itself and hides part of its own residual. For least squares that
-        # leave-one-out residual is the residual divided by (1 - leverage), with no refit per point.
+        # The candidate is the reading whose removal improves the fit most: for least squares the
+        # squared error drops by residual^2 / (1 - leverage) (no refit per point needed). It is then
+        # judged against the line through the *other* readings (its leave-one-out residual,
+        # residual / (1 - leverage)): with few points an outlier pulls the line towards itself and
+        # hides part of its own residual.
         residuals = fills - (intercept + slope * hours)
         centred = hours - sum_x / count
         spread = sum_xx - sum_x * sum_x / count
         leverage = 1.0 / count + (centred * centred / spread if spread > 0 else 0.0)
-        deleted = np.abs(residuals) / np.maximum(1.0 - leverage, 1e-9)
-        worst = int(np.argmax(deleted))
-        off_by = float(deleted[worst])
+        keep_share = np.maximum(1.0 - leverage, 1e-9)
+        worst = int(np.argmax(residuals * residuals / keep_share))
+        off_by = float(abs(residuals[worst]) / keep_share[worst])
         if off_by > outlier_pct:
             x, y = float(hours[worst]), float(fills[worst])
             rest_slope, rest_intercept = _line_from_sums(count - 1, sum_x - x, sum_y - y, sum_xx - x * x,
