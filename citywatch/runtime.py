@@ -20,7 +20,7 @@ from citywatch.mqtt_publisher import MqttPublisher
 from citywatch.settings import Settings
 from citywatch.simulator import FeedGenerator, Simulator
 from ingest.codecs.native import NativeCodec
-from ingest.embedded_broker import EmbeddedBroker
+from ingest.embedded_broker import EmbeddedBroker, PortInUse
 from ingest.normalizer import Normalizer
 from ingest.registry import DeviceRegistry
 from ingest.service import IngestService
@@ -61,9 +61,7 @@ class EmbeddedRuntime:
         self._restore_rule_state()
         self.worker.start()
         if self.mqtt_url is None:
-            self.broker = EmbeddedBroker(kind=self.settings.mqtt.embedded_broker.value,
-                                         port=self.settings.mqtt.embedded_port)
-            self.mqtt_url = self.broker.start()
+            self.mqtt_url = self._start_embedded_broker()
         normalizer = Normalizer(self.settings.ingest, self.settings.mqtt.max_payload_bytes, self.registry,
                                 {"native": NativeCodec()})
         mqtt = self.settings.mqtt
@@ -91,6 +89,20 @@ class EmbeddedRuntime:
         self.store.close()
         if self.broker is not None:
             self.broker.stop()
+
+    def _start_embedded_broker(self) -> str:
+        mqtt = self.settings.mqtt
+        self.broker = EmbeddedBroker(kind=mqtt.embedded_broker.value, port=mqtt.embedded_port)
+        try:
+            return self.broker.start()
+        except PortInUse as exc:
+            # Typically a system Mosquitto installed as a service already holds 1883. The demo still
+            # runs on another port; devices must then be pointed at the URL logged here.
+            log.warning("%s; starting the embedded broker on a free port instead", exc)
+            self.broker = EmbeddedBroker(kind=mqtt.embedded_broker.value, port=0)
+            url = self.broker.start()
+            log.warning("embedded MQTT broker is on %s (not port %d)", url, mqtt.embedded_port)
+            return url
 
     def _restore_rule_state(self) -> None:
         snapshot = self.data_dir / SNAPSHOT_FILE
