@@ -31,10 +31,22 @@ TOPICS = {
 
 def fixture_devices() -> list[DeviceSettings]:
     return [
-        DeviceSettings(device_id="em310-bin-0042", kind="bin", model="Milesight EM310-UDL", lat=22.5411,
-                       lon=114.06416, install={"bin_depth_mm": 2400}),
-        DeviceSettings(device_id="ldds75-bin-0007", kind="bin", model="Dragino LDDS75", lat=22.54361,
-                       lon=114.05512, install={"bin_depth_mm": 1100}),
+        DeviceSettings(
+            device_id="em310-bin-0042",
+            kind="bin",
+            model="Milesight EM310-UDL",
+            lat=22.5411,
+            lon=114.06416,
+            install={"bin_depth_mm": 2400},
+        ),
+        DeviceSettings(
+            device_id="ldds75-bin-0007",
+            kind="bin",
+            model="Dragino LDDS75",
+            lat=22.54361,
+            lon=114.05512,
+            install={"bin_depth_mm": 1100},
+        ),
         DeviceSettings(device_id="shennan-fuhua-north", kind="track", lat=22.53978, lon=114.05502),
         DeviceSettings(device_id="sig-0001", kind="signal", lat=22.5399, lon=114.0553),
         DeviceSettings(device_id="det-0003", kind="detector", lat=22.5401, lon=114.0551),
@@ -55,8 +67,11 @@ def shipped_vendor_maps() -> dict[str, VendorMap]:
 
 def codec_for(name: str, registry: DeviceRegistry | None = None, **route: object) -> Codec:
     registry = registry or DeviceRegistry(fixture_devices())
-    return build_codec(TopicRoute(pattern="#", codec=name, **route),  # type: ignore[arg-type]
-                       registry, shipped_vendor_maps())
+    return build_codec(
+        TopicRoute(pattern="#", codec=name, **route),  # type: ignore[arg-type]
+        registry,
+        shipped_vendor_maps(),
+    )
 
 
 def fixtures(name: str, group: str) -> list[Path]:

@@ -34,8 +34,11 @@ def test_the_example_passes_the_schema_and_the_codec(kind: str) -> None:
     assert events and all(event.kind == kind for event in events)
 
 
-@pytest.mark.parametrize("path", [p for kind in KINDS for p in sorted((DATA / kind / "invalid").glob("*.json"))],
-                         ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+@pytest.mark.parametrize(
+    "path",
+    [p for kind in KINDS for p in sorted((DATA / kind / "invalid").glob("*.json"))],
+    ids=lambda p: f"{p.parent.parent.name}/{p.name}",
+)
 def test_an_invalid_message_fails_the_schema_and_the_codec(path: Path) -> None:
     kind = path.parent.parent.name
     errors = list(validator(kind).iter_errors(json.loads(path.read_text())))
@@ -49,8 +52,14 @@ def test_an_invalid_message_fails_the_schema_and_the_codec(path: Path) -> None:
 def test_signal_message_gives_one_event_per_change_at_its_own_time() -> None:
     payload = (SCHEMAS / "examples" / "signal.json").read_bytes()
     amber, ped = codec_for("signal").decode(TOPICS["signal"], payload, RECEIVED_MS)
-    assert amber.attributes == {"intersection": "shennan-fuhua", "phase": "north_through", "state": "amber",
-                                "remaining_s": 3, "plan": "am-peak", "cycle_s": 140}
+    assert amber.attributes == {
+        "intersection": "shennan-fuhua",
+        "phase": "north_through",
+        "state": "amber",
+        "remaining_s": 3,
+        "plan": "am-peak",
+        "cycle_s": 140,
+    }
     assert amber.event_time_ms == 1_795_669_200_000 and ped.event_time_ms == 1_795_669_200_400
     assert ped.attributes["state"] == "red" and amber.event_id != ped.event_id
 
@@ -58,9 +67,16 @@ def test_signal_message_gives_one_event_per_change_at_its_own_time() -> None:
 def test_detector_flow_is_computed_from_volume() -> None:
     payload = (SCHEMAS / "examples" / "detector.json").read_bytes()
     [event] = codec_for("detector").decode(TOPICS["detector"], payload, RECEIVED_MS)
-    assert event.attributes == {"intersection": "shennan-fuhua", "approach": "north", "interval_s": 60,
-                                "volume_veh": 14, "occupancy_pct": 11.5, "speed_kmh": 38.2, "lane": 2,
-                                "flow_veh_h": 840}
+    assert event.attributes == {
+        "intersection": "shennan-fuhua",
+        "approach": "north",
+        "interval_s": 60,
+        "volume_veh": 14,
+        "occupancy_pct": 11.5,
+        "speed_kmh": 38.2,
+        "lane": 2,
+        "flow_veh_h": 840,
+    }
 
 
 def test_camera_violation_keeps_its_evidence_and_own_id() -> None:

@@ -44,7 +44,9 @@ def test_frigate_013_new_object_is_a_track_event_keyed_by_camera_and_track() -> 
     assert attributes["box"] == [900, 392, 1126, 560] and attributes["position"] == [1013, 476]
     assert attributes["stationary"] is False and "plate" not in attributes and "speed_kmh" not in attributes
     base = "http://frigate.local:5000/api/events/1795669195.412201-k3n9x1"
-    assert attributes["snapshot_url"] == f"{base}/snapshot.jpg" and attributes["clip_url"] == f"{base}/clip.mp4"
+    assert (
+        attributes["snapshot_url"] == f"{base}/snapshot.jpg" and attributes["clip_url"] == f"{base}/clip.mp4"
+    )
 
 
 def test_frigate_014_sub_label_pair_gives_the_plate_and_zone_changes_are_derivable() -> None:
@@ -82,24 +84,35 @@ def test_frigate_edge_cases() -> None:
     assert "plate" not in stationary  # "Delivery Co" is a sub label, not a plate
     minimal = only("frigate", "edge/minimal_after_only.json", device_id_prefix="nvr1:")
     assert minimal.device_id == "nvr1:shennan-fuhua-north"
-    assert minimal.attributes == {"track_id": "1795669201.5-zz", "stage": "new", "label": "person", "zones": [],
-                                  "entered_zones": [], "stationary": False}
+    assert minimal.attributes == {
+        "track_id": "1795669201.5-zz",
+        "stage": "new",
+        "label": "person",
+        "zones": [],
+        "entered_zones": [],
+        "stationary": False,
+    }
 
 
 def test_frigate_event_ids_are_deterministic() -> None:
-    assert only("frigate", "valid/v016_update_plate_speed.json").event_id == only(
-        "frigate", "valid/v016_update_plate_speed.json").event_id
+    assert (
+        only("frigate", "valid/v016_update_plate_speed.json").event_id
+        == only("frigate", "valid/v016_update_plate_speed.json").event_id
+    )
 
 
-@pytest.mark.parametrize(("fixture", "reason", "field"), [
-    ("missing_after.json", "missing_field", "after"),
-    ("unknown_type.json", "invalid_field", "type"),
-    ("box_three_numbers.json", "invalid_field", "after.box"),
-    ("frame_time_text.json", "invalid_field", "after.frame_time"),
-    ("plate_pair_of_three.json", "invalid_field", "after.recognized_license_plate"),
-    ("false_positive.json", "unsupported_message", "after.false_positive"),
-    ("truncated.json", "malformed_json", "payload"),
-])
+@pytest.mark.parametrize(
+    ("fixture", "reason", "field"),
+    [
+        ("missing_after.json", "missing_field", "after"),
+        ("unknown_type.json", "invalid_field", "type"),
+        ("box_three_numbers.json", "invalid_field", "after.box"),
+        ("frame_time_text.json", "invalid_field", "after.frame_time"),
+        ("plate_pair_of_three.json", "invalid_field", "after.recognized_license_plate"),
+        ("false_positive.json", "unsupported_message", "after.false_positive"),
+        ("truncated.json", "malformed_json", "payload"),
+    ],
+)
 def test_frigate_rejects_with_a_reason_naming_the_field(fixture: str, reason: str, field: str) -> None:
     error = rejected("frigate", f"invalid/{fixture}")
     assert error.reason == reason and error.detail.startswith(field + ":"), error.detail
@@ -113,8 +126,16 @@ def test_tts_milesight_em310_uplink_through_its_vendor_map() -> None:
     assert event.device_id == "em310-bin-0042" and event.kind == "bin" and event.source == "tts"
     assert event.event_id == "as:up:01JDQ8Z3V9T6N2C4X8R5M7K1PA"
     assert event.event_time_ms == 1_795_669_201_205  # uplink_message.received_at
-    assert event.attributes == {"distance_mm": 2116, "battery_pct": 92, "tilted": True, "f_port": 85,
-                                "f_cnt": 1287, "rssi_dbm": -97, "snr_db": 6.25, "gateways": 2}
+    assert event.attributes == {
+        "distance_mm": 2116,
+        "battery_pct": 92,
+        "tilted": True,
+        "f_port": 85,
+        "f_cnt": 1287,
+        "rssi_dbm": -97,
+        "snr_db": 6.25,
+        "gateways": 2,
+    }
     assert event.location == Location(lat=22.5411, lon=114.06416)  # locations.user
 
 
@@ -147,14 +168,17 @@ def test_tts_topic_must_name_the_same_device() -> None:
     assert error.reason == "device_mismatch" and error.detail.startswith("end_device_ids.device_id:")
 
 
-@pytest.mark.parametrize(("fixture", "reason", "field"), [
-    ("ldds75_invalid_reading.json", "sensor_fault", "uplink_message.decoded_payload.Distance"),
-    ("no_decoded_payload.json", "missing_field", "uplink_message.decoded_payload"),
-    ("mac_only_without_f_port.json", "unsupported_message", "uplink_message.f_port"),
-    ("received_at_without_offset.json", "invalid_field", "uplink_message.received_at"),
-    ("distance_not_a_number.json", "invalid_field", "uplink_message.decoded_payload.distance"),
-    ("missing_device_ids.json", "missing_field", "end_device_ids"),
-])
+@pytest.mark.parametrize(
+    ("fixture", "reason", "field"),
+    [
+        ("ldds75_invalid_reading.json", "sensor_fault", "uplink_message.decoded_payload.Distance"),
+        ("no_decoded_payload.json", "missing_field", "uplink_message.decoded_payload"),
+        ("mac_only_without_f_port.json", "unsupported_message", "uplink_message.f_port"),
+        ("received_at_without_offset.json", "invalid_field", "uplink_message.received_at"),
+        ("distance_not_a_number.json", "invalid_field", "uplink_message.decoded_payload.distance"),
+        ("missing_device_ids.json", "missing_field", "end_device_ids"),
+    ],
+)
 def test_tts_rejects_with_a_reason_naming_the_field(fixture: str, reason: str, field: str) -> None:
     error = rejected("tts", f"invalid/{fixture}")
     assert error.reason == reason and error.detail.startswith(field + ":"), error.detail
@@ -168,8 +192,16 @@ def test_chirpstack_v4_uplink_uses_the_deduplication_id_and_nanosecond_time() ->
     assert event.event_id == "3ac7e3c4-4401-4b8d-9386-a5c902f9202d" and event.source == "chirpstack"
     assert event.device_id == "em310-bin-0042" and event.kind == "bin"
     assert event.event_time_ms == 1_795_669_201_775
-    assert event.attributes == {"distance_mm": 2100, "battery_pct": 91, "tilted": False, "f_port": 85,
-                                "f_cnt": 1288, "rssi_dbm": -96, "snr_db": 7.2, "gateways": 1}
+    assert event.attributes == {
+        "distance_mm": 2100,
+        "battery_pct": 91,
+        "tilted": False,
+        "f_port": 85,
+        "f_cnt": 1288,
+        "rssi_dbm": -96,
+        "snr_db": 7.2,
+        "gateways": 1,
+    }
     assert event.location is None  # rxInfo positions are the gateways', not the bin's
 
 
@@ -181,8 +213,10 @@ def test_chirpstack_v3_with_object_and_with_object_json_and_base64_dev_eui() -> 
     milesight = only("chirpstack", "valid/v3_json_objectJSON.json", lorawan_device_id="eui")
     assert milesight.device_id == "24E124713C123456" and milesight.attributes["distance"] == 2088
     by_name = only("chirpstack", "valid/v3_json_objectJSON.json")
-    assert by_name.attributes["distance_mm"] == 2088 and by_name.event_id == only(
-        "chirpstack", "valid/v3_json_objectJSON.json").event_id
+    assert (
+        by_name.attributes["distance_mm"] == 2088
+        and by_name.event_id == only("chirpstack", "valid/v3_json_objectJSON.json").event_id
+    )
 
 
 def test_chirpstack_edge_cases() -> None:
@@ -193,21 +227,27 @@ def test_chirpstack_edge_cases() -> None:
 
 
 def test_chirpstack_topic_must_name_the_same_dev_eui() -> None:
-    error = rejected("chirpstack", "valid/v4_em310_up.json", topic="application/a/device/0101010101010101/event/up")
+    error = rejected(
+        "chirpstack", "valid/v4_em310_up.json", topic="application/a/device/0101010101010101/event/up"
+    )
     assert error.reason == "device_mismatch" and error.detail.startswith("deviceInfo.devEui:")
     topic = "application/a/device/24E124713C123456/event/up"
-    assert codec_for("chirpstack").decode(topic, (DATA / "chirpstack/valid/v4_em310_up.json").read_bytes(),
-                                          RECEIVED_MS)
+    assert codec_for("chirpstack").decode(
+        topic, (DATA / "chirpstack/valid/v4_em310_up.json").read_bytes(), RECEIVED_MS
+    )
 
 
-@pytest.mark.parametrize(("fixture", "reason", "field"), [
-    ("v4_without_deduplication_id.json", "missing_field", "deduplicationId"),
-    ("v4_bad_dev_eui.json", "invalid_field", "deviceInfo.devEui"),
-    ("v3_object_json_not_json.json", "invalid_field", "objectJSON"),
-    ("v4_port_zero.json", "unsupported_message", "fPort"),
-    ("v4_without_object.json", "missing_field", "object"),
-    ("neither_version.json", "missing_field", "deviceInfo"),
-])
+@pytest.mark.parametrize(
+    ("fixture", "reason", "field"),
+    [
+        ("v4_without_deduplication_id.json", "missing_field", "deduplicationId"),
+        ("v4_bad_dev_eui.json", "invalid_field", "deviceInfo.devEui"),
+        ("v3_object_json_not_json.json", "invalid_field", "objectJSON"),
+        ("v4_port_zero.json", "unsupported_message", "fPort"),
+        ("v4_without_object.json", "missing_field", "object"),
+        ("neither_version.json", "missing_field", "deviceInfo"),
+    ],
+)
 def test_chirpstack_rejects_with_a_reason_naming_the_field(fixture: str, reason: str, field: str) -> None:
     error = rejected("chirpstack", f"invalid/{fixture}")
     assert error.reason == reason and error.detail.startswith(field + ":"), error.detail
@@ -224,8 +264,9 @@ def test_senml_rfc8428_examples() -> None:
     assert pair.device_id == "urn:dev:ow:10e2073a01080063" and pair.kind == "power"
     assert pair.attributes == {"voltage_v": 120.1, "current_ma": 1200}
     series = decode("senml", "valid/rfc8428_multiple_measurements.json")
-    assert [e.event_time_ms for e in series] == [1_276_020_076_001 + offset * 1000 for offset in (0, -5, -4, -3,
-                                                                                                  -2, -1)]
+    assert [e.event_time_ms for e in series] == [
+        1_276_020_076_001 + offset * 1000 for offset in (0, -5, -4, -3, -2, -1)
+    ]
     assert series[0].attributes == {"voltage_v": 120.1, "current_ma": 1700}
     assert series[1].attributes == {"current_ma": 1200}
 
@@ -247,8 +288,12 @@ def test_senml_relative_times_location_and_non_numeric_values() -> None:
 
 def test_senml_base_value_unit_conversion_sums_and_unknown_units() -> None:
     [event] = decode("senml", "edge/base_value_kelvin_and_unknown_unit.json")
-    assert event.attributes == {"temperature_c": pytest.approx(21.5), "turbidity": pytest.approx(276.35),
-                                "energy_sum_kwh": 1.52, "units": {"turbidity": "NTU"}}
+    assert event.attributes == {
+        "temperature_c": pytest.approx(21.5),
+        "turbidity": pytest.approx(276.35),
+        "energy_sum_kwh": 1.52,
+        "units": {"turbidity": "NTU"},
+    }
 
 
 def test_senml_without_base_name_takes_the_device_from_the_topic() -> None:
@@ -257,17 +302,20 @@ def test_senml_without_base_name_takes_the_device_from_the_topic() -> None:
     assert event.attributes == {"fill_pct": 64, "battery_pct": 87}
 
 
-@pytest.mark.parametrize(("fixture", "reason", "field"), [
-    ("not_an_array.json", "invalid_field", "payload"),
-    ("empty_pack.json", "empty_batch", "payload"),
-    ("two_values.json", "invalid_field", "[0]"),
-    ("must_understand_field.json", "unknown_field", "[0].rt_"),
-    ("newer_version.json", "invalid_field", "[0].bver"),
-    ("name_with_space.json", "invalid_field", "[0].n"),
-    ("no_value.json", "missing_field", "[0].v"),
-    ("value_is_text.json", "invalid_field", "[0].v"),
-    ("same_measurement_twice.json", "invalid_field", "[1].n"),
-])
+@pytest.mark.parametrize(
+    ("fixture", "reason", "field"),
+    [
+        ("not_an_array.json", "invalid_field", "payload"),
+        ("empty_pack.json", "empty_batch", "payload"),
+        ("two_values.json", "invalid_field", "[0]"),
+        ("must_understand_field.json", "unknown_field", "[0].rt_"),
+        ("newer_version.json", "invalid_field", "[0].bver"),
+        ("name_with_space.json", "invalid_field", "[0].n"),
+        ("no_value.json", "missing_field", "[0].v"),
+        ("value_is_text.json", "invalid_field", "[0].v"),
+        ("same_measurement_twice.json", "invalid_field", "[1].n"),
+    ],
+)
 def test_senml_rejects_with_a_reason_naming_the_field(fixture: str, reason: str, field: str) -> None:
     error = rejected("senml", f"invalid/{fixture}")
     assert error.reason == reason and error.detail.startswith(field + ":"), error.detail
@@ -276,15 +324,21 @@ def test_senml_rejects_with_a_reason_naming_the_field(fixture: str, reason: str,
 # --- every format: each valid and edge fixture decodes, each invalid one is rejected --------------
 
 
-@pytest.mark.parametrize("path", [p for name in TOPICS for group in ("valid", "edge") for p in fixtures(name, group)],
-                         ids=lambda p: f"{p.parent.parent.name}/{p.parent.name}/{p.name}")
+@pytest.mark.parametrize(
+    "path",
+    [p for name in TOPICS for group in ("valid", "edge") for p in fixtures(name, group)],
+    ids=lambda p: f"{p.parent.parent.name}/{p.parent.name}/{p.name}",
+)
 def test_every_valid_fixture_decodes(path: Path) -> None:
     name = path.parent.parent.name
     assert decode(name, path)
 
 
-@pytest.mark.parametrize("path", [p for name in TOPICS for p in fixtures(name, "invalid")],
-                         ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+@pytest.mark.parametrize(
+    "path",
+    [p for name in TOPICS for p in fixtures(name, "invalid")],
+    ids=lambda p: f"{p.parent.parent.name}/{p.name}",
+)
 def test_every_invalid_fixture_is_rejected_naming_a_field(path: Path) -> None:
     name = path.parent.parent.name
     with pytest.raises(CodecError) as caught:
