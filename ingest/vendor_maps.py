@@ -15,6 +15,7 @@ from typing import Any
 
 from citywatch.ingest_config import SentinelAction, VendorField, VendorMap
 from ingest.codecs.base import CodecError
+from ingest.codecs.common import is_finite_number
 
 SENSOR_FAULT = "sensor_fault"
 MISSING_FIELD = "missing_field"
@@ -112,22 +113,26 @@ def convert(field: VendorField, raw: Any, path: str) -> Any:
             )
         number = float(match["number"])
         unit = match["unit"] or unit
-    else:
+    elif is_finite_number(raw):
         number = float(raw)
+    else:
+        number = math.inf
     if not math.isfinite(number):
         raise CodecError(INVALID_FIELD, f"{path}: {_preview(raw)} is not a finite number")
     if target is None or unit is None:
-        return _tidy(number)
+        return _tidy(number, path)
     known = _UNITS.get(unit.strip().lower())
     if known is None:
         raise CodecError(INVALID_FIELD, f"{path}: unknown unit {unit!r} in {_preview(raw)}")
     dimension, factor, offset = known
     if dimension != target[0]:
         raise CodecError(INVALID_FIELD, f"{path}: unit {unit!r} cannot become {field.attribute}")
-    return _tidy((number + offset) * factor * target[1] if offset else number * factor * target[1])
+    return _tidy((number + offset) * factor * target[1] if offset else number * factor * target[1], path)
 
 
-def _tidy(number: float) -> float | int:
+def _tidy(number: float, path: str = "value") -> float | int:
+    if not math.isfinite(number):
+        raise CodecError(INVALID_FIELD, f"{path}: the value overflows after unit conversion")
     rounded = round(number, 6)
     return int(rounded) if rounded.is_integer() and abs(rounded) < 2**53 else rounded
 

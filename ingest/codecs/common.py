@@ -32,6 +32,16 @@ _RFC3339 = re.compile(
 _VALUE_PREVIEW_CHARS = 60
 
 
+def is_finite_number(value: Any) -> bool:
+    """A JSON number that is a finite float once converted (JSON integers can be arbitrarily large)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def parse_json(payload: bytes) -> Any:
     """Untyped JSON, or CodecError(malformed_json)."""
     try:
@@ -95,7 +105,7 @@ def number(
     value = field(node, key, path, required=required)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if not is_finite_number(value):
         raise CodecError(INVALID_FIELD, f"{join(path, key)}: expected a number, got {preview(value)}")
     if (low is not None and value < low) or (high is not None and value > high):
         raise CodecError(INVALID_FIELD, f"{join(path, key)}: {value} is outside {low}..{high}")
@@ -173,9 +183,13 @@ def rfc3339_ms(value: Any, path: str) -> int:
     return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1) + millis
 
 
+# Epoch seconds beyond this (year 33658) are not a time: refusing them keeps the arithmetic finite.
+MAX_EPOCH_SECONDS = 1e12
+
+
 def seconds_ms(value: Any, path: str) -> int:
     """Epoch ms of a float epoch-seconds value (Frigate's frame_time)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if not is_finite_number(value) or not abs(value) < MAX_EPOCH_SECONDS:
         raise CodecError(INVALID_FIELD, f"{path}: expected epoch seconds, got {preview(value)}")
     return round(value * 1000)
 

@@ -99,7 +99,7 @@ class FrigateCodec:
 
 
 def _box(box: list[Any]) -> list[float]:
-    if len(box) != 4 or any(isinstance(v, bool) or not isinstance(v, int | float) for v in box):
+    if len(box) != 4 or not all(c.is_finite_number(v) for v in box):
         raise CodecError(
             c.INVALID_FIELD, f"after.box: expected [x1, y1, x2, y2] numbers, got {c.preview(box)}"
         )

@@ -196,7 +196,7 @@ class SenmlCodec:
     ) -> int:
         offset = c.number(record, "t", where, required=False) or 0.0
         seconds = base["bt"] + offset
-        if not math.isfinite(seconds):
+        if not abs(seconds) < c.MAX_EPOCH_SECONDS:
             raise CodecError(c.INVALID_FIELD, f"{where}.t: resolved time is not finite")
         if seconds < RELATIVE_TIME_LIMIT_S:
             time_ms = received_time_ms + round(seconds * 1000)
@@ -248,6 +248,8 @@ class SenmlCodec:
             if not name.endswith(suffix):
                 name += suffix
             value = round(convert(float(value)), 9)
+            if not math.isfinite(value):
+                raise CodecError(c.INVALID_FIELD, f"{where}.v: {name} overflows after unit conversion")
         elif unit is not None:
             group["units"][name] = unit
         if name in group["attributes"]:
