@@ -17,7 +17,8 @@ from tests.support.formats import DATA, RECEIVED_MS, REPO, SCHEMAS, fixture_devi
 
 MAX_PAYLOAD = 4096
 VALID = {
-    "native": b'{"device_id": "bin-0101", "kind": "bin", "time": 1795669200000, "attributes": {"fill_pct": 5}}',
+    "native": b'{"device_id": "bin-0101", "kind": "bin", "time": 1795669200000, "attributes": {"fill_pct": 5}'
+    b"}",
     "frigate": (DATA / "frigate/valid/v013_new.json").read_bytes(),
     "tts": (DATA / "tts/valid/em310_udl_uplink.json").read_bytes(),
     "chirpstack": (DATA / "chirpstack/valid/v4_em310_up.json").read_bytes(),
