@@ -13,7 +13,7 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError, field_validator
 
 from citywatch.ingest_config import GeoSettings, VendorMap
 
@@ -253,7 +253,7 @@ def load_settings(path: Path | None = None) -> Settings:
         except ValidationError as exc:
             raise ConfigError(_format_validation_error(str(devices_path), exc)) from exc
         settings = merged
-    settings = _with_geo_files(settings, raw, path)
+    settings = _with_side_files(settings, raw, path)
     registered = Counter(device.device_id for device in settings.devices)
     duplicates = sorted(device_id for device_id, count in registered.items() if count > 1)
     if duplicates:
@@ -261,7 +261,10 @@ def load_settings(path: Path | None = None) -> Settings:
     return settings
 
 
-def _with_geo_files(settings: Settings, raw: dict[str, Any], path: Path) -> Settings:
+_VENDOR_MAPS = TypeAdapter(dict[str, VendorMap])
+
+
+def _with_side_files(settings: Settings, raw: dict[str, Any], path: Path) -> Settings:
     """Merge `vendor_maps_file` and make the geo file paths absolute (relative to the config file)."""
     updates: dict[str, Any] = {}
     if settings.vendor_maps_file is not None:
@@ -272,11 +275,11 @@ def _with_geo_files(settings: Settings, raw: dict[str, Any], path: Path) -> Sett
         if not isinstance(extra, dict):
             raise ConfigError(f"vendor maps file {maps_path} must be a mapping of model -> map")
         try:
-            merged = Settings.model_validate({**raw, "devices": [d.model_dump() for d in settings.devices],
-                                              "vendor_maps": {**extra, **raw.get("vendor_maps", {})}})
+            from_file = _VENDOR_MAPS.validate_python(extra)
         except ValidationError as exc:
-            raise ConfigError(_format_validation_error(str(maps_path), exc)) from exc
-        updates["vendor_maps"] = merged.vendor_maps
+            raise ConfigError(_format_validation_error(f"{maps_path} (vendor_maps)", exc)) from exc
+        # Maps written in the configuration itself win over the file's.
+        updates["vendor_maps"] = {**from_file, **settings.vendor_maps}
     geo_files = {}
     for name in ("grids_file", "districts_file"):
         value = getattr(settings.geo, name)
