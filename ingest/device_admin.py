@@ -88,21 +88,32 @@ class DeviceManager:
         return manager
 
     def seed(self, config_devices: Iterable[DeviceSettings]) -> None:
-        """Load the table, refresh config-origin devices from the configuration, fill the registry."""
+        """Load the table, refresh config-origin devices from the configuration (deactivating those it no
+        longer lists), fill the registry."""
         with self._lock:
             stored = {device.device_id: (device, origin) for device, origin in self._store.all()}
+            config_ids = set()
             for device in config_devices:
+                config_ids.add(device.device_id)
                 known = stored.get(device.device_id)
                 if known is None or known[1] is DeviceOrigin.CONFIG:
                     if known is None or known[0] != device:
                         self._store.put(device, DeviceOrigin.CONFIG)
                     stored[device.device_id] = (device, DeviceOrigin.CONFIG)
+            for device_id, (device, origin) in list(stored.items()):
+                if origin is DeviceOrigin.CONFIG and device_id not in config_ids and device.active:
+                    # Removed from the configuration: deactivated, not forgotten (its history stays
+                    # attributable and the API still shows it).
+                    retired = device.model_copy(update={"active": False})
+                    self._store.put(retired, DeviceOrigin.CONFIG)
+                    stored[device_id] = (retired, origin)
             for device, _ in stored.values():
                 self._devices[device.device_id] = device
                 self._registry.upsert(device)
 
     def list(self, kind: str | None = None, active: bool | None = None) -> list[DeviceSettings]:
-        devices = sorted(self._devices.values(), key=lambda device: device.device_id)
+        with self._lock:
+            devices = sorted(self._devices.values(), key=lambda device: device.device_id)
         return [
             d for d in devices if (kind is None or d.kind == kind) and (active is None or d.active == active)
         ]

@@ -136,6 +136,17 @@ def test_a_config_device_follows_the_configuration_until_the_api_changes_it(tmp_
         second.close()
 
 
+def test_a_device_removed_from_the_configuration_is_deactivated(tmp_path: Path) -> None:
+    DeviceManager.open(tmp_path, DeviceRegistry(), CONFIG).close()
+    registry = DeviceRegistry()
+    reopened = DeviceManager.open(tmp_path, registry, [])
+    try:
+        device = registry.get("bin-1")
+        assert device is not None and device.active is False
+    finally:
+        reopened.close()
+
+
 def test_ingest_sees_registry_changes_with_the_next_message(manager: DeviceManager) -> None:
     registry = DeviceRegistry()
     manager.seed(CONFIG)
