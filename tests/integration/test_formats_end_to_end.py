@@ -16,12 +16,15 @@ from typing import Any
 
 import pytest
 
+from api.app import create_app
+from api.services import ApiServices
 from citywatch.models import Event, Violation
 from citywatch.mqtt_publisher import MqttPublisher
 from citywatch.runtime import EmbeddedRuntime
 from citywatch.settings import DeviceSettings, Settings, load_settings
 from store.base import DeadLetterQuery, EventQuery, ViolationQuery
 from tests.support.formats import DATA, REPO, SCHEMAS, fixture_devices
+from tests.support.served_app import served
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
@@ -261,3 +264,23 @@ def test_a_device_deactivated_through_the_registry_is_dead_lettered_at_once(
         message="inactive device dead letter",
     )
     assert any("'temp-cam'" in letter.detail for letter in inactive)
+
+
+def test_stored_vendor_events_and_dead_letters_are_served_by_the_api(
+    runtime: EmbeddedRuntime, publisher: MqttPublisher
+) -> None:
+    message = fixture("tts", "valid/ldds75_uplink.json")
+    message["end_device_ids"]["device_id"] = "bin-0101"
+    # A new uplink has a new correlation id (the fixture's was stored by another test: a duplicate).
+    message["correlation_ids"] = [f"as:up:{uuid.uuid4().hex}"]
+    message["uplink_message"]["received_at"] = iso(now_s())
+    publish(publisher, "v3/futian-bins@ttn/devices/bin-0101/up", message)
+    stored(runtime, "bin-0101")
+    services = ApiServices(store=runtime.store, metrics=runtime.metrics, devices=runtime.devices)
+    with served(create_app(services)) as api:
+        [event] = api.get("/v1/events", params={"device": "bin-0101"}).json()["items"]
+        assert event["source"] == "tts" and event["attributes"]["Distance"] == "1234 mm"  # no model: raw
+        assert event["tags"] == {"grid": "FT-22", "district": "futian", "department": "sanitation"}
+        assert api.get("/v1/devices/bin-0101").json()["kind"] == "bin"
+        summary = api.get("/v1/dead-letters/summary").json()["by_reason"]
+        assert summary.get("invalid_field", 0) >= 1
