@@ -6,10 +6,11 @@ change or better snapshot (`update`) and one when tracking ends (`end`), each wi
 track id; `zones` (current_zones) and `entered_zones` are carried so a rule can derive entries and
 exits by comparing consecutive events of one track.
 
-Version differences handled here: `sub_label` is a string (0.13) or a [value, score] pair (0.14+);
-`recognized_license_plate` (0.16+) is a string or a [plate, score] pair with an optional
-`recognized_license_plate_score`; 0.16 adds `current_estimated_speed` / `average_estimated_speed`
-(in the unit of Frigate's `ui.unit_system`) and `velocity_angle`. Unknown keys are ignored.
+Version differences handled here: `sub_label` is a string (older releases, score in `sub_label_score`
+if at all) or a [value, score] pair (newer ones; some send a one-element [value]);
+`recognized_license_plate` (0.16+) is a string with `recognized_license_plate_score`, or a pair;
+0.16 adds `current_estimated_speed` / `average_estimated_speed` (in the unit of Frigate's
+`ui.unit_system`) and `velocity_angle`. Unknown keys are ignored.
 """
 
 from __future__ import annotations
@@ -109,27 +110,26 @@ def _box(box: list[Any]) -> list[float]:
 
 
 def _plate(after: dict[str, Any]) -> tuple[str | None, float | None]:
-    """The plate and its score from recognized_license_plate, else from a sub_label (string or pair)."""
+    """The plate and its score from recognized_license_plate, else from a plate-like sub_label.
+
+    Either field is a string (with the score, if any, in `{field}_score`), a [value, score] pair or, as
+    some releases send it, a one-element [value] list.
+    """
     for key in ("recognized_license_plate", "sub_label"):
         value = after.get(key)
-        if value is None or value == "":
+        if value is None or value == "" or value == []:
             continue
-        score: Any = after.get(f"{key}_score") if key == "recognized_license_plate" else None
-        if isinstance(value, list):
-            if len(value) != 2 or not isinstance(value[0], str):
-                raise CodecError(
-                    c.INVALID_FIELD,
-                    f"after.{key}: expected a string or a [value, score] pair, got {c.preview(value)}",
-                )
-            value, score = value
+        score: Any = after.get(f"{key}_score")
+        if isinstance(value, list) and 1 <= len(value) <= 2 and isinstance(value[0], str):
+            if len(value) == 2:
+                score = value[1]
+            value = value[0]
         if not isinstance(value, str):
             raise CodecError(
                 c.INVALID_FIELD,
                 f"after.{key}: expected a string or a [value, score] pair, got {c.preview(value)}",
             )
-        if score is not None and (
-            isinstance(score, bool) or not isinstance(score, int | float) or not 0 <= score <= 1
-        ):
+        if score is not None and not (c.is_finite_number(score) and 0 <= score <= 1):
             raise CodecError(c.INVALID_FIELD, f"after.{key}: score must be 0..1, got {c.preview(score)}")
         if key == "sub_label" and not _looks_like_plate(value):
             # A sub label is also a face name or a known plate's nickname: only plate-like text counts.

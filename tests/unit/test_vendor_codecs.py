@@ -94,6 +94,11 @@ def test_frigate_edge_cases() -> None:
     }
 
 
+def test_frigate_sub_label_as_a_one_element_list_with_a_separate_score() -> None:
+    attributes = only("frigate", "edge/sub_label_single_element_list.json").attributes
+    assert attributes["plate"] == "粤B77Q21" and attributes["plate_score"] == 0.87
+
+
 def test_frigate_event_ids_are_deterministic() -> None:
     assert (
         only("frigate", "valid/v016_update_plate_speed.json").event_id
