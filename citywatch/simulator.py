@@ -114,10 +114,10 @@ class FeedGenerator:
 
     def _air(self, device_id: str, now_ms: int) -> tuple[str, bytes]:
         level = self._pm25[device_id] = max(3.0, self._pm25[device_id] + self.rng.gauss(0, 2))
-        coarse = self.rng.uniform(1.5, 2.0)
+        pm10 = level * self.rng.uniform(1.5, 2.0)
         if device_id in self.construction:  # earthworks: coarse dust on top of the city's level
-            coarse = self.rng.uniform(2.5, 4.5)
-        attributes = {"pm25_ugm3": round(level, 1), "pm10_ugm3": round(level * coarse, 1)}
+            pm10 += self.rng.uniform(80, 160)
+        attributes = {"pm25_ugm3": round(level, 1), "pm10_ugm3": round(pm10, 1)}
         return self._message(device_id, "air", now_ms, attributes)
 
     def _water(self, probe: _Probe, now_ms: int) -> tuple[str, bytes]:

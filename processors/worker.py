@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from citywatch.metrics import Metrics
-from citywatch.models import Event, Prediction
+from citywatch.models import Event, Prediction, Violation
 from processors.bus import Batch, BusConsumer
 from processors.engine import Engine, EngineOutput
 from store.base import Store
@@ -29,6 +29,7 @@ class ProcessorWorker:
                  batch_events: int, poll_timeout_s: float = 0.1,
                  now_ms: Callable[[], int] = wall_clock_ms,
                  on_stored: Callable[[Sequence[Event]], None] | None = None,
+                 tag_violation: Callable[[Violation], Violation] | None = None,
                  input_live: Callable[[], bool] = lambda: True) -> None:
         self.consumer = consumer
         self.engine = engine
@@ -39,6 +40,8 @@ class ProcessorWorker:
         self.now_ms = now_ms
         # Called with each batch of events once it is durable (benchmarks measure latency with it).
         self.on_stored = on_stored
+        # Adds grid, district and owning department to each violation before it is stored.
+        self.tag_violation = tag_violation
         # False while the input is cut off (ingest disconnected): silence-judging rules pause.
         self.input_live = input_live
         self.error: BaseException | None = None
@@ -89,7 +92,9 @@ class ProcessorWorker:
         if dead_letters:
             self.store.write_dead_letters(dead_letters)
         if out.violations:
-            self.store.write_violations(out.violations)
+            tagged = out.violations if self.tag_violation is None else [
+                self.tag_violation(violation) for violation in out.violations]
+            self.store.write_violations(tagged)
         predictions = _newest_per_device(out.records)
         if predictions:
             self.store.write_predictions(predictions)

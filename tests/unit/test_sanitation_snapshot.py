@@ -21,7 +21,7 @@ def engine_with_every_rule() -> Engine:
 
 def test_snapshot_and_restore_keep_every_rules_state():
     events = [event for _, scenario in SCENARIOS.values() for event in scenario]
-    events.append(reading("bin-0101", 0, distance_mm=500))  # registered with an expected interval
+    events.append(reading("bin-0201", 0, distance_mm=500))  # registered with an expected interval
     first = engine_with_every_rule()
     first.process(events, now_wall_ms=0)
     first.process([], now_wall_ms=10_000)  # tick the clock rules too

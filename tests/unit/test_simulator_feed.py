@@ -36,4 +36,4 @@ def test_an_hour_of_the_demo_feed_raises_the_sanitation_violations():
     types = {v.type for v in out.violations}
     expected = {"bin_overflow", "bin_near_full", "water_black_odour", "toilet_odour", "construction_dust"}
     assert expected <= types
-    assert any(v.type == "bin_overflow" and v.device_id == "bin-0101" for v in out.violations)
+    assert any(v.type == "bin_overflow" and v.device_id == "bin-0201" for v in out.violations)
