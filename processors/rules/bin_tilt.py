@@ -1,5 +1,6 @@
 """Bin knocked over: tilt at or above `open_deg` (default 45 degrees) opens; below `clear_deg` (set
-upright again) clears.
+upright again) clears. Sensors with a tilt switch instead of an angle (Milesight EM310-UDL's
+`position: normal|tilt`, mapped to `tilted`) open on `tilted: true` and clear on `tilted: false`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,12 @@ class BinTiltRule(LevelRule):
     def channels(self, event: Event) -> list[Channel]:
         tilt = number(event, "tilt_deg")
         if tilt is None:
-            return []
+            tilted = event.attributes.get("tilted")
+            if not isinstance(tilted, bool):
+                return []
+            # The device judged it: 1 is tilted, 0 upright.
+            return [Channel("tilted", 1.0 if tilted else 0.0, 1.0, 1.0, Direction.AT_OR_ABOVE,
+                            Severity.MEDIUM, {"source": "tilt switch"})]
         return [Channel("tilt_deg", tilt, self.setting(event, "open_deg", self.settings.open_deg),
                         self.setting(event, "clear_deg", self.settings.clear_deg), Direction.AT_OR_ABOVE,
                         Severity.MEDIUM)]

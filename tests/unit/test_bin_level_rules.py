@@ -110,3 +110,12 @@ def test_reading_without_the_attribute_leaves_state_alone():
               reading("bin-1", 20, temperature_c=40)]
     assert [v.status for v in run(BinFireRule(BinFireSettings()), events)] == [
         ViolationStatus.OPEN, ViolationStatus.CLEARED]
+
+
+def test_a_tilt_switch_opens_and_clears_without_an_angle():
+    events = [reading("bin-1", 0, tilted=False), reading("bin-1", 60, tilted=True),
+              reading("bin-1", 120, tilted=True), reading("bin-1", 180, tilted=False)]
+    opened, cleared = run(BinTiltRule(BinTiltSettings()), events)
+    assert opened.start_time_ms == events[1].event_time_ms
+    assert opened.evidence.details["source"] == "tilt switch"
+    assert cleared.end_time_ms == events[3].event_time_ms
