@@ -57,15 +57,20 @@ class EmbeddedRuntime:
         self.broker: EmbeddedBroker | None = None
         self.mqtt_url: str | None = settings.mqtt.url
         self.bus = InProcessBus(settings.bus.queue_events)
-        self.engine = Engine(build_rules(settings.rules, self.registry),
+        self.engine = Engine(build_rules(settings.rules, self.registry, settings.devices),
                              allowed_lateness_ms=settings.pipeline.allowed_lateness_ms,
                              dedup_capacity=settings.pipeline.dedup_window_events)
         self.worker = ProcessorWorker(self.bus.consumer(), self.engine, self.store, self.metrics,
                                       batch_events=settings.pipeline.batch_events, on_stored=on_stored,
-                                      tag_violation=self.geo.tag_violation)
+                                      tag_violation=self.geo.tag_violation,
+                                      input_live=self._input_live)
         self.ingest: IngestService | None = None
         self.simulator: Simulator | None = None
         self._simulator_client: MqttPublisher | None = None
+
+    def _input_live(self) -> bool:
+        """Silence means something only while ingest is subscribed (device-offline rule)."""
+        return self.ingest is not None and self.ingest.subscribed
 
     def start(self) -> None:
         self._restore_rule_state()

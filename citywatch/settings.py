@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError, field_validator
 
+from citywatch import sanitation_settings as san
 from citywatch.ingest_config import GeoSettings, VendorMap
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "citywatch.yaml"
@@ -148,6 +149,24 @@ class BinOverflowSettings(_Section):
 
 class RuleSettings(_Section):
     bin_overflow: BinOverflowSettings = BinOverflowSettings()
+    # Sanitation and environment (citywatch/sanitation_settings.py, docs/rules-sanitation.md).
+    bin_near_full: san.BinNearFullSettings = san.BinNearFullSettings()
+    bin_fire: san.BinFireSettings = san.BinFireSettings()
+    bin_tilt: san.BinTiltSettings = san.BinTiltSettings()
+    bin_lid_open: san.BinLidOpenSettings = san.BinLidOpenSettings()
+    toilet_odour: san.ToiletOdourSettings = san.ToiletOdourSettings()
+    air_quality: san.AirQualitySettings = san.AirQualitySettings()
+    construction_dust: san.ConstructionDustSettings = san.ConstructionDustSettings()
+    water_black_odour: san.WaterBlackOdourSettings = san.WaterBlackOdourSettings()
+    device_offline: san.DeviceOfflineSettings = san.DeviceOfflineSettings()
+    low_battery: san.LowBatterySettings = san.LowBatterySettings()
+    stuck_sensor: san.StuckSensorSettings = san.StuckSensorSettings()
+    implausible_reading: san.ImplausibleReadingSettings = san.ImplausibleReadingSettings()
+    zone_thresholds: dict[str, dict[str, dict[str, float]]] = Field(
+        default_factory=dict,
+        description="Per-zone threshold overrides: {zone tag: {rule name: {setting: value}}}; a device's "
+        "own `thresholds` win over its zone's.",
+    )
 
 
 class DeviceSettings(_Section):
