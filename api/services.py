@@ -8,6 +8,7 @@ from typing import Any
 
 from citywatch.metrics import Metrics
 from citywatch.settings import ApiSettings
+from ingest.device_admin import DeviceManager
 from store.base import Store
 
 
@@ -29,5 +30,7 @@ class ApiServices:
     # Run by the app's lifespan: the API owns the pipeline's start and stop when it is embedded.
     on_startup: list[Callable[[], None]] = field(default_factory=list)
     on_shutdown: list[Callable[[], None]] = field(default_factory=list)
+    # The managed device registry behind /v1/devices (None: that API answers 503).
+    devices: DeviceManager | None = None
     # GET /v1/status: role, events per second and (on Kafka) consumer lag per partition.
     status: Callable[[], dict[str, Any]] = dict

@@ -177,7 +177,7 @@ def latency(bootstrap: str, rate: float, seconds: float, work: Path) -> dict[str
     clock = StoredClock()
     base = Settings()
 
-    def new_engine() -> Any:
+    def new_engine(partition: int, partitions: int) -> Any:
         from processors.catalogue import build_rules
         from processors.devices import NoDevices
         from processors.engine import Engine

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -22,15 +23,16 @@ from citywatch.metrics import Metrics
 from citywatch.models import DeadLetter, Event
 from citywatch.rate import RateMeter
 from citywatch.settings import BusKind, ConfigError, KafkaSettings, Settings
-from ingest.codecs.native import NativeCodec
+from ingest.codecs.catalogue import build_codec
 from ingest.embedded_broker import EmbeddedBroker
+from ingest.geo import GeoError, GeoTagger
 from ingest.normalizer import Normalizer
 from ingest.registry import DeviceRegistry
 from ingest.service import IngestService
 from processors.bus import BusProducer
-from processors.catalogue import build_rules
+from processors.catalogue import build_rules, device_partition_key
 from processors.engine import Engine
-from processors.kafka_bus import KafkaBusProducer, ensure_topics
+from processors.kafka_bus import KafkaBusProducer, ensure_topics, partition_for
 from processors.kafka_lag import GroupMonitor
 from processors.kafka_processor import KafkaProcessor
 from store.base import Store
@@ -44,6 +46,13 @@ def kafka_settings_of(settings: Settings, role: str) -> KafkaSettings:
         raise ConfigError(f"citywatch {role} runs against Kafka: set bus.kind: kafka and bus.kafka "
                           "(citywatch up runs every role in one process on the in-process bus)")
     return settings.bus.kafka
+
+
+def geo_tagger(settings: Settings) -> GeoTagger:
+    try:
+        return GeoTagger.from_settings(settings.geo)
+    except GeoError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def open_store(settings: Settings) -> Store:
@@ -82,6 +91,7 @@ class IngestRole:
         self.rate = RateMeter()
         self.metrics.events_per_second.labels("ingest").set_function(self.rate.rate)
         self.registry = DeviceRegistry(settings.devices)
+        self.geo = geo_tagger(settings)
         self.producer: _CountingProducer | None = None
         self.ingest: IngestService | None = None
 
@@ -91,7 +101,9 @@ class IngestRole:
                                           on_error=self._send_failed)
         self.producer = _CountingProducer(kafka_producer, self.rate)
         normalizer = Normalizer(self.settings.ingest, self.settings.mqtt.max_payload_bytes, self.registry,
-                                {"native": NativeCodec()})
+                                partial(build_codec, devices=self.registry,
+                                        vendor_maps=self.settings.vendor_maps),
+                                tagger=self.geo.tag_event)
         assert self.settings.mqtt.url is not None  # checked in __init__
         parsed = urlparse(self.settings.mqtt.url)
         self.ingest = IngestService(
@@ -137,17 +149,22 @@ class ProcessRole:
         self.client_id = client_id
         self.metrics = Metrics()
         self.registry = DeviceRegistry(settings.devices)
-        # Rules are pure and hold no state: every partition's engine shares them.
-        self.rules = build_rules(settings.rules, self.registry)
+        self.geo = geo_tagger(settings)
         self.store: Store | None = None
         self.processor: KafkaProcessor | None = None
         self.failed: BaseException | None = None
 
-    def new_engine(self) -> Engine:
+    def new_engine(self, partition: int, partitions: int) -> Engine:
+        """One partition's engine, with its own rule instances (a rule such as device_offline keeps a
+        clock of its own) and, for rules that judge registered devices that send nothing, only the
+        devices whose events this partition receives: the others are judged where their events go."""
         pipeline = self.settings.pipeline
+        registered = [device for device in self.settings.devices
+                      if partition_for(device_partition_key(device), partitions) == partition]
         # The dedup window is shared out over the partitions one instance may own.
-        capacity = max(10_000, pipeline.dedup_window_events // self.kafka.partitions)
-        return Engine(self.rules, allowed_lateness_ms=pipeline.allowed_lateness_ms, dedup_capacity=capacity)
+        capacity = max(10_000, pipeline.dedup_window_events // partitions)
+        return Engine(build_rules(self.settings.rules, self.registry, registered),
+                      allowed_lateness_ms=pipeline.allowed_lateness_ms, dedup_capacity=capacity)
 
     def start(self) -> None:
         ensure_topics(self.kafka)
@@ -156,7 +173,7 @@ class ProcessRole:
             self.kafka, self.new_engine, self.store, self.metrics,
             batch_events=self.settings.pipeline.batch_events,
             dead_letter_payload_bytes=self.settings.ingest.dead_letter_payload_bytes,
-            client_id=self.client_id, on_failure=self._failed,
+            client_id=self.client_id, on_failure=self._failed, tag_violation=self.geo.tag_violation,
         )
         self.processor.start()
 

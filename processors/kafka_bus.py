@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
+from kafka.partitioner.default import murmur2
 
 from citywatch.models import DeadLetter, Event, Violation
 from citywatch.settings import KafkaSettings
@@ -60,6 +61,11 @@ class RecordCodec:
 
     def decode_violation(self, value: bytes) -> Violation:
         return self._violation.decode(value)
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner (the Java client's murmur2) gives a key."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
 def client_config(settings: KafkaSettings, client_id: str) -> dict[str, Any]:

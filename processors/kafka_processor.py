@@ -35,12 +35,15 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, T
 from kafka.consumer.fetcher import ConsumerRecord
 
 from citywatch.metrics import Metrics
-from citywatch.models import DeadLetter, Event
+from citywatch.models import DeadLetter, Event, Violation
 from citywatch.rate import RateMeter
 from citywatch.settings import KafkaSettings
 from processors.engine import Engine, EngineOutput
 from processors.kafka_bus import KafkaBusError, KafkaBusProducer, RecordCodec, client_config
 from processors.kafka_checkpoints import Checkpoint, CheckpointStore
+
+# The in-process worker's rule for what of a batch's forecasts to store: the same on both buses.
+from processors.worker import _newest_per_device as newest_per_device
 from processors.worker import wall_clock_ms
 from store.base import Store
 
@@ -92,13 +95,15 @@ class _Rebalance(ConsumerRebalanceListener):
 
 
 class KafkaProcessor:
-    def __init__(self, settings: KafkaSettings, engine_factory: Callable[[], Engine], store: Store,
+    def __init__(self, settings: KafkaSettings, engine_factory: Callable[[int, int], Engine], store: Store,
                  metrics: Metrics, *, batch_events: int, dead_letter_payload_bytes: int = 16 * 1024,
                  client_id: str = "citywatch-process", poll_timeout_s: float = 0.1,
                  now_ms: Callable[[], int] = wall_clock_ms,
                  on_stored: Callable[[Sequence[Event]], None] | None = None,
-                 on_failure: Callable[[BaseException], None] | None = None) -> None:
+                 on_failure: Callable[[BaseException], None] | None = None,
+                 tag_violation: Callable[[Violation], Violation] | None = None) -> None:
         self.settings = settings
+        # engine_factory(partition, partitions of the events topic): a fresh engine for one partition.
         self.engine_factory = engine_factory
         self.store = store
         self.metrics = metrics
@@ -110,6 +115,8 @@ class KafkaProcessor:
         self.on_stored = on_stored
         # Called (from the loop's thread) when the loop stops on an error, after its clients are closed.
         self.on_failure = on_failure
+        # Adds grid, district and owning department to each violation before it is stored and published.
+        self.tag_violation = tag_violation
         self.rate = RateMeter()
         metrics.events_per_second.labels("process").set_function(self.rate.rate)
         self.error: BaseException | None = None
@@ -270,7 +277,9 @@ class KafkaProcessor:
                 out.extend(partition.engine.process((), now_ms))
                 partition.dirty = partition.dirty or partition.engine.held != held
         rejected.extend(out.dead_letters)
-        if events or dead_letters or rejected or offsets or out.violations or out.late_events:
+        if self.tag_violation is not None and out.violations:
+            out.violations = [self.tag_violation(violation) for violation in out.violations]
+        if events or dead_letters or rejected or offsets or out.violations or out.late_events or out.records:
             self._jobs.put(_WriteJob(events, dead_letters, rejected, out, offsets, started))
         self.commit_durable(wait=False)
         self._refresh_status()
@@ -346,7 +355,10 @@ class KafkaProcessor:
             store.write_dead_letters(dead_letters)
         if out.violations:
             store.write_violations(out.violations)
-        if events or dead_letters or out.violations:
+        predictions = newest_per_device(out.records)
+        if predictions:
+            store.write_predictions(predictions)
+        if events or dead_letters or out.violations or predictions:
             store.flush()
         if out.violations or out.late_events or rejected:
             assert self._producer is not None
@@ -368,6 +380,8 @@ class KafkaProcessor:
             metrics.duplicate_events.inc(out.duplicates)
         if out.late_events:
             metrics.late_events.inc(len(out.late_events))
+        if out.suspect_events:
+            metrics.suspect_events.inc(len(out.suspect_events))
         for violation in out.violations:
             metrics.violations.labels(violation.type, violation.status.value).inc()
         for letter in rejected:
@@ -417,7 +431,9 @@ class KafkaProcessor:
         for tp in assigned:
             if tp.topic != self._events_topic or tp.partition in self._partitions:
                 continue
-            engine = self.engine_factory()
+            partitions = len(self._consumer.partitions_for_topic(self._events_topic) or ()) \
+                or self.settings.partitions
+            engine = self.engine_factory(tp.partition, partitions)
             checkpoint = self._checkpoints.load(tp.partition)
             if checkpoint is None:
                 self._consumer.seek_to_beginning(tp)

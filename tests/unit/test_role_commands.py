@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 import yaml
 
@@ -38,3 +39,30 @@ def test_kafka_settings_are_checked_at_load():
                                                                      "heartbeat_interval_ms": 6000}}})
     with pytest.raises(ValueError, match=r"bus\.kafka\.topic"):
         Settings.model_validate({"bus": {"kafka": {"topic": "typo"}}})
+
+
+def test_each_partition_judges_the_silence_of_the_devices_whose_events_it_receives():
+    from citywatch.roles import ProcessRole
+    from processors.catalogue import partition_key
+    from processors.kafka_bus import partition_for
+    from tests.support.events import reading
+
+    devices = [{"device_id": f"bin-{i}", "kind": "bin", "expected_interval_s": 60} for i in range(12)]
+    devices.append({"device_id": "det-1", "kind": "detector", "expected_interval_s": 60,
+                    "tags": {"intersection": "x-7"}})
+    settings = Settings.model_validate({"bus": {"kind": "kafka"}, "devices": devices})
+    role = ProcessRole(settings)
+    judged: dict[str, int] = {}
+    for partition in range(3):
+        [offline] = [rule for rule in role.new_engine(partition, 3).rules if rule.name == "device_offline"]
+        for device_id in offline.limits_ms:
+            assert device_id not in judged, f"{device_id} judged on two partitions"
+            judged[device_id] = partition
+    assert set(judged) == {device["device_id"] for device in devices}
+    for device_id, partition in judged.items():
+        event = reading(device_id, 0)
+        if device_id == "det-1":
+            event = msgspec.structs.replace(event, tags={"intersection": "x-7"})
+        assert partition_for(partition_key(event), 3) == partition  # where its events go
+    # Each engine has its own rule instances: a rule's own clock is never advanced twice per step.
+    assert role.new_engine(0, 3).rules[0] is not role.new_engine(0, 3).rules[0]

@@ -14,11 +14,12 @@ import msgspec
 import pytest
 
 from citywatch.models import Event
-from citywatch.settings import BinOverflowSettings, KafkaSettings
+from citywatch.settings import KafkaSettings, Settings
+from processors.catalogue import build_rules
+from processors.devices import NoDevices
 from processors.engine import Engine
 from processors.kafka_bus import KafkaBusProducer, ensure_topics
 from processors.kafka_checkpoints import Checkpoint, CheckpointStore
-from processors.rules.bin_overflow import BinOverflowRule
 from tests.support.events import reading
 from tests.support.roles import RoleProcess
 from tests.support.wait import wait_for
@@ -40,8 +41,11 @@ def feed() -> list[Event]:
     return events
 
 
-def reference_violations(events: list[Event]) -> dict[str, dict[str, Any]]:
-    engine = Engine([BinOverflowRule(BinOverflowSettings())], allowed_lateness_ms=LATENESS_MS)
+def reference_violations(events: list[Event], config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The same events through one engine with the same rules (the whole catalogue), never stopped."""
+    settings = Settings.model_validate(config)
+    engine = Engine(build_rules(settings.rules, NoDevices(), settings.devices),
+                    allowed_lateness_ms=LATENESS_MS)
     out = engine.process(events, now_wall_ms=0)
     out.extend(engine.drain())
     final: dict[str, dict[str, Any]] = {}
@@ -106,7 +110,7 @@ def test_kill_9_mid_stream_then_another_processor_ends_with_the_uncrashed_result
 
     second = RoleProcess(tmp_path, "process", config, name="second").start()
     try:
-        expected = reference_violations(events)
+        expected = reference_violations(events, config)
         wait_for(lambda: events_stored(data_dir) == len(events), 60, 0.1, "every event stored")
 
         def converged() -> bool:

@@ -28,7 +28,7 @@ from tests.support.wait import wait_for
 pytestmark = pytest.mark.integration
 
 
-def engine_factory() -> Engine:
+def engine_factory(partition: int = 0, partitions: int = 1) -> Engine:
     return Engine([BinOverflowRule(BinOverflowSettings())], allowed_lateness_ms=200)
 
 
