@@ -49,7 +49,10 @@ def role_settings(compose: dict[str, Any], tmp_path_factory: pytest.TempPathFact
                 assert source.exists(), f"{role} mounts {source}, which is not in the repository"
                 destination = root / target.lstrip("/")
                 destination.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(source, destination)
+                if source.is_dir():
+                    shutil.copytree(source, destination)
+                else:
+                    shutil.copy(source, destination)
         loaded[role] = load_settings(root / CONFIG_IN_CONTAINER.lstrip("/"))
     return loaded
 
@@ -76,6 +79,7 @@ def test_every_role_is_pointed_at_kafka_and_the_same_topics(role_settings):
         assert settings.bus.kind == BusKind.KAFKA
     assert len({settings.bus.kafka.model_dump_json() for settings in role_settings.values()}) == 1
     assert role_settings["process"].devices, "the device registry file is mounted beside the config"
+    assert role_settings["ingest"].vendor_maps, "the vendor maps file is mounted beside the config"
 
 
 def test_kafka_runs_in_kraft_mode_where_the_roles_look_for_it(compose, role_settings):
@@ -125,6 +129,13 @@ def test_health_checks_and_ports_match_what_the_roles_listen_on(compose, role_se
         assert roles.status_host == "0.0.0.0"
         check = " ".join(compose["services"][role]["healthcheck"]["test"])
         assert f"127.0.0.1:{roles.status_port}/readyz" in check
+
+
+def test_the_geo_files_the_roles_tag_with_are_mounted(role_settings):
+    from ingest.geo import GeoTagger
+
+    for role in ("ingest", "process"):
+        GeoTagger.from_settings(role_settings[role].geo)  # raises if a file is missing or invalid
 
 
 def test_influxdb_is_there_with_its_database(compose):
