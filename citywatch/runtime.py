@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
+from api.alerts.components import AlertComponents
 from api.services import ApiServices, ComponentStatus
 from citywatch.metrics import Metrics
 from citywatch.models import Event
@@ -51,19 +52,22 @@ class EmbeddedRuntime:
         self.engine = Engine(build_rules(settings.rules, self.registry),
                              allowed_lateness_ms=settings.pipeline.allowed_lateness_ms,
                              dedup_capacity=settings.pipeline.dedup_window_events)
+        self.alerts = AlertComponents(settings, self.data_dir)
         self.worker = ProcessorWorker(self.bus.consumer(), self.engine, self.store, self.metrics,
-                                      batch_events=settings.pipeline.batch_events, on_stored=on_stored)
+                                      batch_events=settings.pipeline.batch_events, on_stored=on_stored,
+                                      on_violations=[self.alerts.feed.publish])
         self.ingest: IngestService | None = None
         self.simulator: Simulator | None = None
         self._simulator_client: MqttPublisher | None = None
 
     def start(self) -> None:
         self._restore_rule_state()
-        self.worker.start()
         if self.mqtt_url is None:
             self.broker = EmbeddedBroker(kind=self.settings.mqtt.embedded_broker.value,
                                          port=self.settings.mqtt.embedded_port)
             self.mqtt_url = self.broker.start()
+        self.alerts.start(self.mqtt_url)
+        self.worker.start()
         normalizer = Normalizer(self.settings.ingest, self.settings.mqtt.max_payload_bytes, self.registry,
                                 {"native": NativeCodec()})
         mqtt = self.settings.mqtt
@@ -86,6 +90,7 @@ class EmbeddedRuntime:
             self.ingest.stop()
         self.bus.close()
         self.worker.stop()
+        self.alerts.stop()
         if self.worker.error is None:
             (self.data_dir / SNAPSHOT_FILE).write_bytes(self.engine.snapshot())
         self.store.close()
@@ -121,4 +126,6 @@ class EmbeddedRuntime:
             store=self.store, metrics=self.metrics, settings=self.settings.api,
             readiness=self.readiness,
             on_startup=[self.start], on_shutdown=[self.stop],
+            access=self.alerts.access, feed=self.alerts.feed, webhooks=self.alerts.webhooks,
+            alerts=self.settings.alerts,
         )

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from citywatch.metrics import Metrics
-from citywatch.models import Event
+from citywatch.models import Event, Violation
 from processors.bus import Batch, BusConsumer
 from processors.engine import Engine, EngineOutput
 from store.base import Store
@@ -28,7 +28,8 @@ class ProcessorWorker:
     def __init__(self, consumer: BusConsumer, engine: Engine, store: Store, metrics: Metrics, *,
                  batch_events: int, poll_timeout_s: float = 0.1,
                  now_ms: Callable[[], int] = wall_clock_ms,
-                 on_stored: Callable[[Sequence[Event]], None] | None = None) -> None:
+                 on_stored: Callable[[Sequence[Event]], None] | None = None,
+                 on_violations: Sequence[Callable[[Sequence[Violation]], object]] = ()) -> None:
         self.consumer = consumer
         self.engine = engine
         self.store = store
@@ -38,6 +39,8 @@ class ProcessorWorker:
         self.now_ms = now_ms
         # Called with each batch of events once it is durable (benchmarks measure latency with it).
         self.on_stored = on_stored
+        # Called with each batch's violation state changes once they are durable (the alerts feed).
+        self.on_violations = list(on_violations)
         self.error: BaseException | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -89,6 +92,8 @@ class ProcessorWorker:
             self.store.write_violations(out.violations)
         if batch.events or dead_letters or out.violations:
             self.store.flush()
+        if out.violations:
+            self._publish_violations(out.violations)
         self.consumer.commit()
         self.metrics.events_processed.inc(len(batch.events))
         if out.duplicates:
@@ -101,3 +106,10 @@ class ProcessorWorker:
             self.metrics.rule_errors.labels(letter.source.removeprefix("rule:")).inc()
         if batch.events and self.on_stored is not None:
             self.on_stored(batch.events)
+
+    def _publish_violations(self, violations: Sequence[Violation]) -> None:
+        for callback in self.on_violations:
+            try:
+                callback(violations)
+            except Exception:  # consumers of changes must never stop judging and storing
+                log.exception("violation callback %r failed", callback)
