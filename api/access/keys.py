@@ -3,7 +3,8 @@
 A token is `cw_<key id>_<43 url-safe characters>` (32 random bytes). SHA-256 is enough here (no slow
 password hash): the tokens carry 256 bits of entropy, so a stolen hash cannot be brute-forced, and a
 fast hash keeps authentication off the request's critical path. Keys are cached in memory after the
-first lookup; revoking one drops it from the cache at once.
+first lookup for CACHE_TTL_S; revoking one through the API drops it from the cache at once, through
+the CLI (another process) within CACHE_TTL_S.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Final
 
 FILE_NAME: Final = "access.sqlite3"
+CACHE_TTL_S: Final = 10.0
 
 
 class Scope(StrEnum):
@@ -84,7 +86,7 @@ class KeyStore:
     def __init__(self, connection: sqlite3.Connection, lock: threading.Lock) -> None:
         self._db = connection
         self._lock = lock
-        self._cache: dict[str, ApiKey] = {}
+        self._cache: dict[str, tuple[ApiKey, float]] = {}
 
     def create(self, name: str, scopes: frozenset[Scope]) -> tuple[ApiKey, str]:
         """A new key and its token; the token is never stored and cannot be shown again."""
@@ -102,17 +104,19 @@ class KeyStore:
     def verify(self, token: str) -> ApiKey | None:
         digest = hash_token(token)
         cached = self._cache.get(digest)
-        if cached is not None:
-            return cached
+        now = time.monotonic()
+        if cached is not None and now - cached[1] < CACHE_TTL_S:
+            return cached[0]
         with self._lock:
             row = self._db.execute(
                 "SELECT key_id, name, scopes, created_time_ms FROM api_keys "
                 "WHERE token_sha256 = ? AND revoked = 0", (digest,)
             ).fetchone()
         if row is None:
+            self._cache.pop(digest, None)
             return None
         key = _key_from_row((*row, 0))
-        self._cache[digest] = key
+        self._cache[digest] = (key, now)
         return key
 
     def list(self) -> list[ApiKey]:
@@ -127,7 +131,7 @@ class KeyStore:
             changed = self._db.execute(
                 "UPDATE api_keys SET revoked = 1 WHERE key_id = ? AND revoked = 0", (key_id,)
             ).rowcount
-        self._cache = {digest: key for digest, key in self._cache.items() if key.key_id != key_id}
+        self._cache = {digest: entry for digest, entry in self._cache.items() if entry[0].key_id != key_id}
         return bool(changed)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import ssl
 from collections.abc import Sequence
 from urllib.parse import urlparse
 
@@ -16,6 +15,7 @@ import paho.mqtt.client as mqtt
 
 from citywatch.masking import present_violation
 from citywatch.settings import MqttOutputSettings, MqttSettings
+from ingest.mqtt_source import configure_tls
 from processors.outputs.feed import FeedEntry, ViolationFeed
 from processors.outputs.queued import QueuedOutput
 
@@ -57,10 +57,7 @@ class MqttViolationOutput(QueuedOutput):
                 password = None if connection.password is None else connection.password.get_secret_value()
                 self._client.username_pw_set(connection.username, password)
             if connection.tls.enabled:
-                tls = connection.tls
-                self._client.tls_set(ca_certs=_str(tls.ca_file), certfile=_str(tls.cert_file),
-                                     keyfile=_str(tls.key_file), cert_reqs=ssl.CERT_REQUIRED)
-                self._client.tls_insecure_set(tls.insecure)
+                configure_tls(self._client, connection.tls)
 
     def connect(self) -> None:
         self._client.connect_async(self.host, self.port)
@@ -83,5 +80,3 @@ class MqttViolationOutput(QueuedOutput):
         self._client.loop_stop()
 
 
-def _str(path: object) -> str | None:
-    return None if path is None else str(path)
