@@ -118,7 +118,8 @@ def test_the_token_is_stored_only_as_its_hash(api, tmp_path) -> None:
 
 
 def test_a_key_over_its_rate_gets_429_with_retry_after(tmp_path) -> None:
-    api = alert_api(tmp_path, api=ApiSettings(auth=AuthMode.REQUIRED, rate_limit_per_s=0.5, rate_limit_burst=3))
+    settings = ApiSettings(auth=AuthMode.REQUIRED, rate_limit_per_s=0.5, rate_limit_burst=3)
+    api = alert_api(tmp_path, api=settings)
     try:
         client = api.client()
         key, other = bearer(api.key(Scope.VIOLATIONS_READ)), bearer(api.key(Scope.VIOLATIONS_READ))
