@@ -113,3 +113,15 @@ def test_signatures_verify_and_expire() -> None:
     assert not verify("s3cret-s3cret-s3cret", header, body, now_s=1_000 + 301)  # replayed too late
     assert not verify("s3cret-s3cret-s3cret", "t=1000,v1=00", body, now_s=1_000)
     assert not verify("s3cret-s3cret-s3cret", "garbage", body, now_s=1_000)
+
+
+def test_mqtt_output_topics_keep_tag_values_to_one_level() -> None:
+    from processors.outputs.feed import FeedEntry
+    from processors.outputs.mqtt_out import violation_topic
+
+    def topic(**kwargs: object) -> str:
+        return violation_topic("citywatch/violations/", FeedEntry(1, violation(1, **kwargs), 0))  # type: ignore[arg-type]
+
+    assert topic() == "citywatch/violations/parking/FT-11"
+    assert topic(grid="a/b+#") == "citywatch/violations/parking/a_b__"
+    assert topic(grid="") == "citywatch/violations/parking/_"
