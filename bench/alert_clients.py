@@ -45,7 +45,7 @@ async def serve_receivers(ports: list[int], stats: Stats) -> list[asyncio.Server
                 stats.record(request_line.split(" ")[1], body)
                 writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
                 await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             pass
         finally:
             writer.close()
