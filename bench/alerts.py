@@ -101,11 +101,13 @@ def main() -> int:
             started = time.monotonic()
             sent = publish(runtime.mqtt_url, offered, args.rate, "bench-alerts")
             publish_s = time.monotonic() - started
-            changes = runtime.alerts.feed.last_seq
-            # Let deliveries drain (bounded wait), then count what the dispatcher recorded.
+            # Let deliveries drain (bounded wait), then count what the dispatcher recorded. The receivers
+            # stop before the pipeline does: the changes its shutdown drain emits are not steady state.
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and dispatcher.store.pending():
                 time.sleep(0.5)
+            changes = runtime.alerts.feed.last_seq
+            webhook_result = finish(receivers)
             statuses = {status: 0 for status in DeliveryStatus}
             for subscription in dispatcher.store.subscriptions():
                 for status in DeliveryStatus:
@@ -115,7 +117,8 @@ def main() -> int:
         finally:
             server.should_exit = True
             thread.join(30)
-    webhook_result = finish(receivers)
+            if receivers.returncode is None:
+                receivers.kill()
 
     hook_p50, hook_p99, hook_max = percentiles(webhook_result["latencies_ms"])
     stream_p50, stream_p99, stream_max = percentiles(stream_result["latencies_ms"])
