@@ -215,7 +215,7 @@ class EventStreamResponse(Response):
 
 
 @router.get("/v1/stream/violations", summary="Live violation changes as Server-Sent Events",
-            response_class=EventStreamResponse,
+            response_class=EventStreamResponse, status_code=200,
             responses={200: {"content": {"text/event-stream": {}},
                              "description": "`violation` events; `error` then close on cursor_expired, "
                                             "invalid_cursor or too_slow"}})
