@@ -49,6 +49,7 @@ test: $(VENV)/.installed-dev services lint
 
 bench: $(VENV)/.installed-dev services
 	$(BIN)/python -m bench.e2e
+	$(BIN)/python -m bench.rules_throughput
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

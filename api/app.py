@@ -16,7 +16,7 @@ from api.access.deps import require
 from api.access.keys import Scope
 from api.alerts import streams
 from api.alerts.webhooks import routes as webhook_routes
-from api.routes import dead_letters, events, health, violations
+from api.routes import bin_predictions, dead_letters, devices, events, health, violations
 from api.services import ApiServices
 from store.base import InvalidCursor
 
@@ -48,6 +48,8 @@ def create_app(services: ApiServices) -> FastAPI:
     app.include_router(events.router, dependencies=[Depends(require(Scope.READINGS_READ))])
     app.include_router(dead_letters.router, dependencies=[Depends(require(Scope.ADMIN))])
     app.include_router(health.router)
+    app.include_router(devices.router, dependencies=[Depends(require(Scope.DEVICES_MANAGE))])
+    app.include_router(bin_predictions.router, dependencies=[Depends(require(Scope.READINGS_READ))])
     app.include_router(streams.router)
     app.include_router(webhook_routes.router)
     app.include_router(access_routes.router)

@@ -10,6 +10,7 @@ from api.access.control import AccessControl
 from api.alerts.waiter import FeedWaiter
 from citywatch.metrics import Metrics
 from citywatch.settings import AlertSettings, ApiSettings
+from ingest.device_admin import DeviceManager
 from processors.outputs.feed import ViolationFeed
 from store.base import Store
 
@@ -42,6 +43,8 @@ class ApiServices:
     webhooks: WebhookDispatcher | None = None
     alerts: AlertSettings = field(default_factory=AlertSettings)
     feed_waiter: FeedWaiter | None = None
+    # The managed device registry behind /v1/devices (None: that API answers 503).
+    devices: DeviceManager | None = None
 
     def __post_init__(self) -> None:
         if self.feed is not None and self.feed_waiter is None:
