@@ -89,6 +89,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         connected: list[int] = []
         for n in range(args.clients):
             path = f"/v1/stream/violations?grid=G-{n % args.grids:03d}"
+            if args.type:
+                path += f"&type={args.type}"
             tasks.append(asyncio.create_task(stream_client("127.0.0.1", args.port, path, stats, connected)))
         while len(connected) + len(stats.errors) < args.clients:
             await asyncio.sleep(0.05)
@@ -108,6 +110,7 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--clients", type=int, default=500)
     parser.add_argument("--grids", type=int, default=100)
+    parser.add_argument("--type", default=None)
     args = parser.parse_args()
     result = asyncio.run(main_async(args))
     print(json.dumps(result), flush=True)

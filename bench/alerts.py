@@ -8,7 +8,7 @@ process); the pipeline and the API run here, as `citywatch up` runs them. Latenc
 moment the change is published to the feed (right after the store made it durable) to its arrival at
 the receiver or client, on the same wall clock. Results also go to bench/results/alerts.json.
 
-    .venv/bin/python -m bench.alerts [--subscriptions 1000] [--stream-clients 500] [--rate 5000]
+    .venv/bin/python -m bench.alerts [--subscriptions 1000] [--stream-clients 500] [--rate 5000] [--type T]
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--grids", type=int, default=100)
     parser.add_argument("--receivers", type=int, default=4, help="receiver HTTP servers (ports)")
+    parser.add_argument("--type", default=None,
+                        help="subscriptions and stream clients also filter on this violation type")
     args = parser.parse_args()
 
     devices = [DeviceSettings(device_id=f"bench-{i:05d}", kind="bin",
@@ -90,10 +93,12 @@ def main() -> int:
             for n in range(args.subscriptions):
                 port = receiver_ports[n % len(receiver_ports)]
                 dispatcher.create(url=f"http://127.0.0.1:{port}/hook/{n}", description="bench",
-                                  filter=ViolationFilter(grid=(f"G-{n % args.grids:03d}",)), secret=None,
+                                  filter=ViolationFilter(grid=(f"G-{n % args.grids:03d}",),
+                                                         type=(args.type,) if args.type else ()),
+                                  secret=None,
                                   owner_key_id="bench", plates=False)
             streams = start_clients("streams", "--port", str(api_port), "--clients", str(args.stream_clients),
-                                    "--grids", str(args.grids))
+                                    "--grids", str(args.grids), *(["--type", args.type] if args.type else []))
             assert runtime.mqtt_url is not None
             print(f"machine: {machine()}; {args.subscriptions} subscriptions, {args.stream_clients} stream "
                   f"clients; publishing {args.rate:.0f} events/s for {args.seconds:.0f} s", flush=True)
@@ -104,15 +109,13 @@ def main() -> int:
             # Let deliveries drain (bounded wait), then count what the dispatcher recorded. The receivers
             # stop before the pipeline does: the changes its shutdown drain emits are not steady state.
             deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and dispatcher.store.pending():
+            while time.monotonic() < deadline and dispatcher.store.count(DeliveryStatus.PENDING):
                 time.sleep(0.5)
             changes = runtime.alerts.feed.last_seq
+            by_type = Counter(entry.violation.type for entry in runtime.alerts.feed.read_after(
+                runtime.alerts.feed.oldest_seq - 1, changes))
             webhook_result = finish(receivers)
-            statuses = {status: 0 for status in DeliveryStatus}
-            for subscription in dispatcher.store.subscriptions():
-                for status in DeliveryStatus:
-                    statuses[status] += len(dispatcher.store.deliveries(subscription.subscription_id,
-                                                                        status=status, limit=100_000))
+            statuses = {status: dispatcher.store.count(status) for status in DeliveryStatus}
             stream_result = finish(streams)
         finally:
             server.should_exit = True
@@ -126,7 +129,7 @@ def main() -> int:
         "machine": machine(), "subscriptions": args.subscriptions, "stream_clients": args.stream_clients,
         "offered_events_per_s": args.rate, "events": offered, "publish_s": round(publish_s, 1),
         "published_events_per_s": round(offered / sent["elapsed_s"]),
-        "violation_changes": changes,
+        "violation_changes": changes, "changes_by_type": dict(by_type), "type_filter": args.type,
         "webhook_deliveries": webhook_result["messages"], "webhook_unique": webhook_result["unique"],
         "deliveries_by_status": {s.value: n for s, n in statuses.items()},
         "webhook_latency_p50_ms": hook_p50, "webhook_latency_p99_ms": hook_p99,

@@ -239,6 +239,10 @@ class WebhookStore:
                              "ORDER BY delivery_id", (DeliveryStatus.PENDING.value,)).fetchall()
         return [_delivery(row) for row in rows]
 
+    def count(self, status: DeliveryStatus) -> int:
+        row = self._execute("SELECT COUNT(*) FROM deliveries WHERE status = ?", (status.value,)).fetchone()
+        return int(row[0])
+
     def requeue(self, delivery_id: int) -> Delivery | None:
         """A dead delivery back to pending with a fresh attempt count (manual redelivery)."""
         self._execute("UPDATE deliveries SET status = ?, attempts = 0, updated_time_ms = ? "
