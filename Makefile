@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # System packages the integration tests run for real (command:package).
-TEST_SERVICES := mosquitto:mosquitto
+TEST_SERVICES := mosquitto:mosquitto openssl:openssl
 
 .PHONY: run test lint unit bench clean help
 

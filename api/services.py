@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from api.access.control import AccessControl
+from api.alerts.waiter import FeedWaiter
 from citywatch.metrics import Metrics
-from citywatch.settings import ApiSettings
+from citywatch.settings import AlertSettings, ApiSettings
 from ingest.device_admin import DeviceManager
+from processors.outputs.feed import ViolationFeed
 from store.base import Store
+
+if TYPE_CHECKING:
+    from api.alerts.webhooks.dispatcher import WebhookDispatcher
 
 
 @dataclass(frozen=True)
@@ -30,7 +36,18 @@ class ApiServices:
     # Run by the app's lifespan: the API owns the pipeline's start and stop when it is embedded.
     on_startup: list[Callable[[], None]] = field(default_factory=list)
     on_shutdown: list[Callable[[], None]] = field(default_factory=list)
+    # API keys, scopes, rate limits and the audit log; open (no keys) unless the runtime configures it.
+    access: AccessControl = field(default_factory=AccessControl.open)
+    # Violation state changes for live streams, and webhook subscriptions; None: those routes answer 503.
+    feed: ViolationFeed | None = None
+    webhooks: WebhookDispatcher | None = None
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    feed_waiter: FeedWaiter | None = None
     # The managed device registry behind /v1/devices (None: that API answers 503).
     devices: DeviceManager | None = None
     # GET /v1/status: role, events per second and (on Kafka) consumer lag per partition.
     status: Callable[[], dict[str, Any]] = dict
+
+    def __post_init__(self) -> None:
+        if self.feed is not None and self.feed_waiter is None:
+            self.feed_waiter = FeedWaiter(self.feed)

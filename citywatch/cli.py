@@ -154,6 +154,34 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    import threading
+
+    from api.access.keys import KeyStore, Scope, open_access_db
+
+    settings = _load(args)
+    keys = KeyStore(open_access_db(Path(settings.store.data_dir)), threading.Lock())
+    if args.keys_command == "create":
+        try:
+            scopes = frozenset(Scope(scope) for scope in args.scopes.replace(",", " ").split())
+        except ValueError as exc:
+            print(f"citywatch: {exc}; scopes are {', '.join(s.value for s in Scope)}", file=sys.stderr)
+            return 2
+        key, token = keys.create(args.name, scopes)
+        print(f"key {key.key_id} ({args.name}) with scopes {' '.join(sorted(scopes))}")
+        print(f"token (shown once, only its hash is stored): {token}")
+    elif args.keys_command == "list":
+        for key in keys.list():
+            state = "revoked" if key.revoked else "active"
+            print(f"{key.key_id}  {state:8}  {' '.join(sorted(key.scopes)):60}  {key.name}")
+    else:
+        if not keys.revoke(args.key_id):
+            print(f"citywatch: no active key {args.key_id!r}", file=sys.stderr)
+            return 1
+        print(f"key {args.key_id} revoked")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="citywatch", description="Urban sensor ingestion and rules.")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -198,6 +226,19 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--mqtt-url", required=True, help="Broker to publish to, mqtt://host:port.")
     sim.add_argument("--duration-s", type=float, default=None, help="Stop after this many seconds.")
     sim.set_defaults(handler=cmd_simulate)
+
+    keys = with_config(commands.add_parser("keys", help="Create, list or revoke API keys."))
+    keys.add_argument("--data-dir", type=Path, help="Data directory (default: store.data_dir).")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_commands.add_parser("create", help="Create a key and print its token once.")
+    create.add_argument("--name", required=True, help="Who or what uses the key.")
+    create.add_argument("--scopes", required=True,
+                        help="Comma-separated: violations:read, readings:read, devices:manage, "
+                             "subscriptions:manage, plates, metrics:read, admin.")
+    keys_commands.add_parser("list", help="List keys (never their tokens).")
+    revoke = keys_commands.add_parser("revoke", help="Revoke a key.")
+    revoke.add_argument("key_id")
+    keys.set_defaults(handler=cmd_keys)
 
     check = commands.add_parser("check-config", help="Validate a configuration file and exit.")
     check.add_argument("config", type=Path, nargs="?", default=None)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from api.access.control import AccessControl
 from api.services import ApiServices, ComponentStatus
 from api.status_app import RoleServices
 from citywatch.metrics import Metrics
@@ -217,6 +218,8 @@ class ApiRole:
         self.metrics = Metrics()
         self.store = open_store(settings)
         self.monitor = GroupMonitor(self.kafka, self.metrics)
+        # Keys, scopes and the audit log, as in `citywatch up`: an API role must never serve open.
+        self.access = AccessControl.in_directory(settings.store.data_dir, settings.api)
 
     def readiness(self) -> list[ComponentStatus]:
         try:
@@ -231,7 +234,7 @@ class ApiRole:
 
     def services(self) -> ApiServices:
         return ApiServices(store=self.store, metrics=self.metrics, settings=self.settings.api,
-                           readiness=self.readiness, status=self.monitor.status,
+                           readiness=self.readiness, status=self.monitor.status, access=self.access,
                            on_startup=[self.monitor.start], on_shutdown=[self.stop])
 
 
@@ -281,5 +284,5 @@ class KafkaUpRuntime:
 
     def api_services(self) -> ApiServices:
         return ApiServices(store=self.api.store, metrics=self.process.metrics, settings=self.settings.api,
-                           readiness=self.readiness, status=self.status,
+                           readiness=self.readiness, status=self.status, access=self.api.access,
                            on_startup=[self.start], on_shutdown=[self.stop])

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from api.alerts.components import AlertComponents
 from api.services import ApiServices, ComponentStatus
 from citywatch.metrics import Metrics
 from citywatch.models import Event
@@ -64,10 +65,12 @@ class EmbeddedRuntime:
                              dedup_capacity=settings.pipeline.dedup_window_events)
         self.rate = RateMeter()
         self.metrics.events_per_second.labels("up").set_function(self.rate.rate)
+        self.alerts = AlertComponents(settings, self.data_dir)
         self.worker = ProcessorWorker(self.bus.consumer(), self.engine, self.store, self.metrics,
                                       batch_events=settings.pipeline.batch_events, on_stored=self._stored,
                                       tag_violation=self.geo.tag_violation,
-                                      input_live=self._input_live)
+                                      input_live=self._input_live,
+                                      on_violations=[self.alerts.feed.publish])
         self.ingest: IngestService | None = None
         self.simulator: Simulator | None = None
         self._simulator_client: MqttPublisher | None = None
@@ -78,9 +81,10 @@ class EmbeddedRuntime:
 
     def start(self) -> None:
         self._restore_rule_state()
-        self.worker.start()
         if self.mqtt_url is None:
             self.mqtt_url = self._start_embedded_broker()
+        self.alerts.start(self.mqtt_url)
+        self.worker.start()
         normalizer = Normalizer(self.settings.ingest, self.settings.mqtt.max_payload_bytes, self.registry,
                                 partial(build_codec, devices=self.registry,
                                         vendor_maps=self.settings.vendor_maps),
@@ -105,6 +109,7 @@ class EmbeddedRuntime:
             self.ingest.stop()
         self.bus.close()
         self.worker.stop()
+        self.alerts.stop()
         if self.worker.error is None:
             (self.data_dir / SNAPSHOT_FILE).write_bytes(self.engine.snapshot())
         self.store.close()
@@ -166,4 +171,6 @@ class EmbeddedRuntime:
             readiness=self.readiness,
             on_startup=[self.start], on_shutdown=[self.stop], devices=self.devices,
             status=self.status,
+            access=self.alerts.access, feed=self.alerts.feed, webhooks=self.alerts.webhooks,
+            alerts=self.settings.alerts,
         )

@@ -6,6 +6,7 @@ never printed, and every field says what it does. `load_settings` is the only en
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 from enum import StrEnum
 from pathlib import Path
@@ -44,6 +45,20 @@ class EmbeddedBrokerKind(StrEnum):
     AMQTT = "amqtt"
 
 
+class MqttTlsSettings(_Section):
+    """TLS towards the broker (Mosquitto `listener 8883` with `cafile`, `certfile`, `keyfile`)."""
+
+    enabled: bool = Field(False, description="Connect with TLS; the broker's port is then usually 8883.")
+    ca_file: Path | None = Field(
+        None, description="CA certificate(s) that signed the broker's certificate; unset: the system CAs."
+    )
+    cert_file: Path | None = Field(None, description="Client certificate, when the broker requires one.")
+    key_file: Path | None = Field(None, description="Private key of the client certificate.")
+    insecure: bool = Field(
+        False, description="Skip the broker host name check. Only for test set-ups; never in production."
+    )
+
+
 class MqttSettings(_Section):
     url: str | None = Field(
         None,
@@ -62,6 +77,9 @@ class MqttSettings(_Section):
     reconnect_max_s: float = Field(30.0, gt=0, description="Longest delay between reconnect attempts.")
     max_payload_bytes: int = Field(
         256 * 1024, gt=0, description="Larger payloads are dead-lettered as oversized, not decoded."
+    )
+    tls: MqttTlsSettings = Field(
+        MqttTlsSettings(), description="TLS towards the broker (see docs/security.md)."
     )
 
     @field_validator("url")
@@ -185,10 +203,41 @@ class StoreSettings(_Section):
     data_dir: Path = Field(Path("data"), description="Directory of the embedded store.")
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class AuthMode(StrEnum):
+    REQUIRED = "required"
+    DISABLED = "disabled"
+
+
 class ApiSettings(_Section):
     host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
     port: int = Field(8000, ge=0, le=65535, description="Port the HTTP API listens on.")
     max_page_size: int = Field(1000, gt=0, description="Largest `limit` a list endpoint accepts.")
+    auth: AuthMode = Field(
+        AuthMode.REQUIRED,
+        description="required: every endpoint but /healthz and /readyz needs an API key (docs/alerts.md). "
+        "disabled: open access, allowed only when `host` is a loopback address.",
+    )
+    rate_limit_per_s: float = Field(20.0, gt=0, description="Sustained requests per second per API key.")
+    rate_limit_burst: int = Field(100, gt=0, description="Requests a key may make at once before limiting.")
+
+    @model_validator(mode="after")
+    def _open_access_only_on_loopback(self) -> ApiSettings:
+        # Safe by default: an API without keys must never be reachable from another machine.
+        if self.auth is AuthMode.DISABLED and not _is_loopback(self.host):
+            raise ValueError(
+                "auth: disabled is only allowed when the API listens on a loopback address, not "
+                f"{self.host!r}; set api.auth: required and create a key with `citywatch keys create`"
+            )
+        return self
 
 
 class PipelineSettings(_Section):
@@ -273,6 +322,54 @@ class SimulatorSettings(_Section):
     )
 
 
+class WebhookSettings(_Section):
+    max_attempts: int = Field(8, ge=1, description="Attempts per delivery before it is dead-lettered.")
+    backoff_base_s: float = Field(1.0, gt=0, description="Delay before the first retry; doubles each time.")
+    backoff_max_s: float = Field(300.0, gt=0, description="Longest delay between two attempts.")
+    timeout_s: float = Field(5.0, gt=0, description="An attempt with no answer within this fails.")
+    queue_per_subscription: int = Field(
+        10_000, gt=0, description="Deliveries waiting per subscription; beyond it they are dead-lettered."
+    )
+    disable_after_failures: int = Field(
+        20, ge=1, description="Consecutive failed attempts after which a subscription is disabled."
+    )
+    delivery_log_per_subscription: int = Field(
+        1000, gt=0, description="Finished deliveries kept in each subscription's delivery log."
+    )
+
+
+class MqttOutputSettings(_Section):
+    enabled: bool = Field(False, description="Publish violation state changes to MQTT.")
+    url: str | None = Field(None, description="Broker mqtt://host:port; unset: the broker ingest uses.")
+    topic_prefix: str = Field(
+        "citywatch/violations", description="Topics are {topic_prefix}/{type}/{grid}."
+    )
+    qos: Literal[0, 1] = Field(1, description="QoS of the published messages.")
+    client_id: str = Field("citywatch-violations-out", description="MQTT client id of the publisher.")
+    plates: bool = Field(False, description="Publish unmasked plates and evidence links (else masked).")
+
+
+class KafkaOutputSettings(_Section):
+    enabled: bool = Field(False, description="Publish violation state changes to a Kafka topic.")
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="host:port[,host:port] of the brokers.")
+    topic: str = Field("citywatch.violations", description="Topic; the key is the violation id.")
+    plates: bool = Field(False, description="Publish unmasked plates and evidence links (else masked).")
+
+
+class AlertSettings(_Section):
+    feed_retention: int = Field(
+        100_000, gt=0,
+        description="Violation state changes kept in memory for streams to resume from (the resume window).",
+    )
+    stream_max_lag: int = Field(
+        10_000, gt=0, description="A stream client this many changes behind is disconnected as too slow."
+    )
+    stream_heartbeat_s: float = Field(15.0, gt=0, description="Keep-alive comment interval on idle streams.")
+    webhooks: WebhookSettings = WebhookSettings()
+    mqtt: MqttOutputSettings = MqttOutputSettings()
+    kafka: KafkaOutputSettings = KafkaOutputSettings()
+
+
 class Settings(_Section):
     mqtt: MqttSettings = MqttSettings()
     ingest: IngestSettings = IngestSettings()
@@ -295,6 +392,7 @@ class Settings(_Section):
     )
     geo: GeoSettings = Field(GeoSettings(), description="Grids, districts and department routing.")
     roles: RoleSettings = RoleSettings()
+    alerts: AlertSettings = AlertSettings()
 
     def with_overrides(self, **dotted: Any) -> Settings:
         """A copy with `section__field=value` overrides applied and validated again."""

@@ -23,6 +23,7 @@ after the reconnect.
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -33,6 +34,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from citywatch.metrics import Metrics
+from citywatch.settings import MqttTlsSettings
 from ingest.codecs.base import payload_preview
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,7 @@ class MqttSource:
         metrics: Metrics | None = None,
         clean_session: bool = False,
         now_ms: Callable[[], int] = wall_clock_ms,
+        tls: MqttTlsSettings | None = None,
     ) -> None:
         if not topics:
             raise ValueError("MqttSource needs at least one topic filter")
@@ -101,6 +104,8 @@ class MqttSource:
         )
         if username is not None:
             client.username_pw_set(username, password)
+        if tls is not None and tls.enabled:
+            configure_tls(client, tls)
         # paho annotates these as int but computes with them as floats; sub-second delays work.
         client.reconnect_delay_set(reconnect_min_s, reconnect_max_s)  # type: ignore[arg-type]
         client.enable_logger(_paho_logger())
@@ -248,6 +253,19 @@ class MqttSource:
             self._subscribed = False
         if self._metrics is not None:
             self._metrics.mqtt_connected.set(1 if connected else 0)
+
+
+def configure_tls(client: mqtt.Client, tls: MqttTlsSettings) -> None:
+    """TLS with the broker's certificate always verified against `ca_file` (or the system CAs);
+    `insecure` only skips the host name check, for test set-ups with a certificate for another name."""
+    client.tls_set(
+        ca_certs=None if tls.ca_file is None else str(tls.ca_file),
+        certfile=None if tls.cert_file is None else str(tls.cert_file),
+        keyfile=None if tls.key_file is None else str(tls.key_file),
+        cert_reqs=ssl.CERT_REQUIRED,
+        tls_version=ssl.PROTOCOL_TLS_CLIENT,
+    )
+    client.tls_insecure_set(tls.insecure)
 
 
 class _DropPahoStopNoise(logging.Filter):

@@ -58,6 +58,7 @@ class IngestService:
             keepalive_s=settings.keepalive_s,
             reconnect_min_s=settings.reconnect_min_s,
             reconnect_max_s=settings.reconnect_max_s,
+            tls=settings.tls,
             on_message=self.handle_message,
             metrics=metrics,
             now_ms=now_ms,

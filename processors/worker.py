@@ -30,7 +30,8 @@ class ProcessorWorker:
                  now_ms: Callable[[], int] = wall_clock_ms,
                  on_stored: Callable[[Sequence[Event]], None] | None = None,
                  tag_violation: Callable[[Violation], Violation] | None = None,
-                 input_live: Callable[[], bool] = lambda: True) -> None:
+                 input_live: Callable[[], bool] = lambda: True,
+                 on_violations: Sequence[Callable[[Sequence[Violation]], object]] = ()) -> None:
         self.consumer = consumer
         self.engine = engine
         self.store = store
@@ -40,6 +41,8 @@ class ProcessorWorker:
         self.now_ms = now_ms
         # Called with each batch of events once it is durable (benchmarks measure latency with it).
         self.on_stored = on_stored
+        # Called with each batch's violation state changes once they are durable (the alerts feed).
+        self.on_violations = list(on_violations)
         # Adds grid, district and owning department to each violation before it is stored.
         self.tag_violation = tag_violation
         # False while the input is cut off (ingest disconnected): silence-judging rules pause.
@@ -100,6 +103,8 @@ class ProcessorWorker:
             self.store.write_predictions(predictions)
         if batch.events or dead_letters or out.violations or predictions:
             self.store.flush()
+        if out.violations:
+            self._publish_violations(tagged)
         self.consumer.commit()
         self.metrics.events_processed.inc(len(batch.events))
         if out.duplicates:
@@ -115,6 +120,12 @@ class ProcessorWorker:
         if batch.events and self.on_stored is not None:
             self.on_stored(batch.events)
 
+    def _publish_violations(self, violations: Sequence[Violation]) -> None:
+        for callback in self.on_violations:
+            try:
+                callback(violations)
+            except Exception:  # consumers of changes must never stop judging and storing
+                log.exception("violation callback %r failed", callback)
 
 def _newest_per_device(records: Sequence[object]) -> list[Prediction]:
     """Only the newest forecast per (type, device) of a batch: the store keeps no more than that."""

@@ -17,6 +17,7 @@ import pytest
 
 from citywatch.settings import EmbeddedBrokerKind
 from ingest.embedded_broker import EmbeddedBroker, find_mosquitto
+from tests.support.tansu import TansuBroker
 
 MosquittoFactory = Callable[..., EmbeddedBroker]
 PublisherFactory = Callable[[str], mqtt.Client]
@@ -100,3 +101,11 @@ def mqtt_publisher() -> Iterator[PublisherFactory]:
     for client in clients:
         client.disconnect()
         client.loop_stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real Kafka-protocol broker (Tansu) for the session; tests keep apart by topic and group."""
+    broker = TansuBroker(Path(tmp_path_factory.mktemp("tansu")) / "tansu.log").start()
+    yield broker.bootstrap
+    broker.stop()

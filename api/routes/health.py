@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 
+from api.access.deps import require
+from api.access.keys import Scope
 from api.deps import ServicesDep
 from api.schemas import ComponentOut, ReadinessOut
 from api.services import ComponentStatus
@@ -34,6 +36,9 @@ def readyz(services: ServicesDep, response: Response) -> ReadinessOut:
     ])
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+# Metrics reveal traffic and device activity: they need a key with metrics:read (Prometheus sends it
+# with `authorization: {credentials: ...}` in its scrape config).
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response,
+            dependencies=[Depends(require(Scope.METRICS_READ))])
 def metrics(services: ServicesDep) -> Response:
     return Response(services.metrics.exposition(), media_type="text/plain; version=0.0.4")

@@ -33,7 +33,9 @@ def bins(*device_ids: str) -> list[dict[str, Any]]:
 class CitywatchProcess:
     def __init__(self, tmp_path: Path, config: dict[str, Any]) -> None:
         self.port = free_port()
-        config = {**config, "api": {"host": "127.0.0.1", "port": self.port},
+        # Open access unless the test configures auth: these processes listen on loopback only.
+        api = {"auth": "disabled", **config.get("api", {}), "host": "127.0.0.1", "port": self.port}
+        config = {**config, "api": api,
                   "store": {"data_dir": str(tmp_path / "data")}}
         self.config_path = tmp_path / "citywatch.yaml"
         self.config_path.write_text(yaml.safe_dump(config))

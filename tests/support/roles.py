@@ -22,7 +22,9 @@ class RoleProcess:
         self.name = name or role
         self.port = free_port()
         if role == "api":
-            config = {**config, "api": {"host": "127.0.0.1", "port": self.port}}
+            # Open access unless the test configures auth: these processes listen on loopback only.
+            api = {"auth": "disabled", **config.get("api", {}), "host": "127.0.0.1", "port": self.port}
+            config = {**config, "api": api}
         else:
             config = {**config, "roles": {"status_host": "127.0.0.1", "status_port": self.port}}
         workdir.mkdir(parents=True, exist_ok=True)

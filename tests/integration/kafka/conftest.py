@@ -1,22 +1,12 @@
-"""Kafka fixtures: one Tansu broker for the session; every test gets its own topics and group."""
+"""Kafka fixtures: every test gets its own topics and group on the session's Tansu broker."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from citywatch.settings import KafkaSettings
-from tests.support.tansu import TansuBroker
-
-
-@pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    broker = TansuBroker(Path(tmp_path_factory.mktemp("tansu")) / "tansu.log").start()
-    yield broker.bootstrap
-    broker.stop()
 
 
 @pytest.fixture

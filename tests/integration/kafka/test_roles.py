@@ -10,10 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
+from api.app import create_app
 from citywatch.models import Event
 from citywatch.mqtt_publisher import MqttPublisher
-from citywatch.settings import KafkaSettings
+from citywatch.roles import ApiRole
+from citywatch.settings import KafkaSettings, Settings
 from processors.catalogue import partition_key
 from tests.support.process import CitywatchProcess, bins
 from tests.support.roles import RoleProcess
@@ -138,3 +141,12 @@ def test_up_runs_every_role_in_one_process_on_kafka(kafka_settings: KafkaSetting
     finally:
         publisher.close()
     assert app.stop() == 0
+
+
+def test_the_api_role_refuses_requests_without_a_key(kafka_settings: KafkaSettings, tmp_path: Path) -> None:
+    settings = Settings.model_validate({"bus": {"kind": "kafka", "kafka": kafka_settings.model_dump()},
+                                        "store": {"data_dir": str(tmp_path)}})
+    assert settings.api.auth == "required"  # the default, as in production
+    with TestClient(create_app(ApiRole(settings).services())) as client:
+        assert client.get("/v1/violations").status_code == 401
+        assert client.get("/healthz").status_code == 200

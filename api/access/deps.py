@@ -1,0 +1,54 @@
+"""FastAPI dependencies: `Depends(require(Scope.X))` on a route or a router checks key, scope and rate.
+
+The key is read from `Authorization: Bearer <key>` or `X-API-Key: <key>` (both declared as security
+schemes, so /docs has an Authorize button). Query parameters are deliberately not accepted: URLs end
+up in proxy and access logs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
+
+from api.access.control import AccessControl, AuthError
+from api.access.keys import ApiKey, Scope
+
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key.")
+_bearer = HTTPBearer(auto_error=False, description="An API key as a bearer token.")
+
+
+def get_access(connection: HTTPConnection) -> AccessControl:
+    access: AccessControl = connection.state.services.access
+    return access
+
+
+def token_of(connection: HTTPConnection) -> str | None:
+    """The key a request or WebSocket handshake carries, from either header."""
+    header = connection.headers.get("x-api-key")
+    if header:
+        return header
+    scheme, _, credentials = connection.headers.get("authorization", "").partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else None
+
+
+def require(*scopes: Scope) -> Callable[..., ApiKey]:
+    def dependency(
+        connection: HTTPConnection,
+        access: Annotated[AccessControl, Depends(get_access)],
+        _header: Annotated[str | None, Security(_api_key_header)] = None,
+        _bearer_token: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
+    ) -> ApiKey:
+        try:
+            return access.authorize(token_of(connection), scopes)
+        except AuthError as exc:
+            raise HTTPException(exc.status_code, exc.detail, headers=exc.headers) from exc
+
+    return dependency
+
+
+AccessDep = Annotated[AccessControl, Depends(get_access)]
+ViolationReader = Annotated[ApiKey, Depends(require(Scope.VIOLATIONS_READ))]

@@ -1,0 +1,1 @@
+"""Push interfaces for API consumers: live streams and webhook subscriptions, with their filters."""

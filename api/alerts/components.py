@@ -1,0 +1,59 @@
+"""The alert components of one running citywatch, built from settings: the feed, access control,
+webhook dispatch and output topics, with their start and stop order."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from api.access.control import AccessControl
+from api.alerts.webhooks.dispatcher import WebhookDispatcher
+from api.alerts.webhooks.store import WebhookStore
+from citywatch.settings import Settings
+from processors.outputs.feed import ViolationFeed
+from processors.outputs.kafka_out import KafkaViolationOutput
+from processors.outputs.mqtt_out import MqttViolationOutput
+from processors.outputs.queued import QueuedOutput
+
+log = logging.getLogger(__name__)
+
+
+class AlertComponents:
+    def __init__(self, settings: Settings, data_dir: Path) -> None:
+        self.settings = settings
+        alerts = settings.alerts
+        self.feed = ViolationFeed(alerts.feed_retention)
+        self.access = AccessControl.in_directory(data_dir, settings.api)
+        self.webhook_store = WebhookStore.in_directory(data_dir)
+        self.webhooks = WebhookDispatcher(self.webhook_store, alerts.webhooks, self.feed, self.access)
+        self.kafka: KafkaViolationOutput | None = None
+        self.mqtt: MqttViolationOutput | None = None
+        if alerts.kafka.enabled:
+            self.kafka = KafkaViolationOutput(alerts.kafka, self.feed)
+            self.feed.add_listener(self.kafka)
+        self._mqtt_queued: QueuedOutput | None = None
+
+    def start(self, ingest_mqtt_url: str | None) -> None:
+        """Before the processor starts, so that no change is published before its consumers listen."""
+        self.webhooks.start()
+        if self.kafka is not None:
+            self.kafka.start()
+        out = self.settings.alerts.mqtt
+        if out.enabled:
+            url = out.url or ingest_mqtt_url
+            if url is None:
+                raise ValueError("alerts.mqtt.enabled needs alerts.mqtt.url or an ingest broker")
+            # The ingest broker's credentials and TLS apply when publishing to that same broker.
+            connection = self.settings.mqtt if out.url is None else None
+            self.mqtt = MqttViolationOutput(out, url, self.feed, connection)
+            self.feed.add_listener(self.mqtt)
+            self.mqtt.start()
+            log.info("violation changes published to MQTT %s under %s/", url, out.topic_prefix)
+
+    def stop(self) -> None:
+        """After the processor stopped: what it published last is still sent."""
+        for output in (self.mqtt, self.kafka):
+            if output is not None:
+                output.stop()
+        self.webhooks.stop()
+        self.webhook_store.close()

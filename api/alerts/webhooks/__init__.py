@@ -1,0 +1,1 @@
+"""Webhook subscriptions: signed, retried, logged deliveries of violation state changes."""

@@ -1,0 +1,321 @@
+"""Delivers violation changes to webhook subscriptions, each through its own bounded queue and worker.
+
+All deliveries run on one asyncio loop in a dedicated thread. The processor thread only hands a batch
+of feed entries to that loop (`call_soon_threadsafe`), so webhooks never block the pipeline. Each
+subscription has its own queue (bounded by `queue_per_subscription`) and its own task that delivers one
+change at a time, in order, retrying with exponential backoff and jitter; a slow or failing endpoint
+therefore only delays its own queue. The HTTP client has no global connection cap for the same reason:
+connections are bounded by the number of subscriptions, one in flight each. (aiohttp rather than httpx:
+with a thousand subscriptions httpx's pool spends O(connections) per request; measured here, 1,000
+posts over 100 connections took ~10 s with one httpx client, 2.9 s with one per subscription, 0.5 s
+with aiohttp.)
+
+Outcomes: a 2xx answer is delivered; anything else (other status, connection error, no answer within
+`timeout_s`) is a failed attempt, retried until `max_attempts`, then dead-lettered (listed per
+subscription, redeliverable through the API). After `disable_after_failures` failed attempts in a row
+the subscription is disabled with the reason recorded, and its queued deliveries are dead-lettered;
+while disabled, new changes are not queued for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from api.access.control import AccessControl
+from api.alerts.filters import ViolationFilter
+from api.alerts.webhooks.signing import (
+    DELIVERY_HEADER,
+    EVENT_HEADER,
+    IDEMPOTENCY_HEADER,
+    SIGNATURE_HEADER,
+    signature_header,
+)
+from api.alerts.webhooks.store import Delivery, DeliveryStatus, NewDelivery, Subscription, WebhookStore
+from citywatch.masking import discloses, present_violation
+from citywatch.settings import WebhookSettings
+from processors.outputs.feed import FeedEntry, ViolationFeed
+
+log = logging.getLogger(__name__)
+
+PRUNE_INTERVAL_S = 30.0
+USER_AGENT = "citywatch-webhooks/1"
+
+
+@dataclass
+class _Worker:
+    subscription: Subscription
+    queue: asyncio.Queue[Delivery]
+    consecutive_failures: int = 0
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class WebhookDispatcher:
+    def __init__(self, store: WebhookStore, settings: WebhookSettings, feed: ViolationFeed,
+                 access: AccessControl, *, rng: Callable[[], float] = random.random) -> None:
+        self.store = store
+        self.settings = settings
+        self.feed = feed
+        self.access = access
+        self._rng = rng
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._client: aiohttp.ClientSession | None = None
+        self._workers: dict[str, _Worker] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        feed.add_listener(self._on_publish)
+
+    # Lifecycle
+
+    def start(self) -> None:
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.call_soon(ready.set)
+            loop.run_forever()
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="citywatch-webhooks", daemon=True)
+        self._thread.start()
+        ready.wait()
+        self._loop = loop
+        asyncio.run_coroutine_threadsafe(self._startup(), loop).result(30)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        loop, self._loop = self._loop, None
+        if loop is None:
+            return
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout_s)
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    async def _startup(self) -> None:
+        self._client = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
+            timeout=aiohttp.ClientTimeout(total=self.settings.timeout_s),
+            headers={"User-Agent": USER_AGENT})
+        for subscription in self.store.subscriptions():
+            self._add_worker(subscription)
+        for delivery in self.store.pending():  # left over from the last run: at least once
+            self._enqueue(delivery)
+        self._spawn(self._prune_forever())
+
+    async def _shutdown(self) -> None:
+        tasks = [*self._background, *(w.task for w in self._workers.values() if w.task is not None)]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._workers.clear()
+        if self._client is not None:
+            await self._client.close()
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _call(self, function: Callable[..., object], *args: object) -> None:
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(function, *args)
+
+    # Management, thread-safe (called from the API's thread pool)
+
+    def create(self, *, url: str, filter: ViolationFilter, secret: str | None, description: str,
+               owner_key_id: str, plates: bool) -> Subscription:
+        subscription = self.store.create_subscription(url=url, filter=filter, secret=secret,
+                                                      description=description, owner_key_id=owner_key_id,
+                                                      plates=plates)
+        self._call(self._add_worker, subscription)
+        return subscription
+
+    def update(self, subscription_id: str, *, url: str | None = None, filter: ViolationFilter | None = None,
+               enabled: bool | None = None) -> Subscription | None:
+        subscription = self.store.update_subscription(subscription_id, url=url, filter=filter,
+                                                      enabled=enabled)
+        if subscription is not None:
+            self._call(self._replace_subscription, subscription)
+        return subscription
+
+    def delete(self, subscription_id: str) -> bool:
+        deleted = self.store.delete_subscription(subscription_id)
+        self._call(self._remove_worker, subscription_id)
+        return deleted
+
+    def redeliver(self, delivery_id: int) -> Delivery | None:
+        delivery = self.store.requeue(delivery_id)
+        if delivery is not None and delivery.status is DeliveryStatus.PENDING:
+            self._call(self._enqueue, delivery)
+        return delivery
+
+    # On the dispatcher's loop
+
+    def _add_worker(self, subscription: Subscription) -> None:
+        if subscription.subscription_id in self._workers:
+            return
+        worker = _Worker(subscription, asyncio.Queue(self.settings.queue_per_subscription))
+        worker.task = asyncio.ensure_future(self._run(worker))
+        self._workers[subscription.subscription_id] = worker
+
+    def _replace_subscription(self, subscription: Subscription) -> None:
+        worker = self._workers.get(subscription.subscription_id)
+        if worker is None:
+            self._add_worker(subscription)
+            return
+        if subscription.enabled and not worker.subscription.enabled:
+            worker.consecutive_failures = 0
+        worker.subscription = subscription
+
+    def _remove_worker(self, subscription_id: str) -> None:
+        worker = self._workers.pop(subscription_id, None)
+        if worker is not None and worker.task is not None:
+            worker.task.cancel()
+
+    def _on_publish(self, entries: Sequence[FeedEntry]) -> None:
+        """Feed listener on the processor thread: hand off, never wait."""
+        self._call(self._fan_out, list(entries))
+
+    def _fan_out(self, entries: list[FeedEntry]) -> None:
+        bodies: dict[tuple[int, bool], bytes] = {}
+        new: list[NewDelivery] = []
+        for worker in self._workers.values():
+            subscription = worker.subscription
+            if not subscription.enabled:
+                continue
+            for entry in entries:
+                if not subscription.filter.matches(entry.violation):
+                    continue
+                body = bodies.get((entry.seq, subscription.plates))
+                if body is None:
+                    body = self._body(entry, subscription.plates)
+                    bodies[(entry.seq, subscription.plates)] = body
+                new.append(NewDelivery(subscription.subscription_id, entry.idempotency_key,
+                                       self.feed.cursor(entry.seq), body))
+                if subscription.plates and discloses(entry.violation) and self.access.audit_log is not None:
+                    self.access.audit_log.record(
+                        subscription.owner_key_id, f"webhook {subscription.subscription_id}",
+                        f"plates/evidence of violation {entry.violation.violation_id}")
+        if new:
+            for delivery in self.store.add_deliveries(new):
+                self._enqueue(delivery)
+
+    def _body(self, entry: FeedEntry, plates: bool) -> bytes:
+        violation = present_violation(entry.violation, plates=plates)
+        message = entry.message(self.feed.cursor(entry.seq), violation)
+        return json.dumps(message, ensure_ascii=False).encode()
+
+    def _enqueue(self, delivery: Delivery) -> None:
+        worker = self._workers.get(delivery.subscription_id)
+        if worker is None:
+            return
+        try:
+            worker.queue.put_nowait(delivery)
+        except asyncio.QueueFull:
+            self.store.record_attempt(
+                delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=delivery.attempts,
+                status_code=None, error=f"queue full ({self.settings.queue_per_subscription} waiting): "
+                                        "the endpoint is slower than the changes")
+
+    async def _run(self, worker: _Worker) -> None:
+        while True:
+            delivery = await worker.queue.get()
+            try:
+                await self._deliver(worker, delivery)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug here must not end this subscription's worker
+                log.exception("webhook delivery %d failed unexpectedly", delivery.delivery_id)
+
+    async def _deliver(self, worker: _Worker, delivery: Delivery) -> None:
+        settings = self.settings
+        attempts = delivery.attempts
+        while True:
+            subscription = worker.subscription
+            if not subscription.enabled:
+                self.store.record_attempt(delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=attempts,
+                                          status_code=None,
+                                          error=f"subscription disabled: {subscription.disabled_reason}")
+                return
+            attempts += 1
+            status_code, error = await self._attempt(subscription, delivery)
+            if error is None:
+                worker.consecutive_failures = 0
+                self.store.record_attempt(delivery.delivery_id, status=DeliveryStatus.DELIVERED,
+                                          attempts=attempts, status_code=status_code, error=None)
+                return
+            worker.consecutive_failures += 1
+            if worker.consecutive_failures >= settings.disable_after_failures:
+                reason = (f"disabled after {worker.consecutive_failures} failed attempts in a row; "
+                          f"last error: {error}")
+                self._disable(worker, reason)
+                self.store.record_attempt(delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=attempts,
+                                          status_code=status_code, error=error)
+                return
+            if attempts >= settings.max_attempts:
+                self.store.record_attempt(delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=attempts,
+                                          status_code=status_code, error=error)
+                return
+            self.store.record_attempt(delivery.delivery_id, status=DeliveryStatus.PENDING, attempts=attempts,
+                                      status_code=status_code, error=error)
+            await asyncio.sleep(self.backoff_s(attempts))
+
+    def backoff_s(self, attempts: int) -> float:
+        """Exponential, capped, with jitter: half the delay fixed, half random, so retries spread out."""
+        delay = min(self.settings.backoff_max_s, self.settings.backoff_base_s * 2 ** (attempts - 1))
+        return delay / 2 + self._rng() * delay / 2
+
+    def _disable(self, worker: _Worker, reason: str) -> None:
+        log.warning("webhook subscription %s %s", worker.subscription.subscription_id, reason)
+        updated = self.store.update_subscription(worker.subscription.subscription_id, enabled=False,
+                                                 disabled_reason=reason)
+        if updated is not None:
+            worker.subscription = updated
+
+    async def _attempt(self, subscription: Subscription, delivery: Delivery) -> tuple[int | None, str | None]:
+        assert self._client is not None
+        timestamp_s = int(time.time())
+        try:
+            change = json.loads(delivery.body).get("change", "")
+        except ValueError:
+            change = ""
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: signature_header(subscription.secret, timestamp_s, delivery.body),
+            IDEMPOTENCY_HEADER: delivery.idempotency_key,
+            DELIVERY_HEADER: str(delivery.delivery_id),
+            EVENT_HEADER: f"violation.{change}",
+        }
+        timeout_s = self.settings.timeout_s
+        try:
+            async with self._client.post(subscription.url, data=delivery.body, headers=headers,
+                                         allow_redirects=False) as response:
+                # Read (a bounded part of) the answer so the connection can be reused.
+                text = (await response.content.read(200)).decode("utf-8", "replace")
+                status = response.status
+        except TimeoutError:
+            return None, f"no answer within {timeout_s:g} s"
+        except aiohttp.ClientError as exc:
+            return None, f"{type(exc).__name__}: {exc}"[:500]
+        if 200 <= status < 300:
+            return status, None
+        return status, f"HTTP {status}: {text}"
+
+    async def _prune_forever(self) -> None:
+        while True:
+            await asyncio.sleep(PRUNE_INTERVAL_S)
+            for subscription_id in list(self._workers):
+                self.store.prune(subscription_id, self.settings.delivery_log_per_subscription)

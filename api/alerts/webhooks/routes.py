@@ -1,0 +1,186 @@
+"""Webhook subscriptions through the API: create, list, change, delete, delivery log, dead letters.
+
+A key with `subscriptions:manage` sees and changes its own subscriptions; `admin` sees all of them.
+The signing secret is returned once, at creation.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import urlparse
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from pydantic import BaseModel, Field, field_validator
+
+from api.access.deps import require
+from api.access.keys import ApiKey, Scope
+from api.alerts.filters import ViolationFilter
+from api.alerts.webhooks.dispatcher import WebhookDispatcher
+from api.alerts.webhooks.store import Delivery, DeliveryStatus, Subscription
+
+router = APIRouter(prefix="/v1/subscriptions", tags=["webhooks"])
+
+Manager = Annotated[ApiKey, Depends(require(Scope.SUBSCRIPTIONS_MANAGE))]
+
+
+def get_dispatcher(request: Request) -> WebhookDispatcher:
+    dispatcher: WebhookDispatcher | None = request.state.services.webhooks
+    if dispatcher is None:
+        raise HTTPException(503, "webhooks are not available in this instance")
+    return dispatcher
+
+
+DispatcherDep = Annotated[WebhookDispatcher, Depends(get_dispatcher)]
+
+
+def _check_url(url: str) -> str:
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(f"url must be http(s)://host/..., got {url!r}")
+    return url
+
+
+class SubscriptionIn(BaseModel):
+    url: str = Field(description="Where deliveries are POSTed (http or https; use https in production).")
+    filter: ViolationFilter = Field(default_factory=ViolationFilter,
+                                    description="Which changes to deliver; empty: all of them.")
+    secret: str | None = Field(None, min_length=16,
+                               description="Signing secret; omitted: one is generated and returned once.")
+    description: str = Field("", max_length=500)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _check_url(value)
+
+
+class SubscriptionPatch(BaseModel):
+    url: str | None = None
+    filter: ViolationFilter | None = None
+    enabled: bool | None = Field(None, description="true re-enables a disabled subscription.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else _check_url(value)
+
+
+class SubscriptionOut(BaseModel):
+    subscription_id: str
+    url: str
+    filter: ViolationFilter
+    description: str
+    owner_key_id: str
+    plates: bool = Field(description="Deliveries carry unmasked plates (the owner key had the plates scope).")
+    enabled: bool
+    disabled_reason: str | None = Field(description="Why it was disabled automatically; null when enabled.")
+    created_time_ms: int
+
+
+class SubscriptionCreated(SubscriptionOut):
+    secret: str = Field(description="The signing secret, shown only now: store it with the receiver.")
+
+
+class DeliveryOut(BaseModel):
+    delivery_id: int
+    idempotency_key: str = Field(description="violation id:status:updated time; the same on every retry.")
+    change_id: str = Field(description="The feed id of the change (as in streams).")
+    status: DeliveryStatus
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    created_time_ms: int
+    updated_time_ms: int
+
+
+def _out(subscription: Subscription) -> SubscriptionOut:
+    return SubscriptionOut(subscription_id=subscription.subscription_id, url=subscription.url,
+                           filter=subscription.filter, description=subscription.description,
+                           owner_key_id=subscription.owner_key_id, plates=subscription.plates,
+                           enabled=subscription.enabled, disabled_reason=subscription.disabled_reason,
+                           created_time_ms=subscription.created_time_ms)
+
+
+def _delivery_out(delivery: Delivery) -> DeliveryOut:
+    return DeliveryOut(delivery_id=delivery.delivery_id, idempotency_key=delivery.idempotency_key,
+                       change_id=delivery.change_id, status=delivery.status, attempts=delivery.attempts,
+                       last_status_code=delivery.last_status_code, last_error=delivery.last_error,
+                       created_time_ms=delivery.created_time_ms, updated_time_ms=delivery.updated_time_ms)
+
+
+def _owned(dispatcher: WebhookDispatcher, key: ApiKey, subscription_id: str) -> Subscription:
+    subscription = dispatcher.store.subscription(subscription_id)
+    if subscription is None or not (key.allows(Scope.ADMIN) or subscription.owner_key_id == key.key_id):
+        raise HTTPException(404, f"no subscription {subscription_id!r}")
+    return subscription
+
+
+@router.post("", status_code=201, response_model=SubscriptionCreated, summary="Subscribe a webhook")
+def create_subscription(body: SubscriptionIn, key: Manager, dispatcher: DispatcherDep) -> SubscriptionCreated:
+    subscription = dispatcher.create(url=body.url, filter=body.filter, secret=body.secret,
+                                     description=body.description, owner_key_id=key.key_id,
+                                     plates=key.allows(Scope.PLATES))
+    return SubscriptionCreated(**_out(subscription).model_dump(), secret=subscription.secret)
+
+
+@router.get("", response_model=list[SubscriptionOut], summary="List subscriptions")
+def list_subscriptions(key: Manager, dispatcher: DispatcherDep) -> list[SubscriptionOut]:
+    owner = None if key.allows(Scope.ADMIN) else key.key_id
+    return [_out(s) for s in dispatcher.store.subscriptions(owner)]
+
+
+@router.get("/{subscription_id}", response_model=SubscriptionOut, summary="One subscription")
+def get_subscription(subscription_id: str, key: Manager, dispatcher: DispatcherDep) -> SubscriptionOut:
+    return _out(_owned(dispatcher, key, subscription_id))
+
+
+@router.patch("/{subscription_id}", response_model=SubscriptionOut,
+              summary="Change the URL or filter, or enable or disable")
+def update_subscription(subscription_id: str, body: SubscriptionPatch, key: Manager,
+                        dispatcher: DispatcherDep) -> SubscriptionOut:
+    _owned(dispatcher, key, subscription_id)
+    updated = dispatcher.update(subscription_id, url=body.url, filter=body.filter, enabled=body.enabled)
+    if updated is None:
+        raise HTTPException(404, f"no subscription {subscription_id!r}")
+    return _out(updated)
+
+
+@router.delete("/{subscription_id}", status_code=204, summary="Delete a subscription and its log")
+def delete_subscription(subscription_id: str, key: Manager, dispatcher: DispatcherDep) -> Response:
+    _owned(dispatcher, key, subscription_id)
+    dispatcher.delete(subscription_id)
+    return Response(status_code=204)
+
+
+@router.get("/{subscription_id}/deliveries", response_model=list[DeliveryOut],
+            summary="Delivery log, newest first")
+def list_deliveries(subscription_id: str, key: Manager, dispatcher: DispatcherDep,
+                    status: Annotated[DeliveryStatus | None, Query()] = None,
+                    before: Annotated[int | None, Query(description="Delivery id to page before.")] = None,
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[DeliveryOut]:
+    _owned(dispatcher, key, subscription_id)
+    deliveries = dispatcher.store.deliveries(subscription_id, status=status, before_id=before, limit=limit)
+    return [_delivery_out(d) for d in deliveries]
+
+
+@router.get("/{subscription_id}/dead-letters", response_model=list[DeliveryOut],
+            summary="Deliveries that failed every attempt, newest first")
+def list_dead_letters(subscription_id: str, key: Manager, dispatcher: DispatcherDep,
+                      limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[DeliveryOut]:
+    _owned(dispatcher, key, subscription_id)
+    deliveries = dispatcher.store.deliveries(subscription_id, status=DeliveryStatus.DEAD, limit=limit)
+    return [_delivery_out(d) for d in deliveries]
+
+
+@router.post("/{subscription_id}/dead-letters/{delivery_id}/redeliver", response_model=DeliveryOut,
+             status_code=202, summary="Queue a dead-lettered delivery again")
+def redeliver(subscription_id: str, delivery_id: int, key: Manager, dispatcher: DispatcherDep) -> DeliveryOut:
+    _owned(dispatcher, key, subscription_id)
+    delivery = dispatcher.store.delivery(delivery_id)
+    if delivery is None or delivery.subscription_id != subscription_id:
+        raise HTTPException(404, f"no delivery {delivery_id} in subscription {subscription_id!r}")
+    if delivery.status is not DeliveryStatus.DEAD:
+        raise HTTPException(409, f"delivery {delivery_id} is {delivery.status.value}, not dead")
+    requeued = dispatcher.redeliver(delivery_id)
+    assert requeued is not None
+    return _delivery_out(requeued)

@@ -1,0 +1,157 @@
+"""The violation-change feed: a bounded, sequenced, in-memory fan-out of violation state changes.
+
+The processor publishes each batch of violation changes here once the store has made them durable.
+Every change gets the next sequence number; the last `retention` changes stay in a ring buffer, so a
+stream client that reconnects with the last sequence it saw resumes without a gap as long as that
+sequence is still in the window. Listeners (webhook dispatch, MQTT and Kafka outputs, stream wake-ups)
+are called synchronously on the publishing thread and must only hand the entries off, never block.
+
+Rules already emit state changes only; the feed still drops a change it has published before, keyed by
+(violation_id, status, updated_time_ms), because a crash between the store flush and the bus commit
+replays input, and the replay would otherwise alert consumers twice.
+
+Cursors carry the feed's epoch (its start time), so a cursor from before a restart, when the ring was
+empty again, is recognised as expired instead of silently pointing at different changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from citywatch.models import Violation, ViolationStatus
+
+log = logging.getLogger(__name__)
+
+
+class CursorExpired(LookupError):
+    """The cursor points before the retention window (or at an earlier run): changes were missed."""
+
+
+class InvalidFeedCursor(ValueError):
+    """A cursor this feed never handed out."""
+
+
+@dataclass(frozen=True, slots=True)
+class FeedEntry:
+    seq: int
+    violation: Violation
+    # Wall-clock time the change was published, for delivery-latency measurements.
+    published_time_ms: int
+
+    @property
+    def change(self) -> str:
+        return "opened" if self.violation.status is ViolationStatus.OPEN else "cleared"
+
+    @property
+    def idempotency_key(self) -> str:
+        v = self.violation
+        return f"{v.violation_id}:{v.status.value}:{v.updated_time_ms}"
+
+    def message(self, change_id: str, violation: dict[str, Any]) -> dict[str, Any]:
+        """The JSON body every push channel sends (streams, webhooks, MQTT, Kafka); see docs/alerts.md."""
+        return {"id": change_id, "change": self.change, "idempotency_key": self.idempotency_key,
+                "published_time_ms": self.published_time_ms, "violation": violation}
+
+
+Listener = Callable[[Sequence[FeedEntry]], None]
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class ViolationFeed:
+    def __init__(self, retention: int, *, now_ms: Callable[[], int] = wall_clock_ms,
+                 epoch: int | None = None) -> None:
+        if retention < 1:
+            raise ValueError("retention must be at least 1")
+        self.retention = retention
+        self.now_ms = now_ms
+        self.epoch = now_ms() if epoch is None else epoch
+        # A fixed ring indexed by seq % retention: O(1) append and O(k) reads of k entries anywhere.
+        self._ring: list[FeedEntry | None] = [None] * retention
+        self._seen: OrderedDict[tuple[str, str, int], None] = OrderedDict()
+        # Twice the window: a replay older than that is also older than anything a client can resume to.
+        self._seen_capacity = retention * 2
+        self._last_seq = 0
+        self._lock = threading.Lock()
+        self._listeners: list[Listener] = []
+        self.replays_dropped = 0
+
+    # Producing
+
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def publish(self, violations: Sequence[Violation]) -> list[FeedEntry]:
+        """Append the changes not published before; returns the new entries (also given to listeners)."""
+        now = self.now_ms()
+        fresh: list[FeedEntry] = []
+        with self._lock:
+            for violation in violations:
+                key = (violation.violation_id, violation.status.value, violation.updated_time_ms)
+                if key in self._seen:
+                    self.replays_dropped += 1
+                    continue
+                self._seen[key] = None
+                if len(self._seen) > self._seen_capacity:
+                    self._seen.popitem(last=False)
+                self._last_seq += 1
+                entry = FeedEntry(self._last_seq, violation, now)
+                self._ring[entry.seq % self.retention] = entry
+                fresh.append(entry)
+        if fresh:
+            for listener in self._listeners:
+                try:
+                    listener(fresh)
+                except Exception:  # one broken consumer must never stop the pipeline or the others
+                    log.exception("violation feed listener %r failed", listener)
+        return fresh
+
+    # Consuming
+
+    @property
+    def last_seq(self) -> int:
+        return self._last_seq
+
+    @property
+    def oldest_seq(self) -> int:
+        """The oldest sequence still held (1 before anything was published)."""
+        return max(1, self._last_seq - self.retention + 1)
+
+    def cursor(self, seq: int) -> str:
+        return f"{self.epoch}-{seq}"
+
+    def parse_cursor(self, cursor: str) -> int:
+        """The sequence a cursor names; CursorExpired when it comes from an earlier run of the feed."""
+        epoch_text, _, seq_text = cursor.partition("-")
+        try:
+            epoch, seq = int(epoch_text), int(seq_text)
+        except ValueError:
+            raise InvalidFeedCursor(f"cursor {cursor[:40]!r} is not one this feed handed out") from None
+        if epoch != self.epoch:
+            raise CursorExpired(f"cursor {cursor!r} is from an earlier run; its changes are no longer held")
+        if seq < 0 or seq > self._last_seq:
+            raise InvalidFeedCursor(f"cursor {cursor!r} is ahead of this feed")
+        return seq
+
+    def read_after(self, seq: int, limit: int) -> list[FeedEntry]:
+        """Up to `limit` entries after `seq`; CursorExpired when entries after `seq` were already dropped."""
+        with self._lock:
+            if seq >= self._last_seq:
+                return []
+            oldest = max(1, self._last_seq - self.retention + 1)
+            if seq + 1 < oldest:
+                raise CursorExpired(
+                    f"changes after sequence {seq} are no longer held (oldest held: {oldest}; the window "
+                    f"keeps the last {self.retention})"
+                )
+            stop = min(self._last_seq, seq + limit)
+            entries = [self._ring[s % self.retention] for s in range(seq + 1, stop + 1)]
+        return [entry for entry in entries if entry is not None]

@@ -1,0 +1,89 @@
+"""Builders for the alert tests: violations with tags, location and plates; an alert-enabled API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from api.access.control import AccessControl
+from api.access.keys import Scope
+from api.alerts.webhooks.dispatcher import WebhookDispatcher
+from api.alerts.webhooks.store import WebhookStore
+from api.app import create_app
+from api.services import ApiServices
+from citywatch.metrics import Metrics
+from citywatch.models import Evidence, Location, Severity, Violation, ViolationStatus
+from citywatch.settings import AlertSettings, ApiSettings, AuthMode, WebhookSettings
+from processors.outputs.feed import ViolationFeed
+from store.sqlite_store import SqliteStore
+from tests.support.events import T0_MS
+
+
+def violation(n: int, *, status: ViolationStatus = ViolationStatus.OPEN, type: str = "parking",
+              grid: str = "FT-11", district: str = "futian", department: str = "traffic",
+              severity: Severity = Severity.MEDIUM, device: str = "cam-1", lat: float = 22.54,
+              lon: float = 114.05, plate: str | None = "粤B12345", updated_offset_ms: int = 0) -> Violation:
+    return Violation(
+        violation_id=f"v{n:04d}", type=type, severity=severity, device_id=device,
+        start_time_ms=T0_MS + n * 1000, updated_time_ms=T0_MS + n * 1000 + updated_offset_ms, status=status,
+        end_time_ms=None if status is ViolationStatus.OPEN else T0_MS + n * 1000 + updated_offset_ms,
+        location=Location(lat=lat, lon=lon),
+        evidence=Evidence(event_ids=[f"e{n}"], details={"dwell_s": 300},
+                          snapshot_url=None if plate is None else f"https://evidence.example/{n}.jpg",
+                          plate=plate),
+        tags={"grid": grid, "district": district, "department": department})
+
+
+@dataclass
+class AlertApi:
+    """An app with auth required, a feed, webhooks and a real SQLite store, for TestClient or uvicorn."""
+
+    services: ApiServices
+    feed: ViolationFeed
+    access: AccessControl
+    store: SqliteStore
+    dispatcher: WebhookDispatcher
+    app: Any
+    clients: list[TestClient] = field(default_factory=list)
+
+    def key(self, *scopes: Scope, name: str = "test") -> str:
+        assert self.access.keys is not None
+        _, token = self.access.keys.create(name, frozenset(scopes))
+        return token
+
+    def client(self) -> TestClient:
+        """A TestClient with the app's lifespan running (closed by `close`)."""
+        client = TestClient(self.app)
+        client.__enter__()
+        self.clients.append(client)
+        return client
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.__exit__(None, None, None)
+        self.clients.clear()
+        self.dispatcher.stop()
+        self.dispatcher.store.close()
+        self.store.close()
+
+
+def alert_api(tmp_path: Path, *, webhooks: WebhookSettings | None = None, alerts: AlertSettings | None = None,
+              api: ApiSettings | None = None) -> AlertApi:
+    api = api or ApiSettings(auth=AuthMode.REQUIRED, rate_limit_per_s=1000, rate_limit_burst=1000)
+    alerts = alerts or AlertSettings(feed_retention=1000, stream_heartbeat_s=0.2)
+    feed = ViolationFeed(alerts.feed_retention)
+    access = AccessControl.in_directory(tmp_path, api)
+    store = SqliteStore.in_directory(tmp_path)
+    dispatcher = WebhookDispatcher(WebhookStore.in_directory(tmp_path), webhooks or alerts.webhooks, feed,
+                                   access)
+    dispatcher.start()
+    services = ApiServices(store=store, metrics=Metrics(), settings=api, access=access, feed=feed,
+                           webhooks=dispatcher, alerts=alerts)
+    return AlertApi(services, feed, access, store, dispatcher, create_app(services))
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
