@@ -48,7 +48,7 @@ class EmbeddedRuntime:
         self.broker: EmbeddedBroker | None = None
         self.mqtt_url: str | None = settings.mqtt.url
         self.bus = InProcessBus(settings.bus.queue_events)
-        self.engine = Engine(build_rules(settings.rules, self.registry),
+        self.engine = Engine(build_rules(settings.rules, self.registry, settings.traffic),
                              allowed_lateness_ms=settings.pipeline.allowed_lateness_ms,
                              dedup_capacity=settings.pipeline.dedup_window_events)
         self.worker = ProcessorWorker(self.bus.consumer(), self.engine, self.store, self.metrics,

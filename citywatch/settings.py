@@ -15,6 +15,19 @@ from urllib.parse import urlparse
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from citywatch.traffic_settings import (
+    CameraViolationSettings,
+    CongestionSettings,
+    IllegalParkingSettings,
+    NoHelmetSettings,
+    PedestrianRedSettings,
+    RedLightSettings,
+    SpeedingSettings,
+    TrafficSettings,
+    WrongWaySettings,
+    YieldCrosswalkSettings,
+)
+
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "citywatch.yaml"
 
 
@@ -127,6 +140,16 @@ class BinOverflowSettings(_Section):
 
 class RuleSettings(_Section):
     bin_overflow: BinOverflowSettings = BinOverflowSettings()
+    # Traffic rules (docs/rules.md); their zones and code table are in the `traffic` section.
+    red_light: RedLightSettings = RedLightSettings()
+    pedestrian_red: PedestrianRedSettings = PedestrianRedSettings()
+    yield_crosswalk: YieldCrosswalkSettings = YieldCrosswalkSettings()
+    illegal_parking: IllegalParkingSettings = IllegalParkingSettings()
+    wrong_way: WrongWaySettings = WrongWaySettings()
+    speeding: SpeedingSettings = SpeedingSettings()
+    no_helmet: NoHelmetSettings = NoHelmetSettings()
+    congestion: CongestionSettings = CongestionSettings()
+    camera_violation: CameraViolationSettings = CameraViolationSettings()
 
 
 class DeviceSettings(_Section):
@@ -169,6 +192,8 @@ class Settings(_Section):
     api: ApiSettings = ApiSettings()
     pipeline: PipelineSettings = PipelineSettings()
     rules: RuleSettings = RuleSettings()
+    traffic: TrafficSettings = Field(default_factory=TrafficSettings, description="Intersections, camera "
+                                     "zones, schedules and the violation-code table of the traffic rules.")
     devices: list[DeviceSettings] = Field(default_factory=list, description="The device registry.")
     devices_file: Path | None = Field(
         None, description="YAML list of devices, appended to `devices` (relative to the config file)."

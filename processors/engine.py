@@ -155,6 +155,8 @@ class Engine:
                 continue
             store.set(key, new_state, event.event_time_ms)
             self._collect(rule, key, emitter, out)
+            out.dead_letters.extend(_rejected(rule.name, event, reason, detail)
+                                    for reason, detail in emitter.rejections)
         if late:
             out.late_events.append(event)
 
@@ -198,9 +200,13 @@ class Engine:
 
 
 def _rule_failure(rule_name: str, event: Event, exc: Exception) -> DeadLetter:
+    return _rejected(rule_name, event, "rule_error", f"rule {rule_name} failed: {type(exc).__name__}: {exc}")
+
+
+def _rejected(rule_name: str, event: Event, reason: str, detail: str) -> DeadLetter:
     return DeadLetter(
-        reason="rule_error",
-        detail=f"rule {rule_name} failed: {type(exc).__name__}: {exc}"[:500],
+        reason=reason,
+        detail=detail[:500],
         topic="",
         payload=msgspec.json.encode(event),
         received_time_ms=event.ingest_time_ms,

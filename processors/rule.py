@@ -22,14 +22,20 @@ S = TypeVar("S", bound=msgspec.Struct)
 class Emitter:
     """What a rule may do besides returning its state: emit violations and ask for event-time timers."""
 
-    __slots__ = ("timers", "violations")
+    __slots__ = ("rejections", "timers", "violations")
 
     def __init__(self) -> None:
         self.violations: list[Violation] = []
         self.timers: list[int] = []
+        self.rejections: list[tuple[str, str]] = []
 
     def violation(self, violation: Violation) -> None:
         self.violations.append(violation)
+
+    def reject(self, reason: str, detail: str) -> None:
+        """Dead-letter the event being judged: it breaks what this rule requires (the detail names the
+        field). The event is still stored and other rules still see it."""
+        self.rejections.append((reason, detail))
 
     def timer(self, at_ms: int) -> None:
         """Call the rule's on_timer for this key once the watermark reaches `at_ms` (event time)."""
