@@ -99,6 +99,10 @@ class Engine:
     def held(self) -> int:
         return len(self._held)
 
+    @property
+    def pending_timers(self) -> int:
+        return len(self._timers)
+
     def process(self, events: Iterable[Event], now_wall_ms: int) -> EngineOutput:
         """Take a batch (possibly empty: then only the wall clock advances) and run what is due."""
         out = EngineOutput()

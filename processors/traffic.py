@@ -16,12 +16,23 @@ from processors.devices import DeviceLookup
 from processors.zones import Zone, ZoneMap
 
 
-@dataclass(frozen=True)
+@dataclass
 class TrafficContext:
     """Everything the traffic rules read besides events: zones, code table, how long a track lives."""
 
     zones: ZoneMap
     settings: TrafficSettings
+    # The last event read as a track and the result: every traffic rule reads the same event in turn.
+    _last_read: tuple[Event, Track | None] | None = None
+
+    def track(self, event: Event) -> Track | None:
+        """read_track, once per event however many rules ask."""
+        last = self._last_read
+        if last is not None and last[0] is event:
+            return last[1]
+        track = read_track(event)
+        self._last_read = (event, track)
+        return track
 
     @classmethod
     def build(cls, settings: TrafficSettings, devices: DeviceLookup | None = None) -> TrafficContext:
@@ -126,23 +137,36 @@ class TrackMemory(msgspec.Struct):
 
 
 class TrackBook(msgspec.Struct):
-    """The tracks of one camera or intersection, with idle tracks dropped as time goes by."""
+    """The tracks of one camera or intersection that are inside a zone the rule watches, or were already
+    judged; idle tracks are dropped as time goes by.
+
+    A track outside every watched zone is not remembered at all: whatever zone it shows up in next is a
+    zone it entered, which is what forgetting it would conclude anyway. So the book holds the few tracks
+    on stop lines or crosswalks right now, not every car the camera has seen in the idle time.
+    """
 
     tracks: dict[str, TrackMemory] = {}
     pruned_ms: int = 0
 
-    def observe(self, track: Track, event: Event, idle_ms: int) -> tuple[TrackMemory, list[str]]:
-        """Record the track's current zones; returns its memory and the zones it has just entered."""
+    def observe(self, track: Track, event: Event, idle_ms: int,
+                watched: frozenset[str]) -> tuple[TrackMemory, list[str]]:
+        """Record the track's current watched zones; returns its memory and the zones it just entered.
+        The rule may add to `memory.judged` when it judged the track (that keeps the memory)."""
         time_ms = event.event_time_ms
         self._prune(time_ms, idle_ms)
+        zones = [zone for zone in track.zones if zone in watched]
         memory = self.tracks.get(track.key)
         if memory is None or memory.last_ms <= time_ms - idle_ms:  # silent too long: a new track
-            memory = self.tracks[track.key] = TrackMemory(track.label, [], time_ms)
-        entered = [zone for zone in track.zones if zone not in memory.zones]
-        memory.zones = track.zones
+            memory = TrackMemory(track.label, [], time_ms)
+        entered = [zone for zone in zones if zone not in memory.zones]
+        memory.zones = zones
         memory.last_ms = time_ms
         memory.last_event_id = event.event_id
         memory.plate = track.plate or memory.plate
+        if zones or memory.judged:
+            self.tracks[track.key] = memory
+        else:
+            self.tracks.pop(track.key, None)
         return memory, entered
 
     def forget(self, track: Track) -> None:

@@ -140,6 +140,9 @@ class ZoneMap:
         }
         self._types = {camera: frozenset(zone.type for zone in zones.values())
                        for camera, zones in self._zones.items()}
+        self._names = {(camera, zone_type): frozenset(name for name, zone in zones.items()
+                                                      if zone.type is zone_type)
+                       for camera, zones in self._zones.items() for zone_type in ZoneType}
 
     def _zone(self, camera: CameraZonesSettings, zone: ZoneSettings,
               phases: dict[tuple[str, str], str]) -> Zone:
@@ -156,6 +159,10 @@ class ZoneMap:
 
     def intersection_of(self, camera: str) -> str | None:
         return self._intersections.get(camera)
+
+    def zone_names(self, camera: str, zone_type: ZoneType) -> frozenset[str]:
+        """Names of the camera's zones of one type (what a rule watches)."""
+        return self._names.get((camera, zone_type), frozenset())
 
     def has_zone_type(self, camera: str, zone_type: ZoneType) -> bool:
         return zone_type in self._types.get(camera, ())

@@ -18,7 +18,7 @@ import msgspec
 from citywatch.models import Event, Severity, Violation, ViolationStatus
 from citywatch.traffic_settings import IllegalParkingSettings, ZoneType
 from processors.rule import Emitter, Rule
-from processors.traffic import Track, TrafficContext, read_track, track_violation
+from processors.traffic import Track, TrafficContext, track_violation
 from processors.zones import FOREVER_MS, Zone, dwell_due, in_force_until
 
 TYPE = "illegal_parking"
@@ -62,7 +62,7 @@ class IllegalParkingRule(Rule[ParkingState]):
         return f"{event.device_id}/{track_id}"
 
     def on_event(self, state: ParkingState | None, event: Event, out: Emitter) -> ParkingState | None:
-        track = read_track(event)
+        track = self.context.track(event)
         if track is None or track.label not in self.labels:
             return state
         time_ms = event.event_time_ms
@@ -119,7 +119,7 @@ class IllegalParkingRule(Rule[ParkingState]):
 
     def _open(self, state: ParkingState, zone: Zone, at_ms: int, out: Emitter) -> None:
         event = state.last_event
-        track = read_track(event)
+        track = self.context.track(event)
         assert track is not None and state.illegal_since_ms is not None  # stored only for tracks
         violation = self._violation(state, zone, track, event, state.illegal_since_ms)
         state.open = msgspec.structs.replace(

@@ -13,7 +13,7 @@ import msgspec
 from citywatch.models import Event, Severity
 from citywatch.traffic_settings import NoHelmetSettings
 from processors.rule import Emitter, Rule
-from processors.traffic import TrafficContext, read_track, track_violation
+from processors.traffic import TrafficContext, track_violation
 
 TYPE = "no_helmet"
 
@@ -41,7 +41,7 @@ class NoHelmetRule(Rule[HelmetState]):
         return f"{event.device_id}/{track_id}"
 
     def on_event(self, state: HelmetState | None, event: Event, out: Emitter) -> HelmetState | None:
-        track = read_track(event)
+        track = self.context.track(event)
         if track is None:
             return state
         state = state or HelmetState()

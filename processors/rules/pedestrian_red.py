@@ -17,7 +17,6 @@ from processors.rules.red_light import IntersectionState, intersection_key
 from processors.traffic import (
     TrafficContext,
     phase_details,
-    read_track,
     red_for_ms,
     track_violation,
     update_phase,
@@ -46,10 +45,12 @@ class PedestrianRedRule(Rule[IntersectionState]):
         if event.kind == "signal":
             update_phase(state.phases, event)
             return state
-        track = read_track(event)
+        track = self.context.track(event)
         if track is None or track.label not in self.labels:
             return state
-        memory, entered = state.book.observe(track, event, self.context.track_idle_ms)
+        memory, entered = state.book.observe(
+            track, event, self.context.track_idle_ms,
+            self.context.zones.zone_names(track.device_id, ZoneType.CROSSWALK))
         for zone in self.context.zones.zones_of(track.device_id, entered, ZoneType.CROSSWALK):
             if zone.name in memory.judged or zone.phase is None or not zone.in_force(event.event_time_ms):
                 continue

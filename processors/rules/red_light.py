@@ -20,7 +20,6 @@ from processors.traffic import (
     TrackBook,
     TrafficContext,
     phase_details,
-    read_track,
     red_for_ms,
     track_violation,
     update_phase,
@@ -54,10 +53,12 @@ class RedLightRule(Rule[IntersectionState]):
         if event.kind == "signal":
             update_phase(state.phases, event)
             return state
-        track = read_track(event)
+        track = self.context.track(event)
         if track is None or track.label not in self.labels:
             return state
-        memory, entered = state.book.observe(track, event, self.context.track_idle_ms)
+        memory, entered = state.book.observe(
+            track, event, self.context.track_idle_ms,
+            self.context.zones.zone_names(track.device_id, ZoneType.STOP_LINE))
         zones = self.context.zones.zones_of(track.device_id, entered, ZoneType.STOP_LINE)
         for zone in zones:
             incident = zone.settings.approach or zone.name

@@ -16,7 +16,7 @@ import msgspec
 from citywatch.models import Event, Violation
 from citywatch.traffic_settings import SpeedingBandSettings, SpeedingSettings, ZoneType
 from processors.rule import Emitter, Rule
-from processors.traffic import TrafficContext, read_track, track_violation
+from processors.traffic import TrafficContext, track_violation
 
 TYPE = "speeding"
 
@@ -54,7 +54,7 @@ class SpeedingRule(Rule[SpeedingState]):
         return reached[-1] if reached else self.settings.bands[0]
 
     def on_event(self, state: SpeedingState | None, event: Event, out: Emitter) -> SpeedingState | None:
-        track = read_track(event)
+        track = self.context.track(event)
         if track is None or track.label not in self.labels or track.speed_kmh is None:
             return None if track is not None and track.ended else state
         time_ms = event.event_time_ms

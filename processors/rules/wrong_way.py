@@ -18,7 +18,7 @@ import msgspec
 from citywatch.models import Event, Severity
 from citywatch.traffic_settings import WrongWaySettings, ZoneType
 from processors.rule import Emitter, Rule
-from processors.traffic import TrafficContext, read_track, track_violation
+from processors.traffic import TrafficContext, track_violation
 
 TYPE = "wrong_way"
 
@@ -62,7 +62,7 @@ class WrongWayRule(Rule[WrongWayState]):
         return f"{event.device_id}/{track_id}"
 
     def on_event(self, state: WrongWayState | None, event: Event, out: Emitter) -> WrongWayState | None:
-        track = read_track(event)
+        track = self.context.track(event)
         if track is None or track.label not in self.labels:
             return state
         if track.ended:
