@@ -114,3 +114,17 @@ def test_shuffled_and_duplicated_delivery():
     expected = same_regardless_of_delivery(events, PARK)
     assert [(v.evidence.details["track_id"], v.status.value) for v in expected] == [
         ("car1", "open"), ("car1", "cleared"), ("c3", "open"), ("c3", "cleared")]
+
+
+def test_a_pending_dwell_timer_and_state_survive_a_snapshot_and_restore():
+    from processors.engine import Engine
+    from tests.support.traffic import rules
+
+    first = Engine(rules(PARK), allowed_lateness_ms=0)
+    first.process([parked(0), parked(100)], now_wall_ms=0)
+    first.drain()
+    second = Engine(rules(PARK), allowed_lateness_ms=0)
+    second.restore(first.snapshot())
+    out = second.process([parked(400), parked(500, stationary=False)], now_wall_ms=0)
+    opened, cleared = out.violations
+    assert opened.updated_time_ms == T0_MS + 300_000 and cleared.end_time_ms == T0_MS + 500_000

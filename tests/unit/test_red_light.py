@@ -126,3 +126,10 @@ def test_pedestrian_shuffled_and_duplicated_delivery():
               track(21, "p4", label="person", zones=["crosswalk_north"])]
     [violation] = same_regardless_of_delivery(events, PED)
     assert violation.evidence.details["track_id"] == "p2"
+
+
+def test_pedestrian_grace_borderline():
+    base = [signal(0, "ped_north", "green"), signal(10, "ped_north", "red")]
+    exactly = run([*base, track(10.3, "p1", label="person", zones=["crosswalk_north"])], PED)
+    just_after = run([*base, track(10.301, "p1", label="person", zones=["crosswalk_north"])], PED)
+    assert exactly == [] and len(just_after) == 1
