@@ -100,11 +100,14 @@ def state_under_tracks(settings: Settings, tracks: int) -> dict[str, Any]:
             peak_timers = max(peak_timers, engine.pending_timers)
     engine.process(batch, now_wall_ms=0)
     seconds = time.perf_counter() - started
+    snapshot_mb = len(engine.snapshot()) / 1e6
     return {"tracks": tracks, "track_events": tracks * 2, "track_idle_s": settings.traffic.track_idle_s,
             "tracks_per_s": rate_per_s, "peak_state_entries": peak_entries,
             "final_state_entries": _entries(engine), "peak_pending_timers": peak_timers,
-            # Peak resident memory of the whole bench process (Linux reports KiB), feed included.
+            # Peak resident memory of the process (Linux reports KiB); this run goes first, so the peak
+            # is the interpreter plus this run's rule state.
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "final_snapshot_mb": round(snapshot_mb, 1),
             "events_per_s": round(tracks * 2 / seconds), "seconds": round(seconds, 1)}
 
 
@@ -131,25 +134,28 @@ def main() -> None:
     parser.add_argument("--tracks", type=int, default=1_000_000, help="Tracks in the state run (0: skip).")
     args = parser.parse_args()
     settings = Settings.model_validate(scenario_config())
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    result: dict[str, Any] = {}
+    if args.tracks:
+        baseline_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        state = state_under_tracks(settings, args.tracks)
+        result["state"] = {**state, "baseline_rss_mb": round(baseline_mb, 1)}
+        print(f"state: {state['tracks']:,} tracks without end ({state['tracks_per_s']}/s, idle "
+              f"{state['track_idle_s']:g} s): peak {state['peak_state_entries']:,} entries, "
+              f"{state['peak_pending_timers']:,} pending timers, peak RSS {state['peak_rss_mb']} MB "
+              f"(before: {baseline_mb:.1f} MB), final snapshot {state['final_snapshot_mb']} MB, "
+              f"{state['events_per_s']:,} events/s, {state['seconds']} s\n")
     events = decoded_events(settings, args.hours)
     names = [rule.name for rule in build_rules(settings.rules, Replayer(settings).normalizer._registry,
                                                settings.traffic) if rule.name != "bin_overflow"]
     rows = [throughput(settings, events, name, args.repeat) for name in [*names, None]]
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"feed: {len(events)} events ({args.hours} h of one busy intersection), batches of {BATCH}\n")
     print("| rule | events offered/s | events judged | violation changes |")
     print("|---|---:|---:|---:|")
     for row in rows:
         print(f"| {row['rule']} | {row['events_per_s']:,} | {row['judged']:,} "
               f"| {row['violation_changes']:,} |")
-    result: dict[str, Any] = {"throughput": rows}
-    if args.tracks:
-        state = state_under_tracks(settings, args.tracks)
-        result["state"] = state
-        print(f"\nstate: {state['tracks']:,} tracks without end ({state['tracks_per_s']}/s, idle "
-              f"{state['track_idle_s']:g} s): peak {state['peak_state_entries']:,} entries, "
-              f"{state['peak_pending_timers']:,} pending timers, peak RSS {state['peak_rss_mb']} MB, "
-              f"{state['events_per_s']:,} events/s, {state['seconds']} s")
+    result["throughput"] = rows
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2))
 

@@ -66,16 +66,18 @@ class IllegalParkingRule(Rule[ParkingState]):
         if track is None or track.label not in self.labels:
             return state
         time_ms = event.event_time_ms
-        zones = self.context.zones.zones_of(track.device_id, track.zones, *self.zone_types)
-        candidate = zones[0] if zones and track.stationary and not track.ended else None
-        if state is not None and (candidate is None or candidate.name != state.zone):
+        parked = track.stationary and not track.ended
+        zones = self.context.zones.zones_of(track.device_id, track.zones, *self.zone_types) if parked else []
+        if state is not None and state.zone not in {zone.name for zone in zones}:
             if state.open is not None:
                 reason = "track_ended" if track.ended else "moved" if not track.stationary else "left_zone"
                 out.violation(_clear(state.open, time_ms, time_ms, [event.event_id], reason))
             state = None
-        if candidate is None:
+        if not zones:
             return None
         if state is None:
+            # Standing in several restricted zones: judged in the one whose dwell limit comes first.
+            candidate = min(zones, key=lambda zone: (self._due(zone, time_ms), zone.name))
             state = ParkingState(zone=candidate.name, since_ms=time_ms, first_event_id=event.event_id,
                                  last_event=event)
             self._arm(state, candidate, time_ms, out)
@@ -109,10 +111,16 @@ class IllegalParkingRule(Rule[ParkingState]):
             out.timer(state.idle_due_ms)
         return state
 
-    def _arm(self, state: ParkingState, zone: Zone, from_ms: int, out: Emitter) -> None:
-        dwell_ms = int(1000 * self.context.zones.threshold(
+    def _dwell_ms(self, zone: Zone) -> int:
+        return int(1000 * self.context.zones.threshold(
             TYPE, "dwell_s", self.settings.dwell_s, device_id=zone.camera, zone=zone))
-        due = dwell_due(zone.schedule, max(state.since_ms, from_ms), dwell_ms)
+
+    def _due(self, zone: Zone, since_ms: int) -> int:
+        due = dwell_due(zone.schedule, since_ms, self._dwell_ms(zone))
+        return FOREVER_MS if due is None else due[1]
+
+    def _arm(self, state: ParkingState, zone: Zone, from_ms: int, out: Emitter) -> None:
+        due = dwell_due(zone.schedule, max(state.since_ms, from_ms), self._dwell_ms(zone))
         state.illegal_since_ms, state.due_ms = due if due is not None else (None, None)
         if state.due_ms is not None:
             out.timer(state.due_ms)

@@ -128,3 +128,11 @@ def test_a_pending_dwell_timer_and_state_survive_a_snapshot_and_restore():
     out = second.process([parked(400), parked(500, stationary=False)], now_wall_ms=0)
     opened, cleared = out.violations
     assert opened.updated_time_ms == T0_MS + 300_000 and cleared.end_time_ms == T0_MS + 500_000
+
+
+def test_standing_in_two_zones_is_judged_by_the_one_in_force():
+    # Before 07:00 the scheduled zone is not in force, the sidewalk always is: one violation, sidewalk.
+    zones = ["no_parking_peaks", "sidewalk_west"]
+    events = [parked(local_s("2025-11-26T06:00") + 60 * i, zones=zones) for i in range(7)]
+    [opened] = run(events, PARK)
+    assert opened.evidence.details["zone"] == "sidewalk_west"
