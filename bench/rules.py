@@ -93,12 +93,12 @@ def state_under_tracks(settings: Settings, tracks: int) -> dict[str, Any]:
             batch.append(_event(CAMERA, "track", at_ms + step * 500, track_id=f"t{index}", label=label,
                                 stage="update", zones=where, stationary=True, position=[0, 10 - step * 6],
                                 speed_kmh=rng.uniform(30, 90), helmet=rng.random() < 0.8))
-        if len(batch) >= BATCH:
-            engine.process(batch, now_wall_ms=0)
+        if len(batch) >= BATCH:  # received as they happen: the wall clock follows event time
+            engine.process(batch, now_wall_ms=batch[-1].ingest_time_ms)
             batch = []
             peak_entries = max(peak_entries, _entries(engine))
             peak_timers = max(peak_timers, engine.pending_timers)
-    engine.process(batch, now_wall_ms=0)
+    engine.drain()
     seconds = time.perf_counter() - started
     snapshot_mb = len(engine.snapshot()) / 1e6
     return {"tracks": tracks, "track_events": tracks * 2, "track_idle_s": settings.traffic.track_idle_s,
