@@ -30,6 +30,8 @@ $(VENV)/.installed-dev: $(BIN)/python pyproject.toml
 	@touch $@ $(VENV)/.installed-run
 
 run: $(VENV)/.installed-run
+	@deploy/scripts/ensure-packages.sh mosquitto:mosquitto \
+	  || echo "citywatch: continuing with the embedded pure-Python broker (amqtt, ~1-2k events/s)"
 	$(BIN)/citywatch up --simulate
 
 services:
@@ -48,6 +50,7 @@ test: $(VENV)/.installed-dev services lint
 bench: $(VENV)/.installed-dev services
 	$(BIN)/python -m bench.e2e
 	$(BIN)/python -m bench.rules
+	$(BIN)/python -m bench.rules_throughput
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 import citywatch
-from api.routes import dead_letters, events, health, violations
+from api.routes import bin_predictions, dead_letters, devices, events, health, violations
 from api.services import ApiServices
 from store.base import InvalidCursor
 
@@ -42,4 +42,6 @@ def create_app(services: ApiServices) -> FastAPI:
     app.include_router(events.router)
     app.include_router(dead_letters.router)
     app.include_router(health.router)
+    app.include_router(devices.router)
+    app.include_router(bin_predictions.router)
     return app

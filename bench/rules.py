@@ -27,7 +27,7 @@ from bench.intersection_feed import CAMERA, INTERSECTION, SIGNALS, generate, sce
 from citywatch.models import Event, stable_id
 from citywatch.replay import Replayer
 from citywatch.settings import Settings
-from processors.catalogue import build_rules
+from processors.catalogue import build_traffic_rules
 from processors.engine import Engine
 from processors.rules.red_light import IntersectionState
 from processors.rules.yield_crosswalk import CameraState
@@ -35,6 +35,10 @@ from processors.traffic import TrafficContext
 
 BATCH = 5000
 RESULTS = Path(__file__).resolve().parent / "results" / "rules.json"
+
+
+def traffic_rules(settings: Settings) -> list[Any]:
+    return build_traffic_rules(settings.rules, TrafficContext.build(settings.traffic))
 
 
 def decoded_events(settings: Settings, hours: int) -> list[Event]:
@@ -51,9 +55,7 @@ def throughput(settings: Settings, events: list[Event], only: str | None, repeat
     best = float("inf")
     judged = violations = 0
     for _ in range(repeat):
-        rules = [rule for rule in build_rules(settings.rules, Replayer(settings).normalizer._registry,
-                                              settings.traffic)
-                 if (only is None and rule.name != "bin_overflow") or rule.name == only]
+        rules = [rule for rule in traffic_rules(settings) if only is None or rule.name == only]
         kinds = set().union(*(rule.kinds for rule in rules))
         judged = sum(1 for event in events if event.kind in kinds)
         engine = Engine(rules, allowed_lateness_ms=settings.pipeline.allowed_lateness_ms)
@@ -72,9 +74,7 @@ def throughput(settings: Settings, events: list[Event], only: str | None, repeat
 
 def state_under_tracks(settings: Settings, tracks: int) -> dict[str, Any]:
     """Tracks at 200/s that never end, each 2 messages, over the scenario's camera and intersection."""
-    context = TrafficContext.build(settings.traffic)
-    engine = Engine([rule for rule in build_rules(settings.rules, context.zones.devices, settings.traffic)
-                     if rule.name != "bin_overflow"], allowed_lateness_ms=2000)
+    engine = Engine(traffic_rules(settings), allowed_lateness_ms=2000)
     rng = random.Random(3)
     zones = [["stop_north"], ["crosswalk_north"], ["sidewalk_ne"], ["bike_lane"], ["main_road"], []]
     start_ms = 1_764_133_200_000
@@ -146,8 +146,7 @@ def main() -> None:
               f"(before: {baseline_mb:.1f} MB), final snapshot {state['final_snapshot_mb']} MB, "
               f"{state['events_per_s']:,} events/s, {state['seconds']} s\n")
     events = decoded_events(settings, args.hours)
-    names = [rule.name for rule in build_rules(settings.rules, Replayer(settings).normalizer._registry,
-                                               settings.traffic) if rule.name != "bin_overflow"]
+    names = [rule.name for rule in traffic_rules(settings)]
     rows = [throughput(settings, events, name, args.repeat) for name in [*names, None]]
     print(f"feed: {len(events)} events ({args.hours} h of one busy intersection), batches of {BATCH}\n")
     print("| rule | events offered/s | events judged | violation changes |")

@@ -34,6 +34,11 @@ class Metrics:
             "Events that arrived after the allowed lateness: stored, but not judged by rules",
             registry=self.registry,
         )
+        self.suspect_events = Counter(
+            "citywatch_suspect_events",
+            "Readings flagged as sensor faults (stuck, implausible): stored, not judged by other rules",
+            registry=self.registry,
+        )
         self.violations = Counter(
             "citywatch_violation_changes", "Violation state changes emitted", ["type", "status"],
             registry=self.registry,

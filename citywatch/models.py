@@ -92,6 +92,23 @@ class Violation(msgspec.Struct, frozen=True, kw_only=True):
     updated_time_ms: int
 
 
+class Prediction(msgspec.Struct, frozen=True, kw_only=True):
+    """A rule's forecast for one device, e.g. when a bin will be full. Newer replaces older per
+    (type, device_id): a store keeps the newest by `computed_time_ms`."""
+
+    type: str
+    device_id: str
+    # Event time of the newest reading the forecast was computed from.
+    computed_time_ms: int
+    # When the forecast event happens (event time); None: no trend to forecast from (e.g. just emptied).
+    predicted_time_ms: int | None
+    # The latest measured value the forecast starts from (e.g. fill_pct).
+    value: float
+    details: dict[str, Any] = {}
+    location: Location | None = None
+    tags: dict[str, str] = {}
+
+
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     """Input that could not be accepted, kept with the reason so that it can be fixed and replayed."""
 

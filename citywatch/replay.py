@@ -15,15 +15,16 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from citywatch.models import DeadLetter, Event, Violation
-from citywatch.settings import Settings
-from ingest.codecs.base import Codec
-from ingest.codecs.native import NativeCodec
+from citywatch.settings import ConfigError, Settings
+from ingest.codecs.catalogue import build_codec
+from ingest.geo import GeoError, GeoTagger
 from ingest.normalizer import Normalizer
 from ingest.registry import DeviceRegistry
 from processors.catalogue import build_rules
@@ -99,19 +100,22 @@ def read_recording(path: Path) -> Iterator[Message]:
             yield Message(recorded.topic, body, received_ms)
 
 
-def default_codecs() -> dict[str, Codec]:
-    return {"native": NativeCodec()}
-
-
 class Replayer:
     """The configured ingest normalizer and rules, driven by recorded messages instead of a broker."""
 
-    def __init__(self, settings: Settings, *, codecs: dict[str, Codec] | None = None,
-                 store: Store | None = None) -> None:
+    def __init__(self, settings: Settings, *, store: Store | None = None) -> None:
         registry = DeviceRegistry(settings.devices)
+        try:
+            self.geo = GeoTagger.from_settings(settings.geo)
+        except GeoError as exc:
+            raise ConfigError(str(exc)) from exc
+        # The same codecs, registry and grid tagging as `citywatch up` (citywatch/runtime.py).
         self.normalizer = Normalizer(settings.ingest, settings.mqtt.max_payload_bytes, registry,
-                                     codecs or default_codecs())
-        self.engine = Engine(build_rules(settings.rules, registry, settings.traffic),
+                                     partial(build_codec, devices=registry, vendor_maps=settings.vendor_maps),
+                                     tagger=self.geo.tag_event)
+        self.registry = registry
+        rules = build_rules(settings.rules, registry, settings.devices, traffic=settings.traffic)
+        self.engine = Engine(rules,
                              allowed_lateness_ms=settings.pipeline.allowed_lateness_ms,
                              dedup_capacity=settings.pipeline.dedup_window_events)
         self.store = store
@@ -161,8 +165,9 @@ class Replayer:
     def _record(self, events: list[Event], letters: list[DeadLetter], out: EngineOutput,
                 result: ReplayResult, on_violations: Callable[[list[Violation]], None] | None) -> None:
         letters = [*letters, *out.dead_letters]
+        violations = [self.geo.tag_violation(violation) for violation in out.violations]
         result.events += len(events)
-        result.violations.extend(out.violations)
+        result.violations.extend(violations)
         result.dead_letters.update(letter.reason for letter in letters)
         result.duplicates += out.duplicates
         result.late_events += len(out.late_events)
@@ -171,7 +176,7 @@ class Replayer:
                 self.store.write_events(events)
             if letters:
                 self.store.write_dead_letters(letters)
-            if out.violations:
-                self.store.write_violations(out.violations)
-        if out.violations and on_violations is not None:
-            on_violations(out.violations)
+            if violations:
+                self.store.write_violations(violations)
+        if violations and on_violations is not None:
+            on_violations(violations)

@@ -13,8 +13,10 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError, field_validator
 
+from citywatch import sanitation_settings as san
+from citywatch.ingest_config import GeoSettings, VendorMap
 from citywatch.traffic_settings import (
     CameraViolationSettings,
     CongestionSettings,
@@ -76,9 +78,28 @@ class MqttSettings(_Section):
         return value
 
 
+# The payload formats ingest/codecs/catalogue.py builds a codec for.
+CodecName = Literal[
+    "native", "frigate", "tts", "chirpstack", "senml", "signal", "detector", "camera_violation"
+]
+
+
 class TopicRoute(_Section):
     pattern: str = Field(description="MQTT topic filter (+ and # wildcards) this route subscribes to.")
-    codec: Literal["native"] = Field("native", description="Codec that decodes payloads on these topics.")
+    codec: CodecName = Field("native", description="Codec for payloads on these topics (docs/formats.md).")
+    device_id_prefix: str = Field(
+        "", description="Prepended to the device ids this route decodes (e.g. one per Frigate instance)."
+    )
+    media_base_url: str | None = Field(
+        None, description="frigate: base URL of the Frigate server, for snapshot_url and clip_url."
+    )
+    speed_unit: Literal["kmh", "mph"] = Field(
+        "kmh", description="frigate: unit of estimated speeds (Frigate's ui.unit_system)."
+    )
+    lorawan_device_id: Literal["name", "eui"] = Field(
+        "name", description="tts / chirpstack: register devices by their name (TTS device_id, ChirpStack "
+        "deviceName) or by their DevEUI (upper-case hex)."
+    )
 
 
 class IngestSettings(_Section):
@@ -140,6 +161,24 @@ class BinOverflowSettings(_Section):
 
 class RuleSettings(_Section):
     bin_overflow: BinOverflowSettings = BinOverflowSettings()
+    # Sanitation and environment (citywatch/sanitation_settings.py, docs/rules-sanitation.md).
+    bin_near_full: san.BinNearFullSettings = san.BinNearFullSettings()
+    bin_fire: san.BinFireSettings = san.BinFireSettings()
+    bin_tilt: san.BinTiltSettings = san.BinTiltSettings()
+    bin_lid_open: san.BinLidOpenSettings = san.BinLidOpenSettings()
+    toilet_odour: san.ToiletOdourSettings = san.ToiletOdourSettings()
+    air_quality: san.AirQualitySettings = san.AirQualitySettings()
+    construction_dust: san.ConstructionDustSettings = san.ConstructionDustSettings()
+    water_black_odour: san.WaterBlackOdourSettings = san.WaterBlackOdourSettings()
+    device_offline: san.DeviceOfflineSettings = san.DeviceOfflineSettings()
+    low_battery: san.LowBatterySettings = san.LowBatterySettings()
+    stuck_sensor: san.StuckSensorSettings = san.StuckSensorSettings()
+    implausible_reading: san.ImplausibleReadingSettings = san.ImplausibleReadingSettings()
+    zone_thresholds: dict[str, dict[str, dict[str, float]]] = Field(
+        default_factory=dict,
+        description="Per-zone threshold overrides: {zone tag: {rule name: {setting: value}}}; a device's "
+        "own `thresholds` win over its zone's.",
+    )
     # Traffic rules (docs/rules.md); their zones and code table are in the `traffic` section.
     red_light: RedLightSettings = RedLightSettings()
     pedestrian_red: PedestrianRedSettings = PedestrianRedSettings()
@@ -199,6 +238,14 @@ class Settings(_Section):
         None, description="YAML list of devices, appended to `devices` (relative to the config file)."
     )
     simulator: SimulatorSettings = SimulatorSettings()
+    vendor_maps: dict[str, VendorMap] = Field(
+        default_factory=dict, description="Decoded-payload field maps per device model (docs/formats.md)."
+    )
+    vendor_maps_file: Path | None = Field(
+        None, description="YAML mapping of model -> vendor map, merged into `vendor_maps` (relative path: "
+        "to the config file)."
+    )
+    geo: GeoSettings = Field(GeoSettings(), description="Grids, districts and department routing.")
 
     def with_overrides(self, **dotted: Any) -> Settings:
         """A copy with `section__field=value` overrides applied and validated again."""
@@ -249,8 +296,42 @@ def load_settings(path: Path | None = None) -> Settings:
         except ValidationError as exc:
             raise ConfigError(_format_validation_error(str(devices_path), exc)) from exc
         settings = merged
+    settings = _with_side_files(settings, raw, path)
     registered = Counter(device.device_id for device in settings.devices)
     duplicates = sorted(device_id for device_id, count in registered.items() if count > 1)
     if duplicates:
         raise ConfigError(f"{path}: device ids registered twice: {', '.join(duplicates)}")
     return settings
+
+
+_VENDOR_MAPS = TypeAdapter(dict[str, VendorMap])
+
+
+def _with_side_files(settings: Settings, raw: dict[str, Any], path: Path) -> Settings:
+    """Merge `vendor_maps_file` and make the geo file paths absolute (relative to the config file)."""
+    updates: dict[str, Any] = {}
+    if settings.vendor_maps_file is not None:
+        maps_path = settings.vendor_maps_file
+        if not maps_path.is_absolute():
+            maps_path = path.parent / maps_path
+        extra = _read_yaml(maps_path) or {}
+        if not isinstance(extra, dict):
+            raise ConfigError(f"vendor maps file {maps_path} must be a mapping of model -> map")
+        try:
+            from_file = _VENDOR_MAPS.validate_python(extra)
+        except ValidationError as exc:
+            raise ConfigError(_format_validation_error(f"{maps_path} (vendor_maps)", exc)) from exc
+        # Maps written in the configuration itself win over the file's.
+        updates["vendor_maps"] = {**from_file, **settings.vendor_maps}
+    geo_files = {}
+    for name in ("grids_file", "districts_file"):
+        value = getattr(settings.geo, name)
+        if value is None:
+            continue
+        resolved = value if value.is_absolute() else path.parent / value
+        if not resolved.is_file():
+            raise ConfigError(f"{path}: geo.{name}: {resolved} does not exist")
+        geo_files[name] = resolved
+    if geo_files:
+        updates["geo"] = settings.geo.model_copy(update=geo_files)
+    return settings.model_copy(update=updates) if updates else settings

@@ -14,7 +14,7 @@ from typing import Any
 NUMERIC_UNIT_SUFFIXES = (
     "_pct", "_c", "_deg", "_ugm3", "_ppm", "_ppb", "_kmh", "_mps", "_veh_h", "_ms", "_s", "_m", "_mm",
     "_cm", "_km", "_v", "_mv", "_ma", "_w", "_kw", "_kwh", "_hz", "_db", "_dba", "_lux", "_hpa", "_kg",
-    "_mgl",
+    "_mgl", "_mgm3",
 )
 
 # name -> inclusive range a working device can report. Ranges are physical limits, not rule thresholds.

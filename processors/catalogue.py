@@ -4,28 +4,70 @@ from __future__ import annotations
 
 from typing import Any
 
-from citywatch.settings import RuleSettings
+from citywatch.settings import DeviceSettings, RuleSettings
 from citywatch.traffic_settings import TrafficSettings
 from processors.devices import DeviceLookup
 from processors.rule import Rule
+from processors.rules.air_quality import AirQualityRule
+from processors.rules.bin_fire import BinFireRule
+from processors.rules.bin_lid_open import BinLidOpenRule
+from processors.rules.bin_near_full import BinNearFullRule
 from processors.rules.bin_overflow import BinOverflowRule
+from processors.rules.bin_tilt import BinTiltRule
 from processors.rules.camera_violation import CameraViolationRule
 from processors.rules.congestion import CongestionRule
+from processors.rules.construction_dust import ConstructionDustRule
+from processors.rules.device_offline import DeviceOfflineRule
 from processors.rules.illegal_parking import IllegalParkingRule
+from processors.rules.implausible_reading import ImplausibleReadingRule
+from processors.rules.low_battery import LowBatteryRule
 from processors.rules.no_helmet import NoHelmetRule
 from processors.rules.pedestrian_red import PedestrianRedRule
 from processors.rules.red_light import RedLightRule
 from processors.rules.speeding import SpeedingRule
+from processors.rules.stuck_sensor import StuckSensorRule
+from processors.rules.toilet_odour import ToiletOdourRule
+from processors.rules.water_black_odour import WaterBlackOdourRule
 from processors.rules.wrong_way import WrongWayRule
 from processors.rules.yield_crosswalk import YieldCrosswalkRule
 from processors.traffic import TrafficContext
 
 
 def build_rules(settings: RuleSettings, devices: DeviceLookup,
+                registered: list[DeviceSettings] | None = None,
                 traffic: TrafficSettings | None = None) -> list[Rule[Any]]:
+    """`registered`: the registry's devices, for rules that judge devices that send nothing;
+    `traffic`: intersections, camera zones and the code table of the traffic rules."""
     rules: list[Rule[Any]] = []
+    zones = settings.zone_thresholds
     if settings.bin_overflow.enabled:
-        rules.append(BinOverflowRule(settings.bin_overflow, devices))
+        rules.append(BinOverflowRule(settings.bin_overflow, devices, zones))
+    # Sanitation and environment (docs/rules-sanitation.md).
+    if settings.implausible_reading.enabled:
+        rules.append(ImplausibleReadingRule(settings.implausible_reading, devices))
+    if settings.stuck_sensor.enabled:
+        rules.append(StuckSensorRule(settings.stuck_sensor))
+    if settings.device_offline.enabled:
+        rules.append(DeviceOfflineRule(settings.device_offline, registered or []))
+    if settings.bin_near_full.enabled:
+        rules.append(BinNearFullRule(settings.bin_near_full, devices, zones))
+    if settings.bin_fire.enabled:
+        rules.append(BinFireRule(settings.bin_fire, devices, zones))
+    if settings.bin_tilt.enabled:
+        rules.append(BinTiltRule(settings.bin_tilt, devices, zones))
+    if settings.bin_lid_open.enabled:
+        rules.append(BinLidOpenRule(settings.bin_lid_open, devices, zones))
+    if settings.toilet_odour.enabled:
+        rules.append(ToiletOdourRule(settings.toilet_odour, devices, zones))
+    if settings.air_quality.enabled:
+        rules.append(AirQualityRule(settings.air_quality, devices, zones))
+    if settings.construction_dust.enabled:
+        rules.append(ConstructionDustRule(settings.construction_dust, devices, zones))
+    if settings.water_black_odour.enabled:
+        rules.append(WaterBlackOdourRule(settings.water_black_odour, devices, zones))
+    if settings.low_battery.enabled:
+        rules.append(LowBatteryRule(settings.low_battery, devices, zones))
+    # Traffic (docs/rules.md).
     rules.extend(build_traffic_rules(settings, TrafficContext.build(traffic or TrafficSettings(), devices)))
     return rules
 

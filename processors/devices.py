@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
 from citywatch.settings import DeviceSettings
@@ -18,9 +19,17 @@ class NoDevices:
         return None
 
 
-def threshold(devices: DeviceLookup, device_id: str, rule: str, name: str, default: float) -> float:
-    """The device's override of a rule setting, else the rule's configured default."""
+def threshold(devices: DeviceLookup, device_id: str, rule: str, name: str, default: float,
+              zones: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None) -> float:
+    """The device's override of a rule setting, else its zone's (`zones`: {zone: {rule: {name: value}}},
+    the zone from the device's `zone` tag), else the rule's configured default."""
     device = devices.get(device_id)
     if device is None:
         return default
-    return device.thresholds.get(rule, {}).get(name, default)
+    own = device.thresholds.get(rule, {})
+    if name in own:
+        return own[name]
+    zone = device.tags.get("zone")
+    if zones and zone is not None:
+        return zones.get(zone, {}).get(rule, {}).get(name, default)
+    return default

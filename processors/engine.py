@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 
 from citywatch.models import DeadLetter, Event, Violation
-from processors.rule import Emitter, Rule
+from processors.rule import ANY_KIND, Emitter, Rule
 from processors.state import KeyedState
 
 log = logging.getLogger(__name__)
@@ -39,9 +39,15 @@ class EngineOutput:
     duplicates: int = 0
     # Events a rule raised on: kept with the reason, the other rules still saw them.
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    # Events a reading inspector marked as sensor faults: stored, not judged by the other rules.
+    suspect_events: list[Event] = field(default_factory=list)
+    # Derived records rules published (e.g. predictions), for the store.
+    records: list[msgspec.Struct] = field(default_factory=list)
 
     def extend(self, other: EngineOutput) -> None:
         self.violations.extend(other.violations)
+        self.suspect_events.extend(other.suspect_events)
+        self.records.extend(other.records)
         self.late_events.extend(other.late_events)
         self.duplicates += other.duplicates
         self.dead_letters.extend(other.dead_letters)
@@ -80,9 +86,7 @@ class Engine:
         self.allowed_lateness_ms = allowed_lateness_ms
         self.states = {rule.name: KeyedState(rule.state_ttl_ms, rule.state_type) for rule in rules}
         self._rules_by_kind: dict[str, list[Rule[Any]]] = {}
-        for rule in rules:
-            for kind in rule.kinds:
-                self._rules_by_kind.setdefault(kind, []).append(rule)
+        self._clock_rules = [rule for rule in rules if rule.uses_clock]
         self._recent = _RecentIds(dedup_capacity)
         self._seq = itertools.count()
         # Reorder buffer: (event_time_ms, seq, event), smallest event time first.
@@ -103,8 +107,21 @@ class Engine:
     def pending_timers(self) -> int:
         return len(self._timers)
 
-    def process(self, events: Iterable[Event], now_wall_ms: int) -> EngineOutput:
-        """Take a batch (possibly empty: then only the wall clock advances) and run what is due."""
+    def _rules_for(self, kind: str) -> list[Rule[Any]]:
+        """The rules of a kind, reading inspectors first (so they can gate the others)."""
+        rules = self._rules_by_kind.get(kind)
+        if rules is None:
+            matching = [rule for rule in self.rules if kind in rule.kinds or ANY_KIND in rule.kinds]
+            rules = sorted(matching, key=lambda rule: not rule.inspects_readings)
+            self._rules_by_kind[kind] = rules
+        return rules
+
+    def process(self, events: Iterable[Event], now_wall_ms: int, *, input_live: bool = True) -> EngineOutput:
+        """Take a batch (possibly empty: then only the wall clock advances) and run what is due.
+
+        `input_live` False says the input is cut off (ingest disconnected): rules that judge silence
+        do not count that time.
+        """
         out = EngineOutput()
         for event in events:
             if self._recent.seen(event.event_id):
@@ -118,6 +135,11 @@ class Engine:
             _, event_time_ms = self._arrivals.popleft()
             self._wall_release_ms = max(self._wall_release_ms, event_time_ms)
         self._advance(max(self._max_event_time_ms - self.allowed_lateness_ms, self._wall_release_ms), out)
+        for rule in self._clock_rules:
+            emitter = Emitter()
+            rule.on_clock(self.states[rule.name], now_wall_ms, input_live, emitter)
+            out.violations.extend(emitter.violations)
+            out.records.extend(emitter.records)
         return out
 
     def drain(self) -> EngineOutput:
@@ -141,7 +163,10 @@ class Engine:
 
     def _judge(self, event: Event, out: EngineOutput) -> None:
         late = False
-        for rule in self._rules_by_kind.get(event.kind, ()):
+        suspect = False
+        for rule in self._rules_for(event.kind):
+            if suspect and not rule.inspects_readings:
+                break  # inspectors come first: the rest of the rules never see a suspect reading
             key = rule.key_of(event)
             if key is None:
                 continue
@@ -161,11 +186,15 @@ class Engine:
             self._collect(rule, key, emitter, out)
             out.dead_letters.extend(_rejected(rule.name, event, reason, detail)
                                     for reason, detail in emitter.rejections)
+            if emitter.suspect_reason is not None and not suspect:
+                suspect = True
+                out.suspect_events.append(event)
         if late:
             out.late_events.append(event)
 
     def _collect(self, rule: Rule[Any], key: str, emitter: Emitter, out: EngineOutput) -> None:
         out.violations.extend(emitter.violations)
+        out.records.extend(emitter.records)
         for at_ms in emitter.timers:
             heapq.heappush(self._timers, (at_ms, next(self._seq), rule.name, key))
 

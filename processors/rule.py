@@ -15,19 +15,25 @@ from typing import ClassVar, Generic, TypeVar
 import msgspec
 
 from citywatch.models import Event, Violation
+from processors.state import KeyedState
 
 S = TypeVar("S", bound=msgspec.Struct)
+
+ANY_KIND = "*"
 
 
 class Emitter:
     """What a rule may do besides returning its state: emit violations and ask for event-time timers."""
 
-    __slots__ = ("rejections", "timers", "violations")
+    __slots__ = ("records", "rejections", "suspect_reason", "timers", "violations")
 
     def __init__(self) -> None:
         self.violations: list[Violation] = []
         self.timers: list[int] = []
         self.rejections: list[tuple[str, str]] = []
+        # Derived values a rule publishes besides violations (e.g. a forecast), written by the worker.
+        self.records: list[msgspec.Struct] = []
+        self.suspect_reason: str | None = None
 
     def violation(self, violation: Violation) -> None:
         self.violations.append(violation)
@@ -41,11 +47,24 @@ class Emitter:
         """Call the rule's on_timer for this key once the watermark reaches `at_ms` (event time)."""
         self.timers.append(at_ms)
 
+    def record(self, record: msgspec.Struct) -> None:
+        """Publish a derived record (e.g. a Prediction); the worker hands it to the store."""
+        self.records.append(record)
+
+    def suspect(self, reason: str) -> None:
+        """Only for rules with `inspects_readings`: the event is a sensor fault; other rules skip it."""
+        self.suspect_reason = reason
+
 
 class Rule(ABC, Generic[S]):
     name: ClassVar[str]
-    # Event kinds this rule consumes; others never reach it.
+    # Event kinds this rule consumes; others never reach it. ANY_KIND ("*") receives every kind.
     kinds: ClassVar[frozenset[str]]
+    # A reading inspector (sensor faults) runs before the other rules of a kind and may mark an event
+    # suspect with `out.suspect(reason)`: the other rules then never see it.
+    inspects_readings: ClassVar[bool] = False
+    # Rules that judge silence (no events at all) set this; the engine then calls on_clock each step.
+    uses_clock: ClassVar[bool] = False
     # The msgspec struct type of the per-key state, so state can be snapshotted and restored.
     state_type: ClassVar[type[msgspec.Struct]]
     # Forget a key whose state was not touched for this long in event time.
@@ -62,3 +81,10 @@ class Rule(ABC, Generic[S]):
     def on_timer(self, state: S | None, key: str, at_ms: int, out: Emitter) -> S | None:
         """A timer asked for with `out.timer(at_ms)` is due; default: keep the state."""
         return state
+
+    def on_clock(self, states: KeyedState, now_wall_ms: int, input_live: bool, out: Emitter) -> None:
+        """Wall-clock tick for rules with `uses_clock`, called on every engine step (also idle ones).
+
+        `input_live` is False while the input is known to be cut off (ingest disconnected from MQTT):
+        silence then says nothing about devices. The rule may read and set its own keyed state.
+        """

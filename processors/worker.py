@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from citywatch.metrics import Metrics
-from citywatch.models import Event
+from citywatch.models import Event, Prediction, Violation
 from processors.bus import Batch, BusConsumer
 from processors.engine import Engine, EngineOutput
 from store.base import Store
@@ -28,7 +28,9 @@ class ProcessorWorker:
     def __init__(self, consumer: BusConsumer, engine: Engine, store: Store, metrics: Metrics, *,
                  batch_events: int, poll_timeout_s: float = 0.1,
                  now_ms: Callable[[], int] = wall_clock_ms,
-                 on_stored: Callable[[Sequence[Event]], None] | None = None) -> None:
+                 on_stored: Callable[[Sequence[Event]], None] | None = None,
+                 tag_violation: Callable[[Violation], Violation] | None = None,
+                 input_live: Callable[[], bool] = lambda: True) -> None:
         self.consumer = consumer
         self.engine = engine
         self.store = store
@@ -38,6 +40,10 @@ class ProcessorWorker:
         self.now_ms = now_ms
         # Called with each batch of events once it is durable (benchmarks measure latency with it).
         self.on_stored = on_stored
+        # Adds grid, district and owning department to each violation before it is stored.
+        self.tag_violation = tag_violation
+        # False while the input is cut off (ingest disconnected): silence-judging rules pause.
+        self.input_live = input_live
         self.error: BaseException | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -73,7 +79,7 @@ class ProcessorWorker:
     def step(self, batch: Batch) -> EngineOutput:
         """Judge and store one batch, then commit it (also called with an empty batch to move time)."""
         started = time.perf_counter()
-        out = self.engine.process(batch.events, self.now_ms())
+        out = self.engine.process(batch.events, self.now_ms(), input_live=self.input_live())
         self._write(batch, out)
         if len(batch):
             self.metrics.batch_seconds.observe(time.perf_counter() - started)
@@ -86,8 +92,13 @@ class ProcessorWorker:
         if dead_letters:
             self.store.write_dead_letters(dead_letters)
         if out.violations:
-            self.store.write_violations(out.violations)
-        if batch.events or dead_letters or out.violations:
+            tagged = out.violations if self.tag_violation is None else [
+                self.tag_violation(violation) for violation in out.violations]
+            self.store.write_violations(tagged)
+        predictions = _newest_per_device(out.records)
+        if predictions:
+            self.store.write_predictions(predictions)
+        if batch.events or dead_letters or out.violations or predictions:
             self.store.flush()
         self.consumer.commit()
         self.metrics.events_processed.inc(len(batch.events))
@@ -95,6 +106,8 @@ class ProcessorWorker:
             self.metrics.duplicate_events.inc(out.duplicates)
         if out.late_events:
             self.metrics.late_events.inc(len(out.late_events))
+        if out.suspect_events:
+            self.metrics.suspect_events.inc(len(out.suspect_events))
         for violation in out.violations:
             self.metrics.violations.labels(violation.type, violation.status.value).inc()
         for letter in out.dead_letters:
@@ -104,3 +117,15 @@ class ProcessorWorker:
                 self.metrics.dead_letters.labels(reason=letter.reason).inc()
         if batch.events and self.on_stored is not None:
             self.on_stored(batch.events)
+
+
+def _newest_per_device(records: Sequence[object]) -> list[Prediction]:
+    """Only the newest forecast per (type, device) of a batch: the store keeps no more than that."""
+    newest: dict[tuple[str, str], Prediction] = {}
+    for record in records:
+        if isinstance(record, Prediction):
+            key = (record.type, record.device_id)
+            kept = newest.get(key)
+            if kept is None or record.computed_time_ms >= kept.computed_time_ms:
+                newest[key] = record
+    return list(newest.values())

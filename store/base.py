@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from citywatch.models import DeadLetter, Event, Violation, ViolationStatus
+from citywatch.models import DeadLetter, Event, Prediction, Violation, ViolationStatus
 
 T = TypeVar("T")
 
@@ -87,6 +87,14 @@ class Store(ABC):
 
     @abstractmethod
     def write_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> None: ...
+
+    @abstractmethod
+    def write_predictions(self, predictions: Sequence[Prediction]) -> None:
+        """Upsert by (type, device_id); a forecast from older readings never replaces a newer one."""
+
+    @abstractmethod
+    def query_predictions(self, type: str, limit: int = 1000) -> list[Prediction]:
+        """The newest forecast per device of a type, soonest predicted time first, none-yet last."""
 
     @abstractmethod
     def flush(self) -> None:

@@ -21,7 +21,16 @@ from typing import Any, Final
 
 import msgspec
 
-from citywatch.models import DeadLetter, Event, Evidence, Location, Severity, Violation, ViolationStatus
+from citywatch.models import (
+    DeadLetter,
+    Event,
+    Evidence,
+    Location,
+    Prediction,
+    Severity,
+    Violation,
+    ViolationStatus,
+)
 from store.base import (
     DeadLetterQuery,
     EventQuery,
@@ -87,6 +96,39 @@ CREATE TABLE dead_letters (
 -- The rowid (id) is the implicit last column of every index: these also serve ORDER BY (time, id).
 CREATE INDEX dead_letters_by_time   ON dead_letters (received_time_ms);
 CREATE INDEX dead_letters_by_reason ON dead_letters (reason, received_time_ms);
+"""
+
+# Forecasts, newest per (type, device): created on every open (IF NOT EXISTS) so a store made before this
+# table existed gains it without a schema version change. Predictions are a current view, not history.
+_PREDICTIONS_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS predictions (
+    type              TEXT    NOT NULL,
+    device_id         TEXT    NOT NULL,
+    computed_time_ms  INTEGER NOT NULL,
+    predicted_time_ms INTEGER,
+    value             REAL    NOT NULL,
+    lat               REAL,
+    lon               REAL,
+    details           TEXT    NOT NULL,
+    tags              TEXT    NOT NULL,
+    PRIMARY KEY (type, device_id)
+)
+"""
+
+# A forecast computed from older readings never replaces one computed from newer readings.
+_UPSERT_PREDICTION: Final = """
+INSERT INTO predictions
+    (type, device_id, computed_time_ms, predicted_time_ms, value, lat, lon, details, tags)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (type, device_id) DO UPDATE SET
+    computed_time_ms = excluded.computed_time_ms,
+    predicted_time_ms = excluded.predicted_time_ms,
+    value = excluded.value,
+    lat = excluded.lat,
+    lon = excluded.lon,
+    details = excluded.details,
+    tags = excluded.tags
+WHERE excluded.computed_time_ms >= predictions.computed_time_ms
 """
 
 # Idempotent by event_id: the first write wins. `ON CONFLICT (event_id) DO NOTHING` rather than
@@ -275,6 +317,7 @@ class SqliteStore(Store):
             raise RuntimeError(
                 f"{self.path}: schema version {version}, this citywatch understands {SCHEMA_VERSION}"
             )
+        conn.execute(_PREDICTIONS_SCHEMA)
 
     def _open_reader(self) -> sqlite3.Connection:
         conn = self._connect()
@@ -380,6 +423,41 @@ class SqliteStore(Store):
             _INSERT_DEAD_LETTER,
             [(d.reason, d.detail, d.topic, d.payload, d.received_time_ms, d.source) for d in dead_letters],
         )
+
+    def write_predictions(self, predictions: Sequence[Prediction]) -> None:
+        self._write(
+            _UPSERT_PREDICTION,
+            [
+                (
+                    p.type,
+                    p.device_id,
+                    p.computed_time_ms,
+                    p.predicted_time_ms,
+                    p.value,
+                    None if p.location is None else p.location.lat,
+                    None if p.location is None else p.location.lon,
+                    _json(p.details),
+                    _json(p.tags),
+                )
+                for p in predictions
+            ],
+        )
+
+    def query_predictions(self, type: str, limit: int = 1000) -> list[Prediction]:
+        limit = _check_limit(limit)
+        # Soonest first; bins without a forecast (no rising trend) last.
+        rows = self._read(
+            "SELECT type, device_id, computed_time_ms, predicted_time_ms, value, lat, lon, details, tags "
+            "FROM predictions WHERE type = ? "
+            "ORDER BY predicted_time_ms IS NULL, predicted_time_ms, device_id LIMIT ?",
+            (type, limit),
+        )
+        return [
+            Prediction(type=row[0], device_id=row[1], computed_time_ms=row[2], predicted_time_ms=row[3],
+                       value=row[4], location=_location(row[5], row[6]),
+                       details=_decode_attributes(row[7]), tags=_decode_tags(row[8]))
+            for row in rows
+        ]
 
     def flush(self) -> None:
         with self._write_lock:

@@ -26,7 +26,7 @@ fi
 if [ "$(id -u)" -eq 0 ]; then
   sudo=()
 elif command -v sudo >/dev/null 2>&1; then
-  sudo=(sudo)
+  sudo=(sudo -n)  # never prompt: a make target must not hang waiting for a password
 else
   echo "citywatch: installing ${missing[*]} needs root; run: apt-get install -y ${missing[*]}" >&2
   exit 1
@@ -34,6 +34,9 @@ fi
 echo "citywatch: installing ${missing[*]} from the system packages"
 export DEBIAN_FRONTEND=noninteractive
 if ! "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1; then
-  "${sudo[@]}" apt-get update -qq
-  "${sudo[@]}" apt-get install -y -qq "${missing[@]}"
+  # The package lists may be missing or stale on a fresh machine.
+  if ! { "${sudo[@]}" apt-get update -qq && "${sudo[@]}" apt-get install -y -qq "${missing[@]}"; }; then
+    echo "citywatch: could not install ${missing[*]}; run: sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
 fi

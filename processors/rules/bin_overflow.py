@@ -1,11 +1,13 @@
 """Bin overflow (满溢): fill at or above `open_pct` on `consecutive` readings in a row opens a violation;
 a reading below `clear_pct` (the bin was emptied) clears it. Between the two thresholds nothing changes,
 so a bin hovering around 90% opens once and never flaps. A device's `thresholds.bin_overflow` in the
-registry overrides open_pct and clear_pct for that bin.
+registry overrides open_pct and clear_pct for that bin. A sensor that reports an ultrasonic distance
+instead of a fill level is turned into fill with the bin's registered depth (processors/rules/bin_fill.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 import msgspec
@@ -14,6 +16,7 @@ from citywatch.models import Event, Evidence, Severity, Violation, ViolationStat
 from citywatch.settings import BinOverflowSettings
 from processors.devices import DeviceLookup, NoDevices, threshold
 from processors.rule import Emitter, Rule
+from processors.rules.bin_fill import fill_pct_of
 
 TYPE = "bin_overflow"
 
@@ -24,32 +27,29 @@ class BinState(msgspec.Struct):
     open_violation: Violation | None = None
 
 
-def fill_pct_of(event: Event) -> float | None:
-    value = event.attributes.get("fill_pct")
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
 class BinOverflowRule(Rule[BinState]):
     name: ClassVar[str] = TYPE
     kinds: ClassVar[frozenset[str]] = frozenset({"bin"})
     state_type: ClassVar[type[msgspec.Struct]] = BinState
 
-    def __init__(self, settings: BinOverflowSettings, devices: DeviceLookup | None = None) -> None:
+    def __init__(self, settings: BinOverflowSettings, devices: DeviceLookup | None = None,
+                 zones: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None) -> None:
         if settings.clear_pct >= settings.open_pct:
             raise ValueError("bin_overflow.clear_pct must be below open_pct")
         self.settings = settings
         self.devices = devices or NoDevices()
+        self.zones = zones
         self.state_ttl_ms = settings.state_ttl_s * 1000
 
     def on_event(self, state: BinState | None, event: Event, out: Emitter) -> BinState | None:
-        fill = fill_pct_of(event)
+        fill = fill_pct_of(event, self.devices)
         if fill is None:  # a bin message without a fill level (e.g. only battery) says nothing here
             return state
         state = state or BinState()
-        open_pct = threshold(self.devices, event.device_id, TYPE, "open_pct", self.settings.open_pct)
-        clear_pct = threshold(self.devices, event.device_id, TYPE, "clear_pct", self.settings.clear_pct)
+        open_pct = threshold(self.devices, event.device_id, TYPE, "open_pct", self.settings.open_pct,
+                             self.zones)
+        clear_pct = threshold(self.devices, event.device_id, TYPE, "clear_pct", self.settings.clear_pct,
+                              self.zones)
         if fill >= open_pct:
             state.run = [*state.run, (event.event_id, event.event_time_ms, fill)][-self.settings.consecutive:]
             if state.open_violation is None and len(state.run) >= self.settings.consecutive:

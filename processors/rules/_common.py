@@ -1,0 +1,167 @@
+"""Pieces the sanitation and environment rules share: reading numbers, building violations, and a
+threshold rule with hysteresis (open at one level on N readings in a row, clear at another).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar
+
+import msgspec
+
+from citywatch.models import Event, Evidence, Severity, Violation, ViolationStatus, stable_id
+from processors.devices import DeviceLookup, NoDevices, threshold
+from processors.rule import Emitter, Rule
+
+# (event id, event time ms, value): a reading kept as evidence.
+Reading = tuple[str, int, float]
+
+ZoneThresholds = Mapping[str, Mapping[str, Mapping[str, float]]]
+
+
+def number(event: Event, name: str) -> float | None:
+    """The attribute as a float, or None when it is absent, null or not a number (bools are not)."""
+    value = event.attributes.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def open_violation(type_: str, key: str, event: Event, evidence: list[Reading], severity: Severity,
+                   details: dict[str, Any], *, device_id: str | None = None) -> Violation:
+    """An open violation whose id comes from the rule, the key and the first evidence event."""
+    first_id, first_time_ms, _ = evidence[0]
+    return Violation(
+        violation_id=stable_id(type_, key, first_id),
+        type=type_,
+        severity=severity,
+        device_id=device_id or event.device_id,
+        start_time_ms=first_time_ms,
+        updated_time_ms=event.event_time_ms,
+        location=event.location,
+        tags=event.tags,
+        evidence=Evidence(event_ids=[event_id for event_id, _, _ in evidence], details=details),
+    )
+
+
+def clear_violation(opened: Violation, event: Event, details: dict[str, Any]) -> Violation:
+    """The cleared state of `opened`, judged on `event`; never older than the open state."""
+    time_ms = max(event.event_time_ms, opened.updated_time_ms)
+    return msgspec.structs.replace(
+        opened,
+        status=ViolationStatus.CLEARED,
+        end_time_ms=time_ms,
+        updated_time_ms=time_ms,
+        evidence=msgspec.structs.replace(
+            opened.evidence,
+            event_ids=[*opened.evidence.event_ids, event.event_id],
+            details={**opened.evidence.details, **details},
+        ),
+    )
+
+
+class Direction(StrEnum):
+    AT_OR_ABOVE = "at_or_above"  # opens at value >= open level, clears below the clear level
+    ABOVE = "above"  # opens at value > open level, clears at or below the clear level
+    AT_OR_BELOW = "at_or_below"  # opens at value <= open level, clears above the clear level
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One quantity a level rule watches on an event, with the levels that apply to this device."""
+
+    name: str
+    value: float
+    open_level: float
+    clear_level: float
+    direction: Direction
+    severity: Severity
+    # Extra facts for the evidence (units, converted values ...).
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def opens(self) -> bool:
+        if self.direction is Direction.AT_OR_ABOVE:
+            return self.value >= self.open_level
+        if self.direction is Direction.ABOVE:
+            return self.value > self.open_level
+        return self.value <= self.open_level
+
+    def clears(self) -> bool:
+        if self.direction is Direction.AT_OR_ABOVE:
+            return self.value < self.clear_level
+        if self.direction is Direction.ABOVE:
+            return self.value <= self.clear_level
+        return self.value > self.clear_level
+
+
+class Level(msgspec.Struct):
+    run: list[Reading] = []
+    open_violation: Violation | None = None
+
+
+class LevelState(msgspec.Struct):
+    channels: dict[str, Level] = {}
+
+
+class LevelRule(Rule[LevelState]):
+    """A device-keyed rule over one or more channels (e.g. NH3 and H2S), each its own incident.
+
+    A channel opens after `consecutive` opening readings in a row and clears on the first clearing
+    reading; between the two levels nothing changes, so a value hovering at the limit never flaps.
+    """
+
+    state_type: ClassVar[type[msgspec.Struct]] = LevelState
+    consecutive: int = 1
+
+    def __init__(self, devices: DeviceLookup | None, zones: ZoneThresholds | None, state_ttl_s: int) -> None:
+        self.devices = devices or NoDevices()
+        self.zones = zones or {}
+        self.state_ttl_ms = state_ttl_s * 1000
+
+    def setting(self, event: Event, name: str, default: float) -> float:
+        """A threshold for this event's device: device override, zone override, configured default."""
+        return threshold(self.devices, event.device_id, self.name, name, default, self.zones)
+
+    def channels(self, event: Event) -> list[Channel]:
+        raise NotImplementedError
+
+    def on_event(self, state: LevelState | None, event: Event, out: Emitter) -> LevelState | None:
+        channels = self.channels(event)
+        if not channels:
+            return state
+        state = state or LevelState()
+        for channel in channels:
+            level = state.channels.get(channel.name) or Level()
+            self._judge(level, channel, event, out)
+            if level.open_violation is None and not level.run:
+                state.channels.pop(channel.name, None)
+            else:
+                state.channels[channel.name] = level
+        # Kept even when empty: it remembers the newest judged time, so a late reading is not judged
+        # (state still expires after the rule's TTL of silence).
+        return state
+
+    def _judge(self, level: Level, channel: Channel, event: Event, out: Emitter) -> None:
+        if channel.opens():
+            level.run = [*level.run, (event.event_id, event.event_time_ms, channel.value)][-self.consecutive:]
+            if level.open_violation is None and len(level.run) >= self.consecutive:
+                details = {
+                    "attribute": channel.name,
+                    "values": [value for _, _, value in level.run],
+                    "open_level": channel.open_level,
+                    "clear_level": channel.clear_level,
+                    "direction": channel.direction.value,
+                    "consecutive": self.consecutive,
+                    **dict(channel.details),
+                }
+                level.open_violation = open_violation(
+                    self.name, f"{event.device_id}/{channel.name}", event, level.run, channel.severity,
+                    details)
+                out.violation(level.open_violation)
+            return
+        level.run = []
+        if channel.clears() and level.open_violation is not None:
+            out.violation(clear_violation(level.open_violation, event, {"cleared_value": channel.value}))
+            level.open_violation = None

@@ -1,0 +1,165 @@
+"""Bin will overflow soon: forecast when a bin reaches 100% and alert while that is within a horizon.
+
+Per bin, the readings since the last emptying and within the last `fit_window_s` (at most
+`max_points`, newest kept) are fitted with a straight line fill = a + b * t by least squares (numpy).
+The window matters: bins fill faster by day than by night, and a line through a whole night and a
+morning overstates the current level. One bad reading (a bird on the sensor, a bag held in the
+opening) would tilt the line, so the fit is robust to a single outlier: the reading whose removal
+improves the fit most is dropped and the line refitted when it is off the line through the *other*
+readings (its leave-one-out residual) by more than `outlier_pct` fill points and by more than three
+times the median residual of the others. The predicted full time is where the line crosses 100%.
+
+Each reading publishes the bin's newest forecast as a Prediction (type `bin_full`, served by
+GET /v1/bins/predictions); when the forecast falls within `horizon_s` of the newest reading a
+`bin_near_full` violation opens, and emptying the bin (a drop of `emptied_drop_pct` points) clears it
+and starts a new fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
+
+import msgspec
+import numpy as np
+
+from citywatch.models import Event, Prediction, Severity, Violation
+from citywatch.sanitation_settings import BinNearFullSettings
+from processors.devices import DeviceLookup, NoDevices, threshold
+from processors.rule import Emitter, Rule
+from processors.rules._common import Reading, ZoneThresholds, clear_violation, open_violation
+from processors.rules.bin_fill import fill_pct_of
+
+TYPE = "bin_near_full"
+PREDICTION_TYPE = "bin_full"
+_HOUR_MS = 3_600_000
+
+
+class NearFullState(msgspec.Struct):
+    points: list[Reading] = []
+    open_violation: Violation | None = None
+
+
+class Fit(msgspec.Struct, frozen=True):
+    slope_pct_per_h: float
+    predicted_full_ms: int | None
+    used: list[Reading]
+    dropped: Reading | None
+
+
+def fit_fill(points: list[Reading], outlier_pct: float) -> Fit:
+    """Least-squares line through the points, refitted without the worst point if it is an outlier."""
+    origin = points[0][1]
+    hours = np.fromiter(((time_ms - origin) / _HOUR_MS for _, time_ms, _ in points), np.float64, len(points))
+    fills = np.fromiter((fill for _, _, fill in points), np.float64, len(points))
+    # The line from running sums, so that the line without one point costs four subtractions.
+    count, sum_x, sum_y = len(points), float(hours.sum()), float(fills.sum())
+    sum_xx, sum_xy = float(hours @ hours), float(hours @ fills)
+    slope, intercept = _line_from_sums(count, sum_x, sum_y, sum_xx, sum_xy)
+    dropped: Reading | None = None
+    used = points
+    if count > 3:
+        # The candidate is the reading whose removal improves the fit most: for least squares the
+        # squared error drops by residual^2 / (1 - leverage) (no refit per point needed). It is then
+        # judged against the line through the *other* readings (its leave-one-out residual,
+        # residual / (1 - leverage)): with few points an outlier pulls the line towards itself and
+        # hides part of its own residual.
+        residuals = fills - (intercept + slope * hours)
+        centred = hours - sum_x / count
+        spread = sum_xx - sum_x * sum_x / count
+        leverage = 1.0 / count + (centred * centred / spread if spread > 0 else 0.0)
+        keep_share = np.maximum(1.0 - leverage, 1e-9)
+        worst = int(np.argmax(residuals * residuals / keep_share))
+        off_by = float(abs(residuals[worst]) / keep_share[worst])
+        if off_by > outlier_pct:
+            x, y = float(hours[worst]), float(fills[worst])
+            rest_slope, rest_intercept = _line_from_sums(count - 1, sum_x - x, sum_y - y, sum_xx - x * x,
+                                                         sum_xy - x * y)
+            # Only computed for a candidate (rare): the typical residual of the others on their line.
+            rest_residuals = np.abs(fills - (rest_intercept + rest_slope * hours))
+            typical = float(np.median(np.delete(rest_residuals, worst)))
+            if off_by > 3 * typical:
+                dropped = points[worst]
+                used = points[:worst] + points[worst + 1:]
+                slope, intercept = rest_slope, rest_intercept
+    predicted: int | None = None
+    if slope > 1e-9:
+        predicted = int(origin + (100.0 - intercept) / slope * _HOUR_MS)
+    return Fit(slope_pct_per_h=slope, predicted_full_ms=predicted, used=used, dropped=dropped)
+
+
+def _line_from_sums(count: int, sum_x: float, sum_y: float, sum_xx: float,
+                    sum_xy: float) -> tuple[float, float]:
+    """Ordinary least squares y = intercept + slope * x from the sums of x, y, x*x and x*y."""
+    spread = sum_xx - sum_x * sum_x / count
+    slope = (sum_xy - sum_x * sum_y / count) / spread if spread > 1e-12 else 0.0
+    return slope, (sum_y - slope * sum_x) / count
+
+
+def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Ordinary least squares on arrays (the closed form numpy's lstsq also computes)."""
+    return _line_from_sums(len(x), float(x.sum()), float(y.sum()), float(x @ x), float(x @ y))
+
+
+class BinNearFullRule(Rule[NearFullState]):
+    name: ClassVar[str] = TYPE
+    kinds: ClassVar[frozenset[str]] = frozenset({"bin"})
+    state_type: ClassVar[type[msgspec.Struct]] = NearFullState
+
+    def __init__(self, settings: BinNearFullSettings, devices: DeviceLookup | None = None,
+                 zones: ZoneThresholds | None = None) -> None:
+        self.settings = settings
+        self.devices = devices or NoDevices()
+        self.zones = zones
+        self.state_ttl_ms = settings.state_ttl_s * 1000
+
+    def on_event(self, state: NearFullState | None, event: Event, out: Emitter) -> NearFullState | None:
+        fill = fill_pct_of(event, self.devices)
+        if fill is None:
+            return state
+        state = state or NearFullState()
+        reading = (event.event_id, event.event_time_ms, fill)
+        if state.points and fill <= state.points[-1][2] - self.settings.emptied_drop_pct:
+            if state.open_violation is not None:
+                out.violation(clear_violation(state.open_violation, event, {"emptied_fill_pct": fill}))
+                state.open_violation = None
+            state.points = []
+        window_start_ms = event.event_time_ms - int(self.settings.fit_window_s * 1000)
+        points = state.points
+        points.append(reading)
+        # Readings arrive in event-time order, so the ones to drop are at the front.
+        drop = max(0, len(points) - self.settings.max_points)
+        while drop < len(points) and points[drop][1] < window_start_ms:
+            drop += 1
+        if drop:
+            del points[:drop]
+        if len(state.points) < self.settings.min_points:
+            out.record(self._prediction(event, fill, None, {"points": len(state.points)}))
+            return state
+        fit = fit_fill(state.points, self.settings.outlier_pct)
+        predicted = fit.predicted_full_ms
+        if fill >= 100.0 and fit.dropped != reading:
+            predicted = event.event_time_ms  # already full, whatever the line says
+        horizon_s = threshold(self.devices, event.device_id, TYPE, "horizon_s", self.settings.horizon_s,
+                              self.zones)
+        details = {
+            "slope_pct_per_h": round(fit.slope_pct_per_h, 3),
+            "points": len(fit.used),
+            "dropped_outlier_event_id": None if fit.dropped is None else fit.dropped[0],
+            "horizon_s": horizon_s,
+        }
+        out.record(self._prediction(event, fill, predicted, details))
+        within = predicted is not None and predicted - event.event_time_ms <= horizon_s * 1000
+        if within and state.open_violation is None:
+            state.open_violation = open_violation(
+                TYPE, event.device_id, event, fit.used, Severity.MEDIUM,
+                {**details, "predicted_full_ms": predicted, "fill_pct": [f for _, _, f in fit.used]})
+            out.violation(state.open_violation)
+        return state
+
+    @staticmethod
+    def _prediction(event: Event, fill: float, predicted_ms: int | None,
+                    details: Mapping[str, object]) -> Prediction:
+        return Prediction(type=PREDICTION_TYPE, device_id=event.device_id,
+                          computed_time_ms=event.event_time_ms, predicted_time_ms=predicted_ms,
+                          value=fill, details=dict(details), location=event.location, tags=event.tags)

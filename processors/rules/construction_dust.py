@@ -1,0 +1,67 @@
+"""Construction-site dust: at a site sensor (a device tagged `site: construction` by default), a valid
+1-hour PM10 mean (readings spanning at least `min_minutes_1h` minutes) above `pm10_1h_ugm3` opens a
+violation; a valid mean at or below it clears. Other air sensors are not judged by this rule.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import msgspec
+
+from citywatch.models import Event, Severity, Violation
+from citywatch.sanitation_settings import ConstructionDustSettings
+from processors.devices import DeviceLookup, NoDevices, threshold
+from processors.rule import Emitter, Rule
+from processors.rules._common import Reading, ZoneThresholds, clear_violation, number, open_violation
+from processors.rules.rolling_mean import RollingMean, hourly_window
+
+TYPE = "construction_dust"
+_RECENT = 10
+
+
+class DustState(msgspec.Struct):
+    hour: RollingMean
+    recent: list[Reading] = []
+    open_violation: Violation | None = None
+
+
+class ConstructionDustRule(Rule[DustState]):
+    name: ClassVar[str] = TYPE
+    kinds: ClassVar[frozenset[str]] = frozenset({"air"})
+    state_type: ClassVar[type[msgspec.Struct]] = DustState
+
+    def __init__(self, settings: ConstructionDustSettings, devices: DeviceLookup | None = None,
+                 zones: ZoneThresholds | None = None) -> None:
+        self.settings = settings
+        self.devices = devices or NoDevices()
+        self.zones = zones
+        self.state_ttl_ms = settings.state_ttl_s * 1000
+
+    def key_of(self, event: Event) -> str | None:
+        if event.tags.get(self.settings.site_tag) != self.settings.site_value:
+            return None
+        return event.device_id
+
+    def on_event(self, state: DustState | None, event: Event, out: Emitter) -> DustState | None:
+        pm10 = number(event, "pm10_ugm3")
+        if pm10 is None:
+            return state
+        state = state or DustState(hour=hourly_window())
+        state.hour.add(event.event_time_ms, pm10)
+        state.recent = [*state.recent, (event.event_id, event.event_time_ms, pm10)][-_RECENT:]
+        mean = state.hour.mean()
+        if mean is None or state.hour.covered_ms < self.settings.min_minutes_1h * 60_000:
+            return state
+        limit = threshold(self.devices, event.device_id, TYPE, "pm10_1h_ugm3", self.settings.pm10_1h_ugm3,
+                          self.zones)
+        details = {"pm10_1h_mean": round(mean, 2), "minutes_covered": state.hour.covered_ms // 60_000,
+                   "limit_1h_ugm3": limit}
+        if mean > limit and state.open_violation is None:
+            state.open_violation = open_violation(TYPE, event.device_id, event, state.recent,
+                                                  Severity.MEDIUM, details)
+            out.violation(state.open_violation)
+        elif mean <= limit and state.open_violation is not None:
+            out.violation(clear_violation(state.open_violation, event, {"cleared": details}))
+            state.open_violation = None
+        return state

@@ -1,0 +1,70 @@
+"""Implausible reading: values no working sensor produces, beyond what ingest already rejects
+(ingest/attributes.py holds the physical ranges of every attribute it knows): water and odour values
+outside their plausible ranges, an ultrasonic distance longer than the bin is deep, PM2.5 above PM10
+(PM10 includes PM2.5). Such a reading opens a sensor-fault incident, is marked suspect so the other
+rules never see it, and the first plausible reading clears the incident.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import msgspec
+
+from citywatch.models import Event, Severity, Violation
+from citywatch.sanitation_settings import ImplausibleReadingSettings
+from processors.devices import DeviceLookup, NoDevices
+from processors.rule import Emitter, Rule
+from processors.rules._common import clear_violation, number, open_violation
+
+TYPE = "sensor_implausible"
+
+
+class ImplausibleState(msgspec.Struct):
+    open_violation: Violation | None = None
+
+
+class ImplausibleReadingRule(Rule[ImplausibleState]):
+    name: ClassVar[str] = TYPE
+    kinds: ClassVar[frozenset[str]] = frozenset({"bin", "air", "water", "odour"})
+    state_type: ClassVar[type[msgspec.Struct]] = ImplausibleState
+    inspects_readings: ClassVar[bool] = True
+
+    def __init__(self, settings: ImplausibleReadingSettings, devices: DeviceLookup | None = None) -> None:
+        self.settings = settings
+        self.devices = devices or NoDevices()
+        self.state_ttl_ms = settings.state_ttl_s * 1000
+
+    def problems(self, event: Event) -> list[str]:
+        found = []
+        for name, (low, high) in self.settings.ranges.items():
+            value = number(event, name)
+            if value is not None and not low <= value <= high:
+                found.append(f"{name} {value:g} outside {low:g}..{high:g}")
+        distance = number(event, "distance_mm")
+        device = self.devices.get(event.device_id)
+        if distance is not None and device is not None and "bin_depth_mm" in device.install:
+            depth = device.install["bin_depth_mm"]
+            if distance > depth + self.settings.distance_tolerance_mm:
+                found.append(f"distance_mm {distance:g} beyond the bin depth {depth:g}")
+        pm25, pm10 = number(event, "pm25_ugm3"), number(event, "pm10_ugm3")
+        if pm25 is not None and pm10 is not None and pm25 > pm10 + self.settings.pm_tolerance_ugm3:
+            found.append(f"pm25_ugm3 {pm25:g} above pm10_ugm3 {pm10:g}")
+        return found
+
+    def on_event(self, state: ImplausibleState | None, event: Event,
+                 out: Emitter) -> ImplausibleState | None:
+        problems = self.problems(event)
+        state = state or ImplausibleState()
+        if not problems:
+            if state.open_violation is not None:
+                out.violation(clear_violation(state.open_violation, event, {}))
+                state.open_violation = None
+            return state
+        if state.open_violation is None:
+            state.open_violation = open_violation(
+                TYPE, event.device_id, event, [(event.event_id, event.event_time_ms, 0.0)], Severity.LOW,
+                {"problems": problems, "attributes": dict(event.attributes)})
+            out.violation(state.open_violation)
+        out.suspect("; ".join(problems))
+        return state

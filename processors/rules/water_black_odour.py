@@ -1,0 +1,136 @@
+"""Black-odorous water (黑臭水体): each reading of a water body is classified not, lightly or heavily
+black-odorous from transparency, dissolved oxygen (DO), redox potential (ORP) and ammonia nitrogen
+(NH3-N), with the thresholds of the 2015 urban black-odorous water remediation guideline:
+
+| indicator | lightly | heavily |
+|---|---|---|
+| transparency (cm) | 10-25 (*) | < 10 (*) |
+| DO (mg/L) | 0.2-2.0 | < 0.2 |
+| ORP (mV) | -200-50 | < -200 |
+| NH3-N (mg/L) | 8.0-15 | > 15 |
+
+(*) where the water is shallower than 25 cm, the transparency limit is 40% of the depth.
+
+A reading is as bad as its worst indicator (any heavy indicator: heavy; else any light one: light); a
+reading without an indicator is not judged. `consecutive` black-odorous readings in a row flag the body
+(severity from the worst of them); `clear_consecutive` clean readings in a row clear it. Probes of one
+body share its state through the `water_body` tag, so the body is judged on all its probes' readings.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import ClassVar
+
+import msgspec
+
+from citywatch.models import Event, Severity, Violation
+from citywatch.sanitation_settings import WaterBlackOdourSettings
+from processors.devices import DeviceLookup, NoDevices, threshold
+from processors.rule import Emitter, Rule
+from processors.rules._common import Reading, ZoneThresholds, clear_violation, number, open_violation
+
+TYPE = "water_black_odour"
+# Settings a device or zone may override.
+_THRESHOLDS = ("transparency_light_cm", "transparency_heavy_cm", "shallow_depth_cm", "shallow_ratio",
+               "do_light_mgl", "do_heavy_mgl", "orp_light_mv", "orp_heavy_mv", "nh3n_light_mgl",
+               "nh3n_heavy_mgl")
+
+
+class Grade(IntEnum):
+    NOT = 0
+    LIGHT = 1
+    HEAVY = 2
+
+
+def classify(event: Event, s: WaterBlackOdourSettings) -> tuple[Grade, dict[str, str]] | None:
+    """The reading's grade and each indicator's grade; None when it carries no indicator."""
+    grades: dict[str, Grade] = {}
+    transparency = number(event, "transparency_cm")
+    if transparency is not None:
+        light_limit, heavy_limit = s.transparency_light_cm, s.transparency_heavy_cm
+        depth = number(event, "depth_cm")
+        if depth is not None and depth < s.shallow_depth_cm:
+            # Shallow water cannot show 25 cm of transparency: the limit becomes a share of the depth
+            # (the heavy limit can never be above it).
+            light_limit = s.shallow_ratio * depth
+            heavy_limit = min(heavy_limit, light_limit)
+        grades["transparency_cm"] = (Grade.HEAVY if transparency < heavy_limit
+                                     else Grade.LIGHT if transparency <= light_limit else Grade.NOT)
+    dissolved_oxygen = number(event, "do_mgl")
+    if dissolved_oxygen is not None:
+        grades["do_mgl"] = (Grade.HEAVY if dissolved_oxygen < s.do_heavy_mgl
+                            else Grade.LIGHT if dissolved_oxygen <= s.do_light_mgl else Grade.NOT)
+    redox = number(event, "orp_mv")
+    if redox is not None:
+        grades["orp_mv"] = (Grade.HEAVY if redox < s.orp_heavy_mv
+                            else Grade.LIGHT if redox <= s.orp_light_mv else Grade.NOT)
+    ammonia = number(event, "nh3n_mgl")
+    if ammonia is not None:
+        grades["nh3n_mgl"] = (Grade.HEAVY if ammonia > s.nh3n_heavy_mgl
+                              else Grade.LIGHT if ammonia >= s.nh3n_light_mgl else Grade.NOT)
+    if not grades:
+        return None
+    return max(grades.values()), {name: grade.name.lower() for name, grade in grades.items()}
+
+
+class WaterState(msgspec.Struct):
+    # Black-odorous readings in a row: (event id, time, grade).
+    run: list[Reading] = []
+    clean_run: int = 0
+    open_violation: Violation | None = None
+
+
+class WaterBlackOdourRule(Rule[WaterState]):
+    name: ClassVar[str] = TYPE
+    kinds: ClassVar[frozenset[str]] = frozenset({"water"})
+    state_type: ClassVar[type[msgspec.Struct]] = WaterState
+
+    def __init__(self, settings: WaterBlackOdourSettings, devices: DeviceLookup | None = None,
+                 zones: ZoneThresholds | None = None) -> None:
+        self.settings = settings
+        self.devices = devices or NoDevices()
+        self.zones = zones
+        self.state_ttl_ms = settings.state_ttl_s * 1000
+
+    def key_of(self, event: Event) -> str | None:
+        return event.tags.get(self.settings.body_tag) or event.device_id
+
+    def settings_for(self, event: Event) -> WaterBlackOdourSettings:
+        """The thresholds for this probe: its own overrides, else its zone's, else the defaults."""
+        overrides = {}
+        for name in _THRESHOLDS:
+            default = getattr(self.settings, name)
+            value = threshold(self.devices, event.device_id, TYPE, name, default, self.zones)
+            if value != default:
+                overrides[name] = value
+        return self.settings.model_copy(update=overrides) if overrides else self.settings
+
+    def on_event(self, state: WaterState | None, event: Event, out: Emitter) -> WaterState | None:
+        judged = classify(event, self.settings_for(event))
+        if judged is None:
+            return state
+        grade, indicators = judged
+        state = state or WaterState()
+        body = self.key_of(event) or event.device_id
+        if grade is Grade.NOT:
+            state.run = []
+            state.clean_run += 1
+            if state.open_violation is not None and state.clean_run >= self.settings.clear_consecutive:
+                cleared = {"cleared_indicators": indicators}
+                out.violation(clear_violation(state.open_violation, event, cleared))
+                state.open_violation = None
+            return state
+        state.clean_run = 0
+        reading = (event.event_id, event.event_time_ms, float(grade))
+        state.run = [*state.run, reading][-self.settings.consecutive:]
+        if state.open_violation is None and len(state.run) >= self.settings.consecutive:
+            worst = Grade(int(max(g for _, _, g in state.run)))
+            state.open_violation = open_violation(
+                TYPE, body, event, state.run, Severity.HIGH if worst is Grade.HEAVY else Severity.MEDIUM,
+                {"water_body": body, "grade": worst.name.lower(),
+                 "grades": [Grade(int(g)).name.lower() for _, _, g in state.run],
+                 "latest_indicators": indicators, "consecutive": self.settings.consecutive},
+                device_id=event.device_id)
+            out.violation(state.open_violation)
+        return state

@@ -1,0 +1,45 @@
+"""The forecast fit is robust to one outlier: whatever the line, the noise and where the outlier sits."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from processors.rules.bin_near_full import fit_fill
+
+PROPS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=300)
+HOUR_MS = 3_600_000
+
+
+@PROPS
+@given(
+    count=st.integers(min_value=5, max_value=40),
+    slope=st.floats(min_value=1, max_value=20),
+    start=st.floats(min_value=0, max_value=40),
+    jump=st.floats(min_value=20, max_value=60),
+    where=st.floats(min_value=0, max_value=1),
+    seed=st.integers(min_value=0, max_value=2**16),
+)
+def test_a_single_outlier_is_dropped_and_the_slope_recovered(count, slope, start, jump, where, seed):
+    rng = random.Random(seed)
+    step_h = 0.25
+    points = [(f"e{i}", i * int(step_h * HOUR_MS), start + slope * i * step_h + rng.uniform(-0.5, 0.5))
+              for i in range(count)]
+    bad = min(count - 1, int(where * count))
+    event_id, time_ms, fill = points[bad]
+    points[bad] = (event_id, time_ms, fill + jump)
+    fit = fit_fill(points, outlier_pct=8)
+    assert fit.dropped is not None and fit.dropped[0] == event_id
+    assert fit.slope_pct_per_h == pytest.approx(slope, abs=1.5)
+
+
+@PROPS
+@given(count=st.integers(min_value=4, max_value=40), slope=st.floats(min_value=1, max_value=20),
+       seed=st.integers(min_value=0, max_value=2**16))
+def test_noise_alone_is_never_dropped(count, slope, seed):
+    rng = random.Random(seed)
+    points = [(f"e{i}", i * HOUR_MS // 4, 10 + slope * i / 4 + rng.uniform(-1, 1)) for i in range(count)]
+    assert fit_fill(points, outlier_pct=8).dropped is None
