@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 import citywatch
-from api.routes import bin_predictions, dead_letters, devices, events, health, violations
+from api.routes import bin_predictions, dead_letters, devices, events, health, status, violations
 from api.services import ApiServices
 from store.base import InvalidCursor
 
@@ -44,4 +44,5 @@ def create_app(services: ApiServices) -> FastAPI:
     app.include_router(health.router)
     app.include_router(devices.router)
     app.include_router(bin_predictions.router)
+    app.include_router(status.router)
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from citywatch.metrics import Metrics
 from citywatch.settings import ApiSettings
@@ -31,3 +32,5 @@ class ApiServices:
     on_shutdown: list[Callable[[], None]] = field(default_factory=list)
     # The managed device registry behind /v1/devices (None: that API answers 503).
     devices: DeviceManager | None = None
+    # GET /v1/status: role, events per second and (on Kafka) consumer lag per partition.
+    status: Callable[[], dict[str, Any]] = dict

@@ -8,8 +8,9 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from citywatch.settings import ConfigError, Settings, load_settings
+from citywatch.settings import BusKind, ConfigError, Settings, load_settings
 
 
 def _load(args: argparse.Namespace) -> Settings:
@@ -23,29 +24,96 @@ def _load(args: argparse.Namespace) -> Settings:
         overrides["api__host"] = args.host
     if getattr(args, "port", None) is not None:
         overrides["api__port"] = args.port
+    if getattr(args, "status_port", None) is not None:
+        overrides["roles__status_port"] = args.status_port
+    if getattr(args, "bootstrap_servers", None):
+        overrides["bus__kafka__bootstrap_servers"] = args.bootstrap_servers.split(",")
     try:
         return settings.with_overrides(**overrides) if overrides else settings
     except ValueError as exc:
         raise ConfigError(f"invalid command-line option: {exc}") from exc
 
 
-def cmd_up(args: argparse.Namespace) -> int:
+def _serve(app: Any, host: str, port: int, log_level: str) -> None:
     import uvicorn
 
-    from api.app import create_app
-    from citywatch.runtime import EmbeddedRuntime
-
-    settings = _load(args)
-    runtime = EmbeddedRuntime(settings, simulate=args.simulate)
-    app = create_app(runtime.api_services())
-    api = settings.api
-    print(f"citywatch: API on http://{api.host}:{api.port} (violations at /v1/violations, docs at /docs);"
-          f" data in {settings.store.data_dir}/; Ctrl-C stops cleanly.", flush=True)
     # uvicorn turns SIGINT/SIGTERM into the app's lifespan shutdown, which stops and flushes the pipeline,
     # then raises the signal again for the previous handler: make that a no-op so a clean stop exits 0.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
-    uvicorn.run(app, host=api.host, port=api.port, log_level=args.log_level.lower())
+    uvicorn.run(app, host=host, port=port, log_level=log_level.lower())
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from api.status_app import create_status_app
+    from citywatch.roles import IngestRole
+
+    settings = _load(args)
+    role = IngestRole(settings)
+    roles = settings.roles
+    print(f"citywatch ingest: {settings.mqtt.url} -> Kafka {','.join(role.kafka.bootstrap_servers)}; "
+          f"status on http://{roles.status_host}:{roles.status_port}/v1/status", flush=True)
+    _serve(create_status_app(role.services(), "citywatch ingest"), roles.status_host, roles.status_port,
+           args.log_level)
+    print("citywatch ingest: stopped cleanly", flush=True)
+    return 0
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    import os
+    import socket
+
+    from api.status_app import create_status_app
+    from citywatch.roles import ProcessRole
+
+    settings = _load(args)
+    # Unique per instance, so the group and the logs tell replicas apart.
+    client_id = args.client_id or f"citywatch-process-{socket.gethostname()}-{os.getpid()}"
+    role = ProcessRole(settings, client_id=client_id)
+    roles = settings.roles
+    print(f"citywatch process: group {role.kafka.group_id} on Kafka "
+          f"{','.join(role.kafka.bootstrap_servers)}; "
+          f"status on http://{roles.status_host}:{roles.status_port}/v1/status", flush=True)
+    _serve(create_status_app(role.services(), "citywatch process"), roles.status_host, roles.status_port,
+           args.log_level)
+    if role.failed is not None:
+        print(f"citywatch process: stopped on an error: {role.failed!r}", file=sys.stderr, flush=True)
+        return 1
+    print("citywatch process: stopped cleanly", flush=True)
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    from api.app import create_app
+    from citywatch.roles import ApiRole
+
+    settings = _load(args)
+    role = ApiRole(settings)
+    api = settings.api
+    print(f"citywatch api: http://{api.host}:{api.port} (status at /v1/status)", flush=True)
+    _serve(create_app(role.services()), api.host, api.port, args.log_level)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from api.app import create_app
+    from citywatch.runtime import EmbeddedRuntime
+
+    settings = _load(args)
+    if settings.bus.kind == BusKind.KAFKA:
+        # Every role in this one process, joined by Kafka: the city set-up tried on one machine.
+        from citywatch.roles import KafkaUpRuntime
+
+        if args.simulate:
+            raise ConfigError("--simulate runs with the in-process bus only; publish with "
+                              "`citywatch simulate` to try the Kafka set-up")
+        app = create_app(KafkaUpRuntime(settings).api_services())
+    else:
+        app = create_app(EmbeddedRuntime(settings, simulate=args.simulate).api_services())
+    api = settings.api
+    print(f"citywatch: API on http://{api.host}:{api.port} (violations at /v1/violations, docs at /docs);"
+          f" data in {settings.store.data_dir}/; Ctrl-C stops cleanly.", flush=True)
+    _serve(app, api.host, api.port, args.log_level)
     print("citywatch: stopped cleanly", flush=True)
     return 0
 
@@ -136,6 +204,28 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--host", help="API listen address.")
     up.add_argument("--port", type=int, help="API listen port.")
     up.set_defaults(handler=cmd_up)
+
+    def with_kafka(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sub.add_argument("--bootstrap-servers", help="Kafka brokers host:port[,host:port] (bus.kafka).")
+        return with_config(sub)
+
+    ingest = with_kafka(commands.add_parser("ingest", help="Role: MQTT in, normalised events to Kafka."))
+    ingest.add_argument("--mqtt-url", help="Broker to subscribe to, mqtt://host:port (mqtt.url).")
+    ingest.add_argument("--status-port", type=int, help="Port of /healthz, /readyz, /metrics, /v1/status.")
+    ingest.set_defaults(handler=cmd_ingest)
+
+    process = with_kafka(commands.add_parser(
+        "process", help="Role: a member of the processor group (run one per partition at most)."))
+    process.add_argument("--data-dir", type=Path, help="Where the embedded store keeps its files.")
+    process.add_argument("--status-port", type=int, help="Port of /healthz, /readyz, /metrics, /v1/status.")
+    process.add_argument("--client-id", help="Kafka client id of this instance (default: host and pid).")
+    process.set_defaults(handler=cmd_process)
+
+    api_cmd = with_kafka(commands.add_parser("api", help="Role: the HTTP API, with the group's lag."))
+    api_cmd.add_argument("--data-dir", type=Path, help="Where the embedded store keeps its files.")
+    api_cmd.add_argument("--host", help="API listen address.")
+    api_cmd.add_argument("--port", type=int, help="API listen port.")
+    api_cmd.set_defaults(handler=cmd_api)
 
     sim = with_config(commands.add_parser("simulate", help="Publish the simulated feed to a broker."))
     sim.add_argument("--mqtt-url", required=True, help="Broker to publish to, mqtt://host:port.")

@@ -57,5 +57,23 @@ class Metrics:
             "citywatch_process_batch_seconds", "Time to process and store one batch", registry=self.registry
         )
 
+        # The Kafka roles (citywatch ingest / process / api): lag, throughput per role, checkpoints.
+        self.consumer_lag = Gauge(
+            "citywatch_kafka_consumer_lag", "Records not yet processed, per assigned partition",
+            ["topic", "partition"], registry=self.registry,
+        )
+        self.events_per_second = Gauge(
+            "citywatch_events_per_second", "Events per second over the last 10 s, per role", ["role"],
+            registry=self.registry,
+        )
+        self.checkpoints = Counter(
+            "citywatch_kafka_checkpoints", "Rule-state checkpoints written, one per partition",
+            registry=self.registry,
+        )
+        self.bus_send_errors = Counter(
+            "citywatch_bus_send_errors", "Records the bus refused or lost after retries, by topic", ["topic"],
+            registry=self.registry,
+        )
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -12,12 +12,14 @@ import logging
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from api.services import ApiServices, ComponentStatus
 from citywatch.metrics import Metrics
 from citywatch.models import Event
 from citywatch.mqtt_publisher import MqttPublisher
+from citywatch.rate import RateMeter
 from citywatch.settings import ConfigError, Settings
 from citywatch.simulator import FeedGenerator, Simulator
 from ingest.codecs.catalogue import build_codec
@@ -61,8 +63,10 @@ class EmbeddedRuntime:
                                          traffic=settings.traffic),
                              allowed_lateness_ms=settings.pipeline.allowed_lateness_ms,
                              dedup_capacity=settings.pipeline.dedup_window_events)
+        self.rate = RateMeter()
+        self.metrics.events_per_second.labels("up").set_function(self.rate.rate)
         self.worker = ProcessorWorker(self.bus.consumer(), self.engine, self.store, self.metrics,
-                                      batch_events=settings.pipeline.batch_events, on_stored=on_stored,
+                                      batch_events=settings.pipeline.batch_events, on_stored=self._stored,
                                       tag_violation=self.geo.tag_violation,
                                       input_live=self._input_live)
         self.ingest: IngestService | None = None
@@ -109,6 +113,16 @@ class EmbeddedRuntime:
         if self.broker is not None:
             self.broker.stop()
 
+    def _stored(self, events: Sequence[Event]) -> None:
+        self.rate.add(len(events))
+        if self.on_stored is not None:
+            self.on_stored(events)
+
+    def status(self) -> dict[str, Any]:
+        return {"role": "up", "bus": "inprocess", "events_per_s": round(self.rate.rate(), 1),
+                "events_total": self.rate.total, "bus_queue_events": len(self.bus),
+                "held_events": self.engine.held}
+
     def _start_embedded_broker(self) -> str:
         mqtt = self.settings.mqtt
         self.broker = EmbeddedBroker(kind=mqtt.embedded_broker.value, port=mqtt.embedded_port)
@@ -152,4 +166,5 @@ class EmbeddedRuntime:
             store=self.store, metrics=self.metrics, settings=self.settings.api,
             readiness=self.readiness,
             on_startup=[self.start], on_shutdown=[self.stop], devices=self.devices,
+            status=self.status,
         )

@@ -13,7 +13,16 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from citywatch import sanitation_settings as san
 from citywatch.ingest_config import GeoSettings, VendorMap
@@ -28,6 +37,7 @@ from citywatch.traffic_settings import (
     TrafficSettings,
     WrongWaySettings,
     YieldCrosswalkSettings,
+    tag_camera_intersections,
 )
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "citywatch.yaml"
@@ -117,13 +127,66 @@ class IngestSettings(_Section):
 
 class BusKind(StrEnum):
     INPROCESS = "inprocess"
+    KAFKA = "kafka"
+
+
+class KafkaTopicNames(_Section):
+    events: str = Field("citywatch.events", description="Normalised events, keyed by the rules' state key.")
+    dead_letters: str = Field("citywatch.dead-letters", description="Rejected input and rule failures.")
+    violations: str = Field(
+        "citywatch.violations",
+        description="Every violation state change, keyed by violation id (for downstream systems).",
+    )
+    rule_outputs: str = Field(
+        "citywatch.rule-outputs",
+        description="Other rule-run outputs for downstream systems: late events (stored, not judged).",
+    )
+    checkpoints: str = Field(
+        "citywatch.checkpoints",
+        description="Compacted: per events partition, the rule-state snapshot and the offset it covers.",
+    )
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1:9092"], min_length=1, description="Kafka brokers, host:port."
+    )
+    topics: KafkaTopicNames = KafkaTopicNames()
+    partitions: int = Field(
+        6, ge=1,
+        description="Partitions of every topic created: the most processor instances that share the work.",
+    )
+    replication_factor: int = Field(1, ge=1, description="Replicas of every topic citywatch creates.")
+    create_topics: bool = Field(True, description="Create missing topics on start (needs the right ACLs).")
+    group_id: str = Field("citywatch-processors", min_length=1, description="Consumer group of processors.")
+    session_timeout_ms: int = Field(
+        10_000, ge=1000, description="A processor silent this long is dropped and its partitions move."
+    )
+    heartbeat_interval_ms: int = Field(3000, ge=100, description="Heartbeat to the group coordinator.")
+    checkpoint_interval_s: float = Field(
+        5.0, gt=0, description="How often each partition's rule state and offset are checkpointed."
+    )
+    max_checkpoint_bytes: int = Field(
+        32 * 1024 * 1024, gt=0, description="Largest checkpoint record (producer and topic limit)."
+    )
+    linger_ms: int = Field(5, ge=0, description="Producer wait to fill a batch: throughput against latency.")
+
+    @model_validator(mode="after")
+    def _heartbeat_below_session(self) -> KafkaSettings:
+        # The broker rejects a join whose heartbeat is not below the session timeout; say it at load.
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ValueError("heartbeat_interval_ms must be below session_timeout_ms")
+        return self
 
 
 class BusSettings(_Section):
-    kind: BusKind = Field(BusKind.INPROCESS, description="inprocess: one machine, one process.")
+    kind: BusKind = Field(
+        BusKind.INPROCESS, description="inprocess: one machine, one process; kafka: roles scale apart."
+    )
     queue_events: int = Field(
         100_000, gt=0, description="In-process bus bound; ingest waits (backpressure) when it is full."
     )
+    kafka: KafkaSettings = KafkaSettings()
 
 
 class StoreKind(StrEnum):
@@ -213,6 +276,16 @@ class DeviceSettings(_Section):
     )
 
 
+class RoleSettings(_Section):
+    """The headless roles (`citywatch ingest`, `citywatch process`) serve health, metrics and status."""
+
+    status_host: str = Field("127.0.0.1", description="Address of a headless role's status endpoint.")
+    status_port: int = Field(
+        9108, ge=0, le=65535,
+        description="Port of /healthz, /readyz, /metrics and /v1/status of a headless role.",
+    )
+
+
 class SimulatorSettings(_Section):
     """The simulator plays every registered device of kind bin, air and detector."""
 
@@ -246,6 +319,7 @@ class Settings(_Section):
         "to the config file)."
     )
     geo: GeoSettings = Field(GeoSettings(), description="Grids, districts and department routing.")
+    roles: RoleSettings = RoleSettings()
 
     def with_overrides(self, **dotted: Any) -> Settings:
         """A copy with `section__field=value` overrides applied and validated again."""
@@ -301,7 +375,10 @@ def load_settings(path: Path | None = None) -> Settings:
     duplicates = sorted(device_id for device_id, count in registered.items() if count > 1)
     if duplicates:
         raise ConfigError(f"{path}: device ids registered twice: {', '.join(duplicates)}")
-    return settings
+    try:
+        return tag_camera_intersections(settings)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
 
 
 _VENDOR_MAPS = TypeAdapter(dict[str, VendorMap])

@@ -13,11 +13,14 @@ import re
 import zoneinfo
 from datetime import date
 from enum import StrEnum
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from citywatch.models import Severity
+
+if TYPE_CHECKING:
+    from citywatch.settings import Settings
 
 _HHMM = re.compile(r"^(?P<h1>\d{2}):(?P<m1>\d{2})-(?P<h2>\d{2}):(?P<m2>\d{2})\Z")
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -365,3 +368,29 @@ class CameraViolationSettings(_Section):
     dedup_window_s: float = Field(300, gt=0, description="A report of the same plate and type from the "
                                   "same camera within this long of the previous one is the same incident.")
     state_ttl_s: int = Field(24 * 3600, gt=0, description="Forget a camera silent this long.")
+
+
+def tag_camera_intersections(settings: Settings) -> Settings:
+    """Give each registered camera of `traffic.cameras` the `intersection` tag of its intersection.
+
+    Rules that join signals and cameras keep one state per intersection, and the bus partitions events by
+    their `intersection` tag (processors.catalogue.partition_key): a camera's events must carry the tag
+    of the intersection it watches, or on Kafka they would reach another partition than the signals.
+    Writing the intersection once, in `traffic.cameras`, is enough; a different tag is an error.
+    """
+    watched = {camera.device_id: camera.intersection for camera in settings.traffic.cameras
+               if camera.intersection is not None}
+    devices = []
+    changed = False
+    for device in settings.devices:
+        intersection = watched.get(device.device_id)
+        tagged = device.tags.get("intersection")
+        if intersection is None or tagged == intersection:
+            devices.append(device)
+            continue
+        if tagged is not None:
+            raise ValueError(f"device {device.device_id!r} is tagged intersection={tagged!r} but "
+                             f"traffic.cameras says it watches {intersection!r}")
+        devices.append(device.model_copy(update={"tags": {**device.tags, "intersection": intersection}}))
+        changed = True
+    return settings.model_copy(update={"devices": devices}) if changed else settings

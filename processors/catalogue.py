@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from citywatch.models import Event
 from citywatch.settings import DeviceSettings, RuleSettings
 from citywatch.traffic_settings import TrafficSettings
 from processors.devices import DeviceLookup
@@ -85,3 +86,20 @@ def build_traffic_rules(settings: RuleSettings, context: TrafficContext) -> list
         (settings.camera_violation.enabled, CameraViolationRule(settings.camera_violation, context)),
     ]
     return [rule for enabled, rule in candidates if enabled]
+
+
+def partition_key(event: Event) -> str:
+    """The bus key that brings together every event one rule instance needs (one partition, one state).
+
+    Rules that join signals, detectors and cameras key their state by intersection; the others by device.
+    A device's intersection comes from its registry tags or its own attributes, and is the same for all
+    its events, so a device always maps to one partition whichever rules are enabled.
+    """
+    intersection = event.tags.get("intersection") or event.attributes.get("intersection")
+    return str(intersection) if intersection else event.device_id
+
+
+def device_partition_key(device: DeviceSettings) -> str:
+    """The partition key of a registered device's events, as far as the registry tells it (its tags);
+    for rules that judge registered devices that send nothing, on the partition that hears them."""
+    return device.tags.get("intersection") or device.device_id

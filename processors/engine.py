@@ -210,13 +210,20 @@ class Engine:
             self._collect(rule, key, emitter, out)
 
     def snapshot(self) -> bytes:
-        """Rule state, pending timers and recent ids; call after drain() so nothing is held."""
+        """Rule state, pending timers, recent ids and the events still held for ordering.
+
+        Complete at any moment between two `process` calls, so a checkpoint taken mid-stream together
+        with the bus offset it covers restores exactly (the Kafka processors do that per partition).
+        """
         return msgspec.msgpack.encode({
             "watermark_ms": self.watermark_ms,
             "max_event_time_ms": self._max_event_time_ms,
+            "wall_release_ms": self._wall_release_ms,
             "states": {name: state.snapshot() for name, state in self.states.items()},
             "timers": [(at_ms, rule_name, key) for at_ms, _, rule_name, key in self._timers],
             "recent_ids": self._recent.snapshot(),
+            "held": [event for _, _, event in sorted(self._held)],
+            "arrivals": list(self._arrivals),
         })
 
     def restore(self, snapshot: bytes) -> None:
@@ -230,6 +237,12 @@ class Engine:
                         for at_ms, rule_name, key in data["timers"] if rule_name in self.states]
         heapq.heapify(self._timers)
         self._recent.restore(data["recent_ids"])
+        # Snapshots taken before held events were included have neither key.
+        self._wall_release_ms = data.get("wall_release_ms", NEVER)
+        self._held = [(event.event_time_ms, next(self._seq), event)
+                      for event in msgspec.convert(data.get("held", []), list[Event])]
+        heapq.heapify(self._held)
+        self._arrivals = deque((wall_ms, time_ms) for wall_ms, time_ms in data.get("arrivals", []))
 
 
 def _rule_failure(rule_name: str, event: Event, exc: Exception) -> DeadLetter:

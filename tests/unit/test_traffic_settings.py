@@ -100,3 +100,26 @@ def test_zone_map_finds_zones_phases_and_thresholds():
     assert zones.threshold("speeding", "tolerance_pct", 10, device_id="cam-1", zone=slow) == 0
     assert zones.threshold("speeding", "tolerance_pct", 10, device_id="cam-1", zone=stop) == 10
     assert zones.intersection_of("cam-9") is None and zones.zones_of("cam-9", ["main_road"]) == []
+
+
+def test_a_registered_camera_gets_the_intersection_tag_it_is_partitioned_by(tmp_path):
+    from processors.catalogue import partition_key
+    from tests.support.traffic import track
+
+    path = tmp_path / "city.yaml"
+    devices = [{"device_id": "cam-1", "kind": "track"}, {"device_id": "cam-2", "kind": "track"}]
+    path.write_text(yaml.safe_dump({"traffic": TRAFFIC, "devices": devices}, allow_unicode=True))
+    settings = load_settings(path)
+    tags = {device.device_id: device.tags for device in settings.devices}
+    assert tags == {"cam-1": {"intersection": "ix-1"}, "cam-2": {}}
+    from ingest.registry import DeviceRegistry
+    enriched = DeviceRegistry(settings.devices).enrich(track(0, "t1"))
+    assert partition_key(enriched) == "ix-1"
+
+
+def test_a_camera_tagged_with_another_intersection_is_refused(tmp_path):
+    path = tmp_path / "city.yaml"
+    devices = [{"device_id": "cam-1", "kind": "track", "tags": {"intersection": "ix-9"}}]
+    path.write_text(yaml.safe_dump({"traffic": TRAFFIC, "devices": devices}, allow_unicode=True))
+    with pytest.raises(ConfigError, match="tagged intersection='ix-9'"):
+        load_settings(path)

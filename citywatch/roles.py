@@ -1,0 +1,285 @@
+"""The city set-up: `citywatch ingest`, `citywatch process` and `citywatch api`, one role per process,
+joined by Kafka so each scales on its own (more ingest for more MQTT traffic, as many processors as the
+events topic has partitions, more api replicas for more readers).
+
+Each role builds its parts from the settings without touching the network, and connects in `start`
+(run by the HTTP app's lifespan, so a SIGTERM stops it cleanly through uvicorn).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from api.services import ApiServices, ComponentStatus
+from api.status_app import RoleServices
+from citywatch.metrics import Metrics
+from citywatch.models import DeadLetter, Event
+from citywatch.rate import RateMeter
+from citywatch.settings import BusKind, ConfigError, KafkaSettings, Settings
+from ingest.codecs.catalogue import build_codec
+from ingest.embedded_broker import EmbeddedBroker
+from ingest.geo import GeoError, GeoTagger
+from ingest.normalizer import Normalizer
+from ingest.registry import DeviceRegistry
+from ingest.service import IngestService
+from processors.bus import BusProducer
+from processors.catalogue import build_rules, device_partition_key
+from processors.engine import Engine
+from processors.kafka_bus import KafkaBusProducer, ensure_topics, partition_for
+from processors.kafka_lag import GroupMonitor
+from processors.kafka_processor import KafkaProcessor
+from store.base import Store
+from store.sqlite_store import SqliteStore
+
+log = logging.getLogger(__name__)
+
+
+def kafka_settings_of(settings: Settings, role: str) -> KafkaSettings:
+    if settings.bus.kind != BusKind.KAFKA:
+        raise ConfigError(f"citywatch {role} runs against Kafka: set bus.kind: kafka and bus.kafka "
+                          "(citywatch up runs every role in one process on the in-process bus)")
+    return settings.bus.kafka
+
+
+def geo_tagger(settings: Settings) -> GeoTagger:
+    try:
+        return GeoTagger.from_settings(settings.geo)
+    except GeoError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def open_store(settings: Settings) -> Store:
+    """The store the settings name (the embedded SQLite file under data_dir today)."""
+    return SqliteStore.in_directory(Path(settings.store.data_dir))
+
+
+class _CountingProducer(BusProducer):
+    """Counts what ingest hands to the bus, for its events/s."""
+
+    def __init__(self, inner: KafkaBusProducer, rate: RateMeter) -> None:
+        self.inner = inner
+        self.rate = rate
+
+    def send(self, events: Sequence[Event], dead_letters: Sequence[DeadLetter] = (), *,
+             timeout_s: float | None = None) -> None:
+        self.inner.send(events, dead_letters, timeout_s=timeout_s)
+        self.rate.add(len(events))
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        self.inner.flush(timeout_s)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class IngestRole:
+    """MQTT -> normalise -> Kafka events topic (keyed by partition key) and dead-letter topic."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.kafka = kafka_settings_of(settings, "ingest")
+        if settings.mqtt.url is None:
+            raise ConfigError("citywatch ingest subscribes to a broker: set mqtt.url (or --mqtt-url)")
+        self.metrics = Metrics()
+        self.rate = RateMeter()
+        self.metrics.events_per_second.labels("ingest").set_function(self.rate.rate)
+        self.registry = DeviceRegistry(settings.devices)
+        self.geo = geo_tagger(settings)
+        self.producer: _CountingProducer | None = None
+        self.ingest: IngestService | None = None
+
+    def start(self) -> None:
+        ensure_topics(self.kafka)
+        kafka_producer = KafkaBusProducer(self.kafka, client_id=self.settings.mqtt.client_id,
+                                          on_error=self._send_failed)
+        self.producer = _CountingProducer(kafka_producer, self.rate)
+        normalizer = Normalizer(self.settings.ingest, self.settings.mqtt.max_payload_bytes, self.registry,
+                                partial(build_codec, devices=self.registry,
+                                        vendor_maps=self.settings.vendor_maps),
+                                tagger=self.geo.tag_event)
+        assert self.settings.mqtt.url is not None  # checked in __init__
+        parsed = urlparse(self.settings.mqtt.url)
+        self.ingest = IngestService(
+            host=parsed.hostname or "127.0.0.1", port=parsed.port or 1883, settings=self.settings.mqtt,
+            topics=[route.pattern for route in self.settings.ingest.routes],
+            normalizer=normalizer, producer=self.producer, metrics=self.metrics,
+        )
+        self.ingest.start()
+
+    def _send_failed(self, topic: str, exc: BaseException) -> None:
+        log.error("Kafka refused a record for %s: %s", topic, exc)
+        self.metrics.bus_send_errors.labels(topic).inc()
+
+    def stop(self) -> None:
+        if self.ingest is not None:
+            self.ingest.stop()
+        if self.producer is not None:
+            self.producer.close()  # flushes: everything received is on Kafka before exit
+
+    def readiness(self) -> list[ComponentStatus]:
+        ingest = self.ingest
+        ready = ingest is not None and ingest.subscribed
+        detail = "" if ready else (ingest.error if ingest and ingest.error else "not connected")
+        return [ComponentStatus("mqtt", ready, detail or ""),
+                ComponentStatus("kafka", self.producer is not None)]
+
+    def status(self) -> dict[str, Any]:
+        return {"role": "ingest", "bus": "kafka", "events_per_s": round(self.rate.rate(), 1),
+                "events_total": self.rate.total,
+                "mqtt_connected": bool(self.ingest is not None and self.ingest.connected)}
+
+    def services(self) -> RoleServices:
+        return RoleServices(metrics=self.metrics, readiness=self.readiness, status=self.status,
+                            on_startup=[self.start], on_shutdown=[self.stop])
+
+
+class ProcessRole:
+    """One member of the processor group: judges its partitions, writes the store, checkpoints state."""
+
+    def __init__(self, settings: Settings, client_id: str = "citywatch-process") -> None:
+        self.settings = settings
+        self.kafka = kafka_settings_of(settings, "process")
+        self.client_id = client_id
+        self.metrics = Metrics()
+        self.registry = DeviceRegistry(settings.devices)
+        self.geo = geo_tagger(settings)
+        self.store: Store | None = None
+        self.processor: KafkaProcessor | None = None
+        self.failed: BaseException | None = None
+
+    def new_engine(self, partition: int, partitions: int) -> Engine:
+        """One partition's engine, with its own rule instances (a rule such as device_offline keeps a
+        clock of its own) and, for rules that judge registered devices that send nothing, only the
+        devices whose events this partition receives: the others are judged where their events go."""
+        pipeline = self.settings.pipeline
+        registered = [device for device in self.settings.devices
+                      if partition_for(device_partition_key(device), partitions) == partition]
+        # The dedup window is shared out over the partitions one instance may own.
+        capacity = max(10_000, pipeline.dedup_window_events // partitions)
+        return Engine(build_rules(self.settings.rules, self.registry, registered),
+                      allowed_lateness_ms=pipeline.allowed_lateness_ms, dedup_capacity=capacity)
+
+    def start(self) -> None:
+        ensure_topics(self.kafka)
+        self.store = open_store(self.settings)
+        self.processor = KafkaProcessor(
+            self.kafka, self.new_engine, self.store, self.metrics,
+            batch_events=self.settings.pipeline.batch_events,
+            dead_letter_payload_bytes=self.settings.ingest.dead_letter_payload_bytes,
+            client_id=self.client_id, on_failure=self._failed, tag_violation=self.geo.tag_violation,
+        )
+        self.processor.start()
+
+    def _failed(self, error: BaseException) -> None:
+        """The loop died (its error is logged): end the process so the orchestrator restarts it; its
+        partitions move to the other processors, which resume them from their checkpoints."""
+        self.failed = error
+        os.kill(os.getpid(), signal.SIGTERM)  # uvicorn's handler: a clean shutdown of the HTTP side
+
+    def stop(self) -> None:
+        if self.processor is not None:
+            self.processor.stop()
+        if self.store is not None:
+            self.store.close()
+
+    def readiness(self) -> list[ComponentStatus]:
+        processor = self.processor
+        if processor is None:
+            return [ComponentStatus("processor", False, "not started")]
+        if processor.error is not None or not processor.running:
+            return [ComponentStatus("processor", False, f"stopped: {processor.error!r}")]
+        joined = processor.joined.is_set()
+        return [ComponentStatus("processor", joined, "" if joined else "joining the consumer group")]
+
+    def status(self) -> dict[str, Any]:
+        if self.processor is None:
+            return {"role": "process", "running": False}
+        return self.processor.status()
+
+    def services(self) -> RoleServices:
+        return RoleServices(metrics=self.metrics, readiness=self.readiness, status=self.status,
+                            on_startup=[self.start], on_shutdown=[self.stop])
+
+
+class ApiRole:
+    """The HTTP API over the store, with the processor group's lag and rates from Kafka in /v1/status."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.kafka = kafka_settings_of(settings, "api")
+        self.metrics = Metrics()
+        self.store = open_store(settings)
+        self.monitor = GroupMonitor(self.kafka, self.metrics)
+
+    def readiness(self) -> list[ComponentStatus]:
+        try:
+            self.monitor.status()
+        except Exception as exc:  # readiness reports the failure instead of raising it
+            return [ComponentStatus("kafka", False, f"{type(exc).__name__}: {exc}")]
+        return [ComponentStatus("kafka", True)]
+
+    def stop(self) -> None:
+        self.monitor.close()
+        self.store.close()
+
+    def services(self) -> ApiServices:
+        return ApiServices(store=self.store, metrics=self.metrics, settings=self.settings.api,
+                           readiness=self.readiness, status=self.monitor.status,
+                           on_startup=[self.monitor.start], on_shutdown=[self.stop])
+
+
+class KafkaUpRuntime:
+    """`citywatch up` with `bus.kind: kafka`: the three roles in one process, for trying the Kafka
+    set-up on one machine (an embedded MQTT broker when `mqtt.url` is unset, as `up` always does)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        kafka_settings_of(settings, "up")
+        self.broker: EmbeddedBroker | None = None
+        if settings.mqtt.url is None:
+            # Its URL is known once it listens: ingest is built then (see start()).
+            self.broker = EmbeddedBroker(kind=settings.mqtt.embedded_broker.value,
+                                         port=settings.mqtt.embedded_port)
+        self.process = ProcessRole(settings, client_id="citywatch-up")
+        self.api = ApiRole(settings)
+        self.ingest: IngestRole | None = None
+
+    def start(self) -> None:
+        settings = self.settings
+        if self.broker is not None:
+            settings = settings.with_overrides(mqtt__url=self.broker.start())
+        self.process.start()
+        self.ingest = IngestRole(settings)
+        self.ingest.metrics = self.process.metrics  # one /metrics for the whole process
+        self.ingest.metrics.events_per_second.labels("ingest").set_function(self.ingest.rate.rate)
+        self.ingest.start()
+        self.api.monitor.start()
+
+    def stop(self) -> None:
+        if self.ingest is not None:
+            self.ingest.stop()
+        self.process.stop()
+        self.api.stop()
+        if self.broker is not None:
+            self.broker.stop()
+
+    def readiness(self) -> list[ComponentStatus]:
+        ingest = self.ingest.readiness() if self.ingest is not None else [ComponentStatus("mqtt", False)]
+        return [*ingest, *self.process.readiness()]
+
+    def status(self) -> dict[str, Any]:
+        return {**self.api.monitor.status(), "role": "up",
+                "process": self.process.status(),
+                "ingest": self.ingest.status() if self.ingest is not None else None}
+
+    def api_services(self) -> ApiServices:
+        return ApiServices(store=self.api.store, metrics=self.process.metrics, settings=self.settings.api,
+                           readiness=self.readiness, status=self.status,
+                           on_startup=[self.start], on_shutdown=[self.stop])
