@@ -10,7 +10,7 @@ TEST_SERVICES := mosquitto:mosquitto openssl:openssl
 help:
 	@echo "make run    set up and run the embedded stack with its simulator (API on 127.0.0.1:8000)"
 	@echo "make test   set up (virtualenv, packages, real services) and run lint and every test"
-	@echo "make bench  end-to-end throughput and latency (embedded, then Kafka); figures go in BENCHMARKS.md"
+	@echo "make bench  end-to-end throughput and latency (embedded, then Kafka), per-rule throughput; figures go in BENCHMARKS.md"
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "citywatch needs Python 3.11 or newer"' \
@@ -49,6 +49,7 @@ test: $(VENV)/.installed-dev services lint
 
 bench: $(VENV)/.installed-dev services
 	$(BIN)/python -m bench.e2e
+	$(BIN)/python -m bench.rules
 	$(BIN)/python -m bench.rules_throughput
 	$(BIN)/python -m bench.kafka
 

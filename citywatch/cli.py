@@ -140,6 +140,39 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    import msgspec
+
+    from citywatch.replay import Replayer, ReplayError, read_recording
+    from store.sqlite_store import SqliteStore
+
+    settings = _load(args)
+    if args.speed is not None and args.speed <= 0:
+        raise ConfigError(f"--speed must be above 0, got {args.speed}")
+    store = SqliteStore.in_directory(args.store) if args.store else None
+    output = sys.stdout.buffer if args.out is None or str(args.out) == "-" else args.out.open("wb")
+    encoder = msgspec.json.Encoder()
+
+    def write(violations: list) -> None:
+        for violation in violations:
+            output.write(encoder.encode(violation) + b"\n")
+
+    try:
+        result = Replayer(settings, store=store).run(read_recording(args.file), speed=args.speed,
+                                                     on_violations=None if args.quiet else write)
+    except ReplayError as exc:
+        print(f"citywatch: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        output.flush()
+        if output is not sys.stdout.buffer:
+            output.close()
+        if store is not None:
+            store.close()
+    print(result.summary(), file=sys.stderr)
+    return 0
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     from ingest.geo import GeoError, GeoTagger
 
@@ -239,6 +272,18 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = keys_commands.add_parser("revoke", help="Revoke a key.")
     revoke.add_argument("key_id")
     keys.set_defaults(handler=cmd_keys)
+
+    replay = with_config(commands.add_parser(
+        "replay", help="Run a recorded feed (JSON lines of topic, payload, time) through ingest and rules."))
+    replay.add_argument("file", type=Path, help="The recording: one {topic, payload, time} object a line.")
+    replay.add_argument("--speed", type=float, default=None,
+                        help="Play at this multiple of real time (default: as fast as possible).")
+    replay.add_argument("--out", type=Path, default=None,
+                        help="Write violation changes as JSON lines here (default: standard output).")
+    replay.add_argument("--store", type=Path, default=None,
+                        help="Also store events, violations and dead letters in this data directory.")
+    replay.add_argument("--quiet", action="store_true", help="Print only the summary (on stderr).")
+    replay.set_defaults(handler=cmd_replay)
 
     check = commands.add_parser("check-config", help="Validate a configuration file and exit.")
     check.add_argument("config", type=Path, nargs="?", default=None)

@@ -60,7 +60,8 @@ class EmbeddedRuntime:
         self.broker: EmbeddedBroker | None = None
         self.mqtt_url: str | None = settings.mqtt.url
         self.bus = InProcessBus(settings.bus.queue_events)
-        self.engine = Engine(build_rules(settings.rules, self.registry, settings.devices),
+        self.engine = Engine(build_rules(settings.rules, self.registry, settings.devices,
+                                         traffic=settings.traffic),
                              allowed_lateness_ms=settings.pipeline.allowed_lateness_ms,
                              dedup_capacity=settings.pipeline.dedup_window_events)
         self.rate = RateMeter()

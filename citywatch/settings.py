@@ -27,6 +27,19 @@ from pydantic import (
 
 from citywatch import sanitation_settings as san
 from citywatch.ingest_config import GeoSettings, VendorMap
+from citywatch.traffic_settings import (
+    CameraViolationSettings,
+    CongestionSettings,
+    IllegalParkingSettings,
+    NoHelmetSettings,
+    PedestrianRedSettings,
+    RedLightSettings,
+    SpeedingSettings,
+    TrafficSettings,
+    WrongWaySettings,
+    YieldCrosswalkSettings,
+    tag_camera_intersections,
+)
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "citywatch.yaml"
 
@@ -278,6 +291,16 @@ class RuleSettings(_Section):
         description="Per-zone threshold overrides: {zone tag: {rule name: {setting: value}}}; a device's "
         "own `thresholds` win over its zone's.",
     )
+    # Traffic rules (docs/rules.md); their zones and code table are in the `traffic` section.
+    red_light: RedLightSettings = RedLightSettings()
+    pedestrian_red: PedestrianRedSettings = PedestrianRedSettings()
+    yield_crosswalk: YieldCrosswalkSettings = YieldCrosswalkSettings()
+    illegal_parking: IllegalParkingSettings = IllegalParkingSettings()
+    wrong_way: WrongWaySettings = WrongWaySettings()
+    speeding: SpeedingSettings = SpeedingSettings()
+    no_helmet: NoHelmetSettings = NoHelmetSettings()
+    congestion: CongestionSettings = CongestionSettings()
+    camera_violation: CameraViolationSettings = CameraViolationSettings()
 
 
 class DeviceSettings(_Section):
@@ -378,6 +401,8 @@ class Settings(_Section):
     api: ApiSettings = ApiSettings()
     pipeline: PipelineSettings = PipelineSettings()
     rules: RuleSettings = RuleSettings()
+    traffic: TrafficSettings = Field(default_factory=TrafficSettings, description="Intersections, camera "
+                                     "zones, schedules and the violation-code table of the traffic rules.")
     devices: list[DeviceSettings] = Field(default_factory=list, description="The device registry.")
     devices_file: Path | None = Field(
         None, description="YAML list of devices, appended to `devices` (relative to the config file)."
@@ -448,7 +473,10 @@ def load_settings(path: Path | None = None) -> Settings:
     duplicates = sorted(device_id for device_id, count in registered.items() if count > 1)
     if duplicates:
         raise ConfigError(f"{path}: device ids registered twice: {', '.join(duplicates)}")
-    return settings
+    try:
+        return tag_camera_intersections(settings)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
 
 
 _VENDOR_MAPS = TypeAdapter(dict[str, VendorMap])

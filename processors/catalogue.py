@@ -6,6 +6,7 @@ from typing import Any
 
 from citywatch.models import Event
 from citywatch.settings import DeviceSettings, RuleSettings
+from citywatch.traffic_settings import TrafficSettings
 from processors.devices import DeviceLookup
 from processors.rule import Rule
 from processors.rules.air_quality import AirQualityRule
@@ -14,18 +15,30 @@ from processors.rules.bin_lid_open import BinLidOpenRule
 from processors.rules.bin_near_full import BinNearFullRule
 from processors.rules.bin_overflow import BinOverflowRule
 from processors.rules.bin_tilt import BinTiltRule
+from processors.rules.camera_violation import CameraViolationRule
+from processors.rules.congestion import CongestionRule
 from processors.rules.construction_dust import ConstructionDustRule
 from processors.rules.device_offline import DeviceOfflineRule
+from processors.rules.illegal_parking import IllegalParkingRule
 from processors.rules.implausible_reading import ImplausibleReadingRule
 from processors.rules.low_battery import LowBatteryRule
+from processors.rules.no_helmet import NoHelmetRule
+from processors.rules.pedestrian_red import PedestrianRedRule
+from processors.rules.red_light import RedLightRule
+from processors.rules.speeding import SpeedingRule
 from processors.rules.stuck_sensor import StuckSensorRule
 from processors.rules.toilet_odour import ToiletOdourRule
 from processors.rules.water_black_odour import WaterBlackOdourRule
+from processors.rules.wrong_way import WrongWayRule
+from processors.rules.yield_crosswalk import YieldCrosswalkRule
+from processors.traffic import TrafficContext
 
 
 def build_rules(settings: RuleSettings, devices: DeviceLookup,
-                registered: list[DeviceSettings] | None = None) -> list[Rule[Any]]:
-    """`registered`: the registry's devices, for rules that judge devices that send nothing."""
+                registered: list[DeviceSettings] | None = None,
+                traffic: TrafficSettings | None = None) -> list[Rule[Any]]:
+    """`registered`: the registry's devices, for rules that judge devices that send nothing;
+    `traffic`: intersections, camera zones and the code table of the traffic rules."""
     rules: list[Rule[Any]] = []
     zones = settings.zone_thresholds
     if settings.bin_overflow.enabled:
@@ -55,7 +68,24 @@ def build_rules(settings: RuleSettings, devices: DeviceLookup,
         rules.append(WaterBlackOdourRule(settings.water_black_odour, devices, zones))
     if settings.low_battery.enabled:
         rules.append(LowBatteryRule(settings.low_battery, devices, zones))
+    # Traffic (docs/rules.md).
+    rules.extend(build_traffic_rules(settings, TrafficContext.build(traffic or TrafficSettings(), devices)))
     return rules
+
+
+def build_traffic_rules(settings: RuleSettings, context: TrafficContext) -> list[Rule[Any]]:
+    candidates: list[tuple[bool, Rule[Any]]] = [
+        (settings.red_light.enabled, RedLightRule(settings.red_light, context)),
+        (settings.pedestrian_red.enabled, PedestrianRedRule(settings.pedestrian_red, context)),
+        (settings.yield_crosswalk.enabled, YieldCrosswalkRule(settings.yield_crosswalk, context)),
+        (settings.illegal_parking.enabled, IllegalParkingRule(settings.illegal_parking, context)),
+        (settings.wrong_way.enabled, WrongWayRule(settings.wrong_way, context)),
+        (settings.speeding.enabled, SpeedingRule(settings.speeding, context)),
+        (settings.no_helmet.enabled, NoHelmetRule(settings.no_helmet, context)),
+        (settings.congestion.enabled, CongestionRule(settings.congestion, context)),
+        (settings.camera_violation.enabled, CameraViolationRule(settings.camera_violation, context)),
+    ]
+    return [rule for enabled, rule in candidates if enabled]
 
 
 def partition_key(event: Event) -> str:

@@ -103,6 +103,10 @@ class Engine:
     def held(self) -> int:
         return len(self._held)
 
+    @property
+    def pending_timers(self) -> int:
+        return len(self._timers)
+
     def _rules_for(self, kind: str) -> list[Rule[Any]]:
         """The rules of a kind, reading inspectors first (so they can gate the others)."""
         rules = self._rules_by_kind.get(kind)
@@ -180,6 +184,8 @@ class Engine:
                 continue
             store.set(key, new_state, event.event_time_ms)
             self._collect(rule, key, emitter, out)
+            out.dead_letters.extend(_rejected(rule.name, event, reason, detail)
+                                    for reason, detail in emitter.rejections)
             if emitter.suspect_reason is not None and not suspect:
                 suspect = True
                 out.suspect_events.append(event)
@@ -240,9 +246,13 @@ class Engine:
 
 
 def _rule_failure(rule_name: str, event: Event, exc: Exception) -> DeadLetter:
+    return _rejected(rule_name, event, "rule_error", f"rule {rule_name} failed: {type(exc).__name__}: {exc}")
+
+
+def _rejected(rule_name: str, event: Event, reason: str, detail: str) -> DeadLetter:
     return DeadLetter(
-        reason="rule_error",
-        detail=f"rule {rule_name} failed: {type(exc).__name__}: {exc}"[:500],
+        reason=reason,
+        detail=detail[:500],
         topic="",
         payload=msgspec.json.encode(event),
         received_time_ms=event.ingest_time_ms,

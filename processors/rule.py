@@ -25,17 +25,23 @@ ANY_KIND = "*"
 class Emitter:
     """What a rule may do besides returning its state: emit violations and ask for event-time timers."""
 
-    __slots__ = ("records", "suspect_reason", "timers", "violations")
+    __slots__ = ("records", "rejections", "suspect_reason", "timers", "violations")
 
     def __init__(self) -> None:
         self.violations: list[Violation] = []
         self.timers: list[int] = []
+        self.rejections: list[tuple[str, str]] = []
         # Derived values a rule publishes besides violations (e.g. a forecast), written by the worker.
         self.records: list[msgspec.Struct] = []
         self.suspect_reason: str | None = None
 
     def violation(self, violation: Violation) -> None:
         self.violations.append(violation)
+
+    def reject(self, reason: str, detail: str) -> None:
+        """Dead-letter the event being judged: it breaks what this rule requires (the detail names the
+        field). The event is still stored and other rules still see it."""
+        self.rejections.append((reason, detail))
 
     def timer(self, at_ms: int) -> None:
         """Call the rule's on_timer for this key once the watermark reaches `at_ms` (event time)."""

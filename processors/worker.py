@@ -116,7 +116,10 @@ class ProcessorWorker:
         for violation in out.violations:
             self.metrics.violations.labels(violation.type, violation.status.value).inc()
         for letter in out.dead_letters:
-            self.metrics.rule_errors.labels(letter.source.removeprefix("rule:")).inc()
+            if letter.reason == "rule_error":
+                self.metrics.rule_errors.labels(letter.source.removeprefix("rule:")).inc()
+            else:  # input a rule rejected (Emitter.reject) is bad input like any other dead letter
+                self.metrics.dead_letters.labels(reason=letter.reason).inc()
         if batch.events and self.on_stored is not None:
             self.on_stored(batch.events)
 

@@ -1,0 +1,153 @@
+"""Congestion (拥堵): a detector approach whose occupancy is at least `occupancy_pct` (30%) and whose mean
+speed is at most `speed_kmh` (15 km/h) for `open_intervals` (3) consecutive intervals opens an incident;
+`clear_intervals` (2) consecutive intervals that are not congested clear it. In between nothing changes,
+so an approach hovering at the threshold opens once and never flaps.
+
+The incident starts at the first congested interval of the opening run and ends at the first free
+interval of the clearing run; the clear carries the peak occupancy, the lowest speed and the duration.
+A gap of more than `max_gap_intervals` intervals between readings breaks a run: a silent detector is not
+evidence either way. One state per detector and approach, dropped while the approach flows freely.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import msgspec
+
+from citywatch.models import Event, Evidence, Severity, Violation, ViolationStatus, stable_id
+from citywatch.traffic_settings import CongestionSettings
+from processors.rule import Emitter, Rule
+from processors.traffic import TrafficContext
+
+TYPE = "congestion"
+
+
+class Interval(msgspec.Struct, array_like=True):
+    event_id: str
+    time_ms: int
+    occupancy_pct: float
+    speed_kmh: float
+
+
+class CongestionState(msgspec.Struct):
+    last_ms: int = 0
+    run: list[Interval] = []
+    free: list[Interval] = []
+    open: Violation | None = None
+    peak_occupancy_pct: float = 0.0
+    min_speed_kmh: float = 0.0
+    congested_intervals: int = 0
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+class CongestionRule(Rule[CongestionState]):
+    name: ClassVar[str] = TYPE
+    kinds: ClassVar[frozenset[str]] = frozenset({"detector"})
+    state_type: ClassVar[type[msgspec.Struct]] = CongestionState
+
+    def __init__(self, settings: CongestionSettings, context: TrafficContext) -> None:
+        self.settings = settings
+        self.context = context
+        self.state_ttl_ms = settings.state_ttl_s * 1000
+
+    def key_of(self, event: Event) -> str:
+        approach = event.attributes.get("approach")
+        return f"{event.device_id}|{approach}" if isinstance(approach, str) else event.device_id
+
+    def _threshold(self, event: Event, name: str, default: float) -> float:
+        return self.context.zones.threshold(TYPE, name, default, device_id=event.device_id)
+
+    def on_event(self, state: CongestionState | None, event: Event,
+                 out: Emitter) -> CongestionState | None:
+        occupancy = _number(event.attributes.get("occupancy_pct"))
+        speed = _number(event.attributes.get("speed_kmh"))
+        if occupancy is None or speed is None:
+            return state
+        settings = self.settings
+        interval_s = _number(event.attributes.get("interval_s")) or settings.default_interval_s
+        state = state or CongestionState()
+        time_ms = event.event_time_ms
+        if state.last_ms and time_ms - state.last_ms > settings.max_gap_intervals * interval_s * 1000:
+            state.run, state.free = [], []
+        state.last_ms = time_ms
+        reading = Interval(event.event_id, time_ms, occupancy, speed)
+        congested = (occupancy >= self._threshold(event, "occupancy_pct", settings.occupancy_pct)
+                     and speed <= self._threshold(event, "speed_kmh", settings.speed_kmh))
+        if congested:
+            state.free = []
+            if state.open is not None:
+                state.peak_occupancy_pct = max(state.peak_occupancy_pct, occupancy)
+                state.min_speed_kmh = min(state.min_speed_kmh, speed)
+                state.congested_intervals += 1
+                return state
+            state.run = [*state.run, reading]
+            if len(state.run) >= int(self._threshold(event, "open_intervals", settings.open_intervals)):
+                self._open(state, event, out)
+            return state
+        state.run = []
+        if state.open is None:
+            return None
+        state.free = [*state.free, reading]
+        if len(state.free) >= int(self._threshold(event, "clear_intervals", settings.clear_intervals)):
+            out.violation(self._clear(state, event))
+            return None
+        return state
+
+    def _open(self, state: CongestionState, event: Event, out: Emitter) -> None:
+        run, settings = state.run, self.settings
+        peak = max(interval.occupancy_pct for interval in run)
+        high = self._threshold(event, "high_occupancy_pct", self.settings.high_occupancy_pct)
+        approach = event.attributes.get("approach")
+        state.open = Violation(
+            violation_id=stable_id(TYPE, event.device_id, approach, run[0].event_id),
+            type=TYPE,
+            severity=Severity.HIGH if peak >= high else Severity.MEDIUM,
+            device_id=event.device_id,
+            start_time_ms=run[0].time_ms,
+            updated_time_ms=event.event_time_ms,
+            location=event.location,
+            tags=event.tags,
+            evidence=Evidence(
+                event_ids=[interval.event_id for interval in run],
+                details={
+                    "intersection": event.attributes.get("intersection"),
+                    "approach": approach,
+                    "occupancy_pct": [interval.occupancy_pct for interval in run],
+                    "speed_kmh": [interval.speed_kmh for interval in run],
+                    "open_occupancy_pct": self._threshold(event, "occupancy_pct", settings.occupancy_pct),
+                    "open_speed_kmh": self._threshold(event, "speed_kmh", settings.speed_kmh),
+                    "open_intervals": len(run),
+                },
+            ),
+        )
+        state.peak_occupancy_pct = peak
+        state.min_speed_kmh = min(interval.speed_kmh for interval in run)
+        state.congested_intervals = len(run)
+        state.run = []
+        out.violation(state.open)
+
+    def _clear(self, state: CongestionState, event: Event) -> Violation:
+        opened = state.open
+        assert opened is not None
+        end_ms = state.free[0].time_ms
+        return msgspec.structs.replace(
+            opened,
+            status=ViolationStatus.CLEARED,
+            end_time_ms=end_ms,
+            updated_time_ms=event.event_time_ms,
+            evidence=msgspec.structs.replace(
+                opened.evidence,
+                event_ids=[*opened.evidence.event_ids, *(interval.event_id for interval in state.free)],
+                details={**opened.evidence.details,
+                         "peak_occupancy_pct": state.peak_occupancy_pct,
+                         "min_speed_kmh": state.min_speed_kmh,
+                         "congested_intervals": state.congested_intervals,
+                         "duration_s": (end_ms - opened.start_time_ms) / 1000},
+            ),
+        )

@@ -1,0 +1,64 @@
+"""No helmet (一盔): a motorcycle or e-bike rider that the camera's classifier reports without a helmet
+(`helmet: false`; a missing value says nothing) on `consecutive` messages in a row. One violation per
+track. Motorcyclists get the points of `no_helmet:motorcycle` in the code table; e-bike riders have no
+licence points.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import msgspec
+
+from citywatch.models import Event, Severity
+from citywatch.traffic_settings import NoHelmetSettings
+from processors.rule import Emitter, Rule
+from processors.traffic import TrafficContext, track_violation
+
+TYPE = "no_helmet"
+
+
+class HelmetState(msgspec.Struct):
+    event_ids: list[str] = []
+    reported: bool = False
+
+
+class NoHelmetRule(Rule[HelmetState]):
+    name: ClassVar[str] = TYPE
+    kinds: ClassVar[frozenset[str]] = frozenset({"track"})
+    state_type: ClassVar[type[msgspec.Struct]] = HelmetState
+
+    def __init__(self, settings: NoHelmetSettings, context: TrafficContext) -> None:
+        self.settings = settings
+        self.context = context
+        self.labels = frozenset(settings.labels)
+        self.state_ttl_ms = context.track_idle_ms
+
+    def key_of(self, event: Event) -> str | None:
+        track_id = event.attributes.get("track_id")
+        if track_id is None or event.attributes.get("label") not in self.labels:
+            return None
+        return f"{event.device_id}/{track_id}"
+
+    def on_event(self, state: HelmetState | None, event: Event, out: Emitter) -> HelmetState | None:
+        track = self.context.track(event)
+        if track is None:
+            return state
+        state = state or HelmetState()
+        if not state.reported and track.helmet is not None:
+            if track.helmet:
+                state.event_ids = []
+            else:
+                needed = int(self.context.zones.threshold(TYPE, "consecutive", self.settings.consecutive,
+                                                          device_id=track.device_id))
+                state.event_ids = [*state.event_ids, event.event_id][-needed:]
+                if len(state.event_ids) >= needed:
+                    state.reported = True
+                    out.violation(track_violation(
+                        self.context, violation_type=TYPE, severity=Severity.MEDIUM, event=event, track=track,
+                        zone=None, incident="helmet", start_time_ms=event.event_time_ms,
+                        event_ids=state.event_ids, details={"consecutive": needed},
+                    ))
+        if track.ended:
+            return None
+        return state if state.reported or state.event_ids else None

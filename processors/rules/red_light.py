@@ -1,0 +1,91 @@
+"""Red-light running (闯红灯): a vehicle enters the stop-line zone of an approach while that approach's
+phase is red, more than `grace_s` (0.3 s) after it turned red. One violation per track and approach.
+
+Signals and cameras meet in one state per intersection (key_of), so the phase a track is judged against
+is the phase in force at the track's event time, whatever order the two streams arrived in (the engine
+sorts them by event time within the allowed lateness).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import msgspec
+
+from citywatch.models import Event, Severity
+from citywatch.traffic_settings import RedLightSettings, ZoneType
+from processors.rule import Emitter, Rule
+from processors.traffic import (
+    PhaseState,
+    TrackBook,
+    TrafficContext,
+    phase_details,
+    red_for_ms,
+    track_violation,
+    update_phase,
+)
+
+TYPE = "red_light"
+
+
+class IntersectionState(msgspec.Struct):
+    phases: dict[str, PhaseState] = {}
+    book: TrackBook = msgspec.field(default_factory=TrackBook)
+
+
+class RedLightRule(Rule[IntersectionState]):
+    name: ClassVar[str] = TYPE
+    kinds: ClassVar[frozenset[str]] = frozenset({"track", "signal"})
+    state_type: ClassVar[type[msgspec.Struct]] = IntersectionState
+
+    def __init__(self, settings: RedLightSettings, context: TrafficContext) -> None:
+        self.settings = settings
+        self.context = context
+        self.labels = frozenset(settings.labels)
+        self.state_ttl_ms = settings.state_ttl_s * 1000
+
+    def key_of(self, event: Event) -> str | None:
+        return intersection_key(event, self.context)
+
+    def on_event(self, state: IntersectionState | None, event: Event,
+                 out: Emitter) -> IntersectionState | None:
+        state = state or IntersectionState()
+        if event.kind == "signal":
+            update_phase(state.phases, event)
+            return state
+        track = self.context.track(event)
+        if track is None or track.label not in self.labels:
+            return state
+        memory, entered = state.book.observe(
+            track, event, self.context.track_idle_ms,
+            self.context.zones.zone_names(track.device_id, ZoneType.STOP_LINE))
+        zones = self.context.zones.zones_of(track.device_id, entered, ZoneType.STOP_LINE)
+        for zone in zones:
+            incident = zone.settings.approach or zone.name
+            if incident in memory.judged or not zone.in_force(event.event_time_ms):
+                continue
+            grace_ms = 1000 * self.context.zones.threshold(TYPE, "grace_s", self.settings.grace_s,
+                                                           device_id=track.device_id, zone=zone)
+            red_ms = red_for_ms(state.phases, zone.phase, event.event_time_ms,
+                                int(self.settings.signal_stale_s * 1000))
+            if red_ms is None or red_ms <= grace_ms:
+                continue
+            memory.judged = [*memory.judged, incident]
+            signal: dict[str, Any] = phase_details(state.phases, zone.phase, event.event_time_ms)
+            out.violation(track_violation(
+                self.context, violation_type=TYPE, severity=Severity.HIGH, event=event, track=track,
+                plate=memory.plate, zone=zone, incident=incident, start_time_ms=event.event_time_ms,
+                event_ids=[signal["signal_event_id"], event.event_id],
+                details={"approach": zone.settings.approach, "signal": signal, "grace_s": grace_ms / 1000},
+            ))
+        if track.ended:
+            state.book.forget(track)
+        return state
+
+
+def intersection_key(event: Event, context: TrafficContext) -> str | None:
+    """Signals by their `intersection` attribute, camera tracks by their camera's configured intersection."""
+    if event.kind == "signal":
+        intersection = event.attributes.get("intersection")
+        return intersection if isinstance(intersection, str) and intersection else None
+    return context.zones.intersection_of(event.device_id)

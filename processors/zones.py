@@ -1,0 +1,193 @@
+"""Camera zones and schedules at run time: which zone a track is in, whether it is in force, its limits.
+
+Built once from the validated `traffic` settings. Schedules are local times in the city's time zone
+(zoneinfo), so "07:00-09:00 on workdays" means Beijing time for a Chinese city whatever the server's zone,
+and the arithmetic is wall-clock arithmetic across daylight-saving changes where a zone has them.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+from citywatch.traffic_settings import (
+    WEEKDAYS,
+    CameraZonesSettings,
+    ScheduleSettings,
+    TrafficSettings,
+    ZoneSettings,
+    ZoneType,
+    parse_window,
+)
+from processors.devices import DeviceLookup, NoDevices
+
+FOREVER_MS = 2**62
+# How far ahead a schedule is searched for its next window: two weeks cover any weekly pattern plus
+# a run of public holidays.
+SEARCH_DAYS = 15
+_WHOLE_DAY = [(0, 24 * 60)]
+
+
+class Schedule:
+    """When something is in force, as half-open intervals [start_ms, end_ms) of event time."""
+
+    def __init__(self, name: str, settings: ScheduleSettings, time_zone: zoneinfo.ZoneInfo) -> None:
+        self.name = name
+        self.time_zone = time_zone
+        self._days = {WEEKDAYS.index(day) for day in settings.days}
+        self._windows = sorted(parse_window(window) for window in settings.windows) or _WHOLE_DAY
+        self._skip = set(settings.skip_dates)
+        self._extra = set(settings.extra_dates)
+
+    def _applies_on(self, day: date) -> bool:
+        if day in self._extra:
+            return True
+        return day.weekday() in self._days and day not in self._skip
+
+    def _day_intervals(self, day: date) -> list[tuple[int, int]]:
+        if not self._applies_on(day):
+            return []
+        midnight = datetime(day.year, day.month, day.day, tzinfo=self.time_zone)
+        return [(_ms(midnight + timedelta(minutes=start)), _ms(midnight + timedelta(minutes=end)))
+                for start, end in self._windows]
+
+    def _local_date(self, time_ms: int) -> date:
+        return datetime.fromtimestamp(time_ms / 1000, tz=UTC).astimezone(self.time_zone).date()
+
+    def active_at(self, time_ms: int) -> bool:
+        return any(start <= time_ms < end for start, end in self._day_intervals(self._local_date(time_ms)))
+
+    def intervals(self, from_ms: int) -> Iterator[tuple[int, int]]:
+        """Intervals in force that end after `from_ms`, in order; touching windows are merged."""
+        first_day = self._local_date(from_ms)
+        pending: tuple[int, int] | None = None
+        for offset in range(SEARCH_DAYS):
+            for start, end in self._day_intervals(first_day + timedelta(days=offset)):
+                if pending is not None and start <= pending[1]:
+                    pending = (pending[0], max(pending[1], end))
+                    continue
+                if pending is not None and pending[1] > from_ms:
+                    yield pending
+                pending = (start, end)
+        if pending is not None and pending[1] > from_ms:
+            yield pending
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def dwell_due(schedule: Schedule | None, since_ms: int, dwell_ms: int) -> tuple[int, int] | None:
+    """When something present since `since_ms` has been there `dwell_ms` while the schedule was in force,
+    continuously: (when the in-force stay began, when it reaches the dwell). None: not within the search."""
+    if schedule is None:
+        return since_ms, since_ms + dwell_ms
+    for start, end in schedule.intervals(since_ms):
+        begun = max(start, since_ms)
+        if end - begun >= dwell_ms:
+            return begun, begun + dwell_ms
+    return None
+
+
+def in_force_until(schedule: Schedule | None, time_ms: int) -> int:
+    """End of the schedule's interval in force at `time_ms` (FOREVER_MS for no schedule)."""
+    if schedule is None:
+        return FOREVER_MS
+    for start, end in schedule.intervals(time_ms):
+        return end if start <= time_ms else time_ms
+    return time_ms
+
+
+@dataclass(frozen=True, slots=True)
+class Zone:
+    camera: str
+    name: str
+    type: ZoneType
+    settings: ZoneSettings
+    schedule: Schedule | None
+    intersection: str | None
+    # stop_line: the vehicle phase of its approach; crosswalk: its pedestrian phase.
+    phase: str | None
+    scheduled_limits: tuple[tuple[Schedule, float], ...] = field(default=())
+
+    def in_force(self, time_ms: int) -> bool:
+        return self.schedule is None or self.schedule.active_at(time_ms)
+
+    def speed_limit_kmh(self, time_ms: int) -> float | None:
+        """The lowest limit in force at `time_ms` (a school-hours limit below the posted one wins)."""
+        limits = [limit for schedule, limit in self.scheduled_limits if schedule.active_at(time_ms)]
+        if self.settings.speed_limit_kmh is not None:
+            limits.append(self.settings.speed_limit_kmh)
+        return min(limits) if limits else None
+
+
+class ZoneMap:
+    """Zones by camera and name, the camera's intersection, and per-zone / per-device thresholds."""
+
+    def __init__(self, traffic: TrafficSettings, devices: DeviceLookup | None = None) -> None:
+        self.time_zone = zoneinfo.ZoneInfo(traffic.time_zone)
+        self.devices = devices or NoDevices()
+        self.schedules = {name: Schedule(name, settings, self.time_zone)
+                          for name, settings in traffic.schedules.items()}
+        phases = {(ix.id, approach.name): approach.phase
+                  for ix in traffic.intersections for approach in ix.approaches}
+        self._intersections = {camera.device_id: camera.intersection for camera in traffic.cameras}
+        self._zones: dict[str, dict[str, Zone]] = {
+            camera.device_id: {zone.name: self._zone(camera, zone, phases) for zone in camera.zones}
+            for camera in traffic.cameras
+        }
+        self._types = {camera: frozenset(zone.type for zone in zones.values())
+                       for camera, zones in self._zones.items()}
+        self._names = {(camera, zone_type): frozenset(name for name, zone in zones.items()
+                                                      if zone.type is zone_type)
+                       for camera, zones in self._zones.items() for zone_type in ZoneType}
+
+    def _zone(self, camera: CameraZonesSettings, zone: ZoneSettings,
+              phases: dict[tuple[str, str], str]) -> Zone:
+        phase = zone.pedestrian_phase
+        if zone.type is ZoneType.STOP_LINE and zone.approach is not None and camera.intersection:
+            phase = phases[(camera.intersection, zone.approach)]
+        return Zone(
+            camera=camera.device_id, name=zone.name, type=zone.type, settings=zone,
+            schedule=self.schedules[zone.schedule] if zone.schedule else None,
+            intersection=camera.intersection, phase=phase,
+            scheduled_limits=tuple((self.schedules[limit.schedule], limit.speed_limit_kmh)
+                                   for limit in zone.scheduled_limits),
+        )
+
+    def intersection_of(self, camera: str) -> str | None:
+        return self._intersections.get(camera)
+
+    def zone_names(self, camera: str, zone_type: ZoneType) -> frozenset[str]:
+        """Names of the camera's zones of one type (what a rule watches)."""
+        return self._names.get((camera, zone_type), frozenset())
+
+    def has_zone_type(self, camera: str, zone_type: ZoneType) -> bool:
+        return zone_type in self._types.get(camera, ())
+
+    def zone(self, camera: str, name: str) -> Zone | None:
+        return self._zones.get(camera, {}).get(name)
+
+    def zones_of(self, camera: str, names: Iterable[str], *types: ZoneType) -> list[Zone]:
+        """The configured zones among `names` (what the camera reports) of the given types, in name order."""
+        known = self._zones.get(camera)
+        if not known:
+            return []
+        found = [known[name] for name in names if name in known]
+        return sorted((zone for zone in found if not types or zone.type in types), key=lambda z: z.name)
+
+    def threshold(self, rule: str, name: str, default: float, *, device_id: str,
+                  zone: Zone | None = None) -> float:
+        """The zone's override, else the device's (registry), else the rule's configured default."""
+        if zone is not None:
+            value = zone.settings.thresholds.get(rule, {}).get(name)
+            if value is not None:
+                return value
+        device = self.devices.get(device_id)
+        if device is not None:
+            value = device.thresholds.get(rule, {}).get(name)
+            if value is not None:
+                return value
+        return default
