@@ -28,7 +28,8 @@ from processors.catalogue import build_rules
 from processors.engine import Engine
 from processors.inprocess_bus import InProcessBus
 from processors.worker import ProcessorWorker
-from store.sqlite_store import SqliteStore
+from store.base import Store
+from store.factory import RetentionSweeper, build_store
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,8 @@ class EmbeddedRuntime:
         self.on_stored = on_stored
         self.metrics = Metrics()
         self.data_dir = Path(settings.store.data_dir)
-        self.store = SqliteStore.in_directory(self.data_dir)
+        self.store: Store = build_store(settings.store, self.metrics)
+        self.retention_sweeper = RetentionSweeper(self.store, settings.store.retention.sweep_interval_s)
         self.registry = DeviceRegistry(settings.devices)
         self.broker: EmbeddedBroker | None = None
         self.mqtt_url: str | None = settings.mqtt.url
@@ -59,6 +61,8 @@ class EmbeddedRuntime:
 
     def start(self) -> None:
         self._restore_rule_state()
+        self.store.start()
+        self.retention_sweeper.start()
         self.worker.start()
         if self.mqtt_url is None:
             self.broker = EmbeddedBroker(kind=self.settings.mqtt.embedded_broker.value,
@@ -88,6 +92,7 @@ class EmbeddedRuntime:
         self.worker.stop()
         if self.worker.error is None:
             (self.data_dir / SNAPSHOT_FILE).write_bytes(self.engine.snapshot())
+        self.retention_sweeper.stop()
         self.store.close()
         if self.broker is not None:
             self.broker.stop()
