@@ -11,9 +11,9 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 import citywatch
-from api.routes import dead_letters, events, health, violations
+from api.routes import aggregates, dead_letters, events, exports, health, readings, violations
 from api.services import ApiServices
-from store.base import InvalidCursor
+from store.base import InvalidCursor, QueryTooLarge
 
 
 def create_app(services: ApiServices) -> FastAPI:
@@ -38,7 +38,14 @@ def create_app(services: ApiServices) -> FastAPI:
     async def invalid_cursor(_: Request, exc: InvalidCursor) -> JSONResponse:
         return JSONResponse(status_code=400, content={"detail": str(exc)})
 
+    @app.exception_handler(QueryTooLarge)
+    async def query_too_large(_: Request, exc: QueryTooLarge) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": str(exc)})
+
     app.include_router(violations.router)
+    app.include_router(aggregates.router)
+    app.include_router(readings.router)
+    app.include_router(exports.router)
     app.include_router(events.router)
     app.include_router(dead_letters.router)
     app.include_router(health.router)
