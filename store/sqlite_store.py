@@ -13,10 +13,11 @@ JSON functions can filter on them later without a schema change.
 from __future__ import annotations
 
 import contextlib
+import math
 import pathlib
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -106,10 +107,10 @@ CREATE INDEX dead_letters_by_reason ON dead_letters (reason, received_time_ms);
 """
 
 # Version 2: the control-centre queries. Tag columns on violations (filters without JSON parsing), rollup
-# tables maintained on write by AFTER INSERT triggers, and the latest reading of every device.
-# AFTER INSERT triggers fire only for rows really inserted (never for `ON CONFLICT DO NOTHING` or the
-# `DO UPDATE` path of an upsert), so a duplicate delivery or a status change never counts twice.
-# Rollups keep '' for a missing tag so that it can be part of a primary key.
+# tables maintained on write (in the writer's transaction, from the rows that were really new: a duplicate
+# delivery or a status change never counts twice), and the latest reading of every device.
+# Rollups keep '' for a missing tag so that it can be part of a primary key. (AFTER INSERT triggers did the
+# same job, but cost 98% of the write rate: 2.2k instead of 160k readings/s, bench/store.py.)
 _MIGRATION_V2: Final = """
 ALTER TABLE violations ADD COLUMN grid TEXT;
 ALTER TABLE violations ADD COLUMN district TEXT;
@@ -118,44 +119,6 @@ ALTER TABLE violations ADD COLUMN intersection TEXT;
 UPDATE violations SET grid = json_extract(tags, '$.grid'), district = json_extract(tags, '$.district'),
     department = json_extract(tags, '$.department'), intersection = json_extract(tags, '$.intersection');
 CREATE INDEX violations_by_end ON violations (end_time_ms);
-
--- Violations by the hour they started, without the device: the dashboards' area and type views.
-CREATE TABLE violation_counts_hourly (
-    hour_ms      INTEGER NOT NULL,
-    type         TEXT    NOT NULL,
-    severity     TEXT    NOT NULL,
-    grid         TEXT    NOT NULL,
-    district     TEXT    NOT NULL,
-    department   TEXT    NOT NULL,
-    intersection TEXT    NOT NULL,
-    count        INTEGER NOT NULL,
-    PRIMARY KEY (hour_ms, type, severity, grid, district, department, intersection)
-) WITHOUT ROWID;
--- Violations by the day they started, per device (the device determines the area tags, so this is at most
--- one row per device, type and day): top devices and per-device trends.
-CREATE TABLE violation_counts_daily (
-    day_ms       INTEGER NOT NULL,
-    device_id    TEXT    NOT NULL,
-    type         TEXT    NOT NULL,
-    severity     TEXT    NOT NULL,
-    grid         TEXT    NOT NULL,
-    district     TEXT    NOT NULL,
-    department   TEXT    NOT NULL,
-    intersection TEXT    NOT NULL,
-    count        INTEGER NOT NULL,
-    PRIMARY KEY (day_ms, device_id, type, severity, grid, district, department, intersection)
-) WITHOUT ROWID;
-CREATE TRIGGER violations_rollup AFTER INSERT ON violations BEGIN
-    INSERT INTO violation_counts_hourly VALUES (
-        NEW.start_time_ms / 3600000 * 3600000, NEW.type, NEW.severity, coalesce(NEW.grid, ''),
-        coalesce(NEW.district, ''), coalesce(NEW.department, ''), coalesce(NEW.intersection, ''), 1)
-    ON CONFLICT DO UPDATE SET count = count + 1;
-    INSERT INTO violation_counts_daily VALUES (
-        NEW.start_time_ms / 86400000 * 86400000, NEW.device_id, NEW.type, NEW.severity,
-        coalesce(NEW.grid, ''), coalesce(NEW.district, ''), coalesce(NEW.department, ''),
-        coalesce(NEW.intersection, ''), 1)
-    ON CONFLICT DO UPDATE SET count = count + 1;
-END;
 
 -- Numeric attributes of readings per device and hour: outlive the raw readings (retention).
 CREATE TABLE reading_stats_hourly (
@@ -186,32 +149,8 @@ CREATE TABLE latest_readings (
 );
 CREATE INDEX latest_readings_by_kind ON latest_readings (kind, device_id);
 
-CREATE TRIGGER events_rollup AFTER INSERT ON events BEGIN
-    INSERT INTO reading_stats_hourly
-        SELECT NEW.device_id, key, NEW.event_time_ms / 3600000 * 3600000, NEW.kind, 1, value, value, value
-        FROM json_each(NEW.attributes) WHERE type IN ('integer', 'real')
-    ON CONFLICT DO UPDATE SET count = count + 1, sum_value = sum_value + excluded.sum_value,
-        min_value = min(min_value, excluded.min_value), max_value = max(max_value, excluded.max_value);
-    INSERT INTO latest_readings VALUES (NEW.device_id, NEW.event_id, NEW.kind, NEW.event_time_ms,
-        NEW.ingest_time_ms, NEW.source, NEW.lat, NEW.lon, NEW.attributes, NEW.tags)
-    ON CONFLICT (device_id) DO UPDATE SET event_id = excluded.event_id, kind = excluded.kind,
-        event_time_ms = excluded.event_time_ms, ingest_time_ms = excluded.ingest_time_ms,
-        source = excluded.source, lat = excluded.lat, lon = excluded.lon,
-        attributes = excluded.attributes, tags = excluded.tags
-    WHERE excluded.event_time_ms > latest_readings.event_time_ms
-       OR (excluded.event_time_ms = latest_readings.event_time_ms
-           AND excluded.event_id > latest_readings.event_id);
-END;
 
 -- Backfill from a version-1 file (no-ops on a new one).
-INSERT INTO violation_counts_hourly
-    SELECT start_time_ms / 3600000 * 3600000, type, severity, coalesce(grid, ''), coalesce(district, ''),
-           coalesce(department, ''), coalesce(intersection, ''), count(*)
-    FROM violations GROUP BY 1, 2, 3, 4, 5, 6, 7;
-INSERT INTO violation_counts_daily
-    SELECT start_time_ms / 86400000 * 86400000, device_id, type, severity, coalesce(grid, ''),
-           coalesce(district, ''), coalesce(department, ''), coalesce(intersection, ''), count(*)
-    FROM violations GROUP BY 1, 2, 3, 4, 5, 6, 7, 8;
 INSERT INTO reading_stats_hourly
     SELECT device_id, j.key, event_time_ms / 3600000 * 3600000, kind, count(*), sum(j.value), min(j.value),
            max(j.value)
@@ -225,6 +164,48 @@ INSERT INTO latest_readings
     WHERE e.event_id = (SELECT max(event_id) FROM events AS x
                         WHERE x.device_id = e.device_id AND x.event_time_ms = e.event_time_ms)
 """
+
+@dataclass(frozen=True)
+class _Rollup:
+    """A table of violation counts per (time bucket, dims), kept on write. Several narrow rollups instead of
+    one wide one: a dashboard query reads the smallest table that has every dimension it groups or filters
+    by, and a narrow table is 10-100x smaller than the raw rows (a wide one, with grid x intersection x
+    severity x type, is almost as large as the raw table at city densities)."""
+
+    table: str
+    time_column: str
+    size_ms: int
+    dims: tuple[str, ...]
+
+    def schema(self) -> list[str]:
+        columns = ", ".join(f"{d} TEXT NOT NULL" for d in self.dims)
+        keys = ", ".join((self.time_column, *self.dims))
+        return [f"CREATE TABLE {self.table} ({self.time_column} INTEGER NOT NULL, {columns}, "
+                f"count INTEGER NOT NULL, PRIMARY KEY ({keys})) WITHOUT ROWID"]
+
+    def backfill(self) -> str:
+        # From a version-1 file; a no-op on a new one.
+        values = ", ".join(f"coalesce({d}, '')" for d in self.dims)
+        groups = ", ".join(str(i + 1) for i in range(len(self.dims) + 1))
+        return (f"INSERT INTO {self.table} SELECT start_time_ms / {self.size_ms} * {self.size_ms}, {values}, "
+                f"count(*) FROM violations GROUP BY {groups}")
+
+    def upsert(self) -> str:
+        return (f"INSERT INTO {self.table} VALUES ({_placeholders(len(self.dims) + 2)}) "
+                "ON CONFLICT DO UPDATE SET count = count + excluded.count")
+
+
+_AREA: Final = ("grid", "district", "department", "intersection")
+# In order of preference (smallest first, at the densities bench/store.py generates).
+_ROLLUPS: Final = (
+    _Rollup("violation_counts_daily_device", "day_ms", 86_400_000, ("device_id",)),
+    _Rollup("violation_counts_hourly_type", "hour_ms", 3_600_000, ("type", "district", "department")),
+    _Rollup("violation_counts_daily_area", "day_ms", 86_400_000, ("type", *_AREA)),
+    _Rollup("violation_counts_daily_device_type", "day_ms", 86_400_000, ("device_id", "type")),
+    _Rollup("violation_counts_hourly", "hour_ms", 3_600_000, ("type", "severity", *_AREA)),
+    _Rollup("violation_counts_daily", "day_ms", 86_400_000, ("device_id", "type", "severity", *_AREA)),
+)
+
 
 # Idempotent by event_id: the first write wins. `ON CONFLICT (event_id) DO NOTHING` rather than
 # `INSERT OR IGNORE`, which would also silently drop rows that break a NOT NULL constraint.
@@ -263,6 +244,23 @@ ON CONFLICT (violation_id) DO UPDATE SET
 WHERE excluded.updated_time_ms > violations.updated_time_ms
    OR (excluded.updated_time_ms = violations.updated_time_ms
        AND NOT (violations.status = 'cleared' AND excluded.status = 'open'))
+"""
+
+_UPSERT_READING_STATS: Final = """
+INSERT INTO reading_stats_hourly VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT DO UPDATE SET count = count + excluded.count, sum_value = sum_value + excluded.sum_value,
+    min_value = min(min_value, excluded.min_value), max_value = max(max_value, excluded.max_value)
+"""
+
+_UPSERT_LATEST_READING: Final = """
+INSERT INTO latest_readings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (device_id) DO UPDATE SET event_id = excluded.event_id, kind = excluded.kind,
+    event_time_ms = excluded.event_time_ms, ingest_time_ms = excluded.ingest_time_ms,
+    source = excluded.source, lat = excluded.lat, lon = excluded.lon,
+    attributes = excluded.attributes, tags = excluded.tags
+WHERE excluded.event_time_ms > latest_readings.event_time_ms
+   OR (excluded.event_time_ms = latest_readings.event_time_ms
+       AND excluded.event_id > latest_readings.event_id)
 """
 
 _INSERT_DEAD_LETTER: Final = """
@@ -361,26 +359,39 @@ class _ViolationSource:
     table: str
     time_column: str
     count_sql: str
-    has_device: bool
     # Raw rows keep NULL for a missing tag, rollups ''.
     null_tags: bool
 
 
-_RAW: Final = _ViolationSource("violations", "start_time_ms", "count(*)", True, True)
-_HOURLY: Final = _ViolationSource("violation_counts_hourly", "hour_ms", "sum(count)", False, False)
-_DAILY: Final = _ViolationSource("violation_counts_daily", "day_ms", "sum(count)", True, False)
+_RAW: Final = _ViolationSource("violations", "start_time_ms", "count(*)", True)
 
 
-def _violation_source(bucket: Bucket, uses_device: bool) -> _ViolationSource:
-    if bucket is Bucket.MINUTE:
-        return _RAW
-    if uses_device:
-        return _RAW if bucket is Bucket.HOUR else _DAILY
-    return _HOURLY
+def _dimension_column(dimension: Dimension) -> str:
+    return "device_id" if dimension is Dimension.DEVICE else dimension.value
+
+
+def _filter_columns(filter_: ViolationFilter) -> set[str]:
+    named = {"device_id": filter_.device_ids, "type": filter_.types, "severity": filter_.severities,
+             **filter_.tag_values()}
+    return {column for column, values in named.items() if values}
+
+
+def _violation_source(
+    columns: set[str], from_ms: int, to_ms: int, bucket: Bucket | None = None
+) -> _ViolationSource:
+    """The smallest rollup with every column whose buckets tile [from_ms, to_ms) and `bucket`, else the raw
+    table."""
+    finest_ms = buckets.DAY_MS if bucket in (Bucket.DAY, Bucket.WEEK, Bucket.MONTH) else buckets.HOUR_MS
+    for rollup in _ROLLUPS:
+        if bucket is not None and rollup.size_ms > finest_ms:
+            continue
+        if columns <= set(rollup.dims) and from_ms % rollup.size_ms == 0 and to_ms % rollup.size_ms == 0:
+            return _ViolationSource(rollup.table, rollup.time_column, "sum(count)", False)
+    return _RAW
 
 
 def _group_column(source: _ViolationSource, dimension: Dimension) -> str:
-    column = "device_id" if dimension is Dimension.DEVICE else dimension.value
+    column = _dimension_column(dimension)
     return f"coalesce({column}, '')" if source.null_tags else column
 
 
@@ -498,6 +509,9 @@ class SqliteStore(Store):
                     conn.execute(statement)
                 for statement in _statements(_MIGRATION_V2):
                     conn.execute(statement)
+                for rollup in _ROLLUPS:
+                    for statement in [*rollup.schema(), rollup.backfill()]:
+                        conn.execute(statement)
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 conn.execute("COMMIT")
             except BaseException:
@@ -542,8 +556,10 @@ class SqliteStore(Store):
             return conn.execute(sql, params).fetchall()
 
     def _write(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        if not rows:
-            return
+        if rows:
+            self._write_with(lambda conn: conn.executemany(sql, rows))
+
+    def _write_with(self, work: Callable[[sqlite3.Connection], object]) -> None:
         with self._write_lock:
             if self._closed:
                 raise StoreClosed(f"{self.path}: store is closed")
@@ -554,7 +570,7 @@ class SqliteStore(Store):
             # A savepoint makes each call all-or-nothing without giving up the earlier unflushed batches.
             conn.execute("SAVEPOINT write_batch")
             try:
-                conn.executemany(sql, rows)
+                work(conn)
             except BaseException:
                 # Some errors (disk full, I/O) already rolled the whole transaction back.
                 if conn.in_transaction:
@@ -563,30 +579,65 @@ class SqliteStore(Store):
                 raise
             conn.execute("RELEASE write_batch")
 
+    @staticmethod
+    def _existing(conn: sqlite3.Connection, table: str, column: str, ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            found.update(row[0] for row in conn.execute(
+                f"SELECT {column} FROM {table} WHERE {column} IN ({_placeholders(len(chunk))})", chunk))
+        return found
+
     # -- writes --------------------------------------------------------------------------------------------
 
     def write_events(self, events: Sequence[Event]) -> None:
-        self._write(
-            _INSERT_EVENT,
-            [
-                (
-                    e.event_id,
-                    e.device_id,
-                    e.kind,
-                    e.event_time_ms,
-                    e.ingest_time_ms,
-                    e.source,
-                    None if e.location is None else e.location.lat,
-                    None if e.location is None else e.location.lon,
-                    _json(e.attributes),
-                    _json(e.tags),
-                )
-                for e in events
-            ],
-        )
+        if events:
+            self._write_with(lambda conn: self._insert_events(conn, events))
+
+    def _insert_events(self, conn: sqlite3.Connection, events: Sequence[Event]) -> None:
+        # Only events not stored yet feed the rollups (the first delivery wins, as the INSERT's DO NOTHING).
+        unique = {e.event_id: e for e in reversed(events)}
+        existing = self._existing(conn, "events", "event_id", list(unique))
+        new = [e for e in events if e.event_id not in existing and unique.get(e.event_id) is e]
+        rows = [
+            (e.event_id, e.device_id, e.kind, e.event_time_ms, e.ingest_time_ms, e.source,
+             None if e.location is None else e.location.lat, None if e.location is None else e.location.lon,
+             _json(e.attributes), _json(e.tags))
+            for e in new
+        ]
+        conn.executemany(_INSERT_EVENT, rows)
+        stats: dict[tuple[str, str, int], list[Any]] = {}
+        latest: dict[str, tuple[Any, ...]] = {}
+        for event, row in zip(new, rows, strict=True):
+            hour_ms = event.event_time_ms // buckets.HOUR_MS * buckets.HOUR_MS
+            for name, value in event.attributes.items():
+                if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                    continue
+                key = (event.device_id, name, hour_ms)
+                entry = stats.get(key)
+                if entry is None:
+                    stats[key] = [event.kind, 1, value, value, value]
+                else:
+                    entry[1] += 1
+                    entry[2] += value
+                    entry[3] = min(entry[3], value)
+                    entry[4] = max(entry[4], value)
+            known = latest.get(event.device_id)
+            if known is None or (event.event_time_ms, event.event_id) > (known[3], known[0]):
+                latest[event.device_id] = row
+        conn.executemany(_UPSERT_READING_STATS, [(*key, *entry) for key, entry in stats.items()])
+        conn.executemany(_UPSERT_LATEST_READING,
+                         [(row[1], row[0], row[2], *row[3:]) for row in latest.values()])
 
     def write_violations(self, violations: Sequence[Violation]) -> None:
-        self._write(
+        if violations:
+            self._write_with(lambda conn: self._upsert_violations(conn, violations))
+
+    def _upsert_violations(self, conn: sqlite3.Connection, violations: Sequence[Violation]) -> None:
+        # A violation is counted once, by its first stored state (type, tags and start do not change).
+        ids = list({v.violation_id for v in violations})
+        existing = self._existing(conn, "violations", "violation_id", ids)
+        conn.executemany(
             _UPSERT_VIOLATION,
             [
                 (
@@ -610,6 +661,18 @@ class SqliteStore(Store):
                 for v in violations
             ],
         )
+        counts: list[dict[tuple[Any, ...], int]] = [{} for _ in _ROLLUPS]
+        for v in violations:
+            if v.violation_id in existing:
+                continue
+            existing.add(v.violation_id)
+            values = {"device_id": v.device_id, "type": v.type, "severity": v.severity.value,
+                      **{name: v.tags.get(name, "") for name in _AREA}}
+            for rollup, table in zip(_ROLLUPS, counts, strict=True):
+                key = (v.start_time_ms // rollup.size_ms * rollup.size_ms, *(values[d] for d in rollup.dims))
+                table[key] = table.get(key, 0) + 1
+        for rollup, table in zip(_ROLLUPS, counts, strict=True):
+            conn.executemany(rollup.upsert(), [(*key, n) for key, n in table.items()])
 
     def write_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> None:
         self._write(
@@ -756,8 +819,10 @@ class SqliteStore(Store):
 
     def count_violations(self, query: ViolationCountQuery) -> list[CountRow]:
         from_ms, to_ms = buckets.widen(query.from_ms, query.to_ms, query.bucket)
-        uses_device = Dimension.DEVICE in query.group_by or bool(query.filter.device_ids)
-        source = _violation_source(query.bucket, uses_device)
+        columns = {_dimension_column(d) for d in query.group_by} | _filter_columns(query.filter)
+        # Minute buckets are finer than every rollup: they always count raw rows.
+        source = (_RAW if query.bucket is Bucket.MINUTE
+                  else _violation_source(columns, from_ms, to_ms, query.bucket))
         group_columns = [_group_column(source, d) for d in query.group_by]
         where = _Where()
         _filter_violations(where, source, query.filter)
@@ -776,14 +841,8 @@ class SqliteStore(Store):
 
     def top_violations(self, query: TopQuery) -> list[TopRow]:
         _check_limit(query.limit)
-        uses_device = query.dimension is Dimension.DEVICE or bool(query.filter.device_ids)
-        # A rollup serves the range only when the range is whole rollup buckets.
-        if uses_device:
-            aligned = query.from_ms % buckets.DAY_MS == 0 and query.to_ms % buckets.DAY_MS == 0
-            source = _DAILY if aligned else _RAW
-        else:
-            aligned = query.from_ms % buckets.HOUR_MS == 0 and query.to_ms % buckets.HOUR_MS == 0
-            source = _HOURLY if aligned else _RAW
+        columns = {_dimension_column(query.dimension)} | _filter_columns(query.filter)
+        source = _violation_source(columns, query.from_ms, query.to_ms)
         column = _group_column(source, query.dimension)
         where = _Where()
         _filter_violations(where, source, query.filter)
@@ -858,8 +917,7 @@ class SqliteStore(Store):
             ("DELETE FROM events WHERE event_time_ms < ?", raw_before),
             ("DELETE FROM latest_readings WHERE event_time_ms < ?", rollup_before),
             ("DELETE FROM reading_stats_hourly WHERE hour_ms < ?", rollup_before),
-            ("DELETE FROM violation_counts_hourly WHERE hour_ms < ?", rollup_before),
-            ("DELETE FROM violation_counts_daily WHERE day_ms < ?", rollup_before),
+            *((f"DELETE FROM {r.table} WHERE {r.time_column} < ?", rollup_before) for r in _ROLLUPS),
             ("DELETE FROM violations WHERE start_time_ms < ?", now_ms - policy.violations_days * day),
             ("DELETE FROM dead_letters WHERE received_time_ms < ?", now_ms - policy.dead_letters_days * day),
         ]
