@@ -174,7 +174,7 @@ def dashboard_queries(end_ms: int) -> dict[str, Callable[[Store], object]]:
             TopQuery(Dimension.DEVICE, day_end - DAYS * buckets.DAY_MS, day_end, 10)
         ),
         "top 10 intersections, 30 days": lambda s: s.top_violations(
-            TopQuery(Dimension.INTERSECTION, month_ago, end, 10)
+            TopQuery(Dimension.INTERSECTION, day_end - DAYS * buckets.DAY_MS, day_end, 10)
         ),
         "list: open now in one district, page of 100": lambda s: s.query_violations(
             ViolationQuery(status=ViolationStatus.OPEN, districts=("D-3",), limit=100)

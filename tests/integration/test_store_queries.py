@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from citywatch.models import Violation, ViolationStatus
@@ -42,6 +43,7 @@ from tests.support.query_data import (
 from tests.support.stores import open_store, settle
 
 pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module", params=["embedded", "influxdb"])
 def loaded(
@@ -330,3 +332,39 @@ def test_backends_give_identical_answers(tmp_path: Path, influx_server: InfluxSe
     finally:
         for store in stores:
             store.close()
+
+
+@pytest.mark.parametrize("kind", ["embedded", "influxdb"])
+def test_paging_is_stable_while_newer_violations_arrive(
+    kind: str, tmp_path: Path, influx_server: InfluxServer
+) -> None:
+    store = open_store(kind, tmp_path, influx_server)
+    try:
+        first = VIOLATIONS[:60]
+        store.write_violations(first)
+        settle(store)
+        expected = newest_first(first)
+        seen: list[str] = []
+        cursor = None
+        newest = max(v.start_time_ms for v in VIOLATIONS)
+        for round_ in range(100):
+            page = store.query_violations(ViolationQuery(limit=8, cursor=cursor))
+            seen += [v.violation_id for v in page.items]
+            # Newer violations arrive between pages (one at the cursor's own millisecond, larger id).
+            arrivals = [
+                msgspec.structs.replace(
+                    VIOLATIONS[100 + round_], violation_id=f"new-{round_}", start_time_ms=newest + round_ + 1
+                )
+            ]
+            if page.items:
+                arrivals.append(
+                    msgspec.structs.replace(page.items[-1], violation_id=page.items[-1].violation_id + "~")
+                )
+            store.write_violations(arrivals)
+            settle(store)
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        assert seen == expected
+    finally:
+        store.close()
