@@ -87,3 +87,21 @@ def test_the_write_api_follows_the_server_version(version: str, api: InfluxApi) 
 def test_auto_detects_the_v1_api_of_the_installed_server(influx_server: InfluxServer, tmp_path: Path) -> None:
     store = InfluxStore(InfluxDBSettings(url=influx_server.url), tmp_path, RetentionPolicy(1, 1, 1, 1))
     assert store.api() is InfluxApi.V1
+
+
+def test_retention_policies_follow_the_settings(influx_server: InfluxServer, tmp_path: Path) -> None:
+    database = f"rp_{uuid.uuid4().hex[:8]}"
+    policy = RetentionPolicy(raw_readings_days=7, rollup_days=400, violations_days=90, dead_letters_days=30)
+    store = InfluxStore(InfluxDBSettings(url=influx_server.url, database=database), tmp_path, policy)
+    store.apply_retention(NOW)
+    changed = RetentionPolicy(
+        raw_readings_days=14, rollup_days=400, violations_days=90, dead_letters_days=120
+    )
+    InfluxStore(
+        InfluxDBSettings(url=influx_server.url, database=database), tmp_path, changed
+    ).apply_retention(NOW)
+    result = influx_server.query(database, f'SHOW RETENTION POLICIES ON "{database}"')
+    rows = {row[0]: (row[1], row[4]) for row in result["results"][0]["series"][0]["values"]}  # type: ignore[index]
+    assert rows["raw"] == ("336h0m0s", True)
+    assert rows["violations"] == ("2880h0m0s", False)
+    assert rows["rollup"] == ("9600h0m0s", False)
