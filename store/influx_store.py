@@ -615,6 +615,7 @@ class InfluxStore(Store):
         readings = self._measurement(RP_RAW, lines.READINGS)
         if query.bucket is None:
             where.time_range_ns(query.from_ms * NS_PER_MS, query.to_ms * NS_PER_MS)
+            where.add(f"{field} = {field}")  # only readings that have the attribute (a field is never NaN)
             rows = self._rows(
                 f"SELECT {field}, event_id FROM {readings}{where.sql()} ORDER BY time ASC LIMIT {limit + 1}"
             )
