@@ -14,6 +14,7 @@ from citywatch.settings import InfluxApi, InfluxDBSettings
 from store import buckets
 from store.base import Bucket, ReadingSeriesQuery, RetentionPolicy
 from store.influx_store import InfluxStore, _api_for_version
+from store.influx_writer import V2Transport, WriteFailed
 from tests.support.influxdb import InfluxServer
 
 pytestmark = pytest.mark.integration
@@ -105,3 +106,16 @@ def test_retention_policies_follow_the_settings(influx_server: InfluxServer, tmp
     assert rows["raw"] == ("336h0m0s", True)
     assert rows["violations"] == ("2880h0m0s", False)
     assert rows["rollup"] == ("9600h0m0s", False)
+
+
+def test_the_v2_client_reaches_the_v2_endpoint_and_a_missing_one_is_retried(
+    influx_server: InfluxServer,
+) -> None:
+    # InfluxDB 1.6 has no /api/v2/write: the 404 proves influxdb-client sent there, and it maps to "retry"
+    # (a server being upgraded), never to dropping the batch. A 2.x server is not available to test against.
+    transport = V2Transport(influx_server.url, "user:password", None, lambda rp: f"citywatch/{rp}", 5)
+    try:
+        with pytest.raises(WriteFailed, match="HTTP 404"):
+            transport.write("raw", b"m,t=a f=1 1")
+    finally:
+        transport.close()
