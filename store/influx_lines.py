@@ -142,6 +142,32 @@ def violation_line(violation: Violation) -> bytes:
     return f"{VIOLATIONS}{tags} {','.join(fields)} {time_ns}".encode()
 
 
+# Narrow copies of each violation for counting: InfluxDB 1.x aggregates slowly over many short series, and
+# `violations` has one series per (type, device, severity, area). Each copy keeps the violation's timestamp
+# (start time + id offset), so a replay overwrites it like the main point: counts stay idempotent.
+# Ordered narrowest first; a count reads the first one holding every tag it groups or filters by.
+COUNT_MEASUREMENTS: Final = (
+    ("violation_counts_type", ("type", "district", "department")),
+    ("violation_counts_intersection", ("type", "intersection")),
+    ("violation_counts_device", ("device",)),
+    ("violation_counts_grid", ("type", "grid", "district", "department")),
+    ("violation_counts_device_type", ("type", "device")),
+)
+
+
+def violation_count_lines(violation: Violation) -> list[bytes]:
+    values = {
+        "type": violation.type,
+        "device": violation.device_id,
+        **{name: violation.tags.get(name) for name in VIOLATION_TAGS},
+    }
+    time_ns = point_time_ns(violation.start_time_ms, violation.violation_id)
+    return [
+        f"{name}{_tags((tag, values[tag]) for tag in tags)} n=1i {time_ns}".encode()
+        for name, tags in COUNT_MEASUREMENTS
+    ]
+
+
 def dead_letter_id(letter: DeadLetter) -> str:
     return hashlib.blake2b(
         b"\x1f".join([letter.reason.encode(), letter.topic.encode(), letter.detail.encode(), letter.payload]),

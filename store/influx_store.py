@@ -123,6 +123,16 @@ def _violation_conditions(filter_: ViolationFilter) -> _Conditions:
     return where
 
 
+def _filter_tags(filter_: ViolationFilter) -> set[str]:
+    named = {
+        "type": filter_.types,
+        "device": filter_.device_ids,
+        "severity": filter_.severities,
+        **filter_.tag_values(),
+    }
+    return {tag for tag, values in named.items() if values}
+
+
 def _ms(ns: int) -> int:
     return ns // NS_PER_MS
 
@@ -324,7 +334,10 @@ class InfluxStore(Store):
 
     def write_violations(self, violations: Sequence[Violation]) -> None:
         if violations:
-            self._writer.put(RP_VIOLATIONS, [lines.violation_line(v) for v in violations])
+            out = [lines.violation_line(v) for v in violations]
+            for violation in violations:
+                out += lines.violation_count_lines(violation)
+            self._writer.put(RP_VIOLATIONS, out)
 
     def write_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> None:
         if dead_letters:
@@ -564,13 +577,20 @@ class InfluxStore(Store):
     # -- control-centre queries -----------------------------------------------------------------------------
 
     def _grouped_counts(
-        self, where: _Conditions, from_ms: int, to_ms: int, group_tags: list[str], interval: str | None
+        self, filter_: ViolationFilter, from_ms: int, to_ms: int, group_tags: list[str], interval: str | None
     ) -> list[dict[str, Any]]:
+        where = _violation_conditions(filter_)
+        needed = set(group_tags) | _filter_tags(filter_)
+        # The narrowest count measurement with every tag needed; else the violations themselves.
+        source, field = next(
+            ((name, "n") for name, tags in lines.COUNT_MEASUREMENTS if needed <= set(tags)),
+            (lines.VIOLATIONS, "violation_id"),
+        )
         grouping = [f"time({interval})"] if interval else []
         grouping += [quote_ident(t) for t in group_tags]
         group_sql = f" GROUP BY {', '.join(grouping)}" if grouping else ""
         return self._rows(
-            f"SELECT count(violation_id) FROM {self._measurement(RP_VIOLATIONS, lines.VIOLATIONS)}"
+            f"SELECT count({quote_ident(field)}) AS count FROM {self._measurement(RP_VIOLATIONS, source)}"
             + where.sql(f"time >= {from_ms * NS_PER_MS}", f"time < {to_ms * NS_PER_MS}")
             + group_sql
             + (" fill(none)" if interval else "")
@@ -578,7 +598,6 @@ class InfluxStore(Store):
 
     def count_violations(self, query: ViolationCountQuery) -> list[CountRow]:
         from_ms, to_ms = buckets.widen(query.from_ms, query.to_ms, query.bucket)
-        where = _violation_conditions(query.filter)
         group_tags = [_tag(d) for d in query.group_by]
         # Months differ in length: count per day and add the days up per month.
         interval = {
@@ -589,7 +608,7 @@ class InfluxStore(Store):
             Bucket.MONTH: "1d",
         }[query.bucket]
         totals: dict[tuple[int, tuple[str, ...]], int] = defaultdict(int)
-        for row in self._grouped_counts(where, from_ms, to_ms, group_tags, interval):
+        for row in self._grouped_counts(query.filter, from_ms, to_ms, group_tags, interval):
             if row["count"]:
                 bucket_ms = buckets.floor_ms(_ms(row["time"]), query.bucket)
                 totals[(bucket_ms, tuple(row.get(t) or "" for t in group_tags))] += int(row["count"])
@@ -600,9 +619,7 @@ class InfluxStore(Store):
     def top_violations(self, query: TopQuery) -> list[TopRow]:
         _check_limit(query.limit)
         tag = _tag(query.dimension)
-        rows = self._grouped_counts(
-            _violation_conditions(query.filter), query.from_ms, query.to_ms, [tag], None
-        )
+        rows = self._grouped_counts(query.filter, query.from_ms, query.to_ms, [tag], None)
         counted = [(r.get(tag) or "", int(r["count"])) for r in rows]
         ranked = sorted(((k, n) for k, n in counted if k and n), key=lambda kn: (-kn[1], kn[0]))
         return [TopRow(k, n) for k, n in ranked[: query.limit]]
