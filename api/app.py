@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 import citywatch
-from api.routes import aggregates, dead_letters, events, exports, health, readings, violations
+from api.routes import aggregates, dead_letters, devices, events, exports, health, readings, violations
 from api.services import ApiServices
 from store.base import InvalidCursor, QueryTooLarge
 
@@ -49,4 +49,5 @@ def create_app(services: ApiServices) -> FastAPI:
     app.include_router(events.router)
     app.include_router(dead_letters.router)
     app.include_router(health.router)
+    app.include_router(devices.router)
     return app

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from citywatch.metrics import Metrics
 from citywatch.settings import ApiSettings
+from ingest.device_admin import DeviceManager
 from store.base import Store
 
 
@@ -28,3 +29,5 @@ class ApiServices:
     # Run by the app's lifespan: the API owns the pipeline's start and stop when it is embedded.
     on_startup: list[Callable[[], None]] = field(default_factory=list)
     on_shutdown: list[Callable[[], None]] = field(default_factory=list)
+    # The managed device registry behind /v1/devices (None: that API answers 503).
+    devices: DeviceManager | None = None

@@ -73,8 +73,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from ingest.geo import GeoError, GeoTagger
+
     settings = _load(args)
-    print(f"{args.config or 'default configuration'}: valid ({len(settings.devices)} devices)")
+    try:
+        # The polygons are configuration too: a broken GeoJSON file must fail here, not at start.
+        GeoTagger.from_settings(settings.geo)
+    except GeoError as exc:
+        raise ConfigError(str(exc)) from exc
+    print(f"{args.config or 'default configuration'}: valid ({len(settings.devices)} devices, "
+          f"{len(settings.vendor_maps)} vendor maps)")
     return 0
 
 

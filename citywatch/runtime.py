@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -17,10 +18,12 @@ from api.services import ApiServices, ComponentStatus
 from citywatch.metrics import Metrics
 from citywatch.models import Event
 from citywatch.mqtt_publisher import MqttPublisher
-from citywatch.settings import Settings
+from citywatch.settings import ConfigError, Settings
 from citywatch.simulator import FeedGenerator, Simulator
-from ingest.codecs.native import NativeCodec
-from ingest.embedded_broker import EmbeddedBroker
+from ingest.codecs.catalogue import build_codec
+from ingest.device_admin import DeviceManager
+from ingest.embedded_broker import EmbeddedBroker, PortInUse
+from ingest.geo import GeoError, GeoTagger
 from ingest.normalizer import Normalizer
 from ingest.registry import DeviceRegistry
 from ingest.service import IngestService
@@ -47,6 +50,12 @@ class EmbeddedRuntime:
         self.store: Store = build_store(settings.store, self.metrics)
         self.retention_sweeper = RetentionSweeper(self.store, settings.store.retention.sweep_interval_s)
         self.registry = DeviceRegistry(settings.devices)
+        # Persisted registry (API changes survive restarts); seeds the live registry above.
+        self.devices = DeviceManager.open(self.data_dir, self.registry, settings.devices)
+        try:
+            self.geo = GeoTagger.from_settings(settings.geo)
+        except GeoError as exc:
+            raise ConfigError(str(exc)) from exc
         self.broker: EmbeddedBroker | None = None
         self.mqtt_url: str | None = settings.mqtt.url
         self.bus = InProcessBus(settings.bus.queue_events)
@@ -54,7 +63,8 @@ class EmbeddedRuntime:
                              allowed_lateness_ms=settings.pipeline.allowed_lateness_ms,
                              dedup_capacity=settings.pipeline.dedup_window_events)
         self.worker = ProcessorWorker(self.bus.consumer(), self.engine, self.store, self.metrics,
-                                      batch_events=settings.pipeline.batch_events, on_stored=on_stored)
+                                      batch_events=settings.pipeline.batch_events, on_stored=on_stored,
+                                      tag_violation=self.geo.tag_violation)
         self.ingest: IngestService | None = None
         self.simulator: Simulator | None = None
         self._simulator_client: MqttPublisher | None = None
@@ -65,11 +75,11 @@ class EmbeddedRuntime:
         self.retention_sweeper.start()
         self.worker.start()
         if self.mqtt_url is None:
-            self.broker = EmbeddedBroker(kind=self.settings.mqtt.embedded_broker.value,
-                                         port=self.settings.mqtt.embedded_port)
-            self.mqtt_url = self.broker.start()
+            self.mqtt_url = self._start_embedded_broker()
         normalizer = Normalizer(self.settings.ingest, self.settings.mqtt.max_payload_bytes, self.registry,
-                                {"native": NativeCodec()})
+                                partial(build_codec, devices=self.registry,
+                                        vendor_maps=self.settings.vendor_maps),
+                                tagger=self.geo.tag_event)
         mqtt = self.settings.mqtt
         parsed = urlparse(self.mqtt_url)
         self.ingest = IngestService(
@@ -94,8 +104,23 @@ class EmbeddedRuntime:
             (self.data_dir / SNAPSHOT_FILE).write_bytes(self.engine.snapshot())
         self.retention_sweeper.stop()
         self.store.close()
+        self.devices.close()
         if self.broker is not None:
             self.broker.stop()
+
+    def _start_embedded_broker(self) -> str:
+        mqtt = self.settings.mqtt
+        self.broker = EmbeddedBroker(kind=mqtt.embedded_broker.value, port=mqtt.embedded_port)
+        try:
+            return self.broker.start()
+        except PortInUse as exc:
+            # Typically a system Mosquitto installed as a service already holds 1883. The demo still
+            # runs on another port; devices must then be pointed at the URL logged here.
+            log.warning("%s; starting the embedded broker on a free port instead", exc)
+            self.broker = EmbeddedBroker(kind=mqtt.embedded_broker.value, port=0)
+            url = self.broker.start()
+            log.warning("embedded MQTT broker is on %s (not port %d)", url, mqtt.embedded_port)
+            return url
 
     def _restore_rule_state(self) -> None:
         snapshot = self.data_dir / SNAPSHOT_FILE
@@ -125,5 +150,5 @@ class EmbeddedRuntime:
         return ApiServices(
             store=self.store, metrics=self.metrics, settings=self.settings.api,
             readiness=self.readiness,
-            on_startup=[self.start], on_shutdown=[self.stop],
+            on_startup=[self.start], on_shutdown=[self.stop], devices=self.devices,
         )

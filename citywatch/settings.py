@@ -13,7 +13,9 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError, field_validator
+
+from citywatch.ingest_config import GeoSettings, VendorMap
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "citywatch.yaml"
 
@@ -63,9 +65,28 @@ class MqttSettings(_Section):
         return value
 
 
+# The payload formats ingest/codecs/catalogue.py builds a codec for.
+CodecName = Literal[
+    "native", "frigate", "tts", "chirpstack", "senml", "signal", "detector", "camera_violation"
+]
+
+
 class TopicRoute(_Section):
     pattern: str = Field(description="MQTT topic filter (+ and # wildcards) this route subscribes to.")
-    codec: Literal["native"] = Field("native", description="Codec that decodes payloads on these topics.")
+    codec: CodecName = Field("native", description="Codec for payloads on these topics (docs/formats.md).")
+    device_id_prefix: str = Field(
+        "", description="Prepended to the device ids this route decodes (e.g. one per Frigate instance)."
+    )
+    media_base_url: str | None = Field(
+        None, description="frigate: base URL of the Frigate server, for snapshot_url and clip_url."
+    )
+    speed_unit: Literal["kmh", "mph"] = Field(
+        "kmh", description="frigate: unit of estimated speeds (Frigate's ui.unit_system)."
+    )
+    lorawan_device_id: Literal["name", "eui"] = Field(
+        "name", description="tts / chirpstack: register devices by their name (TTS device_id, ChirpStack "
+        "deviceName) or by their DevEUI (upper-case hex)."
+    )
 
 
 class IngestSettings(_Section):
@@ -241,6 +262,14 @@ class Settings(_Section):
         None, description="YAML list of devices, appended to `devices` (relative to the config file)."
     )
     simulator: SimulatorSettings = SimulatorSettings()
+    vendor_maps: dict[str, VendorMap] = Field(
+        default_factory=dict, description="Decoded-payload field maps per device model (docs/formats.md)."
+    )
+    vendor_maps_file: Path | None = Field(
+        None, description="YAML mapping of model -> vendor map, merged into `vendor_maps` (relative path: "
+        "to the config file)."
+    )
+    geo: GeoSettings = Field(GeoSettings(), description="Grids, districts and department routing.")
 
     def with_overrides(self, **dotted: Any) -> Settings:
         """A copy with `section__field=value` overrides applied and validated again."""
@@ -291,8 +320,42 @@ def load_settings(path: Path | None = None) -> Settings:
         except ValidationError as exc:
             raise ConfigError(_format_validation_error(str(devices_path), exc)) from exc
         settings = merged
+    settings = _with_side_files(settings, raw, path)
     registered = Counter(device.device_id for device in settings.devices)
     duplicates = sorted(device_id for device_id, count in registered.items() if count > 1)
     if duplicates:
         raise ConfigError(f"{path}: device ids registered twice: {', '.join(duplicates)}")
     return settings
+
+
+_VENDOR_MAPS = TypeAdapter(dict[str, VendorMap])
+
+
+def _with_side_files(settings: Settings, raw: dict[str, Any], path: Path) -> Settings:
+    """Merge `vendor_maps_file` and make the geo file paths absolute (relative to the config file)."""
+    updates: dict[str, Any] = {}
+    if settings.vendor_maps_file is not None:
+        maps_path = settings.vendor_maps_file
+        if not maps_path.is_absolute():
+            maps_path = path.parent / maps_path
+        extra = _read_yaml(maps_path) or {}
+        if not isinstance(extra, dict):
+            raise ConfigError(f"vendor maps file {maps_path} must be a mapping of model -> map")
+        try:
+            from_file = _VENDOR_MAPS.validate_python(extra)
+        except ValidationError as exc:
+            raise ConfigError(_format_validation_error(f"{maps_path} (vendor_maps)", exc)) from exc
+        # Maps written in the configuration itself win over the file's.
+        updates["vendor_maps"] = {**from_file, **settings.vendor_maps}
+    geo_files = {}
+    for name in ("grids_file", "districts_file"):
+        value = getattr(settings.geo, name)
+        if value is None:
+            continue
+        resolved = value if value.is_absolute() else path.parent / value
+        if not resolved.is_file():
+            raise ConfigError(f"{path}: geo.{name}: {resolved} does not exist")
+        geo_files[name] = resolved
+    if geo_files:
+        updates["geo"] = settings.geo.model_copy(update=geo_files)
+    return settings.model_copy(update=updates) if updates else settings

@@ -38,6 +38,10 @@ class BrokerStartError(RuntimeError):
     """The embedded broker did not come up; the message says why (with the broker's log when known)."""
 
 
+class PortInUse(BrokerStartError):
+    """Something else already listens on the port the embedded broker should use."""
+
+
 def find_mosquitto() -> str | None:
     """Path of the mosquitto binary, also looking in the sbin directories PATH often lacks."""
     found = shutil.which("mosquitto")
@@ -69,7 +73,7 @@ def ensure_port_free(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as exc:
-            raise BrokerStartError(
+            raise PortInUse(
                 f"cannot start the embedded broker on {host}:{port}: {exc.strerror} "
                 "(is another broker already running there?)"
             ) from exc

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from citywatch.models import DeadLetter, Event
-from citywatch.settings import IngestSettings
+from citywatch.settings import IngestSettings, TopicRoute
 from ingest.attributes import attribute_error
 from ingest.codecs.base import Codec, CodecError, payload_preview
 from ingest.registry import DeviceRegistry
@@ -92,14 +92,21 @@ class Normalizer:
         settings: IngestSettings,
         max_payload_bytes: int,
         registry: DeviceRegistry,
-        codecs: Mapping[str, Codec],
+        codecs: Mapping[str, Codec] | Callable[[TopicRoute], Codec],
+        tagger: Callable[[Event], Event] | None = None,
     ) -> None:
+        """`codecs`: codecs by name, or a factory building each route's codec (ingest/codecs/catalogue.py).
+        `tagger` adds place tags (grid, district, department) to every accepted event."""
         routes: list[_Route] = []
         for route in settings.routes:
-            codec = codecs.get(route.codec)
+            if callable(codecs):
+                codec: Codec | None = codecs(route)
+            else:
+                codec = codecs.get(route.codec)
             if codec is None:
                 raise ValueError(f"route {route.pattern!r} names codec {route.codec!r}, which is not loaded")
             routes.append(_Route(TopicFilter(route.pattern), codec))
+        self._tagger = tagger
         self._routes = routes
         self._max_payload_bytes = max_payload_bytes
         self._dead_letter_bytes = settings.dead_letter_payload_bytes
@@ -174,11 +181,12 @@ class Normalizer:
                         codec.name,
                     )
                     continue
-                result.events.append(event)
+                result.events.append(event if self._tagger is None else self._tagger(event))
                 continue
             if not device.active:
                 reject(IngestReason.INACTIVE_DEVICE,
                        f"device {event.device_id!r} is deactivated (event {event.event_id})", codec.name)
                 continue
-            result.events.append(self._registry.enrich(event))
+            enriched = self._registry.enrich(event)
+            result.events.append(enriched if self._tagger is None else self._tagger(enriched))
         return result

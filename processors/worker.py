@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from citywatch.metrics import Metrics
-from citywatch.models import Event
+from citywatch.models import Event, Violation
 from processors.bus import Batch, BusConsumer
 from processors.engine import Engine, EngineOutput
 from store.base import Store
@@ -28,7 +28,8 @@ class ProcessorWorker:
     def __init__(self, consumer: BusConsumer, engine: Engine, store: Store, metrics: Metrics, *,
                  batch_events: int, poll_timeout_s: float = 0.1,
                  now_ms: Callable[[], int] = wall_clock_ms,
-                 on_stored: Callable[[Sequence[Event]], None] | None = None) -> None:
+                 on_stored: Callable[[Sequence[Event]], None] | None = None,
+                 tag_violation: Callable[[Violation], Violation] | None = None) -> None:
         self.consumer = consumer
         self.engine = engine
         self.store = store
@@ -38,6 +39,8 @@ class ProcessorWorker:
         self.now_ms = now_ms
         # Called with each batch of events once it is durable (benchmarks measure latency with it).
         self.on_stored = on_stored
+        # Adds grid, district and owning department to each violation before it is stored.
+        self.tag_violation = tag_violation
         self.error: BaseException | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -86,7 +89,9 @@ class ProcessorWorker:
         if dead_letters:
             self.store.write_dead_letters(dead_letters)
         if out.violations:
-            self.store.write_violations(out.violations)
+            tagged = out.violations if self.tag_violation is None else [
+                self.tag_violation(violation) for violation in out.violations]
+            self.store.write_violations(tagged)
         if batch.events or dead_letters or out.violations:
             self.store.flush()
         self.consumer.commit()

@@ -1,0 +1,101 @@
+"""Configuration sections for device formats and places: vendor field maps, grids, department routing.
+
+Kept apart from citywatch/settings.py so that the shared settings module only gains a few lines; the
+models follow the same rules (unknown keys are errors, every field is described, validated at load).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SentinelAction(StrEnum):
+    DEAD_LETTER = "dead_letter"  # the whole uplink is rejected: the reading cannot be trusted
+    DROP_FIELD = "drop_field"  # the field is left out and named in the event's `dropped_fields`
+
+
+class VendorField(_Section):
+    """How one decoded field of a vendor payload becomes one citywatch attribute."""
+
+    source: str = Field(
+        min_length=1,
+        description="Key in the decoded payload; dots walk into objects, e.g. `distance` or `sensor.level`.",
+    )
+    attribute: str = Field(min_length=1, description="citywatch attribute it becomes, e.g. distance_mm.")
+    unit: str | None = Field(
+        None,
+        description="Unit the vendor sends when the value is a bare number (mm, cm, m, V, mV, %, fraction, "
+        "C, F). Strings such as '1234 mm' or '3.42 V' carry their own unit, which wins. Unset: the value "
+        "is taken as it is (numbers, booleans, text).",
+    )
+    values: dict[str, bool | float | str] | None = Field(
+        None, description="Maps text values to attribute values, e.g. {normal: false, tilt: true}."
+    )
+    sentinels: list[str] = Field(
+        default_factory=list,
+        description="Text values that mean 'no valid reading', e.g. 'Invalid Reading', 'No Sensor'.",
+    )
+    on_sentinel: SentinelAction = Field(
+        SentinelAction.DEAD_LETTER,
+        description="dead_letter: reject the whole uplink; drop_field: keep the rest of the reading.",
+    )
+    required: bool = Field(False, description="A payload without this field is rejected.")
+
+
+class VendorMap(_Section):
+    """The decoded payload of one device model (as its LoRaWAN network server's decoder outputs it)."""
+
+    description: str = Field("", description="What the model is and which decoder this map expects.")
+    fields: list[VendorField] = Field(min_length=1, description="Decoded fields to attributes.")
+    keep_unmapped: bool = Field(
+        False, description="Copy decoded fields that no entry maps into attributes (under their own name)."
+    )
+
+
+class DepartmentRoute(_Section):
+    """One row of the routing table: who owns events of a kind or violations of a type (in a district)."""
+
+    department: str = Field(min_length=1, description="Department that owns matching events/violations.")
+    kind: str | None = Field(None, description="Event kind this row is for; unset matches every kind.")
+    violation_type: str | None = Field(
+        None, description="Violation type this row is for; unset matches every type."
+    )
+    district: str | None = Field(None, description="District this row is for; unset matches every district.")
+
+
+class GeoSettings(_Section):
+    grids_file: Path | None = Field(
+        None,
+        description="GeoJSON FeatureCollection of grid polygons; each feature's properties need `grid` and "
+        "`district` (relative to the config file).",
+    )
+    districts_file: Path | None = Field(
+        None,
+        description="GeoJSON FeatureCollection of district polygons with a `district` property, used for "
+        "points outside every grid (relative to the config file).",
+    )
+    index_cell_deg: float | None = Field(
+        None, gt=0, description="Cell size of the spatial index in degrees; unset: chosen from the polygons."
+    )
+    departments: list[DepartmentRoute] = Field(
+        default_factory=list,
+        description="Routing table, first matching row wins. Violations match on violation_type (and "
+        "district), events on kind (and district).",
+    )
+    default_department: str | None = Field(
+        None, description="Department when no row matches; unset: no department tag is added."
+    )
+
+    @model_validator(mode="after")
+    def _rows_name_one_subject(self) -> GeoSettings:
+        for index, row in enumerate(self.departments):
+            if row.kind is not None and row.violation_type is not None:
+                raise ValueError(f"departments[{index}]: give kind or violation_type, not both")
+        return self

@@ -1,0 +1,98 @@
+"""What The Things Stack and ChirpStack codecs share: a decoded payload -> one event of the device's kind.
+
+The network server has already run the vendor's payload decoder; what arrives is that decoder's object
+(`decoded_payload`, `object`). The registered device's `model` picks the vendor field map that turns
+it into citywatch attributes (ingest/vendor_maps.py); a device without a map keeps the decoder's fields
+as they are. The event kind is the registered device's kind, so `bin` rules see a bin reading.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from citywatch.ingest_config import VendorMap
+from citywatch.models import Event, Location
+from citywatch.settings import DeviceSettings
+from ingest.codecs import common as c
+from ingest.codecs.base import CodecError
+from ingest.vendor_maps import apply_vendor_map
+
+# Kind of an event from a device the registry does not know: the normalizer dead-letters it as
+# unknown_device (or keeps it as raw LoRaWAN data when unknown devices are accepted).
+UNREGISTERED_KIND = "lorawan"
+DEVICE_MISMATCH = "device_mismatch"
+_HEX_EUI = re.compile(r"[0-9A-Fa-f]{16}")
+
+
+class DeviceLookup(Protocol):
+    def get(self, device_id: str) -> DeviceSettings | None: ...
+
+
+class LorawanDecoded:
+    """Turns a network server's decoded object into attributes with the device's vendor map."""
+
+    def __init__(self, devices: DeviceLookup, vendor_maps: Mapping[str, VendorMap]) -> None:
+        self._devices = devices
+        self._vendor_maps = vendor_maps
+
+    def event(
+        self,
+        *,
+        source: str,
+        event_id: str,
+        device_id: str,
+        event_time_ms: int,
+        received_time_ms: int,
+        decoded: Any,
+        decoded_path: str,
+        radio: dict[str, Any],
+        location: Location | None,
+    ) -> Event:
+        decoded = c.obj(decoded, decoded_path)
+        device = self._devices.get(device_id)
+        vendor_map = None if device is None or device.model is None else self._vendor_maps.get(device.model)
+        attributes = (
+            dict(decoded) if vendor_map is None else apply_vendor_map(vendor_map, decoded, decoded_path)
+        )
+        attributes.update({key: value for key, value in radio.items() if value is not None})
+        return Event(
+            event_id=event_id,
+            device_id=device_id,
+            kind=UNREGISTERED_KIND if device is None else device.kind,
+            event_time_ms=event_time_ms,
+            ingest_time_ms=received_time_ms,
+            attributes=attributes,
+            location=location,
+            source=source,
+        )
+
+
+def normal_eui(value: Any, path: str) -> str:
+    """A DevEUI as 16 upper-case hex digits; accepts hex and the base64 that protobuf JSON uses for bytes."""
+    if isinstance(value, str) and _HEX_EUI.fullmatch(value):
+        return value.upper()
+    if isinstance(value, str):
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) == 8:
+            return raw.hex().upper()
+    raise CodecError(c.INVALID_FIELD, f"{path}: expected a DevEUI of 16 hex digits, got {c.preview(value)}")
+
+
+def best_radio(rx: list[Any], path: str, rssi_key: str, snr_key: str) -> dict[str, Any]:
+    """Strongest gateway's RSSI and SNR, and how many gateways heard the uplink (device health)."""
+    best_rssi: float | None = None
+    best_snr: float | None = None
+    for index, item in enumerate(rx):
+        gateway = c.obj(item, c.join(path, index))
+        rssi = c.number(gateway, rssi_key, c.join(path, index), required=False, low=-200, high=50)
+        snr = c.number(gateway, snr_key, c.join(path, index), required=False, low=-50, high=50)
+        if rssi is not None and (best_rssi is None or rssi > best_rssi):
+            best_rssi, best_snr = rssi, snr
+    return {"rssi_dbm": best_rssi, "snr_db": best_snr, "gateways": len(rx)}

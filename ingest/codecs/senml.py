@@ -1,0 +1,257 @@
+"""SenML JSON packs (RFC 8428) -> one event per device and resolved time.
+
+Resolution follows RFC 8428 section 4.6: base name, base time, base unit, base value and base sum carry
+forward to later records; name = bn + n; time = bt + t, where a result below 2**28 s is relative to the
+time the pack was received (negative: in the past); value = bv + v; sum = bs + s.
+
+Which device, which attribute (our choice, see docs/formats.md):
+- The device id is the base name without its trailing separator (`urn:dev:ow:10e2073a01080063:` ->
+  `urn:dev:ow:10e2073a01080063`); a pack without a base name takes the last topic level.
+  The record name (`n`) is the measurement.
+- Records sharing a device and a resolved time become one event: a sensor sends temperature and
+  humidity of one instant as one pack, and rules want them together.
+- The attribute name is the measurement in snake_case with the unit's suffix (`temperature` + `Cel` ->
+  `temperature_c`, `pm25` + `ug/m3` -> `pm25_ugm3`); units with a scale are converted (`K` -> C,
+  `min` -> s, `Pa` -> hPa, `/` ratio -> percent). `lat` / `lon` units become the event's location.
+  A unit we do not map keeps the measurement name and is listed in the `units` attribute.
+- String, boolean and data values (`vs`, `vb`, `vd`) are kept as they are; a sum becomes `{name}_sum`.
+
+Rejected: anything not a non-empty array of objects, unknown must-understand fields (ending in `_`),
+`bver` above 10, a record with no value or with two, names with characters RFC 8428 forbids, two
+values for one measurement at one time.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from citywatch.models import Event, Location, stable_id
+from ingest.codecs import common as c
+from ingest.codecs.base import CodecError
+from ingest.codecs.lorawan import DeviceLookup
+
+MAX_RECORDS = 1000
+RELATIVE_TIME_LIMIT_S = 2**28
+SUPPORTED_VERSION = 10
+UNREGISTERED_KIND = "senml"
+_NAME = re.compile(r"[A-Za-z0-9][-:./_A-Za-z0-9]*")
+_NOT_WORD = re.compile(r"[^a-z0-9]+")
+_KNOWN_FIELDS = frozenset(
+    {"bn", "bt", "bu", "bv", "bs", "bver", "n", "u", "v", "vs", "vb", "vd", "s", "t", "ut"}
+)
+
+
+def _scale(factor: float, offset: float = 0.0) -> Callable[[float], float]:
+    return lambda value: value * factor + offset
+
+
+# SenML unit (RFC 8428 and RFC 8798 registry) -> (attribute suffix, conversion to that unit).
+UNITS: dict[str, tuple[str, Callable[[float], float]]] = {
+    "Cel": ("_c", _scale(1)),
+    "K": ("_c", _scale(1, -273.15)),
+    "%": ("_pct", _scale(1)),
+    "%RH": ("_pct", _scale(1)),
+    "%EL": ("_pct", _scale(1)),
+    "/": ("_pct", _scale(100)),
+    "m": ("_m", _scale(1)),
+    "cm": ("_cm", _scale(1)),
+    "mm": ("_mm", _scale(1)),
+    "km": ("_km", _scale(1)),
+    "V": ("_v", _scale(1)),
+    "mV": ("_mv", _scale(1)),
+    "mA": ("_ma", _scale(1)),
+    "A": ("_ma", _scale(1000)),
+    "W": ("_w", _scale(1)),
+    "kW": ("_kw", _scale(1)),
+    "kWh": ("_kwh", _scale(1)),
+    "Wh": ("_kwh", _scale(0.001)),
+    "Hz": ("_hz", _scale(1)),
+    "dB": ("_db", _scale(1)),
+    "lx": ("_lux", _scale(1)),
+    "Pa": ("_hpa", _scale(0.01)),
+    "hPa": ("_hpa", _scale(1)),
+    "s": ("_s", _scale(1)),
+    "ms": ("_ms", _scale(1)),
+    "min": ("_s", _scale(60)),
+    "h": ("_s", _scale(3600)),
+    "m/s": ("_mps", _scale(1)),
+    "km/h": ("_kmh", _scale(1)),
+    "ug/m3": ("_ugm3", _scale(1)),
+    "ppm": ("_ppm", _scale(1)),
+    "ppb": ("_ppb", _scale(1)),
+    "kg": ("_kg", _scale(1)),
+    "g": ("_kg", _scale(0.001)),
+    "deg": ("_deg", _scale(1)),
+}
+
+
+class SenmlCodec:
+    name = "senml"
+
+    def __init__(self, devices: DeviceLookup, *, device_id_prefix: str = "") -> None:
+        self._devices = devices
+        self._prefix = device_id_prefix
+
+    def decode(self, topic: str, payload: bytes, received_time_ms: int) -> list[Event]:
+        pack = c.parse_json(payload)
+        if not isinstance(pack, list):
+            raise CodecError(
+                c.INVALID_FIELD, f"payload: expected a SenML pack (a JSON array), got {c.preview(pack)}"
+            )
+        if not pack:
+            raise CodecError("empty_batch", "payload: the SenML pack has no records")
+        if len(pack) > MAX_RECORDS:
+            raise CodecError(
+                "batch_too_large", f"payload: {len(pack)} records, at most {MAX_RECORDS} allowed"
+            )
+        topic_device = topic.rsplit("/", 1)[-1]
+        base: dict[str, Any] = {"bn": "", "bt": 0.0, "bu": None, "bv": None, "bs": None}
+        # (device, time ms) -> attributes, location parts, units, record paths; insertion order kept.
+        groups: dict[tuple[str, int], dict[str, Any]] = {}
+        for index, item in enumerate(pack):
+            where = f"[{index}]"
+            record = c.obj(item, where)
+            self._check_fields(record, where)
+            self._update_base(record, base, where)
+            measurement = c.text(record, "n", where, required=False) or ""
+            full_name = base["bn"] + measurement
+            if not full_name or not _NAME.fullmatch(full_name):
+                raise CodecError(
+                    c.INVALID_FIELD,
+                    f"{where}.n: resolved name {full_name!r} must start with a "
+                    "letter or digit and use only A-Z a-z 0-9 - : . / _",
+                )
+            device = base["bn"].rstrip(":/.") or topic_device
+            if not device:
+                raise CodecError(
+                    c.MISSING_FIELD, f"{where}.bn: no base name and no device level in the topic"
+                )
+            if not measurement:
+                raise CodecError(c.MISSING_FIELD, f"{where}.n: the record names no measurement")
+            time_ms = self._time_ms(record, base, where, received_time_ms)
+            value, is_sum = self._value(record, base, where)
+            unit = c.text(record, "u", where, required=False, max_len=32) or base["bu"]
+            group = groups.setdefault(
+                (device, time_ms), {"attributes": {}, "lat": None, "lon": None, "units": {}}
+            )
+            self._put(group, measurement, unit, value, is_sum, where)
+        events = []
+        for (device, time_ms), group in groups.items():
+            attributes = group["attributes"]
+            if group["units"]:
+                attributes["units"] = group["units"]
+            location = None
+            if group["lat"] is not None or group["lon"] is not None:
+                location = c.location(group["lat"], group["lon"], "location")
+            device_id = self._prefix + device
+            known = self._devices.get(device_id)
+            canonical = msgspec.json.encode(attributes, order="sorted").decode()
+            events.append(
+                Event(
+                    event_id=stable_id("senml", device_id, time_ms, canonical),
+                    device_id=device_id,
+                    kind=UNREGISTERED_KIND if known is None else known.kind,
+                    event_time_ms=time_ms,
+                    ingest_time_ms=received_time_ms,
+                    attributes=attributes,
+                    location=location if isinstance(location, Location) else None,
+                    source=self.name,
+                )
+            )
+        return events
+
+    def _check_fields(self, record: dict[str, Any], where: str) -> None:
+        for key in record:
+            if key not in _KNOWN_FIELDS and key.endswith("_"):
+                raise CodecError(
+                    "unknown_field",
+                    f"{where}.{key}: a must-understand field this codec does not "
+                    "implement (RFC 8428 section 4.4)",
+                )
+
+    def _update_base(self, record: dict[str, Any], base: dict[str, Any], where: str) -> None:
+        version = c.integer(record, "bver", where, required=False, low=1)
+        if version is not None and version > SUPPORTED_VERSION:
+            raise CodecError(
+                c.INVALID_FIELD, f"{where}.bver: version {version} is newer than {SUPPORTED_VERSION}"
+            )
+        if "bn" in record:
+            base["bn"] = c.text(record, "bn", where, required=False) or ""
+        if "bt" in record:
+            base["bt"] = c.number(record, "bt", where, required=False) or 0.0
+        if "bu" in record:
+            base["bu"] = c.text(record, "bu", where, required=False, max_len=32)
+        if "bv" in record:
+            base["bv"] = c.number(record, "bv", where, required=False)
+        if "bs" in record:
+            base["bs"] = c.number(record, "bs", where, required=False)
+
+    def _time_ms(
+        self, record: dict[str, Any], base: dict[str, Any], where: str, received_time_ms: int
+    ) -> int:
+        offset = c.number(record, "t", where, required=False) or 0.0
+        seconds = base["bt"] + offset
+        if not abs(seconds) < c.MAX_EPOCH_SECONDS:
+            raise CodecError(c.INVALID_FIELD, f"{where}.t: resolved time is not finite")
+        if seconds < RELATIVE_TIME_LIMIT_S:
+            time_ms = received_time_ms + round(seconds * 1000)
+        else:
+            time_ms = round(seconds * 1000)
+        return c.plausible(time_ms, f"{where}.t", received_time_ms)
+
+    def _value(self, record: dict[str, Any], base: dict[str, Any], where: str) -> tuple[Any, bool]:
+        present = [key for key in ("v", "vs", "vb", "vd") if record.get(key) is not None]
+        if len(present) > 1:
+            raise CodecError(c.INVALID_FIELD, f"{where}: one value per record, got {', '.join(present)}")
+        if present:
+            key = present[0]
+            if key == "v":
+                value = c.number(record, "v", where)
+                assert value is not None
+                return (value + base["bv"]) if base["bv"] is not None else value, False
+            if key == "vb":
+                return c.boolean(record, "vb", where), False
+            return c.text(record, key, where, max_len=4096), False
+        if record.get("s") is not None:
+            total = c.number(record, "s", where)
+            assert total is not None
+            return (total + base["bs"]) if base["bs"] is not None else total, True
+        if base["bv"] is not None:
+            return base["bv"], False
+        raise CodecError(
+            c.MISSING_FIELD, f"{where}.v: the record has no value (v, vs, vb, vd) and no sum (s)"
+        )
+
+    def _put(
+        self, group: dict[str, Any], measurement: str, unit: str | None, value: Any, is_sum: bool, where: str
+    ) -> None:
+        if unit in ("lat", "lon"):
+            if group[unit] is not None:
+                raise CodecError(c.INVALID_FIELD, f"{where}: a second {unit} at the same time")
+            group[unit] = value
+            return
+        name = _NOT_WORD.sub("_", measurement.lower()).strip("_") or "value"
+        if is_sum:
+            name += "_sum"
+        if (
+            unit is not None
+            and isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and unit in UNITS
+        ):
+            suffix, convert = UNITS[unit]
+            if not name.endswith(suffix):
+                name += suffix
+            value = round(convert(float(value)), 9)
+            if not math.isfinite(value):
+                raise CodecError(c.INVALID_FIELD, f"{where}.v: {name} overflows after unit conversion")
+        elif unit is not None:
+            group["units"][name] = unit
+        if name in group["attributes"]:
+            raise CodecError(c.INVALID_FIELD, f"{where}.n: a second value for {name!r} at the same time")
+        group["attributes"][name] = value
