@@ -12,6 +12,7 @@ an open never writes, so a replayed open cannot reopen a cleared violation, what
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import math
 from collections.abc import Iterable
@@ -50,10 +51,14 @@ def point_time_ns(time_ms: int, record_id: str) -> int:
     return time_ms * _NS_PER_MS + offset_ns(record_id)
 
 
+# Tag keys, tag values and field names come from bounded sets (that is what makes them tags), so their
+# escaped forms are cached: escaping was the costliest step of building a line.
+@functools.lru_cache(maxsize=65536)
 def _escape_key(value: str) -> str:
     return value.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
 
 
+@functools.lru_cache(maxsize=65536)
 def _escape_tag_value(value: str) -> str:
     # A trailing backslash would escape the separator after it; newlines end a line.
     value = value.replace("\n", " ").rstrip("\\")
