@@ -3,14 +3,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # System packages the integration tests run for real (command:package).
-TEST_SERVICES := mosquitto:mosquitto openssl:openssl
+TEST_SERVICES := mosquitto:mosquitto openssl:openssl influxd:influxdb
 
-.PHONY: run test lint unit bench clean help
+.PHONY: run test lint unit bench bench-store clean help
 
 help:
 	@echo "make run    set up and run the embedded stack with its simulator (API on 127.0.0.1:8000)"
 	@echo "make test   set up (virtualenv, packages, real services) and run lint and every test"
 	@echo "make bench  end-to-end throughput and latency (embedded, then Kafka), per-rule throughput; figures go in BENCHMARKS.md"
+	@echo "make bench-store  store write rates and dashboard query latencies, embedded and InfluxDB"
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "citywatch needs Python 3.11 or newer"' \
@@ -52,6 +53,10 @@ bench: $(VENV)/.installed-dev services
 	$(BIN)/python -m bench.rules
 	$(BIN)/python -m bench.rules_throughput
 	$(BIN)/python -m bench.kafka
+
+# Store mode: write rates per backend and dashboard query latencies (STORE_BENCH_ARGS, e.g. --rows 10000000).
+bench-store: $(VENV)/.installed-dev services
+	$(BIN)/python -m bench.store $(STORE_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

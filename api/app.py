@@ -16,9 +16,20 @@ from api.access.deps import require
 from api.access.keys import Scope
 from api.alerts import streams
 from api.alerts.webhooks import routes as webhook_routes
-from api.routes import bin_predictions, dead_letters, devices, events, health, status, violations
+from api.routes import (
+    aggregates,
+    bin_predictions,
+    dead_letters,
+    devices,
+    events,
+    exports,
+    health,
+    readings,
+    status,
+    violations,
+)
 from api.services import ApiServices
-from store.base import InvalidCursor
+from store.base import InvalidCursor, QueryTooLarge
 
 
 def create_app(services: ApiServices) -> FastAPI:
@@ -43,8 +54,15 @@ def create_app(services: ApiServices) -> FastAPI:
     async def invalid_cursor(_: Request, exc: InvalidCursor) -> JSONResponse:
         return JSONResponse(status_code=400, content={"detail": str(exc)})
 
+    @app.exception_handler(QueryTooLarge)
+    async def query_too_large(_: Request, exc: QueryTooLarge) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": str(exc)})
+
     # Scopes per router (docs/alerts.md); violations and streams check theirs per route, to mask plates.
     app.include_router(violations.router)
+    app.include_router(aggregates.router, dependencies=[Depends(require(Scope.VIOLATIONS_READ))])
+    app.include_router(readings.router, dependencies=[Depends(require(Scope.READINGS_READ))])
+    app.include_router(exports.router)
     app.include_router(events.router, dependencies=[Depends(require(Scope.READINGS_READ))])
     app.include_router(dead_letters.router, dependencies=[Depends(require(Scope.ADMIN))])
     app.include_router(health.router)

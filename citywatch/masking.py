@@ -34,15 +34,21 @@ def discloses(violation: Violation) -> bool:
                 or SENSITIVE_DETAIL_KEYS.intersection(evidence.details))
 
 
+def masked_violation(violation: Violation) -> Violation:
+    """The violation with its plate masked and its evidence links removed."""
+    if not discloses(violation):
+        return violation
+    evidence = violation.evidence
+    return msgspec.structs.replace(violation, evidence=msgspec.structs.replace(
+        evidence,
+        plate=mask_plate(evidence.plate) if evidence.plate else evidence.plate,
+        snapshot_url=None,
+        details={key: (_mask_value(value) if key in SENSITIVE_DETAIL_KEYS else value)
+                 for key, value in evidence.details.items()},
+    ))
+
+
 def present_violation(violation: Violation, *, plates: bool) -> dict[str, Any]:
     """The violation as JSON-ready builtins, masked unless the reader holds the plates scope."""
-    data: dict[str, Any] = msgspec.to_builtins(violation)
-    if plates or not discloses(violation):
-        return data
-    evidence = data["evidence"]
-    if evidence.get("plate"):
-        evidence["plate"] = mask_plate(evidence["plate"])
-    evidence["snapshot_url"] = None
-    evidence["details"] = {key: (_mask_value(value) if key in SENSITIVE_DETAIL_KEYS else value)
-                           for key, value in evidence["details"].items()}
+    data: dict[str, Any] = msgspec.to_builtins(violation if plates else masked_violation(violation))
     return data

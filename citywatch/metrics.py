@@ -74,6 +74,30 @@ class Metrics:
             "citywatch_bus_send_errors", "Records the bus refused or lost after retries, by topic", ["topic"],
             registry=self.registry,
         )
+        self.store_buffer_points = Gauge(
+            "citywatch_store_buffer_points", "Points waiting in memory for the time-series store",
+            registry=self.registry,
+        )
+        self.store_spool_bytes = Gauge(
+            "citywatch_store_spool_bytes", "Line protocol spilled to disk, waiting for the time-series store",
+            registry=self.registry,
+        )
+        self.store_backpressure = Gauge(
+            "citywatch_store_backpressure", "1 while a store write waits for buffer room",
+            registry=self.registry,
+        )
+        self.store_points_written = Counter(
+            "citywatch_store_points_written", "Points the time-series store acknowledged",
+            registry=self.registry,
+        )
+        self.store_write_retries = Counter(
+            "citywatch_store_write_retries", "Failed store write requests that will be retried",
+            registry=self.registry,
+        )
+        self.store_points_rejected = Counter(
+            "citywatch_store_points_rejected", "Points in batches the store refused as invalid (not retried)",
+            registry=self.registry,
+        )
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

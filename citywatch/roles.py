@@ -13,7 +13,6 @@ import os
 import signal
 from collections.abc import Sequence
 from functools import partial
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -37,7 +36,7 @@ from processors.kafka_bus import KafkaBusProducer, ensure_topics, partition_for
 from processors.kafka_lag import GroupMonitor
 from processors.kafka_processor import KafkaProcessor
 from store.base import Store
-from store.sqlite_store import SqliteStore
+from store.factory import RetentionSweeper, build_store
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +55,11 @@ def geo_tagger(settings: Settings) -> GeoTagger:
         raise ConfigError(str(exc)) from exc
 
 
-def open_store(settings: Settings) -> Store:
-    """The store the settings name (the embedded SQLite file under data_dir today)."""
-    return SqliteStore.in_directory(Path(settings.store.data_dir))
+def open_store(settings: Settings, metrics: Metrics) -> Store:
+    """The store the settings name (embedded SQLite or InfluxDB), started."""
+    store = build_store(settings.store, metrics)
+    store.start()
+    return store
 
 
 class _CountingProducer(BusProducer):
@@ -153,6 +154,7 @@ class ProcessRole:
         self.geo = geo_tagger(settings)
         self.store: Store | None = None
         self.processor: KafkaProcessor | None = None
+        self.retention_sweeper: RetentionSweeper | None = None
         self.failed: BaseException | None = None
 
     def new_engine(self, partition: int, partitions: int) -> Engine:
@@ -164,12 +166,16 @@ class ProcessRole:
                       if partition_for(device_partition_key(device), partitions) == partition]
         # The dedup window is shared out over the partitions one instance may own.
         capacity = max(10_000, pipeline.dedup_window_events // partitions)
-        return Engine(build_rules(self.settings.rules, self.registry, registered),
+        return Engine(build_rules(self.settings.rules, self.registry, registered,
+                                  traffic=self.settings.traffic),
                       allowed_lateness_ms=pipeline.allowed_lateness_ms, dedup_capacity=capacity)
 
     def start(self) -> None:
         ensure_topics(self.kafka)
-        self.store = open_store(self.settings)
+        self.store = open_store(self.settings, self.metrics)
+        # The writing role applies retention (the api role only reads).
+        self.retention_sweeper = RetentionSweeper(self.store, self.settings.store.retention.sweep_interval_s)
+        self.retention_sweeper.start()
         self.processor = KafkaProcessor(
             self.kafka, self.new_engine, self.store, self.metrics,
             batch_events=self.settings.pipeline.batch_events,
@@ -187,6 +193,8 @@ class ProcessRole:
     def stop(self) -> None:
         if self.processor is not None:
             self.processor.stop()
+        if self.retention_sweeper is not None:
+            self.retention_sweeper.stop()
         if self.store is not None:
             self.store.close()
 
@@ -216,7 +224,7 @@ class ApiRole:
         self.settings = settings
         self.kafka = kafka_settings_of(settings, "api")
         self.metrics = Metrics()
-        self.store = open_store(settings)
+        self.store = open_store(settings, self.metrics)
         self.monitor = GroupMonitor(self.kafka, self.metrics)
         # Keys, scopes and the audit log, as in `citywatch up`: an API role must never serve open.
         self.access = AccessControl.in_directory(settings.store.data_dir, settings.api)

@@ -34,7 +34,8 @@ from processors.catalogue import build_rules
 from processors.engine import Engine
 from processors.inprocess_bus import InProcessBus
 from processors.worker import ProcessorWorker
-from store.sqlite_store import SqliteStore
+from store.base import Store
+from store.factory import RetentionSweeper, build_store
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,8 @@ class EmbeddedRuntime:
         self.on_stored = on_stored
         self.metrics = Metrics()
         self.data_dir = Path(settings.store.data_dir)
-        self.store = SqliteStore.in_directory(self.data_dir)
+        self.store: Store = build_store(settings.store, self.metrics)
+        self.retention_sweeper = RetentionSweeper(self.store, settings.store.retention.sweep_interval_s)
         self.registry = DeviceRegistry(settings.devices)
         # Persisted registry (API changes survive restarts); seeds the live registry above.
         self.devices = DeviceManager.open(self.data_dir, self.registry, settings.devices)
@@ -82,6 +84,8 @@ class EmbeddedRuntime:
 
     def start(self) -> None:
         self._restore_rule_state()
+        self.store.start()
+        self.retention_sweeper.start()
         if self.mqtt_url is None:
             self.mqtt_url = self._start_embedded_broker()
         self.alerts.start(self.mqtt_url)
@@ -113,6 +117,7 @@ class EmbeddedRuntime:
         self.alerts.stop()
         if self.worker.error is None:
             (self.data_dir / SNAPSHOT_FILE).write_bytes(self.engine.snapshot())
+        self.retention_sweeper.stop()
         self.store.close()
         self.devices.close()
         if self.broker is not None:

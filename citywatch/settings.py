@@ -209,11 +209,78 @@ class BusSettings(_Section):
 
 class StoreKind(StrEnum):
     EMBEDDED = "embedded"
+    INFLUXDB = "influxdb"
+
+
+class InfluxApi(StrEnum):
+    AUTO = "auto"  # ask the server's /ping for its version: 1.8 and newer speak the v2 write API
+    V1 = "v1"  # POST /write (InfluxDB 1.x, e.g. Debian's 1.6)
+    V2 = "v2"  # influxdb-client's write API (InfluxDB 2.x, 3.x, and 1.8+ with database/rp as bucket)
+
+
+class InfluxDBSettings(_Section):
+    url: str = Field("http://127.0.0.1:8086", description="Base URL of the InfluxDB HTTP API.")
+    api: InfluxApi = Field(InfluxApi.AUTO, description="Write API: auto (detect with /ping), v1 or v2.")
+    database: str = Field(
+        "citywatch", min_length=1,
+        description="v1 database (also the InfluxQL `db` of every query); with the v2 API the bucket is "
+        "`database/retention policy` unless `bucket` is set.",
+    )
+    bucket: str | None = Field(None, description="v2 bucket for raw writes, if not database/rp.")
+    org: str | None = Field(None, description="v2 organisation.")
+    token: SecretStr | None = Field(None, description="v2 API token (1.8 compatibility: user:password).")
+    username: str | None = Field(None, description="v1 user, if authentication is enabled.")
+    password: SecretStr | None = Field(None, description="v1 password.")
+    manage_schema: bool = Field(
+        True, description="Create the database and retention policies at start (v1 API only)."
+    )
+    batch_points: int = Field(5000, gt=0, description="Most points sent in one write request.")
+    flush_interval_ms: int = Field(
+        1000, gt=0, description="A partial batch waits at most this long before it is sent."
+    )
+    memory_buffer_points: int = Field(
+        200_000, gt=0, description="Points held in memory while InfluxDB is down or slow, before disk."
+    )
+    disk_buffer_bytes: int = Field(
+        512 * 1024 * 1024, ge=0,
+        description="Line protocol spilled to `data_dir/influx-spool` once memory is full; past it, writes "
+        "wait (backpressure).",
+    )
+    backpressure_timeout_s: float | None = Field(
+        None, gt=0,
+        description="How long a write waits for buffer room before failing with StoreBackpressure; null "
+        "waits as long as it takes (the processor stops consuming meanwhile).",
+    )
+    flush_wait_s: float = Field(
+        2.0, ge=0, description="How long flush() waits for InfluxDB before spilling memory to disk."
+    )
+    retry_min_s: float = Field(0.2, gt=0, description="First retry delay of a failed write; doubles.")
+    retry_max_s: float = Field(30.0, gt=0, description="Longest delay between write retries.")
+    timeout_s: float = Field(10.0, gt=0, description="HTTP timeout of one request.")
+    rollup_interval_s: float = Field(
+        60.0, gt=0, description="How often the hourly reading rollups of recently written hours are computed."
+    )
+
+
+class RetentionSettings(_Section):
+    raw_readings_days: int = Field(30, gt=0, description="Raw readings are kept this long (event time).")
+    rollup_days: int = Field(730, gt=0, description="Hourly rollups are kept this long.")
+    violations_days: int = Field(365, gt=0, description="Violations are kept this long (by start time).")
+    dead_letters_days: int = Field(30, gt=0, description="Dead letters are kept this long.")
+    sweep_interval_s: float = Field(
+        3600.0, gt=0, description="How often the embedded store deletes what is past retention."
+    )
 
 
 class StoreSettings(_Section):
-    kind: StoreKind = Field(StoreKind.EMBEDDED, description="embedded (SQLite file under data_dir).")
-    data_dir: Path = Field(Path("data"), description="Directory of the embedded store.")
+    kind: StoreKind = Field(
+        StoreKind.EMBEDDED, description="embedded (SQLite file under data_dir) or influxdb."
+    )
+    data_dir: Path = Field(
+        Path("data"), description="Directory of the embedded store (and of the InfluxDB write spool)."
+    )
+    influxdb: InfluxDBSettings = InfluxDBSettings()
+    retention: RetentionSettings = RetentionSettings()
 
 
 def _is_loopback(host: str) -> bool:

@@ -1,4 +1,4 @@
-"""The store interface every backend implements (embedded SQLite now, InfluxDB later).
+"""The store interface every backend implements (embedded SQLite, InfluxDB).
 
 Writes are idempotent: an event id or violation id written twice is stored once, and a violation's
 newer state (by `updated_time_ms`) replaces an older one, so at-least-once delivery never doubles data.
@@ -12,6 +12,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Generic, TypeVar
 
 from citywatch.models import DeadLetter, Event, Prediction, Violation, ViolationStatus
@@ -30,6 +31,64 @@ class Page(Generic[T]):
     next_cursor: str | None
 
 
+class QueryTooLarge(ValueError):
+    """The answer would exceed the store's bound on result size; narrow the query."""
+
+
+# The violation tags a query can filter and group on. Each is a tag of the device (from the registry) or of
+# the violation, with a bounded set of values (never plates or track ids).
+TAG_DIMENSIONS: tuple[str, ...] = ("grid", "district", "department", "intersection")
+
+
+class Dimension(StrEnum):
+    """What violation counts can be grouped by."""
+
+    TYPE = "type"
+    DEVICE = "device"
+    SEVERITY = "severity"
+    GRID = "grid"
+    DISTRICT = "district"
+    DEPARTMENT = "department"
+    INTERSECTION = "intersection"
+
+
+class Bucket(StrEnum):
+    """Time buckets in UTC: weeks start on Monday, months on the first."""
+
+    MINUTE = "minute"
+    HOUR = "hour"
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+
+
+@dataclass(frozen=True)
+class BoundingBox:
+    """Inclusive WGS84 box; violations without a location never match one."""
+
+    min_lat: float
+    min_lon: float
+    max_lat: float
+    max_lon: float
+
+
+@dataclass(frozen=True)
+class ViolationFilter:
+    """Filters shared by the violation list and the aggregates; empty tuples mean "any"."""
+
+    types: tuple[str, ...] = ()
+    device_ids: tuple[str, ...] = ()
+    severities: tuple[str, ...] = ()
+    grids: tuple[str, ...] = ()
+    districts: tuple[str, ...] = ()
+    departments: tuple[str, ...] = ()
+    intersections: tuple[str, ...] = ()
+
+    def tag_values(self) -> dict[str, tuple[str, ...]]:
+        return {"grid": self.grids, "district": self.districts, "department": self.departments,
+                "intersection": self.intersections}
+
+
 @dataclass(frozen=True)
 class ViolationQuery:
     types: tuple[str, ...] = ()
@@ -40,6 +99,111 @@ class ViolationQuery:
     to_ms: int | None = None
     limit: int = 100
     cursor: str | None = None
+    severities: tuple[str, ...] = ()
+    grids: tuple[str, ...] = ()
+    districts: tuple[str, ...] = ()
+    departments: tuple[str, ...] = ()
+    intersections: tuple[str, ...] = ()
+    bbox: BoundingBox | None = None
+    # Only violations open at this event time: started at or before it and not cleared by then.
+    open_at_ms: int | None = None
+
+    def filter(self) -> ViolationFilter:
+        return ViolationFilter(types=self.types, device_ids=self.device_ids, severities=self.severities,
+                               grids=self.grids, districts=self.districts, departments=self.departments,
+                               intersections=self.intersections)
+
+
+@dataclass(frozen=True)
+class ViolationCountQuery:
+    """Violations counted by the bucket of their start time, in [from_ms, to_ms) widened to whole buckets."""
+
+    bucket: Bucket
+    from_ms: int
+    to_ms: int
+    group_by: tuple[Dimension, ...] = ()
+    filter: ViolationFilter = ViolationFilter()
+
+
+@dataclass(frozen=True)
+class CountRow:
+    bucket_start_ms: int
+    # One value per `group_by` dimension, in its order.
+    group: tuple[str, ...]
+    count: int
+
+
+@dataclass(frozen=True)
+class TopQuery:
+    """The `limit` values of `dimension` with the most violations started in [from_ms, to_ms)."""
+
+    dimension: Dimension
+    from_ms: int
+    to_ms: int
+    limit: int = 10
+    filter: ViolationFilter = ViolationFilter()
+
+
+@dataclass(frozen=True)
+class TopRow:
+    key: str
+    count: int
+
+
+@dataclass(frozen=True)
+class ReadingSeriesQuery:
+    """One device's numeric attribute over [from_ms, to_ms): raw points, or per bucket if `bucket` is set."""
+
+    device_id: str
+    attribute: str
+    from_ms: int
+    to_ms: int
+    bucket: Bucket | None = None
+    limit: int = 1000
+
+
+@dataclass(frozen=True)
+class ReadingPoint:
+    time_ms: int
+    value: float
+
+
+@dataclass(frozen=True)
+class ReadingBucket:
+    bucket_start_ms: int
+    count: int
+    mean: float
+    min: float
+    max: float
+
+
+@dataclass(frozen=True)
+class ReadingSeries:
+    points: list[ReadingPoint]
+    buckets: list[ReadingBucket]
+    # True when `limit` cut the answer short: ask again from the last time returned.
+    truncated: bool
+
+
+@dataclass(frozen=True)
+class LatestReadingsQuery:
+    """The latest event of every device of `kind` (only devices that reported `attribute`, when set),
+    ordered by device id; `cursor` is the last device id of the previous page."""
+
+    kind: str
+    attribute: str | None = None
+    limit: int = 1000
+    cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """How long each kind of data is kept, in days of event time before `now`."""
+
+    raw_readings_days: int
+    rollup_days: int
+    violations_days: int
+    dead_letters_days: int
 
 
 @dataclass(frozen=True)
@@ -115,9 +279,33 @@ class Store(ABC):
     @abstractmethod
     def count_dead_letters_by_reason(self) -> dict[str, int]: ...
 
+    # -- the control-centre queries (same answers on every backend) -----------------------------------------
+
+    @abstractmethod
+    def count_violations(self, query: ViolationCountQuery) -> list[CountRow]:
+        """Rows ordered by bucket, then group; empty buckets are left out."""
+
+    @abstractmethod
+    def top_violations(self, query: TopQuery) -> list[TopRow]:
+        """Ordered by count descending, then key ascending; violations without the dimension are left out."""
+
+    @abstractmethod
+    def reading_series(self, query: ReadingSeriesQuery) -> ReadingSeries:
+        """Raw points or buckets in ascending time; a non-numeric or missing value is left out."""
+
+    @abstractmethod
+    def latest_readings(self, query: LatestReadingsQuery) -> Page[Event]: ...
+
+    @abstractmethod
+    def apply_retention(self, now_ms: int) -> None:
+        """Delete what is older than the retention policy allows (rollups outlive raw readings)."""
+
     @abstractmethod
     def ping(self) -> None:
         """Raise if the store cannot answer (readiness)."""
+
+    def start(self) -> None:  # noqa: B027 - optional hook, most stores have no background work
+        """Start background work (sending, rollups); a store without any need not override this."""
 
     @abstractmethod
     def close(self) -> None: ...

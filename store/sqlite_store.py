@@ -13,10 +13,12 @@ JSON functions can filter on them later without a schema change.
 from __future__ import annotations
 
 import contextlib
+import math
 import pathlib
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 import msgspec
@@ -31,19 +33,34 @@ from citywatch.models import (
     Violation,
     ViolationStatus,
 )
+from store import buckets
 from store.base import (
+    Bucket,
+    CountRow,
     DeadLetterQuery,
+    Dimension,
     EventQuery,
     InvalidCursor,
+    LatestReadingsQuery,
     Page,
+    QueryTooLarge,
+    ReadingBucket,
+    ReadingPoint,
+    ReadingSeries,
+    ReadingSeriesQuery,
+    RetentionPolicy,
     Store,
+    TopQuery,
+    TopRow,
+    ViolationCountQuery,
+    ViolationFilter,
     ViolationQuery,
     decode_cursor,
     encode_cursor,
 )
 
 FILE_NAME: Final = "citywatch.sqlite3"
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 # Each list query has an index per filter that ends in its newest-first sort key, so a filtered page is an
 # index range scan that stops after `limit` rows instead of a sort of every matching row.
@@ -131,6 +148,114 @@ ON CONFLICT (type, device_id) DO UPDATE SET
 WHERE excluded.computed_time_ms >= predictions.computed_time_ms
 """
 
+# Version 2: the control-centre queries. Tag columns on violations (filters without JSON parsing), rollup
+# tables maintained on write (in the writer's transaction, from the rows that were really new: a duplicate
+# delivery or a status change never counts twice), and the latest reading of every device.
+# Rollups keep '' for a missing tag so that it can be part of a primary key. (AFTER INSERT triggers did the
+# same job, but cost 98% of the write rate: 2.2k instead of 160k readings/s, bench/store.py.)
+_MIGRATION_V2: Final = """
+ALTER TABLE violations ADD COLUMN grid TEXT;
+ALTER TABLE violations ADD COLUMN district TEXT;
+ALTER TABLE violations ADD COLUMN department TEXT;
+ALTER TABLE violations ADD COLUMN intersection TEXT;
+UPDATE violations SET grid = json_extract(tags, '$.grid'), district = json_extract(tags, '$.district'),
+    department = json_extract(tags, '$.department'), intersection = json_extract(tags, '$.intersection');
+CREATE INDEX violations_by_end ON violations (end_time_ms);
+
+-- Numeric attributes of readings per device and hour: outlive the raw readings (retention).
+CREATE TABLE reading_stats_hourly (
+    device_id TEXT    NOT NULL,
+    attribute TEXT    NOT NULL,
+    hour_ms   INTEGER NOT NULL,
+    kind      TEXT    NOT NULL,
+    count     INTEGER NOT NULL,
+    sum_value REAL    NOT NULL,
+    min_value REAL    NOT NULL,
+    max_value REAL    NOT NULL,
+    PRIMARY KEY (device_id, attribute, hour_ms)
+) WITHOUT ROWID;
+CREATE INDEX reading_stats_by_hour ON reading_stats_hourly (hour_ms);
+
+-- The newest event of each device (ties at one time broken by the larger event id, as in the lists).
+CREATE TABLE latest_readings (
+    device_id      TEXT    NOT NULL PRIMARY KEY,
+    event_id       TEXT    NOT NULL,
+    kind           TEXT    NOT NULL,
+    event_time_ms  INTEGER NOT NULL,
+    ingest_time_ms INTEGER NOT NULL,
+    source         TEXT    NOT NULL,
+    lat            REAL,
+    lon            REAL,
+    attributes     TEXT    NOT NULL,
+    tags           TEXT    NOT NULL
+);
+CREATE INDEX latest_readings_by_kind ON latest_readings (kind, device_id);
+
+
+-- Backfill from a version-1 file (no-ops on a new one).
+INSERT INTO reading_stats_hourly
+    SELECT device_id, j.key, event_time_ms / 3600000 * 3600000, kind, count(*), sum(j.value), min(j.value),
+           max(j.value)
+    FROM events, json_each(events.attributes) AS j WHERE j.type IN ('integer', 'real')
+    GROUP BY device_id, j.key, event_time_ms / 3600000;
+INSERT INTO latest_readings
+    SELECT event_id_device.device_id, e.event_id, e.kind, e.event_time_ms, e.ingest_time_ms, e.source,
+           e.lat, e.lon, e.attributes, e.tags
+    FROM (SELECT device_id, max(event_time_ms) AS t FROM events GROUP BY device_id) AS event_id_device
+    JOIN events AS e ON e.device_id = event_id_device.device_id AND e.event_time_ms = event_id_device.t
+    WHERE e.event_id = (SELECT max(event_id) FROM events AS x
+                        WHERE x.device_id = e.device_id AND x.event_time_ms = e.event_time_ms)
+"""
+
+@dataclass(frozen=True)
+class _Rollup:
+    """A table of violation counts per (time bucket, dims), kept on write. Several narrow rollups instead of
+    one wide one: a dashboard query reads the smallest table that has every dimension it groups or filters
+    by, and a narrow table is 10-100x smaller than the raw rows (a wide one, with grid x intersection x
+    severity x type, is almost as large as the raw table at city densities)."""
+
+    table: str
+    time_column: str
+    size_ms: int
+    dims: tuple[str, ...]
+
+    def schema(self) -> list[str]:
+        columns = ", ".join(f"{d} TEXT NOT NULL" for d in self.dims)
+        keys = ", ".join((self.time_column, *self.dims))
+        return [f"CREATE TABLE {self.table} ({self.time_column} INTEGER NOT NULL, {columns}, "
+                f"count INTEGER NOT NULL, PRIMARY KEY ({keys})) WITHOUT ROWID"]
+
+    def backfill(self) -> str:
+        # From a version-1 file; a no-op on a new one.
+        values = ", ".join(f"coalesce({d}, '')" for d in self.dims)
+        groups = ", ".join(str(i + 1) for i in range(len(self.dims) + 1))
+        return (f"INSERT INTO {self.table} SELECT start_time_ms / {self.size_ms} * {self.size_ms}, {values}, "
+                f"count(*) FROM violations GROUP BY {groups}")
+
+    def upsert(self) -> str:
+        return (f"INSERT INTO {self.table} VALUES ({_placeholders(len(self.dims) + 2)}) "
+                "ON CONFLICT DO UPDATE SET count = count + excluded.count")
+
+
+_AREA: Final = ("grid", "district", "department", "intersection")
+# In order of preference: smallest first, at the densities bench/store.py generates (2,000 devices, 8 types,
+# 100 grids, 10 districts, 200 intersections); the sizes are the most rows 30 days can hold.
+_ROLLUPS: Final = (
+    _Rollup("violation_counts_hourly_type", "hour_ms", 3_600_000, ("type",)),  # 5.8k
+    _Rollup("violation_counts_daily_intersection", "day_ms", 86_400_000, ("intersection",)),  # 6k
+    _Rollup("violation_counts_daily_type_district", "day_ms", 86_400_000,
+            ("type", "district", "department")),  # 7.2k
+    _Rollup("violation_counts_daily_grid", "day_ms", 86_400_000, ("grid", "district", "department")),  # 9k
+    _Rollup("violation_counts_daily_device", "day_ms", 86_400_000, ("device_id",)),  # 60k
+    _Rollup("violation_counts_hourly_type_district", "hour_ms", 3_600_000,
+            ("type", "district", "department")),  # 173k
+    _Rollup("violation_counts_daily_area", "day_ms", 86_400_000, ("type", *_AREA)),  # 216k
+    _Rollup("violation_counts_daily_device_type", "day_ms", 86_400_000, ("device_id", "type")),  # 480k
+    _Rollup("violation_counts_hourly", "hour_ms", 3_600_000, ("type", "severity", *_AREA)),
+    _Rollup("violation_counts_daily", "day_ms", 86_400_000, ("device_id", "type", "severity", *_AREA)),
+)
+
+
 # Idempotent by event_id: the first write wins. `ON CONFLICT (event_id) DO NOTHING` rather than
 # `INSERT OR IGNORE`, which would also silently drop rows that break a NOT NULL constraint.
 _INSERT_EVENT: Final = """
@@ -147,8 +272,8 @@ ON CONFLICT (event_id) DO NOTHING
 _UPSERT_VIOLATION: Final = """
 INSERT INTO violations
     (violation_id, type, severity, device_id, status, start_time_ms, end_time_ms, updated_time_ms,
-     lat, lon, evidence, tags)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+     lat, lon, evidence, tags, grid, district, department, intersection)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (violation_id) DO UPDATE SET
     type = excluded.type,
     severity = excluded.severity,
@@ -160,10 +285,31 @@ ON CONFLICT (violation_id) DO UPDATE SET
     lat = excluded.lat,
     lon = excluded.lon,
     evidence = excluded.evidence,
-    tags = excluded.tags
+    tags = excluded.tags,
+    grid = excluded.grid,
+    district = excluded.district,
+    department = excluded.department,
+    intersection = excluded.intersection
 WHERE excluded.updated_time_ms > violations.updated_time_ms
    OR (excluded.updated_time_ms = violations.updated_time_ms
        AND NOT (violations.status = 'cleared' AND excluded.status = 'open'))
+"""
+
+_UPSERT_READING_STATS: Final = """
+INSERT INTO reading_stats_hourly VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT DO UPDATE SET count = count + excluded.count, sum_value = sum_value + excluded.sum_value,
+    min_value = min(min_value, excluded.min_value), max_value = max(max_value, excluded.max_value)
+"""
+
+_UPSERT_LATEST_READING: Final = """
+INSERT INTO latest_readings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (device_id) DO UPDATE SET event_id = excluded.event_id, kind = excluded.kind,
+    event_time_ms = excluded.event_time_ms, ingest_time_ms = excluded.ingest_time_ms,
+    source = excluded.source, lat = excluded.lat, lon = excluded.lon,
+    attributes = excluded.attributes, tags = excluded.tags
+WHERE excluded.event_time_ms > latest_readings.event_time_ms
+   OR (excluded.event_time_ms = latest_readings.event_time_ms
+       AND excluded.event_id > latest_readings.event_id)
 """
 
 _INSERT_DEAD_LETTER: Final = """
@@ -215,8 +361,108 @@ def _location(lat: float | None, lon: float | None) -> Location | None:
     return None if lat is None or lon is None else Location(lat=lat, lon=lon)
 
 
+def _statements(script: str) -> Iterator[str]:
+    """The complete SQL statements of a script, in order (triggers contain `;` inside BEGIN ... END)."""
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                yield pending
+            pending = ""
+    if pending.strip(" \n;"):
+        raise ValueError(f"incomplete SQL statement: {pending[:80]!r}")
+
+
 def _placeholders(count: int) -> str:
     return ", ".join("?" * count)
+
+
+def _event_from_row(row: Sequence[Any]) -> Event:
+    (event_id, device_id, kind, event_time_ms, ingest_time_ms, source, lat, lon, attributes, tags) = row
+    return Event(
+        event_id=event_id,
+        device_id=device_id,
+        kind=kind,
+        event_time_ms=event_time_ms,
+        ingest_time_ms=ingest_time_ms,
+        attributes=_decode_attributes(attributes),
+        location=_location(lat, lon),
+        source=source,
+        tags=_decode_tags(tags),
+    )
+
+
+def _json_path(attribute: str) -> str:
+    return '$."' + attribute.replace('"', "") + '"'
+
+
+# Bound on the rows an aggregate returns (buckets x groups).
+MAX_RESULT_ROWS: Final = 50_000
+
+
+@dataclass(frozen=True)
+class _ViolationSource:
+    """Where violation counts are read from: the raw table or one of its rollups."""
+
+    table: str
+    time_column: str
+    count_sql: str
+    # Raw rows keep NULL for a missing tag, rollups ''.
+    null_tags: bool
+
+
+_RAW: Final = _ViolationSource("violations", "start_time_ms", "count(*)", True)
+
+
+def _dimension_column(dimension: Dimension) -> str:
+    return "device_id" if dimension is Dimension.DEVICE else dimension.value
+
+
+def _filter_columns(filter_: ViolationFilter) -> set[str]:
+    named = {"device_id": filter_.device_ids, "type": filter_.types, "severity": filter_.severities,
+             **filter_.tag_values()}
+    return {column for column, values in named.items() if values}
+
+
+def _violation_source(
+    columns: set[str], from_ms: int, to_ms: int, bucket: Bucket | None = None
+) -> _ViolationSource:
+    """The smallest rollup with every column whose buckets tile [from_ms, to_ms) and `bucket`, else the raw
+    table."""
+    finest_ms = buckets.DAY_MS if bucket in (Bucket.DAY, Bucket.WEEK, Bucket.MONTH) else buckets.HOUR_MS
+    for rollup in _ROLLUPS:
+        if bucket is not None and rollup.size_ms > finest_ms:
+            continue
+        if columns <= set(rollup.dims) and from_ms % rollup.size_ms == 0 and to_ms % rollup.size_ms == 0:
+            return _ViolationSource(rollup.table, rollup.time_column, "sum(count)", False)
+    return _RAW
+
+
+def _group_column(source: _ViolationSource, dimension: Dimension) -> str:
+    column = _dimension_column(dimension)
+    return f"coalesce({column}, '')" if source.null_tags else column
+
+
+def _filter_violations(where: _Where, source: _ViolationSource, filter_: ViolationFilter) -> None:
+    if filter_.device_ids:
+        where.one_of("device_id", filter_.device_ids, indexed=True)
+    if filter_.types:
+        where.one_of("type", filter_.types, indexed=not filter_.device_ids)
+    if filter_.severities:
+        where.one_of("severity", filter_.severities, indexed=False)
+    for column, values in filter_.tag_values().items():
+        if values:
+            where.one_of(column, values, indexed=False)
+
+
+def _bucket_sql(column: str, bucket: Bucket) -> str:
+    """The bucket start of `column` (epoch ms) in SQL, equal to `buckets.floor_ms`."""
+    if bucket is Bucket.MONTH:
+        return f"CAST(strftime('%s', {column} / 1000, 'unixepoch', 'start of month') AS INTEGER) * 1000"
+    size = buckets.FIXED_MS[bucket]
+    offset = buckets.WEEK_OFFSET_MS if bucket is Bucket.WEEK else 0
+    return f"(({column} - {offset}) / {size}) * {size} + {offset}"
 
 
 class _Where:
@@ -257,8 +503,10 @@ class _Where:
 class SqliteStore(Store):
     """The embedded store in the SQLite file at `path` (created, with its parent directories, if missing)."""
 
-    def __init__(self, path: pathlib.Path) -> None:
+    def __init__(self, path: pathlib.Path, retention: RetentionPolicy | None = None) -> None:
         self.path = pathlib.Path(path)
+        # None: keep everything (apply_retention does nothing).
+        self.retention = retention
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._write_lock = threading.Lock()
         self._pool_lock = threading.Lock()
@@ -273,8 +521,8 @@ class SqliteStore(Store):
             raise
 
     @classmethod
-    def in_directory(cls, data_dir: pathlib.Path) -> SqliteStore:
-        return cls(pathlib.Path(data_dir) / FILE_NAME)
+    def in_directory(cls, data_dir: pathlib.Path, retention: RetentionPolicy | None = None) -> SqliteStore:
+        return cls(pathlib.Path(data_dir) / FILE_NAME, retention)
 
     # -- connections ---------------------------------------------------------------------------------------
 
@@ -302,11 +550,16 @@ class SqliteStore(Store):
         # stays below ~80 MB.
         conn.execute("PRAGMA wal_autocheckpoint=10000")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version == 0:
+        if version in (0, 1):
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
+                # Splitting on ";" would cut the trigger bodies: executescript-free, statement by statement.
+                for statement in _statements(_SCHEMA if version == 0 else ""):
+                    conn.execute(statement)
+                for statement in _statements(_MIGRATION_V2):
+                    conn.execute(statement)
+                for rollup in _ROLLUPS:
+                    for statement in [*rollup.schema(), rollup.backfill()]:
                         conn.execute(statement)
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 conn.execute("COMMIT")
@@ -353,8 +606,10 @@ class SqliteStore(Store):
             return conn.execute(sql, params).fetchall()
 
     def _write(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        if not rows:
-            return
+        if rows:
+            self._write_with(lambda conn: conn.executemany(sql, rows))
+
+    def _write_with(self, work: Callable[[sqlite3.Connection], object]) -> None:
         with self._write_lock:
             if self._closed:
                 raise StoreClosed(f"{self.path}: store is closed")
@@ -365,7 +620,7 @@ class SqliteStore(Store):
             # A savepoint makes each call all-or-nothing without giving up the earlier unflushed batches.
             conn.execute("SAVEPOINT write_batch")
             try:
-                conn.executemany(sql, rows)
+                work(conn)
             except BaseException:
                 # Some errors (disk full, I/O) already rolled the whole transaction back.
                 if conn.in_transaction:
@@ -374,30 +629,65 @@ class SqliteStore(Store):
                 raise
             conn.execute("RELEASE write_batch")
 
+    @staticmethod
+    def _existing(conn: sqlite3.Connection, table: str, column: str, ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            found.update(row[0] for row in conn.execute(
+                f"SELECT {column} FROM {table} WHERE {column} IN ({_placeholders(len(chunk))})", chunk))
+        return found
+
     # -- writes --------------------------------------------------------------------------------------------
 
     def write_events(self, events: Sequence[Event]) -> None:
-        self._write(
-            _INSERT_EVENT,
-            [
-                (
-                    e.event_id,
-                    e.device_id,
-                    e.kind,
-                    e.event_time_ms,
-                    e.ingest_time_ms,
-                    e.source,
-                    None if e.location is None else e.location.lat,
-                    None if e.location is None else e.location.lon,
-                    _json(e.attributes),
-                    _json(e.tags),
-                )
-                for e in events
-            ],
-        )
+        if events:
+            self._write_with(lambda conn: self._insert_events(conn, events))
+
+    def _insert_events(self, conn: sqlite3.Connection, events: Sequence[Event]) -> None:
+        # Only events not stored yet feed the rollups (the first delivery wins, as the INSERT's DO NOTHING).
+        unique = {e.event_id: e for e in reversed(events)}
+        existing = self._existing(conn, "events", "event_id", list(unique))
+        new = [e for e in events if e.event_id not in existing and unique.get(e.event_id) is e]
+        rows = [
+            (e.event_id, e.device_id, e.kind, e.event_time_ms, e.ingest_time_ms, e.source,
+             None if e.location is None else e.location.lat, None if e.location is None else e.location.lon,
+             _json(e.attributes), _json(e.tags))
+            for e in new
+        ]
+        conn.executemany(_INSERT_EVENT, rows)
+        stats: dict[tuple[str, str, int], list[Any]] = {}
+        latest: dict[str, tuple[Any, ...]] = {}
+        for event, row in zip(new, rows, strict=True):
+            hour_ms = event.event_time_ms // buckets.HOUR_MS * buckets.HOUR_MS
+            for name, value in event.attributes.items():
+                if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                    continue
+                key = (event.device_id, name, hour_ms)
+                entry = stats.get(key)
+                if entry is None:
+                    stats[key] = [event.kind, 1, value, value, value]
+                else:
+                    entry[1] += 1
+                    entry[2] += value
+                    entry[3] = min(entry[3], value)
+                    entry[4] = max(entry[4], value)
+            known = latest.get(event.device_id)
+            if known is None or (event.event_time_ms, event.event_id) > (known[3], known[0]):
+                latest[event.device_id] = row
+        conn.executemany(_UPSERT_READING_STATS, [(*key, *entry) for key, entry in stats.items()])
+        conn.executemany(_UPSERT_LATEST_READING,
+                         [(row[1], row[0], row[2], *row[3:]) for row in latest.values()])
 
     def write_violations(self, violations: Sequence[Violation]) -> None:
-        self._write(
+        if violations:
+            self._write_with(lambda conn: self._upsert_violations(conn, violations))
+
+    def _upsert_violations(self, conn: sqlite3.Connection, violations: Sequence[Violation]) -> None:
+        # A violation is counted once, by its first stored state (type, tags and start do not change).
+        ids = list({v.violation_id for v in violations})
+        existing = self._existing(conn, "violations", "violation_id", ids)
+        conn.executemany(
             _UPSERT_VIOLATION,
             [
                 (
@@ -413,10 +703,26 @@ class SqliteStore(Store):
                     None if v.location is None else v.location.lon,
                     _json(v.evidence),
                     _json(v.tags),
+                    v.tags.get("grid"),
+                    v.tags.get("district"),
+                    v.tags.get("department"),
+                    v.tags.get("intersection"),
                 )
                 for v in violations
             ],
         )
+        counts: list[dict[tuple[Any, ...], int]] = [{} for _ in _ROLLUPS]
+        for v in violations:
+            if v.violation_id in existing:
+                continue
+            existing.add(v.violation_id)
+            values = {"device_id": v.device_id, "type": v.type, "severity": v.severity.value,
+                      **{name: v.tags.get(name, "") for name in _AREA}}
+            for rollup, table in zip(_ROLLUPS, counts, strict=True):
+                key = (v.start_time_ms // rollup.size_ms * rollup.size_ms, *(values[d] for d in rollup.dims))
+                table[key] = table.get(key, 0) + 1
+        for rollup, table in zip(_ROLLUPS, counts, strict=True):
+            conn.executemany(rollup.upsert(), [(*key, n) for key, n in table.items()])
 
     def write_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> None:
         self._write(
@@ -484,21 +790,7 @@ class SqliteStore(Store):
             "ORDER BY event_time_ms DESC, event_id DESC LIMIT ?",
             [*where.params, limit + 1],
         )
-        items = [
-            Event(
-                event_id=event_id,
-                device_id=device_id,
-                kind=kind,
-                event_time_ms=event_time_ms,
-                ingest_time_ms=ingest_time_ms,
-                attributes=_decode_attributes(attributes),
-                location=_location(lat, lon),
-                source=source,
-                tags=_decode_tags(tags),
-            )
-            for (event_id, device_id, kind, event_time_ms, ingest_time_ms, source, lat, lon, attributes, tags)
-            in rows[:limit]
-        ]
+        items = [_event_from_row(row) for row in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
             last = items[-1]
@@ -520,6 +812,18 @@ class SqliteStore(Store):
             where.one_of("type", query.types, indexed=driving == "type")
         if query.status is not None:
             where.equals("status", query.status.value, indexed=driving == "status")
+        if query.severities:
+            where.one_of("severity", query.severities, indexed=False)
+        for column, values in query.filter().tag_values().items():
+            if values:
+                where.one_of(column, values, indexed=False)
+        if query.bbox is not None:
+            box = query.bbox
+            where.terms.append("lat BETWEEN ? AND ? AND lon BETWEEN ? AND ?")
+            where.params.extend((box.min_lat, box.max_lat, box.min_lon, box.max_lon))
+        if query.open_at_ms is not None:
+            where.terms.append("start_time_ms <= ? AND (end_time_ms IS NULL OR end_time_ms > ?)")
+            where.params.extend((query.open_at_ms, query.open_at_ms))
         where.time_window("start_time_ms", query.from_ms, query.to_ms)
         if query.cursor is not None:
             where.before("start_time_ms", "violation_id", *_cursor_position(query.cursor))
@@ -595,6 +899,116 @@ class SqliteStore(Store):
 
     def count_dead_letters_by_reason(self) -> dict[str, int]:
         return dict(self._read("SELECT reason, count(*) FROM dead_letters GROUP BY reason"))
+
+    # -- control-centre queries -----------------------------------------------------------------------------
+
+    def count_violations(self, query: ViolationCountQuery) -> list[CountRow]:
+        from_ms, to_ms = buckets.widen(query.from_ms, query.to_ms, query.bucket)
+        columns = {_dimension_column(d) for d in query.group_by} | _filter_columns(query.filter)
+        # Minute buckets are finer than every rollup: they always count raw rows.
+        source = (_RAW if query.bucket is Bucket.MINUTE
+                  else _violation_source(columns, from_ms, to_ms, query.bucket))
+        group_columns = [_group_column(source, d) for d in query.group_by]
+        where = _Where()
+        _filter_violations(where, source, query.filter)
+        where.time_window(source.time_column, from_ms, to_ms)
+        bucket_sql = _bucket_sql(source.time_column, query.bucket)
+        select = ", ".join([bucket_sql, *group_columns, source.count_sql])
+        grouping = ", ".join(str(i + 1) for i in range(1 + len(group_columns)))
+        rows = self._read(
+            f"SELECT {select} FROM {source.table} {where.sql()} GROUP BY {grouping} ORDER BY {grouping} "
+            "LIMIT ?",
+            [*where.params, MAX_RESULT_ROWS + 1],
+        )
+        if len(rows) > MAX_RESULT_ROWS:
+            raise QueryTooLarge(f"more than {MAX_RESULT_ROWS} rows: use a larger bucket or fewer groups")
+        return [CountRow(row[0], tuple(row[1:-1]), row[-1]) for row in rows]
+
+    def top_violations(self, query: TopQuery) -> list[TopRow]:
+        _check_limit(query.limit)
+        columns = {_dimension_column(query.dimension)} | _filter_columns(query.filter)
+        source = _violation_source(columns, query.from_ms, query.to_ms)
+        column = _group_column(source, query.dimension)
+        where = _Where()
+        _filter_violations(where, source, query.filter)
+        where.time_window(source.time_column, query.from_ms, query.to_ms)
+        where.terms.append(f"{column} != ''")
+        rows = self._read(
+            f"SELECT {column}, {source.count_sql} AS n FROM {source.table} {where.sql()} "
+            f"GROUP BY 1 ORDER BY n DESC, 1 ASC LIMIT ?",
+            [*where.params, query.limit],
+        )
+        return [TopRow(key, count) for key, count in rows]
+
+    def reading_series(self, query: ReadingSeriesQuery) -> ReadingSeries:
+        limit = _check_limit(query.limit)
+        if query.bucket is None:
+            rows = self._read(
+                "SELECT event_time_ms, value FROM ("
+                "  SELECT event_time_ms, event_id, json_extract(attributes, ?) AS value,"
+                "         json_type(attributes, ?) AS value_type"
+                "  FROM events WHERE device_id = ? AND event_time_ms >= ? AND event_time_ms < ?)"
+                " WHERE value_type IN ('integer', 'real') ORDER BY event_time_ms, event_id LIMIT ?",
+                [*[_json_path(query.attribute)] * 2, query.device_id, query.from_ms, query.to_ms, limit + 1],
+            )
+            points = [ReadingPoint(t, float(v)) for t, v in rows[:limit]]
+            return ReadingSeries(points=points, buckets=[], truncated=len(rows) > limit)
+        from_ms, to_ms = buckets.widen(query.from_ms, query.to_ms, query.bucket)
+        if query.bucket is Bucket.MINUTE:
+            rows = self._read(
+                f"SELECT {_bucket_sql('event_time_ms', Bucket.MINUTE)}, count(*), avg(value), min(value),"
+                "       max(value) FROM ("
+                "  SELECT event_time_ms, json_extract(attributes, ?) AS value, json_type(attributes, ?) AS vt"
+                "  FROM events WHERE device_id = ? AND event_time_ms >= ? AND event_time_ms < ?)"
+                " WHERE vt IN ('integer', 'real') GROUP BY 1 ORDER BY 1 LIMIT ?",
+                [*[_json_path(query.attribute)] * 2, query.device_id, from_ms, to_ms, limit + 1],
+            )
+        else:
+            rows = self._read(
+                f"SELECT {_bucket_sql('hour_ms', query.bucket)}, sum(count), sum(sum_value) / sum(count),"
+                "       min(min_value), max(max_value)"
+                " FROM reading_stats_hourly WHERE device_id = ? AND attribute = ? AND hour_ms >= ?"
+                " AND hour_ms < ? GROUP BY 1 ORDER BY 1 LIMIT ?",
+                [query.device_id, query.attribute, from_ms, to_ms, limit + 1],
+            )
+        found = [ReadingBucket(t, n, float(mean), float(low), float(high)) for t, n, mean, low, high in rows]
+        return ReadingSeries(points=[], buckets=found[:limit], truncated=len(rows) > limit)
+
+    def latest_readings(self, query: LatestReadingsQuery) -> Page[Event]:
+        limit = _check_limit(query.limit)
+        where = _Where()
+        where.equals("kind", query.kind, indexed=True)
+        if query.attribute is not None:
+            where.terms.append("json_type(attributes, ?) IS NOT NULL")
+            where.params.append(_json_path(query.attribute))
+        if query.cursor is not None:
+            where.terms.append("device_id > ?")
+            where.params.append(query.cursor)
+        rows = self._read(
+            f"SELECT {_EVENT_COLUMNS} FROM latest_readings {where.sql()} ORDER BY device_id LIMIT ?",
+            [*where.params, limit + 1],
+        )
+        items = [_event_from_row(row) for row in rows[:limit]]
+        return Page(items, items[-1].device_id if len(rows) > limit else None)
+
+    def apply_retention(self, now_ms: int) -> None:
+        if self.retention is None:
+            return
+        day = buckets.DAY_MS
+        policy = self.retention
+        raw_before = now_ms - policy.raw_readings_days * day
+        rollup_before = now_ms - policy.rollup_days * day
+        deletes = [
+            ("DELETE FROM events WHERE event_time_ms < ?", raw_before),
+            ("DELETE FROM latest_readings WHERE event_time_ms < ?", rollup_before),
+            ("DELETE FROM reading_stats_hourly WHERE hour_ms < ?", rollup_before),
+            *((f"DELETE FROM {r.table} WHERE {r.time_column} < ?", rollup_before) for r in _ROLLUPS),
+            ("DELETE FROM violations WHERE start_time_ms < ?", now_ms - policy.violations_days * day),
+            ("DELETE FROM dead_letters WHERE received_time_ms < ?", now_ms - policy.dead_letters_days * day),
+        ]
+        for sql, before in deletes:
+            self._write(sql, [(before,)])
+        self.flush()
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: a real Mosquitto (from the system package) and connected MQTT test clients.
+"""Shared fixtures: a real Mosquitto and a real InfluxDB (system packages), connected MQTT test clients.
 
 Integration tests never skip for a missing broker: a green run must mean the tests ran. `make test`
 installs mosquitto before running pytest.
@@ -17,6 +17,7 @@ import pytest
 
 from citywatch.settings import EmbeddedBrokerKind
 from ingest.embedded_broker import EmbeddedBroker, find_mosquitto
+from tests.support.influxdb import InfluxServer, find_influxd
 from tests.support.tansu import TansuBroker
 
 MosquittoFactory = Callable[..., EmbeddedBroker]
@@ -109,3 +110,14 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     broker = TansuBroker(Path(tmp_path_factory.mktemp("tansu")) / "tansu.log").start()
     yield broker.bootstrap
     broker.stop()
+
+
+@pytest.fixture(scope="session")
+def influx_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxServer]:
+    """One real influxd for the session; tests keep apart by database name."""
+    if find_influxd() is None:
+        pytest.fail("influxd is not installed; run `make test`, which installs it "
+                    "(or: apt-get install -y influxdb)", pytrace=False)
+    server = InfluxServer(tmp_path_factory.mktemp("influxd")).start()
+    yield server
+    server.stop()

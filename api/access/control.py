@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from api.access.audit import AuditLog
 from api.access.keys import ApiKey, KeyStore, Scope, open_access_db
 from api.access.ratelimit import RateLimiter
-from citywatch.masking import discloses, present_violation
+from citywatch.masking import discloses, masked_violation, present_violation
 from citywatch.models import Violation
 from citywatch.settings import ApiSettings, AuthMode
 
@@ -89,3 +89,23 @@ class AccessControl:
             if disclosed:
                 self.audit(key, action, "plates/evidence of violations " + ",".join(disclosed))
         return items
+
+    def present_stream(self, key: ApiKey, violations: Iterator[Violation], action: str,
+                       audit_every: int = 1000) -> Iterator[Violation]:
+        """`present` for a streamed export: masked violations, or the disclosures audited as they go
+        (also when the client stops reading half-way)."""
+        if not key.allows(Scope.PLATES):
+            yield from (masked_violation(v) for v in violations)
+            return
+        disclosed: list[str] = []
+        try:
+            for violation in violations:
+                if discloses(violation):
+                    disclosed.append(violation.violation_id)
+                    if len(disclosed) >= audit_every:
+                        self.audit(key, action, "plates/evidence of violations " + ",".join(disclosed))
+                        disclosed = []
+                yield violation
+        finally:
+            if disclosed:
+                self.audit(key, action, "plates/evidence of violations " + ",".join(disclosed))

@@ -5,15 +5,35 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
+from pydantic import AwareDatetime
 
 from api.access.deps import AccessDep, ViolationReader
 from api.deps import StoreDep
-from api.params import CursorParam, FromParam, LimitParam, ToParam, time_range_ms
+from api.filters import BoundingBoxDep, ViolationFilterDep
+from api.params import CursorParam, FromParam, LimitParam, ToParam, time_range_ms, to_epoch_ms
 from api.schemas import ViolationOut, ViolationPage
 from citywatch.models import ViolationStatus
 from store.base import ViolationQuery
 
 router = APIRouter(prefix="/v1/violations", tags=["violations"])
+
+StatusParam = Annotated[ViolationStatus | None, Query(description="open (open now) or cleared")]
+OpenAtParam = Annotated[AwareDatetime | None, Query(
+    description="Only violations open at this time: started at or before it and not yet cleared then.",
+    openapi_examples={"morning": {"value": "2026-11-26T08:00:00+08:00"}},
+)]
+
+
+def violation_query(filter_: ViolationFilterDep, bbox: BoundingBoxDep, status: StatusParam,
+                    open_at: OpenAtParam, from_: FromParam, to: ToParam, limit: int,
+                    cursor: str | None) -> ViolationQuery:
+    from_ms, to_ms = time_range_ms(from_, to)
+    return ViolationQuery(
+        types=filter_.types, device_ids=filter_.device_ids, severities=filter_.severities,
+        grids=filter_.grids, districts=filter_.districts, departments=filter_.departments,
+        intersections=filter_.intersections, status=status, open_at_ms=to_epoch_ms(open_at), bbox=bbox,
+        from_ms=from_ms, to_ms=to_ms, limit=limit, cursor=cursor,
+    )
 
 
 @router.get("", response_model=ViolationPage, summary="List violations, newest first")
@@ -21,17 +41,16 @@ def list_violations(
     store: StoreDep,
     reader: ViolationReader,
     access: AccessDep,
-    type: Annotated[list[str] | None, Query(description="Violation type; repeat for several.")] = None,
-    device: Annotated[list[str] | None, Query(description="Device id; repeat for several.")] = None,
-    status: Annotated[ViolationStatus | None, Query(description="open or cleared")] = None,
+    filter_: ViolationFilterDep,
+    bbox: BoundingBoxDep,
+    status: StatusParam = None,
+    open_at: OpenAtParam = None,
     from_: FromParam = None,
     to: ToParam = None,
     limit: LimitParam = 100,
     cursor: CursorParam = None,
 ) -> ViolationPage:
-    from_ms, to_ms = time_range_ms(from_, to)
-    query = ViolationQuery(types=tuple(type or ()), device_ids=tuple(device or ()), status=status,
-                           from_ms=from_ms, to_ms=to_ms, limit=limit, cursor=cursor)
+    query = violation_query(filter_, bbox, status, open_at, from_, to, limit, cursor)
     page = store.query_violations(query)
     items = access.present(reader, page.items, "GET /v1/violations")
     return ViolationPage(items=[ViolationOut.model_validate(item) for item in items],

@@ -28,6 +28,14 @@ SCOPED = [
     ("GET", "/v1/admin/keys", Scope.ADMIN),
     ("GET", "/v1/admin/audit", Scope.ADMIN),
     ("GET", "/v1/bins/predictions", Scope.READINGS_READ),
+    ("GET", "/v1/aggregates/violations?bucket=hour&from=2025-11-26T00:00:00Z&to=2025-11-27T00:00:00Z",
+     Scope.VIOLATIONS_READ),
+    ("GET", "/v1/aggregates/violations/top?by=device&from=2025-11-26T00:00:00Z&to=2025-11-27T00:00:00Z",
+     Scope.VIOLATIONS_READ),
+    ("GET", "/v1/readings/latest?kind=bin", Scope.READINGS_READ),
+    ("GET", "/v1/exports/violations.csv", Scope.VIOLATIONS_READ),
+    ("GET", "/v1/exports/violations.geojson", Scope.VIOLATIONS_READ),
+    ("GET", "/v1/status", Scope.METRICS_READ),
     # This app has no device registry: past the scope check the devices API answers 503.
     ("GET", "/v1/devices", Scope.DEVICES_MANAGE),
 ]
@@ -96,6 +104,21 @@ def test_plates_are_masked_without_the_scope_and_every_unmasked_read_is_audited(
     only_reader = client.get("/v1/admin/audit", params={"key_id": reader["Authorization"].split("_")[1]},
                              headers=bearer(api.key(Scope.ADMIN))).json()
     assert only_reader == []  # masked reads disclose nothing
+
+
+def test_exports_mask_plates_without_the_scope_and_audit_unmasked_ones(api, client) -> None:
+    reader = bearer(api.key(Scope.VIOLATIONS_READ))
+    csv_masked = client.get("/v1/exports/violations.csv", headers=reader).text
+    assert "粤B1****" in csv_masked and "粤B12345" not in csv_masked and "https://" not in csv_masked
+    features = client.get("/v1/exports/violations.geojson", headers=reader).json()["features"]
+    assert {(f["properties"]["plate"], f["properties"]["snapshot_url"]) for f in features} == {
+        ("粤B1****", None), (None, None)}
+
+    plates = api.key(Scope.VIOLATIONS_READ, Scope.PLATES)
+    assert "粤B12345" in client.get("/v1/exports/violations.csv", headers=bearer(plates)).text
+    audit = client.get("/v1/admin/audit", headers=bearer(api.key(Scope.ADMIN))).json()
+    assert [(a["action"], a["what"]) for a in audit] == [
+        ("GET /v1/exports/violations.csv", "plates/evidence of violations v0001")]
 
 
 def test_keys_are_created_shown_once_and_revoked_through_the_api(api, client) -> None:

@@ -79,7 +79,9 @@ def test_kill_9_mid_stream_then_another_processor_ends_with_the_uncrashed_result
     settings = kafka_settings.model_copy(update={"checkpoint_interval_s": 0.2})
     config = {
         "bus": {"kind": "kafka", "kafka": settings.model_dump(mode="json")},
-        "store": {"data_dir": str(tmp_path / "data")},
+        # The feed's fixed dates lie further back than the default retention: keep everything.
+        "store": {"data_dir": str(tmp_path / "data"),
+                  "retention": {"raw_readings_days": 36500, "violations_days": 36500}},
         # Small batches: many commits and checkpoints while the stream is still flowing.
         "pipeline": {"allowed_lateness_ms": LATENESS_MS, "batch_events": 100},
         "devices_file": None,

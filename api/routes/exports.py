@@ -1,0 +1,219 @@
+"""Violation exports for GIS tools and spreadsheets: the same filters as the list, every page at once."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+from collections.abc import Iterator
+from typing import Annotated, Final
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import StreamingResponse
+
+from api.access.deps import AccessDep, ViolationReader
+from api.deps import StoreDep
+from api.filters import BoundingBoxDep, ViolationFilterDep
+from api.params import FromParam, ToParam
+from api.routes.violations import OpenAtParam, StatusParam, violation_query
+from citywatch.models import Violation
+from store.base import Store, ViolationQuery
+
+router = APIRouter(prefix="/v1/exports", tags=["exports"])
+
+# Exports read the store in pages of this size, newest first, up to `limit` violations.
+EXPORT_PAGE: Final = 1000
+MAX_EXPORT: Final = 100_000
+CSV_COLUMNS: Final = (
+    "violation_id",
+    "type",
+    "severity",
+    "status",
+    "device_id",
+    "start_time_ms",
+    "end_time_ms",
+    "updated_time_ms",
+    "lat",
+    "lon",
+    "grid",
+    "district",
+    "department",
+    "intersection",
+    "event_ids",
+    "plate",
+    "snapshot_url",
+)
+
+ExportLimit = Annotated[int, Query(ge=1, le=MAX_EXPORT, description=f"At most this many (max {MAX_EXPORT}).")]
+
+
+def _violations(store: Store, query: ViolationQuery, limit: int) -> Iterator[Violation]:
+    # Keyset pages: stable under concurrent writes (a violation started after the export began is not in it,
+    # none is repeated or skipped).
+    sent = 0
+    cursor = None
+    while sent < limit:
+        page = store.query_violations(
+            dataclasses.replace(query, cursor=cursor, limit=min(EXPORT_PAGE, limit - sent))
+        )
+        yield from page.items
+        sent += len(page.items)
+        if page.next_cursor is None:
+            return
+        cursor = page.next_cursor
+
+
+def _csv_rows(violations: Iterator[Violation]) -> Iterator[str]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    for v in violations:
+        writer.writerow(
+            [
+                v.violation_id,
+                v.type,
+                v.severity.value,
+                v.status.value,
+                v.device_id,
+                v.start_time_ms,
+                v.end_time_ms if v.end_time_ms is not None else "",
+                v.updated_time_ms,
+                v.location.lat if v.location else "",
+                v.location.lon if v.location else "",
+                v.tags.get("grid", ""),
+                v.tags.get("district", ""),
+                v.tags.get("department", ""),
+                v.tags.get("intersection", ""),
+                " ".join(v.evidence.event_ids),
+                v.evidence.plate or "",
+                v.evidence.snapshot_url or "",
+            ]
+        )
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+    yield buffer.getvalue()
+
+
+def feature(v: Violation) -> dict[str, object]:
+    geometry = (
+        None if v.location is None else {"type": "Point", "coordinates": [v.location.lon, v.location.lat]}
+    )
+    return {
+        "type": "Feature",
+        "id": v.violation_id,
+        "geometry": geometry,
+        "properties": {
+            "type": v.type,
+            "severity": v.severity.value,
+            "status": v.status.value,
+            "device_id": v.device_id,
+            "start_time_ms": v.start_time_ms,
+            "end_time_ms": v.end_time_ms,
+            "updated_time_ms": v.updated_time_ms,
+            "tags": v.tags,
+            "event_ids": v.evidence.event_ids,
+            "plate": v.evidence.plate,
+            "snapshot_url": v.evidence.snapshot_url,
+        },
+    }
+
+
+def _geojson(violations: Iterator[Violation]) -> Iterator[str]:
+    yield '{"type": "FeatureCollection", "features": ['
+    for n, v in enumerate(violations):
+        yield ("," if n else "") + json.dumps(feature(v))
+    yield "]}"
+
+
+def _first_page_checked(store: Store, query: ViolationQuery, limit: int) -> Iterator[Violation]:
+    """Run the first page before the response starts, so a bad cursor or query still answers 4xx."""
+    violations = _violations(store, query, limit)
+    try:
+        first = next(violations)
+    except StopIteration:
+        return iter(())
+
+    def chained() -> Iterator[Violation]:
+        yield first
+        yield from violations
+
+    return chained()
+
+
+@router.get(
+    "/violations.csv",
+    summary="Violations as CSV",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {"example": ",".join(CSV_COLUMNS) + "\n"}}}},
+)
+def export_csv(
+    store: StoreDep,
+    reader: ViolationReader,
+    access: AccessDep,
+    filter_: ViolationFilterDep,
+    bbox: BoundingBoxDep,
+    status: StatusParam = None,
+    open_at: OpenAtParam = None,
+    from_: FromParam = None,
+    to: ToParam = None,
+    limit: ExportLimit = 10_000,
+) -> StreamingResponse:
+    query = violation_query(filter_, bbox, status, open_at, from_, to, EXPORT_PAGE, None)
+    violations = access.present_stream(reader, _first_page_checked(store, query, limit),
+                                       "GET /v1/exports/violations.csv")
+    rows = _csv_rows(violations)
+    return StreamingResponse(
+        rows, media_type="text/csv", headers={"Content-Disposition": 'attachment; filename="violations.csv"'}
+    )
+
+
+@router.get(
+    "/violations.geojson",
+    summary="Violations as a GeoJSON FeatureCollection",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {
+                "application/geo+json": {
+                    "example": {
+                        "type": "FeatureCollection",
+                        "features": [
+                            {
+                                "type": "Feature",
+                                "id": "3520726f1cd4f1cc20b6ec3bc706a118",
+                                "geometry": {"type": "Point", "coordinates": [114.07204, 22.54185]},
+                                "properties": {
+                                    "type": "bin_overflow",
+                                    "severity": "medium",
+                                    "status": "open",
+                                    "device_id": "bin-0017",
+                                    "start_time_ms": 1795671681513,
+                                },
+                            }
+                        ],
+                    }
+                }
+            }
+        }
+    },
+)
+def export_geojson(
+    store: StoreDep,
+    reader: ViolationReader,
+    access: AccessDep,
+    filter_: ViolationFilterDep,
+    bbox: BoundingBoxDep,
+    status: StatusParam = None,
+    open_at: OpenAtParam = None,
+    from_: FromParam = None,
+    to: ToParam = None,
+    limit: ExportLimit = 10_000,
+) -> StreamingResponse:
+    query = violation_query(filter_, bbox, status, open_at, from_, to, EXPORT_PAGE, None)
+    if limit > MAX_EXPORT:
+        raise HTTPException(422, f"limit must be at most {MAX_EXPORT}")
+    violations = access.present_stream(reader, _first_page_checked(store, query, limit),
+                                       "GET /v1/exports/violations.geojson")
+    return StreamingResponse(_geojson(violations), media_type="application/geo+json")

@@ -1,0 +1,222 @@
+"""Line protocol for citywatch's measurements (the design is in docs/store-influxdb.md).
+
+InfluxDB identifies a point by measurement, tag set and timestamp, and a second write of the same point
+merges its fields into the first (new values win, fields not written stay). Every timestamp here is the
+event time in ms plus a sub-millisecond offset derived from the record's id, so:
+- the same event, violation or dead letter written twice lands on the same point (a replay overwrites);
+- two records of one series in the same millisecond (two cars parked at one camera) stay apart.
+Violations use the field merge for their status: the clear writes `end_time_ms` and `cleared_*` fields that
+an open never writes, so a replayed open cannot reopen a cleared violation, whatever the order.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import math
+from collections.abc import Iterable
+from typing import Any, Final
+
+import msgspec
+
+from citywatch.models import DeadLetter, Event, Prediction, Violation, ViolationStatus
+
+READINGS: Final = "readings"
+VIOLATIONS: Final = "violations"
+DEAD_LETTERS: Final = "dead_letters"
+PREDICTIONS: Final = "predictions"
+READINGS_HOURLY: Final = "readings_hourly"
+
+# Tags: bounded value sets only (never plates, track ids, event ids).
+READING_TAGS: Final = ("grid", "district", "department")
+VIOLATION_TAGS: Final = ("grid", "district", "department", "intersection")
+
+# Fields of a reading that are not attributes; an attribute with one of these names is kept only inside
+# `attributes_json`.
+READING_META_FIELDS: Final = frozenset(
+    {"event_id", "ingest_time_ms", "source", "attributes_json", "tags_json", "lat", "lon"}
+)
+
+_NS_PER_MS: Final = 1_000_000
+_encode_json = msgspec.json.Encoder().encode
+
+
+def offset_ns(record_id: str) -> int:
+    """A stable offset in [0, 1 ms) for a record id."""
+    digest = hashlib.blake2b(record_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % _NS_PER_MS
+
+
+def point_time_ns(time_ms: int, record_id: str) -> int:
+    return time_ms * _NS_PER_MS + offset_ns(record_id)
+
+
+# Tag keys, tag values and field names come from bounded sets (that is what makes them tags), so their
+# escaped forms are cached: escaping was the costliest step of building a line.
+@functools.lru_cache(maxsize=65536)
+def _escape_key(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+
+
+@functools.lru_cache(maxsize=65536)
+def _escape_tag_value(value: str) -> str:
+    # A trailing backslash would escape the separator after it; newlines end a line.
+    value = value.replace("\n", " ").rstrip("\\")
+    return _escape_key(value)
+
+
+def string_field(value: str) -> str:
+    # A newline inside the quotes is part of the string (InfluxDB 1.x has no escape for it).
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _tags(pairs: Iterable[tuple[str, str | None]]) -> str:
+    return "".join(f",{_escape_key(k)}={_escape_tag_value(v)}" for k, v in sorted(pairs) if v)
+
+
+def _float(value: float) -> str | None:
+    return repr(float(value)) if math.isfinite(value) else None
+
+
+def numeric_attributes(attributes: dict[str, Any]) -> dict[str, float]:
+    """The attributes stored as their own float fields (booleans and non-finite values are not)."""
+    return {
+        name: float(value)
+        for name, value in attributes.items()
+        if isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and name not in READING_META_FIELDS
+    }
+
+
+def event_line(event: Event) -> bytes:
+    tags = _tags(
+        [
+            ("device", event.device_id),
+            ("kind", event.kind),
+            *((name, event.tags.get(name)) for name in READING_TAGS),
+        ]
+    )
+    fields = [
+        f"event_id={string_field(event.event_id)}",
+        f"ingest_time_ms={event.ingest_time_ms}i",
+        f"source={string_field(event.source)}",
+        f"attributes_json={string_field(_encode_json(event.attributes).decode())}",
+        f"tags_json={string_field(_encode_json(event.tags).decode())}",
+    ]
+    if event.location is not None:
+        fields += [f"lat={_float(event.location.lat)}", f"lon={_float(event.location.lon)}"]
+    fields += [
+        f"{_escape_key(name)}={value!r}" for name, value in numeric_attributes(event.attributes).items()
+    ]
+    return (
+        f"{READINGS}{tags} {','.join(fields)} {point_time_ns(event.event_time_ms, event.event_id)}".encode()
+    )
+
+
+def violation_line(violation: Violation) -> bytes:
+    tags = _tags(
+        [
+            ("type", violation.type),
+            ("device", violation.device_id),
+            ("severity", violation.severity.value),
+            *((name, violation.tags.get(name)) for name in VIOLATION_TAGS),
+        ]
+    )
+    fields = [
+        f"violation_id={string_field(violation.violation_id)}",
+        f"start_time_ms={violation.start_time_ms}i",
+        f"tags_json={string_field(_encode_json(violation.tags).decode())}",
+    ]
+    if violation.location is not None:
+        fields += [f"lat={_float(violation.location.lat)}", f"lon={_float(violation.location.lon)}"]
+    evidence = string_field(_encode_json(violation.evidence).decode())
+    if violation.status is ViolationStatus.CLEARED:
+        end_time_ms = (
+            violation.end_time_ms if violation.end_time_ms is not None else violation.updated_time_ms
+        )
+        fields += [
+            f"end_time_ms={end_time_ms}i",
+            f"cleared_evidence={evidence}",
+            f"cleared_updated_ms={violation.updated_time_ms}i",
+        ]
+    else:
+        fields += [f"open_evidence={evidence}", f"open_updated_ms={violation.updated_time_ms}i"]
+    time_ns = point_time_ns(violation.start_time_ms, violation.violation_id)
+    return f"{VIOLATIONS}{tags} {','.join(fields)} {time_ns}".encode()
+
+
+# Narrow copies of each violation for counting: InfluxDB 1.x aggregates slowly over many short series, and
+# `violations` has one series per (type, device, severity, area). Each copy keeps the violation's timestamp
+# (start time + id offset), so a replay overwrites it like the main point: counts stay idempotent.
+# Ordered narrowest first; a count reads the first one holding every tag it groups or filters by.
+COUNT_MEASUREMENTS: Final = (
+    ("violation_counts_type", ("type", "district", "department")),
+    ("violation_counts_intersection", ("type", "intersection")),
+    ("violation_counts_device", ("device",)),
+    ("violation_counts_grid", ("type", "grid", "district", "department")),
+    ("violation_counts_device_type", ("type", "device")),
+)
+
+
+def violation_count_lines(violation: Violation) -> list[bytes]:
+    values = {
+        "type": violation.type,
+        "device": violation.device_id,
+        **{name: violation.tags.get(name) for name in VIOLATION_TAGS},
+    }
+    time_ns = point_time_ns(violation.start_time_ms, violation.violation_id)
+    return [
+        f"{name}{_tags((tag, values[tag]) for tag in tags)} n=1i {time_ns}".encode()
+        for name, tags in COUNT_MEASUREMENTS
+    ]
+
+
+def dead_letter_id(letter: DeadLetter) -> str:
+    return hashlib.blake2b(
+        b"\x1f".join([letter.reason.encode(), letter.topic.encode(), letter.detail.encode(), letter.payload]),
+        digest_size=16,
+    ).hexdigest()
+
+
+def dead_letter_line(letter: DeadLetter) -> bytes:
+    fields = [
+        f"detail={string_field(letter.detail)}",
+        f"topic={string_field(letter.topic)}",
+        f"payload_b64={string_field(base64.b64encode(letter.payload).decode())}",
+        f"source={string_field(letter.source)}",
+    ]
+    time_ns = point_time_ns(letter.received_time_ms, dead_letter_id(letter))
+    return f"{DEAD_LETTERS}{_tags([('reason', letter.reason)])} {','.join(fields)} {time_ns}".encode()
+
+
+# A forecast with no predicted time (no rising trend) still writes the field, so that the newest point
+# never shows an older forecast's time through InfluxDB's field merge.
+NO_PREDICTED_TIME: Final = -1
+
+
+def prediction_line(prediction: Prediction) -> bytes:
+    """One point per forecast at its computed (event) time; the newest point of a (type, device) series
+    is the current forecast, so a forecast from older readings never hides a newer one."""
+    predicted = prediction.predicted_time_ms
+    fields = [
+        f"computed_time_ms={prediction.computed_time_ms}i",
+        f"predicted_time_ms={NO_PREDICTED_TIME if predicted is None else predicted}i",
+        f"value={_float(prediction.value) or 0.0}",
+        f"details_json={string_field(_encode_json(prediction.details).decode())}",
+        f"tags_json={string_field(_encode_json(prediction.tags).decode())}",
+    ]
+    if prediction.location is not None:
+        fields += [f"lat={_float(prediction.location.lat)}", f"lon={_float(prediction.location.lon)}"]
+    tags = _tags([("type", prediction.type), ("device", prediction.device_id)])
+    return f"{PREDICTIONS}{tags} {','.join(fields)} {prediction.computed_time_ms * _NS_PER_MS}".encode()
+
+
+def rollup_line(hour_ms: int, tags: dict[str, str], stats: dict[str, float | int]) -> bytes:
+    fields = ",".join(
+        f"{_escape_key(name)}={value}i" if isinstance(value, int) else f"{_escape_key(name)}={value!r}"
+        for name, value in sorted(stats.items())
+    )
+    return f"{READINGS_HOURLY}{_tags(tags.items())} {fields} {hour_ms * _NS_PER_MS}".encode()
