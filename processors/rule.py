@@ -55,6 +55,12 @@ class Emitter:
         """Only for rules with `inspects_readings`: the event is a sensor fault; other rules skip it."""
         self.suspect_reason = reason
 
+    @property
+    def used(self) -> bool:
+        """Whether the rule emitted anything (most calls emit nothing: the engine reuses the emitter)."""
+        return bool(self.violations or self.timers or self.records or self.rejections
+                    or self.suspect_reason is not None)
+
 
 class Rule(ABC, Generic[S]):
     name: ClassVar[str]

@@ -14,6 +14,8 @@ import msgspec
 
 
 class _Entry(msgspec.Struct):
+    """One key's state and the event time of the newest event judged for it."""
+
     state: Any
     # Event time of the newest event judged for this key: older events for it are late.
     last_time_ms: int
@@ -30,6 +32,10 @@ class KeyedState:
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)
+
+    def entry(self, key: str) -> _Entry | None:
+        """The key's state and last judged time in one lookup (the engine's hot path)."""
+        return self._entries.get(key)
 
     def get(self, key: str) -> Any | None:
         entry = self._entries.get(key)

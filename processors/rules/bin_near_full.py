@@ -17,6 +17,7 @@ and starts a new fit.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping
 from typing import ClassVar
 
@@ -76,8 +77,10 @@ def fit_fill(points: list[Reading], outlier_pct: float) -> Fit:
             rest_slope, rest_intercept = _line_from_sums(count - 1, sum_x - x, sum_y - y, sum_xx - x * x,
                                                          sum_xy - x * y)
             # Only computed for a candidate (rare): the typical residual of the others on their line.
-            rest_residuals = np.abs(fills - (rest_intercept + rest_slope * hours))
-            typical = float(np.median(np.delete(rest_residuals, worst)))
+            rest_residuals = np.abs(fills - (rest_intercept + rest_slope * hours)).tolist()
+            del rest_residuals[worst]
+            # statistics.median on a short list: numpy's median costs ~40 us of set-up per call.
+            typical = statistics.median(rest_residuals)
             if off_by > 3 * typical:
                 dropped = points[worst]
                 used = points[:worst] + points[worst + 1:]

@@ -34,11 +34,16 @@ class ImplausibleReadingRule(Rule[ImplausibleState]):
         self.settings = settings
         self.devices = devices or NoDevices()
         self.state_ttl_ms = settings.state_ttl_s * 1000
+        self._range_order = {name: index for index, name in enumerate(settings.ranges)}
 
     def problems(self, event: Event) -> list[str]:
         found = []
-        for name, (low, high) in self.settings.ranges.items():
+        ranges = self.settings.ranges
+        # Only the event's own attributes are looked up (a handful), not every configured range; the
+        # problems still come out in the configured order.
+        for name in sorted(ranges.keys() & event.attributes.keys(), key=self._range_order.__getitem__):
             value = number(event, name)
+            low, high = ranges[name]
             if value is not None and not low <= value <= high:
                 found.append(f"{name} {value:g} outside {low:g}..{high:g}")
         distance = number(event, "distance_mm")
