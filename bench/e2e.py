@@ -73,9 +73,9 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
 
 
-def publish(url: str, events: int, rate: float, client_id: str) -> dict[str, float]:
+def publish(url: str, events: int, rate: float, client_id: str, workload: str) -> dict[str, float]:
     command = [sys.executable, "-m", "bench.publisher", "--url", url, "--events", str(events),
-               "--rate", str(rate), "--client-id", client_id]
+               "--rate", str(rate), "--client-id", client_id, "--workload", workload]
     result = subprocess.run(command, check=True, capture_output=True, text=True, timeout=600)
     published: dict[str, float] = json.loads(result.stdout.strip().splitlines()[-1])
     return published
@@ -88,6 +88,10 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=5000, help="offered events/s in the latency phase")
     parser.add_argument("--latency-seconds", type=float, default=10)
     parser.add_argument("--broker", default="auto", choices=["auto", "mosquitto", "amqtt"])
+    parser.add_argument("--only-rule", default=None,
+                        help="run with only this rule enabled (e.g. bin_overflow, the skeleton's rule)")
+    parser.add_argument("--workload", default="filling", choices=["filling", "churn"],
+                        help="filling: bins fill and are emptied (realistic); churn: random fill levels")
     args = parser.parse_args()
 
     devices = [DeviceSettings(device_id=f"bench-{i:05d}", kind="bin") for i in range(1000)]
@@ -95,6 +99,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="citywatch-bench-") as data_dir:
         settings = Settings(devices=devices).with_overrides(
             store__data_dir=data_dir, mqtt__embedded_broker=args.broker, mqtt__embedded_port=0)
+        if args.only_rule is not None:
+            rules = settings.rules.model_dump()
+            for name, rule in rules.items():
+                if isinstance(rule, dict) and "enabled" in rule:
+                    rule["enabled"] = name == args.only_rule
+            settings = settings.with_overrides(rules=rules)
         runtime = EmbeddedRuntime(settings, on_stored=clock)
         runtime.start()
         try:
@@ -102,7 +112,7 @@ def main() -> int:
             broker = runtime.broker.kind_used
             print(f"machine: {machine()}; embedded broker: {broker}", flush=True)
 
-            sent = publish(runtime.mqtt_url, args.events, 0, "bench-throughput")
+            sent = publish(runtime.mqtt_url, args.events, 0, "bench-throughput", args.workload)
             if not clock.wait_for(args.events, 300):
                 print(f"only {len(clock.latencies_ms)} of {args.events} events were stored", file=sys.stderr)
                 return 1
@@ -112,7 +122,7 @@ def main() -> int:
 
             clock.reset()
             offered = int(args.rate * args.latency_seconds)
-            publish(runtime.mqtt_url, offered, args.rate, "bench-latency")
+            publish(runtime.mqtt_url, offered, args.rate, "bench-latency", args.workload)
             clock.wait_for(offered, 60)
             latencies = np.array(clock.latencies_ms)
             p50, p99 = np.percentile(latencies, [50, 99])
@@ -121,19 +131,21 @@ def main() -> int:
             runtime.stop()
 
     result = {
-        "machine": machine(), "broker": broker, "events": args.events,
+        "machine": machine(), "broker": broker, "workload": args.workload, "events": args.events,
         "publish_events_per_s": round(publish_rate), "stored_events_per_s": round(throughput),
         "latency_offered_events_per_s": args.rate, "latency_events": offered,
         "latency_events_stored": stored_in_latency_phase,
         "latency_p50_ms": round(float(p50), 1), "latency_p99_ms": round(float(p99), 1),
     }
-    print("\n| broker | events | published/s | stored/s (sustained) | offered/s | p50 ms | p99 ms |")
-    print("|---|---|---|---|---|---|---|")
-    print(f"| {broker} | {args.events} | {result['publish_events_per_s']} | {result['stored_events_per_s']} "
+    print("\n| broker | workload | events | published/s | stored/s (sustained) | offered/s "
+          "| p50 ms | p99 ms |")
+    print("|---|---|---|---|---|---|---|---|")
+    print(f"| {broker} | {args.workload} | {args.events} | {result['publish_events_per_s']} "
+          f"| {result['stored_events_per_s']} "
           f"| {args.rate:.0f} | {result['latency_p50_ms']} | {result['latency_p99_ms']} |")
     out_dir = Path(__file__).resolve().parent / "results"
     out_dir.mkdir(exist_ok=True)
-    (out_dir / f"e2e-{broker}.json").write_text(json.dumps(result, indent=2))
+    (out_dir / f"e2e-{broker}-{args.workload}.json").write_text(json.dumps(result, indent=2))
     return 0
 
 

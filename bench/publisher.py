@@ -23,6 +23,8 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=0.0, help="events/s; 0 = as fast as the broker takes")
     parser.add_argument("--qos", type=int, default=1)
     parser.add_argument("--client-id", default="citywatch-bench-publisher")
+    parser.add_argument("--workload", choices=["filling", "churn"], default="filling",
+                        help="filling: bins fill and are emptied; churn: random fill, constant state changes")
     args = parser.parse_args()
 
     rng = random.Random(1)
@@ -36,8 +38,14 @@ def main() -> int:
                 time.sleep(ahead_s)
         device_id = f"bench-{i % args.devices:05d}"
         now_ns = time.time_ns()
+        if args.workload == "churn":
+            fill = round(rng.uniform(0, 100), 1)  # every reading a jump: violations open and clear constantly
+        else:
+            # Bins fill 0.5% a reading from a staggered start and are emptied at 100%, as real bins do:
+            # each bin opens and clears an overflow every ~200 readings.
+            fill = ((i // args.devices + (i % args.devices) * 37) * 0.5) % 100.5
         body = {"device_id": device_id, "kind": "bin", "time": now_ns // 1_000_000,
-                "attributes": {"fill_pct": round(rng.uniform(0, 100), 1), "sent_ns": now_ns, "seq": i}}
+                "attributes": {"fill_pct": round(min(fill, 100.0), 1), "sent_ns": now_ns, "seq": i}}
         last_info = publisher.publish(f"citywatch/events/{device_id}", json.dumps(body).encode())
     if last_info is not None:
         last_info.wait_for_publish(60)
