@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from citywatch.models import Event, Severity
-from citywatch.traffic_settings import RedLightSettings, ZoneType
+from citywatch.traffic_settings import PedestrianRedSettings, RedLightSettings, ZoneType
 from processors.rule import Emitter, Rule
 from processors.traffic import (
     PhaseState,
@@ -24,6 +24,7 @@ from processors.traffic import (
     track_violation,
     update_phase,
 )
+from processors.zones import Zone
 
 TYPE = "red_light"
 
@@ -33,12 +34,17 @@ class IntersectionState(msgspec.Struct):
     book: TrackBook = msgspec.field(default_factory=TrackBook)
 
 
-class RedLightRule(Rule[IntersectionState]):
-    name: ClassVar[str] = TYPE
+class EnteringOnRedRule(Rule[IntersectionState]):
+    """A track entering a zone of `zone_type` while the zone's signal phase has been red for longer than
+    `grace_s`: one violation per track and incident (`incident_of`). Red-light running and pedestrians
+    against red differ only in the zone type, the labels judged, the severity and what an incident is."""
+
     kinds: ClassVar[frozenset[str]] = frozenset({"track", "signal"})
     state_type: ClassVar[type[msgspec.Struct]] = IntersectionState
+    zone_type: ClassVar[ZoneType]
+    severity: ClassVar[Severity]
 
-    def __init__(self, settings: RedLightSettings, context: TrafficContext) -> None:
+    def __init__(self, settings: RedLightSettings | PedestrianRedSettings, context: TrafficContext) -> None:
         self.settings = settings
         self.context = context
         self.labels = frozenset(settings.labels)
@@ -46,6 +52,12 @@ class RedLightRule(Rule[IntersectionState]):
 
     def key_of(self, event: Event) -> str | None:
         return intersection_key(event, self.context)
+
+    def incident_of(self, zone: Zone) -> str:
+        return zone.name
+
+    def zone_details(self, zone: Zone) -> dict[str, Any]:
+        return {}
 
     def on_event(self, state: IntersectionState | None, event: Event,
                  out: Emitter) -> IntersectionState | None:
@@ -58,13 +70,12 @@ class RedLightRule(Rule[IntersectionState]):
             return state
         memory, entered = state.book.observe(
             track, event, self.context.track_idle_ms,
-            self.context.zones.zone_names(track.device_id, ZoneType.STOP_LINE))
-        zones = self.context.zones.zones_of(track.device_id, entered, ZoneType.STOP_LINE)
-        for zone in zones:
-            incident = zone.settings.approach or zone.name
-            if incident in memory.judged or not zone.in_force(event.event_time_ms):
+            self.context.zones.zone_names(track.device_id, self.zone_type))
+        for zone in self.context.zones.zones_of(track.device_id, entered, self.zone_type):
+            incident = self.incident_of(zone)
+            if incident in memory.judged or zone.phase is None or not zone.in_force(event.event_time_ms):
                 continue
-            grace_ms = 1000 * self.context.zones.threshold(TYPE, "grace_s", self.settings.grace_s,
+            grace_ms = 1000 * self.context.zones.threshold(self.name, "grace_s", self.settings.grace_s,
                                                            device_id=track.device_id, zone=zone)
             red_ms = red_for_ms(state.phases, zone.phase, event.event_time_ms,
                                 int(self.settings.signal_stale_s * 1000))
@@ -73,14 +84,26 @@ class RedLightRule(Rule[IntersectionState]):
             memory.judged = [*memory.judged, incident]
             signal: dict[str, Any] = phase_details(state.phases, zone.phase, event.event_time_ms)
             out.violation(track_violation(
-                self.context, violation_type=TYPE, severity=Severity.HIGH, event=event, track=track,
+                self.context, violation_type=self.name, severity=self.severity, event=event, track=track,
                 plate=memory.plate, zone=zone, incident=incident, start_time_ms=event.event_time_ms,
                 event_ids=[signal["signal_event_id"], event.event_id],
-                details={"approach": zone.settings.approach, "signal": signal, "grace_s": grace_ms / 1000},
+                details={**self.zone_details(zone), "signal": signal, "grace_s": grace_ms / 1000},
             ))
         if track.ended:
             state.book.forget(track)
         return state
+
+
+class RedLightRule(EnteringOnRedRule):
+    name: ClassVar[str] = TYPE
+    zone_type: ClassVar[ZoneType] = ZoneType.STOP_LINE
+    severity: ClassVar[Severity] = Severity.HIGH
+
+    def incident_of(self, zone: Zone) -> str:
+        return zone.settings.approach or zone.name  # one violation per track and approach
+
+    def zone_details(self, zone: Zone) -> dict[str, Any]:
+        return {"approach": zone.settings.approach}
 
 
 def intersection_key(event: Event, context: TrafficContext) -> str | None:
