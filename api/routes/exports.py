@@ -9,14 +9,12 @@ import json
 from collections.abc import Iterator
 from typing import Annotated, Final
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from api.access.deps import AccessDep, ViolationReader
 from api.deps import StoreDep
-from api.filters import BoundingBoxDep, ViolationFilterDep
-from api.params import FromParam, ToParam
-from api.routes.violations import OpenAtParam, StatusParam, violation_query
+from api.routes.violations import ViolationSelection
 from citywatch.models import Violation
 from store.base import Store, ViolationQuery
 
@@ -152,15 +150,10 @@ def export_csv(
     store: StoreDep,
     reader: ViolationReader,
     access: AccessDep,
-    filter_: ViolationFilterDep,
-    bbox: BoundingBoxDep,
-    status: StatusParam = None,
-    open_at: OpenAtParam = None,
-    from_: FromParam = None,
-    to: ToParam = None,
+    selection: ViolationSelection,
     limit: ExportLimit = 10_000,
 ) -> StreamingResponse:
-    query = violation_query(filter_, bbox, status, open_at, from_, to, EXPORT_PAGE, None)
+    query = dataclasses.replace(selection, limit=EXPORT_PAGE)
     violations = access.present_stream(reader, _first_page_checked(store, query, limit),
                                        "GET /v1/exports/violations.csv")
     rows = _csv_rows(violations)
@@ -203,17 +196,10 @@ def export_geojson(
     store: StoreDep,
     reader: ViolationReader,
     access: AccessDep,
-    filter_: ViolationFilterDep,
-    bbox: BoundingBoxDep,
-    status: StatusParam = None,
-    open_at: OpenAtParam = None,
-    from_: FromParam = None,
-    to: ToParam = None,
+    selection: ViolationSelection,
     limit: ExportLimit = 10_000,
 ) -> StreamingResponse:
-    query = violation_query(filter_, bbox, status, open_at, from_, to, EXPORT_PAGE, None)
-    if limit > MAX_EXPORT:
-        raise HTTPException(422, f"limit must be at most {MAX_EXPORT}")
+    query = dataclasses.replace(selection, limit=EXPORT_PAGE)
     violations = access.present_stream(reader, _first_page_checked(store, query, limit),
                                        "GET /v1/exports/violations.geojson")
     return StreamingResponse(_geojson(violations), media_type="application/geo+json")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import AwareDatetime
 
 from api.access.deps import AccessDep, ViolationReader
@@ -24,16 +25,26 @@ OpenAtParam = Annotated[AwareDatetime | None, Query(
 )]
 
 
-def violation_query(filter_: ViolationFilterDep, bbox: BoundingBoxDep, status: StatusParam,
-                    open_at: OpenAtParam, from_: FromParam, to: ToParam, limit: int,
-                    cursor: str | None) -> ViolationQuery:
+def violation_selection(
+    filter_: ViolationFilterDep,
+    bbox: BoundingBoxDep,
+    status: StatusParam = None,
+    open_at: OpenAtParam = None,
+    from_: FromParam = None,
+    to: ToParam = None,
+) -> ViolationQuery:
+    """Which violations a request selects (every filter the list and the exports share); the caller sets
+    the page size and cursor."""
     from_ms, to_ms = time_range_ms(from_, to)
     return ViolationQuery(
         types=filter_.types, device_ids=filter_.device_ids, severities=filter_.severities,
         grids=filter_.grids, districts=filter_.districts, departments=filter_.departments,
         intersections=filter_.intersections, status=status, open_at_ms=to_epoch_ms(open_at), bbox=bbox,
-        from_ms=from_ms, to_ms=to_ms, limit=limit, cursor=cursor,
+        from_ms=from_ms, to_ms=to_ms,
     )
+
+
+ViolationSelection = Annotated[ViolationQuery, Depends(violation_selection)]
 
 
 @router.get("", response_model=ViolationPage, summary="List violations, newest first")
@@ -41,16 +52,11 @@ def list_violations(
     store: StoreDep,
     reader: ViolationReader,
     access: AccessDep,
-    filter_: ViolationFilterDep,
-    bbox: BoundingBoxDep,
-    status: StatusParam = None,
-    open_at: OpenAtParam = None,
-    from_: FromParam = None,
-    to: ToParam = None,
+    selection: ViolationSelection,
     limit: LimitParam = 100,
     cursor: CursorParam = None,
 ) -> ViolationPage:
-    query = violation_query(filter_, bbox, status, open_at, from_, to, limit, cursor)
+    query = dataclasses.replace(selection, limit=limit, cursor=cursor)
     page = store.query_violations(query)
     items = access.present(reader, page.items, "GET /v1/violations")
     return ViolationPage(items=[ViolationOut.model_validate(item) for item in items],
