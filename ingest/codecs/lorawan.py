@@ -96,3 +96,20 @@ def best_radio(rx: list[Any], path: str, rssi_key: str, snr_key: str) -> dict[st
         if rssi is not None and (best_rssi is None or rssi > best_rssi):
             best_rssi, best_snr = rssi, snr
     return {"rssi_dbm": best_rssi, "snr_db": best_snr, "gateways": len(rx)}
+
+
+class LorawanCodec:
+    """What the LoRaWAN network-server codecs share: the decoded-payload mapping and how a device id is
+    chosen (the network server's device name, or its DevEUI, with an optional prefix)."""
+
+    def __init__(
+        self,
+        devices: DeviceLookup,
+        vendor_maps: Mapping[str, VendorMap],
+        *,
+        device_id_by: str = "name",
+        device_id_prefix: str = "",
+    ) -> None:
+        self._decoded = LorawanDecoded(devices, vendor_maps)
+        self._by_eui = device_id_by == "eui"
+        self._prefix = device_id_prefix

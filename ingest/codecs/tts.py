@@ -14,30 +14,16 @@ uplink correlation id (`as:up:...`), unique per uplink, else derived from the se
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-from citywatch.ingest_config import VendorMap
 from citywatch.models import Event, stable_id
 from ingest.codecs import common as c
 from ingest.codecs.base import CodecError
-from ingest.codecs.lorawan import DEVICE_MISMATCH, DeviceLookup, LorawanDecoded, best_radio, normal_eui
+from ingest.codecs.lorawan import DEVICE_MISMATCH, LorawanCodec, best_radio, normal_eui
 
 
-class TtsCodec:
+class TtsCodec(LorawanCodec):
     name = "tts"
-
-    def __init__(
-        self,
-        devices: DeviceLookup,
-        vendor_maps: Mapping[str, VendorMap],
-        *,
-        device_id_by: str = "name",
-        device_id_prefix: str = "",
-    ) -> None:
-        self._decoded = LorawanDecoded(devices, vendor_maps)
-        self._by_eui = device_id_by == "eui"
-        self._prefix = device_id_prefix
 
     def decode(self, topic: str, payload: bytes, received_time_ms: int) -> list[Event]:
         message = c.obj(c.parse_json(payload), "")
