@@ -206,7 +206,8 @@ def test_subscriptions_belong_to_their_key(tmp_path, receivers, cleanup) -> None
 
 
 def test_pending_deliveries_survive_a_restart(tmp_path, receivers, cleanup) -> None:
-    api, client, headers = setup(tmp_path, FAST.model_copy(update={"max_attempts": 1000}))
+    patient = FAST.model_copy(update={"max_attempts": 1000})
+    api, client, headers = setup(tmp_path, patient)
     down = make_receiver(receivers, status_for=lambda n: 500)
     sid = subscribe(client, headers, down.url)["subscription_id"]
     api.feed.publish([violation(1)])
@@ -214,7 +215,9 @@ def test_pending_deliveries_survive_a_restart(tmp_path, receivers, cleanup) -> N
     api.close()
 
     up = make_receiver(receivers)
-    restarted, client, _ = setup(tmp_path)
+    # The same settings after the restart: with FAST's 5 attempts, a delivery that had already failed
+    # 5 times before the stop (likely on a loaded machine) would go dead instead of being retried.
+    restarted, client, _ = setup(tmp_path, patient)
     cleanup.append(restarted)
     restarted.dispatcher.update(sid, url=up.url)
     # The dispatcher read the pending delivery back at start; after the URL change it succeeds.
