@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import yaml
@@ -30,32 +30,36 @@ def bins(*device_ids: str) -> list[dict[str, Any]]:
              "tags": {"grid": "FT-11", "district": "futian", "department": "sanitation"}} for d in device_ids]
 
 
-class CitywatchProcess:
-    def __init__(self, tmp_path: Path, config: dict[str, Any]) -> None:
-        self.port = free_port()
-        # Open access unless the test configures auth: these processes listen on loopback only.
-        api = {"auth": "disabled", **config.get("api", {}), "host": "127.0.0.1", "port": self.port}
-        config = {**config, "api": api,
-                  "store": {"data_dir": str(tmp_path / "data")}}
-        self.config_path = tmp_path / "citywatch.yaml"
+class CitywatchCommand:
+    """A `citywatch` subcommand run as a real process, with its own config file, log and HTTP port."""
+
+    def __init__(self, workdir: Path, name: str, config: dict[str, Any], port: int) -> None:
+        self.name = name
+        self.port = port
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path = workdir / f"{name}.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
-        self.log_path = tmp_path / "citywatch.log"
-        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / f"{name}.log"
+        self.base_url = f"http://127.0.0.1:{port}"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout_s: float = 30) -> CitywatchProcess:
+    def arguments(self) -> list[str]:
+        """The subcommand and its options, after `citywatch`."""
+        raise NotImplementedError
+
+    def start(self, timeout_s: float = 30, wait_ready: bool = True) -> Self:
+        command = [sys.executable, "-m", "citywatch.cli", *self.arguments()]
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "citywatch.cli", "up", "--config", str(self.config_path)],
-                cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        wait_for(self._ready, timeout_s, 0.1, f"citywatch to be ready (log: {self.log_path})")
+            self.process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        if wait_ready:
+            wait_for(self.ready, timeout_s, 0.1, f"{self.name} to be ready (log: {self.log_path})")
         return self
 
-    def _ready(self) -> bool:
+    def ready(self) -> bool:
         assert self.process is not None
         if self.process.poll() is not None:
-            raise AssertionError(f"citywatch exited with {self.process.returncode}:\n{self.log()}")
+            raise AssertionError(f"{self.name} exited with {self.process.returncode}:\n{self.log()}")
         try:
             return httpx.get(self.base_url + "/readyz", timeout=2).status_code == 200
         except httpx.TransportError:
@@ -66,6 +70,11 @@ class CitywatchProcess:
         response.raise_for_status()
         return response.json()
 
+    def get_text(self, path: str) -> str:
+        response = httpx.get(self.base_url + path, timeout=10)
+        response.raise_for_status()
+        return response.text
+
     def stop(self, timeout_s: float = 30) -> int:
         """SIGTERM, as a service manager would; returns the exit code."""
         assert self.process is not None
@@ -75,10 +84,25 @@ class CitywatchProcess:
         return code
 
     def kill(self) -> None:
+        """SIGKILL: no clean-up, no checkpoint."""
         if self.process is not None:
             self.process.kill()
             self.process.wait(10)
             self.process = None
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class CitywatchProcess(CitywatchCommand):
+    """`citywatch up`: the whole embedded stack."""
+
+    def __init__(self, tmp_path: Path, config: dict[str, Any]) -> None:
+        port = free_port()
+        # Open access unless the test configures auth: these processes listen on loopback only.
+        api = {"auth": "disabled", **config.get("api", {}), "host": "127.0.0.1", "port": port}
+        config = {**config, "api": api, "store": {"data_dir": str(tmp_path / "data")}}
+        super().__init__(tmp_path, "citywatch", config, port)
+
+    def arguments(self) -> list[str]:
+        return ["up", "--config", str(self.config_path)]
