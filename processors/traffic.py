@@ -5,14 +5,16 @@ code and points of the configured code table).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 
 from citywatch.models import Event, Evidence, Severity, Violation, stable_id
-from citywatch.traffic_settings import CodeEntry, TrafficSettings
+from citywatch.traffic_settings import CodeEntry, TrafficSettings, ZoneType
 from processors.devices import DeviceLookup
+from processors.rule import Rule, S
 from processors.zones import Zone, ZoneMap
 
 
@@ -256,3 +258,26 @@ def track_violation(context: TrafficContext, *, violation_type: str, severity: S
             },
         ),
     )
+
+
+class TrackRule(Rule[S]):
+    """A rule judged per camera track: state keyed by camera and track id, kept as long as a track may
+    stay silent before it counts as ended."""
+
+    kinds: ClassVar[frozenset[str]] = frozenset({"track"})
+    # Only cameras with a zone of this type are judged (None: every camera, see `judges`).
+    zone_type: ClassVar[ZoneType | None] = None
+
+    def __init__(self, labels: Iterable[str], context: TrafficContext) -> None:
+        self.context = context
+        self.labels = frozenset(labels)
+        self.state_ttl_ms = context.track_idle_ms
+
+    def judges(self, event: Event) -> bool:
+        return self.zone_type is None or self.context.zones.has_zone_type(event.device_id, self.zone_type)
+
+    def key_of(self, event: Event) -> str | None:
+        track_id = event.attributes.get("track_id")
+        if track_id is None or not self.judges(event):
+            return None
+        return f"{event.device_id}/{track_id}"

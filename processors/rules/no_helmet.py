@@ -12,8 +12,8 @@ import msgspec
 
 from citywatch.models import Event, Severity
 from citywatch.traffic_settings import NoHelmetSettings
-from processors.rule import Emitter, Rule
-from processors.traffic import TrafficContext, track_violation
+from processors.rule import Emitter
+from processors.traffic import TrackRule, TrafficContext, track_violation
 
 TYPE = "no_helmet"
 
@@ -23,22 +23,16 @@ class HelmetState(msgspec.Struct):
     reported: bool = False
 
 
-class NoHelmetRule(Rule[HelmetState]):
+class NoHelmetRule(TrackRule[HelmetState]):
     name: ClassVar[str] = TYPE
-    kinds: ClassVar[frozenset[str]] = frozenset({"track"})
     state_type: ClassVar[type[msgspec.Struct]] = HelmetState
 
     def __init__(self, settings: NoHelmetSettings, context: TrafficContext) -> None:
+        super().__init__(settings.labels, context)
         self.settings = settings
-        self.context = context
-        self.labels = frozenset(settings.labels)
-        self.state_ttl_ms = context.track_idle_ms
 
-    def key_of(self, event: Event) -> str | None:
-        track_id = event.attributes.get("track_id")
-        if track_id is None or event.attributes.get("label") not in self.labels:
-            return None
-        return f"{event.device_id}/{track_id}"
+    def judges(self, event: Event) -> bool:
+        return event.attributes.get("label") in self.labels
 
     def on_event(self, state: HelmetState | None, event: Event, out: Emitter) -> HelmetState | None:
         track = self.context.track(event)

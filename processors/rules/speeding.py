@@ -15,8 +15,8 @@ import msgspec
 
 from citywatch.models import Event, Violation
 from citywatch.traffic_settings import SpeedingBandSettings, SpeedingSettings, ZoneType
-from processors.rule import Emitter, Rule
-from processors.traffic import TrafficContext, track_violation
+from processors.rule import Emitter
+from processors.traffic import TrackRule, TrafficContext, track_violation
 
 TYPE = "speeding"
 
@@ -31,22 +31,14 @@ class SpeedingState(msgspec.Struct):
     incidents: dict[str, SpeedIncident] = {}
 
 
-class SpeedingRule(Rule[SpeedingState]):
+class SpeedingRule(TrackRule[SpeedingState]):
     name: ClassVar[str] = TYPE
-    kinds: ClassVar[frozenset[str]] = frozenset({"track"})
     state_type: ClassVar[type[msgspec.Struct]] = SpeedingState
+    zone_type: ClassVar[ZoneType | None] = ZoneType.SPEED_LIMIT
 
     def __init__(self, settings: SpeedingSettings, context: TrafficContext) -> None:
+        super().__init__(settings.labels, context)
         self.settings = settings
-        self.context = context
-        self.labels = frozenset(settings.labels)
-        self.state_ttl_ms = context.track_idle_ms
-
-    def key_of(self, event: Event) -> str | None:
-        track_id = event.attributes.get("track_id")
-        if track_id is None or not self.context.zones.has_zone_type(event.device_id, ZoneType.SPEED_LIMIT):
-            return None
-        return f"{event.device_id}/{track_id}"
 
     def band_of(self, over_pct: float) -> SpeedingBandSettings:
         """The highest band reached; the lowest band when a zone's tolerance is below it."""

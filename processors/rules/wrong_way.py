@@ -17,8 +17,8 @@ import msgspec
 
 from citywatch.models import Event, Severity
 from citywatch.traffic_settings import WrongWaySettings, ZoneType
-from processors.rule import Emitter, Rule
-from processors.traffic import TrafficContext, track_violation
+from processors.rule import Emitter
+from processors.traffic import TrackRule, TrafficContext, track_violation
 
 TYPE = "wrong_way"
 
@@ -44,22 +44,14 @@ def angle_between_deg(a: float, b: float) -> float:
     return min(difference, 360.0 - difference)
 
 
-class WrongWayRule(Rule[WrongWayState]):
+class WrongWayRule(TrackRule[WrongWayState]):
     name: ClassVar[str] = TYPE
-    kinds: ClassVar[frozenset[str]] = frozenset({"track"})
     state_type: ClassVar[type[msgspec.Struct]] = WrongWayState
+    zone_type: ClassVar[ZoneType | None] = ZoneType.ONE_WAY
 
     def __init__(self, settings: WrongWaySettings, context: TrafficContext) -> None:
+        super().__init__(settings.labels, context)
         self.settings = settings
-        self.context = context
-        self.labels = frozenset(settings.labels)
-        self.state_ttl_ms = context.track_idle_ms
-
-    def key_of(self, event: Event) -> str | None:
-        track_id = event.attributes.get("track_id")
-        if track_id is None or not self.context.zones.has_zone_type(event.device_id, ZoneType.ONE_WAY):
-            return None
-        return f"{event.device_id}/{track_id}"
 
     def on_event(self, state: WrongWayState | None, event: Event, out: Emitter) -> WrongWayState | None:
         track = self.context.track(event)
