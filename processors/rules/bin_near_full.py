@@ -65,7 +65,8 @@ def fit_fill(points: list[Reading], outlier_pct: float) -> Fit:
     slope, intercept = _line_from_sums(count, sum_x, sum_y, sum_xx, sum_xy)
     dropped: Reading | None = None
     used = points
-    if count > 3:
+    if count > 3 and _may_have_outlier(count, sum_x, sum_y, sum_xx, sum_xy, sum(y * y for y in fills),
+                                       slope, intercept, hours[0], hours[-1], outlier_pct):
         # The candidate is the reading whose removal improves the fit most: for least squares the
         # squared error drops by residual^2 / (1 - leverage) (no refit per point needed). It is then
         # judged against the line through the *other* readings (its leave-one-out residual,
@@ -99,6 +100,25 @@ def fit_fill(points: list[Reading], outlier_pct: float) -> Fit:
     if slope > 1e-9:
         predicted = int(origin + (100.0 - intercept) / slope * _HOUR_MS)
     return Fit(slope_pct_per_h=slope, predicted_full_ms=predicted, used=used, dropped=dropped)
+
+
+def _may_have_outlier(count: int, sum_x: float, sum_y: float, sum_xx: float, sum_xy: float,
+                      sum_yy: float, slope: float, intercept: float, first_x: float, last_x: float,
+                      outlier_pct: float) -> bool:
+    """False when no reading can be off the line by more than `outlier_pct`, from the sums alone.
+
+    Every residual is at most the root of the squared error, and every leave-one-out divisor
+    (1 - leverage) at least the smallest one, which belongs to the first or the last reading (times are
+    in order). Readings that lie close to their line (most of them) then skip the per-reading search.
+    """
+    squared_error = max(0.0, sum_yy - intercept * sum_y - slope * sum_xy)
+    spread = sum_xx - sum_x * sum_x / count
+    if spread <= 0:
+        return True
+    mean_x = sum_x / count
+    most_leverage = 1.0 / count + max((first_x - mean_x) ** 2, (last_x - mean_x) ** 2) / spread
+    least_keep = 1.0 - most_leverage
+    return least_keep <= 1e-9 or squared_error ** 0.5 / least_keep > outlier_pct
 
 
 def _line_from_sums(count: int, sum_x: float, sum_y: float, sum_xx: float,

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from processors.rules import bin_near_full
 from processors.rules.bin_near_full import fit_fill
 
 PROPS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=300)
@@ -43,3 +44,22 @@ def test_noise_alone_is_never_dropped(count, slope, seed):
     rng = random.Random(seed)
     points = [(f"e{i}", i * HOUR_MS // 4, 10 + slope * i / 4 + rng.uniform(-1, 1)) for i in range(count)]
     assert fit_fill(points, outlier_pct=8).dropped is None
+
+
+@PROPS
+@given(
+    fills=st.lists(st.floats(min_value=0, max_value=120), min_size=4, max_size=48),
+    gaps_s=st.lists(st.integers(min_value=1, max_value=7200), min_size=48, max_size=48),
+    outlier_pct=st.floats(min_value=0.5, max_value=30),
+)
+def test_skipping_the_outlier_search_never_changes_the_fit(fills, gaps_s, outlier_pct):
+    """The bound that lets most readings skip the per-reading search only skips it when the search
+    would have dropped nothing."""
+    times = [sum(gaps_s[:i]) * 1000 for i in range(len(fills))]
+    points = [(f"e{i}", time_ms, fill) for i, (time_ms, fill) in enumerate(zip(times, fills, strict=False))]
+    quick = fit_fill(points, outlier_pct)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bin_near_full, "_may_have_outlier", lambda *_: True)
+        searched = fit_fill(points, outlier_pct)
+    assert quick == searched
+
