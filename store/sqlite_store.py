@@ -32,6 +32,7 @@ from citywatch.models import (
     Severity,
     Violation,
     ViolationStatus,
+    dead_letter_id,
 )
 from store import buckets
 from store.base import (
@@ -60,7 +61,7 @@ from store.base import (
 )
 
 FILE_NAME: Final = "citywatch.sqlite3"
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 # Each list query has an index per filter that ends in its newest-first sort key, so a filtered page is an
 # index range scan that stops after `limit` rows instead of a sort of every matching row.
@@ -228,6 +229,15 @@ INSERT INTO latest_readings
                         WHERE x.device_id = e.device_id AND x.event_time_ms = e.event_time_ms)
 """
 
+# Version 3: dead letters are upserted by their deterministic id (a Kafka replay must not store one twice).
+# The column is filled in by `_backfill_dead_letter_ids` before the unique index is built.
+_MIGRATION_V3_COLUMN: Final = "ALTER TABLE dead_letters ADD COLUMN dead_letter_id TEXT NOT NULL DEFAULT ''"
+# A version-2 file may hold replayed copies already: the first of each is kept.
+_MIGRATION_V3_INDEX: Final = """
+DELETE FROM dead_letters WHERE id NOT IN (SELECT min(id) FROM dead_letters GROUP BY dead_letter_id);
+CREATE UNIQUE INDEX dead_letters_by_id ON dead_letters (dead_letter_id)
+"""
+
 @dataclass(frozen=True)
 class _Rollup:
     """A table of violation counts per (time bucket, dims), kept on write. Several narrow rollups instead of
@@ -337,8 +347,9 @@ WHERE excluded.event_time_ms > latest_readings.event_time_ms
 """
 
 _INSERT_DEAD_LETTER: Final = """
-INSERT INTO dead_letters (reason, detail, topic, payload, received_time_ms, source)
-VALUES (?, ?, ?, ?, ?, ?)
+INSERT INTO dead_letters (reason, detail, topic, payload, received_time_ms, source, dead_letter_id)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (dead_letter_id) DO NOTHING
 """
 
 _EVENT_COLUMNS: Final = (
@@ -348,7 +359,7 @@ _VIOLATION_COLUMNS: Final = (
     "violation_id, type, severity, device_id, status, start_time_ms, end_time_ms, updated_time_ms, "
     "lat, lon, evidence, tags"
 )
-_DEAD_LETTER_COLUMNS: Final = "id, reason, detail, topic, payload, received_time_ms, source"
+_DEAD_LETTER_COLUMNS: Final = "id, reason, detail, topic, payload, received_time_ms, source, dead_letter_id"
 
 _SQLITE_INT_MIN: Final = -(2**63)
 _SQLITE_INT_MAX: Final = 2**63 - 1
@@ -398,6 +409,17 @@ def _cursor_position(cursor: str) -> tuple[int, str]:
 
 def _location(lat: float | None, lon: float | None) -> Location | None:
     return None if lat is None or lon is None else Location(lat=lat, lon=lon)
+
+
+def _backfill_dead_letter_ids(conn: sqlite3.Connection) -> None:
+    """Give the dead letters of a version-2 file their ids (computed in Python: SQLite has no BLAKE2)."""
+    rows = conn.execute(
+        "SELECT id, reason, detail, topic, payload, received_time_ms, source FROM dead_letters")
+    conn.executemany(
+        "UPDATE dead_letters SET dead_letter_id = ? WHERE id = ?",
+        [(dead_letter_id(source, topic, reason, detail, received_time_ms, payload), row_id)
+         for row_id, reason, detail, topic, payload, received_time_ms, source in rows.fetchall()],
+    )
 
 
 def _statements(script: str) -> Iterator[str]:
@@ -589,17 +611,22 @@ class SqliteStore(Store):
         # stays below ~80 MB.
         conn.execute("PRAGMA wal_autocheckpoint=10000")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version in (0, 1):
+        if version in (0, 1, 2):
             conn.execute("BEGIN IMMEDIATE")
             try:
-                # Splitting on ";" would cut the trigger bodies: executescript-free, statement by statement.
-                for statement in _statements(_SCHEMA if version == 0 else ""):
-                    conn.execute(statement)
-                for statement in _statements(_MIGRATION_V2):
-                    conn.execute(statement)
-                for rollup in _ROLLUPS:
-                    for statement in [*rollup.schema(), rollup.backfill()]:
+                if version < 2:
+                    # Splitting on ";" would cut the trigger bodies: statement by statement.
+                    for statement in _statements(_SCHEMA if version == 0 else ""):
                         conn.execute(statement)
+                    for statement in _statements(_MIGRATION_V2):
+                        conn.execute(statement)
+                    for rollup in _ROLLUPS:
+                        for statement in [*rollup.schema(), rollup.backfill()]:
+                            conn.execute(statement)
+                conn.execute(_MIGRATION_V3_COLUMN)
+                _backfill_dead_letter_ids(conn)
+                for statement in _statements(_MIGRATION_V3_INDEX):
+                    conn.execute(statement)
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 conn.execute("COMMIT")
             except BaseException:
@@ -760,7 +787,8 @@ class SqliteStore(Store):
     def write_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> None:
         self._write(
             _INSERT_DEAD_LETTER,
-            [(d.reason, d.detail, d.topic, d.payload, d.received_time_ms, d.source) for d in dead_letters],
+            [(d.reason, d.detail, d.topic, d.payload, d.received_time_ms, d.source, d.dead_letter_id)
+             for d in dead_letters],
         )
 
     def write_predictions(self, predictions: Sequence[Prediction]) -> None:
@@ -913,8 +941,9 @@ class SqliteStore(Store):
                 payload=payload,
                 received_time_ms=received_time_ms,
                 source=source,
+                dead_letter_id=letter_id,
             )
-            for (_id, reason, detail, topic, payload, received_time_ms, source) in rows[:limit]
+            for (_id, reason, detail, topic, payload, received_time_ms, source, letter_id) in rows[:limit]
         ]
         next_cursor = None
         if len(rows) > limit:
