@@ -13,7 +13,6 @@ JSON functions can filter on them later without a schema change.
 from __future__ import annotations
 
 import contextlib
-import math
 import pathlib
 import sqlite3
 import threading
@@ -116,24 +115,32 @@ CREATE INDEX dead_letters_by_time   ON dead_letters (received_time_ms);
 CREATE INDEX dead_letters_by_reason ON dead_letters (reason, received_time_ms);
 """
 
-# Batches reach SQLite as one JSON array bound to one parameter and unpacked by `json_each`, each element
-# an array of a row's columns (`_insert_json_rows`). One statement per batch releases the GIL once for the
-# whole batch, where `executemany` takes it back for every row: behind a busy rule engine each of those waits
-# for the engine's switch interval, which made a batch several times slower (BENCHMARKS.md, Kafka mode).
+# Batches reach SQLite as one JSON array of the structs themselves (msgspec encodes them in one call),
+# bound to one parameter and unpacked by `json_each`. One statement per batch releases the GIL once for the
+# whole batch, where `executemany` takes it back for every row: behind a busy rule engine each of those
+# waits for the engine's switch interval, which made a batch several times slower (BENCHMARKS.md, Kafka
+# mode); and the per-row work (reading fields, rollups) is SQLite's C instead of Python holding the GIL.
+# The rows pass through a CTE so each row's text is produced once and its fields are read from it:
+# reading them from json_each's `value` directly renders the row again for every column.
 # `WHERE true` is SQLite's required separator between `SELECT ... FROM` and an upsert's ON CONFLICT.
+_BATCH: Final = "WITH batch(row) AS (SELECT value FROM json_each(?))"
 
 
-def _insert_json_rows(table: str, columns: str, json_columns: frozenset[int] = frozenset()) -> str:
-    """INSERT of element i of each JSON row as column i (`->>`: SQL value; `->`: JSON text).
+def _fields(columns: dict[str, str], source: str = "row") -> str:
+    """The SELECT list reading each column from a batch struct: column -> JSON path (`json:` prefix: the
+    value as JSON text, e.g. a dictionary; otherwise the SQL value)."""
+    return ", ".join(f"{source}->'{path.removeprefix('json:')}'" if path.startswith("json:")
+                     else f"{source}->>'{path}'" for path in columns.values())
 
-    The rows pass through a CTE so each row's text is produced once and its elements are read from it:
-    reading them from json_each's `value` directly renders the row again for every column (9.5 against
-    5.5 us per event row).
-    """
-    count = len(columns.split(","))
-    picks = ", ".join(f"row{'->' if i in json_columns else '->>'}{i}" for i in range(count))
-    return (f"WITH batch(row) AS (SELECT value FROM json_each(?)) "
-            f"INSERT INTO {table} ({columns}) SELECT {picks} FROM batch WHERE true")
+
+def _insert_from_batch(table: str, columns: dict[str, str]) -> str:
+    return (f"{_BATCH} INSERT INTO {table} ({', '.join(columns)}) "
+            f"SELECT {_fields(columns)} FROM batch WHERE true")
+
+
+def _floor_to(expression: str, size: int) -> str:
+    """SQL for the start of the `size` bucket holding an integer (floored, as Python's //, not truncated)."""
+    return f"({expression} - ((({expression}) % {size}) + {size}) % {size})"
 
 
 # Forecasts, newest per (type, device): created on every open (IF NOT EXISTS) so a store made before this
@@ -155,10 +162,10 @@ CREATE TABLE IF NOT EXISTS predictions (
 
 # A forecast computed from older readings never replaces one computed from newer readings.
 _UPSERT_PREDICTIONS: Final = f"""
-{_insert_json_rows(
-    "predictions",
-    "type, device_id, computed_time_ms, predicted_time_ms, value, lat, lon, details, tags",
-    frozenset({7, 8}))}
+{_insert_from_batch("predictions", {
+    "type": "$.type", "device_id": "$.device_id", "computed_time_ms": "$.computed_time_ms",
+    "predicted_time_ms": "$.predicted_time_ms", "value": "$.value", "lat": "$.location.lat",
+    "lon": "$.location.lon", "details": "json:$.details", "tags": "json:$.tags"})}
 ON CONFLICT (type, device_id) DO UPDATE SET
     computed_time_ms = excluded.computed_time_ms,
     predicted_time_ms = excluded.predicted_time_ms,
@@ -263,12 +270,26 @@ class _Rollup:
         return (f"INSERT INTO {self.table} SELECT start_time_ms / {self.size_ms} * {self.size_ms}, {values}, "
                 f"count(*) FROM violations GROUP BY {groups}")
 
-    def upsert(self) -> str:
-        return (f"INSERT INTO {self.table} VALUES ({_placeholders(len(self.dims) + 2)}) "
+    def count_new(self) -> str:
+        """Counts the batch's violations not stored yet (`_FILL_NEW_VIOLATIONS`) into this table."""
+        dims = ", ".join(self.dims)
+        return (f"INSERT INTO {self.table} ({self.time_column}, {dims}, count) "
+                f"SELECT {_floor_to('start_time_ms', self.size_ms)} AS bucket, {dims}, count(*) "
+                f"FROM temp.new_violations GROUP BY bucket, {dims} "
                 "ON CONFLICT DO UPDATE SET count = count + excluded.count")
 
 
 _AREA: Final = ("grid", "district", "department", "intersection")
+# A batch's violations that are not stored yet, one row each (a batch may hold several states of one; type,
+# severity, tags and start are those of its first state, as counted), with the rollups' dimensions, into a
+# temporary table the rollups count from. Run before the batch is upserted. Missing area tags count as "".
+_FILL_NEW_VIOLATIONS: Final = (
+    f"{_BATCH} INSERT INTO temp.new_violations SELECT min(row->>'start_time_ms'), row->>'device_id', "
+    "row->>'type', row->>'severity', "
+    + ", ".join(f"coalesce(row->>'$.tags.{name}', '')" for name in _AREA)
+    + " FROM batch WHERE row->>'violation_id' NOT IN (SELECT violation_id FROM violations) "
+    "GROUP BY row->>'violation_id'"
+)
 # In order of preference: smallest first, at the densities bench/store.py generates (2,000 devices, 8 types,
 # 100 grids, 10 districts, 200 intersections); the sizes are the most rows 30 days can hold.
 _ROLLUPS: Final = (
@@ -287,13 +308,28 @@ _ROLLUPS: Final = (
 )
 
 
-_EVENT_ROW: Final = ("event_id, device_id, kind, event_time_ms, ingest_time_ms, source, lat, lon, "
-                     "attributes, tags")
+_EVENT_COLUMNS_FROM_JSON: Final = {
+    "event_id": "$.event_id", "device_id": "$.device_id", "kind": "$.kind",
+    "event_time_ms": "$.event_time_ms", "ingest_time_ms": "$.ingest_time_ms", "source": "$.source",
+    "lat": "$.location.lat", "lon": "$.location.lon", "attributes": "json:$.attributes",
+    "tags": "json:$.tags",
+}
+
+# A batch of events is read from its JSON once, into a temporary table of the writer's connection
+# (`_WRITER_TEMP_TABLES`), and the events, their rollups and the latest readings are written from there.
+_WRITER_TEMP_TABLES: Final = (
+    f"CREATE TEMP TABLE batch_events ({', '.join(_EVENT_COLUMNS_FROM_JSON)})",
+    "CREATE TEMP TABLE new_violations (start_time_ms, device_id, type, severity, "
+    f"{', '.join(_AREA)})",
+)
+
+_FILL_BATCH_EVENTS: Final = _insert_from_batch("temp.batch_events", _EVENT_COLUMNS_FROM_JSON)
 
 # Idempotent by event_id: the first write wins. `ON CONFLICT (event_id) DO NOTHING` rather than
 # `INSERT OR IGNORE`, which would also silently drop rows that break a NOT NULL constraint.
 _INSERT_EVENTS: Final = f"""
-{_insert_json_rows("events", _EVENT_ROW, frozenset({8, 9}))}
+INSERT INTO events ({", ".join(_EVENT_COLUMNS_FROM_JSON)})
+SELECT {", ".join(_EVENT_COLUMNS_FROM_JSON)} FROM temp.batch_events WHERE true
 ON CONFLICT (event_id) DO NOTHING
 """
 
@@ -302,10 +338,12 @@ ON CONFLICT (event_id) DO NOTHING
 # that `open` does not replace `cleared`: a violation that opens and clears at the same event time then
 # stays cleared whatever order the two states are replayed in.
 _UPSERT_VIOLATIONS: Final = f"""
-{_insert_json_rows(
-    "violations",
-    "violation_id, type, severity, device_id, status, start_time_ms, end_time_ms, updated_time_ms, "
-    "lat, lon, evidence, tags, grid, district, department, intersection", frozenset({10, 11}))}
+{_insert_from_batch("violations", {
+    "violation_id": "$.violation_id", "type": "$.type", "severity": "$.severity", "device_id": "$.device_id",
+    "status": "$.status", "start_time_ms": "$.start_time_ms", "end_time_ms": "$.end_time_ms",
+    "updated_time_ms": "$.updated_time_ms", "lat": "$.location.lat", "lon": "$.location.lon",
+    "evidence": "json:$.evidence", "tags": "json:$.tags", "grid": "$.tags.grid",
+    "district": "$.tags.district", "department": "$.tags.department", "intersection": "$.tags.intersection"})}
 ON CONFLICT (violation_id) DO UPDATE SET
     type = excluded.type,
     severity = excluded.severity,
@@ -327,16 +365,27 @@ WHERE excluded.updated_time_ms > violations.updated_time_ms
        AND NOT (violations.status = 'cleared' AND excluded.status = 'open'))
 """
 
+# Every numeric attribute (JSON integers and reals: booleans and nulls are other JSON types, and msgspec
+# writes NaN and infinities as null) per device and hour, from the batch's new events.
 _UPSERT_READING_STATS: Final = f"""
-{_insert_json_rows(
-    "reading_stats_hourly",
-    "device_id, attribute, hour_ms, kind, count, sum_value, min_value, max_value")}
+INSERT INTO reading_stats_hourly
+    (device_id, attribute, hour_ms, kind, count, sum_value, min_value, max_value)
+SELECT device_id, attribute.key, {_floor_to("event_time_ms", buckets.HOUR_MS)} AS hour_ms, min(kind),
+       count(*), sum(attribute.value), min(attribute.value), max(attribute.value)
+FROM temp.batch_events AS batch, json_each(batch.attributes) AS attribute
+WHERE attribute.type IN ('integer', 'real')
+GROUP BY device_id, attribute.key, hour_ms
 ON CONFLICT DO UPDATE SET count = count + excluded.count, sum_value = sum_value + excluded.sum_value,
     min_value = min(min_value, excluded.min_value), max_value = max(max_value, excluded.max_value)
 """
 
+# The newest event of each device in a batch (ties broken by the larger id), kept if newer than the stored.
 _UPSERT_LATEST_READINGS: Final = f"""
-{_insert_json_rows("latest_readings", _EVENT_ROW, frozenset({8, 9}))}
+INSERT INTO latest_readings ({", ".join(_EVENT_COLUMNS_FROM_JSON)})
+SELECT {", ".join(_EVENT_COLUMNS_FROM_JSON)} FROM (
+    SELECT *, row_number() OVER (PARTITION BY device_id ORDER BY event_time_ms DESC, event_id DESC) AS rank
+    FROM temp.batch_events)
+WHERE rank = 1
 ON CONFLICT (device_id) DO UPDATE SET event_id = excluded.event_id, kind = excluded.kind,
     event_time_ms = excluded.event_time_ms, ingest_time_ms = excluded.ingest_time_ms,
     source = excluded.source, lat = excluded.lat, lon = excluded.lon,
@@ -374,19 +423,9 @@ class StoreClosed(RuntimeError):
     """The store was closed; nothing can be read or written any more."""
 
 
-def _event_rows(events: Sequence[Event]) -> str:
-    """The events as JSON rows for `_INSERT_EVENTS` and `_UPSERT_LATEST_READINGS`."""
-    return _encode_json([
-        (e.event_id, e.device_id, e.kind, e.event_time_ms, e.ingest_time_ms, e.source,
-         None if e.location is None else e.location.lat, None if e.location is None else e.location.lon,
-         e.attributes, e.tags)
-        for e in events
-    ])
-
-
-def _encode_json(rows: list[tuple[Any, ...]]) -> str:
+def _encode_json(structs: Sequence[msgspec.Struct]) -> str:
     # Text, not bytes: SQLite reads a bound bytes object as a BLOB, which its JSON functions refuse.
-    return _json_encoder.encode(rows).decode()
+    return _json_encoder.encode(structs).decode()
 
 
 def _json(value: object) -> str:
@@ -637,6 +676,8 @@ class SqliteStore(Store):
                 f"{self.path}: schema version {version}, this citywatch understands {SCHEMA_VERSION}"
             )
         conn.execute(_PREDICTIONS_SCHEMA)
+        for statement in _WRITER_TEMP_TABLES:
+            conn.execute(statement)
 
     def _open_reader(self) -> sqlite3.Connection:
         conn = self._connect()
@@ -713,76 +754,36 @@ class SqliteStore(Store):
     def _insert_events(self, conn: sqlite3.Connection, events: Sequence[Event]) -> None:
         # Only events not stored yet feed the rollups (the first delivery wins, as the INSERT's DO NOTHING).
         unique = {e.event_id: e for e in reversed(events)}
-        new = [e for e in events if unique[e.event_id] is e]
+        conn.execute("DELETE FROM temp.batch_events")
+        conn.execute(_FILL_BATCH_EVENTS, (_encode_json([e for e in events if unique[e.event_id] is e]),))
         # Redeliveries are rare: insert first, and only when some rows were already stored (the insert
-        # changed fewer rows than it was given) undo it and find out which. Looking every batch's ids up
-        # first cost about a quarter of the store's time per event.
+        # changed fewer rows than it was given) undo it, drop those from the batch and insert again.
+        # Looking every batch's ids up first cost about a quarter of the store's time per event.
         conn.execute("SAVEPOINT new_events")
-        rows = _event_rows(new)
-        before = conn.total_changes  # (`rowcount` is -1 for a statement that starts with WITH)
-        conn.execute(_INSERT_EVENTS, (rows,))
-        if conn.total_changes - before != len(new):
+        before = conn.total_changes
+        conn.execute(_INSERT_EVENTS)
+        if conn.total_changes - before != len(unique):
             conn.execute("ROLLBACK TO new_events")
-            existing = self._existing(conn, "events", "event_id", list(unique))
-            new = [e for e in new if e.event_id not in existing]
-            rows = _event_rows(new)
-            conn.execute(_INSERT_EVENTS, (rows,))
+            conn.execute("DELETE FROM temp.batch_events WHERE event_id IN (SELECT event_id FROM main.events)")
+            conn.execute(_INSERT_EVENTS)
         conn.execute("RELEASE new_events")
-        stats: dict[tuple[str, str, int], list[Any]] = {}
-        latest: dict[str, Event] = {}
-        hour = buckets.HOUR_MS
-        for event in new:
-            hour_ms = event.event_time_ms // hour * hour
-            for name, value in event.attributes.items():
-                if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                    continue
-                key = (event.device_id, name, hour_ms)
-                entry = stats.get(key)
-                if entry is None:
-                    stats[key] = [event.kind, 1, value, value, value]
-                else:
-                    entry[1] += 1
-                    entry[2] += value
-                    if value < entry[3]:
-                        entry[3] = value
-                    if value > entry[4]:
-                        entry[4] = value
-            known = latest.get(event.device_id)
-            if known is None or (event.event_time_ms, event.event_id) > (known.event_time_ms, known.event_id):
-                latest[event.device_id] = event
-        if stats:
-            rollup = _encode_json([(*key, *entry) for key, entry in stats.items()])
-            conn.execute(_UPSERT_READING_STATS, (rollup,))
-        if latest:
-            conn.execute(_UPSERT_LATEST_READINGS, (_event_rows(list(latest.values())),))
+        conn.execute(_UPSERT_READING_STATS)
+        conn.execute(_UPSERT_LATEST_READINGS)
+        conn.execute("DELETE FROM temp.batch_events")
 
     def write_violations(self, violations: Sequence[Violation]) -> None:
         if violations:
             self._write_with(lambda conn: self._upsert_violations(conn, violations))
 
     def _upsert_violations(self, conn: sqlite3.Connection, violations: Sequence[Violation]) -> None:
-        # A violation is counted once, by its first stored state (type, tags and start do not change).
-        ids = list({v.violation_id for v in violations})
-        existing = self._existing(conn, "violations", "violation_id", ids)
-        conn.execute(_UPSERT_VIOLATIONS, (_encode_json([
-            (v.violation_id, v.type, v.severity.value, v.device_id, v.status.value, v.start_time_ms,
-             v.end_time_ms, v.updated_time_ms, None if v.location is None else v.location.lat,
-             None if v.location is None else v.location.lon, v.evidence, v.tags, v.tags.get("grid"),
-             v.tags.get("district"), v.tags.get("department"), v.tags.get("intersection"))
-            for v in violations
-        ]),))
-        counts: list[dict[tuple[Any, ...], int]] = [{} for _ in _ROLLUPS]
-        for v in violations:
-            if v.violation_id in existing:
-                continue
-            existing.add(v.violation_id)
-            values = {"device_id": v.device_id, "type": v.type, "severity": v.severity.value,
-                      **{name: v.tags.get(name, "") for name in _AREA}}
-            for rollup, table in zip(_ROLLUPS, counts, strict=True):
-                key = (v.start_time_ms // rollup.size_ms * rollup.size_ms, *(values[d] for d in rollup.dims))
-                table[key] = table.get(key, 0) + 1
-        for rollup, table in zip(_ROLLUPS, counts, strict=True):
-            conn.executemany(rollup.upsert(), [(*key, n) for key, n in table.items()])
+        batch = _encode_json(violations)
+        # A violation is counted once, by its first stored state: counted before the batch is stored.
+        conn.execute("DELETE FROM temp.new_violations")
+        conn.execute(_FILL_NEW_VIOLATIONS, (batch,))
+        for rollup in _ROLLUPS:
+            conn.execute(rollup.count_new())
+        conn.execute("DELETE FROM temp.new_violations")
+        conn.execute(_UPSERT_VIOLATIONS, (batch,))
 
     def write_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> None:
         self._write(
@@ -792,15 +793,9 @@ class SqliteStore(Store):
         )
 
     def write_predictions(self, predictions: Sequence[Prediction]) -> None:
-        if not predictions:
-            return
-        rows = _encode_json([
-            (p.type, p.device_id, p.computed_time_ms, p.predicted_time_ms, p.value,
-             None if p.location is None else p.location.lat, None if p.location is None else p.location.lon,
-             p.details, p.tags)
-            for p in predictions
-        ])
-        self._write_with(lambda conn: conn.execute(_UPSERT_PREDICTIONS, (rows,)))
+        if predictions:
+            batch = _encode_json(predictions)
+            self._write_with(lambda conn: conn.execute(_UPSERT_PREDICTIONS, (batch,)))
 
     def query_predictions(self, type: str, limit: int = 1000) -> list[Prediction]:
         limit = _check_limit(limit)

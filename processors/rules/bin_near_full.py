@@ -111,6 +111,10 @@ def fit_fill(points: list[Reading], outlier_pct: float, sums: FillSums | None = 
     used = points
     if count > 3 and _may_have_outlier(count, sums.x, sums.y, sums.xx, sums.xy, sums.yy, slope, intercept,
                                        sums.hours(points[0][1]), sums.hours(points[-1][1]), outlier_pct):
+        # Searched on sums made afresh: running sums differ from them in the last bits, which could tip a
+        # tie between two equally bad readings the other way.
+        sums = FillSums.of(points)
+        slope, intercept = _line_from_sums(count, sums.x, sums.y, sums.xx, sums.xy)
         hours = [sums.hours(time_ms) for _, time_ms, _ in points]
         fills = [fill for _, _, fill in points]
         sum_x, sum_y, sum_xx, sum_xy = sums.x, sums.y, sums.xx, sums.xy

@@ -24,9 +24,13 @@ from citywatch.models import (
     ViolationStatus,
 )
 from store.base import (
+    Bucket,
     DeadLetterQuery,
     EventQuery,
     InvalidCursor,
+    LatestReadingsQuery,
+    ReadingSeriesQuery,
+    ViolationCountQuery,
     ViolationQuery,
     encode_cursor,
 )
@@ -137,6 +141,30 @@ def test_duplicate_events_are_stored_once(store: SqliteStore) -> None:
     store.flush()
 
     assert [e.event_id for e in store.query_events(EventQuery()).items] == ["e00002", "e00001"]
+
+
+def test_redelivered_events_and_violation_states_are_counted_once(store: SqliteStore) -> None:
+    """The hourly reading rollups, the latest reading and the violation counts see each event and each
+    violation once, whether a redelivery comes in the same batch, a later one, or after a flush."""
+    store.write_events([event(1), event(2), event(1)])
+    store.flush()
+    store.write_events([event(2), event(3), event(1)])  # two redelivered among one new
+    opened = violation(1)
+    store.write_violations([opened, violation(2)])
+    store.flush()
+    cleared = msgspec.structs.replace(opened, status=ViolationStatus.CLEARED, end_time_ms=T0 + 5 * MINUTE,
+                                      updated_time_ms=T0 + 5 * MINUTE)
+    store.write_violations([opened, cleared, violation(3)])  # a replayed open, its clear, one new
+    store.flush()
+
+    [hour] = store.reading_series(ReadingSeriesQuery("bin-1", "fill_pct", T0, T0 + 3_600_000,
+                                                     bucket=Bucket.HOUR)).buckets
+    assert (hour.count, hour.min, hour.max) == (3, 11.5, 13.5)
+    assert hour.mean == pytest.approx(12.5)
+    [latest] = store.latest_readings(LatestReadingsQuery(kind="bin")).items
+    assert latest.event_id == "e00003"
+    counts = store.count_violations(ViolationCountQuery(Bucket.DAY, T0, T0 + 86_400_000))
+    assert sum(row.count for row in counts) == 3
 
 
 def test_violation_round_trip_is_exact(store: SqliteStore) -> None:
