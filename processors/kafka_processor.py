@@ -12,7 +12,9 @@ violations topic.
 
 Rule state lives in the partition it came from: every `checkpoint_interval_s`, when a partition is revoked
 and on a clean stop, each partition's engine snapshot is written with the offset it covers
-(`processors.kafka_checkpoints`). A partition assigned to this processor is restored from its checkpoint
+(`processors.kafka_checkpoints`). Snapshots are taken by the loop between two batches and written by the
+writer after the batches before them are durable, so the loop does not wait for the pipeline to drain
+(only a revocation and a stop wait for the write). A partition assigned to this processor is restored from its checkpoint
 and read from that offset, whichever processor had it before and however it ended (even kill -9). The
 checkpoint, not the committed group offset, decides where a partition resumes; committed offsets are
 what standard Kafka tooling reads for lag. A partition with no checkpoint yet is read from the start.
@@ -27,7 +29,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -75,6 +77,8 @@ class _WriteJob:
     out: EngineOutput
     offsets: dict[TopicPartition, OffsetAndMetadata]
     started: float
+    # Snapshots taken after this batch was judged: written once it and every batch before it are durable.
+    checkpoints: list[Checkpoint] = field(default_factory=list)
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -184,8 +188,7 @@ class KafkaProcessor:
                                               max_records=self.batch_events)
                 self.step(records)
                 if time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval_s:
-                    self.checkpoint()
-                    self.commit_durable(wait=True)
+                    self.checkpoint(wait=False)
             self.checkpoint()
             self.commit_durable(wait=True)
             clean = True
@@ -209,6 +212,8 @@ class KafkaProcessor:
                     self._account(job.events, job.rejected, job.out)
                     if job.events:
                         self.metrics.batch_seconds.observe(time.perf_counter() - job.started)
+                    if job.checkpoints:
+                        self._write_checkpoints(job.checkpoints)
             except BaseException as exc:
                 log.exception("writing a batch failed; it will be replayed")
                 self._writer_error = exc
@@ -401,33 +406,42 @@ class KafkaProcessor:
 
     # -- checkpoints and rebalancing --------------------------------------------------------------------
 
-    def checkpoint(self, partitions: Sequence[int] | None = None) -> int:
-        """Checkpoint the changed partitions (all by default); returns how many were written.
+    def checkpoint(self, partitions: Sequence[int] | None = None, *, wait: bool = True) -> int:
+        """Checkpoint the changed partitions (all by default); returns how many were snapshotted.
 
-        Every batch judged so far is stored and its outputs acknowledged first: a checkpoint never covers
-        a result that could still be lost.
+        A checkpoint never covers a result that could still be lost: the snapshots are taken now, between
+        two batches, and written by the writer thread once every batch judged before them is stored and
+        its outputs acknowledged. With `wait` this returns when they are written (a revoked partition, a
+        stop); without, the loop goes on judging meanwhile (the periodic checkpoint).
         """
-        assert self._checkpoints is not None and self._producer is not None
-        self.wait_written()
-        self._producer.flush()
         self._last_checkpoint = time.monotonic()
         numbers = list(self._partitions) if partitions is None else partitions
-        due: list[tuple[_Partition, Checkpoint]] = []
+        due: list[Checkpoint] = []
         for number in numbers:
             partition = self._partitions.get(number)
             if partition is None or not partition.dirty or partition.next_offset is None:
                 continue
-            due.append((partition, Checkpoint(
+            due.append(Checkpoint(
                 group_id=self.settings.group_id, topic=self._events_topic, partition=number,
                 offset=partition.next_offset,
-                snapshot=partition.engine.snapshot(), written_wall_ms=self.now_ms())))
+                snapshot=partition.engine.snapshot(), written_wall_ms=self.now_ms()))
+            partition.dirty = False
         if due:
-            self._checkpoints.write([checkpoint for _, checkpoint in due])
-            for partition, checkpoint in due:
-                partition.checkpoint_offset = checkpoint.offset
-                partition.dirty = False
-            self.metrics.checkpoints.inc(len(due))
+            self._jobs.put(_WriteJob([], [], [], EngineOutput(), {}, time.perf_counter(), checkpoints=due))
+        if wait:
+            self.wait_written()
         return len(due)
+
+    def _write_checkpoints(self, checkpoints: list[Checkpoint]) -> None:
+        """In the writer thread, after every earlier batch is stored: wait for their outputs, then write."""
+        assert self._checkpoints is not None and self._producer is not None
+        self._producer.flush()
+        self._checkpoints.write(checkpoints)
+        for checkpoint in checkpoints:
+            partition = self._partitions.get(checkpoint.partition)
+            if partition is not None:
+                partition.checkpoint_offset = checkpoint.offset
+        self.metrics.checkpoints.inc(len(checkpoints))
 
     def _on_assigned(self, assigned: list[TopicPartition]) -> None:
         assert self._checkpoints is not None and self._consumer is not None
