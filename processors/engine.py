@@ -85,7 +85,7 @@ class Engine:
         self.rules = list(rules)
         self.allowed_lateness_ms = allowed_lateness_ms
         self.states = {rule.name: KeyedState(rule.state_ttl_ms, rule.state_type) for rule in rules}
-        self._plans_by_kind: dict[str, list[tuple[Rule[Any], KeyedState, bool]]] = {}
+        self._plans_by_kind: dict[str, list[tuple[Rule[Any], KeyedState, bool, bool]]] = {}
         self._clock_rules = [rule for rule in rules if rule.uses_clock]
         self._recent = _RecentIds(dedup_capacity)
         self._seq = itertools.count()
@@ -107,13 +107,14 @@ class Engine:
     def pending_timers(self) -> int:
         return len(self._timers)
 
-    def _plan_for(self, kind: str) -> list[tuple[Rule[Any], KeyedState, bool]]:
-        """The rules of a kind with their state and whether they inspect readings, inspectors first (so
-        they can gate the others): computed once per kind, it is what every event of the kind walks."""
+    def _plan_for(self, kind: str) -> list[tuple[Rule[Any], KeyedState, bool, bool]]:
+        """The rules of a kind with their state, whether they inspect readings and whether they keep state
+        per device (the default `key_of`, read here without a call), inspectors first (so they can gate
+        the others): computed once per kind, it is what every event of the kind walks."""
         plan = self._plans_by_kind.get(kind)
         if plan is None:
             matching = [rule for rule in self.rules if kind in rule.kinds or ANY_KIND in rule.kinds]
-            plan = [(rule, self.states[rule.name], rule.inspects_readings)
+            plan = [(rule, self.states[rule.name], rule.inspects_readings, type(rule).key_of is Rule.key_of)
                     for rule in sorted(matching, key=lambda rule: not rule.inspects_readings)]
             self._plans_by_kind[kind] = plan
         return plan
@@ -170,10 +171,10 @@ class Engine:
         # allocating an emitter per rule per event was a measurable share of the engine's time.
         emitter = Emitter()
         time_ms = event.event_time_ms
-        for rule, store, inspects in self._plan_for(event.kind):
+        for rule, store, inspects, by_device in self._plan_for(event.kind):
             if suspect and not inspects:
                 break  # inspectors come first: the rest of the rules never see a suspect reading
-            key = rule.key_of(event)
+            key = event.device_id if by_device else rule.key_of(event)
             if key is None:
                 continue
             entry = store.entry(key)

@@ -14,10 +14,11 @@ Rule state lives in the partition it came from: every `checkpoint_interval_s`, w
 and on a clean stop, each partition's engine snapshot is written with the offset it covers
 (`processors.kafka_checkpoints`). Snapshots are taken by the loop between two batches and written by the
 writer after the batches before them are durable, so the loop does not wait for the pipeline to drain
-(only a revocation and a stop wait for the write). A partition assigned to this processor is restored from its checkpoint
-and read from that offset, whichever processor had it before and however it ended (even kill -9). The
-checkpoint, not the committed group offset, decides where a partition resumes; committed offsets are
-what standard Kafka tooling reads for lag. A partition with no checkpoint yet is read from the start.
+(only a revocation and a stop wait for the write). A partition assigned to this processor is restored
+from its checkpoint and read from that offset, whichever processor had it before and however it ended
+(even kill -9). The checkpoint, not the committed group offset, decides where a partition resumes;
+committed offsets are what standard Kafka tooling reads for lag. A partition with no checkpoint yet is
+read from the start.
 """
 
 from __future__ import annotations
