@@ -37,7 +37,7 @@ def _load(args: argparse.Namespace) -> Settings:
 def _serve(app: Any, host: str, port: int, log_level: str) -> None:
     import uvicorn
 
-    from citywatch.gc_tuning import tune_for_streaming
+    from citywatch.interpreter_tuning import tune_for_streaming
 
     tune_for_streaming()
 
