@@ -2,10 +2,11 @@
 
 Loop: poll -> decode -> each partition's engine -> store writes -> store.flush -> outputs to Kafka
 (violations, rule outputs, dead letters) -> commit exactly the offsets polled, once the batch's outputs
-are acknowledged. Two threads share the work: the loop polls and judges while a writer thread stores the
-previous batch (SQLite does its work outside the GIL) and sends its outputs; a batch's offsets are
-committed at a later step, once the writer has made it durable and Kafka has acknowledged every record
-it sent. The writer's queue holds two batches, which bounds memory and pushes back on the loop.
+are acknowledged. Three threads share the work, a batch apart: the loop polls and judges, a writer
+stores the previous batch (SQLite does its work outside the GIL), and a sender sends the outputs of the
+one before to Kafka; a batch's offsets are committed at a later step, once it is durable in the store
+and Kafka has acknowledged every record sent for it. Each queue holds two batches, which bounds memory
+and pushes back on the loop.
 Results are durable before their offsets are committed, so a crash replays input instead of losing it,
 and the deterministic event and violation ids make the replay idempotent in the store and on the
 violations topic.
@@ -138,6 +139,9 @@ class KafkaProcessor:
         self._uncommitted: deque[tuple[dict[TopicPartition, OffsetAndMetadata], list[Any]]] = deque()
         self._jobs: queue.Queue[_WriteJob | None] = queue.Queue(maxsize=2)
         self._writer: threading.Thread | None = None
+        # Stored batches for the sender: their outputs go to Kafka while the writer stores the next batch.
+        self._stored: queue.Queue[_WriteJob | None] = queue.Queue(maxsize=2)
+        self._sender: threading.Thread | None = None
         self._writer_error: BaseException | None = None
         self._last_checkpoint = time.monotonic()
         self._stop = threading.Event()
@@ -169,6 +173,8 @@ class KafkaProcessor:
         self._consumer.subscribe([self._events_topic, self._dead_letters_topic], listener=_Rebalance(self))
         self._writer = threading.Thread(target=self._write_loop, name="citywatch-kafka-writer", daemon=True)
         self._writer.start()
+        self._sender = threading.Thread(target=self._send_loop, name="citywatch-kafka-sender", daemon=True)
+        self._sender.start()
         self._thread = threading.Thread(target=self._run, name="citywatch-kafka-processor", daemon=True)
         self._thread.start()
 
@@ -197,9 +203,10 @@ class KafkaProcessor:
             log.exception("Kafka processor stopped on an unexpected error")
             self.error = exc
         finally:
-            self._jobs.put(None)
-            if self._writer is not None:
-                self._writer.join(30)
+            self._jobs.put(None)  # the writer passes it on to the sender when it is done
+            for thread in (self._writer, self._sender):
+                if thread is not None:
+                    thread.join(30)
             self._close_clients(clean)
         if self.error is not None and self.on_failure is not None:
             self.on_failure(self.error)
@@ -208,23 +215,37 @@ class KafkaProcessor:
         while (job := self._jobs.get()) is not None:
             try:
                 if self._writer_error is None:  # after a failure nothing more is written (or committed)
-                    sent = self._write(job.events, job.dead_letters, job.rejected, job.out)
-                    self._uncommitted.append((job.offsets, sent))
+                    self._store(job.events, job.dead_letters, job.out)
                     self._account(job.events, job.rejected, job.out)
                     if job.events:
                         self.metrics.batch_seconds.observe(time.perf_counter() - job.started)
-                    if job.checkpoints:
-                        self._write_checkpoints(job.checkpoints)
+                    self._stored.put(job)
             except BaseException as exc:
                 log.exception("writing a batch failed; it will be replayed")
                 self._writer_error = exc
             finally:
                 self._jobs.task_done()
         self._jobs.task_done()
+        self._stored.put(None)
+
+    def _send_loop(self) -> None:
+        while (job := self._stored.get()) is not None:
+            try:
+                if self._writer_error is None:
+                    self._uncommitted.append((job.offsets, self._send_outputs(job.rejected, job.out)))
+                    if job.checkpoints:
+                        self._write_checkpoints(job.checkpoints)
+            except BaseException as exc:
+                log.exception("sending a batch's outputs failed; it will be replayed")
+                self._writer_error = exc
+            finally:
+                self._stored.task_done()
+        self._stored.task_done()
 
     def wait_written(self) -> None:
-        """Return once every batch judged so far is in the store (raise if the writer failed)."""
+        """Return once every batch judged so far is stored and its outputs sent (raise if either failed)."""
         self._jobs.join()
+        self._stored.join()
         if self._writer_error is not None:
             raise KafkaBusError(f"the store writer failed: {self._writer_error!r}") from self._writer_error
 
@@ -354,9 +375,8 @@ class KafkaProcessor:
         if mine:
             self._consumer.commit(mine)
 
-    def _write(self, events: list[Event], dead_letters: list[DeadLetter], rejected: list[DeadLetter],
-               out: EngineOutput) -> list[Any]:
-        """Store (durable on return) and send the outputs; returns the sends' futures."""
+    def _store(self, events: list[Event], dead_letters: list[DeadLetter], out: EngineOutput) -> None:
+        """Store a batch's events, dead letters read back, violations and forecasts (durable on return)."""
         store = self.store
         if events:
             store.write_events(events)
@@ -369,16 +389,19 @@ class KafkaProcessor:
             store.write_predictions(predictions)
         if events or dead_letters or out.violations or predictions:
             store.flush()
-        if out.violations or out.late_events or rejected:
-            assert self._producer is not None
-            topics = self.settings.topics
-            self._producer.send_violations(out.violations)
-            for event in out.late_events:
-                self._producer.send_json(topics.rule_outputs, event.device_id, [event])
-            for letter in rejected:
-                self._producer.send_json(topics.dead_letters, letter.source, [letter])
-            return self._producer.take_sent()
-        return []
+
+    def _send_outputs(self, rejected: list[DeadLetter], out: EngineOutput) -> list[Any]:
+        """Send a stored batch's violations, late events and dead letters; returns the sends' futures."""
+        if not (out.violations or out.late_events or rejected):
+            return []
+        assert self._producer is not None
+        topics = self.settings.topics
+        self._producer.send_violations(out.violations)
+        for event in out.late_events:
+            self._producer.send_json(topics.rule_outputs, event.device_id, [event])
+        for letter in rejected:
+            self._producer.send_json(topics.dead_letters, letter.source, [letter])
+        return self._producer.take_sent()
 
     def _account(self, events: list[Event], rejected: list[DeadLetter], out: EngineOutput) -> None:
         metrics = self.metrics
