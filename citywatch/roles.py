@@ -16,7 +16,7 @@ from functools import partial
 from typing import Any
 from urllib.parse import urlparse
 
-from api.access.control import AccessControl
+from api.alerts.kafka_feed import KafkaAlerts
 from api.services import ApiServices, ComponentStatus
 from api.status_app import RoleServices
 from citywatch.metrics import Metrics
@@ -226,24 +226,36 @@ class ApiRole:
         self.metrics = Metrics()
         self.store = open_store(settings, self.metrics)
         self.monitor = GroupMonitor(self.kafka, self.metrics)
+        # Streams and webhooks fed from the violations topic (api/alerts/kafka_feed.py).
+        self.alerts = KafkaAlerts(settings, self.kafka, settings.store.data_dir, client_id="citywatch-api")
         # Keys, scopes and the audit log, as in `citywatch up`: an API role must never serve open.
-        self.access = AccessControl.in_directory(settings.store.data_dir, settings.api)
+        self.access = self.alerts.components.access
+
+    def start(self) -> None:
+        ensure_topics(self.kafka)
+        self.monitor.start()
+        self.alerts.start()
 
     def readiness(self) -> list[ComponentStatus]:
         try:
             self.monitor.status()
         except Exception as exc:  # readiness reports the failure instead of raising it
             return [ComponentStatus("kafka", False, f"{type(exc).__name__}: {exc}")]
-        return [ComponentStatus("kafka", True)]
+        return [ComponentStatus("kafka", True), *self.alerts.readiness()]
+
+    def status(self) -> dict[str, Any]:
+        return {**self.monitor.status(), "alerts": self.alerts.status()}
 
     def stop(self) -> None:
+        self.alerts.stop()
         self.monitor.close()
         self.store.close()
 
     def services(self) -> ApiServices:
         return ApiServices(store=self.store, metrics=self.metrics, settings=self.settings.api,
-                           readiness=self.readiness, status=self.monitor.status, access=self.access,
-                           on_startup=[self.monitor.start], on_shutdown=[self.stop])
+                           readiness=self.readiness, status=self.status, access=self.access,
+                           feed=self.alerts.stream_feed, webhooks=self.alerts.webhooks,
+                           alerts=self.settings.alerts, on_startup=[self.start], on_shutdown=[self.stop])
 
 
 class KafkaUpRuntime:
@@ -266,12 +278,13 @@ class KafkaUpRuntime:
         settings = self.settings
         if self.broker is not None:
             settings = settings.with_overrides(mqtt__url=self.broker.start())
+        # The api part first: its stream feed reads the violations topic from the end.
+        self.api.start()
         self.process.start()
         self.ingest = IngestRole(settings)
         self.ingest.metrics = self.process.metrics  # one /metrics for the whole process
         self.ingest.metrics.events_per_second.labels("ingest").set_function(self.ingest.rate.rate)
         self.ingest.start()
-        self.api.monitor.start()
 
     def stop(self) -> None:
         if self.ingest is not None:
@@ -283,14 +296,15 @@ class KafkaUpRuntime:
 
     def readiness(self) -> list[ComponentStatus]:
         ingest = self.ingest.readiness() if self.ingest is not None else [ComponentStatus("mqtt", False)]
-        return [*ingest, *self.process.readiness()]
+        return [*ingest, *self.process.readiness(), *self.api.alerts.readiness()]
 
     def status(self) -> dict[str, Any]:
         return {**self.api.monitor.status(), "role": "up",
-                "process": self.process.status(),
+                "process": self.process.status(), "alerts": self.api.alerts.status(),
                 "ingest": self.ingest.status() if self.ingest is not None else None}
 
     def api_services(self) -> ApiServices:
         return ApiServices(store=self.api.store, metrics=self.process.metrics, settings=self.settings.api,
                            readiness=self.readiness, status=self.status, access=self.api.access,
-                           on_startup=[self.start], on_shutdown=[self.stop])
+                           feed=self.api.alerts.stream_feed, webhooks=self.api.alerts.webhooks,
+                           alerts=self.settings.alerts, on_startup=[self.start], on_shutdown=[self.stop])

@@ -19,6 +19,7 @@ def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
                    ("events", "dead_letters", "violations", "rule_outputs", "checkpoints")},
         "partitions": 2,
         "group_id": f"{prefix}-processors",
+        "alerts_group_id": f"{prefix}-alerts",
         "session_timeout_ms": 6000,
         "heartbeat_interval_ms": 1000,
         "checkpoint_interval_s": 0.5,

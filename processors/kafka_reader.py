@@ -1,0 +1,163 @@
+"""A background reader of one citywatch topic, for the roles that follow a topic rather than judge it: the
+api role follows violation changes (streams, webhooks), ingest and process follow device changes.
+
+Two ways to read:
+
+- **Every partition, no group** (`group_id=None`): each process sees every record, from the beginning
+  (`start="beginning"`: a compacted topic replayed into local state) or from the end (`start="end"`:
+  live changes only). Nothing is committed.
+- **As one member of a consumer group**: the group's members split the partitions, so each record is
+  handled by one of them. The committed offset moves only after `handle` returned for the records
+  polled, so `handle` must make its results durable before returning: a crash then replays, never skips.
+
+`handle` runs on the reader's thread with each polled batch in partition order; an exception from it
+stops the reader (it is logged and kept in `error`): the role reports it in its readiness.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import CommitFailedError
+
+from citywatch.settings import KafkaSettings
+from processors.kafka_bus import client_config
+
+log = logging.getLogger(__name__)
+
+Records = Sequence[Any]  # kafka-python ConsumerRecord (key, value, partition, offset, timestamp)
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, reader: TopicReader) -> None:
+        self.reader = reader
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self.reader._set_assignment(self.reader.assigned - {tp.partition for tp in revoked}, joined=False)
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.reader._set_assignment(self.reader.assigned | {tp.partition for tp in assigned})
+
+
+class TopicReader:
+    def __init__(self, settings: KafkaSettings, topic: str, handle: Callable[[Records], None], *,
+                 client_id: str, group_id: str | None = None,
+                 start: Literal["beginning", "end"] = "end",
+                 on_assignment: Callable[[frozenset[int]], None] | None = None,
+                 poll_timeout_ms: int = 200, max_records: int = 500) -> None:
+        self.settings = settings
+        self.topic = topic
+        self.group_id = group_id
+        self.client_id = client_id
+        self._handle = handle
+        self._start = start
+        self._on_assignment = on_assignment
+        self._poll_timeout_ms = poll_timeout_ms
+        self._max_records = max_records
+        self._stop = threading.Event()
+        self._stop_deadline: float | None = None
+        self._joined = False  # in the group with an assignment, not joining or rebalancing
+        self._thread: threading.Thread | None = None
+        # Set once the reader is positioned (every partition) or first given partitions (group).
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+        self.assigned: frozenset[int] = frozenset()
+        self.partitions = 0  # of the topic, known once the reader is positioned or assigned
+        self.records = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"citywatch-reader-{self.topic}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        return self.ready.wait(timeout_s)
+
+    def _set_assignment(self, partitions: frozenset[int], joined: bool = True) -> None:
+        self.assigned = frozenset(partitions)
+        self._joined = joined
+        if self._on_assignment is not None:
+            self._on_assignment(self.assigned)
+        if joined:
+            self.ready.set()
+
+    def _consumer(self) -> KafkaConsumer:
+        settings = self.settings
+        if self.group_id is None:
+            consumer = KafkaConsumer(**client_config(settings, self.client_id), group_id=None,
+                                     enable_auto_commit=False, fetch_max_wait_ms=100)
+            partitions = sorted(consumer.partitions_for_topic(self.topic))
+            if not partitions:
+                consumer.close()
+                raise RuntimeError(f"Kafka topic {self.topic} does not exist")
+            self.partitions = len(partitions)
+            tps = [TopicPartition(self.topic, p) for p in partitions]
+            consumer.assign(tps)
+            if self._start == "beginning":
+                consumer.seek_to_beginning(*tps)
+            else:
+                consumer.seek_to_end(*tps)
+            for tp in tps:
+                consumer.position(tp)  # resolve the seek now: "ready" means positioned
+            self._set_assignment(frozenset(partitions))
+            return consumer
+        consumer = KafkaConsumer(
+            **client_config(settings, self.client_id), group_id=self.group_id, enable_auto_commit=False,
+            # A group that never committed starts at the beginning: nothing written before the first
+            # member joined is skipped (see docs/kafka.md).
+            auto_offset_reset="earliest", session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=settings.heartbeat_interval_ms, fetch_max_wait_ms=100)
+        self.partitions = len(consumer.partitions_for_topic(self.topic))
+        consumer.subscribe([self.topic], listener=_Listener(self))
+        return consumer
+
+    def _stopping(self) -> bool:
+        """Asked to stop, and not in the middle of a group join: a consumer closed mid-join leaks its
+        connection (kafka-python) and can leave the group stuck in a rebalance (Tansu), so a stop during
+        a join waits for it to finish (a few seconds, at most the session timeout)."""
+        if not self._stop.is_set():
+            return False
+        if self.group_id is None or self._joined:
+            return True
+        if self._stop_deadline is None:
+            self._stop_deadline = time.monotonic() + self.settings.session_timeout_ms / 1000
+        return time.monotonic() > self._stop_deadline
+
+    def _run(self) -> None:
+        consumer: KafkaConsumer | None = None
+        try:
+            consumer = self._consumer()
+            while not self._stopping():
+                polled = consumer.poll(timeout_ms=self._poll_timeout_ms, max_records=self._max_records)
+                records = [record for batch in polled.values() for record in batch]
+                if not records:
+                    continue
+                self._handle(records)
+                self.records += len(records)
+                if self.group_id is not None:
+                    try:
+                        consumer.commit()  # the positions polled: handle() made their results durable
+                    except CommitFailedError as exc:
+                        # The partitions moved meanwhile; their new owner replays from the last commit and
+                        # the idempotent handling absorbs it.
+                        log.warning("commit of %s by group %s failed: %s", self.topic, self.group_id, exc)
+        except Exception as exc:
+            self.error = exc
+            log.exception("reader of Kafka topic %s stopped", self.topic)
+        finally:
+            if consumer is not None:
+                consumer.close()  # leaves the group at once, so the partitions move without a timeout
