@@ -163,6 +163,11 @@ class KafkaTopicNames(_Section):
         "citywatch.checkpoints",
         description="Compacted: per events partition, the rule-state snapshot and the offset it covers.",
     )
+    devices: str = Field(
+        "citywatch.devices",
+        description="Compacted: device registry changes made through /v1/devices, keyed by device id; "
+        "ingest and process apply them to their registry.",
+    )
 
 
 class KafkaSettings(_Section):

@@ -66,6 +66,9 @@ class TopicReader:
         self._thread: threading.Thread | None = None
         # Set once the reader is positioned (every partition) or first given partitions (group).
         self.ready = threading.Event()
+        # Every partition, from the beginning: set once it has handled what the topic held at start.
+        self.caught_up = threading.Event()
+        self._start_ends: dict[Any, int] = {}
         self.error: BaseException | None = None
         self.assigned: frozenset[int] = frozenset()
         self.partitions = 0  # of the topic, known once the reader is positioned or assigned
@@ -113,6 +116,7 @@ class TopicReader:
                 consumer.seek_to_end(*tps)
             for tp in tps:
                 consumer.position(tp)  # resolve the seek now: "ready" means positioned
+            self._start_ends = consumer.end_offsets(tps)
             self._set_assignment(frozenset(partitions))
             return consumer
         consumer = KafkaConsumer(
@@ -144,10 +148,14 @@ class TopicReader:
             while not self._stopping():
                 polled = consumer.poll(timeout_ms=self._poll_timeout_ms, max_records=self._max_records)
                 records = [record for batch in polled.values() for record in batch]
+                if records:
+                    self._handle(records)
+                    self.records += len(records)
+                if not self.caught_up.is_set() and self.group_id is None and all(
+                        consumer.position(tp) >= end for tp, end in self._start_ends.items()):
+                    self.caught_up.set()
                 if not records:
                     continue
-                self._handle(records)
-                self.records += len(records)
                 if self.group_id is not None:
                     try:
                         consumer.commit()  # the positions polled: handle() made their results durable
