@@ -47,6 +47,8 @@ class DeadLetterOut(BaseModel):
     payload: str = Field(description="The rejected payload (UTF-8, invalid bytes replaced; truncated).")
     received_time_ms: int
     source: str
+    dead_letter_id: str = Field(description="Deterministic from the content: the same rejection replayed "
+                                            "is stored once under this id.")
 
 
 class DeadLetterPage(BaseModel):

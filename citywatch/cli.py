@@ -40,6 +40,10 @@ GRACEFUL_SHUTDOWN_S = 5
 def _serve(app: Any, host: str, port: int, log_level: str) -> None:
     import uvicorn
 
+    from citywatch.gc_tuning import tune_for_streaming
+
+    tune_for_streaming()
+
     # uvicorn turns SIGINT/SIGTERM into the app's lifespan shutdown, which stops and flushes the pipeline,
     # then raises the signal again for the previous handler: make that a no-op so a clean stop exits 0.
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -53,6 +53,16 @@ class Metrics:
         self.mqtt_connected = Gauge(
             "citywatch_mqtt_connected", "1 while the ingest MQTT client is connected", registry=self.registry
         )
+        self.mqtt_unacked = Gauge(
+            "citywatch_mqtt_unacked_messages",
+            "MQTT messages ingest received and has not acknowledged yet (the bus has not confirmed them)",
+            registry=self.registry,
+        )
+        self.mqtt_not_acked = Counter(
+            "citywatch_mqtt_messages_not_acked",
+            "MQTT messages left unacknowledged because the bus refused them; the broker redelivers them",
+            registry=self.registry,
+        )
         self.batch_seconds = Histogram(
             "citywatch_process_batch_seconds", "Time to process and store one batch", registry=self.registry
         )

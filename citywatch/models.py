@@ -110,7 +110,12 @@ class Prediction(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
-    """Input that could not be accepted, kept with the reason so that it can be fixed and replayed."""
+    """Input that could not be accepted, kept with the reason so that it can be fixed and replayed.
+
+    `dead_letter_id` is derived from everything else (`dead_letter_id()`) when the dead letter is made or
+    decoded without one, so the same rejection replayed from Kafka has the same id and the stores keep it
+    once. Build a changed copy with the constructor, not `msgspec.structs.replace`, which keeps the old id.
+    """
 
     reason: str
     detail: str
@@ -118,9 +123,28 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     payload: bytes
     received_time_ms: int
     source: str = ""
+    dead_letter_id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.dead_letter_id:
+            # Frozen struct: this is the one place the id is set, before anyone else sees the value.
+            msgspec.structs.force_setattr(self, "dead_letter_id", dead_letter_id(
+                self.source, self.topic, self.reason, self.detail, self.received_time_ms, self.payload))
 
 
 def stable_id(*parts: object) -> str:
     """A deterministic 128-bit hex id from the parts: the same inputs give the same id on any machine."""
     digest = hashlib.blake2b("\x1f".join(str(part) for part in parts).encode(), digest_size=16)
+    return digest.hexdigest()
+
+
+def dead_letter_id(source: str, topic: str, reason: str, detail: str, received_time_ms: int,
+                   payload: bytes) -> str:
+    """A dead letter's deterministic 128-bit hex id. `detail` is part of it: one message can be rejected
+    for several items (a batch payload), each with the same payload and time but its own detail. The
+    payload is hashed as bytes (not through `str`), as it may be large or not text."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update("\x1f".join((source, topic, reason, detail, str(received_time_ms))).encode())
+    digest.update(b"\x1f")
+    digest.update(payload)
     return digest.hexdigest()

@@ -32,7 +32,7 @@ from ingest.geo import GeoError, GeoTagger
 from ingest.normalizer import Normalizer
 from ingest.registry import DeviceRegistry
 from ingest.service import IngestService
-from processors.bus import BusProducer
+from processors.bus import BusProducer, OnDurable
 from processors.catalogue import build_rules, device_partition_key
 from processors.engine import Engine
 from processors.kafka_bus import KafkaBusError, KafkaBusProducer, ensure_topics, partition_for
@@ -79,8 +79,8 @@ class _CountingProducer(BusProducer):
         self.rate = rate
 
     def send(self, events: Sequence[Event], dead_letters: Sequence[DeadLetter] = (), *,
-             timeout_s: float | None = None) -> None:
-        self.inner.send(events, dead_letters, timeout_s=timeout_s)
+             timeout_s: float | None = None, on_durable: OnDurable | None = None) -> None:
+        self.inner.send(events, dead_letters, timeout_s=timeout_s, on_durable=on_durable)
         self.rate.add(len(events))
 
     def flush(self, timeout_s: float | None = None) -> None:
@@ -151,6 +151,7 @@ class IngestRole:
         return {"role": "ingest", "bus": "kafka", "events_per_s": round(self.rate.rate(), 1),
                 "events_total": self.rate.total,
                 "mqtt_connected": bool(self.ingest is not None and self.ingest.connected),
+                "mqtt_unacked": 0 if self.ingest is None else self.ingest.unacked,
                 "device_changes_applied": self.device_changes.applied}
 
     def services(self) -> RoleServices:

@@ -86,6 +86,13 @@ class MqttSettings(_Section):
     password: SecretStr | None = Field(None, description="Password for the broker.")
     qos: Literal[0, 1] = Field(1, description="Subscription QoS; 1 means the broker redelivers what we miss.")
     keepalive_s: int = Field(30, ge=5, description="MQTT keep-alive interval.")
+    max_unacked_messages: int = Field(
+        1000, ge=1, le=65535,
+        description="Most QoS 1 messages ingest holds unacknowledged while the bus confirms them (Kafka "
+        "acknowledges them asynchronously); at the limit ingest stops reading until confirmations arrive. "
+        "The broker's own in-flight window (mosquitto max_inflight_messages, 20 by default) is usually "
+        "smaller. MQTT packet ids are 16-bit, hence the maximum.",
+    )
     reconnect_min_s: float = Field(0.5, gt=0, description="First reconnect delay; doubles up to the max.")
     reconnect_max_s: float = Field(30.0, gt=0, description="Longest delay between reconnect attempts.")
     max_payload_bytes: int = Field(

@@ -13,17 +13,34 @@ event ids are stable and the processors drop already-seen ids. The price: a fixe
 shared by two running ingests (they would take the session from each other in a loop).
 
 Memory and flow control: paho's max_inflight_messages / max_queued_messages bound *outgoing* publishes,
-which we never make, so their defaults are irrelevant here. Inbound, a QoS 1 message is acknowledged
-only after `on_message` returns; while the handler blocks (the bus is full: backpressure) paho reads
-nothing more, the broker stops at its in-flight window and queues the rest. If the handler blocks
-longer than 1.5 x keepalive, the broker drops the connection; unacknowledged messages are redelivered
-after the reconnect.
+which we never make, so their defaults are irrelevant here. Inbound, while the handler blocks (the bus is
+full: backpressure) paho reads nothing more, the broker stops at its in-flight window and queues the
+rest. If the handler blocks longer than 1.5 x keepalive, the broker drops the connection; unacknowledged
+messages are redelivered after the reconnect.
+
+Acknowledgement: with `on_message` paho acknowledges a QoS 1 message when the handler returns. With
+`on_message_to_ack` (paho's manual_ack) the handler gets a `settle` callable and the PUBACK goes out only
+when it calls `settle(True)`, from any thread, e.g. once Kafka confirmed what the message became.
+`settle(False)` (the bus refused it) leaves it unacknowledged and drops the connection, because an MQTT
+3.1.1 broker redelivers unacknowledged messages only on a reconnect of the session. At most
+`max_unacked` messages wait to be settled; at the limit the handler is not called until one is.
+
+Threads: `settle` calls paho's `ack()`, which appends the PUBACK to paho's outgoing deque (thread-safe
+appends) and wakes its network thread through its socket pair, as `publish()` from another thread does.
+A PUBACK must only go out on the connection that received the message: after a reconnect the broker
+redelivers with the same packet ids and may reuse them, so `settle` drops acknowledgements of an older
+connection (that message is redelivered; event ids make the copy harmless). The check and the `ack()`
+happen under one lock that the connect and disconnect callbacks also take, so an acknowledgement is
+either queued before paho resets its queue for the next connection, or not at all.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -40,6 +57,9 @@ from ingest.codecs.base import payload_preview
 log = logging.getLogger(__name__)
 
 OnMessage = Callable[[str, bytes, int], None]
+# settle(True): acknowledge the message; settle(False): leave it for the broker to redeliver. Once only.
+Settle = Callable[[bool], None]
+OnMessageToAck = Callable[[str, bytes, int, Settle], None]
 
 # CONNACK reason codes retrying cannot fix: bad user name or password (134), not authorised (135),
 # banned (138), bad authentication method (140). MQTT 3.1.1 return codes 4 and 5 map to 134 and 135.
@@ -51,7 +71,8 @@ def wall_clock_ms() -> int:
 
 
 class MqttSource:
-    """Subscribes to `topics` and calls `on_message(topic, payload, received_time_ms)` for each message.
+    """Subscribes to `topics` and calls `on_message(topic, payload, received_time_ms)` for each message,
+    or `on_message_to_ack(topic, payload, received_time_ms, settle)` (manual acknowledgement, see above).
 
     `connected` is true only between a successful CONNACK and the next disconnect; `subscribed` once the
     broker acknowledged every subscription of the current connection; `error` says why the source gave
@@ -71,7 +92,9 @@ class MqttSource:
         keepalive_s: int = 30,
         reconnect_min_s: float = 0.5,
         reconnect_max_s: float = 30.0,
-        on_message: OnMessage,
+        on_message: OnMessage | None = None,
+        on_message_to_ack: OnMessageToAck | None = None,
+        max_unacked: int = 1000,
         metrics: Metrics | None = None,
         clean_session: bool = False,
         now_ms: Callable[[], int] = wall_clock_ms,
@@ -79,12 +102,21 @@ class MqttSource:
     ) -> None:
         if not topics:
             raise ValueError("MqttSource needs at least one topic filter")
+        if (on_message is None) == (on_message_to_ack is None):
+            raise ValueError("MqttSource needs exactly one of on_message and on_message_to_ack")
         self._host = host
         self._port = port
         self._keepalive_s = keepalive_s
         # What we want subscribed, independent of what the broker currently holds for us.
         self._desired = {topic: qos for topic in topics}
         self._handler = on_message
+        self._handler_to_ack = on_message_to_ack
+        self._max_unacked = max_unacked
+        # Guards the connection generation, the unacked count and paho's ack() (see the module docstring).
+        self._acks = threading.Condition()
+        self._generation = 0
+        self._unacked = 0
+        self._accepting = True
         self._metrics = metrics
         self._now_ms = now_ms
         self._connected = False
@@ -101,6 +133,7 @@ class MqttSource:
             client_id=client_id,
             clean_session=clean_session,
             protocol=mqtt.MQTTv311,
+            manual_ack=on_message_to_ack is not None,
         )
         if username is not None:
             client.username_pw_set(username, password)
@@ -134,12 +167,26 @@ class MqttSource:
     def topics(self) -> list[str]:
         return list(self._desired)
 
+    @property
+    def unacked(self) -> int:
+        """Messages handed to `on_message_to_ack` and not settled yet."""
+        return self._unacked
+
+    def pause(self) -> None:
+        """Stop handing messages over (those that arrive stay unacknowledged: the broker redelivers them
+        to the next session); messages already handed over can still be settled and acknowledged."""
+        with self._acks:
+            self._accepting = False
+            self._acks.notify_all()
+
     def start(self) -> None:
         """Connect in the background: a broker that is down now is retried with backoff, never fatal."""
         if self._started:
             raise RuntimeError("MqttSource.start() called twice")
         self._started = True
         self._stopping = False
+        with self._acks:
+            self._accepting = True
         self.error = None
         # connect_async does no network I/O here: the first attempt and its retries run in paho's thread.
         self._client.connect_async(self._host, self._port, keepalive=self._keepalive_s)
@@ -150,7 +197,11 @@ class MqttSource:
         """Disconnect cleanly and wait for paho's thread to end (at most ~1 s if waiting to reconnect)."""
         if not self._started:
             return
-        self._stopping = True
+        with self._acks:
+            self._stopping = True
+            self._accepting = False
+            self._generation += 1  # acknowledgements from now on are dropped: the loop is going away
+            self._acks.notify_all()
         self._client.disconnect()
         # loop_stop also ends a reconnect() that raced with disconnect() (it checks a terminate flag).
         self._client.loop_stop()
@@ -187,6 +238,8 @@ class MqttSource:
                             self._host, self._port, reason_code)
             return
         self.error = None
+        with self._acks:
+            self._generation += 1
         self._set_connected(True)
         log.info("MQTT connected to %s:%d (session present: %s)", self._host, self._port,
                  flags.session_present)
@@ -230,6 +283,8 @@ class MqttSource:
         properties: Properties | None,
     ) -> None:
         was_connected = self._connected
+        with self._acks:
+            self._generation += 1  # what this connection received can no longer be acknowledged
         self._set_connected(False)
         if self._stopping or self.error is not None or not was_connected:
             log.debug("MQTT disconnected: %s", reason_code)
@@ -240,6 +295,10 @@ class MqttSource:
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         # paho types the payload as bytes | bytearray; it is bytes in practice, so this rarely copies.
         payload = message.payload if isinstance(message.payload, bytes) else bytes(message.payload)
+        if self._handler_to_ack is not None:
+            self._hand_over(message, payload, self._handler_to_ack)
+            return
+        assert self._handler is not None
         try:
             self._handler(message.topic, payload, self._now_ms())
         except Exception:
@@ -247,12 +306,78 @@ class MqttSource:
             log.exception("MQTT message handler failed; message skipped: topic=%r payload=%s",
                           _topic_of(message), payload_preview(payload))
 
+    def _hand_over(self, message: mqtt.MQTTMessage, payload: bytes, handler: OnMessageToAck) -> None:
+        with self._acks:
+            # Bounded: blocking here is backpressure (paho reads nothing more; the broker queues).
+            while self._accepting and self._unacked >= self._max_unacked:
+                self._acks.wait()
+            if not self._accepting:
+                return  # not acknowledged: the broker redelivers it to the next session
+            self._unacked += 1
+            self._publish_unacked()
+            settle = _Settlement(self, self._generation, message.mid, message.qos)
+        try:
+            handler(message.topic, payload, self._now_ms(), settle)
+        except Exception:
+            # Never let it reach paho. Redelivering cannot fix a failing handler: skip it, as paho would.
+            log.exception("MQTT message handler failed; message skipped: topic=%r payload=%s",
+                          _topic_of(message), payload_preview(payload))
+            settle(True)
+
+    def _settle(self, generation: int, mid: int, qos: int, ok: bool) -> None:
+        with self._acks:
+            self._unacked -= 1
+            self._publish_unacked()
+            self._acks.notify_all()
+            current = generation == self._generation and not self._stopping
+            if ok:
+                if current and qos > 0:
+                    self._client.ack(mid, qos)
+                return
+            if not current:
+                return  # that connection is gone already: the broker redelivers on the new one
+            # No more acknowledgements on this connection: it is about to be dropped.
+            self._generation += 1
+            sock = self._client.socket()
+        log.warning("the bus refused an MQTT message; reconnecting so that the broker redelivers it")
+        if isinstance(sock, socket.socket):  # TCP or TLS (ssl.SSLSocket); never a websocket here
+            # paho's network thread sees the connection end and reconnects with its backoff; a shutdown
+            # is safe from another thread, unlike paho's reconnect(). OSError: closed meanwhile, paho is
+            # reconnecting already.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _publish_unacked(self) -> None:
+        if self._metrics is not None:
+            self._metrics.mqtt_unacked.set(self._unacked)
+
     def _set_connected(self, connected: bool) -> None:
         self._connected = connected
         if not connected:
             self._subscribed = False
         if self._metrics is not None:
             self._metrics.mqtt_connected.set(1 if connected else 0)
+
+
+class _Settlement:
+    """The `settle` callable of one message: the first call counts, later ones are ignored."""
+
+    __slots__ = ("_generation", "_mid", "_qos", "_settled", "_source")
+
+    def __init__(self, source: MqttSource, generation: int, mid: int, qos: int) -> None:
+        self._source = source
+        self._generation = generation
+        self._mid = mid
+        self._qos = qos
+        self._settled = False
+
+    def __call__(self, ok: bool) -> None:
+        # Settled under the source's lock, so two threads cannot both pass this check.
+        with self._source._acks:
+            if self._settled:
+                return
+            self._settled = True
+        self._source._settle(self._generation, self._mid, self._qos, ok)
 
 
 def configure_tls(client: mqtt.Client, tls: MqttTlsSettings) -> None:

@@ -6,12 +6,13 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
+from functools import partial
 
 from citywatch.metrics import Metrics
 from citywatch.settings import MqttSettings
-from ingest.mqtt_source import MqttSource, wall_clock_ms
+from ingest.mqtt_source import MqttSource, Settle, wall_clock_ms
 from ingest.normalizer import Normalizer
-from processors.bus import BusClosed, BusProducer
+from processors.bus import BusClosed, BusFull, BusProducer
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,11 @@ class IngestService:
 
     Backpressure: `producer.send` blocks while the bus is full; that blocks paho's network thread, which
     then stops reading the socket and acknowledging, so the broker buffers for us. Nothing is dropped.
+
+    Acknowledgement: a QoS 1 message is acknowledged to the broker once the bus confirms every event and
+    dead letter made from it (`on_durable`): at hand-over on the in-process bus, once Kafka acknowledged
+    the records on the Kafka bus. A message the bus refuses is counted, logged and not acknowledged; the
+    source reconnects so that the broker redelivers it.
     """
 
     def __init__(
@@ -59,7 +65,8 @@ class IngestService:
             reconnect_min_s=settings.reconnect_min_s,
             reconnect_max_s=settings.reconnect_max_s,
             tls=settings.tls,
-            on_message=self.handle_message,
+            on_message_to_ack=self.handle_message,
+            max_unacked=settings.max_unacked_messages,
             metrics=metrics,
             now_ms=now_ms,
         )
@@ -80,33 +87,62 @@ class IngestService:
     def source(self) -> MqttSource:
         return self._source
 
+    @property
+    def unacked(self) -> int:
+        """MQTT messages received and not acknowledged yet (waiting for the bus to confirm them)."""
+        return self._source.unacked
+
     def start(self) -> None:
         self._source.start()
 
-    def stop(self) -> None:
+    def stop(self, flush_timeout_s: float = 30.0) -> None:
         """Stop receiving; call it before closing the bus so nothing new arrives (the bus is not ours).
 
-        Waits for a message being handed to the bus. With a full bus and a live processor that is
-        brief; if the processor has died, close the bus first: send() then raises BusClosed, which is
-        logged, and this returns.
+        Messages arriving from now on stay unacknowledged (the broker keeps them for the next session);
+        the bus is flushed so that what it took is confirmed and acknowledged before the disconnect, and
+        a clean restart receives nothing twice. Waits for a message being handed to the bus. With a full
+        bus and a live processor that is brief; if the processor has died, close the bus first: send()
+        then raises BusClosed, which is logged, and this returns.
         """
+        self._source.pause()
+        try:
+            self._producer.flush(flush_timeout_s)
+        except Exception as exc:  # stopping anyway: what is unconfirmed stays unacknowledged
+            log.warning("bus flush on stop failed (%s); %d MQTT messages stay unacknowledged and are "
+                        "redelivered to the next session", exc, self._source.unacked)
         self._source.stop()
 
-    def handle_message(self, topic: str, payload: bytes, received_time_ms: int) -> None:
-        """One MQTT message: decode, hand to the bus (blocking while it is full), count."""
+    def handle_message(self, topic: str, payload: bytes, received_time_ms: int,
+                       settle: Settle | None = None) -> None:
+        """One MQTT message: decode, hand to the bus (blocking while it is full), count; `settle` is
+        called with True once the bus confirmed it, with False if the bus refused it."""
         self._metrics.messages_received.inc()
         result = self._normalizer.handle(topic, payload, received_time_ms)
+        on_durable = None if settle is None else partial(self._confirmed, settle, topic)
         try:
-            self._producer.send(result.events, result.dead_letters)
-        except BusClosed:
-            # Only during shutdown, if the bus was closed before ingest stopped: say what was lost.
-            log.warning("bus closed; dropped %d events and %d dead letters from topic %r",
-                        len(result.events), len(result.dead_letters), topic)
+            self._producer.send(result.events, result.dead_letters, on_durable=on_durable)
+        except (BusClosed, BusFull) as exc:
+            # BusClosed only during shutdown, if the bus was closed before ingest stopped.
+            self._not_accepted(topic, exc, settle)
             return
         for kind, count in Counter(event.kind for event in result.events).items():
             self._metrics.events_accepted.labels(kind=self._kind_label(kind)).inc(count)
         for reason, count in Counter(letter.reason for letter in result.dead_letters).items():
             self._metrics.dead_letters.labels(reason=reason).inc(count)
+
+    def _confirmed(self, settle: Settle, topic: str, error: BaseException | None) -> None:
+        """The bus's verdict on one message's records (on the bus's own thread for Kafka)."""
+        if error is None:
+            settle(True)
+        else:
+            self._not_accepted(topic, error, settle)
+
+    def _not_accepted(self, topic: str, error: BaseException, settle: Settle | None) -> None:
+        self._metrics.mqtt_not_acked.inc()
+        log.warning("the bus did not take a message from topic %r (%s: %s); it is not acknowledged and "
+                    "the broker redelivers it", topic, type(error).__name__, error)
+        if settle is not None:
+            settle(False)
 
     def _kind_label(self, kind: str) -> str:
         if kind in self._kind_labels:

@@ -8,7 +8,7 @@ never knows which one it runs on.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from citywatch.models import DeadLetter, Event
@@ -31,11 +31,19 @@ class Batch:
         return len(self.events) + len(self.dead_letters)
 
 
+# Told once, from any thread, whether the items of one send are durable on the bus (None) or why not.
+OnDurable = Callable[[BaseException | None], None]
+
+
 class BusProducer(ABC):
     @abstractmethod
     def send(self, events: Sequence[Event], dead_letters: Sequence[DeadLetter] = (), *,
-             timeout_s: float | None = None) -> None:
-        """Hand items to the bus; blocks while it is full, raises BusFull after `timeout_s`."""
+             timeout_s: float | None = None, on_durable: OnDurable | None = None) -> None:
+        """Hand items to the bus; blocks while it is full, raises BusFull after `timeout_s`.
+
+        `on_durable` is called once when every item of this call is on the bus (with None) or as soon as
+        one was refused (with the error); never if send() raises.
+        """
 
     @abstractmethod
     def flush(self, timeout_s: float | None = None) -> None:

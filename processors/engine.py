@@ -85,7 +85,7 @@ class Engine:
         self.rules = list(rules)
         self.allowed_lateness_ms = allowed_lateness_ms
         self.states = {rule.name: KeyedState(rule.state_ttl_ms, rule.state_type) for rule in rules}
-        self._rules_by_kind: dict[str, list[Rule[Any]]] = {}
+        self._plans_by_kind: dict[str, list[tuple[Rule[Any], KeyedState, bool]]] = {}
         self._clock_rules = [rule for rule in rules if rule.uses_clock]
         self._recent = _RecentIds(dedup_capacity)
         self._seq = itertools.count()
@@ -107,14 +107,16 @@ class Engine:
     def pending_timers(self) -> int:
         return len(self._timers)
 
-    def _rules_for(self, kind: str) -> list[Rule[Any]]:
-        """The rules of a kind, reading inspectors first (so they can gate the others)."""
-        rules = self._rules_by_kind.get(kind)
-        if rules is None:
+    def _plan_for(self, kind: str) -> list[tuple[Rule[Any], KeyedState, bool]]:
+        """The rules of a kind with their state and whether they inspect readings, inspectors first (so
+        they can gate the others): computed once per kind, it is what every event of the kind walks."""
+        plan = self._plans_by_kind.get(kind)
+        if plan is None:
             matching = [rule for rule in self.rules if kind in rule.kinds or ANY_KIND in rule.kinds]
-            rules = sorted(matching, key=lambda rule: not rule.inspects_readings)
-            self._rules_by_kind[kind] = rules
-        return rules
+            plan = [(rule, self.states[rule.name], rule.inspects_readings)
+                    for rule in sorted(matching, key=lambda rule: not rule.inspects_readings)]
+            self._plans_by_kind[kind] = plan
+        return plan
 
     def process(self, events: Iterable[Event], now_wall_ms: int, *, input_live: bool = True) -> EngineOutput:
         """Take a batch (possibly empty: then only the wall clock advances) and run what is due.
@@ -167,15 +169,15 @@ class Engine:
         # One emitter per event, replaced only after a rule used it: most rule calls emit nothing, and
         # allocating an emitter per rule per event was a measurable share of the engine's time.
         emitter = Emitter()
-        for rule in self._rules_for(event.kind):
-            if suspect and not rule.inspects_readings:
+        time_ms = event.event_time_ms
+        for rule, store, inspects in self._plan_for(event.kind):
+            if suspect and not inspects:
                 break  # inspectors come first: the rest of the rules never see a suspect reading
             key = rule.key_of(event)
             if key is None:
                 continue
-            store = self.states[rule.name]
             entry = store.entry(key)
-            if entry is not None and event.event_time_ms < entry.last_time_ms:
+            if entry is not None and time_ms < entry.last_time_ms:
                 late = True
                 continue
             try:
@@ -185,7 +187,7 @@ class Engine:
                 out.dead_letters.append(_rule_failure(rule.name, event, exc))
                 emitter = Emitter()  # drop whatever the failed call emitted
                 continue
-            store.set(key, new_state, event.event_time_ms)
+            store.replace(key, entry, new_state, time_ms)
             if not emitter.used:
                 continue
             self._collect(rule, key, emitter, out)

@@ -23,7 +23,7 @@ from kafka.partitioner.default import murmur2
 
 from citywatch.models import DeadLetter, Event, Violation
 from citywatch.settings import KafkaSettings
-from processors.bus import BusClosed, BusFull, BusProducer
+from processors.bus import BusClosed, BusFull, BusProducer, OnDurable
 from processors.catalogue import partition_key
 
 log = logging.getLogger(__name__)
@@ -122,6 +122,57 @@ def ensure_topics(settings: KafkaSettings, client_id: str = "citywatch-admin") -
     return created
 
 
+class _Confirmation:
+    """Counts down the records of one send() and tells `on_durable` once: None when Kafka acknowledged
+    all of them, the error at the first it refused. Futures complete on the producer's I/O thread (or at
+    once, in the sending thread, if already done)."""
+
+    __slots__ = ("_lock", "_on_durable", "_pending", "_sealed", "_told")
+
+    def __init__(self, on_durable: OnDurable) -> None:
+        self._on_durable = on_durable
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._sealed = False
+        self._told = False
+
+    def add(self, future: Any) -> None:
+        with self._lock:
+            self._pending += 1
+        future.add_callback(self._acknowledged)
+        future.add_errback(self._refused)
+
+    def seal(self) -> None:
+        """Every record is added: from now on the last acknowledgement tells."""
+        with self._lock:
+            self._sealed = True
+            done = self._pending == 0 and not self._told
+            self._told = self._told or done
+        if done:
+            self._on_durable(None)
+
+    def abandon(self) -> None:
+        """send() failed: the caller learns it from the exception, never from `on_durable`."""
+        with self._lock:
+            self._told = True
+
+    def _acknowledged(self, _metadata: Any) -> None:
+        with self._lock:
+            self._pending -= 1
+            done = self._sealed and self._pending == 0 and not self._told
+            self._told = self._told or done
+        if done:
+            self._on_durable(None)
+
+    def _refused(self, error: BaseException) -> None:
+        with self._lock:
+            self._pending -= 1
+            first = not self._told
+            self._told = True
+        if first:
+            self._on_durable(error)
+
+
 class KafkaBusProducer(BusProducer):
     """Ingest's end of the Kafka bus: events to the events topic by partition key, dead letters to theirs.
 
@@ -150,18 +201,30 @@ class KafkaBusProducer(BusProducer):
         self._sent: list[Any] = []
 
     def send(self, events: Sequence[Event], dead_letters: Sequence[DeadLetter] = (), *,
-             timeout_s: float | None = None) -> None:
+             timeout_s: float | None = None, on_durable: OnDurable | None = None) -> None:
+        """`on_durable` fires on the producer's I/O thread once Kafka acknowledged every record of this
+        call (acks=all), or at the first record it refused."""
         if self._closed:
             raise BusClosed("the Kafka producer is closed")
         topics = self.settings.topics
+        confirmation = None if on_durable is None else _Confirmation(on_durable)
         try:
             for event in events:
-                self._send(topics.events, self._key_of(event).encode(), self._codec.encode_event(event))
+                self._send(topics.events, self._key_of(event).encode(), self._codec.encode_event(event),
+                           confirmation)
             for letter in dead_letters:
                 self._send(topics.dead_letters, letter.source.encode() or None,
-                           self._codec.encode_json(letter))
+                           self._codec.encode_json(letter), confirmation)
         except KafkaTimeoutError as exc:
+            if confirmation is not None:
+                confirmation.abandon()
             raise BusFull(f"Kafka send buffer full: {exc}") from exc
+        except BaseException:
+            if confirmation is not None:
+                confirmation.abandon()
+            raise
+        if confirmation is not None:
+            confirmation.seal()
 
     def send_json(self, topic: str, key: str | None, items: Sequence[DeadLetter | Violation | Event]) -> None:
         """Send JSON values to any citywatch topic (violations, rule outputs, dead letters)."""
@@ -174,9 +237,12 @@ class KafkaBusProducer(BusProducer):
             self._send(self.settings.topics.violations, violation.violation_id.encode(),
                        self._codec.encode_json(violation))
 
-    def _send(self, topic: str, key: bytes | None, value: bytes) -> None:
+    def _send(self, topic: str, key: bytes | None, value: bytes,
+              confirmation: _Confirmation | None = None) -> None:
         future = self._producer.send(topic, key=key, value=value)
         future.add_errback(self._failed, topic)
+        if confirmation is not None:
+            confirmation.add(future)
         if self._track:
             self._sent.append(future)
 

@@ -316,7 +316,10 @@ class KafkaProcessor:
                    f"{'event' if reason == UNDECODABLE_EVENT else 'dead letter'}: {exc}"[:500],
             topic=tp.topic,
             payload=value[:self.dead_letter_payload_bytes],
-            received_time_ms=now_ms,
+            # The record's own time, not the clock: a replayed record gives the same dead letter (same
+            # id), which the stores then keep once.
+            received_time_ms=record.timestamp if record.timestamp is not None and record.timestamp >= 0
+            else now_ms,
             source="kafka",
         )
 

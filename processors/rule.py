@@ -25,9 +25,12 @@ ANY_KIND = "*"
 class Emitter:
     """What a rule may do besides returning its state: emit violations and ask for event-time timers."""
 
-    __slots__ = ("records", "rejections", "suspect_reason", "timers", "violations")
+    __slots__ = ("records", "rejections", "suspect_reason", "timers", "used", "violations")
 
     def __init__(self) -> None:
+        # Whether the rule emitted anything: most calls emit nothing, and the engine reuses the emitter
+        # until one does (a flag set by each method is cheaper than testing every list per rule call).
+        self.used = False
         self.violations: list[Violation] = []
         self.timers: list[int] = []
         self.rejections: list[tuple[str, str]] = []
@@ -37,29 +40,28 @@ class Emitter:
 
     def violation(self, violation: Violation) -> None:
         self.violations.append(violation)
+        self.used = True
 
     def reject(self, reason: str, detail: str) -> None:
         """Dead-letter the event being judged: it breaks what this rule requires (the detail names the
         field). The event is still stored and other rules still see it."""
         self.rejections.append((reason, detail))
+        self.used = True
 
     def timer(self, at_ms: int) -> None:
         """Call the rule's on_timer for this key once the watermark reaches `at_ms` (event time)."""
         self.timers.append(at_ms)
+        self.used = True
 
     def record(self, record: msgspec.Struct) -> None:
         """Publish a derived record (e.g. a Prediction); the worker hands it to the store."""
         self.records.append(record)
+        self.used = True
 
     def suspect(self, reason: str) -> None:
         """Only for rules with `inspects_readings`: the event is a sensor fault; other rules skip it."""
         self.suspect_reason = reason
-
-    @property
-    def used(self) -> bool:
-        """Whether the rule emitted anything (most calls emit nothing: the engine reuses the emitter)."""
-        return bool(self.violations or self.timers or self.records or self.rejections
-                    or self.suspect_reason is not None)
+        self.used = True
 
 
 class Rule(ABC, Generic[S]):

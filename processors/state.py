@@ -58,6 +58,20 @@ class KeyedState:
             entry.last_time_ms = max(entry.last_time_ms, time_ms)
             self._entries.move_to_end(key)
 
+    def replace(self, key: str, entry: _Entry | None, state: Any | None, time_ms: int) -> None:
+        """`set` for a key whose entry the caller has just looked up with `entry` (the engine's hot
+        path: one dictionary lookup per rule call instead of two)."""
+        if state is None:
+            if entry is not None:
+                del self._entries[key]
+        elif entry is None:
+            self._entries[key] = _Entry(state, time_ms)
+        else:
+            entry.state = state
+            if time_ms > entry.last_time_ms:
+                entry.last_time_ms = time_ms
+            self._entries.move_to_end(key)
+
     def expire(self, watermark_ms: int) -> int:
         """Drop keys untouched for ttl_ms before the watermark; returns how many were dropped."""
         dropped = 0

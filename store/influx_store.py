@@ -583,6 +583,8 @@ class InfluxStore(Store):
                 payload=base64.b64decode(r["payload_b64"]),
                 received_time_ms=_ms(r["time"]),
                 source=r["source"],
+                # Points written before the id was a field have none: it is derived again.
+                dead_letter_id=r.get("dead_letter_id") or "",
             )
             for r in rows[:limit]
         ]

@@ -32,6 +32,7 @@ from citywatch.models import (
     Severity,
     Violation,
     ViolationStatus,
+    dead_letter_id,
 )
 from store import buckets
 from store.base import (
@@ -60,7 +61,7 @@ from store.base import (
 )
 
 FILE_NAME: Final = "citywatch.sqlite3"
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 # Each list query has an index per filter that ends in its newest-first sort key, so a filtered page is an
 # index range scan that stops after `limit` rows instead of a sort of every matching row.
@@ -115,6 +116,26 @@ CREATE INDEX dead_letters_by_time   ON dead_letters (received_time_ms);
 CREATE INDEX dead_letters_by_reason ON dead_letters (reason, received_time_ms);
 """
 
+# Batches reach SQLite as one JSON array bound to one parameter and unpacked by `json_each`, each element
+# an array of a row's columns (`_insert_json_rows`). One statement per batch releases the GIL once for the
+# whole batch, where `executemany` takes it back for every row: behind a busy rule engine each of those waits
+# for the engine's switch interval, which made a batch several times slower (BENCHMARKS.md, Kafka mode).
+# `WHERE true` is SQLite's required separator between `SELECT ... FROM` and an upsert's ON CONFLICT.
+
+
+def _insert_json_rows(table: str, columns: str, json_columns: frozenset[int] = frozenset()) -> str:
+    """INSERT of element i of each JSON row as column i (`->>`: SQL value; `->`: JSON text).
+
+    The rows pass through a CTE so each row's text is produced once and its elements are read from it:
+    reading them from json_each's `value` directly renders the row again for every column (9.5 against
+    5.5 us per event row).
+    """
+    count = len(columns.split(","))
+    picks = ", ".join(f"row{'->' if i in json_columns else '->>'}{i}" for i in range(count))
+    return (f"WITH batch(row) AS (SELECT value FROM json_each(?)) "
+            f"INSERT INTO {table} ({columns}) SELECT {picks} FROM batch WHERE true")
+
+
 # Forecasts, newest per (type, device): created on every open (IF NOT EXISTS) so a store made before this
 # table existed gains it without a schema version change. Predictions are a current view, not history.
 _PREDICTIONS_SCHEMA: Final = """
@@ -133,10 +154,11 @@ CREATE TABLE IF NOT EXISTS predictions (
 """
 
 # A forecast computed from older readings never replaces one computed from newer readings.
-_UPSERT_PREDICTION: Final = """
-INSERT INTO predictions
-    (type, device_id, computed_time_ms, predicted_time_ms, value, lat, lon, details, tags)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+_UPSERT_PREDICTIONS: Final = f"""
+{_insert_json_rows(
+    "predictions",
+    "type, device_id, computed_time_ms, predicted_time_ms, value, lat, lon, details, tags",
+    frozenset({7, 8}))}
 ON CONFLICT (type, device_id) DO UPDATE SET
     computed_time_ms = excluded.computed_time_ms,
     predicted_time_ms = excluded.predicted_time_ms,
@@ -207,6 +229,15 @@ INSERT INTO latest_readings
                         WHERE x.device_id = e.device_id AND x.event_time_ms = e.event_time_ms)
 """
 
+# Version 3: dead letters are upserted by their deterministic id (a Kafka replay must not store one twice).
+# The column is filled in by `_backfill_dead_letter_ids` before the unique index is built.
+_MIGRATION_V3_COLUMN: Final = "ALTER TABLE dead_letters ADD COLUMN dead_letter_id TEXT NOT NULL DEFAULT ''"
+# A version-2 file may hold replayed copies already: the first of each is kept.
+_MIGRATION_V3_INDEX: Final = """
+DELETE FROM dead_letters WHERE id NOT IN (SELECT min(id) FROM dead_letters GROUP BY dead_letter_id);
+CREATE UNIQUE INDEX dead_letters_by_id ON dead_letters (dead_letter_id)
+"""
+
 @dataclass(frozen=True)
 class _Rollup:
     """A table of violation counts per (time bucket, dims), kept on write. Several narrow rollups instead of
@@ -256,12 +287,13 @@ _ROLLUPS: Final = (
 )
 
 
+_EVENT_ROW: Final = ("event_id, device_id, kind, event_time_ms, ingest_time_ms, source, lat, lon, "
+                     "attributes, tags")
+
 # Idempotent by event_id: the first write wins. `ON CONFLICT (event_id) DO NOTHING` rather than
 # `INSERT OR IGNORE`, which would also silently drop rows that break a NOT NULL constraint.
-_INSERT_EVENT: Final = """
-INSERT INTO events
-    (event_id, device_id, kind, event_time_ms, ingest_time_ms, source, lat, lon, attributes, tags)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+_INSERT_EVENTS: Final = f"""
+{_insert_json_rows("events", _EVENT_ROW, frozenset({8, 9}))}
 ON CONFLICT (event_id) DO NOTHING
 """
 
@@ -269,11 +301,11 @@ ON CONFLICT (event_id) DO NOTHING
 # cannot reopen a cleared violation. At an equal updated_time_ms the write is an idempotent rewrite, except
 # that `open` does not replace `cleared`: a violation that opens and clears at the same event time then
 # stays cleared whatever order the two states are replayed in.
-_UPSERT_VIOLATION: Final = """
-INSERT INTO violations
-    (violation_id, type, severity, device_id, status, start_time_ms, end_time_ms, updated_time_ms,
-     lat, lon, evidence, tags, grid, district, department, intersection)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+_UPSERT_VIOLATIONS: Final = f"""
+{_insert_json_rows(
+    "violations",
+    "violation_id, type, severity, device_id, status, start_time_ms, end_time_ms, updated_time_ms, "
+    "lat, lon, evidence, tags, grid, district, department, intersection", frozenset({10, 11}))}
 ON CONFLICT (violation_id) DO UPDATE SET
     type = excluded.type,
     severity = excluded.severity,
@@ -295,14 +327,16 @@ WHERE excluded.updated_time_ms > violations.updated_time_ms
        AND NOT (violations.status = 'cleared' AND excluded.status = 'open'))
 """
 
-_UPSERT_READING_STATS: Final = """
-INSERT INTO reading_stats_hourly VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+_UPSERT_READING_STATS: Final = f"""
+{_insert_json_rows(
+    "reading_stats_hourly",
+    "device_id, attribute, hour_ms, kind, count, sum_value, min_value, max_value")}
 ON CONFLICT DO UPDATE SET count = count + excluded.count, sum_value = sum_value + excluded.sum_value,
     min_value = min(min_value, excluded.min_value), max_value = max(max_value, excluded.max_value)
 """
 
-_UPSERT_LATEST_READING: Final = """
-INSERT INTO latest_readings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+_UPSERT_LATEST_READINGS: Final = f"""
+{_insert_json_rows("latest_readings", _EVENT_ROW, frozenset({8, 9}))}
 ON CONFLICT (device_id) DO UPDATE SET event_id = excluded.event_id, kind = excluded.kind,
     event_time_ms = excluded.event_time_ms, ingest_time_ms = excluded.ingest_time_ms,
     source = excluded.source, lat = excluded.lat, lon = excluded.lon,
@@ -313,8 +347,9 @@ WHERE excluded.event_time_ms > latest_readings.event_time_ms
 """
 
 _INSERT_DEAD_LETTER: Final = """
-INSERT INTO dead_letters (reason, detail, topic, payload, received_time_ms, source)
-VALUES (?, ?, ?, ?, ?, ?)
+INSERT INTO dead_letters (reason, detail, topic, payload, received_time_ms, source, dead_letter_id)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (dead_letter_id) DO NOTHING
 """
 
 _EVENT_COLUMNS: Final = (
@@ -324,7 +359,7 @@ _VIOLATION_COLUMNS: Final = (
     "violation_id, type, severity, device_id, status, start_time_ms, end_time_ms, updated_time_ms, "
     "lat, lon, evidence, tags"
 )
-_DEAD_LETTER_COLUMNS: Final = "id, reason, detail, topic, payload, received_time_ms, source"
+_DEAD_LETTER_COLUMNS: Final = "id, reason, detail, topic, payload, received_time_ms, source, dead_letter_id"
 
 _SQLITE_INT_MIN: Final = -(2**63)
 _SQLITE_INT_MAX: Final = 2**63 - 1
@@ -337,6 +372,21 @@ _decode_evidence = msgspec.json.Decoder(Evidence).decode
 
 class StoreClosed(RuntimeError):
     """The store was closed; nothing can be read or written any more."""
+
+
+def _event_rows(events: Sequence[Event]) -> str:
+    """The events as JSON rows for `_INSERT_EVENTS` and `_UPSERT_LATEST_READINGS`."""
+    return _encode_json([
+        (e.event_id, e.device_id, e.kind, e.event_time_ms, e.ingest_time_ms, e.source,
+         None if e.location is None else e.location.lat, None if e.location is None else e.location.lon,
+         e.attributes, e.tags)
+        for e in events
+    ])
+
+
+def _encode_json(rows: list[tuple[Any, ...]]) -> str:
+    # Text, not bytes: SQLite reads a bound bytes object as a BLOB, which its JSON functions refuse.
+    return _json_encoder.encode(rows).decode()
 
 
 def _json(value: object) -> str:
@@ -359,6 +409,17 @@ def _cursor_position(cursor: str) -> tuple[int, str]:
 
 def _location(lat: float | None, lon: float | None) -> Location | None:
     return None if lat is None or lon is None else Location(lat=lat, lon=lon)
+
+
+def _backfill_dead_letter_ids(conn: sqlite3.Connection) -> None:
+    """Give the dead letters of a version-2 file their ids (computed in Python: SQLite has no BLAKE2)."""
+    rows = conn.execute(
+        "SELECT id, reason, detail, topic, payload, received_time_ms, source FROM dead_letters")
+    conn.executemany(
+        "UPDATE dead_letters SET dead_letter_id = ? WHERE id = ?",
+        [(dead_letter_id(source, topic, reason, detail, received_time_ms, payload), row_id)
+         for row_id, reason, detail, topic, payload, received_time_ms, source in rows.fetchall()],
+    )
 
 
 def _statements(script: str) -> Iterator[str]:
@@ -550,17 +611,22 @@ class SqliteStore(Store):
         # stays below ~80 MB.
         conn.execute("PRAGMA wal_autocheckpoint=10000")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version in (0, 1):
+        if version in (0, 1, 2):
             conn.execute("BEGIN IMMEDIATE")
             try:
-                # Splitting on ";" would cut the trigger bodies: executescript-free, statement by statement.
-                for statement in _statements(_SCHEMA if version == 0 else ""):
-                    conn.execute(statement)
-                for statement in _statements(_MIGRATION_V2):
-                    conn.execute(statement)
-                for rollup in _ROLLUPS:
-                    for statement in [*rollup.schema(), rollup.backfill()]:
+                if version < 2:
+                    # Splitting on ";" would cut the trigger bodies: statement by statement.
+                    for statement in _statements(_SCHEMA if version == 0 else ""):
                         conn.execute(statement)
+                    for statement in _statements(_MIGRATION_V2):
+                        conn.execute(statement)
+                    for rollup in _ROLLUPS:
+                        for statement in [*rollup.schema(), rollup.backfill()]:
+                            conn.execute(statement)
+                conn.execute(_MIGRATION_V3_COLUMN)
+                _backfill_dead_letter_ids(conn)
+                for statement in _statements(_MIGRATION_V3_INDEX):
+                    conn.execute(statement)
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 conn.execute("COMMIT")
             except BaseException:
@@ -647,19 +713,26 @@ class SqliteStore(Store):
     def _insert_events(self, conn: sqlite3.Connection, events: Sequence[Event]) -> None:
         # Only events not stored yet feed the rollups (the first delivery wins, as the INSERT's DO NOTHING).
         unique = {e.event_id: e for e in reversed(events)}
-        existing = self._existing(conn, "events", "event_id", list(unique))
-        new = [e for e in events if e.event_id not in existing and unique.get(e.event_id) is e]
-        rows = [
-            (e.event_id, e.device_id, e.kind, e.event_time_ms, e.ingest_time_ms, e.source,
-             None if e.location is None else e.location.lat, None if e.location is None else e.location.lon,
-             _json(e.attributes), _json(e.tags))
-            for e in new
-        ]
-        conn.executemany(_INSERT_EVENT, rows)
+        new = [e for e in events if unique[e.event_id] is e]
+        # Redeliveries are rare: insert first, and only when some rows were already stored (the insert
+        # changed fewer rows than it was given) undo it and find out which. Looking every batch's ids up
+        # first cost about a quarter of the store's time per event.
+        conn.execute("SAVEPOINT new_events")
+        rows = _event_rows(new)
+        before = conn.total_changes  # (`rowcount` is -1 for a statement that starts with WITH)
+        conn.execute(_INSERT_EVENTS, (rows,))
+        if conn.total_changes - before != len(new):
+            conn.execute("ROLLBACK TO new_events")
+            existing = self._existing(conn, "events", "event_id", list(unique))
+            new = [e for e in new if e.event_id not in existing]
+            rows = _event_rows(new)
+            conn.execute(_INSERT_EVENTS, (rows,))
+        conn.execute("RELEASE new_events")
         stats: dict[tuple[str, str, int], list[Any]] = {}
-        latest: dict[str, tuple[Any, ...]] = {}
-        for event, row in zip(new, rows, strict=True):
-            hour_ms = event.event_time_ms // buckets.HOUR_MS * buckets.HOUR_MS
+        latest: dict[str, Event] = {}
+        hour = buckets.HOUR_MS
+        for event in new:
+            hour_ms = event.event_time_ms // hour * hour
             for name, value in event.attributes.items():
                 if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                     continue
@@ -670,14 +743,18 @@ class SqliteStore(Store):
                 else:
                     entry[1] += 1
                     entry[2] += value
-                    entry[3] = min(entry[3], value)
-                    entry[4] = max(entry[4], value)
+                    if value < entry[3]:
+                        entry[3] = value
+                    if value > entry[4]:
+                        entry[4] = value
             known = latest.get(event.device_id)
-            if known is None or (event.event_time_ms, event.event_id) > (known[3], known[0]):
-                latest[event.device_id] = row
-        conn.executemany(_UPSERT_READING_STATS, [(*key, *entry) for key, entry in stats.items()])
-        conn.executemany(_UPSERT_LATEST_READING,
-                         [(row[1], row[0], row[2], *row[3:]) for row in latest.values()])
+            if known is None or (event.event_time_ms, event.event_id) > (known.event_time_ms, known.event_id):
+                latest[event.device_id] = event
+        if stats:
+            rollup = _encode_json([(*key, *entry) for key, entry in stats.items()])
+            conn.execute(_UPSERT_READING_STATS, (rollup,))
+        if latest:
+            conn.execute(_UPSERT_LATEST_READINGS, (_event_rows(list(latest.values())),))
 
     def write_violations(self, violations: Sequence[Violation]) -> None:
         if violations:
@@ -687,30 +764,13 @@ class SqliteStore(Store):
         # A violation is counted once, by its first stored state (type, tags and start do not change).
         ids = list({v.violation_id for v in violations})
         existing = self._existing(conn, "violations", "violation_id", ids)
-        conn.executemany(
-            _UPSERT_VIOLATION,
-            [
-                (
-                    v.violation_id,
-                    v.type,
-                    v.severity.value,
-                    v.device_id,
-                    v.status.value,
-                    v.start_time_ms,
-                    v.end_time_ms,
-                    v.updated_time_ms,
-                    None if v.location is None else v.location.lat,
-                    None if v.location is None else v.location.lon,
-                    _json(v.evidence),
-                    _json(v.tags),
-                    v.tags.get("grid"),
-                    v.tags.get("district"),
-                    v.tags.get("department"),
-                    v.tags.get("intersection"),
-                )
-                for v in violations
-            ],
-        )
+        conn.execute(_UPSERT_VIOLATIONS, (_encode_json([
+            (v.violation_id, v.type, v.severity.value, v.device_id, v.status.value, v.start_time_ms,
+             v.end_time_ms, v.updated_time_ms, None if v.location is None else v.location.lat,
+             None if v.location is None else v.location.lon, v.evidence, v.tags, v.tags.get("grid"),
+             v.tags.get("district"), v.tags.get("department"), v.tags.get("intersection"))
+            for v in violations
+        ]),))
         counts: list[dict[tuple[Any, ...], int]] = [{} for _ in _ROLLUPS]
         for v in violations:
             if v.violation_id in existing:
@@ -727,27 +787,20 @@ class SqliteStore(Store):
     def write_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> None:
         self._write(
             _INSERT_DEAD_LETTER,
-            [(d.reason, d.detail, d.topic, d.payload, d.received_time_ms, d.source) for d in dead_letters],
+            [(d.reason, d.detail, d.topic, d.payload, d.received_time_ms, d.source, d.dead_letter_id)
+             for d in dead_letters],
         )
 
     def write_predictions(self, predictions: Sequence[Prediction]) -> None:
-        self._write(
-            _UPSERT_PREDICTION,
-            [
-                (
-                    p.type,
-                    p.device_id,
-                    p.computed_time_ms,
-                    p.predicted_time_ms,
-                    p.value,
-                    None if p.location is None else p.location.lat,
-                    None if p.location is None else p.location.lon,
-                    _json(p.details),
-                    _json(p.tags),
-                )
-                for p in predictions
-            ],
-        )
+        if not predictions:
+            return
+        rows = _encode_json([
+            (p.type, p.device_id, p.computed_time_ms, p.predicted_time_ms, p.value,
+             None if p.location is None else p.location.lat, None if p.location is None else p.location.lon,
+             p.details, p.tags)
+            for p in predictions
+        ])
+        self._write_with(lambda conn: conn.execute(_UPSERT_PREDICTIONS, (rows,)))
 
     def query_predictions(self, type: str, limit: int = 1000) -> list[Prediction]:
         limit = _check_limit(limit)
@@ -888,8 +941,9 @@ class SqliteStore(Store):
                 payload=payload,
                 received_time_ms=received_time_ms,
                 source=source,
+                dead_letter_id=letter_id,
             )
-            for (_id, reason, detail, topic, payload, received_time_ms, source) in rows[:limit]
+            for (_id, reason, detail, topic, payload, received_time_ms, source, letter_id) in rows[:limit]
         ]
         next_cursor = None
         if len(rows) > limit:

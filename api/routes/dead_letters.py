@@ -25,7 +25,8 @@ def list_dead_letters(
     items = [
         DeadLetterOut(reason=d.reason, detail=d.detail, topic=d.topic,
                       payload=d.payload.decode("utf-8", errors="replace"),
-                      received_time_ms=d.received_time_ms, source=d.source)
+                      received_time_ms=d.received_time_ms, source=d.source,
+                      dead_letter_id=d.dead_letter_id)
         for d in page.items
     ]
     return DeadLetterPage(items=items, next_cursor=page.next_cursor)

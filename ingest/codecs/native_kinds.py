@@ -60,7 +60,8 @@ class DetectorMessage(msgspec.Struct, forbid_unknown_fields=True):
     event_id: EventId | None = None
     lane: Annotated[int, Meta(ge=0, le=32)] | None = None
     flow_veh_h: Annotated[float, Meta(ge=0, le=20000)] | None = None
-    volume_veh: Annotated[int, Meta(ge=0)] | None = None
+    # At most 20,000 vehicles an hour over the longest interval (a day): a bound that also keeps flow finite.
+    volume_veh: Annotated[int, Meta(ge=0, le=480_000)] | None = None
     occupancy_pct: Annotated[float, Meta(ge=0, le=100)] | None = None
     speed_kmh: Annotated[float, Meta(ge=0, le=400)] | None = None
 

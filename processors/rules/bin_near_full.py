@@ -1,7 +1,8 @@
 """Bin will overflow soon: forecast when a bin reaches 100% and alert while that is within a horizon.
 
 Per bin, the readings since the last emptying and within the last `fit_window_s` (at most
-`max_points`, newest kept) are fitted with a straight line fill = a + b * t by least squares (numpy).
+`max_points`, newest kept) are fitted with a straight line fill = a + b * t by least squares, from
+running sums kept with the readings.
 The window matters: bins fill faster by day than by night, and a line through a whole night and a
 morning overstates the current level. One bad reading (a bird on the sensor, a bag held in the
 opening) would tilt the line, so the fit is robust to a single outlier: the reading whose removal
@@ -22,7 +23,6 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 import msgspec
-import numpy as np
 
 from citywatch.models import Event, Prediction, Severity, Violation
 from citywatch.sanitation_settings import BinNearFullSettings
@@ -36,9 +36,57 @@ PREDICTION_TYPE = "bin_full"
 _HOUR_MS = 3_600_000
 
 
+# Running sums are rebuilt from the readings after this many updates, so that rounding from adding and
+# removing readings cannot accumulate, and hours are counted from a recent origin again.
+REBUILD_SUMS_EVERY = 1000
+
+
+class FillSums(msgspec.Struct):
+    """Sums over the kept readings of x (hours since `origin_ms`), y (fill), x*x, x*y and y*y.
+
+    Kept with the readings and updated as readings come and go, they give the line and a bound on its
+    residuals in a few operations per reading instead of a pass over up to `max_points` readings.
+    """
+
+    origin_ms: int
+    count: int = 0
+    x: float = 0.0
+    y: float = 0.0
+    xx: float = 0.0
+    xy: float = 0.0
+    yy: float = 0.0
+    updates: int = 0
+
+    @classmethod
+    def of(cls, points: list[Reading]) -> FillSums:
+        sums = cls(origin_ms=points[0][1])
+        for reading in points:
+            sums.add(reading)
+        sums.updates = 0
+        return sums
+
+    def hours(self, time_ms: int) -> float:
+        return (time_ms - self.origin_ms) / _HOUR_MS
+
+    def add(self, reading: Reading, sign: float = 1.0) -> None:
+        x, y = self.hours(reading[1]), reading[2]
+        self.count += 1 if sign > 0 else -1
+        self.x += sign * x
+        self.y += sign * y
+        self.xx += sign * x * x
+        self.xy += sign * x * y
+        self.yy += sign * y * y
+        self.updates += 1
+
+    def remove(self, reading: Reading) -> None:
+        self.add(reading, -1.0)
+
+
 class NearFullState(msgspec.Struct):
     points: list[Reading] = []
     open_violation: Violation | None = None
+    # Sums over `points` (None: rebuild from them; also how a snapshot from before the sums reads).
+    sums: FillSums | None = None
 
 
 class Fit(msgspec.Struct, frozen=True):
@@ -48,24 +96,24 @@ class Fit(msgspec.Struct, frozen=True):
     dropped: Reading | None
 
 
-def fit_fill(points: list[Reading], outlier_pct: float) -> Fit:
+def fit_fill(points: list[Reading], outlier_pct: float, sums: FillSums | None = None) -> Fit:
     """Least-squares line through the points, refitted without the worst point if it is an outlier.
 
-    Plain Python over at most `max_points` readings: on lists this short numpy's per-call set-up cost
-    more than the arithmetic (this runs on every bin reading; measured 2x faster than the numpy form).
+    `sums` are the points' running sums (computed here when not given). Plain Python over at most
+    `max_points` readings: on lists this short numpy's per-call set-up cost more than the arithmetic
+    (this runs on every bin reading; measured 2x faster than the numpy form).
     """
-    origin = points[0][1]
-    hours = [(time_ms - origin) / _HOUR_MS for _, time_ms, _ in points]
-    fills = [fill for _, _, fill in points]
-    # The line from running sums, so that the line without one point costs four subtractions.
-    count = len(points)
-    sum_x, sum_y = sum(hours), sum(fills)
-    sum_xx = sum(x * x for x in hours)
-    sum_xy = sum(x * y for x, y in zip(hours, fills, strict=True))
-    slope, intercept = _line_from_sums(count, sum_x, sum_y, sum_xx, sum_xy)
+    if sums is None:
+        sums = FillSums.of(points)
+    count = sums.count
+    slope, intercept = _line_from_sums(count, sums.x, sums.y, sums.xx, sums.xy)
     dropped: Reading | None = None
     used = points
-    if count > 3:
+    if count > 3 and _may_have_outlier(count, sums.x, sums.y, sums.xx, sums.xy, sums.yy, slope, intercept,
+                                       sums.hours(points[0][1]), sums.hours(points[-1][1]), outlier_pct):
+        hours = [sums.hours(time_ms) for _, time_ms, _ in points]
+        fills = [fill for _, _, fill in points]
+        sum_x, sum_y, sum_xx, sum_xy = sums.x, sums.y, sums.xx, sums.xy
         # The candidate is the reading whose removal improves the fit most: for least squares the
         # squared error drops by residual^2 / (1 - leverage) (no refit per point needed). It is then
         # judged against the line through the *other* readings (its leave-one-out residual,
@@ -97,8 +145,27 @@ def fit_fill(points: list[Reading], outlier_pct: float) -> Fit:
                 slope, intercept = rest_slope, rest_intercept
     predicted: int | None = None
     if slope > 1e-9:
-        predicted = int(origin + (100.0 - intercept) / slope * _HOUR_MS)
+        predicted = int(sums.origin_ms + (100.0 - intercept) / slope * _HOUR_MS)
     return Fit(slope_pct_per_h=slope, predicted_full_ms=predicted, used=used, dropped=dropped)
+
+
+def _may_have_outlier(count: int, sum_x: float, sum_y: float, sum_xx: float, sum_xy: float,
+                      sum_yy: float, slope: float, intercept: float, first_x: float, last_x: float,
+                      outlier_pct: float) -> bool:
+    """False when no reading can be off the line by more than `outlier_pct`, from the sums alone.
+
+    Every residual is at most the root of the squared error, and every leave-one-out divisor
+    (1 - leverage) at least the smallest one, which belongs to the first or the last reading (times are
+    in order). Readings that lie close to their line (most of them) then skip the per-reading search.
+    """
+    squared_error = max(0.0, sum_yy - intercept * sum_y - slope * sum_xy)
+    spread = sum_xx - sum_x * sum_x / count
+    if spread <= 0:
+        return True
+    mean_x = sum_x / count
+    most_leverage = 1.0 / count + max((first_x - mean_x) ** 2, (last_x - mean_x) ** 2) / spread
+    least_keep = 1.0 - most_leverage
+    return least_keep <= 1e-9 or squared_error ** 0.5 / least_keep > outlier_pct
 
 
 def _line_from_sums(count: int, sum_x: float, sum_y: float, sum_xx: float,
@@ -107,11 +174,6 @@ def _line_from_sums(count: int, sum_x: float, sum_y: float, sum_xx: float,
     spread = sum_xx - sum_x * sum_x / count
     slope = (sum_xy - sum_x * sum_y / count) / spread if spread > 1e-12 else 0.0
     return slope, (sum_y - slope * sum_x) / count
-
-
-def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Ordinary least squares on arrays (the closed form numpy's lstsq also computes)."""
-    return _line_from_sums(len(x), float(x.sum()), float(y.sum()), float(x @ x), float(x @ y))
 
 
 class BinNearFullRule(Rule[NearFullState]):
@@ -137,6 +199,7 @@ class BinNearFullRule(Rule[NearFullState]):
                 out.violation(clear_violation(state.open_violation, event, {"emptied_fill_pct": fill}))
                 state.open_violation = None
             state.points = []
+            state.sums = None
         window_start_ms = event.event_time_ms - int(self.settings.fit_window_s * 1000)
         points = state.points
         points.append(reading)
@@ -144,12 +207,22 @@ class BinNearFullRule(Rule[NearFullState]):
         drop = max(0, len(points) - self.settings.max_points)
         while drop < len(points) and points[drop][1] < window_start_ms:
             drop += 1
+        sums = state.sums
+        if sums is not None and sums.updates < REBUILD_SUMS_EVERY:
+            sums.add(reading)
+            for gone in points[:drop]:
+                sums.remove(gone)
         if drop:
             del points[:drop]
-        if len(state.points) < self.settings.min_points:
-            out.record(self._prediction(event, fill, None, {"points": len(state.points)}))
+        if not points:
+            state.sums = None
             return state
-        fit = fit_fill(state.points, self.settings.outlier_pct)
+        if sums is None or sums.updates >= REBUILD_SUMS_EVERY:
+            state.sums = sums = FillSums.of(points)
+        if len(points) < self.settings.min_points:
+            out.record(self._prediction(event, fill, None, {"points": len(points)}))
+            return state
+        fit = fit_fill(points, self.settings.outlier_pct, sums)
         predicted = fit.predicted_full_ms
         if fill >= 100.0 and fit.dropped != reading:
             predicted = event.event_time_ms  # already full, whatever the line says

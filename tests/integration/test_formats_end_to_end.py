@@ -275,7 +275,11 @@ def test_stored_vendor_events_and_dead_letters_are_served_by_the_api(
     message["correlation_ids"] = [f"as:up:{uuid.uuid4().hex}"]
     message["uplink_message"]["received_at"] = iso(now_s())
     publish(publisher, "v3/futian-bins@ttn/devices/bin-0101/up", message)
+    invalid = DATA / "detector" / "invalid/occupancy_over_100.json"
+    publish(publisher, "detector/det-0003", invalid.read_bytes())
     stored(runtime, "bin-0101")
+    wait_for(lambda: runtime.store.query_dead_letters(DeadLetterQuery(reason="invalid_field")).items, 15,
+             message="the invalid detector message dead-lettered")
     services = ApiServices(store=runtime.store, metrics=runtime.metrics, devices=runtime.devices)
     with served(create_app(services)) as api:
         [event] = api.get("/v1/events", params={"device": "bin-0101"}).json()["items"]

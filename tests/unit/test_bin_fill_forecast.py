@@ -136,13 +136,16 @@ def test_an_outlier_as_the_newest_reading_does_not_make_the_bin_full_now():
     assert out.records[-1].predicted_time_ms == events[0].event_time_ms + 12 * HOUR_S * 1000
 
 
-def test_closed_form_line_is_numpy_least_squares():
+def test_the_fit_is_numpy_least_squares():
     import numpy as np
 
-    from processors.rules.bin_near_full import _line
-
     rng = np.random.default_rng(1)
-    x = np.sort(rng.uniform(0, 10, 30))
-    y = 3 + 2.5 * x + rng.normal(0, 1, 30)
-    (slope, intercept), *_ = np.linalg.lstsq(np.vstack([x, np.ones_like(x)]).T, y, rcond=None)
-    assert _line(x, y) == pytest.approx((slope, intercept))
+    hours = np.sort(rng.uniform(0, 10, 30))
+    fills = 3 + 2.5 * hours + rng.normal(0, 1, 30)
+    (slope, intercept), *_ = np.linalg.lstsq(np.vstack([hours, np.ones_like(hours)]).T, fills, rcond=None)
+    readings = [(f"e{i}", T0_MS + int(h * 3_600_000), float(f))
+                for i, (h, f) in enumerate(zip(hours, fills, strict=True))]
+    fit = fit_fill(readings, outlier_pct=50)  # nothing is an outlier at 50 points
+    assert fit.dropped is None
+    assert fit.slope_pct_per_h == pytest.approx(slope, rel=1e-6)
+    assert fit.predicted_full_ms == pytest.approx(T0_MS + (100 - intercept) / slope * 3_600_000, abs=1000)

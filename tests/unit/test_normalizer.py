@@ -17,7 +17,7 @@ from ingest.codecs.native import NativeCodec
 from ingest.normalizer import IngestResult, Normalizer, TopicFilter
 from ingest.registry import DeviceRegistry
 from ingest.service import MAX_KIND_LABELS, IngestService
-from processors.bus import BusClosed, BusProducer
+from processors.bus import BusClosed, BusProducer, OnDurable
 
 RECEIVED_MS = 1_795_669_200_000
 EVENT_MS = RECEIVED_MS - 1_000
@@ -259,11 +259,13 @@ class RecordingProducer(BusProducer):
         self.closed = closed
 
     def send(self, events: Sequence[Event], dead_letters: Sequence[DeadLetter] = (), *,
-             timeout_s: float | None = None) -> None:
+             timeout_s: float | None = None, on_durable: OnDurable | None = None) -> None:
         if self.closed:
             raise BusClosed("closed")
         self.events.extend(events)
         self.dead_letters.extend(dead_letters)
+        if on_durable is not None:
+            on_durable(None)
 
     def flush(self, timeout_s: float | None = None) -> None:
         pass
@@ -304,12 +306,26 @@ def test_service_bounds_the_kind_label() -> None:
     assert sample(metrics, "citywatch_events_accepted_total", kind="k0") == 1
 
 
-def test_service_drops_with_a_warning_when_the_bus_is_closed(caplog: pytest.LogCaptureFixture) -> None:
+def test_service_leaves_a_message_unacknowledged_when_the_bus_is_closed(
+        caplog: pytest.LogCaptureFixture) -> None:
     metrics = Metrics()
     ingest = service(RecordingProducer(closed=True), metrics)
-    ingest.handle_message("citywatch/events", payload(reading()), RECEIVED_MS)
-    assert "bus closed; dropped 1 events" in caplog.text
+    verdicts: list[bool] = []
+    ingest.handle_message("citywatch/events", payload(reading()), RECEIVED_MS, verdicts.append)
+    assert verdicts == [False]  # the broker redelivers it
+    assert "it is not acknowledged" in caplog.text
     assert sample(metrics, "citywatch_events_accepted_total", kind="bin") == 0
+    assert sample(metrics, "citywatch_mqtt_messages_not_acked_total") == 1
+
+
+def test_service_acknowledges_once_the_bus_confirms() -> None:
+    metrics = Metrics()
+    ingest = service(RecordingProducer(), metrics)
+    verdicts: list[bool] = []
+    ingest.handle_message("citywatch/events", payload(reading()), RECEIVED_MS, verdicts.append)
+    ingest.handle_message("citywatch/events", b"nope", RECEIVED_MS, verdicts.append)  # a dead letter
+    assert verdicts == [True, True]
+    assert sample(metrics, "citywatch_mqtt_messages_not_acked_total") == 0
 
 
 def test_service_is_not_connected_before_start() -> None:

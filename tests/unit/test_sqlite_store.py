@@ -207,13 +207,13 @@ def test_open_and_clear_at_the_same_time_stay_cleared_in_any_order(store: Sqlite
 def test_dead_letters_round_trip_and_counts(store: SqliteStore) -> None:
     letters = [dead_letter(1), dead_letter(2, reason="unknown_device"), dead_letter(3)]
     store.write_dead_letters(letters)
-    store.write_dead_letters([letters[0]])  # dead letters are a log: a repeat is a second entry
+    store.write_dead_letters([letters[0]])  # a replay: upserted by its id, not a second entry
     store.flush()
 
     page = store.query_dead_letters(DeadLetterQuery())
-    assert page.items == [letters[2], letters[1], letters[0], letters[0]]
+    assert page.items == [letters[2], letters[1], letters[0]]
     assert page.next_cursor is None
-    assert store.count_dead_letters_by_reason() == {"decode_error": 3, "unknown_device": 1}
+    assert store.count_dead_letters_by_reason() == {"decode_error": 2, "unknown_device": 1}
     assert store.query_dead_letters(DeadLetterQuery(reason="unknown_device")).items == [letters[1]]
 
 

@@ -12,10 +12,11 @@ from typing import Any
 
 import msgspec
 import pytest
+from kafka import KafkaProducer
 
 from citywatch.models import Event
 from citywatch.settings import KafkaSettings, Settings
-from processors.catalogue import build_rules
+from processors.catalogue import build_rules, partition_key
 from processors.devices import NoDevices
 from processors.engine import Engine
 from processors.kafka_bus import KafkaBusProducer, ensure_topics
@@ -29,6 +30,7 @@ pytestmark = pytest.mark.integration
 DEVICES = 40
 READINGS_PER_DEVICE = 300
 LATENESS_MS = 200
+POISON_EVERY = 50
 
 
 def feed() -> list[Event]:
@@ -65,6 +67,11 @@ def stored(data_dir: Path) -> tuple[int, dict[str, dict[str, Any]]]:
     return events, violations
 
 
+def dead_letters_stored(data_dir: Path) -> int:
+    with sqlite3.connect(data_dir / "citywatch.sqlite3") as db:
+        return int(db.execute("SELECT count(*) FROM dead_letters").fetchone()[0])
+
+
 def events_stored(data_dir: Path) -> int:
     if not (data_dir / "citywatch.sqlite3").exists():
         return 0
@@ -76,7 +83,7 @@ def events_stored(data_dir: Path) -> int:
 
 def test_kill_9_mid_stream_then_another_processor_ends_with_the_uncrashed_result(
         kafka_settings: KafkaSettings, tmp_path: Path):
-    settings = kafka_settings.model_copy(update={"checkpoint_interval_s": 0.2})
+    settings = kafka_settings.model_copy(update={"checkpoint_interval_s": 1.0})
     config = {
         "bus": {"kind": "kafka", "kafka": settings.model_dump(mode="json")},
         # The feed's fixed dates lie further back than the default retention: keep everything.
@@ -89,11 +96,21 @@ def test_kill_9_mid_stream_then_another_processor_ends_with_the_uncrashed_result
     events = feed()
     ensure_topics(settings)
     producer = KafkaBusProducer(settings, client_id="test-ingest")
+    # Poison records along the stream: each is dead-lettered once, also when the replay after the crash
+    # reads it again.
+    poison = KafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    poisoned = 0
     try:
-        producer.send(events)
+        for start in range(0, len(events), POISON_EVERY):
+            producer.send(events[start:start + POISON_EVERY])
+            poison.send(settings.topics.events, key=partition_key(events[start]).encode(),
+                        value=f"poison {start}".encode())
+            poisoned += 1
         producer.flush()
+        poison.flush()
     finally:
         producer.close()
+        poison.close()
 
     first = RoleProcess(tmp_path, "process", config, name="first").start()
     data_dir = tmp_path / "data"
@@ -104,8 +121,11 @@ def test_kill_9_mid_stream_then_another_processor_ends_with_the_uncrashed_result
                 return float(line.split()[1]) >= 2
         return False
 
-    # Killed once it has checkpointed (both partitions, or one twice) and while the stream still flows.
+    # Killed once it has checkpointed (both partitions, or one twice), while the stream still flows and
+    # after it stored more since: the second processor replays what the first judged after its checkpoint.
     wait_for(checkpointed, 60, 0.01, "the first processor's checkpoints")
+    since = events_stored(data_dir)
+    wait_for(lambda: events_stored(data_dir) >= since + 2 * POISON_EVERY, 30, 0.01, "more events stored")
     first.kill()
     at_kill = events_stored(data_dir)
     assert at_kill < len(events), "the processor finished before it could be killed mid-stream"
@@ -125,6 +145,9 @@ def test_kill_9_mid_stream_then_another_processor_ends_with_the_uncrashed_result
         assert violations == {vid: {"status": v["status"], "start_time_ms": v["start_time_ms"],
                                     "end_time_ms": v["end_time_ms"], "updated_time_ms": v["updated_time_ms"],
                                     "event_ids": v["evidence"]["event_ids"]} for vid, v in expected.items()}
+        wait_for(lambda: dead_letters_stored(data_dir) >= poisoned, 30, 0.1,
+                 "every poison record dead-lettered")
+        assert dead_letters_stored(data_dir) == poisoned
         # The second processor resumed from the first one's checkpoints rather than from the start.
         assert "restored from its checkpoint" in second.log()
         status = second.get("/v1/status")
