@@ -109,9 +109,11 @@ def test_two_api_replicas_stream_every_change_and_deliver_each_webhook_once(
     publisher = MqttPublisher(mosquitto_url, f"test-api-alerts-{tmp_path.name}").connect()
     try:
         roles.append(RoleProcess(tmp_path, "ingest", config).start())
-        api_a = RoleProcess(tmp_path, "api", config, name="api-a").start()
-        api_b = RoleProcess(tmp_path, "api", config, name="api-b").start()
+        # Started together, so that they join the group in one rebalance.
+        api_a = RoleProcess(tmp_path, "api", config, name="api-a").start(wait_ready=False)
+        api_b = RoleProcess(tmp_path, "api", config, name="api-b").start(wait_ready=False)
         roles += [api_a, api_b]
+        wait_for(lambda: api_a.ready() and api_b.ready(), 30, 0.1, "both api replicas to be ready")
         # The replicas split the violations partitions for dispatch.
         wait_for(lambda: sorted(dispatch_partitions(api_a) + dispatch_partitions(api_b)) == [0, 1]
                  and dispatch_partitions(api_b), 30, 0.2, "the api replicas to share the dispatch")
