@@ -247,6 +247,9 @@ class ApiRole:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.kafka = kafka_settings_of(settings, "api")
+        # Streams and webhooks fed from the violations topic (api/alerts/kafka_feed.py); first, as it
+        # checks the alert settings before anything is opened.
+        self.alerts = KafkaAlerts(settings, self.kafka, settings.store.data_dir, client_id="citywatch-api")
         self.metrics = Metrics()
         self.store = open_store(settings, self.metrics)
         self.monitor = GroupMonitor(self.kafka, self.metrics)
@@ -256,8 +259,6 @@ class ApiRole:
         self.devices = DeviceManager.open(Path(settings.store.data_dir), DeviceRegistry(settings.devices),
                                           settings.devices, publish=self._publish_device)
         self.device_changes = DeviceChangeReader(self.kafka, self.devices.apply, client_id="citywatch-api")
-        # Streams and webhooks fed from the violations topic (api/alerts/kafka_feed.py).
-        self.alerts = KafkaAlerts(settings, self.kafka, settings.store.data_dir, client_id="citywatch-api")
         # Keys, scopes and the audit log, as in `citywatch up`: an API role must never serve open.
         self.access = self.alerts.components.access
 

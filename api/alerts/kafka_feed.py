@@ -31,7 +31,7 @@ import msgspec
 from api.alerts.components import AlertComponents
 from api.services import ComponentStatus
 from citywatch.models import Violation
-from citywatch.settings import KafkaSettings, Settings
+from citywatch.settings import ConfigError, KafkaSettings, Settings
 from processors.kafka_bus import RecordCodec, partition_for
 from processors.kafka_reader import Records, TopicReader
 from processors.outputs.feed import ViolationFeed
@@ -73,6 +73,10 @@ class KafkaAlerts:
     def __init__(self, settings: Settings, kafka: KafkaSettings, data_dir: Path, client_id: str) -> None:
         self.kafka = kafka
         topic = kafka.topics.violations
+        if settings.alerts.kafka.enabled and settings.alerts.kafka.topic == topic:
+            # The output's messages would land in the topic this reads, as undecodable violations.
+            raise ConfigError(f"alerts.kafka.topic is {topic}, the bus's violations topic: give the alert "
+                              "output a topic of its own (downstream systems can read the bus topic as is)")
         self.stream_feed = ViolationFeed(settings.alerts.feed_retention)
         dispatch_feed = ViolationFeed(min(settings.alerts.feed_retention, DISPATCH_FEED_RETENTION))
         # Webhooks and the outputs hang off the dispatch feed: once per change across the replicas.
