@@ -18,6 +18,10 @@ one violation are in one partition, in order), and each api replica reads that t
 Duplicates (a processor replaying a batch after a crash, a commit that failed during a rebalance) are
 dropped twice over: the feed drops a (violation id, status, updated time) it has seen, and the webhook
 store keeps one delivery per (subscription, idempotency key).
+
+A change's `published_time_ms` is the time the processor wrote it to the topic (its record timestamp),
+and a subscription is sent only the changes published after it was created, as in `citywatch up`: a
+group reading the topic from its beginning (its first start) does not send old changes to it.
 """
 
 from __future__ import annotations
@@ -54,17 +58,27 @@ class _Decoder:
         self.codec = RecordCodec()
         self.undecodable = 0
 
-    def violations(self, records: Records) -> list[Violation]:
-        out = []
+    def publish(self, feed: ViolationFeed, records: Records) -> None:
+        """Publish the records' violations in order, each with the time the processor wrote it (runs of
+        records with one timestamp in one call)."""
+        run: list[Violation] = []
+        run_time_ms = 0
         for record in records:
             try:
-                out.append(self.codec.decode_violation(record.value))
+                violation = self.codec.decode_violation(record.value)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 # Written by something else than a processor: skip it, it can never be delivered.
                 self.undecodable += 1
                 log.warning("skipped an undecodable record at %s[%d]@%d: %s", self.topic, record.partition,
                             record.offset, exc)
-        return out
+                continue
+            if run and record.timestamp != run_time_ms:
+                feed.publish(run, published_time_ms=run_time_ms)
+                run = []
+            run.append(violation)
+            run_time_ms = record.timestamp
+        if run:
+            feed.publish(run, published_time_ms=run_time_ms)
 
 
 class KafkaAlerts:
@@ -100,10 +114,10 @@ class KafkaAlerts:
                                                 partitions) in self.dispatch.assigned
 
     def _stream(self, records: Records) -> None:
-        self.stream_feed.publish(self._stream_decoder.violations(records))
+        self._stream_decoder.publish(self.stream_feed, records)
 
     def _dispatch(self, records: Records) -> None:
-        self.components.feed.publish(self._dispatch_decoder.violations(records))
+        self._dispatch_decoder.publish(self.components.feed, records)
         # The commit that follows must cover only deliveries already in the webhook store.
         self.components.webhooks.barrier()
 

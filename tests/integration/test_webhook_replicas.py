@@ -86,3 +86,23 @@ def test_pending_deliveries_move_with_their_changes(replicas: tuple[Replica, Rep
         assert {r.json()["violation"]["violation_id"] for r in receiver.received()} == {"v0001"}
     finally:
         receiver.stop()
+
+
+def test_changes_published_before_a_subscription_existed_are_not_sent_to_it(
+        replicas: tuple[Replica, Replica]) -> None:
+    a, _ = replicas
+    receiver = Receiver().start()
+    try:
+        subscription = a.dispatcher.create(url=receiver.url, filter=ViolationFilter(), secret=None,
+                                           description="", owner_key_id="test", plates=False)
+        a.owned.update({"v0001", "v0003"})
+        # Read back from the violations topic by a group starting at its beginning: v0001 was written
+        # before the subscription was created, v0003 after.
+        a.feed.publish([violation(1)], published_time_ms=subscription.created_time_ms - 1)
+        a.feed.publish([violation(3)], published_time_ms=subscription.created_time_ms)
+        a.dispatcher.barrier()
+        assert [d.idempotency_key.split(":")[0] for d in a.dispatcher.store.deliveries(
+            subscription.subscription_id)] == ["v0003"]
+        wait_for(lambda: len(receiver.received()) == 1, 10, message="the delivery of v0003")
+    finally:
+        receiver.stop()

@@ -260,6 +260,10 @@ class WebhookDispatcher:
             for entry in entries:
                 if not subscription.filter.matches(entry.violation):
                     continue
+                if entry.published_time_ms < subscription.created_time_ms:
+                    # Published before the subscription existed: read again from the violations topic
+                    # (a new alerts group starts at its beginning), never news to this subscriber.
+                    continue
                 body = bodies.get((entry.seq, subscription.plates))
                 if body is None:
                     body = self._body(entry, subscription.plates)
