@@ -59,8 +59,8 @@ def geo_tagger(settings: Settings) -> GeoTagger:
 
 
 def device_changes_status(reader: DeviceChangeReader) -> ComponentStatus:
-    ready = reader.running and reader.reader.caught_up.is_set()
-    detail = "" if ready else f"not following {reader.topic}: {reader.reader.error!r}"
+    ready = reader.reader.healthy and reader.reader.caught_up.is_set()
+    detail = "" if ready else f"not following {reader.topic} (last error: {reader.reader.error!r})"
     return ComponentStatus("device changes", ready, detail)
 
 

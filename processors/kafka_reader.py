@@ -10,8 +10,9 @@ Two ways to read:
   handled by one of them. The committed offset moves only after `handle` returned for the records
   polled, so `handle` must make its results durable before returning: a crash then replays, never skips.
 
-`handle` runs on the reader's thread with each polled batch in partition order; an exception from it
-stops the reader (it is logged and kept in `error`): the role reports it in its readiness.
+`handle` runs on the reader's thread with each polled batch in partition order. A failure (an exception
+from `handle`, Kafka unreachable) is logged, kept in `error` (the role's readiness reports it) and the
+reader starts over with a new consumer after a backoff.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ from citywatch.settings import KafkaSettings
 from processors.kafka_bus import client_config
 
 log = logging.getLogger(__name__)
+
+# Backoff between attempts when the reader starts over after a failure.
+RETRY_MIN_S = 0.5
+RETRY_MAX_S = 30.0
 
 Records = Sequence[Any]  # kafka-python ConsumerRecord (key, value, partition, offset, timestamp)
 
@@ -87,6 +92,11 @@ class TopicReader:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    @property
+    def healthy(self) -> bool:
+        """Reading: positioned or in the group, not starting over after a failure."""
+        return self.running and self.ready.is_set() and self.error is None
+
     def wait_ready(self, timeout_s: float) -> bool:
         return self.ready.wait(timeout_s)
 
@@ -96,6 +106,7 @@ class TopicReader:
         if self._on_assignment is not None:
             self._on_assignment(self.assigned)
         if joined:
+            self.error = None
             self.ready.set()
 
     def _consumer(self) -> KafkaConsumer:
@@ -142,9 +153,25 @@ class TopicReader:
         return time.monotonic() > self._stop_deadline
 
     def _run(self) -> None:
-        consumer: KafkaConsumer | None = None
+        """Read until stopped; after a failure (Kafka unreachable at start, `handle` raising) start over
+        with a new consumer after a backoff: a group resumes from its committed offsets (the failed batch
+        is read again), every-partition reading from its start position."""
+        delay_s = RETRY_MIN_S
+        while not self._stop.is_set():
+            try:
+                self._read()
+                return
+            except Exception as exc:
+                self.error = exc
+                self._set_assignment(frozenset(), joined=False)
+                self.ready.clear()
+                log.exception("reader of Kafka topic %s failed; starting over in %.1f s", self.topic, delay_s)
+            self._stop.wait(delay_s)
+            delay_s = min(RETRY_MAX_S, delay_s * 2)
+
+    def _read(self) -> None:
+        consumer = self._consumer()
         try:
-            consumer = self._consumer()
             while not self._stopping():
                 polled = consumer.poll(timeout_ms=self._poll_timeout_ms, max_records=self._max_records)
                 records = [record for batch in polled.values() for record in batch]
@@ -154,18 +181,12 @@ class TopicReader:
                 if not self.caught_up.is_set() and self.group_id is None and all(
                         consumer.position(tp) >= end for tp, end in self._start_ends.items()):
                     self.caught_up.set()
-                if not records:
-                    continue
-                if self.group_id is not None:
+                if records and self.group_id is not None:
                     try:
                         consumer.commit()  # the positions polled: handle() made their results durable
                     except CommitFailedError as exc:
                         # The partitions moved meanwhile; their new owner replays from the last commit and
                         # the idempotent handling absorbs it.
                         log.warning("commit of %s by group %s failed: %s", self.topic, self.group_id, exc)
-        except Exception as exc:
-            self.error = exc
-            log.exception("reader of Kafka topic %s stopped", self.topic)
         finally:
-            if consumer is not None:
-                consumer.close()  # leaves the group at once, so the partitions move without a timeout
+            consumer.close()  # leaves the group at once, so the partitions move without a timeout

@@ -139,11 +139,12 @@ class KafkaAlerts:
         statuses = []
         for name, reader, waiting in (("violation streams", self.streams, "positioning"),
                                       ("violation dispatch", self.dispatch, "joining the group")):
-            if reader.error is not None or (reader.ready.is_set() and not reader.running):
-                statuses.append(ComponentStatus(name, False, f"stopped: {reader.error!r}"))
+            if reader.healthy:
+                statuses.append(ComponentStatus(name, True))
+            elif reader.error is not None:
+                statuses.append(ComponentStatus(name, False, f"starting over after {reader.error!r}"))
             else:
-                ready = reader.ready.is_set()
-                statuses.append(ComponentStatus(name, ready, "" if ready else waiting))
+                statuses.append(ComponentStatus(name, False, waiting if reader.running else "stopped"))
         return statuses
 
     def status(self) -> dict[str, Any]:
