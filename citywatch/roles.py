@@ -262,12 +262,13 @@ class ApiRole:
         # Keys, scopes and the audit log, as in `citywatch up`: an API role must never serve open.
         self.access = self.alerts.components.access
 
-    def start(self) -> None:
+    def start(self, mqtt_url: str | None = None) -> None:
+        """`mqtt_url`: the ingest broker, for the MQTT alert output (default: mqtt.url)."""
         ensure_topics(self.kafka)
         self.device_publisher = DeviceChangePublisher(self.kafka, client_id="citywatch-api-devices")
         self.device_changes.start()
         self.monitor.start()
-        self.alerts.start()
+        self.alerts.start(mqtt_url or self.settings.mqtt.url)
 
     def _publish_device(self, device: DeviceSettings) -> None:
         if self.device_publisher is None:
@@ -323,7 +324,7 @@ class KafkaUpRuntime:
         if self.broker is not None:
             settings = settings.with_overrides(mqtt__url=self.broker.start())
         # The api part first: its stream feed reads the violations topic from the end.
-        self.api.start()
+        self.api.start(settings.mqtt.url)
         self.process.start()
         self.ingest = IngestRole(settings)
         self.ingest.metrics = self.process.metrics  # one /metrics for the whole process
@@ -340,7 +341,8 @@ class KafkaUpRuntime:
 
     def readiness(self) -> list[ComponentStatus]:
         ingest = self.ingest.readiness() if self.ingest is not None else [ComponentStatus("mqtt", False)]
-        return [*ingest, *self.process.readiness(), *self.api.alerts.readiness()]
+        return [*ingest, *self.process.readiness(), *self.api.alerts.readiness(),
+                device_changes_status(self.api.device_changes)]
 
     def status(self) -> dict[str, Any]:
         return {**self.api.monitor.status(), "role": "up",

@@ -96,7 +96,6 @@ class KafkaAlerts:
         # Webhooks and the outputs hang off the dispatch feed: once per change across the replicas.
         self.components = AlertComponents(settings, data_dir, feed=dispatch_feed, owns=self.owns,
                                           shared_store=True)
-        self.mqtt_url = settings.mqtt.url
         self._stream_decoder = _Decoder(topic)
         self._dispatch_decoder = _Decoder(topic)
         self.streams = TopicReader(kafka, topic, self._stream, client_id=f"{client_id}-streams", start="end")
@@ -125,8 +124,9 @@ class KafkaAlerts:
         log.info("api dispatches the violation changes of partitions %s", sorted(partitions))
         self.components.webhooks.claim_pending()
 
-    def start(self) -> None:
-        self.components.start(self.mqtt_url)
+    def start(self, mqtt_url: str | None) -> None:
+        """`mqtt_url`: the ingest broker, where the MQTT alert output publishes unless it has its own."""
+        self.components.start(mqtt_url)
         self.streams.start()
         self.dispatch.start()
 

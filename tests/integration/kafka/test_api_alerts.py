@@ -17,6 +17,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from citywatch.mqtt_publisher import MqttPublisher
 from citywatch.settings import KafkaSettings
+from tests.conftest import connect_client
 from tests.support.process import bins
 from tests.support.roles import RoleProcess
 from tests.support.servers import Receiver
@@ -66,9 +67,16 @@ def test_two_api_replicas_stream_every_change_and_deliver_each_webhook_once(
         "mqtt": {"url": mosquitto_url, "client_id": f"citywatch-{tmp_path.name}"},
         "pipeline": {"allowed_lateness_ms": 200},
         "devices": bins("bin-a"),
-        "alerts": {"stream_heartbeat_s": 0.5, "webhooks": {"sync_interval_s": 0.2}},
+        "alerts": {"stream_heartbeat_s": 0.5, "webhooks": {"sync_interval_s": 0.2},
+                   "mqtt": {"enabled": True, "topic_prefix": f"{tmp_path.name}/violations"}},
     }
     receiver = Receiver().start()
+    # The MQTT alert output, enabled on both replicas, publishes each change once too.
+    topic_messages: list[dict[str, Any]] = []
+    subscriber = connect_client(mosquitto_url)
+    subscriber.on_message = lambda client, userdata, message: topic_messages.append(
+        json.loads(message.payload))
+    subscriber.subscribe(f"{tmp_path.name}/violations/#", qos=1)
     roles = [RoleProcess(tmp_path, "process", config).start()]
     streams: list[StreamClient] = []
     publisher = MqttPublisher(mosquitto_url, f"test-api-alerts-{tmp_path.name}").connect()
@@ -125,6 +133,8 @@ def test_two_api_replicas_stream_every_change_and_deliver_each_webhook_once(
         assert len({r.json()["idempotency_key"] for r in received}) == 2
         assert {r.json()["violation"]["violation_id"] for r in received} == {
             opened.json()["violation"]["violation_id"]}
+        wait_for(lambda: len(topic_messages) >= 2, 10, 0.1, "the MQTT output messages")
+        assert [m["idempotency_key"] for m in topic_messages] == [r.json()["idempotency_key"] for r in received]
     finally:
         publisher.close()
         for stream in streams:
@@ -133,3 +143,5 @@ def test_two_api_replicas_stream_every_change_and_deliver_each_webhook_once(
             if role.process is not None:
                 assert role.stop() == 0, role.log()
         receiver.stop()
+        subscriber.disconnect()
+        subscriber.loop_stop()
