@@ -134,7 +134,8 @@ def test_two_api_replicas_stream_every_change_and_deliver_each_webhook_once(
         assert {r.json()["violation"]["violation_id"] for r in received} == {
             opened.json()["violation"]["violation_id"]}
         wait_for(lambda: len(topic_messages) >= 2, 10, 0.1, "the MQTT output messages")
-        assert [m["idempotency_key"] for m in topic_messages] == [r.json()["idempotency_key"] for r in received]
+        assert [m["idempotency_key"] for m in topic_messages] == [
+            r.json()["idempotency_key"] for r in received]
     finally:
         publisher.close()
         for stream in streams:
