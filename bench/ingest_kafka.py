@@ -40,7 +40,7 @@ def settings_for(mqtt_url: str, bootstrap: str) -> Settings:
         "bus": {"kind": "kafka", "kafka": {
             "bootstrap_servers": [bootstrap], "partitions": 2,
             "topics": {name: f"{prefix}.{name}" for name in
-                       ("events", "dead_letters", "violations", "rule_outputs", "checkpoints")}}},
+                       ("events", "dead_letters", "violations", "rule_outputs", "checkpoints", "devices")}}},
         "mqtt": {"url": mqtt_url, "client_id": f"{prefix}-ingest"},
         "devices": [{"device_id": f"bin-{d:04d}", "kind": "bin", "lat": 22.54, "lon": 114.05}
                     for d in range(DEVICES)],

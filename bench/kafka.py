@@ -49,7 +49,7 @@ def kafka_settings(bootstrap: str, partitions: int) -> KafkaSettings:
     return KafkaSettings.model_validate({
         "bootstrap_servers": [bootstrap], "partitions": partitions, "group_id": f"{prefix}-processors",
         "topics": {name: f"{prefix}.{name}" for name in
-                   ("events", "dead_letters", "violations", "rule_outputs", "checkpoints")},
+                   ("events", "dead_letters", "violations", "rule_outputs", "checkpoints", "devices")},
         "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000,
     })
 

@@ -34,6 +34,9 @@ def _load(args: argparse.Namespace) -> Settings:
         raise ConfigError(f"invalid command-line option: {exc}") from exc
 
 
+GRACEFUL_SHUTDOWN_S = 5
+
+
 def _serve(app: Any, host: str, port: int, log_level: str) -> None:
     import uvicorn
 
@@ -45,7 +48,10 @@ def _serve(app: Any, host: str, port: int, log_level: str) -> None:
     # then raises the signal again for the previous handler: make that a no-op so a clean stop exits 0.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
-    uvicorn.run(app, host=host, port=port, log_level=log_level.lower())
+    # Live streams (SSE, WebSocket) never end on their own: without a bound, one connected client would
+    # hold the shutdown (and the pipeline's clean stop) until the service manager kills the process.
+    uvicorn.run(app, host=host, port=port, log_level=log_level.lower(),
+                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:

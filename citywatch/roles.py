@@ -13,17 +13,20 @@ import os
 import signal
 from collections.abc import Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from api.access.control import AccessControl
+from api.alerts.kafka_feed import KafkaAlerts
 from api.services import ApiServices, ComponentStatus
 from api.status_app import RoleServices
 from citywatch.metrics import Metrics
 from citywatch.models import DeadLetter, Event
 from citywatch.rate import RateMeter
-from citywatch.settings import BusKind, ConfigError, KafkaSettings, Settings
+from citywatch.settings import BusKind, ConfigError, DeviceSettings, KafkaSettings, Settings
 from ingest.codecs.catalogue import build_codec
+from ingest.device_admin import DeviceManager
+from ingest.device_sync import DeviceChangePublisher, DeviceChangeReader
 from ingest.embedded_broker import EmbeddedBroker
 from ingest.geo import GeoError, GeoTagger
 from ingest.normalizer import Normalizer
@@ -32,7 +35,7 @@ from ingest.service import IngestService
 from processors.bus import BusProducer, OnDurable
 from processors.catalogue import build_rules, device_partition_key
 from processors.engine import Engine
-from processors.kafka_bus import KafkaBusProducer, ensure_topics, partition_for
+from processors.kafka_bus import KafkaBusError, KafkaBusProducer, ensure_topics, partition_for
 from processors.kafka_lag import GroupMonitor
 from processors.kafka_processor import KafkaProcessor
 from store.base import Store
@@ -53,6 +56,12 @@ def geo_tagger(settings: Settings) -> GeoTagger:
         return GeoTagger.from_settings(settings.geo)
     except GeoError as exc:
         raise ConfigError(str(exc)) from exc
+
+
+def device_changes_status(reader: DeviceChangeReader) -> ComponentStatus:
+    ready = reader.reader.healthy and reader.reader.caught_up.is_set()
+    detail = "" if ready else f"not following {reader.topic} (last error: {reader.reader.error!r})"
+    return ComponentStatus("device changes", ready, detail)
 
 
 def open_store(settings: Settings, metrics: Metrics) -> Store:
@@ -93,12 +102,16 @@ class IngestRole:
         self.rate = RateMeter()
         self.metrics.events_per_second.labels("ingest").set_function(self.rate.rate)
         self.registry = DeviceRegistry(settings.devices)
+        # Changes made through the api role's /v1/devices (ingest/device_sync.py).
+        self.device_changes = DeviceChangeReader(self.kafka, self.registry.upsert,
+                                                 client_id=settings.mqtt.client_id)
         self.geo = geo_tagger(settings)
         self.producer: _CountingProducer | None = None
         self.ingest: IngestService | None = None
 
     def start(self) -> None:
         ensure_topics(self.kafka)
+        self.device_changes.start()
         kafka_producer = KafkaBusProducer(self.kafka, client_id=self.settings.mqtt.client_id,
                                           on_error=self._send_failed)
         self.producer = _CountingProducer(kafka_producer, self.rate)
@@ -124,19 +137,22 @@ class IngestRole:
             self.ingest.stop()
         if self.producer is not None:
             self.producer.close()  # flushes: everything received is on Kafka before exit
+        self.device_changes.stop()
 
     def readiness(self) -> list[ComponentStatus]:
         ingest = self.ingest
         ready = ingest is not None and ingest.subscribed
         detail = "" if ready else (ingest.error if ingest and ingest.error else "not connected")
         return [ComponentStatus("mqtt", ready, detail or ""),
-                ComponentStatus("kafka", self.producer is not None)]
+                ComponentStatus("kafka", self.producer is not None),
+                device_changes_status(self.device_changes)]
 
     def status(self) -> dict[str, Any]:
         return {"role": "ingest", "bus": "kafka", "events_per_s": round(self.rate.rate(), 1),
                 "events_total": self.rate.total,
                 "mqtt_connected": bool(self.ingest is not None and self.ingest.connected),
-                "mqtt_unacked": 0 if self.ingest is None else self.ingest.unacked}
+                "mqtt_unacked": 0 if self.ingest is None else self.ingest.unacked,
+                "device_changes_applied": self.device_changes.applied}
 
     def services(self) -> RoleServices:
         return RoleServices(metrics=self.metrics, readiness=self.readiness, status=self.status,
@@ -152,6 +168,8 @@ class ProcessRole:
         self.client_id = client_id
         self.metrics = Metrics()
         self.registry = DeviceRegistry(settings.devices)
+        # Changes made through the api role's /v1/devices: thresholds the rules read per device.
+        self.device_changes = DeviceChangeReader(self.kafka, self.registry.upsert, client_id=client_id)
         self.geo = geo_tagger(settings)
         self.store: Store | None = None
         self.processor: KafkaProcessor | None = None
@@ -163,7 +181,7 @@ class ProcessRole:
         clock of its own) and, for rules that judge registered devices that send nothing, only the
         devices whose events this partition receives: the others are judged where their events go."""
         pipeline = self.settings.pipeline
-        registered = [device for device in self.settings.devices
+        registered = [device for device in self.registry.devices()
                       if partition_for(device_partition_key(device), partitions) == partition]
         # The dedup window is shared out over the partitions one instance may own.
         capacity = max(10_000, pipeline.dedup_window_events // partitions)
@@ -173,6 +191,7 @@ class ProcessRole:
 
     def start(self) -> None:
         ensure_topics(self.kafka)
+        self.device_changes.start()  # before judging: the registry as the api role left it
         self.store = open_store(self.settings, self.metrics)
         # The writing role applies retention (the api role only reads).
         self.retention_sweeper = RetentionSweeper(self.store, self.settings.store.retention.sweep_interval_s)
@@ -198,20 +217,24 @@ class ProcessRole:
             self.retention_sweeper.stop()
         if self.store is not None:
             self.store.close()
+        self.device_changes.stop()
 
     def readiness(self) -> list[ComponentStatus]:
+        return [self._processor_readiness(), device_changes_status(self.device_changes)]
+
+    def _processor_readiness(self) -> ComponentStatus:
         processor = self.processor
         if processor is None:
-            return [ComponentStatus("processor", False, "not started")]
+            return ComponentStatus("processor", False, "not started")
         if processor.error is not None or not processor.running:
-            return [ComponentStatus("processor", False, f"stopped: {processor.error!r}")]
+            return ComponentStatus("processor", False, f"stopped: {processor.error!r}")
         joined = processor.joined.is_set()
-        return [ComponentStatus("processor", joined, "" if joined else "joining the consumer group")]
+        return ComponentStatus("processor", joined, "" if joined else "joining the consumer group")
 
     def status(self) -> dict[str, Any]:
         if self.processor is None:
             return {"role": "process", "running": False}
-        return self.processor.status()
+        return {**self.processor.status(), "device_changes_applied": self.device_changes.applied}
 
     def services(self) -> RoleServices:
         return RoleServices(metrics=self.metrics, readiness=self.readiness, status=self.status,
@@ -224,27 +247,60 @@ class ApiRole:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.kafka = kafka_settings_of(settings, "api")
+        # Streams and webhooks fed from the violations topic (api/alerts/kafka_feed.py); first, as it
+        # checks the alert settings before anything is opened.
+        self.alerts = KafkaAlerts(settings, self.kafka, settings.store.data_dir, client_id="citywatch-api")
         self.metrics = Metrics()
         self.store = open_store(settings, self.metrics)
         self.monitor = GroupMonitor(self.kafka, self.metrics)
+        # /v1/devices: each change goes to the devices topic for the other roles, then to the table the
+        # replicas share; changes made through other replicas come back from the topic.
+        self.device_publisher: DeviceChangePublisher | None = None  # connects in start()
+        self.devices = DeviceManager.open(Path(settings.store.data_dir), DeviceRegistry(settings.devices),
+                                          settings.devices, publish=self._publish_device)
+        self.device_changes = DeviceChangeReader(self.kafka, self.devices.apply, client_id="citywatch-api")
         # Keys, scopes and the audit log, as in `citywatch up`: an API role must never serve open.
-        self.access = AccessControl.in_directory(settings.store.data_dir, settings.api)
+        self.access = self.alerts.components.access
+
+    def start(self, mqtt_url: str | None = None) -> None:
+        """`mqtt_url`: the ingest broker, for the MQTT alert output (default: mqtt.url)."""
+        ensure_topics(self.kafka)
+        self.device_publisher = DeviceChangePublisher(self.kafka, client_id="citywatch-api-devices")
+        self.device_changes.start()
+        self.monitor.start()
+        self.alerts.start(mqtt_url or self.settings.mqtt.url)
+
+    def _publish_device(self, device: DeviceSettings) -> None:
+        if self.device_publisher is None:
+            raise KafkaBusError("the api role is not connected to Kafka yet")
+        self.device_publisher.publish(device)
 
     def readiness(self) -> list[ComponentStatus]:
         try:
             self.monitor.status()
         except Exception as exc:  # readiness reports the failure instead of raising it
             return [ComponentStatus("kafka", False, f"{type(exc).__name__}: {exc}")]
-        return [ComponentStatus("kafka", True)]
+        return [ComponentStatus("kafka", True), *self.alerts.readiness(),
+                device_changes_status(self.device_changes)]
+
+    def status(self) -> dict[str, Any]:
+        return {**self.monitor.status(), "alerts": self.alerts.status()}
 
     def stop(self) -> None:
+        self.alerts.stop()
+        self.device_changes.stop()
+        if self.device_publisher is not None:
+            self.device_publisher.close()
+        self.devices.close()
         self.monitor.close()
         self.store.close()
 
     def services(self) -> ApiServices:
         return ApiServices(store=self.store, metrics=self.metrics, settings=self.settings.api,
-                           readiness=self.readiness, status=self.monitor.status, access=self.access,
-                           on_startup=[self.monitor.start], on_shutdown=[self.stop])
+                           readiness=self.readiness, status=self.status, access=self.access,
+                           feed=self.alerts.stream_feed, webhooks=self.alerts.webhooks,
+                           alerts=self.settings.alerts, devices=self.devices,
+                           on_startup=[self.start], on_shutdown=[self.stop])
 
 
 class KafkaUpRuntime:
@@ -267,12 +323,13 @@ class KafkaUpRuntime:
         settings = self.settings
         if self.broker is not None:
             settings = settings.with_overrides(mqtt__url=self.broker.start())
+        # The api part first: its stream feed reads the violations topic from the end.
+        self.api.start(settings.mqtt.url)
         self.process.start()
         self.ingest = IngestRole(settings)
         self.ingest.metrics = self.process.metrics  # one /metrics for the whole process
         self.ingest.metrics.events_per_second.labels("ingest").set_function(self.ingest.rate.rate)
         self.ingest.start()
-        self.api.monitor.start()
 
     def stop(self) -> None:
         if self.ingest is not None:
@@ -284,14 +341,17 @@ class KafkaUpRuntime:
 
     def readiness(self) -> list[ComponentStatus]:
         ingest = self.ingest.readiness() if self.ingest is not None else [ComponentStatus("mqtt", False)]
-        return [*ingest, *self.process.readiness()]
+        return [*ingest, *self.process.readiness(), *self.api.alerts.readiness(),
+                device_changes_status(self.api.device_changes)]
 
     def status(self) -> dict[str, Any]:
         return {**self.api.monitor.status(), "role": "up",
-                "process": self.process.status(),
+                "process": self.process.status(), "alerts": self.api.alerts.status(),
                 "ingest": self.ingest.status() if self.ingest is not None else None}
 
     def api_services(self) -> ApiServices:
         return ApiServices(store=self.api.store, metrics=self.process.metrics, settings=self.settings.api,
                            readiness=self.readiness, status=self.status, access=self.api.access,
+                           feed=self.api.alerts.stream_feed, webhooks=self.api.alerts.webhooks,
+                           alerts=self.settings.alerts, devices=self.api.devices,
                            on_startup=[self.start], on_shutdown=[self.stop])

@@ -170,6 +170,11 @@ class KafkaTopicNames(_Section):
         "citywatch.checkpoints",
         description="Compacted: per events partition, the rule-state snapshot and the offset it covers.",
     )
+    devices: str = Field(
+        "citywatch.devices",
+        description="Compacted: device registry changes made through /v1/devices, keyed by device id; "
+        "ingest and process apply them to their registry.",
+    )
 
 
 class KafkaSettings(_Section):
@@ -184,6 +189,11 @@ class KafkaSettings(_Section):
     replication_factor: int = Field(1, ge=1, description="Replicas of every topic citywatch creates.")
     create_topics: bool = Field(True, description="Create missing topics on start (needs the right ACLs).")
     group_id: str = Field("citywatch-processors", min_length=1, description="Consumer group of processors.")
+    alerts_group_id: str = Field(
+        "citywatch-alerts", min_length=1,
+        description="Consumer group of the api replicas for webhooks and alert outputs: each violation "
+        "change is dispatched by one replica (docs/kafka.md).",
+    )
     session_timeout_ms: int = Field(
         10_000, ge=1000, description="A processor silent this long is dropped and its partitions move."
     )
@@ -432,6 +442,10 @@ class WebhookSettings(_Section):
     )
     delivery_log_per_subscription: int = Field(
         1000, gt=0, description="Finished deliveries kept in each subscription's delivery log."
+    )
+    sync_interval_s: float = Field(
+        2.0, gt=0, description="Kafka set-up with several api replicas: how often a replica picks up "
+        "subscriptions and redeliveries made through another one (docs/kafka.md).",
     )
 
 

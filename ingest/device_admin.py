@@ -15,7 +15,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from enum import StrEnum
 from pathlib import Path
 
@@ -36,6 +36,10 @@ class DeviceExists(ValueError):
 
 class DeviceNotFound(KeyError):
     """No device with that id."""
+
+
+class DeviceChangeNotSent(RuntimeError):
+    """The change could not be handed to the other roles (Kafka set-up); nothing was stored."""
 
 
 class DeviceStore:
@@ -74,16 +78,20 @@ class DeviceStore:
 class DeviceManager:
     """List, get, create, update, deactivate: persisted first, then live in the registry."""
 
-    def __init__(self, store: DeviceStore, registry: DeviceRegistry) -> None:
+    def __init__(self, store: DeviceStore, registry: DeviceRegistry,
+                 publish: Callable[[DeviceSettings], None] | None = None) -> None:
         self._store = store
         self._registry = registry
+        # The Kafka set-up: tells the other roles (ingest/device_sync.py); raises if it could not.
+        self._publish = publish
         self._lock = threading.Lock()
         self._devices: dict[str, DeviceSettings] = {}
 
     @classmethod
-    def open(cls, data_dir: Path, registry: DeviceRegistry, seed: Iterable[DeviceSettings]) -> DeviceManager:
+    def open(cls, data_dir: Path, registry: DeviceRegistry, seed: Iterable[DeviceSettings],
+             publish: Callable[[DeviceSettings], None] | None = None) -> DeviceManager:
         data_dir.mkdir(parents=True, exist_ok=True)
-        manager = cls(DeviceStore(data_dir / DB_FILE), registry)
+        manager = cls(DeviceStore(data_dir / DB_FILE), registry, publish)
         manager.seed(seed)
         return manager
 
@@ -141,10 +149,23 @@ class DeviceManager:
         return self.update(device_id, {"active": False})
 
     def _save(self, device: DeviceSettings) -> DeviceSettings:
+        if self._publish is not None:
+            # First: a change the other roles never heard of must not be stored as made.
+            try:
+                self._publish(device)
+            except Exception as exc:
+                raise DeviceChangeNotSent(f"device {device.device_id!r} was not changed: {exc}") from exc
         self._store.put(device, DeviceOrigin.API)
         self._devices[device.device_id] = device
         self._registry.upsert(device)
         return device
+
+    def apply(self, device: DeviceSettings) -> None:
+        """A change made through another api replica (read back from the devices topic): shown here too.
+        That replica stored it already (the replicas share the table)."""
+        with self._lock:
+            self._devices[device.device_id] = device
+            self._registry.upsert(device)
 
     def close(self) -> None:
         self._store.close()

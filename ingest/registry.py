@@ -44,6 +44,10 @@ class DeviceRegistry:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def devices(self) -> list[DeviceSettings]:
+        """Every registered device's settings, now."""
+        return [entry.settings for entry in list(self._entries.values())]
+
     def upsert(self, device: DeviceSettings) -> None:
         """Register a device or replace its settings."""
         with self._write_lock:

@@ -87,6 +87,9 @@ def ensure_topics(settings: KafkaSettings, client_id: str = "citywatch-admin") -
     }
     wanted[topics.checkpoints] = {"num_partitions": settings.partitions,
                                   "replication_factor": settings.replication_factor, "configs": compacted}
+    # Registry changes: few, and each role reads them all, so one partition keeps them in order.
+    wanted[topics.devices] = {"num_partitions": 1, "replication_factor": settings.replication_factor,
+                              "configs": {"cleanup.policy": "compact"}}
     admin = KafkaAdminClient(**client_config(settings, client_id))
     try:
         existing = set(admin.list_topics())

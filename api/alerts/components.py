@@ -4,6 +4,7 @@ webhook dispatch and output topics, with their start and stop order."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from api.access.control import AccessControl
@@ -19,13 +20,16 @@ log = logging.getLogger(__name__)
 
 
 class AlertComponents:
-    def __init__(self, settings: Settings, data_dir: Path) -> None:
+    def __init__(self, settings: Settings, data_dir: Path, *, feed: ViolationFeed | None = None,
+                 owns: Callable[[str], bool] | None = None, shared_store: bool = False) -> None:
+        """`owns`, `shared_store`: for api replicas that split the deliveries (api/alerts/kafka_feed.py)."""
         self.settings = settings
         alerts = settings.alerts
-        self.feed = ViolationFeed(alerts.feed_retention)
+        self.feed = feed if feed is not None else ViolationFeed(alerts.feed_retention)
         self.access = AccessControl.in_directory(data_dir, settings.api)
         self.webhook_store = WebhookStore.in_directory(data_dir)
-        self.webhooks = WebhookDispatcher(self.webhook_store, alerts.webhooks, self.feed, self.access)
+        self.webhooks = WebhookDispatcher(self.webhook_store, alerts.webhooks, self.feed, self.access,
+                                          owns=owns, shared_store=shared_store)
         self.kafka: KafkaViolationOutput | None = None
         self.mqtt: MqttViolationOutput | None = None
         if alerts.kafka.enabled:

@@ -1,6 +1,7 @@
 """Devices: the registry as operators manage it (list, get, create, update, deactivate).
 
-Changes are persisted and seen by ingest with the next message; see ingest/device_admin.py.
+Changes are persisted and seen by ingest with the next message; see ingest/device_admin.py (and, for the
+Kafka set-up where ingest and the processors are other processes, ingest/device_sync.py).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api.deps import ServicesDep
 from citywatch.settings import DeviceSettings
-from ingest.device_admin import DeviceExists, DeviceManager, DeviceNotFound
+from ingest.device_admin import DeviceChangeNotSent, DeviceExists, DeviceManager, DeviceNotFound
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
 
@@ -81,6 +82,8 @@ def create_device(device: DeviceSettings, devices: DevicesDep) -> DeviceSettings
         return devices.create(device)
     except DeviceExists as exc:
         raise HTTPException(409, str(exc)) from None
+    except DeviceChangeNotSent as exc:
+        raise HTTPException(503, str(exc)) from None
 
 
 @router.patch(
@@ -98,6 +101,8 @@ def update_device(device_id: str, changes: DeviceChanges, devices: DevicesDep) -
         raise HTTPException(404, f"no device {device_id!r}") from None
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False)) from None
+    except DeviceChangeNotSent as exc:
+        raise HTTPException(503, str(exc)) from None
 
 
 @router.delete(
@@ -111,3 +116,5 @@ def deactivate_device(device_id: str, devices: DevicesDep) -> DeviceSettings:
         return devices.deactivate(device_id)
     except DeviceNotFound:
         raise HTTPException(404, f"no device {device_id!r}") from None
+    except DeviceChangeNotSent as exc:
+        raise HTTPException(503, str(exc)) from None

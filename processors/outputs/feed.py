@@ -89,9 +89,13 @@ class ViolationFeed:
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
-    def publish(self, violations: Sequence[Violation]) -> list[FeedEntry]:
-        """Append the changes not published before; returns the new entries (also given to listeners)."""
-        now = self.now_ms()
+    def publish(self, violations: Sequence[Violation], *,
+                published_time_ms: int | None = None) -> list[FeedEntry]:
+        """Append the changes not published before; returns the new entries (also given to listeners).
+
+        `published_time_ms`: when the changes were published, if earlier than now (read back from the
+        violations topic in the Kafka set-up: the time the processor wrote them)."""
+        now = self.now_ms() if published_time_ms is None else published_time_ms
         fresh: list[FeedEntry] = []
         with self._lock:
             for violation in violations:

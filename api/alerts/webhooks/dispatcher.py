@@ -15,6 +15,12 @@ Outcomes: a 2xx answer is delivered; anything else (other status, connection err
 subscription, redeliverable through the API). After `disable_after_failures` failed attempts in a row
 the subscription is disabled with the reason recorded, and its queued deliveries are dead-lettered;
 while disabled, new changes are not queued for it.
+
+Several api replicas (the Kafka set-up, docs/kafka.md) share one webhook store and split the changes
+between them: each replica is given `owns`, which says whether a change (by its idempotency key) is its
+to deliver, and `shared_store=True`, so it picks up subscriptions and redeliveries made through another
+replica (before each fan-out and every `sync_interval_s`). A replica delivers only the pending rows it
+owns, and gives a row up (leaves it pending) once its change moved to another replica.
 """
 
 from __future__ import annotations
@@ -62,12 +68,17 @@ class _Worker:
 
 class WebhookDispatcher:
     def __init__(self, store: WebhookStore, settings: WebhookSettings, feed: ViolationFeed,
-                 access: AccessControl, *, rng: Callable[[], float] = random.random) -> None:
+                 access: AccessControl, *, rng: Callable[[], float] = random.random,
+                 owns: Callable[[str], bool] | None = None, shared_store: bool = False) -> None:
         self.store = store
         self.settings = settings
         self.feed = feed
         self.access = access
         self._rng = rng
+        self._owns = owns
+        self._shared = shared_store
+        # Delivery ids queued or being delivered here, so a sync never queues one twice.
+        self._queued: set[int] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._client: aiohttp.ClientSession | None = None
@@ -110,9 +121,10 @@ class WebhookDispatcher:
             headers={"User-Agent": USER_AGENT})
         for subscription in self.store.subscriptions():
             self._add_worker(subscription)
-        for delivery in self.store.pending():  # left over from the last run: at least once
-            self._enqueue(delivery)
+        self._claim_pending()  # left over from the last run: at least once
         self._spawn(self._prune_forever())
+        if self._shared:
+            self._spawn(self._sync_forever())
 
     async def _shutdown(self) -> None:
         tasks = [*self._background, *(w.task for w in self._workers.values() if w.task is not None)]
@@ -162,7 +174,52 @@ class WebhookDispatcher:
             self._call(self._enqueue, delivery)
         return delivery
 
+    def claim_pending(self) -> None:
+        """Queue the pending deliveries this replica owns now (after it was given more changes)."""
+        self._call(self._claim_pending)
+
+    def barrier(self, timeout_s: float = 30.0) -> None:
+        """Return once every change handed over before this call is in the webhook store (durable), so
+        the Kafka offset that covers it can be committed. Raises when the dispatcher is not running."""
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("the webhook dispatcher is not running")
+        done = threading.Event()
+        loop.call_soon_threadsafe(done.set)  # runs after every fan-out queued before it (FIFO)
+        if not done.wait(timeout_s):
+            raise TimeoutError(f"the webhook dispatcher did not store the changes within {timeout_s:g} s")
+
     # On the dispatcher's loop
+
+    def _owned(self, delivery: Delivery) -> bool:
+        return self._owns is None or self._owns(delivery.idempotency_key)
+
+    def _claim_pending(self) -> None:
+        for delivery in self.store.pending():
+            if delivery.delivery_id not in self._queued and self._owned(delivery):
+                self._enqueue(delivery)
+
+    def _sync_subscriptions(self) -> None:
+        """Match the workers to the shared store: another replica may have created, changed or deleted a
+        subscription."""
+        current = {s.subscription_id: s for s in self.store.subscriptions()}
+        for subscription_id in [sid for sid in self._workers if sid not in current]:
+            self._remove_worker(subscription_id)
+        for subscription in current.values():
+            worker = self._workers.get(subscription.subscription_id)
+            if worker is None:
+                self._add_worker(subscription)
+            elif worker.subscription != subscription:
+                self._replace_subscription(subscription)
+
+    async def _sync_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.sync_interval_s)
+            try:
+                self._sync_subscriptions()
+                self._claim_pending()
+            except Exception:  # a locked or briefly unavailable store: try again next time
+                log.exception("webhook store sync failed")
 
     def _add_worker(self, subscription: Subscription) -> None:
         if subscription.subscription_id in self._workers:
@@ -184,12 +241,16 @@ class WebhookDispatcher:
         worker = self._workers.pop(subscription_id, None)
         if worker is not None and worker.task is not None:
             worker.task.cancel()
+            while not worker.queue.empty():
+                self._queued.discard(worker.queue.get_nowait().delivery_id)
 
     def _on_publish(self, entries: Sequence[FeedEntry]) -> None:
         """Feed listener on the processor thread: hand off, never wait."""
         self._call(self._fan_out, list(entries))
 
     def _fan_out(self, entries: list[FeedEntry]) -> None:
+        if self._shared:
+            self._sync_subscriptions()
         bodies: dict[tuple[int, bool], bytes] = {}
         new: list[NewDelivery] = []
         for worker in self._workers.values():
@@ -198,6 +259,10 @@ class WebhookDispatcher:
                 continue
             for entry in entries:
                 if not subscription.filter.matches(entry.violation):
+                    continue
+                if entry.published_time_ms < subscription.created_time_ms:
+                    # Published before the subscription existed: read again from the violations topic
+                    # (a new alerts group starts at its beginning), never news to this subscriber.
                     continue
                 body = bodies.get((entry.seq, subscription.plates))
                 if body is None:
@@ -224,6 +289,7 @@ class WebhookDispatcher:
             return
         try:
             worker.queue.put_nowait(delivery)
+            self._queued.add(delivery.delivery_id)
         except asyncio.QueueFull:
             self.store.record_attempt(
                 delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=delivery.attempts,
@@ -239,11 +305,15 @@ class WebhookDispatcher:
                 raise
             except Exception:  # a bug here must not end this subscription's worker
                 log.exception("webhook delivery %d failed unexpectedly", delivery.delivery_id)
+            finally:
+                self._queued.discard(delivery.delivery_id)
 
     async def _deliver(self, worker: _Worker, delivery: Delivery) -> None:
         settings = self.settings
         attempts = delivery.attempts
         while True:
+            if not self._owned(delivery):
+                return  # its change moved to another replica, which delivers the pending row
             subscription = worker.subscription
             if not subscription.enabled:
                 self.store.record_attempt(delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=attempts,

@@ -16,9 +16,11 @@ def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
     return KafkaSettings.model_validate({
         "bootstrap_servers": [kafka_bootstrap],
         "topics": {name: f"{prefix}.{name}" for name in
-                   ("events", "dead_letters", "violations", "rule_outputs", "checkpoints")},
+                   ("events", "dead_letters", "violations", "rule_outputs", "checkpoints",
+                                     "devices")},
         "partitions": 2,
         "group_id": f"{prefix}-processors",
+        "alerts_group_id": f"{prefix}-alerts",
         "session_timeout_ms": 6000,
         "heartbeat_interval_ms": 1000,
         "checkpoint_interval_s": 0.5,

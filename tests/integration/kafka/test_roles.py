@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -20,6 +21,8 @@ from citywatch.settings import KafkaSettings, Settings
 from processors.catalogue import partition_key
 from tests.support.process import CitywatchProcess, bins
 from tests.support.roles import RoleProcess
+from tests.support.servers import Receiver
+from tests.support.sse import StreamClient
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
@@ -127,7 +130,12 @@ def test_up_runs_every_role_in_one_process_on_kafka(kafka_settings: KafkaSetting
     }
     app = CitywatchProcess(tmp_path, config).start()
     publisher = MqttPublisher(mosquitto_url, f"test-up-{tmp_path.name}").connect()
+    receiver = Receiver().start()
+    stream: StreamClient | None = None
     try:
+        subscribed = httpx.post(app.base_url + "/v1/subscriptions", json={"url": receiver.url}, timeout=10)
+        assert subscribed.status_code == 201, subscribed.text
+        stream = StreamClient(app.base_url).start()
         now_ms = int(time.time() * 1000)
         for offset_ms, fill in ((0, 95.0), (1000, 99.0)):
             publisher.publish("citywatch/events/bin-up", reading("bin-up", now_ms + offset_ms, fill),
@@ -138,8 +146,17 @@ def test_up_runs_every_role_in_one_process_on_kafka(kafka_settings: KafkaSetting
         assert status["role"] == "up" and status["ingest"]["events_total"] == 2
         assert {row["partition"] for row in status["process"]["partitions"]
                 if row["topic"] == kafka_settings.topics.events} == {0, 1}
+        # Streams and webhooks work in the one process too, fed from the violations topic, once each.
+        [delivery] = wait_for(receiver.received, 20, 0.1, "the webhook delivery")
+        wait_for(lambda: stream is not None and stream.changes, 10, 0.1, "the change on the stream")
+        assert stream.keys() == [delivery.json()["idempotency_key"]]
+        assert app.get("/v1/status")["alerts"]["dispatch_changes"] == 1
+        assert len(receiver.received()) == 1
     finally:
         publisher.close()
+        if stream is not None:
+            stream.close()
+        receiver.stop()
     assert app.stop() == 0
 
 
