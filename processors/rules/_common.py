@@ -135,7 +135,11 @@ class LevelRule(Rule[LevelState]):
             return state
         state = state or LevelState()
         for channel in channels:
-            level = state.channels.get(channel.name) or Level()
+            level = state.channels.get(channel.name)
+            if level is None:
+                if not channel.opens():
+                    continue  # nothing open and nothing counting: a quiet reading changes nothing
+                level = Level()
             self._judge(level, channel, event, out)
             if level.open_violation is None and not level.run:
                 state.channels.pop(channel.name, None)

@@ -19,8 +19,7 @@ and starts a new fit.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -249,7 +248,8 @@ class BinNearFullRule(Rule[NearFullState]):
 
     @staticmethod
     def _prediction(event: Event, fill: float, predicted_ms: int | None,
-                    details: Mapping[str, object]) -> Prediction:
+                    details: dict[str, Any]) -> Prediction:
+        """The forecast record; it takes `details` as it is (each caller makes a new dictionary)."""
         return Prediction(type=PREDICTION_TYPE, device_id=event.device_id,
                           computed_time_ms=event.event_time_ms, predicted_time_ms=predicted_ms,
-                          value=fill, details=dict(details), location=event.location, tags=event.tags)
+                          value=fill, details=details, location=event.location, tags=event.tags)
