@@ -53,6 +53,7 @@ bench: $(VENV)/.installed-dev services
 	$(BIN)/python -m bench.rules
 	$(BIN)/python -m bench.rules_throughput
 	$(BIN)/python -m bench.kafka
+	$(BIN)/python -m bench.kafka --workload filling --skip-latency
 
 # Store mode: write rates per backend and dashboard query latencies (STORE_BENCH_ARGS, e.g. --rows 10000000).
 bench-store: $(VENV)/.installed-dev services

