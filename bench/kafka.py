@@ -219,6 +219,32 @@ def latency(bootstrap: str, rate: float, seconds: float, work: Path,
         store.close()
 
 
+def engine_only(events: int, workload: str, tuned: bool) -> float:
+    """Microseconds per event through one engine with the project's rules over this feed, in this process
+    (no Kafka, no store): the judge thread's share of a processor. Best of three runs."""
+    import gc
+
+    from citywatch.interpreter_tuning import tune_for_streaming
+    from processors.catalogue import build_rules
+    from processors.devices import NoDevices
+    from processors.engine import Engine
+
+    feed = [bench_event(i, workload=workload) for i in range(events)]
+    settings = Settings()
+    if tuned:
+        tune_for_streaming()
+    best = float("inf")
+    for _ in range(3):
+        engine = Engine(build_rules(settings.rules, NoDevices()),
+                        allowed_lateness_ms=settings.pipeline.allowed_lateness_ms)
+        started = time.process_time()
+        for start in range(0, events, 5000):
+            engine.process(feed[start:start + 5000], feed[-1].event_time_ms)
+        best = min(best, (time.process_time() - started) / events * 1e6)
+        gc.collect()
+    return best
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -230,9 +256,18 @@ def main() -> int:
     parser.add_argument("--workload", default="churn", choices=WORKLOADS,
                         help="churn: a violation change every ~5 readings; filling: every ~50 (bench_event)")
     parser.add_argument("--bootstrap", help="use this Kafka (host:port) instead of a local Tansu")
+    parser.add_argument("--engine-only", action="store_true",
+                        help="only the rule engine over the feed, in this process: us per event")
     parser.add_argument("--produce-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--settings-json", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.engine_only:
+        events = min(args.events, 60_000)
+        for tuned in (False, True):
+            label = "long-running commands' settings" if tuned else "default interpreter settings"
+            print(f"engine, {args.workload}, {events} events, {label}: "
+                  f"{engine_only(events, args.workload, tuned):.1f} us per event", flush=True)
+        return 0
     if args.produce_only:
         produce(KafkaSettings.model_validate_json(args.settings_json), args.events, args.rate, args.workload)
         return 0
