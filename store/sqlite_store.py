@@ -428,10 +428,6 @@ def _encode_json(structs: Sequence[msgspec.Struct]) -> str:
     return _json_encoder.encode(structs).decode()
 
 
-def _json(value: object) -> str:
-    return _json_encoder.encode(value).decode()
-
-
 def _check_limit(limit: int) -> int:
     if limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
@@ -735,15 +731,6 @@ class SqliteStore(Store):
                     conn.execute("RELEASE write_batch")
                 raise
             conn.execute("RELEASE write_batch")
-
-    @staticmethod
-    def _existing(conn: sqlite3.Connection, table: str, column: str, ids: list[str]) -> set[str]:
-        found: set[str] = set()
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            found.update(row[0] for row in conn.execute(
-                f"SELECT {column} FROM {table} WHERE {column} IN ({_placeholders(len(chunk))})", chunk))
-        return found
 
     # -- writes --------------------------------------------------------------------------------------------
 
