@@ -14,12 +14,12 @@ violations topic.
 Rule state lives in the partition it came from: every `checkpoint_interval_s`, when a partition is revoked
 and on a clean stop, each partition's engine snapshot is written with the offset it covers
 (`processors.kafka_checkpoints`). Snapshots are taken by the loop between two batches and written by the
-writer after the batches before them are durable, so the loop does not wait for the pipeline to drain
-(only a revocation and a stop wait for the write). A partition assigned to this processor is restored
-from its checkpoint and read from that offset, whichever processor had it before and however it ended
-(even kill -9). The checkpoint, not the committed group offset, decides where a partition resumes;
-committed offsets are what standard Kafka tooling reads for lag. A partition with no checkpoint yet is
-read from the start.
+sender after the batches before them are stored and their outputs acknowledged, so the loop does not
+wait for the pipeline to drain (only a revocation and a stop wait for the write). A partition assigned
+to this processor is restored from its checkpoint and read from that offset, whichever processor had it
+before and however it ended (even kill -9). The checkpoint, not the committed group offset, decides
+where a partition resumes; committed offsets are what standard Kafka tooling reads for lag. A partition
+with no checkpoint yet is read from the start.
 """
 
 from __future__ import annotations
@@ -246,8 +246,12 @@ class KafkaProcessor:
         """Return once every batch judged so far is stored and its outputs sent (raise if either failed)."""
         self._jobs.join()
         self._stored.join()
+        self._raise_if_failed()
+
+    def _raise_if_failed(self) -> None:
         if self._writer_error is not None:
-            raise KafkaBusError(f"the store writer failed: {self._writer_error!r}") from self._writer_error
+            raise KafkaBusError(f"storing or sending a batch failed: {self._writer_error!r}") \
+                from self._writer_error
 
     def _close_clients(self, clean: bool) -> None:
         if self._consumer is not None:
@@ -269,8 +273,7 @@ class KafkaProcessor:
 
     def step(self, records: dict[TopicPartition, list[ConsumerRecord]]) -> EngineOutput:
         """Judge one polled batch and hand it to the writer; commit what earlier batches made durable."""
-        if self._writer_error is not None:
-            raise KafkaBusError(f"the store writer failed: {self._writer_error!r}") from self._writer_error
+        self._raise_if_failed()
         started = time.perf_counter()
         now_ms = self.now_ms()
         out = EngineOutput()
@@ -434,7 +437,7 @@ class KafkaProcessor:
         """Checkpoint the changed partitions (all by default); returns how many were snapshotted.
 
         A checkpoint never covers a result that could still be lost: the snapshots are taken now, between
-        two batches, and written by the writer thread once every batch judged before them is stored and
+        two batches, and written by the sender thread once every batch judged before them is stored and
         its outputs acknowledged. With `wait` this returns when they are written (a revoked partition, a
         stop); without, the loop goes on judging meanwhile (the periodic checkpoint).
         """
@@ -457,7 +460,8 @@ class KafkaProcessor:
         return len(due)
 
     def _write_checkpoints(self, checkpoints: list[Checkpoint]) -> None:
-        """In the writer thread, after every earlier batch is stored: wait for their outputs, then write."""
+        """In the sender thread, after every earlier batch is stored and sent: wait for the outputs'
+        acknowledgements, then write."""
         assert self._checkpoints is not None and self._producer is not None
         self._producer.flush()
         self._checkpoints.write(checkpoints)
