@@ -47,16 +47,7 @@ class KeyedState:
 
     def set(self, key: str, state: Any | None, time_ms: int) -> None:
         """Store the key's state after judging an event at `time_ms`; None discards it."""
-        if state is None:
-            self._entries.pop(key, None)
-            return
-        entry = self._entries.get(key)
-        if entry is None:
-            self._entries[key] = _Entry(state, time_ms)
-        else:
-            entry.state = state
-            entry.last_time_ms = max(entry.last_time_ms, time_ms)
-            self._entries.move_to_end(key)
+        self.replace(key, self._entries.get(key), state, time_ms)
 
     def replace(self, key: str, entry: _Entry | None, state: Any | None, time_ms: int) -> None:
         """`set` for a key whose entry the caller has just looked up with `entry` (the engine's hot

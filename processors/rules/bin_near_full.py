@@ -80,6 +80,10 @@ class FillSums(msgspec.Struct):
     def remove(self, reading: Reading) -> None:
         self.add(reading, -1.0)
 
+    def line(self) -> tuple[float, float]:
+        """(slope, intercept) of the least-squares line through the readings."""
+        return _line_from_sums(self.count, self.x, self.y, self.xx, self.xy)
+
 
 class NearFullState(msgspec.Struct):
     points: list[Reading] = []
@@ -105,15 +109,14 @@ def fit_fill(points: list[Reading], outlier_pct: float, sums: FillSums | None = 
     if sums is None:
         sums = FillSums.of(points)
     count = sums.count
-    slope, intercept = _line_from_sums(count, sums.x, sums.y, sums.xx, sums.xy)
+    slope, intercept = sums.line()
     dropped: Reading | None = None
     used = points
-    if count > 3 and _may_have_outlier(count, sums.x, sums.y, sums.xx, sums.xy, sums.yy, slope, intercept,
-                                       sums.hours(points[0][1]), sums.hours(points[-1][1]), outlier_pct):
+    if count > 3 and _may_have_outlier(sums, slope, intercept, points, outlier_pct):
         # Searched on sums made afresh: running sums differ from them in the last bits, which could tip a
         # tie between two equally bad readings the other way.
         sums = FillSums.of(points)
-        slope, intercept = _line_from_sums(count, sums.x, sums.y, sums.xx, sums.xy)
+        slope, intercept = sums.line()
         hours = [sums.hours(time_ms) for _, time_ms, _ in points]
         fills = [fill for _, _, fill in points]
         sum_x, sum_y, sum_xx, sum_xy = sums.x, sums.y, sums.xx, sums.xy
@@ -152,8 +155,7 @@ def fit_fill(points: list[Reading], outlier_pct: float, sums: FillSums | None = 
     return Fit(slope_pct_per_h=slope, predicted_full_ms=predicted, used=used, dropped=dropped)
 
 
-def _may_have_outlier(count: int, sum_x: float, sum_y: float, sum_xx: float, sum_xy: float,
-                      sum_yy: float, slope: float, intercept: float, first_x: float, last_x: float,
+def _may_have_outlier(sums: FillSums, slope: float, intercept: float, points: list[Reading],
                       outlier_pct: float) -> bool:
     """False when no reading can be off the line by more than `outlier_pct`, from the sums alone.
 
@@ -161,11 +163,13 @@ def _may_have_outlier(count: int, sum_x: float, sum_y: float, sum_xx: float, sum
     (1 - leverage) at least the smallest one, which belongs to the first or the last reading (times are
     in order). Readings that lie close to their line (most of them) then skip the per-reading search.
     """
-    squared_error = max(0.0, sum_yy - intercept * sum_y - slope * sum_xy)
-    spread = sum_xx - sum_x * sum_x / count
+    count = sums.count
+    squared_error = max(0.0, sums.yy - intercept * sums.y - slope * sums.xy)
+    spread = sums.xx - sums.x * sums.x / count
     if spread <= 0:
         return True
-    mean_x = sum_x / count
+    mean_x = sums.x / count
+    first_x, last_x = sums.hours(points[0][1]), sums.hours(points[-1][1])
     most_leverage = 1.0 / count + max((first_x - mean_x) ** 2, (last_x - mean_x) ** 2) / spread
     least_keep = 1.0 - most_leverage
     return least_keep <= 1e-9 or squared_error ** 0.5 / least_keep > outlier_pct
