@@ -2,16 +2,23 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Locked versions (with hashes) of every runtime and dev dependency: `make lock` writes them from
+# pyproject.toml's ranges, and every install here, in CI and in the Docker image comes from them.
+RUN_LOCK := requirements/run.txt
+DEV_LOCK := requirements/dev.txt
+# The resolver `make lock` runs (only there: installs use pip with the lock files).
+UV_VERSION := 0.13.9
 # System packages the integration tests run for real (command:package).
 TEST_SERVICES := mosquitto:mosquitto openssl:openssl influxd:influxdb
 
-.PHONY: run test lint unit bench bench-store clean help
+.PHONY: run test lint unit bench bench-store lock clean help
 
 help:
 	@echo "make run    set up and run the embedded stack with its simulator (API on 127.0.0.1:8000)"
 	@echo "make test   set up (virtualenv, packages, real services) and run lint and every test"
 	@echo "make bench  end-to-end throughput and latency (embedded, then Kafka), per-rule throughput; figures go in BENCHMARKS.md"
 	@echo "make bench-store  store write rates and dashboard query latencies, embedded and InfluxDB"
+	@echo "make lock   re-resolve requirements/*.txt from pyproject.toml (UPGRADE=1: newest allowed versions)"
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "citywatch needs Python 3.11 or newer"' \
@@ -20,15 +27,26 @@ $(BIN)/python:
 	  echo "citywatch: the venv module is missing"; \
 	  deploy/scripts/ensure-packages.sh python3-venv && $(PYTHON) -m venv $(VENV); }
 
-$(VENV)/.installed-run: $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e .
+# The locked packages first (hash-checked), then citywatch itself without letting pip resolve anything.
+$(VENV)/.installed-run: $(BIN)/python $(RUN_LOCK) pyproject.toml
+	$(BIN)/pip install -q --require-hashes -r $(RUN_LOCK)
+	$(BIN)/pip install -q --no-deps -e .
 	@touch $@
 
-$(VENV)/.installed-dev: $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+$(VENV)/.installed-dev: $(BIN)/python $(DEV_LOCK) pyproject.toml
+	$(BIN)/pip install -q --require-hashes -r $(DEV_LOCK)
+	$(BIN)/pip install -q --no-deps -e .
 	@touch $@ $(VENV)/.installed-run
+
+# Keeps the pins already in the lock files unless UPGRADE=1; the run lock is resolved inside the dev lock,
+# so both install the same version of every package they share.
+lock: $(BIN)/python
+	$(BIN)/pip install -q uv==$(UV_VERSION)
+	$(BIN)/uv pip compile pyproject.toml --extra dev $(LOCK_FLAGS) -o $(DEV_LOCK)
+	$(BIN)/uv pip compile pyproject.toml $(LOCK_FLAGS) -c $(DEV_LOCK) -o $(RUN_LOCK)
+
+LOCK_FLAGS = --universal --python-version 3.11 --generate-hashes --quiet --custom-compile-command "make lock" \
+	$(if $(UPGRADE),--upgrade)
 
 run: $(VENV)/.installed-run
 	@deploy/scripts/ensure-packages.sh mosquitto:mosquitto \

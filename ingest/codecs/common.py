@@ -17,6 +17,7 @@ import msgspec
 
 from citywatch.models import Location
 from ingest.codecs.base import CodecError
+from ingest.codecs.explain import malformed
 from ingest.codecs.native import MAX_FUTURE_MS, MIN_EVENT_TIME_MS
 
 MALFORMED_JSON = "malformed_json"
@@ -46,12 +47,8 @@ def parse_json(payload: bytes) -> Any:
     """Untyped JSON, or CodecError(malformed_json)."""
     try:
         return msgspec.json.decode(payload)
-    except msgspec.DecodeError as exc:
-        raise CodecError(MALFORMED_JSON, f"payload: {exc}") from None
-    except UnicodeDecodeError as exc:
-        raise CodecError(MALFORMED_JSON, f"payload: not valid UTF-8 ({exc.reason})") from None
-    except RecursionError:
-        raise CodecError(MALFORMED_JSON, "payload: JSON is nested too deeply") from None
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise malformed(payload, exc) from None
 
 
 def preview(value: Any) -> str:

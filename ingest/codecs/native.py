@@ -7,8 +7,6 @@ express (time zone present, time plausible, topic agrees with body) are checked 
 
 from __future__ import annotations
 
-import difflib
-import re
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
@@ -18,6 +16,7 @@ from msgspec import Meta
 
 from citywatch.models import Event, Location, stable_id
 from ingest.codecs.base import CodecError
+from ingest.codecs.explain import explain, malformed
 
 MAX_BATCH_EVENTS = 1000
 # 2000-01-01T00:00:00Z: anything older is a device with an unset clock (1970) or seconds sent as ms.
@@ -28,21 +27,13 @@ MAX_FUTURE_MS = 24 * 3600 * 1000
 DEVICE_LEVEL_AFTER = "events"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
-# msgspec validation messages end with " - at `$.json.path`" unless the error is at the root.
-_MESSAGE_AT = re.compile(r"(?P<message>.*?)(?: - at `(?P<path>[^`]*)`)?", re.DOTALL)
-_BACKTICKED = re.compile(r"`([^`]*)`")
-_PATH_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
-_VALUE_PREVIEW_CHARS = 60
-# Field rules in words for error details, replacing msgspec's wording (a regex, a type union) when its
-# message starts with one of the prefixes. The rules themselves are the types below.
-_FIELD_RULES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "device_id": ("1..128 characters of A-Z a-z 0-9 . _ : -", ("Expected `str`",)),
-    "kind": ("1..64 characters of a-z 0-9 _ .", ("Expected `str`",)),
-    "event_id": ("a string of 1..128 characters", ("Expected `str`",)),
-    "time": (
-        "integer epoch milliseconds or an RFC 3339 string like '2026-11-26T05:00:00.123Z'",
-        ("Expected `int | datetime`", "Invalid RFC3339"),
-    ),
+# Field rules in words for error details, where the generated description (a regex, a type union)
+# would not help the person who writes the payload. The rules themselves are the types below.
+_FIELD_RULES: dict[str, str] = {
+    "device_id": "1..128 characters of A-Z a-z 0-9 . _ : -",
+    "kind": "1..64 characters of a-z 0-9 _ .",
+    "event_id": "a string of 1..128 characters",
+    "time": "integer epoch milliseconds or an RFC 3339 string like '2026-11-26T05:00:00.123Z'",
 }
 
 
@@ -98,24 +89,10 @@ class NativeCodec:
     def decode(self, topic: str, payload: bytes, received_time_ms: int) -> list[Event]:
         try:
             decoded = self._decoder.decode(payload)
-        except msgspec.ValidationError as exc:
-            raise self._validation_error(payload, exc) from None
-        except msgspec.DecodeError as exc:
-            # msgspec says "JSON is malformed: ..." for most errors but only "Input data was truncated"
-            # for a cut-off payload.
-            message = str(exc)
-            if not message.startswith("JSON is malformed"):
-                message = f"JSON is malformed: {message[:1].lower()}{message[1:]}"
-            raise CodecError(NativeReason.MALFORMED_JSON, f"payload: {message}") from None
-        except UnicodeDecodeError as exc:
-            # Raised by msgspec for a bad string; its offsets are within that string, so only the
-            # string's start is shown.
-            raise CodecError(
-                NativeReason.MALFORMED_JSON,
-                f"payload: not valid UTF-8 ({exc.reason} in a string starting {bytes(exc.object[:20])!r})",
-            ) from None
-        except RecursionError:
-            raise CodecError(NativeReason.MALFORMED_JSON, "payload: JSON is nested too deeply") from None
+        except msgspec.ValidationError:
+            raise explain(NativePayload, payload, _FIELD_RULES) from None
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise malformed(payload, exc) from None
 
         if isinstance(decoded, list):
             if not decoded:
@@ -164,31 +141,6 @@ class NativeCodec:
             source=self.name,
         )
 
-    def _validation_error(self, payload: bytes, exc: msgspec.ValidationError) -> CodecError:
-        """Turn msgspec's "message - at `$.path`" into a reason and a detail that names the field."""
-        match = _MESSAGE_AT.fullmatch(str(exc))
-        message = match["message"] if match else str(exc)
-        path = (match["path"] if match else None) or "$"
-        names = _BACKTICKED.findall(message)
-        if message.startswith("Object missing required field") and names:
-            return CodecError(
-                NativeReason.MISSING_FIELD, f"{_field_path(path, names[0])}: required field is missing"
-            )
-        if message.startswith("Object contains unknown field") and names:
-            known = self._location_fields if path.endswith(".location") else self._reading_fields
-            close = difflib.get_close_matches(names[0], known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f" (allowed: {', '.join(known)})"
-            return CodecError(
-                NativeReason.UNKNOWN_FIELD, f"{_field_path(path, names[0])}: unknown field{hint}"
-            )
-        rule, prefixes = _FIELD_RULES.get(path.rsplit(".", 1)[-1], ("", ()))
-        # An empty prefix tuple matches nothing: other fields keep msgspec's wording.
-        message = f"expected {rule}" if message.startswith(prefixes) else message[:1].lower() + message[1:]
-        got = _value_at(payload, path)
-        if got is not None:
-            message += f" ({got})" if ", got `" in message else f", got {got}"
-        return CodecError(NativeReason.INVALID_FIELD, f"{_field_path(path)}: {message}")
-
 
 def device_from_topic(topic: str) -> str | None:
     """The device id in a native topic (the level after `events`), or None when the topic has none."""
@@ -227,38 +179,3 @@ def _event_time_ms(value: int | datetime, where: str, received_time_ms: int) -> 
             f"({received_time_ms} ms)",
         )
     return time_ms
-
-
-def _preview(value: Any) -> str:
-    shown = repr(value)
-    return shown if len(shown) <= _VALUE_PREVIEW_CHARS else shown[:_VALUE_PREVIEW_CHARS] + "..."
-
-
-def _field_path(path: str, child: str | None = None) -> str:
-    """`$[1].location` + `lat` -> `[1].location.lat`; the root alone is called `payload`."""
-    rendered = path.removeprefix("$").removeprefix(".")
-    if child is not None:
-        rendered = f"{rendered}.{child}" if rendered else child
-    return rendered or "payload"
-
-
-def _value_at(payload: bytes, path: str) -> str | None:
-    """A short repr of the value at a msgspec error path, to show what was sent; None if unknown.
-
-    Only runs on the error path, so decoding the payload a second time (untyped) costs nothing that
-    matters. Paths into dict values (`[...]`) do not say which key, so they give up.
-    """
-    if "[...]" in path:
-        return None
-    try:
-        node: Any = msgspec.json.decode(payload)
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-        return None
-    for key, index in _PATH_STEP.findall(path.removeprefix("$")):
-        if key and isinstance(node, dict) and key in node:
-            node = node[key]
-        elif index and isinstance(node, list) and int(index) < len(node):
-            node = node[int(index)]
-        else:
-            return None
-    return _preview(node)

@@ -8,7 +8,6 @@ runs every example through both the schema and the codec so the two cannot drift
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -18,6 +17,7 @@ from msgspec import Meta
 from citywatch.models import Event, Location, stable_id
 from ingest.codecs import common as c
 from ingest.codecs.base import CodecError
+from ingest.codecs.explain import explain, malformed
 
 DeviceId = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+\Z")]
 Name = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+\Z")]
@@ -26,8 +26,6 @@ Time = int | str
 NonNegative = Annotated[float, Meta(ge=0)]
 SignalState = Literal["red", "amber", "green", "flashing_amber", "flashing_green", "off"]
 MAX_CHANGES = 256
-_MESSAGE_AT = re.compile(r"(?P<message>.*?)(?: - at `(?P<path>[^`]*)`)?", re.DOTALL)
-_BACKTICKED = re.compile(r"`([^`]*)`")
 
 
 class Position(msgspec.Struct, forbid_unknown_fields=True):
@@ -89,33 +87,18 @@ class _TypedNativeCodec:
     name: str
 
     def __init__(self, struct: type[msgspec.Struct], to_events: Callable[[Any, int], list[Event]]) -> None:
+        self._struct = struct
         self._decoder = msgspec.json.Decoder(struct)
         self._to_events = to_events
 
     def decode(self, topic: str, payload: bytes, received_time_ms: int) -> list[Event]:
         try:
             message = self._decoder.decode(payload)
-        except msgspec.ValidationError as exc:
-            raise _validation_error(exc) from None
-        except msgspec.DecodeError as exc:
-            raise CodecError(c.MALFORMED_JSON, f"payload: {exc}") from None
-        except UnicodeDecodeError as exc:
-            raise CodecError(c.MALFORMED_JSON, f"payload: not valid UTF-8 ({exc.reason})") from None
-        except RecursionError:
-            raise CodecError(c.MALFORMED_JSON, "payload: JSON is nested too deeply") from None
+        except msgspec.ValidationError:
+            raise explain(self._struct, payload) from None
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise malformed(payload, exc) from None
         return self._to_events(message, received_time_ms)
-
-
-def _validation_error(exc: msgspec.ValidationError) -> CodecError:
-    match = _MESSAGE_AT.fullmatch(str(exc))
-    message = match["message"] if match else str(exc)
-    path = ((match["path"] if match else None) or "$").removeprefix("$").removeprefix(".")
-    names = _BACKTICKED.findall(message)
-    if message.startswith("Object missing required field") and names:
-        return CodecError(c.MISSING_FIELD, f"{c.join(path, names[0])}: required field is missing")
-    if message.startswith("Object contains unknown field") and names:
-        return CodecError("unknown_field", f"{c.join(path, names[0])}: unknown field")
-    return CodecError(c.INVALID_FIELD, f"{path or 'payload'}: {message[:1].lower()}{message[1:]}")
 
 
 def _time_ms(value: int | str, path: str, received_time_ms: int) -> int:
