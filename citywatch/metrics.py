@@ -76,6 +76,12 @@ class Metrics:
             "citywatch_events_per_second", "Events per second over the last 10 s, per role", ["role"],
             registry=self.registry,
         )
+        self.kafka_commits_skipped = Counter(
+            "citywatch_kafka_commits_skipped",
+            "Offset commits refused because the consumer group was rebalancing (the processor rejoins; "
+            "partitions resume from their checkpoints)",
+            registry=self.registry,
+        )
         self.checkpoints = Counter(
             "citywatch_kafka_checkpoints", "Rule-state checkpoints written, one per partition",
             registry=self.registry,

@@ -37,6 +37,12 @@ from typing import Any
 import msgspec
 from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
 
 from citywatch.metrics import Metrics
 from citywatch.models import DeadLetter, Event, Violation
@@ -52,6 +58,11 @@ from processors.worker import wall_clock_ms
 from store.base import Store
 
 log = logging.getLogger(__name__)
+
+# A commit refused with one of these means the group is rebalancing or has moved on without this member
+# (another processor crashed, joined or left): the next poll rejoins and the rebalance listener hands
+# partitions over through their checkpoints. Normal life in a consumer group, never a reason to stop.
+REBALANCE_ERRORS = (CommitFailedError, RebalanceInProgressError, IllegalGenerationError, UnknownMemberIdError)
 
 UNDECODABLE_EVENT = "undecodable_event"
 UNDECODABLE_DEAD_LETTER = "undecodable_dead_letter"
@@ -376,7 +387,14 @@ class KafkaProcessor:
         assigned = self._consumer.assignment()
         mine = {tp: offset for tp, offset in merged.items() if tp in assigned}
         if mine:
-            self._consumer.commit(mine)
+            try:
+                self._consumer.commit(mine)
+            except REBALANCE_ERRORS as exc:
+                # Committed offsets only feed lag tooling; where a partition resumes is its checkpoint's
+                # offset. A partition kept after the rebalance gets these offsets with its next commit.
+                self.metrics.kafka_commits_skipped.inc()
+                log.warning("offset commit skipped: the consumer group is rebalancing (%s); rejoining",
+                            type(exc).__name__)
 
     def _store(self, events: list[Event], dead_letters: list[DeadLetter], out: EngineOutput) -> None:
         """Store a batch's events, dead letters read back, violations and forecasts (durable on return)."""
