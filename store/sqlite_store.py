@@ -61,6 +61,10 @@ from store.base import (
 
 FILE_NAME: Final = "citywatch.sqlite3"
 SCHEMA_VERSION: Final = 3
+# How long a connection waits for another one's write lock before giving up ("database is locked").
+BUSY_TIMEOUT_MS: Final = 5_000
+# Opening waits longer: another process may be creating or migrating the schema of the same file.
+SCHEMA_LOCK_WAIT_MS: Final = 120_000
 
 # Each list query has an index per filter that ends in its newest-first sort key, so a filtered page is an
 # index range scan that stops after `limit` rows instead of a sort of every matching row.
@@ -627,7 +631,8 @@ class SqliteStore(Store):
         # check_same_thread=False: close() may run on a thread other than the one that used a connection;
         # each connection is still used by one thread at a time (the write lock, the reader pool).
         # timeout: the busy timeout, for the rare moments a WAL reader must wait (e.g. WAL recovery).
-        return sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
+        return sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                               check_same_thread=False)
 
     def _init_writer(self) -> None:
         conn = self._writer
@@ -645,10 +650,14 @@ class SqliteStore(Store):
         # time. Measured +25-30% bulk insert rate at 1M readings (bench/store_choice.py); the WAL file
         # stays below ~80 MB.
         conn.execute("PRAGMA wal_autocheckpoint=10000")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version in (0, 1, 2):
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+        # The version is read inside the write transaction: another process opening the same new file at
+        # the same moment waits here for the schema instead of creating it a second time. A migration
+        # of a large file can hold the lock for a while, hence the longer wait for this step only.
+        conn.execute(f"PRAGMA busy_timeout={SCHEMA_LOCK_WAIT_MS}")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version in (0, 1, 2):
                 if version < 2:
                     # Splitting on ";" would cut the trigger bodies: statement by statement.
                     for statement in _statements(_SCHEMA if version == 0 else ""):
@@ -663,14 +672,16 @@ class SqliteStore(Store):
                 for statement in _statements(_MIGRATION_V3_INDEX):
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        elif version != SCHEMA_VERSION:
-            raise RuntimeError(
-                f"{self.path}: schema version {version}, this citywatch understands {SCHEMA_VERSION}"
-            )
+            elif version != SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path}: schema version {version}, this citywatch understands {SCHEMA_VERSION}"
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         conn.execute(_PREDICTIONS_SCHEMA)
         for statement in _WRITER_TEMP_TABLES:
             conn.execute(statement)

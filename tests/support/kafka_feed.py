@@ -116,7 +116,8 @@ class StoreContents:
     def _read(self, path: Path) -> None:
         with sqlite3.connect(path) as db:
             self.event_ids.update(row[0] for row in db.execute("SELECT event_id FROM events"))
-            self.dead_letter_ids.update(row[0] for row in db.execute("SELECT dead_letter_id FROM dead_letters"))
+            self.dead_letter_ids.update(
+                row[0] for row in db.execute("SELECT dead_letter_id FROM dead_letters"))
             rows = db.execute("SELECT violation_id, status, start_time_ms, end_time_ms, updated_time_ms, "
                               "evidence FROM violations").fetchall()
         for violation_id, status, start, end, updated, evidence in rows:

@@ -85,7 +85,8 @@ def test_survivors_take_over_and_the_stopped_come_back_with_the_uncrashed_result
         start(range(processors))
         # The feed starts once the group has formed, so the processors are stopped while it still flows.
         feeding.start()
-        wait_for(lambda: len(contents().event_ids) >= 4 * POISON_EVERY, 30, 0.05, "events stored by the group")
+        wait_for(lambda: len(contents().event_ids) >= 4 * POISON_EVERY, 30, 0.05,
+                 "events stored by the group")
 
         leaving, survivors = running[:stopped], running[stopped:]
         for process in leaving:
