@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from citywatch.redaction import redact_url
 from citywatch.settings import BusKind, ConfigError, Settings, load_settings
 
 
@@ -28,10 +29,7 @@ def _load(args: argparse.Namespace) -> Settings:
         overrides["roles__status_port"] = args.status_port
     if getattr(args, "bootstrap_servers", None):
         overrides["bus__kafka__bootstrap_servers"] = args.bootstrap_servers.split(",")
-    try:
-        return settings.with_overrides(**overrides) if overrides else settings
-    except ValueError as exc:
-        raise ConfigError(f"invalid command-line option: {exc}") from exc
+    return settings.with_overrides(source="the command-line options", **overrides) if overrides else settings
 
 
 GRACEFUL_SHUTDOWN_S = 5
@@ -61,7 +59,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     settings = _load(args)
     role = IngestRole(settings)
     roles = settings.roles
-    print(f"citywatch ingest: {settings.mqtt.url} -> Kafka {','.join(role.kafka.bootstrap_servers)}; "
+    broker = redact_url(settings.mqtt.url or "")
+    print(f"citywatch ingest: {broker} -> Kafka {','.join(role.kafka.bootstrap_servers)}; "
           f"status on http://{roles.status_host}:{roles.status_port}/v1/status", flush=True)
     _serve(create_status_app(role.services(), "citywatch ingest"), roles.status_host, roles.status_port,
            args.log_level)

@@ -27,6 +27,7 @@ from pydantic import (
 
 from citywatch import sanitation_settings as san
 from citywatch.ingest_config import GeoSettings, VendorMap
+from citywatch.redaction import redact_url, without_credentials
 from citywatch.traffic_settings import (
     CameraViolationSettings,
     CongestionSettings,
@@ -50,6 +51,21 @@ class ConfigError(Exception):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _move_url_credentials(data: Any, section: str) -> Any:
+    """Moves a user name and password written into `url` to `username` and `password` (a SecretStr), so
+    the URL itself holds no secret wherever it is printed. Runs before validation, on the raw mapping."""
+    if not isinstance(data, dict) or not isinstance(data.get("url"), str) or "@" not in data["url"]:
+        return data
+    try:
+        url, user, password = without_credentials(data["url"])
+    except ValueError:
+        return data  # the url's own validation says what is wrong with it
+    if data.get("username") is not None or data.get("password") is not None:
+        raise ValueError(f"{section}.url holds a user name and password, and so do {section}.username and "
+                         f"{section}.password: give them once")
+    return {**data, "url": url, "username": user, "password": password}
 
 
 class EmbeddedBrokerKind(StrEnum):
@@ -102,14 +118,24 @@ class MqttSettings(_Section):
         MqttTlsSettings(), description="TLS towards the broker (see docs/security.md)."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _credentials_out_of_url(cls, data: Any) -> Any:
+        return _move_url_credentials(data, "mqtt")
+
     @field_validator("url")
     @classmethod
     def _url_is_mqtt(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        parsed = urlparse(value)
-        if parsed.scheme not in ("mqtt", "tcp") or not parsed.hostname:
-            raise ValueError(f"expected mqtt://host:port, got {value!r}")
+        try:
+            parsed = urlparse(value)
+            _ = parsed.port  # a port that is not a number fails here, not when ingest starts
+            valid = parsed.scheme in ("mqtt", "tcp") and bool(parsed.hostname)
+        except ValueError:
+            valid = False
+        if not valid:
+            raise ValueError(f"expected mqtt://host:port, got {redact_url(value)!r}")
         return value
 
 
@@ -277,6 +303,11 @@ class InfluxDBSettings(_Section):
     rollup_interval_s: float = Field(
         60.0, gt=0, description="How often the hourly reading rollups of recently written hours are computed."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _credentials_out_of_url(cls, data: Any) -> Any:
+        return _move_url_credentials(data, "store.influxdb")
 
 
 class RetentionSettings(_Section):
@@ -459,6 +490,14 @@ class MqttOutputSettings(_Section):
     client_id: str = Field("citywatch-violations-out", description="MQTT client id of the publisher.")
     plates: bool = Field(False, description="Publish unmasked plates and evidence links (else masked).")
 
+    @field_validator("url")
+    @classmethod
+    def _no_credentials_in_url(cls, value: str | None) -> str | None:
+        if value is not None and "@" in urlparse(value).netloc:
+            raise ValueError("must not hold a user name or password (the output would not use them): leave "
+                             "it unset to publish to the ingest broker with mqtt.username and mqtt.password")
+        return value
+
 
 class KafkaOutputSettings(_Section):
     enabled: bool = Field(False, description="Publish violation state changes to a Kafka topic.")
@@ -507,8 +546,9 @@ class Settings(_Section):
     roles: RoleSettings = RoleSettings()
     alerts: AlertSettings = AlertSettings()
 
-    def with_overrides(self, **dotted: Any) -> Settings:
-        """A copy with `section__field=value` overrides applied and validated again."""
+    def with_overrides(self, *, source: str = "the overridden settings", **dotted: Any) -> Settings:
+        """A copy with `section__field=value` overrides applied and validated again; ConfigError (naming
+        `source`) when they are invalid."""
         data = self.model_dump(mode="python")
         for dotted_key, value in dotted.items():
             node = data
@@ -516,7 +556,11 @@ class Settings(_Section):
             for parent in parents:
                 node = node[parent]
             node[leaf] = value
-        return Settings.model_validate(data)
+        try:
+            return Settings.model_validate(data)
+        except ValidationError as exc:
+            # Not pydantic's own text: it quotes the input, which may be a URL with a password in it.
+            raise ConfigError(_format_validation_error(source, exc)) from None
 
 
 def _format_validation_error(source: str, error: ValidationError) -> str:
@@ -533,7 +577,16 @@ def _read_yaml(path: Path) -> Any:
     except FileNotFoundError as exc:
         raise ConfigError(f"configuration file {path} does not exist") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"configuration file {path} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"configuration file {path} is not valid YAML: {_yaml_problem(exc)}") from None
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """What is wrong and where, without PyYAML's quote of the line, which may hold a password."""
+    if isinstance(error, yaml.MarkedYAMLError):
+        mark = error.problem_mark or error.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        return f"{error.problem or error.context or 'syntax error'}{where}"
+    return type(error).__name__
 
 
 def load_settings(path: Path | None = None) -> Settings:
@@ -545,7 +598,7 @@ def load_settings(path: Path | None = None) -> Settings:
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(str(path), exc)) from exc
+        raise ConfigError(_format_validation_error(str(path), exc)) from None
     if settings.devices_file is not None:
         devices_path = settings.devices_file
         if not devices_path.is_absolute():
@@ -554,7 +607,7 @@ def load_settings(path: Path | None = None) -> Settings:
         try:
             merged = Settings.model_validate({**raw, "devices": [*raw.get("devices", []), *extra]})
         except ValidationError as exc:
-            raise ConfigError(_format_validation_error(str(devices_path), exc)) from exc
+            raise ConfigError(_format_validation_error(str(devices_path), exc)) from None
         settings = merged
     settings = _with_side_files(settings, raw, path)
     registered = Counter(device.device_id for device in settings.devices)

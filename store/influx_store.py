@@ -33,6 +33,7 @@ from citywatch.models import (
     Violation,
     ViolationStatus,
 )
+from citywatch.redaction import redact_url, redact_urls
 from citywatch.settings import InfluxApi, InfluxDBSettings
 from store import buckets
 from store import influx_lines as lines
@@ -253,7 +254,8 @@ class InfluxStore(Store):
                 retries=False,
             )
         except urllib3.exceptions.HTTPError as exc:
-            raise InfluxQueryError(f"InfluxDB at {self.url} unreachable: {exc}") from exc
+            raise InfluxQueryError(
+                f"InfluxDB at {redact_url(self.url)} unreachable: {redact_urls(str(exc))}") from None
 
     def query(self, influxql: str, *, method: str = "GET") -> list[dict[str, Any]]:
         """The series of one InfluxQL statement (epoch ns times)."""
@@ -290,7 +292,7 @@ class InfluxStore(Store):
             log.info(
                 "InfluxDB %s at %s: writing with the %s API",
                 version or "(unknown version)",
-                self.url,
+                redact_url(self.url),
                 self._api.value,
             )
         return self._api
@@ -388,7 +390,7 @@ class InfluxStore(Store):
             try:
                 self.compute_rollups()
             except Exception as exc:  # InfluxDB down: the hours stay dirty and are tried again
-                log.warning("hourly rollups not computed: %s", exc)
+                log.warning("hourly rollups not computed: %s", redact_urls(str(exc)))
 
     def compute_rollups(self) -> int:
         """Recompute the hourly rollups of every hour written since the last run; returns the hours done.

@@ -28,6 +28,7 @@ from urllib.parse import urlencode
 import urllib3
 
 from citywatch.metrics import Metrics
+from citywatch.redaction import redact_urls
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,13 @@ class V1Transport:
                 retries=False,
             )
         except urllib3.exceptions.HTTPError as exc:
-            raise WriteFailed(f"{type(exc).__name__}: {exc}") from exc
+            raise WriteFailed(_failure(exc)) from None
         _check_status(response.status, response.data)
+
+
+def _failure(exc: BaseException) -> str:
+    """An HTTP client's error as a log line and readiness detail: it may quote the URL it failed on."""
+    return redact_urls(f"{type(exc).__name__}: {exc}")
 
 
 def _check_status(status: int, data: bytes) -> None:
@@ -120,7 +126,7 @@ class V2Transport:
         except ApiException as exc:
             _check_status(exc.status or 0, (exc.body or "").encode() if isinstance(exc.body, str) else b"")
         except urllib3.exceptions.HTTPError as exc:
-            raise WriteFailed(f"{type(exc).__name__}: {exc}") from exc
+            raise WriteFailed(_failure(exc)) from None
 
     def close(self) -> None:
         self._client.close()
@@ -384,9 +390,11 @@ class BufferedWriter:
                 delay_s = min(delay_s * 2, self.retry_max_s)
                 continue
             except Exception as exc:  # an unexpected client error must not kill the sender: retry
-                log.exception("unexpected error writing to InfluxDB; retrying")
+                # Not log.exception: a client's traceback can quote its URL and request; the message is
+                # redacted instead.
+                log.error("unexpected error writing to InfluxDB; retrying: %s", _failure(exc))
                 self.metrics.store_write_retries.inc()
-                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.last_error = _failure(exc)
                 self._sleep_unless_stopping(delay_s)
                 delay_s = min(delay_s * 2, self.retry_max_s)
                 continue

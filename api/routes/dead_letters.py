@@ -8,7 +8,9 @@ from fastapi import APIRouter, Query
 
 from api.deps import StoreDep
 from api.params import CursorParam, LimitParam
+from api.personal_data import RoutedData
 from api.schemas import DeadLetterOut, DeadLetterPage, DeadLetterSummary
+from citywatch.masking import DEAD_LETTERS
 from store.base import DeadLetterQuery
 
 router = APIRouter(prefix="/v1/dead-letters", tags=["dead letters"])
@@ -17,6 +19,7 @@ router = APIRouter(prefix="/v1/dead-letters", tags=["dead letters"])
 @router.get("", response_model=DeadLetterPage, summary="List rejected input, newest first")
 def list_dead_letters(
     store: StoreDep,
+    personal: RoutedData,
     reason: Annotated[str | None, Query(description="Only this reason, e.g. malformed_json.")] = None,
     limit: LimitParam = 100,
     cursor: CursorParam = None,
@@ -27,7 +30,7 @@ def list_dead_letters(
                       payload=d.payload.decode("utf-8", errors="replace"),
                       received_time_ms=d.received_time_ms, source=d.source,
                       dead_letter_id=d.dead_letter_id)
-        for d in page.items
+        for d in personal.show(page.items, DEAD_LETTERS)
     ]
     return DeadLetterPage(items=items, next_cursor=page.next_cursor)
 

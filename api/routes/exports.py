@@ -12,9 +12,10 @@ from typing import Annotated, Final
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
-from api.access.deps import AccessDep, ViolationReader
 from api.deps import StoreDep
+from api.personal_data import ViolationData
 from api.routes.violations import ViolationSelection
+from citywatch.masking import VIOLATIONS
 from citywatch.models import Violation
 from store.base import Store, ViolationQuery
 
@@ -121,7 +122,8 @@ def feature(v: Violation) -> dict[str, object]:
 def _geojson(violations: Iterator[Violation]) -> Iterator[str]:
     yield '{"type": "FeatureCollection", "features": ['
     for n, v in enumerate(violations):
-        yield ("," if n else "") + json.dumps(feature(v))
+        # UTF-8 as RFC 7946 says, so plates and place names read as written in GIS tools.
+        yield ("," if n else "") + json.dumps(feature(v), ensure_ascii=False)
     yield "]}"
 
 
@@ -148,14 +150,12 @@ def _first_page_checked(store: Store, query: ViolationQuery, limit: int) -> Iter
 )
 def export_csv(
     store: StoreDep,
-    reader: ViolationReader,
-    access: AccessDep,
+    personal: ViolationData,
     selection: ViolationSelection,
     limit: ExportLimit = 10_000,
 ) -> StreamingResponse:
     query = dataclasses.replace(selection, limit=EXPORT_PAGE)
-    violations = access.present_stream(reader, _first_page_checked(store, query, limit),
-                                       "GET /v1/exports/violations.csv")
+    violations = personal.show_stream(_first_page_checked(store, query, limit), VIOLATIONS)
     rows = _csv_rows(violations)
     return StreamingResponse(
         rows, media_type="text/csv", headers={"Content-Disposition": 'attachment; filename="violations.csv"'}
@@ -194,12 +194,10 @@ def export_csv(
 )
 def export_geojson(
     store: StoreDep,
-    reader: ViolationReader,
-    access: AccessDep,
+    personal: ViolationData,
     selection: ViolationSelection,
     limit: ExportLimit = 10_000,
 ) -> StreamingResponse:
     query = dataclasses.replace(selection, limit=EXPORT_PAGE)
-    violations = access.present_stream(reader, _first_page_checked(store, query, limit),
-                                       "GET /v1/exports/violations.geojson")
+    violations = personal.show_stream(_first_page_checked(store, query, limit), VIOLATIONS)
     return StreamingResponse(_geojson(violations), media_type="application/geo+json")

@@ -9,8 +9,10 @@ from fastapi import APIRouter, HTTPException, Query
 
 from api.deps import ServicesDep, StoreDep
 from api.filters import RequiredFrom, RequiredTo, check_attribute, required_range_ms
+from api.personal_data import RoutedData
 from api.query_schemas import BucketOut, LatestPage, PointOut, SeriesOut
 from api.schemas import EventOut
+from citywatch.masking import EVENTS
 from store.base import Bucket, LatestReadingsQuery, ReadingSeriesQuery
 
 router = APIRouter(prefix="/v1/readings", tags=["readings"])
@@ -23,11 +25,13 @@ MAX_RANGE_DAYS = 366
     "/latest",
     response_model=LatestPage,
     summary="The latest reading of every device of a kind",
-    description="E.g. every bin with its fill level, for dispatch: `kind=bin&attribute=fill_pct`.",
+    description="E.g. every bin with its fill level, for dispatch: `kind=bin&attribute=fill_pct`. Plates "
+    "and evidence links in the readings are masked without the `plates` scope.",
 )
 def latest_readings(
     store: StoreDep,
     services: ServicesDep,
+    personal: RoutedData,
     kind: Annotated[
         str,
         Query(
@@ -55,7 +59,7 @@ def latest_readings(
         LatestReadingsQuery(kind=kind, attribute=attribute, limit=limit, cursor=cursor)
     )
     return LatestPage(
-        items=[EventOut.model_validate(msgspec.to_builtins(e)) for e in page.items],
+        items=[EventOut.model_validate(msgspec.to_builtins(e)) for e in personal.show(page.items, EVENTS)],
         next_cursor=page.next_cursor,
     )
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated
 
+import msgspec
 from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import AwareDatetime
 
-from api.access.deps import AccessDep, ViolationReader
 from api.deps import StoreDep
 from api.filters import BoundingBoxDep, ViolationFilterDep
 from api.params import CursorParam, FromParam, LimitParam, ToParam, time_range_ms, to_epoch_ms
+from api.personal_data import ViolationData
 from api.schemas import ViolationOut, ViolationPage
+from citywatch.masking import VIOLATIONS
 from citywatch.models import ViolationStatus
 from store.base import ViolationQuery
 
@@ -50,25 +52,23 @@ ViolationSelection = Annotated[ViolationQuery, Depends(violation_selection)]
 @router.get("", response_model=ViolationPage, summary="List violations, newest first")
 def list_violations(
     store: StoreDep,
-    reader: ViolationReader,
-    access: AccessDep,
+    personal: ViolationData,
     selection: ViolationSelection,
     limit: LimitParam = 100,
     cursor: CursorParam = None,
 ) -> ViolationPage:
     query = dataclasses.replace(selection, limit=limit, cursor=cursor)
     page = store.query_violations(query)
-    items = access.present(reader, page.items, "GET /v1/violations")
-    return ViolationPage(items=[ViolationOut.model_validate(item) for item in items],
+    shown = personal.show(page.items, VIOLATIONS)
+    return ViolationPage(items=[ViolationOut.model_validate(msgspec.to_builtins(v)) for v in shown],
                          next_cursor=page.next_cursor)
 
 
 @router.get("/{violation_id}", response_model=ViolationOut, summary="One violation with its evidence",
             responses={404: {"description": "No violation with that id"}})
-def get_violation(violation_id: str, store: StoreDep, reader: ViolationReader,
-                  access: AccessDep) -> ViolationOut:
+def get_violation(violation_id: str, store: StoreDep, personal: ViolationData) -> ViolationOut:
     violation = store.get_violation(violation_id)
     if violation is None:
         raise HTTPException(404, f"no violation {violation_id!r}")
-    [item] = access.present(reader, [violation], f"GET /v1/violations/{violation_id}")
-    return ViolationOut.model_validate(item)
+    [shown] = personal.show([violation], VIOLATIONS)
+    return ViolationOut.model_validate(msgspec.to_builtins(shown))
