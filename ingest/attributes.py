@@ -33,12 +33,20 @@ PHYSICAL_RANGES: dict[str, tuple[float, float]] = {
 }
 
 _PREVIEW_CHARS = 60
+# Every store and the Kafka bus keep integers in 64 bits (SQLite INTEGER, InfluxDB integer fields,
+# msgpack); JSON has no limit. A larger integer is refused here, the same way on both buses, rather
+# than failing later where no dead letter can be made.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def attribute_error(attributes: dict[str, Any]) -> str | None:
     """None when the attributes pass; else a sentence naming the first bad field."""
     for name, value in attributes.items():
         if not name.endswith(NUMERIC_UNIT_SUFFIXES) or value is None:
+            if isinstance(value, int | dict | list):
+                beyond = _beyond_int64(value, f"attributes.{name}")
+                if beyond is not None:
+                    return beyond
             continue
         if isinstance(value, bool) or not isinstance(value, int | float):
             shown = repr(value)
@@ -48,4 +56,24 @@ def attribute_error(attributes: dict[str, Any]) -> str | None:
         allowed = PHYSICAL_RANGES.get(name)
         if allowed is not None and not allowed[0] <= value <= allowed[1]:
             return f"attributes.{name}: {value} is outside the physical range {allowed[0]:g}..{allowed[1]:g}"
+        beyond = _beyond_int64(value, f"attributes.{name}")
+        if beyond is not None:
+            return beyond
+    return None
+
+
+def _beyond_int64(value: Any, path: str) -> str | None:
+    """The first integer outside 64 bits in a value and what it holds, named by its path."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if INT64_MIN <= value <= INT64_MAX:
+            return None
+        # Never str() a huge integer: Python refuses to convert one of more than 4,300 digits.
+        shown = str(value) if value.bit_length() <= 96 else f"of {value.bit_length()} bits"
+        return f"{path}: integer {shown} is beyond the 64-bit range citywatch stores (-2^63..2^63-1)"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if isinstance(item, int | dict | list):
+            found = _beyond_int64(item, f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}")
+            if found is not None:
+                return found
     return None

@@ -30,6 +30,7 @@ class IngestReason(StrEnum):
     INACTIVE_DEVICE = "inactive_device"
     INVALID_FIELD = "invalid_field"  # a measurement of the wrong type or outside its physical range
     CODEC_CRASH = "codec_crash"  # a codec bug: raised something other than CodecError
+    UNENCODABLE = "unencodable_event"  # accepted, but the bus could not encode it (a gap in the checks)
 
 
 @dataclass(slots=True)
@@ -119,6 +120,17 @@ class Normalizer:
             if route.topic_filter.matches(topic):
                 return route.codec
         return None
+
+    def unencodable(self, topic: str, payload: bytes, received_time_ms: int, accepted: IngestResult,
+                    why: str) -> IngestResult:
+        """The message's events, which the bus could not encode, as one dead letter saying why."""
+        letter = DeadLetter(
+            reason=IngestReason.UNENCODABLE.value,
+            detail=f"accepted as {len(accepted.events)} event(s), but the bus cannot carry {why}"[:500],
+            topic=topic, payload=payload[: self._dead_letter_bytes], received_time_ms=received_time_ms,
+            source=accepted.events[0].source if accepted.events else "",
+        )
+        return IngestResult(events=[], dead_letters=[*accepted.dead_letters, letter])
 
     def handle(self, topic: str, payload: bytes, received_time_ms: int) -> IngestResult:
         result = IngestResult()

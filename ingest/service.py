@@ -12,7 +12,7 @@ from citywatch.metrics import Metrics
 from citywatch.settings import MqttSettings
 from ingest.mqtt_source import MqttSource, Settle, wall_clock_ms
 from ingest.normalizer import Normalizer
-from processors.bus import BusClosed, BusFull, BusProducer
+from processors.bus import BusClosed, BusEncodingError, BusFull, BusProducer
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,15 @@ class IngestService:
         result = self._normalizer.handle(topic, payload, received_time_ms)
         on_durable = None if settle is None else partial(self._confirmed, settle, topic)
         try:
-            self._producer.send(result.events, result.dead_letters, on_durable=on_durable)
+            try:
+                self._producer.send(result.events, result.dead_letters, on_durable=on_durable)
+            except BusEncodingError as exc:
+                # Accepted by the codecs but not carried by the bus (the normalizer refuses every value
+                # known to be beyond it; this is the net for the rest): the message becomes dead letters
+                # with the reason, never an acknowledged message that went nowhere.
+                log.error("the bus cannot carry a message from topic %r (%s); dead-lettered", topic, exc)
+                result = self._normalizer.unencodable(topic, payload, received_time_ms, result, str(exc))
+                self._producer.send((), result.dead_letters, on_durable=on_durable)
         except (BusClosed, BusFull) as exc:
             # BusClosed only during shutdown, if the bus was closed before ingest stopped.
             self._not_accepted(topic, exc, settle)

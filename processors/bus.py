@@ -22,6 +22,14 @@ class BusClosed(Exception):
     """The bus was closed; nothing more can be sent."""
 
 
+class BusEncodingError(Exception):
+    """An item could not be encoded for the bus; nothing of that send was sent."""
+
+    def __init__(self, item_id: str, cause: BaseException) -> None:
+        super().__init__(f"{item_id}: {type(cause).__name__}: {cause}")
+        self.item_id = item_id
+
+
 @dataclass
 class Batch:
     events: list[Event] = field(default_factory=list)

@@ -23,7 +23,7 @@ from kafka.partitioner.default import murmur2
 
 from citywatch.models import DeadLetter, Event, Violation
 from citywatch.settings import KafkaSettings
-from processors.bus import BusClosed, BusFull, BusProducer, OnDurable
+from processors.bus import BusClosed, BusEncodingError, BusFull, BusProducer, OnDurable
 from processors.catalogue import partition_key
 
 log = logging.getLogger(__name__)
@@ -207,14 +207,17 @@ class KafkaBusProducer(BusProducer):
         if self._closed:
             raise BusClosed("the Kafka producer is closed")
         topics = self.settings.topics
+        # Everything is encoded before anything is sent: a value the bus cannot carry fails the whole
+        # send, never half of it.
+        records: list[tuple[str, bytes | None, bytes]] = [
+            (topics.events, self._key_of(event).encode(), self._encode(event, self._codec.encode_event))
+            for event in events]
+        records += [(topics.dead_letters, letter.source.encode() or None,
+                     self._encode(letter, self._codec.encode_json)) for letter in dead_letters]
         confirmation = None if on_durable is None else _Confirmation(on_durable)
         try:
-            for event in events:
-                self._send(topics.events, self._key_of(event).encode(), self._codec.encode_event(event),
-                           confirmation)
-            for letter in dead_letters:
-                self._send(topics.dead_letters, letter.source.encode() or None,
-                           self._codec.encode_json(letter), confirmation)
+            for topic, key, value in records:
+                self._send(topic, key, value, confirmation)
         except KafkaTimeoutError as exc:
             if confirmation is not None:
                 confirmation.abandon()
@@ -225,6 +228,14 @@ class KafkaBusProducer(BusProducer):
             raise
         if confirmation is not None:
             confirmation.seal()
+
+    @staticmethod
+    def _encode(item: Event | DeadLetter, encode: Callable[[Any], bytes]) -> bytes:
+        try:
+            return encode(item)
+        except (OverflowError, TypeError, ValueError, UnicodeError) as exc:
+            name = f"event {item.event_id}" if isinstance(item, Event) else f"dead letter ({item.reason})"
+            raise BusEncodingError(name, exc) from exc
 
     def send_json(self, topic: str, key: str | None, items: Sequence[DeadLetter | Violation | Event]) -> None:
         """Send JSON values to any citywatch topic (violations, rule outputs, dead letters)."""

@@ -16,6 +16,7 @@ import contextlib
 import pathlib
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -600,6 +601,22 @@ class _Where:
         return f"WHERE {' AND '.join(self.terms)}" if self.terms else ""
 
 
+def _switch_to_wal(conn: sqlite3.Connection) -> str:
+    """Turn on WAL mode; returns the journal mode now in force.
+
+    On a new file another process may be switching it at the same moment, and SQLite answers that
+    with SQLITE_BUSY at once, without waiting through the busy timeout: so wait here, a little at a time.
+    """
+    deadline = time.monotonic() + SCHEMA_LOCK_WAIT_MS / 1000
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class SqliteStore(Store):
     """The embedded store in the SQLite file at `path` (created, with its parent directories, if missing)."""
 
@@ -636,7 +653,7 @@ class SqliteStore(Store):
 
     def _init_writer(self) -> None:
         conn = self._writer
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        mode = _switch_to_wal(conn)
         if mode != "wal":
             raise RuntimeError(f"{self.path}: SQLite could not enable WAL mode (got {mode!r})")
         # NORMAL in WAL mode: a commit is atomic and survives a crash of the process; only an OS crash or
