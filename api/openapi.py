@@ -10,7 +10,7 @@ from typing import Any, Final
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 from fastapi.staticfiles import StaticFiles
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
@@ -55,8 +55,9 @@ def document_problems(app: FastAPI, schema: dict[str, Any]) -> None:
     problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
     problem.pop("$defs", None)
     schemas["Problem"] = problem
-    for route in app.routes:
-        if not isinstance(route, APIRoute) or not route.include_in_schema:
+    # Route contexts: the routes as included (with their router's prefix and dependencies).
+    for route in iter_route_contexts(app.routes):
+        if not isinstance(route.original_route, APIRoute) or not route.include_in_schema:
             continue
         for method in route.methods or ():
             operation = schema["paths"][route.path_format][method.lower()]
@@ -86,7 +87,7 @@ def _is_default_or_empty(response: dict[str, Any]) -> bool:
     return bool(schema.get("$ref", "").endswith("/HTTPValidationError"))
 
 
-def _uses_store(route: APIRoute) -> bool:
+def _uses_store(route: RouteContext) -> bool:
     pending = [route.dependant]
     while pending:
         dependant = pending.pop()
