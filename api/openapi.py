@@ -59,8 +59,9 @@ def document_problems(app: FastAPI, schema: dict[str, Any]) -> None:
     for route in iter_route_contexts(app.routes):
         if not isinstance(route.original_route, APIRoute) or not route.include_in_schema:
             continue
+        path = route.path_format or ""
         for method in route.methods or ():
-            operation = schema["paths"][route.path_format][method.lower()]
+            operation = schema["paths"][path][method.lower()]
             responses: dict[str, Any] = operation.setdefault("responses", {})
             for status, response in responses.items():
                 # Errors declared by a route without a body, and FastAPI's own 422: a problem body.
@@ -70,7 +71,7 @@ def document_problems(app: FastAPI, schema: dict[str, Any]) -> None:
             if "security" in operation:
                 for status, response in _AUTH_RESPONSES.items():
                     responses.setdefault(status, response)
-            if route.path_format.startswith("/v1/") or "422" in responses:
+            if path.startswith("/v1/") or "422" in responses:
                 responses["422"] = _INVALID
             if _uses_store(route):
                 responses.setdefault("503", _STORE_DOWN)
