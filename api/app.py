@@ -17,6 +17,7 @@ from api.alerts import streams
 from api.alerts.webhooks import routes as webhook_routes
 from api.error_handlers import install_problem_handlers
 from api.openapi import install_problem_docs, serve_offline_docs
+from api.problems import problem_response_doc
 from api.routes import (
     aggregates,
     bin_predictions,
@@ -70,8 +71,11 @@ def create_app(services: ApiServices) -> FastAPI:
     app.include_router(health.router)
     app.include_router(devices.router, dependencies=[Depends(require(Scope.DEVICES_MANAGE))])
     app.include_router(bin_predictions.router, dependencies=[Depends(require(Scope.READINGS_READ))])
-    app.include_router(streams.router)
-    app.include_router(webhook_routes.router)
+    # Without a violation feed or a webhook dispatcher (an instance that runs neither), these answer 503.
+    not_running: dict[int | str, dict[str, Any]] = {
+        503: problem_response_doc("Not available in this instance")}
+    app.include_router(streams.router, responses=not_running)
+    app.include_router(webhook_routes.router, responses=not_running)
     app.include_router(access_routes.router)
     app.include_router(status.router, dependencies=[Depends(require(Scope.METRICS_READ))])
     return app

@@ -66,6 +66,7 @@ def test_every_operation_documents_its_errors_as_problems(client: TestClient) ->
     assert "security" not in document["paths"]["/healthz"]["get"]
     violations = document["paths"]["/v1/violations"]["get"]["responses"]
     assert problem_ref(violations["503"]) == PROBLEM and "Retry-After" in violations["503"]["headers"]
+    assert problem_ref(document["paths"]["/v1/subscriptions"]["post"]["responses"]["503"]) == PROBLEM
     revoke = document["paths"]["/v1/admin/keys/{key_id}"]["delete"]["responses"]
     assert {"404", "409"} <= set(revoke)
 

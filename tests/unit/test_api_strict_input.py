@@ -87,7 +87,8 @@ def test_a_misspelt_violation_type_is_refused_with_the_closest_type(client) -> N
 def test_known_types_are_those_of_the_rules_and_those_stored(client) -> None:
     assert {"bin_overflow", "illegal_parking", "red_light", "sensor_stuck", "camera_violation"} <= (
         rule_violation_types())
-    ids = [v["violation_id"] for v in client.get("/v1/violations", params={"type": "parking"}).json()["items"]]
+    parking = client.get("/v1/violations", params={"type": "parking"}).json()["items"]
+    ids = [v["violation_id"] for v in parking]
     assert ids == ["v0002"]  # a camera's own type: stored, so known
     nothing = client.get("/v1/violations", params={"type": "red_light"})  # a rule's type, none stored yet
     assert nothing.status_code == 200 and nothing.json()["items"] == []

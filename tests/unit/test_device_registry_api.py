@@ -109,7 +109,8 @@ def test_unknown_device_fields_are_refused_with_the_closest_name(client: httpx.C
 
 
 def test_update_rejects_unknown_and_invalid_fields(client: httpx.Client) -> None:
-    for body, field in (({"device_id": "other"}, "device_id"), ({"lon": 500}, "lon"), ({"kind": None}, "kind")):
+    for body, field in (({"device_id": "other"}, "device_id"), ({"lon": 500}, "lon"),
+                        ({"kind": None}, "kind")):
         response = client.patch("/v1/devices/bin-1", json=body)
         assert response.status_code == 422
         assert [(e["location"], e["field"]) for e in response.json()["errors"]] == [("body", field)]
