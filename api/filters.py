@@ -10,11 +10,11 @@ from typing import Annotated
 from fastapi import Depends, Query
 from pydantic import AwareDatetime
 
-import processors.catalogue  # noqa: F401  (imports every rule, for rule_violation_types)
 from api.deps import StoreDep
 from api.params import to_epoch_ms
 from api.problems import INVALID_INPUT, FieldProblem, ProblemError, describe_errors, invalid
 from api.strict_input import closest, unknown_name_message
+from processors import catalogue
 from processors.rule import Rule
 from store.base import BoundingBox, Store, ViolationFilter, ViolationQuery
 
@@ -26,15 +26,10 @@ MultiParam = Annotated[list[str] | None, Query()]
 @cache
 def rule_violation_types() -> frozenset[str]:
     """The violation type of every rule the catalogue builds (a rule's name is the type it emits)."""
-    types: set[str] = set()
-    pending: list[type[Rule]] = list(Rule.__subclasses__())
-    while pending:
-        rule = pending.pop()
-        name = rule.__dict__.get("name")
-        if isinstance(name, str):
-            types.add(name)
-        pending.extend(rule.__subclasses__())
-    return frozenset(types)
+    return frozenset(
+        value.name for value in vars(catalogue).values()
+        if isinstance(value, type) and issubclass(value, Rule) and isinstance(value.__dict__.get("name"), str)
+    )
 
 
 def check_violation_types(store: Store, types: list[str]) -> None:
