@@ -13,6 +13,8 @@ from fastapi.testclient import TestClient
 from jsonschema import Draft202012Validator
 
 from api.access.keys import Scope
+from api.status_app import RoleServices, create_status_app
+from citywatch.metrics import Metrics
 from citywatch.settings import ApiSettings, AuthMode
 from tests.support.alerts import AlertApi, alert_api, bearer, violation
 
@@ -159,7 +161,7 @@ def test_the_last_admin_key_cannot_be_revoked(api: AlertApi, client: TestClient)
         "no active key 'nope'")
 
 
-def test_the_docs_page_loads_only_local_assets(client: TestClient) -> None:
+def assert_docs_offline(client: TestClient) -> None:
     page = client.get("/docs")
     assert page.status_code == 200
     urls = re.findall(r"""(?:src|href|url)\s*[=:]\s*['"]([^'"]+)['"]""", page.text)
@@ -172,3 +174,14 @@ def test_the_docs_page_loads_only_local_assets(client: TestClient) -> None:
     assert kinds["js"].startswith(("text/javascript", "application/javascript"))
     assert kinds["css"].startswith("text/css")
     assert kinds["json"].startswith("application/json")  # the OpenAPI document itself
+    assert client.get("/redoc").status_code == 404  # ReDoc would need a CDN
+
+
+def test_the_docs_page_loads_only_local_assets(client: TestClient) -> None:
+    assert_docs_offline(client)
+
+
+def test_a_headless_role_serves_its_docs_offline_too() -> None:
+    app = create_status_app(RoleServices(metrics=Metrics(), readiness=list, status=dict), "citywatch ingest")
+    with TestClient(app) as client:
+        assert_docs_offline(client)
