@@ -26,7 +26,8 @@ Location = Literal["query", "path", "header", "cookie", "body"]
 class FieldProblem(BaseModel):
     location: Location = Field(description="Where the field is: query, path, header, cookie or body.")
     field: str = Field(description="The field, dotted for nested body fields (`scopes.0`); for an "
-                                   "unknown name, the name as sent.", examples=["limit"])
+                                   "unknown name, the name as sent; the location itself when the whole "
+                                   "body is wrong (not JSON, missing).", examples=["limit"])
     message: str = Field(description="What is wrong with it.", examples=["must be at most 1000"])
     closest: str | None = Field(None, description="For an unknown name: the closest valid one, if any.",
                                 examples=["bin_overflow"])
@@ -119,7 +120,9 @@ def kind_of_status(status: int) -> ProblemKind:
 
 
 def describe_errors(errors: Sequence[FieldProblem]) -> str:
-    parts = [f"{e.location} `{e.field}`: {e.message}" for e in errors[:5]]
+    # A field equal to its location is the whole body (or query): name it once.
+    parts = [f"{e.location}: {e.message}" if e.field == e.location
+             else f"{e.location} `{e.field}`: {e.message}" for e in errors[:5]]
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
     return "; ".join(parts) + more
 

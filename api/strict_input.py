@@ -77,7 +77,10 @@ def field_errors(connection: HTTPConnection, errors: Sequence[Any]) -> list[Fiel
         message = str(error.get("msg", "invalid"))
         suggestion = None
         kind = error.get("type")
-        if kind == "extra_forbidden" and path and isinstance(route, APIRoute):
+        if kind == "json_invalid":  # FastAPI puts the character position where the field would be
+            field = location
+            message = f"not valid JSON (at character {path[0]})" if path else "not valid JSON"
+        elif kind == "extra_forbidden" and path and isinstance(route, APIRoute):
             suggestion = closest(str(path[-1]), _body_names(route, path[:-1]))
             message = unknown_name_message("field", suggestion)
         elif kind in ("enum", "literal_error") and isinstance(error.get("input"), str):

@@ -109,6 +109,12 @@ def test_real_errors_match_their_declared_schema(api: AlertApi, client: TestClie
     body = assert_documented(client, bad_body, "/v1/admin/keys", "post")
     assert {(e["location"], e["field"], e.get("closest")) for e in body["errors"]} == {
         ("body", "scope", "scopes"), ("body", "scopes", None)}
+    json_type = {"content-type": "application/json"}
+    not_json = client.post("/v1/admin/keys", content='{"name": ', headers={**admin, **json_type})
+    body = assert_documented(client, not_json, "/v1/admin/keys", "post")
+    assert body["errors"] == [
+        {"location": "body", "field": "body", "message": "not valid JSON (at character 9)"}]
+    assert body["detail"] == "body: not valid JSON (at character 9)"
     bad_scope = client.post("/v1/admin/keys", json={"name": "x", "scopes": ["violation:read"]}, headers=admin)
     [error] = assert_documented(client, bad_scope, "/v1/admin/keys", "post")["errors"]
     assert (error["field"], error["closest"]) == ("scopes.0", "violations:read")
