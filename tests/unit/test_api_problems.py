@@ -13,9 +13,12 @@ from fastapi.testclient import TestClient
 from jsonschema import Draft202012Validator
 
 from api.access.keys import Scope
+from api.app import create_app
+from api.services import ApiServices
 from api.status_app import RoleServices, create_status_app
 from citywatch.metrics import Metrics
 from citywatch.settings import ApiSettings, AuthMode
+from store.sqlite_store import SqliteStore
 from tests.support.alerts import AlertApi, alert_api, bearer, violation
 
 PROBLEM = "#/components/schemas/Problem"
@@ -191,3 +194,15 @@ def test_a_headless_role_serves_its_docs_offline_too() -> None:
     app = create_status_app(RoleServices(metrics=Metrics(), readiness=list, status=dict), "citywatch ingest")
     with TestClient(app) as client:
         assert_docs_offline(client)
+
+
+def test_an_unexpected_failure_answers_500_as_a_problem(tmp_path: Path) -> None:
+    store = SqliteStore.in_directory(tmp_path)
+    store.close()  # every query now fails inside sqlite3: what a bug looks like from the outside
+    app = create_app(ApiServices(store=store, metrics=Metrics()))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/v1/violations")
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json() == {"type": "urn:citywatch:problem:internal", "title": "Internal error",
+                               "status": 500, "detail": "an internal error occurred; it is logged"}
