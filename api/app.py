@@ -6,8 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
 import citywatch
@@ -16,6 +15,9 @@ from api.access.deps import require
 from api.access.keys import Scope
 from api.alerts import streams
 from api.alerts.webhooks import routes as webhook_routes
+from api.error_handlers import install_problem_handlers
+from api.openapi import install_problem_docs, serve_offline_docs
+from api.problems import problem_response_doc
 from api.routes import (
     aggregates,
     bin_predictions,
@@ -29,7 +31,7 @@ from api.routes import (
     violations,
 )
 from api.services import ApiServices
-from store.base import InvalidCursor, QueryTooLarge
+from api.strict_input import reject_unknown_query_parameters
 
 
 def create_app(services: ApiServices) -> FastAPI:
@@ -49,14 +51,15 @@ def create_app(services: ApiServices) -> FastAPI:
         version=citywatch.__version__,
         summary="Urban sensor events, rule violations and dead letters.",
         lifespan=lifespan,
+        # Served from the package by serve_offline_docs; ReDoc would need a CDN, and /docs is enough.
+        docs_url=None,
+        redoc_url=None,
+        # Every /v1 route refuses query parameters it does not declare (a typo must not widen a query).
+        dependencies=[Depends(reject_unknown_query_parameters)],
     )
-    @app.exception_handler(InvalidCursor)
-    async def invalid_cursor(_: Request, exc: InvalidCursor) -> JSONResponse:
-        return JSONResponse(status_code=400, content={"detail": str(exc)})
-
-    @app.exception_handler(QueryTooLarge)
-    async def query_too_large(_: Request, exc: QueryTooLarge) -> JSONResponse:
-        return JSONResponse(status_code=422, content={"detail": str(exc)})
+    install_problem_handlers(app)
+    install_problem_docs(app)
+    serve_offline_docs(app)
 
     # Scopes per router (docs/alerts.md); violations and streams check theirs per route, to mask plates.
     app.include_router(violations.router)
@@ -68,8 +71,11 @@ def create_app(services: ApiServices) -> FastAPI:
     app.include_router(health.router)
     app.include_router(devices.router, dependencies=[Depends(require(Scope.DEVICES_MANAGE))])
     app.include_router(bin_predictions.router, dependencies=[Depends(require(Scope.READINGS_READ))])
-    app.include_router(streams.router)
-    app.include_router(webhook_routes.router)
+    # Without a violation feed or a webhook dispatcher (an instance that runs neither), these answer 503.
+    not_running: dict[int | str, dict[str, Any]] = {
+        503: problem_response_doc("Not available in this instance")}
+    app.include_router(streams.router, responses=not_running)
+    app.include_router(webhook_routes.router, responses=not_running)
     app.include_router(access_routes.router)
     app.include_router(status.router, dependencies=[Depends(require(Scope.METRICS_READ))])
     return app

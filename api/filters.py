@@ -4,20 +4,51 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from functools import cache
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Query
+from fastapi import Depends, Query
 from pydantic import AwareDatetime
 
+from api.deps import StoreDep
 from api.params import to_epoch_ms
-from store.base import BoundingBox, ViolationFilter
+from api.problems import INVALID_INPUT, FieldProblem, ProblemError, describe_errors, invalid
+from api.strict_input import closest, unknown_name_message
+from processors import catalogue
+from processors.rule import Rule
+from store.base import BoundingBox, Store, ViolationFilter, ViolationQuery
 
 ATTRIBUTE_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 MultiParam = Annotated[list[str] | None, Query()]
 
 
+@cache
+def rule_violation_types() -> frozenset[str]:
+    """The violation type of every rule the catalogue builds (a rule's name is the type it emits)."""
+    return frozenset(
+        value.name for value in vars(catalogue).values()
+        if isinstance(value, type) and issubclass(value, Rule) and isinstance(value.__dict__.get("name"), str)
+    )
+
+
+def check_violation_types(store: Store, types: list[str]) -> None:
+    """A type is known when a rule emits it, or when a stored violation has it (smart cameras report
+    types of their own, e.g. from a city's code table). Anything else is a typo that would match nothing."""
+    known = rule_violation_types()
+    errors = []
+    for name in dict.fromkeys(types):
+        if name in known or store.query_violations(ViolationQuery(types=(name,), limit=1)).items:
+            continue
+        suggestion = closest(name, known)
+        errors.append(FieldProblem(location="query", field="type", closest=suggestion,
+                                   message=unknown_name_message(f"violation type `{name}`", suggestion)))
+    if errors:
+        raise ProblemError(INVALID_INPUT, describe_errors(errors), errors=errors)
+
+
 def violation_filter(
+    store: StoreDep,
     type: Annotated[
         list[str] | None,
         Query(
@@ -46,12 +77,16 @@ def violation_filter(
         ("intersection", intersection),
     ):
         if values is not None and any(not value or len(value) > 128 for value in values):
-            raise HTTPException(422, f"`{name}` values must be 1 to 128 characters")
+            raise invalid(name, "values must be 1 to 128 characters")
         if values is not None and len(values) > 100:
-            raise HTTPException(422, f"at most 100 `{name}` values")
+            raise invalid(name, "at most 100 values")
     allowed = {"low", "medium", "high", "critical"}
-    if severity is not None and not set(severity) <= allowed:
-        raise HTTPException(422, f"`severity` must be one of {', '.join(sorted(allowed))}")
+    for value in severity or ():
+        if value not in allowed:
+            raise invalid("severity", f"`{value}` is not one of {', '.join(sorted(allowed))}",
+                          closest=closest(value, allowed))
+    if type:
+        check_violation_types(store, type)
     return ViolationFilter(
         types=tuple(type or ()),
         device_ids=tuple(device or ()),
@@ -81,11 +116,10 @@ def bounding_box(
     try:
         min_lon, min_lat, max_lon, max_lat = (float(part) for part in bbox.split(","))
     except ValueError:
-        raise HTTPException(422, "`bbox` must be four numbers: min_lon,min_lat,max_lon,max_lat") from None
+        raise invalid("bbox", "must be four numbers: min_lon,min_lat,max_lon,max_lat") from None
     if not (-180 <= min_lon <= max_lon <= 180 and -90 <= min_lat <= max_lat <= 90):
-        raise HTTPException(
-            422, "`bbox` must satisfy -180 <= min_lon <= max_lon <= 180 and -90 <= min_lat <= max_lat <= 90"
-        )
+        raise invalid("bbox", "must satisfy -180 <= min_lon <= max_lon <= 180 and "
+                              "-90 <= min_lat <= max_lat <= 90")
     return BoundingBox(min_lat=min_lat, min_lon=min_lon, max_lat=max_lat, max_lon=max_lon)
 
 
@@ -113,13 +147,13 @@ def required_range_ms(from_: datetime, to: datetime, max_days: int | None = None
     from_ms, to_ms = to_epoch_ms(from_), to_epoch_ms(to)
     assert from_ms is not None and to_ms is not None
     if from_ms >= to_ms:
-        raise HTTPException(422, "`from` must be earlier than `to`")
+        raise invalid("from", "must be earlier than `to`")
     if max_days is not None and to_ms - from_ms > max_days * 86_400_000:
-        raise HTTPException(422, f"the time range may span at most {max_days} days")
+        raise invalid("to", f"the time range may span at most {max_days} days")
     return from_ms, to_ms
 
 
 def check_attribute(attribute: str) -> str:
     if not ATTRIBUTE_PATTERN.match(attribute):
-        raise HTTPException(422, "`attribute` must be a name such as fill_pct (letters, digits, _)")
+        raise invalid("attribute", "must be a name such as fill_pct (letters, digits, _)")
     return attribute

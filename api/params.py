@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Query
+from fastapi import Depends, Query
 from pydantic import AwareDatetime
 
 from api.deps import ServicesDep
+from api.problems import invalid
 
 FromParam = Annotated[
     AwareDatetime | None,
@@ -18,7 +19,10 @@ ToParam = Annotated[
     AwareDatetime | None,
     Query(alias="to", description="Exclusive upper bound, RFC 3339 with offset."),
 ]
-CursorParam = Annotated[str | None, Query(description="`next_cursor` of the previous page.")]
+CursorParam = Annotated[
+    str | None,
+    Query(min_length=1, description="`next_cursor` of the previous page; leave it out for the first page."),
+]
 
 
 def to_epoch_ms(value: datetime | None) -> int | None:
@@ -28,7 +32,7 @@ def to_epoch_ms(value: datetime | None) -> int | None:
 def time_range_ms(from_: datetime | None, to: datetime | None) -> tuple[int | None, int | None]:
     from_ms, to_ms = to_epoch_ms(from_), to_epoch_ms(to)
     if from_ms is not None and to_ms is not None and from_ms >= to_ms:
-        raise HTTPException(status_code=422, detail="`from` must be earlier than `to`")
+        raise invalid("from", "must be earlier than `to`")
     return from_ms, to_ms
 
 
@@ -37,7 +41,7 @@ def page_limit(
     limit: Annotated[int, Query(ge=1, description="Page size, at most the configured maximum (1000).")] = 100,
 ) -> int:
     if limit > services.settings.max_page_size:
-        raise HTTPException(422, f"limit must be at most {services.settings.max_page_size}")
+        raise invalid("limit", f"must be at most {services.settings.max_page_size}")
     return limit
 
 

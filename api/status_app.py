@@ -15,6 +15,7 @@ from fastapi import FastAPI, Response
 from starlette.concurrency import run_in_threadpool
 
 import citywatch
+from api.openapi import serve_offline_docs
 from api.routes import status
 from api.schemas import ComponentOut, ReadinessOut
 from api.services import ComponentStatus
@@ -41,7 +42,10 @@ def create_status_app(services: RoleServices, title: str) -> FastAPI:
             for stop in reversed(services.on_shutdown):
                 await run_in_threadpool(stop)
 
-    app = FastAPI(title=title, version=citywatch.__version__, lifespan=lifespan)
+    # The docs page from the package, as on the full API (a control network may have no internet).
+    app = FastAPI(title=title, version=citywatch.__version__, lifespan=lifespan, docs_url=None,
+                  redoc_url=None)
+    serve_offline_docs(app)
 
     @app.get("/healthz", tags=["health"], summary="The process is alive")
     def healthz() -> dict[str, str]:

@@ -47,6 +47,12 @@ class Metrics:
             "citywatch_rule_errors", "Events a rule failed on (the event is dead-lettered)", ["rule"],
             registry=self.registry,
         )
+        self.api_auth_refused = Counter(
+            "citywatch_api_auth_refused",
+            "API requests refused by authentication, by reason: missing_key, unknown_key, throttled (too "
+            "many unknown keys from the address), rate_limited, missing_scope", ["reason"],
+            registry=self.registry,
+        )
         self.bus_depth = Gauge(
             "citywatch_bus_queue_events", "Events waiting on the in-process bus", registry=self.registry
         )

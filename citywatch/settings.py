@@ -356,6 +356,10 @@ class ApiSettings(_Section):
     )
     rate_limit_per_s: float = Field(20.0, gt=0, description="Sustained requests per second per API key.")
     rate_limit_burst: int = Field(100, gt=0, description="Requests a key may make at once before limiting.")
+    auth_failure_limit: int = Field(
+        20, gt=0, description="Unknown API keys one client address may send within `auth_failure_window_s` "
+        "before it is answered 429 until that window ends.")
+    auth_failure_window_s: float = Field(60.0, gt=0, description="Window of `auth_failure_limit`.")
 
     @model_validator(mode="after")
     def _open_access_only_on_loopback(self) -> ApiSettings:

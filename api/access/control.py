@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
+from enum import StrEnum
 from pathlib import Path
 
 from api.access.audit import AuditLog
 from api.access.keys import ApiKey, KeyStore, Scope, open_access_db
 from api.access.ratelimit import RateLimiter
+from api.access.throttle import FailedAuthThrottle
 from citywatch.masking import discloses, masked_violation, present_violation
 from citywatch.models import Violation
 from citywatch.settings import ApiSettings, AuthMode
@@ -18,23 +20,40 @@ ANONYMOUS = ApiKey(key_id="anonymous", name="auth disabled", scopes=frozenset({S
                    created_time_ms=0)
 
 
+class AuthReason(StrEnum):
+    """Why a request was refused; the label of the refusal metric and the problem type of the answer."""
+
+    MISSING_KEY = "missing_key"
+    UNKNOWN_KEY = "unknown_key"
+    THROTTLED = "throttled"  # too many unknown keys from the client's address
+    RATE_LIMITED = "rate_limited"
+    MISSING_SCOPE = "missing_scope"
+
+
 class AuthError(Exception):
-    def __init__(self, status_code: int, detail: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status_code: int, detail: str, headers: dict[str, str] | None = None, *,
+                 reason: AuthReason) -> None:
         super().__init__(detail)
         self.status_code = status_code
         self.detail = detail
         self.headers = headers or {}
+        self.reason = reason
+
+
+def _retry_after(wait_s: float) -> int:
+    return max(1, int(wait_s + 0.999))
 
 
 class AccessControl:
     def __init__(self, mode: AuthMode, keys: KeyStore | None, audit: AuditLog | None,
-                 limiter: RateLimiter | None) -> None:
+                 limiter: RateLimiter | None, throttle: FailedAuthThrottle | None = None) -> None:
         if mode is AuthMode.REQUIRED and keys is None:
             raise ValueError("auth required needs a key store")
         self.mode = mode
         self.keys = keys
         self.audit_log = audit
         self.limiter = limiter
+        self.throttle = throttle
 
     @classmethod
     def open(cls) -> AccessControl:
@@ -45,35 +64,51 @@ class AccessControl:
     def in_directory(cls, data_dir: Path, settings: ApiSettings) -> AccessControl:
         connection = open_access_db(data_dir)
         lock = threading.Lock()
+        required = settings.auth is AuthMode.REQUIRED
         limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+        throttle = FailedAuthThrottle(settings.auth_failure_limit, settings.auth_failure_window_s)
         return cls(settings.auth, KeyStore(connection, lock), AuditLog(connection, lock),
-                   limiter if settings.auth is AuthMode.REQUIRED else None)
+                   limiter if required else None, throttle if required else None)
 
-    def authenticate(self, token: str | None) -> ApiKey:
+    def authenticate(self, token: str | None, client: str | None = None) -> ApiKey:
+        """The key of `token`; `client` (the caller's address) is throttled after too many unknown keys."""
         if self.mode is AuthMode.DISABLED:
             return ANONYMOUS
         assert self.keys is not None
+        if self.throttle is not None and client is not None:
+            wait_s = self.throttle.retry_after_s(client)
+            if wait_s > 0:
+                retry_after = _retry_after(wait_s)
+                raise AuthError(
+                    429, f"more than {self.throttle.limit} unknown API keys from {client} within "
+                         f"{self.throttle.window_s:g} s; retry after {retry_after} s",
+                    {"Retry-After": str(retry_after)}, reason=AuthReason.THROTTLED)
         if not token:
             raise AuthError(401, "an API key is required: send it as `Authorization: Bearer <key>` "
-                                 "or `X-API-Key: <key>`", {"WWW-Authenticate": "Bearer"})
+                                 "or `X-API-Key: <key>`", {"WWW-Authenticate": "Bearer"},
+                            reason=AuthReason.MISSING_KEY)
         key = self.keys.verify(token)
         if key is None:
-            raise AuthError(401, "the API key is unknown or revoked", {"WWW-Authenticate": "Bearer"})
+            if self.throttle is not None and client is not None:
+                self.throttle.record_failure(client)
+            raise AuthError(401, "the API key is unknown or revoked", {"WWW-Authenticate": "Bearer"},
+                            reason=AuthReason.UNKNOWN_KEY)
         if self.limiter is not None:
             wait_s = self.limiter.acquire(key.key_id)
             if wait_s > 0:
-                retry_after = max(1, int(wait_s + 0.999))
+                retry_after = _retry_after(wait_s)
                 raise AuthError(
                     429, f"rate limit of {self.limiter.rate_per_s:g} requests/s (burst "
                          f"{self.limiter.burst}) exceeded for key {key.key_id}; retry after {retry_after} s",
-                    {"Retry-After": str(retry_after)})
+                    {"Retry-After": str(retry_after)}, reason=AuthReason.RATE_LIMITED)
         return key
 
-    def authorize(self, token: str | None, scopes: Sequence[Scope]) -> ApiKey:
-        key = self.authenticate(token)
+    def authorize(self, token: str | None, scopes: Sequence[Scope], client: str | None = None) -> ApiKey:
+        key = self.authenticate(token, client)
         missing = [scope for scope in scopes if not key.allows(scope)]
         if missing:
-            raise AuthError(403, f"this API key lacks the scope {', '.join(missing)}")
+            raise AuthError(403, f"this API key lacks the scope {', '.join(missing)}",
+                            reason=AuthReason.MISSING_SCOPE)
         return key
 
     def audit(self, key: ApiKey, action: str, what: str) -> None:

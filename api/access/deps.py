@@ -10,12 +10,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Security
+from fastapi import Depends, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
-from api.access.control import AccessControl, AuthError
+from api.access.control import AccessControl, AuthError, AuthReason
 from api.access.keys import ApiKey, Scope
+from api.problems import AUTH_THROTTLED, FORBIDDEN, RATE_LIMITED, UNAUTHORIZED, ProblemError, ProblemKind
+
+_PROBLEM_OF_REASON: dict[AuthReason, ProblemKind] = {
+    AuthReason.MISSING_KEY: UNAUTHORIZED,
+    AuthReason.UNKNOWN_KEY: UNAUTHORIZED,
+    AuthReason.THROTTLED: AUTH_THROTTLED,
+    AuthReason.RATE_LIMITED: RATE_LIMITED,
+    AuthReason.MISSING_SCOPE: FORBIDDEN,
+}
 
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key.")
 _bearer = HTTPBearer(auto_error=False, description="An API key as a bearer token.")
@@ -42,10 +51,12 @@ def require(*scopes: Scope) -> Callable[..., ApiKey]:
         _header: Annotated[str | None, Security(_api_key_header)] = None,
         _bearer_token: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
     ) -> ApiKey:
+        client = connection.client.host if connection.client is not None else None
         try:
-            return access.authorize(token_of(connection), scopes)
+            return access.authorize(token_of(connection), scopes, client)
         except AuthError as exc:
-            raise HTTPException(exc.status_code, exc.detail, headers=exc.headers) from exc
+            connection.state.services.metrics.api_auth_refused.labels(exc.reason.value).inc()
+            raise ProblemError(_PROBLEM_OF_REASON[exc.reason], exc.detail, headers=exc.headers) from exc
 
     return dependency
 

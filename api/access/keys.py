@@ -35,6 +35,10 @@ class Scope(StrEnum):
     ADMIN = "admin"
 
 
+class LastAdminKey(Exception):
+    """Revoking this key would leave no active admin key."""
+
+
 @dataclass(frozen=True)
 class ApiKey:
     key_id: str
@@ -126,8 +130,18 @@ class KeyStore:
             ).fetchall()
         return [_key_from_row(row) for row in rows]
 
-    def revoke(self, key_id: str) -> bool:
+    def revoke(self, key_id: str, *, keep_an_admin: bool = False) -> bool:
+        """False when there is no such active key. With `keep_an_admin` (the API), revoking the last
+        active admin key raises LastAdminKey: nobody could manage keys through the API after it. The CLI
+        may, since whoever runs it can create a new admin key."""
         with self._lock:
+            if keep_an_admin:
+                admins = [key_id_ for key_id_, scopes in self._db.execute(
+                    "SELECT key_id, scopes FROM api_keys WHERE revoked = 0").fetchall()
+                    if Scope.ADMIN.value in scopes.split()]
+                if admins == [key_id]:
+                    raise LastAdminKey(f"key {key_id} is the last active admin key; create another "
+                                       "admin key before revoking it")
             changed = self._db.execute(
                 "UPDATE api_keys SET revoked = 1 WHERE key_id = ? AND revoked = 0", (key_id,)
             ).rowcount

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.access.deps import AccessDep, require
-from api.access.keys import ApiKey, KeyStore, Scope
+from api.access.keys import ApiKey, KeyStore, LastAdminKey, Scope
+from api.problems import CONFLICT, LAST_ADMIN_KEY, NOT_FOUND, ProblemError, problem_response_doc
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require(Scope.ADMIN))])
 
 
 class KeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     name: str = Field(min_length=1, max_length=200, description="Who or what uses the key.")
     scopes: list[Scope] = Field(min_length=1)
 
@@ -43,30 +46,43 @@ def _key_out(key: ApiKey) -> KeyOut:
                   created_time_ms=key.created_time_ms, revoked=key.revoked)
 
 
+_NO_KEYS = problem_response_doc("API keys are not used: this instance runs with api.auth: disabled")
+
+
 def _keys(access: AccessDep) -> KeyStore:
     if access.keys is None:
-        raise HTTPException(409, "API keys are not used: this instance runs with api.auth: disabled")
+        raise ProblemError(CONFLICT, "API keys are not used: this instance runs with api.auth: disabled")
     return access.keys
 
 
 KeysDep = Annotated[KeyStore, Depends(_keys)]
 
 
-@router.post("/keys", status_code=201, response_model=KeyCreated, summary="Create an API key")
+@router.post("/keys", status_code=201, response_model=KeyCreated, summary="Create an API key",
+             responses={409: _NO_KEYS})
 def create_key(body: KeyIn, keys: KeysDep) -> KeyCreated:
     key, token = keys.create(body.name, frozenset(body.scopes))
     return KeyCreated(**_key_out(key).model_dump(), token=token)
 
 
-@router.get("/keys", response_model=list[KeyOut], summary="List API keys (never their tokens)")
+@router.get("/keys", response_model=list[KeyOut], summary="List API keys (never their tokens)",
+            responses={409: _NO_KEYS})
 def list_keys(keys: KeysDep) -> list[KeyOut]:
     return [_key_out(key) for key in keys.list()]
 
 
-@router.delete("/keys/{key_id}", status_code=204, summary="Revoke an API key")
+@router.delete(
+    "/keys/{key_id}", status_code=204, summary="Revoke an API key",
+    description="The last active admin key cannot be revoked (409): create another admin key first.",
+    responses={404: problem_response_doc("No active key with that id"),
+               409: problem_response_doc("The last active admin key, or API keys are not used")})
 def revoke_key(key_id: str, keys: KeysDep) -> None:
-    if not keys.revoke(key_id):
-        raise HTTPException(404, f"no active key {key_id!r}")
+    try:
+        revoked = keys.revoke(key_id, keep_an_admin=True)
+    except LastAdminKey as exc:
+        raise ProblemError(LAST_ADMIN_KEY, str(exc)) from None
+    if not revoked:
+        raise ProblemError(NOT_FOUND, f"no active key {key_id!r}")
 
 
 @router.get("/audit", response_model=list[AuditOut], summary="Reads of plates and evidence, newest first")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query
 
 from api.deps import StoreDep
 from api.filters import RequiredFrom, RequiredTo, ViolationFilterDep, required_range_ms
+from api.problems import invalid
 from api.query_schemas import CountRowOut, CountsOut, TopOut, TopRowOut
 from store import buckets
 from store.base import Bucket, Dimension, TopQuery, ViolationCountQuery
@@ -82,7 +83,7 @@ def top_violations(
     limit: Annotated[int, Query(ge=1, description=f"How many, at most {MAX_TOP}.")] = 10,
 ) -> TopOut:
     if limit > MAX_TOP:
-        raise HTTPException(422, f"limit must be at most {MAX_TOP}")
+        raise invalid("limit", f"must be at most {MAX_TOP}")
     from_ms, to_ms = required_range_ms(from_, to, MAX_RANGE_DAYS)
     rows = store.top_violations(
         TopQuery(dimension=by, from_ms=from_ms, to_ms=to_ms, limit=limit, filter=filter_)

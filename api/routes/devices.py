@@ -8,21 +8,29 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api.deps import ServicesDep
+from api.problems import CONFLICT, NOT_FOUND, UNAVAILABLE, ProblemError, problem_response_doc
 from citywatch.settings import DeviceSettings
 from ingest.device_admin import DeviceChangeNotSent, DeviceExists, DeviceManager, DeviceNotFound
 
-router = APIRouter(prefix="/v1/devices", tags=["devices"])
+# 503: this instance has no registry, or a change could not be handed to ingest (Kafka set-up).
+router = APIRouter(prefix="/v1/devices", tags=["devices"], responses={503: problem_response_doc(
+    "No device registry on this instance, or the change could not be sent to ingest")})
+NO_DEVICE: dict[int | str, dict[str, Any]] = {404: problem_response_doc("No device with that id")}
 
 
 def get_devices(services: ServicesDep) -> DeviceManager:
     if services.devices is None:
-        raise HTTPException(503, "this instance does not manage a device registry")
+        raise ProblemError(UNAVAILABLE, "this instance does not manage a device registry")
     return services.devices
+
+
+def _not_found(device_id: str) -> ProblemError:
+    return ProblemError(NOT_FOUND, f"no device {device_id!r}")
 
 
 DevicesDep = Annotated[DeviceManager, Depends(get_devices)]
@@ -61,12 +69,12 @@ def list_devices(
     "/{device_id}",
     response_model=DeviceSettings,
     summary="One device",
-    responses={404: {"description": "No device with that id"}},
+    responses=NO_DEVICE,
 )
 def get_device(device_id: str, devices: DevicesDep) -> DeviceSettings:
     device = devices.get(device_id)
     if device is None:
-        raise HTTPException(404, f"no device {device_id!r}")
+        raise _not_found(device_id)
     return device
 
 
@@ -75,22 +83,22 @@ def get_device(device_id: str, devices: DevicesDep) -> DeviceSettings:
     response_model=DeviceSettings,
     status_code=201,
     summary="Register a device",
-    responses={409: {"description": "A device with that id exists"}},
+    responses={409: problem_response_doc("A device with that id exists")},
 )
 def create_device(device: DeviceSettings, devices: DevicesDep) -> DeviceSettings:
     try:
         return devices.create(device)
     except DeviceExists as exc:
-        raise HTTPException(409, str(exc)) from None
+        raise ProblemError(CONFLICT, str(exc)) from None
     except DeviceChangeNotSent as exc:
-        raise HTTPException(503, str(exc)) from None
+        raise ProblemError(UNAVAILABLE, str(exc)) from None
 
 
 @router.patch(
     "/{device_id}",
     response_model=DeviceSettings,
     summary="Change some fields of a device",
-    responses={404: {"description": "No device with that id"}},
+    responses=NO_DEVICE,
 )
 def update_device(device_id: str, changes: DeviceChanges, devices: DevicesDep) -> DeviceSettings:
     # Only the fields the client sent: an explicit null clears an optional field (e.g. model).
@@ -98,23 +106,26 @@ def update_device(device_id: str, changes: DeviceChanges, devices: DevicesDep) -
     try:
         return devices.update(device_id, sent)
     except DeviceNotFound:
-        raise HTTPException(404, f"no device {device_id!r}") from None
+        raise _not_found(device_id) from None
     except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False)) from None
+        # The merged device failed the registry's rules: name the fields as parts of the request body.
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
+        ) from None
     except DeviceChangeNotSent as exc:
-        raise HTTPException(503, str(exc)) from None
+        raise ProblemError(UNAVAILABLE, str(exc)) from None
 
 
 @router.delete(
     "/{device_id}",
     response_model=DeviceSettings,
     summary="Deactivate a device: kept, but its messages are dead-lettered as inactive_device",
-    responses={404: {"description": "No device with that id"}},
+    responses=NO_DEVICE,
 )
 def deactivate_device(device_id: str, devices: DevicesDep) -> DeviceSettings:
     try:
         return devices.deactivate(device_id)
     except DeviceNotFound:
-        raise HTTPException(404, f"no device {device_id!r}") from None
+        raise _not_found(device_id) from None
     except DeviceChangeNotSent as exc:
-        raise HTTPException(503, str(exc)) from None
+        raise ProblemError(UNAVAILABLE, str(exc)) from None

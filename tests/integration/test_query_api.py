@@ -207,8 +207,23 @@ def test_bad_parameters_answer_422_naming_the_problem(
     assert message in response.text
 
 
-def test_bad_cursor_answers_400(client: httpx.Client) -> None:
-    assert client.get("/v1/violations", params={"cursor": "garbage"}).status_code == 400
+@pytest.mark.parametrize(("path", "params"), [
+    ("/v1/violations", {"cursor": "garbage"}),
+    ("/v1/violations", {"cursor": ""}),
+    ("/v1/events", {"cursor": "garbage"}),
+    ("/v1/events", {"cursor": ""}),
+])
+def test_a_bad_or_empty_cursor_answers_422_naming_it(client: httpx.Client, path: str,
+                                                      params: dict[str, str]) -> None:
+    response = client.get(path, params=params)
+    assert response.status_code == 422
+    assert [(e["location"], e["field"]) for e in response.json()["errors"]] == [("query", "cursor")]
+
+
+def test_a_misspelt_violation_type_is_refused_on_both_stores(client: httpx.Client) -> None:
+    response = client.get("/v1/violations", params={"type": "red_lihgt"})
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["closest"] == "red_light"
 
 
 def test_every_query_endpoint_is_documented_with_examples(client: httpx.Client) -> None:

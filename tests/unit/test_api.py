@@ -79,21 +79,29 @@ def test_one_violation_and_404(client, store) -> None:
     store.flush()
     assert client.get("/v1/violations/v007").json()["evidence"]["event_ids"] == ["e7"]
     response = client.get("/v1/violations/nope")
-    assert response.status_code == 404 and "nope" in response.json()["detail"]
+    assert response.status_code == 404 and response.json()["detail"] == "no violation 'nope'"
+    assert response.json()["type"] == "urn:citywatch:problem:not-found"
 
 
-@pytest.mark.parametrize(("params", "status", "message"), [
-    ({"limit": 0}, 422, "greater than or equal to 1"),
-    ({"limit": 1001}, 422, "limit must be at most 1000"),
-    ({"status": "closed"}, 422, "'open' or 'cleared'"),
-    ({"from": "2026-11-26T08:00:00"}, 422, "timezone"),
-    ({"from": "2026-11-26T08:00:00Z", "to": "2026-11-26T07:00:00Z"}, 422, "`from` must be earlier than `to`"),
-    ({"cursor": "garbage"}, 400, "not one this API returned"),
+@pytest.mark.parametrize(("params", "field", "message"), [
+    ({"limit": 0}, "limit", None),
+    ({"limit": 1001}, "limit", "must be at most 1000"),
+    ({"status": "closed"}, "status", None),
+    ({"from": "2026-11-26T08:00:00"}, "from", None),
+    ({"from": "2026-11-26T08:00:00Z", "to": "2026-11-26T07:00:00Z"}, "from", "must be earlier than `to`"),
+    ({"cursor": "garbage"}, "cursor", "not a `next_cursor` this API returned for this query"),
+    ({"cursor": ""}, "cursor", None),
 ])
-def test_bad_parameters_get_a_clear_4xx(client, params, status, message) -> None:
+def test_bad_parameters_get_a_422_naming_the_field(client, params, field, message) -> None:
     response = client.get("/v1/violations", params=params)
-    assert response.status_code == status
-    assert message in str(response.json()["detail"])
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["type"] == "urn:citywatch:problem:invalid-input" and body["status"] == 422
+    [error] = body["errors"]
+    assert (error["location"], error["field"]) == ("query", field)
+    if message is not None:
+        assert error["message"] == message and message in body["detail"]
 
 
 def test_events_and_dead_letters_are_listed(client, store) -> None:

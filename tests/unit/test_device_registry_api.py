@@ -82,25 +82,40 @@ def test_list_get_create_update_deactivate(client: httpx.Client) -> None:
 
 
 @pytest.mark.parametrize(
-    "body",
+    ("body", "field"),
     [
-        {"device_id": "x", "kind": "bin", "lat": 91},
-        {"device_id": "x", "kind": "bin", "colour": "red"},
-        {"device_id": "", "kind": "bin"},
-        {"kind": "bin"},
+        ({"device_id": "x", "kind": "bin", "lat": 91}, "lat"),
+        ({"device_id": "x", "kind": "bin", "colour": "red"}, "colour"),
+        ({"device_id": "", "kind": "bin"}, "device_id"),
+        ({"kind": "bin"}, "device_id"),
     ],
 )
-def test_create_rejects_what_the_configuration_rejects(client: httpx.Client, body: dict[str, object]) -> None:
+def test_create_rejects_what_the_configuration_rejects(client: httpx.Client, body: dict[str, object],
+                                                       field: str) -> None:
     response = client.post("/v1/devices", json=body)
     assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"][0] == "body"
+    assert [(e["location"], e["field"]) for e in response.json()["errors"]] == [("body", field)]
+
+
+def test_unknown_device_fields_are_refused_with_the_closest_name(client: httpx.Client) -> None:
+    created = client.post("/v1/devices", json={"device_id": "x", "kind": "bin", "expected_intervl_s": 60})
+    [error] = created.json()["errors"]
+    assert (error["field"], error["closest"]) == ("expected_intervl_s", "expected_interval_s")
+    assert error["message"] == "unknown field; did you mean `expected_interval_s`?"
+    changed = client.patch("/v1/devices/bin-1", json={"activ": False})
+    assert [(e["location"], e["field"], e["closest"]) for e in changed.json()["errors"]] == [
+        ("body", "activ", "active")]
+    assert client.get("/v1/devices/bin-1").json()["active"] is True
 
 
 def test_update_rejects_unknown_and_invalid_fields(client: httpx.Client) -> None:
-    assert client.patch("/v1/devices/bin-1", json={"device_id": "other"}).status_code == 422
-    assert client.patch("/v1/devices/bin-1", json={"lon": 500}).status_code == 422
-    assert client.patch("/v1/devices/bin-1", json={"kind": None}).status_code == 422
-    assert client.patch("/v1/devices/nope", json={"active": False}).status_code == 404
+    for body, field in (({"device_id": "other"}, "device_id"), ({"lon": 500}, "lon"),
+                        ({"kind": None}, "kind")):
+        response = client.patch("/v1/devices/bin-1", json=body)
+        assert response.status_code == 422
+        assert [(e["location"], e["field"]) for e in response.json()["errors"]] == [("body", field)]
+    missing = client.patch("/v1/devices/nope", json={"active": False})
+    assert missing.status_code == 404 and missing.json()["detail"] == "no device 'nope'"
 
 
 def test_changes_persist_and_the_configuration_does_not_overwrite_them(

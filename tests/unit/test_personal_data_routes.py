@@ -158,8 +158,6 @@ NOT_PERSONAL: dict[str, tuple[str, str]] = {
     "/v1/admin/audit": ("/v1/admin/audit", "which records were read, by id, never their plates"),
     "/openapi.json": ("/openapi.json", "the API description"),
     "/docs": ("/docs", "the interactive API docs"),
-    "/docs/oauth2-redirect": ("/docs/oauth2-redirect", "the interactive API docs"),
-    "/redoc": ("/redoc", "the API docs"),
 }
 
 
