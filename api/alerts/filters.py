@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Self
 
 from fastapi import HTTPException, Query
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from starlette.requests import HTTPConnection
 
 from api.alerts.strict import StrictModel, unknown_name
@@ -67,6 +67,17 @@ class ViolationFilter(StrictModel):
     device: tuple[str, ...] = Field((), description="Device ids.")
     status: tuple[ViolationStatus, ...] = Field((), description="open (opened) and/or cleared changes.")
     bbox: BoundingBox | None = Field(None, description="Only violations located inside this box.")
+
+    @field_validator("severity", "status", mode="before")
+    @classmethod
+    def _known_values(cls, value: object, info: ValidationInfo) -> object:
+        enum: type[StrEnum] = Severity if info.field_name == "severity" else ViolationStatus
+        if isinstance(value, list | tuple):
+            valid = [member.value for member in enum]
+            bad = [item for item in value if isinstance(item, str) and item not in valid]
+            if bad:
+                raise ValueError("; ".join(unknown_name(str(info.field_name), item, valid) for item in bad))
+        return value
 
     @field_validator("bbox", mode="before")
     @classmethod

@@ -77,7 +77,8 @@ def test_a_delivery_is_signed_carries_an_idempotency_key_and_only_matching_chang
     api, client, headers = setup(tmp_path)
     cleanup.append(api)
     receiver = make_receiver(receivers)
-    created = subscribe(client, headers, receiver.url, filter={"grid": ["FT-11"], "type": ["illegal_parking"]})
+    created = subscribe(client, headers, receiver.url,
+                        filter={"grid": ["FT-11"], "type": ["illegal_parking"]})
     assert created["secret"].startswith("whsec_") and created["plates"] is False
 
     parking = "illegal_parking"
