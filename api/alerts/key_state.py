@@ -4,19 +4,27 @@ A key is checked when a stream or a subscription is opened, and again for every 
 out, so a revoked key loses its streams and deliveries at the next message, and a key that lost the
 `plates` scope gets masked plates from then on. Streams hold the key's token and ask the key store
 (`KeyStore.verify`: revocation through the API is seen at once, by other processes within the store's
-cache time); webhook subscriptions hold their owner's key id and read the key table.
+cache time); webhook subscriptions hold their owner's key id and read the key table: afresh for every
+fan-out of new changes, and at most DELIVERY_KEY_AGE_S old for a delivery attempt (reading the whole
+table for each of a thousand deliveries a second would cost more than the deliveries).
 """
 
 from __future__ import annotations
+
+import time
 
 from api.access.control import ANONYMOUS, AccessControl
 from api.access.keys import ApiKey, Scope
 from citywatch.settings import AuthMode
 
+# How old the key table read by a webhook delivery attempt may be.
+DELIVERY_KEY_AGE_S = 0.05
+
 
 class KeyState:
     def __init__(self, access: AccessControl) -> None:
         self.access = access
+        self._snapshot: tuple[float, dict[str, ApiKey]] | None = None
 
     @property
     def enforced(self) -> bool:
@@ -30,10 +38,17 @@ class KeyState:
         assert self.access.keys is not None
         return self.access.keys.verify(token) if token else None
 
-    def active_by_id(self) -> dict[str, ApiKey]:
-        """Every key that is not revoked, by key id (one read of the key table)."""
+    def active_by_id(self, max_age_s: float = 0.0) -> dict[str, ApiKey]:
+        """Every key that is not revoked, by key id: one read of the key table, or the last one when it
+        is at most `max_age_s` old."""
         assert self.access.keys is not None
-        return {key.key_id: key for key in self.access.keys.list() if not key.revoked}
+        now = time.monotonic()
+        snapshot = self._snapshot
+        if snapshot is not None and now - snapshot[0] <= max_age_s:
+            return snapshot[1]
+        active = {key.key_id: key for key in self.access.keys.list() if not key.revoked}
+        self._snapshot = (now, active)
+        return active
 
 
 def stream_refusal(key: ApiKey | None) -> tuple[str, str] | None:

@@ -55,7 +55,7 @@ from yarl import URL
 from api.access.control import AccessControl
 from api.access.keys import ApiKey, Scope
 from api.alerts.filters import ViolationFilter
-from api.alerts.key_state import KeyState, subscription_refusal
+from api.alerts.key_state import DELIVERY_KEY_AGE_S, KeyState, subscription_refusal
 from api.alerts.violation_types import default_violation_types
 from api.alerts.webhooks.destinations import DestinationPolicy, DestinationRefused, GuardedResolver
 from api.alerts.webhooks.signing import (
@@ -203,13 +203,14 @@ class WebhookDispatcher:
         owner = self.keys.active_by_id().get(subscription.owner_key_id)
         return subscription_refusal(subscription.owner_key_id, owner)
 
-    def plates_now(self, subscription: Subscription) -> bool:
+    def active_keys(self) -> dict[str, ApiKey] | None:
+        """The active keys by id, read now; None when keys are not used (auth disabled)."""
+        return self.keys.active_by_id() if self.keys.enforced else None
+
+    def plates_now(self, subscription: Subscription, owners: dict[str, ApiKey] | None) -> bool:
         """Whether deliveries carry unmasked plates now: the owner key had `plates` at creation and
-        still has it."""
-        if not subscription.plates or not self.keys.enforced:
-            return subscription.plates
-        owner = self.keys.active_by_id().get(subscription.owner_key_id)
-        return owner is not None and owner.allows(Scope.PLATES)
+        still has it. `owners`: `active_keys()`."""
+        return self._owner_access(subscription, owners)[1]
 
     def delete(self, subscription_id: str) -> bool:
         deleted = self.store.delete_subscription(subscription_id)
@@ -301,7 +302,7 @@ class WebhookDispatcher:
             self._sync_subscriptions()
         bodies: dict[tuple[int, bool], bytes] = {}
         new: list[NewDelivery] = []
-        owners = self.keys.active_by_id() if self.keys.enforced else None
+        owners = self.active_keys()
         for worker in list(self._workers.values()):
             subscription = worker.subscription
             if not subscription.enabled:
@@ -380,7 +381,7 @@ class WebhookDispatcher:
                                           error=f"subscription disabled: {subscription.disabled_reason}")
                 return
             refusal, plates = self._owner_access(
-                subscription, self.keys.active_by_id() if self.keys.enforced else None)
+                subscription, self.keys.active_by_id(DELIVERY_KEY_AGE_S) if self.keys.enforced else None)
             if refusal is not None:
                 self._disable(worker, refusal)
                 self.store.record_attempt(delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=attempts,

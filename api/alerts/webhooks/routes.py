@@ -115,15 +115,21 @@ class DeliveryOut(BaseModel):
     updated_time_ms: int
 
 
-def _out(subscription: Subscription, dispatcher: WebhookDispatcher) -> SubscriptionOut:
+def _out(subscription: Subscription, owners: dict[str, ApiKey] | None,
+         dispatcher: WebhookDispatcher) -> SubscriptionOut:
+    """`owners`: the active keys (`dispatcher.active_keys()`), read once per request."""
     expires = subscription.previous_secret_expires_time_ms if subscription.previous_secret else None
     return SubscriptionOut(subscription_id=subscription.subscription_id, url=subscription.url,
                            filter=subscription.filter, description=subscription.description,
                            owner_key_id=subscription.owner_key_id,
-                           plates=dispatcher.plates_now(subscription),
+                           plates=dispatcher.plates_now(subscription, owners),
                            enabled=subscription.enabled, disabled_reason=subscription.disabled_reason,
                            created_time_ms=subscription.created_time_ms,
                            previous_secret_expires_time_ms=expires)
+
+
+def _one(subscription: Subscription, dispatcher: WebhookDispatcher) -> SubscriptionOut:
+    return _out(subscription, dispatcher.active_keys(), dispatcher)
 
 
 def _delivery_out(delivery: Delivery) -> DeliveryOut:
@@ -159,18 +165,19 @@ def create_subscription(body: SubscriptionIn, key: Manager, dispatcher: Dispatch
     subscription = dispatcher.create(url=body.url, filter=body.filter, secret=body.secret,
                                      description=body.description, owner_key_id=key.key_id,
                                      plates=key.allows(Scope.PLATES))
-    return SubscriptionCreated(**_out(subscription, dispatcher).model_dump(), secret=subscription.secret)
+    return SubscriptionCreated(**_one(subscription, dispatcher).model_dump(), secret=subscription.secret)
 
 
 @router.get("", response_model=list[SubscriptionOut], summary="List subscriptions")
 def list_subscriptions(key: Manager, dispatcher: DispatcherDep) -> list[SubscriptionOut]:
     owner = None if key.allows(Scope.ADMIN) else key.key_id
-    return [_out(s, dispatcher) for s in dispatcher.store.subscriptions(owner)]
+    owners = dispatcher.active_keys()
+    return [_out(s, owners, dispatcher) for s in dispatcher.store.subscriptions(owner)]
 
 
 @router.get("/{subscription_id}", response_model=SubscriptionOut, summary="One subscription")
 def get_subscription(subscription_id: str, key: Manager, dispatcher: DispatcherDep) -> SubscriptionOut:
-    return _out(_owned(dispatcher, key, subscription_id), dispatcher)
+    return _one(_owned(dispatcher, key, subscription_id), dispatcher)
 
 
 @router.patch("/{subscription_id}", response_model=SubscriptionOut,
@@ -190,7 +197,7 @@ def update_subscription(subscription_id: str, body: SubscriptionPatch, key: Mana
     updated = dispatcher.update(subscription_id, url=body.url, filter=body.filter, enabled=body.enabled)
     if updated is None:
         raise HTTPException(404, f"no subscription {subscription_id!r}")
-    return _out(updated, dispatcher)
+    return _one(updated, dispatcher)
 
 
 @router.post("/{subscription_id}/secret", response_model=SubscriptionCreated,
@@ -202,7 +209,7 @@ def rotate_secret(subscription_id: str, key: Manager, dispatcher: DispatcherDep,
     rotated = dispatcher.rotate_secret(subscription_id, secret=rotation.secret, grace_s=rotation.grace_s)
     if rotated is None:
         raise HTTPException(404, f"no subscription {subscription_id!r}")
-    return SubscriptionCreated(**_out(rotated, dispatcher).model_dump(), secret=rotated.secret)
+    return SubscriptionCreated(**_one(rotated, dispatcher).model_dump(), secret=rotated.secret)
 
 
 @router.delete("/{subscription_id}", status_code=204, summary="Delete a subscription and its log")
