@@ -11,7 +11,10 @@ import difflib
 from collections.abc import Iterable
 from typing import Any
 
+from fastapi import HTTPException
+from fastapi.dependencies.models import Dependant
 from pydantic import BaseModel, ConfigDict, model_validator
+from starlette.requests import Request
 
 
 def closest(name: str, valid: Iterable[str]) -> str | None:
@@ -41,3 +44,22 @@ class StrictModel(BaseModel):
                 raise ValueError("; ".join(unknown_name("field", str(key), cls.model_fields)
                                            for key in unknown))
         return data
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {field.alias for field in dependant.query_params}
+    for dependency in dependant.dependencies:
+        names |= _query_names(dependency)
+    return names
+
+
+def refuse_unknown_query_parameters(request: Request) -> None:
+    """A router dependency: a query parameter the route does not take (`?statsu=dead`, which would
+    list everything) is refused with the closest one it takes (422)."""
+    dependant: Dependant | None = getattr(request.scope.get("route"), "dependant", None)
+    if dependant is None:
+        return
+    known = _query_names(dependant)
+    unknown = [name for name in dict.fromkeys(request.query_params) if name not in known]
+    if unknown:
+        raise HTTPException(422, "; ".join(unknown_name("query parameter", name, known) for name in unknown))

@@ -102,3 +102,14 @@ def test_a_rotation_is_strict_and_only_for_the_owner(setup) -> None:
     assert misspelt.status_code == 422 and "did you mean 'grace_s'?" in misspelt.text
     other = bearer(api.key(Scope.SUBSCRIPTIONS_MANAGE, name="other"))
     assert client.post(f"/v1/subscriptions/{sid}/secret", headers=other).status_code == 404
+
+
+def test_a_misspelt_query_parameter_of_the_delivery_log_is_refused(setup) -> None:
+    _, client, headers, receiver = setup
+    created = client.post("/v1/subscriptions", json={"url": receiver.url}, headers=headers)
+    sid = created.json()["subscription_id"]
+    response = client.get(f"/v1/subscriptions/{sid}/deliveries", params={"statsu": "dead"}, headers=headers)
+    assert response.status_code == 422
+    assert "unknown query parameter 'statsu'; did you mean 'status'?" in response.text
+    assert client.get(f"/v1/subscriptions/{sid}/deliveries", params={"status": "dead"},
+                      headers=headers).json() == []

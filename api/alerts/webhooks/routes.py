@@ -18,12 +18,13 @@ from pydantic import BaseModel, Field, field_validator
 from api.access.deps import require
 from api.access.keys import ApiKey, Scope
 from api.alerts.filters import ViolationFilter, refuse_unknown_types
-from api.alerts.strict import StrictModel
+from api.alerts.strict import StrictModel, refuse_unknown_query_parameters
 from api.alerts.webhooks.destinations import DestinationRefused
 from api.alerts.webhooks.dispatcher import WebhookDispatcher
 from api.alerts.webhooks.store import Delivery, DeliveryStatus, Subscription
 
-router = APIRouter(prefix="/v1/subscriptions", tags=["webhooks"])
+router = APIRouter(prefix="/v1/subscriptions", tags=["webhooks"],
+                   dependencies=[Depends(refuse_unknown_query_parameters)])
 
 Manager = Annotated[ApiKey, Depends(require(Scope.SUBSCRIPTIONS_MANAGE))]
 
