@@ -1,5 +1,6 @@
 """A webhook store written before secret rotation and attempt timings existed opens with its
-subscriptions and deliveries intact, and gains the new columns."""
+subscriptions and deliveries intact, gains the new columns, and loses the receivers' answers that its
+errors used to quote."""
 
 from __future__ import annotations
 
@@ -22,10 +23,11 @@ CREATE TABLE deliveries (
     UNIQUE (subscription_id, idempotency_key)
 );
 INSERT INTO subscriptions
-    VALUES ('s1', 'https://hooks.example/a', '{}', 'whsec_old', '', 'k1', 0, 1, NULL, 1);
+    VALUES ('s1', 'https://hooks.example/a', '{}', 'whsec_old', '', 'k1', 0, 0,
+            'disabled after 20 failed attempts in a row; last error: HTTP 503: {"token": "internal"}', 1);
 INSERT INTO deliveries (subscription_id, idempotency_key, change_id, body, status, attempts,
                         last_status_code, last_error, created_time_ms, updated_time_ms)
-    VALUES ('s1', 'v1:open:1', '1-1', X'7B7D', 'dead', 8, 503, 'HTTP 503', 1, 2);
+    VALUES ('s1', 'v1:open:1', '1-1', X'7B7D', 'dead', 8, 503, 'HTTP 503: {"token": "internal"}', 1, 2);
 """
 
 
@@ -38,6 +40,9 @@ def test_an_older_store_opens_and_gains_the_new_columns(tmp_path: Path) -> None:
         assert subscription.secret == "whsec_old" and subscription.previous_secret is None
         [delivery] = store.deliveries("s1")
         assert delivery.status is DeliveryStatus.DEAD and delivery.last_duration_ms is None
+        assert delivery.last_error == "HTTP 503"
+        assert subscription.disabled_reason == ("disabled after 20 failed attempts in a row; "
+                                                "last error: HTTP 503")
 
         rotated = store.rotate_secret("s1", secret=None, grace_ms=60_000)
         assert rotated is not None and rotated.previous_secret == "whsec_old"

@@ -8,6 +8,7 @@ twice for the same subscription.
 
 from __future__ import annotations
 
+import re
 import secrets
 import sqlite3
 import threading
@@ -146,10 +147,14 @@ class WebhookStore:
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
         connection.executescript(_SCHEMA)
+        added = []
         for table, column, declaration in _ADDED_COLUMNS:
             existing = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
             if column not in existing:
                 connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+                added.append(column)
+        if "last_duration_ms" in added:
+            _drop_answer_bodies(connection)
         return cls(connection)
 
     def close(self) -> None:
@@ -316,3 +321,18 @@ def _delivery(row: tuple[Any, ...]) -> Delivery:
      updated, duration_ms) = row
     return Delivery(delivery_id, subscription_id, key, change_id, bytes(body), DeliveryStatus(status),
                     attempts, code, error, created, updated, duration_ms)
+
+
+_ANSWER_BODY = re.compile(r"HTTP (\d{3}): .*", re.DOTALL)
+
+
+def _drop_answer_bodies(connection: sqlite3.Connection) -> None:
+    """Once, when a store from before the answer bodies were dropped is opened: errors used to carry the
+    first 200 bytes of a receiver's answer (`HTTP 503: <body>`), which the subscriber could read in the
+    delivery log; keep the status only."""
+    for table, key, column in (("deliveries", "delivery_id", "last_error"),
+                               ("subscriptions", "subscription_id", "disabled_reason")):
+        rows = connection.execute(f"SELECT {key}, {column} FROM {table} WHERE {column} LIKE '%HTTP %: %'")
+        for row_id, text in rows.fetchall():
+            connection.execute(f"UPDATE {table} SET {column} = ? WHERE {key} = ?",
+                               (_ANSWER_BODY.sub(r"HTTP \1", text), row_id))
