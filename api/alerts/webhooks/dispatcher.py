@@ -425,7 +425,8 @@ class WebhookDispatcher:
 
     def _outgoing(self, subscription: Subscription, delivery: Delivery, plates: bool) -> tuple[bytes, str]:
         """The body to send now and its change (opened/cleared). A body stored with unmasked plates is
-        masked when the owner key lost `plates` since; one sent unmasked is audited under the owner."""
+        masked when the owner key lost `plates` since; one about to be sent unmasked is audited under the
+        owner key (each attempt is a disclosure to the receiver)."""
         try:
             message = json.loads(delivery.body)
         except ValueError:
