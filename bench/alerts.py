@@ -80,7 +80,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="citywatch-bench-alerts-") as data_dir:
         settings = Settings(devices=devices).with_overrides(
             store__data_dir=data_dir, mqtt__embedded_port=0, api__port=api_port, api__auth="disabled",
-            alerts__stream_max_lag=100_000)
+            alerts__stream_max_lag=100_000,
+            alerts__webhooks__allowed_private_networks=["127.0.0.0/8"])  # the receivers are local
         runtime = EmbeddedRuntime(settings)
         server = uvicorn.Server(uvicorn.Config(create_app(runtime.api_services()), host="127.0.0.1",
                                                port=api_port, log_level="warning", ws="websockets-sansio"))

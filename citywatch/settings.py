@@ -482,6 +482,24 @@ class WebhookSettings(_Section):
         2.0, gt=0, description="Kafka set-up with several api replicas: how often a replica picks up "
         "subscriptions and redeliveries made through another one (docs/kafka.md).",
     )
+    allowed_private_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = Field(
+        (), description="Networks (CIDR, e.g. 10.20.0.0/16) that webhook URLs may reach although they are "
+        "private, loopback or link-local: for receivers inside the city's network. Empty (default): webhooks "
+        "go to public addresses only (docs/alerts.md#where-webhooks-may-go).",
+    )
+
+    @field_validator("allowed_private_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        if not isinstance(value, list | tuple):
+            return value
+        networks = []
+        for item in value:
+            try:
+                networks.append(ipaddress.ip_network(item) if isinstance(item, str) else item)
+            except ValueError as exc:
+                raise ValueError(f"{item!r} is not a network in CIDR notation ({exc})") from None
+        return tuple(networks)
 
 
 class MqttOutputSettings(_Section):

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from api.access.control import AccessControl
+from api.alerts.violation_types import known_violation_types
 from api.alerts.webhooks.dispatcher import WebhookDispatcher
 from api.alerts.webhooks.store import WebhookStore
 from citywatch.settings import Settings
@@ -29,7 +30,8 @@ class AlertComponents:
         self.access = AccessControl.in_directory(data_dir, settings.api)
         self.webhook_store = WebhookStore.in_directory(data_dir)
         self.webhooks = WebhookDispatcher(self.webhook_store, alerts.webhooks, self.feed, self.access,
-                                          owns=owns, shared_store=shared_store)
+                                          owns=owns, shared_store=shared_store,
+                                          violation_types=known_violation_types(settings.traffic.codes))
         self.kafka: KafkaViolationOutput | None = None
         self.mqtt: MqttViolationOutput | None = None
         if alerts.kafka.enabled:

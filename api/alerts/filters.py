@@ -8,16 +8,23 @@ box from its location (a violation without a location never matches a bounding b
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Annotated, Self
+from collections.abc import Collection
+from enum import StrEnum
+from typing import Annotated, Any, Self
 
-from fastapi import Query
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from fastapi import HTTPException, Query
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from starlette.requests import HTTPConnection
 
+from api.alerts.strict import StrictModel, unknown_name
+from api.alerts.violation_types import default_violation_types
 from citywatch.models import Severity, Violation, ViolationStatus
 
+# Query parameters of the streams besides the filter.
+STREAM_PARAMETERS = ("since",)
 
-class BoundingBox(BaseModel):
+
+class BoundingBox(StrictModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     min_lon: float = Field(ge=-180, le=180)
@@ -47,7 +54,7 @@ class BoundingBox(BaseModel):
         return self.min_lat <= lat <= self.max_lat and self.min_lon <= lon <= self.max_lon
 
 
-class ViolationFilter(BaseModel):
+class ViolationFilter(StrictModel):
     """Which violation changes to receive; stored as JSON with a webhook subscription."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -60,6 +67,17 @@ class ViolationFilter(BaseModel):
     device: tuple[str, ...] = Field((), description="Device ids.")
     status: tuple[ViolationStatus, ...] = Field((), description="open (opened) and/or cleared changes.")
     bbox: BoundingBox | None = Field(None, description="Only violations located inside this box.")
+
+    @field_validator("severity", "status", mode="before")
+    @classmethod
+    def _known_values(cls, value: object, info: ValidationInfo) -> object:
+        enum: type[StrEnum] = Severity if info.field_name == "severity" else ViolationStatus
+        if isinstance(value, list | tuple):
+            valid = [member.value for member in enum]
+            bad = [item for item in value if isinstance(item, str) and item not in valid]
+            if bad:
+                raise ValueError("; ".join(unknown_name(str(info.field_name), item, valid) for item in bad))
+        return value
 
     @field_validator("bbox", mode="before")
     @classmethod
@@ -89,27 +107,62 @@ class ViolationFilter(BaseModel):
         return True
 
 
-def _tuple(values: Sequence[str] | None) -> tuple[str, ...]:
-    return tuple(values or ())
+def refuse_unknown_types(filter: ViolationFilter, known: Collection[str], where: str) -> None:
+    """A misspelt type would match nothing, silently: refuse it with the closest known type (422)."""
+    unknown = [name for name in filter.type if name not in known]
+    if unknown:
+        raise HTTPException(422, f"{where}: " + "; ".join(
+            unknown_name("violation type", name, known) for name in unknown))
+
+
+_QUERY_FIELDS = ("type", "grid", "district", "department", "severity", "device", "status", "bbox")
+
+
+def _enum_values(param: str, values: list[str], enum: type[StrEnum]) -> tuple[Any, ...]:
+    valid = [member.value for member in enum]
+    bad = [value for value in values if value not in valid]
+    if bad:
+        raise HTTPException(422, f"query parameter {param}: " + "; ".join(
+            unknown_name(param, value, valid) for value in bad))
+    return tuple(enum(value) for value in values)
 
 
 def filter_from_query(
+    connection: HTTPConnection,
     type: Annotated[list[str] | None, Query(description="Violation type; repeat for several.")] = None,
     grid: Annotated[list[str] | None, Query(description="Grid tag; repeat for several.")] = None,
     district: Annotated[list[str] | None, Query(description="District tag; repeat for several.")] = None,
     department: Annotated[list[str] | None, Query(description="Department tag; repeat for several.")] = None,
-    severity: Annotated[list[Severity] | None, Query(description="Severity; repeat for several.")] = None,
+    severity: Annotated[list[str] | None, Query(
+        description="Severity (low, medium, high, critical); repeat for several.")] = None,
     device: Annotated[list[str] | None, Query(description="Device id; repeat for several.")] = None,
-    status: Annotated[list[ViolationStatus] | None, Query(description="open or cleared.")] = None,
+    status: Annotated[list[str] | None, Query(description="open or cleared.")] = None,
     bbox: Annotated[str | None, Query(description="min_lon,min_lat,max_lon,max_lat (WGS84).")] = None,
 ) -> ViolationFilter:
-    """The filter as query parameters (a FastAPI dependency); a bad bounding box answers 422."""
-    from fastapi import HTTPException
-
+    """The filter as query parameters (a FastAPI dependency of the streams). Everything is checked
+    here and refused with a 422 naming the closest valid name: an unknown parameter, severity, status
+    or violation type, a bad bounding box. (Validated here rather than by FastAPI, so that a WebSocket
+    handshake is refused with the same status and message as an SSE request.)"""
+    allowed = (*_QUERY_FIELDS, *STREAM_PARAMETERS)
+    unknown = [name for name in dict.fromkeys(connection.query_params) if name not in allowed]
+    if unknown:
+        raise HTTPException(422, "; ".join(unknown_name("query parameter", name, allowed)
+                                           for name in unknown))
     try:
         box = None if bbox is None else BoundingBox.parse(bbox)
     except ValueError as exc:
-        raise HTTPException(422, str(exc)) from exc
-    return ViolationFilter(type=_tuple(type), grid=_tuple(grid), district=_tuple(district),
-                           department=_tuple(department), severity=tuple(severity or ()),
-                           device=_tuple(device), status=tuple(status or ()), bbox=box)
+        raise HTTPException(422, f"query parameter bbox: {exc}") from exc
+    violation_filter = ViolationFilter(
+        type=tuple(type or ()), grid=tuple(grid or ()), district=tuple(district or ()),
+        department=tuple(department or ()), severity=_enum_values("severity", severity or [], Severity),
+        device=tuple(device or ()), status=_enum_values("status", status or [], ViolationStatus), bbox=box)
+    refuse_unknown_types(violation_filter, violation_types_of(connection), "query parameter type")
+    return violation_filter
+
+
+def violation_types_of(connection: HTTPConnection) -> frozenset[str]:
+    """The city's violation types: the dispatcher knows the city's code table; without webhooks, the
+    rules' types and the default table."""
+    dispatcher = getattr(connection.state.services, "webhooks", None)
+    types: frozenset[str] | None = getattr(dispatcher, "violation_types", None)
+    return types if types is not None else default_violation_types()

@@ -41,7 +41,8 @@ def test_a_violation_change_reaches_streams_webhooks_and_the_mqtt_topic(tmp_path
         "devices": bins("bin-a"), "pipeline": {"allowed_lateness_ms": 300},
         "mqtt": {"url": mosquitto_url, "client_id": f"citywatch-{tmp_path.name}"},
         "api": {"auth": "required"},
-        "alerts": {"mqtt": {"enabled": True, "topic_prefix": f"{tmp_path.name}/violations"}},
+        "alerts": {"mqtt": {"enabled": True, "topic_prefix": f"{tmp_path.name}/violations"},
+                   "webhooks": {"allowed_private_networks": ["127.0.0.0/8"]}},  # the receiver is local
     }
     app = CitywatchProcess(tmp_path, config)
     token = create_key(app.config_path, "violations:read,subscriptions:manage")

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from api.access.keys import Scope
@@ -97,22 +98,33 @@ def test_websocket_client_resumes_with_since_and_sees_plates_only_with_the_scope
     assert any("v0001" in r.what and r.action == "WS /v1/ws/violations" for r in records)
 
 
-def test_a_cursor_older_than_the_window_gets_a_clear_error(tmp_path) -> None:
+def refused(url: str, headers: dict[str, str]) -> tuple[int, str]:
+    """The HTTP status and detail a WebSocket handshake was refused with (a real websockets client)."""
+    with pytest.raises(InvalidStatus) as refusal, connect(url, additional_headers=headers):
+        pass
+    response = refusal.value.response
+    assert "json" in response.headers["content-type"]  # a JSON body, as the SSE endpoint answers
+    return response.status_code, json.loads(bytes(response.body or b""))["detail"]
+
+
+def test_a_cursor_older_than_the_window_is_refused_before_the_stream_starts(tmp_path) -> None:
     api = alert_api(tmp_path, alerts=AlertSettings(feed_retention=10, stream_heartbeat_s=0.2))
     with ApiServer(api.app) as server:
         headers = bearer(api.key(Scope.VIOLATIONS_READ))
         api.feed.publish([violation(n) for n in range(1, 31)])
         url = f"{server.base_url}/v1/stream/violations"
-        for since, error in [(api.feed.cursor(3), "cursor_expired"), ("1-5", "cursor_expired"),
-                             ("garbage", "invalid_cursor")]:
-            with httpx.stream("GET", url, params={"since": since}, headers=headers, timeout=10) as r:
-                [event] = list(sse_events(r))  # the stream ends after the error
-            assert event["event"] == "error" and event["data"]["error"] == error, since
-        with connect(f"{server.ws_url}/v1/ws/violations?since={api.feed.cursor(3)}",
-                     additional_headers=headers) as ws:
-            message = json.loads(ws.recv(timeout=10))
-            assert message == {"type": "error", "error": "cursor_expired", "detail": message["detail"]}
-            assert "no longer held" in message["detail"]
+        for since, status, error in [(api.feed.cursor(3), 410, "cursor_expired"),
+                                     ("1-5", 410, "cursor_expired"), ("garbage", 400, "invalid_cursor")]:
+            # An HTTP error, not an event in a 200: EventSource stops instead of reconnecting forever.
+            response = httpx.get(url, params={"since": since}, headers=headers, timeout=10)
+            assert response.status_code == status, since
+            assert response.json()["detail"].startswith(f"{error}: "), since
+            assert "retry:" not in response.text
+        expired = httpx.get(url, headers={**headers, "Last-Event-ID": api.feed.cursor(3)}, timeout=10)
+        assert expired.status_code == 410 and "GET /v1/violations" in expired.json()["detail"]
+
+        status, detail = refused(f"{server.ws_url}/v1/ws/violations?since={api.feed.cursor(3)}", headers)
+        assert status == 410 and detail.startswith("cursor_expired: ") and "no longer held" in detail
         # Still inside the window: resumes.
         with connect(f"{server.ws_url}/v1/ws/violations?since={api.feed.cursor(25)}",
                      additional_headers=headers) as ws:
@@ -126,8 +138,50 @@ def test_streams_need_a_key_with_violations_read(served) -> None:
     assert httpx.get(url, timeout=10).status_code == 401
     wrong = bearer(api.key(Scope.READINGS_READ))
     assert httpx.get(url, headers=wrong, timeout=10).status_code == 403
-    with connect(f"{server.ws_url}/v1/ws/violations") as ws:
-        assert json.loads(ws.recv(timeout=10))["error"] == "unauthorized"
-    with connect(f"{server.ws_url}/v1/ws/violations", additional_headers=wrong) as ws:
-        message = json.loads(ws.recv(timeout=10))
-        assert message["error"] == "unauthorized" and "violations:read" in message["detail"]
+    status, detail = refused(f"{server.ws_url}/v1/ws/violations", {})
+    assert status == 401 and "API key is required" in detail
+    status, detail = refused(f"{server.ws_url}/v1/ws/violations", wrong)
+    assert status == 403 and "violations:read" in detail
+
+
+@pytest.mark.parametrize(("query", "said"), [
+    ("severity=hgh", "unknown severity 'hgh'; did you mean 'high'?"),
+    ("status=closed", "unknown status 'closed'"),
+    ("type=bin_overflw", "unknown violation type 'bin_overflw'; did you mean 'bin_overflow'?"),
+    ("tpye=bin_overflow", "unknown query parameter 'tpye'; did you mean 'type'?"),
+    ("bbox=1,2,3", "bbox must be four numbers"),
+])
+def test_a_bad_filter_is_refused_with_the_same_status_and_message_on_both_streams(served, query,
+                                                                                  said) -> None:
+    api, server = served
+    headers = bearer(api.key(Scope.VIOLATIONS_READ))
+    response = httpx.get(f"{server.base_url}/v1/stream/violations?{query}", headers=headers, timeout=10)
+    assert response.status_code == 422 and said in response.json()["detail"]
+    assert refused(f"{server.ws_url}/v1/ws/violations?{query}", headers) == (422, response.json()["detail"])
+
+
+def test_a_revoked_key_loses_its_open_sse_and_websocket_streams_at_the_next_message(served) -> None:
+    api, server = served
+    token = api.key(Scope.VIOLATIONS_READ)
+    key_id = token.split("_")[1]  # cw_<key id>_<secret>
+    admin = bearer(api.key(Scope.ADMIN))
+    with httpx.Client(base_url=server.base_url, timeout=10) as client:
+        with client.stream("GET", "/v1/stream/violations", headers=bearer(token)) as r, \
+                connect(f"{server.ws_url}/v1/ws/violations", additional_headers=bearer(token)) as ws:
+            events = sse_events(r)
+            api.feed.publish([violation(1)])
+            assert next(events)["data"]["violation"]["violation_id"] == "v0001"
+            assert json.loads(ws.recv(timeout=10))["violation"]["violation_id"] == "v0001"
+
+            assert client.delete(f"/v1/admin/keys/{key_id}", headers=admin).status_code == 204
+            api.feed.publish([violation(2)])
+            ended = next(events)
+            assert ended["event"] == "error" and ended["data"]["error"] == "key_revoked"
+            assert list(events) == []  # the stream is over; v0002 never went out
+            error = json.loads(ws.recv(timeout=10))
+            assert error["type"] == "error" and error["error"] == "key_revoked"
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+        # EventSource reconnects after the end of a stream: the key is refused, so it stops there.
+        assert client.get("/v1/stream/violations", headers=bearer(token)).status_code == 401

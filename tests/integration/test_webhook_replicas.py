@@ -23,7 +23,7 @@ from tests.support.wait import wait_for
 pytestmark = pytest.mark.integration
 
 SETTINGS = WebhookSettings(max_attempts=5, backoff_base_s=0.01, backoff_max_s=0.05, timeout_s=2.0,
-                           sync_interval_s=0.05)
+                           sync_interval_s=0.05, allowed_private_networks=("127.0.0.0/8",))
 
 
 class Replica:

@@ -23,8 +23,10 @@ from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 
+# The receivers listen on 127.0.0.1: a private destination, allowed here as for an on-premises receiver.
+LOCAL = ("127.0.0.0/8",)
 FAST = WebhookSettings(max_attempts=5, backoff_base_s=0.01, backoff_max_s=0.05, timeout_s=2.0,
-                       disable_after_failures=50)
+                       disable_after_failures=50, allowed_private_networks=LOCAL)
 
 
 @pytest.fixture
@@ -75,10 +77,13 @@ def test_a_delivery_is_signed_carries_an_idempotency_key_and_only_matching_chang
     api, client, headers = setup(tmp_path)
     cleanup.append(api)
     receiver = make_receiver(receivers)
-    created = subscribe(client, headers, receiver.url, filter={"grid": ["FT-11"], "type": ["parking"]})
+    created = subscribe(client, headers, receiver.url,
+                        filter={"grid": ["FT-11"], "type": ["illegal_parking"]})
     assert created["secret"].startswith("whsec_") and created["plates"] is False
 
-    api.feed.publish([violation(1, grid="LH-02"), violation(2), violation(3, type="bin_overflow")])
+    parking = "illegal_parking"
+    api.feed.publish([violation(1, grid="LH-02", type=parking), violation(2, type=parking),
+                      violation(3, type="bin_overflow")])
     [request] = wait_for(receiver.received, message="one delivery")
     body = request.json()
     assert body["violation"]["violation_id"] == "v0002" and body["change"] == "opened"
@@ -86,7 +91,7 @@ def test_a_delivery_is_signed_carries_an_idempotency_key_and_only_matching_chang
     signature = request.headers["X-Citywatch-Signature"]
     assert not verify("another-secret-of-enough-length", signature, request.body)
     assert not verify(created["secret"], signature, request.body + b" ")
-    v = violation(2)
+    v = violation(2, type=parking)
     assert request.headers["Idempotency-Key"] == f"v0002:open:{v.updated_time_ms}"
     assert request.headers["X-Citywatch-Event"] == "violation.opened"
     # The key that created the subscription has no plates scope: masked plate, no snapshot link.

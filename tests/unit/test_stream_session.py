@@ -1,4 +1,6 @@
 """A stream client that stops reading is cut off with `too_slow`; the others and the feed never wait.
+Every message goes out as the client's key is at that moment: masked once it lost `plates`, not at all
+once it was revoked.
 
 The socket is the boundary here: `send` stands for writing to a client, and a send that never returns
 is a client whose socket stopped draining. The integration tests run the same sessions over uvicorn.
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from api.access.control import ANONYMOUS, AccessControl
+from api.access.keys import ApiKey, Scope
 from api.alerts.filters import ViolationFilter
 from api.alerts.streams import StreamEnded, StreamItem, StreamSession
 from api.alerts.waiter import FeedWaiter
@@ -54,3 +57,60 @@ def test_a_client_that_stops_reading_is_cut_off_while_a_reading_client_gets_ever
     ended, received = asyncio.run(scenario())
     assert ended is not None and ended.code == "too_slow" and "behind" in ended.detail
     assert received == [f"v{n:04d}" for n in range(1, 3001)]
+
+
+def test_every_message_goes_out_as_the_key_is_now_and_a_revoked_key_ends_the_stream() -> None:
+    plates = ApiKey("k1", "dispatch", frozenset({Scope.VIOLATIONS_READ, Scope.PLATES}), 0)
+    narrowed = ApiKey("k1", "dispatch", frozenset({Scope.VIOLATIONS_READ}), 0)
+    current: list[ApiKey | None] = [plates]
+
+    async def scenario() -> tuple[StreamEnded | None, list[dict[str, object]]]:
+        feed = ViolationFeed(100)
+        waiter = FeedWaiter(feed)
+        s = StreamSession(feed=feed, waiter=waiter, access=AccessControl.open(), key=plates,
+                          filter=ViolationFilter(), max_lag=100, heartbeat_s=0.02, action="test",
+                          current_key=lambda: current[0])
+        s.start_at(None)
+        sent: list[dict[str, object]] = []
+
+        async def send(item: StreamItem) -> None:
+            if item is not None:
+                sent.append(item[1])
+
+        async def until(count: int) -> None:
+            while len(sent) < count:
+                await asyncio.sleep(0.001)
+
+        run = asyncio.create_task(s.run(send, asyncio.get_running_loop().create_future()))
+        feed.publish([violation(1)])
+        await asyncio.wait_for(until(1), 10)
+        current[0] = narrowed  # the plates scope was taken away
+        feed.publish([violation(2)])
+        await asyncio.wait_for(until(2), 10)
+        current[0] = None  # revoked
+        feed.publish([violation(3)])
+        return await asyncio.wait_for(run, 10), sent
+
+    ended, sent = asyncio.run(scenario())
+    assert [m["violation"]["evidence"]["plate"] for m in sent] == ["粤B12345", "粤B1****"]  # type: ignore[index]
+    assert ended is not None and ended.code == "key_revoked"
+
+
+def test_a_key_that_lost_violations_read_ends_an_idle_stream_at_the_next_heartbeat() -> None:
+    reader = ApiKey("k2", "wall", frozenset({Scope.VIOLATIONS_READ}), 0)
+    current: list[ApiKey | None] = [ApiKey("k2", "wall", frozenset({Scope.READINGS_READ}), 0)]
+
+    async def scenario() -> StreamEnded | None:
+        feed = ViolationFeed(100)
+        s = StreamSession(feed=feed, waiter=FeedWaiter(feed), access=AccessControl.open(), key=reader,
+                          filter=ViolationFilter(), max_lag=100, heartbeat_s=0.02, action="test",
+                          current_key=lambda: current[0])
+        s.start_at(None)
+
+        async def send(item: StreamItem) -> None:
+            assert item is None, "nothing was published: only heartbeats"
+
+        return await asyncio.wait_for(s.run(send, asyncio.get_running_loop().create_future()), 10)
+
+    ended = asyncio.run(scenario())
+    assert ended is not None and ended.code == "key_lacks_scope" and "violations:read" in ended.detail

@@ -16,6 +16,18 @@ subscription, redeliverable through the API). After `disable_after_failures` fai
 the subscription is disabled with the reason recorded, and its queued deliveries are dead-lettered;
 while disabled, new changes are not queued for it.
 
+Destinations are checked at every attempt (api/alerts/webhooks/destinations.py): the client resolves
+through a resolver that refuses private, loopback and link-local answers unless allowed in the settings,
+a URL with a literal address is checked before the request, and redirects are not followed. A refused
+destination is a failed attempt with the reason in the delivery log; nothing is sent. The delivery log
+keeps the status code and the timing of an answer, never its body (a receiver's answer is not the
+subscriber's to read).
+
+A subscription follows its owner key (api/alerts/key_state.py): at fan-out and before every attempt the
+owner key is read; once it is revoked or lost `subscriptions:manage`, the subscription is disabled with
+that reason and its queued deliveries are dead-lettered; once it lost `plates`, deliveries are masked
+from the next attempt on. Unmasked plates sent are audited under the owner key at each attempt.
+
 Several api replicas (the Kafka set-up, docs/kafka.md) share one webhook store and split the changes
 between them: each replica is given `owns`, which says whether a change (by its idempotency key) is its
 to deliver, and `shared_store=True`, so it picks up subscriptions and redeliveries made through another
@@ -37,9 +49,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import msgspec
+from yarl import URL
 
 from api.access.control import AccessControl
+from api.access.keys import ApiKey, Scope
 from api.alerts.filters import ViolationFilter
+from api.alerts.key_state import DELIVERY_KEY_AGE_S, KeyState, subscription_refusal
+from api.alerts.violation_types import default_violation_types
+from api.alerts.webhooks.destinations import DestinationPolicy, DestinationRefused, GuardedResolver
 from api.alerts.webhooks.signing import (
     DELIVERY_HEADER,
     EVENT_HEADER,
@@ -49,6 +67,7 @@ from api.alerts.webhooks.signing import (
 )
 from api.alerts.webhooks.store import Delivery, DeliveryStatus, NewDelivery, Subscription, WebhookStore
 from citywatch.masking import discloses, present_violation
+from citywatch.models import Violation
 from citywatch.settings import WebhookSettings
 from processors.outputs.feed import FeedEntry, ViolationFeed
 
@@ -56,6 +75,8 @@ log = logging.getLogger(__name__)
 
 PRUNE_INTERVAL_S = 30.0
 USER_AGENT = "citywatch-webhooks/1"
+# Read and thrown away from an answer so its connection can be reused; never stored or shown.
+_DRAIN_BYTES = 4096
 
 
 @dataclass
@@ -69,11 +90,17 @@ class _Worker:
 class WebhookDispatcher:
     def __init__(self, store: WebhookStore, settings: WebhookSettings, feed: ViolationFeed,
                  access: AccessControl, *, rng: Callable[[], float] = random.random,
-                 owns: Callable[[str], bool] | None = None, shared_store: bool = False) -> None:
+                 owns: Callable[[str], bool] | None = None, shared_store: bool = False,
+                 violation_types: frozenset[str] | None = None) -> None:
+        """`violation_types`: what filters may name (default: the rules' types and the default code
+        table's; api/alerts/violation_types.py)."""
         self.store = store
+        self.violation_types = violation_types if violation_types is not None else default_violation_types()
         self.settings = settings
         self.feed = feed
         self.access = access
+        self.keys = KeyState(access)
+        self.policy = DestinationPolicy(settings.allowed_private_networks)
         self._rng = rng
         self._owns = owns
         self._shared = shared_store
@@ -116,7 +143,7 @@ class WebhookDispatcher:
 
     async def _startup(self) -> None:
         self._client = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
+            connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, resolver=GuardedResolver(self.policy)),
             timeout=aiohttp.ClientTimeout(total=self.settings.timeout_s),
             headers={"User-Agent": USER_AGENT})
         for subscription in self.store.subscriptions():
@@ -162,6 +189,28 @@ class WebhookDispatcher:
         if subscription is not None:
             self._call(self._replace_subscription, subscription)
         return subscription
+
+    def rotate_secret(self, subscription_id: str, *, secret: str | None, grace_s: int) -> Subscription | None:
+        subscription = self.store.rotate_secret(subscription_id, secret=secret, grace_ms=grace_s * 1000)
+        if subscription is not None:
+            self._call(self._replace_subscription, subscription)
+        return subscription
+
+    def owner_refusal(self, subscription: Subscription) -> str | None:
+        """Why the subscription's owner key may not receive deliveries now (None: it may)."""
+        if not self.keys.enforced:
+            return None
+        owner = self.keys.active_by_id().get(subscription.owner_key_id)
+        return subscription_refusal(subscription.owner_key_id, owner)
+
+    def active_keys(self) -> dict[str, ApiKey] | None:
+        """The active keys by id, read now; None when keys are not used (auth disabled)."""
+        return self.keys.active_by_id() if self.keys.enforced else None
+
+    def plates_now(self, subscription: Subscription, owners: dict[str, ApiKey] | None) -> bool:
+        """Whether deliveries carry unmasked plates now: the owner key had `plates` at creation and
+        still has it. `owners`: `active_keys()`."""
+        return self._owner_access(subscription, owners)[1]
 
     def delete(self, subscription_id: str) -> bool:
         deleted = self.store.delete_subscription(subscription_id)
@@ -253,9 +302,14 @@ class WebhookDispatcher:
             self._sync_subscriptions()
         bodies: dict[tuple[int, bool], bytes] = {}
         new: list[NewDelivery] = []
-        for worker in self._workers.values():
+        owners = self.active_keys()
+        for worker in list(self._workers.values()):
             subscription = worker.subscription
             if not subscription.enabled:
+                continue
+            refusal, plates = self._owner_access(subscription, owners)
+            if refusal is not None:
+                self._disable(worker, refusal)
                 continue
             for entry in entries:
                 if not subscription.filter.matches(entry.violation):
@@ -264,19 +318,25 @@ class WebhookDispatcher:
                     # Published before the subscription existed: read again from the violations topic
                     # (a new alerts group starts at its beginning), never news to this subscriber.
                     continue
-                body = bodies.get((entry.seq, subscription.plates))
+                body = bodies.get((entry.seq, plates))
                 if body is None:
-                    body = self._body(entry, subscription.plates)
-                    bodies[(entry.seq, subscription.plates)] = body
+                    body = self._body(entry, plates)
+                    bodies[(entry.seq, plates)] = body
                 new.append(NewDelivery(subscription.subscription_id, entry.idempotency_key,
                                        self.feed.cursor(entry.seq), body))
-                if subscription.plates and discloses(entry.violation) and self.access.audit_log is not None:
-                    self.access.audit_log.record(
-                        subscription.owner_key_id, f"webhook {subscription.subscription_id}",
-                        f"plates/evidence of violation {entry.violation.violation_id}")
         if new:
             for delivery in self.store.add_deliveries(new):
                 self._enqueue(delivery)
+
+    def _owner_access(self, subscription: Subscription,
+                      owners: dict[str, ApiKey] | None) -> tuple[str | None, bool]:
+        """(why deliveries must stop, or None; whether they may carry unmasked plates). `owners`: the
+        active keys by id, None when keys are not used (auth disabled)."""
+        if owners is None:
+            return None, subscription.plates
+        owner = owners.get(subscription.owner_key_id)
+        refusal = subscription_refusal(subscription.owner_key_id, owner)
+        return refusal, subscription.plates and owner is not None and owner.allows(Scope.PLATES)
 
     def _body(self, entry: FeedEntry, plates: bool) -> bytes:
         violation = present_violation(entry.violation, plates=plates)
@@ -320,12 +380,20 @@ class WebhookDispatcher:
                                           status_code=None,
                                           error=f"subscription disabled: {subscription.disabled_reason}")
                 return
+            refusal, plates = self._owner_access(
+                subscription, self.keys.active_by_id(DELIVERY_KEY_AGE_S) if self.keys.enforced else None)
+            if refusal is not None:
+                self._disable(worker, refusal)
+                self.store.record_attempt(delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=attempts,
+                                          status_code=None, error=refusal)
+                return
             attempts += 1
-            status_code, error = await self._attempt(subscription, delivery)
+            status_code, error, duration_ms = await self._attempt(subscription, delivery, plates)
             if error is None:
                 worker.consecutive_failures = 0
                 self.store.record_attempt(delivery.delivery_id, status=DeliveryStatus.DELIVERED,
-                                          attempts=attempts, status_code=status_code, error=None)
+                                          attempts=attempts, status_code=status_code, error=None,
+                                          duration_ms=duration_ms)
                 return
             worker.consecutive_failures += 1
             if worker.consecutive_failures >= settings.disable_after_failures:
@@ -333,14 +401,14 @@ class WebhookDispatcher:
                           f"last error: {error}")
                 self._disable(worker, reason)
                 self.store.record_attempt(delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=attempts,
-                                          status_code=status_code, error=error)
+                                          status_code=status_code, error=error, duration_ms=duration_ms)
                 return
             if attempts >= settings.max_attempts:
                 self.store.record_attempt(delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=attempts,
-                                          status_code=status_code, error=error)
+                                          status_code=status_code, error=error, duration_ms=duration_ms)
                 return
             self.store.record_attempt(delivery.delivery_id, status=DeliveryStatus.PENDING, attempts=attempts,
-                                      status_code=status_code, error=error)
+                                      status_code=status_code, error=error, duration_ms=duration_ms)
             await asyncio.sleep(self.backoff_s(attempts))
 
     def backoff_s(self, attempts: int) -> float:
@@ -355,37 +423,83 @@ class WebhookDispatcher:
         if updated is not None:
             worker.subscription = updated
 
-    async def _attempt(self, subscription: Subscription, delivery: Delivery) -> tuple[int | None, str | None]:
-        assert self._client is not None
-        timestamp_s = int(time.time())
+    def _outgoing(self, subscription: Subscription, delivery: Delivery, plates: bool) -> tuple[bytes, str]:
+        """The body to send now and its change (opened/cleared). A body stored with unmasked plates is
+        masked when the owner key lost `plates` since; one about to be sent unmasked is audited under the
+        owner key (each attempt is a disclosure to the receiver)."""
         try:
-            change = json.loads(delivery.body).get("change", "")
+            message = json.loads(delivery.body)
         except ValueError:
-            change = ""
+            return delivery.body, ""
+        change = str(message.get("change", ""))
+        if not subscription.plates:
+            return delivery.body, change  # stored masked
+        violation = msgspec.convert(message["violation"], Violation)
+        if not plates:
+            message["violation"] = present_violation(violation, plates=False)
+            return json.dumps(message, ensure_ascii=False).encode(), change
+        if discloses(violation) and self.access.audit_log is not None:
+            self.access.audit_log.record(subscription.owner_key_id, f"webhook {subscription.subscription_id}",
+                                         f"plates/evidence of violation {violation.violation_id}")
+        return delivery.body, change
+
+    def _refused_destination(self, url: str) -> str | None:
+        """A URL with a literal address never reaches the resolver: check it here."""
+        host = URL(url).host or ""
+        try:
+            self.policy.check_host_name(host)
+            if self.policy.literal_address(host) is not None:
+                self.policy.check_addresses(host, [host.strip("[]")])
+        except DestinationRefused as exc:
+            return str(exc)
+        return None
+
+    async def _attempt(self, subscription: Subscription, delivery: Delivery,
+                       plates: bool) -> tuple[int | None, str | None, int | None]:
+        """(status code, error or None, duration in ms) of one POST."""
+        assert self._client is not None
+        refused = self._refused_destination(subscription.url)
+        if refused is not None:
+            return None, refused, None
+        body, change = self._outgoing(subscription, delivery, plates)
+        timestamp_s = int(time.time())
         headers = {
             "Content-Type": "application/json",
-            SIGNATURE_HEADER: signature_header(subscription.secret, timestamp_s, delivery.body),
+            SIGNATURE_HEADER: signature_header(subscription.signing_secrets(timestamp_s * 1000), timestamp_s,
+                                               body),
             IDEMPOTENCY_HEADER: delivery.idempotency_key,
             DELIVERY_HEADER: str(delivery.delivery_id),
             EVENT_HEADER: f"violation.{change}",
         }
         timeout_s = self.settings.timeout_s
+        started = time.monotonic()
         try:
-            async with self._client.post(subscription.url, data=delivery.body, headers=headers,
+            async with self._client.post(subscription.url, data=body, headers=headers,
                                          allow_redirects=False) as response:
-                # Read (a bounded part of) the answer so the connection can be reused.
-                text = (await response.content.read(200)).decode("utf-8", "replace")
                 status = response.status
+                # Read a bounded part of the answer so the connection can be reused, and drop it.
+                await response.content.read(_DRAIN_BYTES)
         except TimeoutError:
-            return None, f"no answer within {timeout_s:g} s"
+            return None, f"no answer within {timeout_s:g} s", _elapsed_ms(started)
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, DestinationRefused):
+                return None, str(exc.os_error), None
+            return None, f"{type(exc).__name__}: {exc}"[:500], _elapsed_ms(started)
         except aiohttp.ClientError as exc:
-            return None, f"{type(exc).__name__}: {exc}"[:500]
+            return None, f"{type(exc).__name__}: {exc}"[:500], _elapsed_ms(started)
+        duration_ms = _elapsed_ms(started)
         if 200 <= status < 300:
-            return status, None
-        return status, f"HTTP {status}: {text}"
+            return status, None, duration_ms
+        if 300 <= status < 400:
+            return status, f"HTTP {status}: redirects are not followed; subscribe the final URL", duration_ms
+        return status, f"HTTP {status}", duration_ms
 
     async def _prune_forever(self) -> None:
         while True:
             await asyncio.sleep(PRUNE_INTERVAL_S)
             for subscription_id in list(self._workers):
                 self.store.prune(subscription_id, self.settings.delivery_log_per_subscription)
+
+
+def _elapsed_ms(started: float) -> int:
+    return round((time.monotonic() - started) * 1000)

@@ -1,7 +1,10 @@
 """Webhook subscriptions through the API: create, list, change, delete, delivery log, dead letters.
 
 A key with `subscriptions:manage` sees and changes its own subscriptions; `admin` sees all of them.
-The signing secret is returned once, at creation.
+The signing secret is returned once, at creation or rotation. Bodies refuse unknown keys and filters
+unknown violation types, naming the closest valid one (api/alerts/strict.py); a URL whose host is or
+resolves to a private, loopback or link-local address is refused unless allowed in the settings
+(api/alerts/webhooks/destinations.py).
 """
 
 from __future__ import annotations
@@ -9,16 +12,19 @@ from __future__ import annotations
 from typing import Annotated
 from urllib.parse import urlparse
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field, field_validator
 
 from api.access.deps import require
 from api.access.keys import ApiKey, Scope
-from api.alerts.filters import ViolationFilter
+from api.alerts.filters import ViolationFilter, refuse_unknown_types
+from api.alerts.strict import StrictModel, refuse_unknown_query_parameters
+from api.alerts.webhooks.destinations import DestinationRefused
 from api.alerts.webhooks.dispatcher import WebhookDispatcher
 from api.alerts.webhooks.store import Delivery, DeliveryStatus, Subscription
 
-router = APIRouter(prefix="/v1/subscriptions", tags=["webhooks"])
+router = APIRouter(prefix="/v1/subscriptions", tags=["webhooks"],
+                   dependencies=[Depends(refuse_unknown_query_parameters)])
 
 Manager = Annotated[ApiKey, Depends(require(Scope.SUBSCRIPTIONS_MANAGE))]
 
@@ -40,7 +46,7 @@ def _check_url(url: str) -> str:
     return url
 
 
-class SubscriptionIn(BaseModel):
+class SubscriptionIn(StrictModel):
     url: str = Field(description="Where deliveries are POSTed (http or https; use https in production).")
     filter: ViolationFilter = Field(default_factory=ViolationFilter,
                                     description="Which changes to deliver; empty: all of them.")
@@ -54,7 +60,7 @@ class SubscriptionIn(BaseModel):
         return _check_url(value)
 
 
-class SubscriptionPatch(BaseModel):
+class SubscriptionPatch(StrictModel):
     url: str | None = None
     filter: ViolationFilter | None = None
     enabled: bool | None = Field(None, description="true re-enables a disabled subscription.")
@@ -75,10 +81,25 @@ class SubscriptionOut(BaseModel):
     enabled: bool
     disabled_reason: str | None = Field(description="Why it was disabled automatically; null when enabled.")
     created_time_ms: int
+    previous_secret_expires_time_ms: int | None = Field(
+        description="After a secret rotation: until when deliveries are also signed with the previous "
+                    "secret; null when only the current secret signs.")
 
 
 class SubscriptionCreated(SubscriptionOut):
     secret: str = Field(description="The signing secret, shown only now: store it with the receiver.")
+
+
+MAX_GRACE_S = 7 * 24 * 3600
+
+
+class SecretRotation(StrictModel):
+    secret: str | None = Field(None, min_length=16,
+                               description="The new signing secret; omitted: one is generated.")
+    grace_s: int = Field(24 * 3600, ge=0, le=MAX_GRACE_S,
+                         description="How long deliveries are also signed with the previous secret (a second "
+                                     "`v1` in the signature header), so the receiver can switch without "
+                                     "losing deliveries; 0: the previous secret stops at once.")
 
 
 class DeliveryOut(BaseModel):
@@ -88,24 +109,36 @@ class DeliveryOut(BaseModel):
     status: DeliveryStatus
     attempts: int
     last_status_code: int | None
-    last_error: str | None
+    last_error: str | None = Field(description="Why the last attempt failed: a status code, a connection "
+                                               "error or a refused destination (never the answer's body).")
+    last_duration_ms: int | None = Field(description="How long the last attempt took until the answer.")
     created_time_ms: int
     updated_time_ms: int
 
 
-def _out(subscription: Subscription) -> SubscriptionOut:
+def _out(subscription: Subscription, owners: dict[str, ApiKey] | None,
+         dispatcher: WebhookDispatcher) -> SubscriptionOut:
+    """`owners`: the active keys (`dispatcher.active_keys()`), read once per request."""
+    expires = subscription.previous_secret_expires_time_ms if subscription.previous_secret else None
     return SubscriptionOut(subscription_id=subscription.subscription_id, url=subscription.url,
                            filter=subscription.filter, description=subscription.description,
-                           owner_key_id=subscription.owner_key_id, plates=subscription.plates,
+                           owner_key_id=subscription.owner_key_id,
+                           plates=dispatcher.plates_now(subscription, owners),
                            enabled=subscription.enabled, disabled_reason=subscription.disabled_reason,
-                           created_time_ms=subscription.created_time_ms)
+                           created_time_ms=subscription.created_time_ms,
+                           previous_secret_expires_time_ms=expires)
+
+
+def _one(subscription: Subscription, dispatcher: WebhookDispatcher) -> SubscriptionOut:
+    return _out(subscription, dispatcher.active_keys(), dispatcher)
 
 
 def _delivery_out(delivery: Delivery) -> DeliveryOut:
     return DeliveryOut(delivery_id=delivery.delivery_id, idempotency_key=delivery.idempotency_key,
                        change_id=delivery.change_id, status=delivery.status, attempts=delivery.attempts,
                        last_status_code=delivery.last_status_code, last_error=delivery.last_error,
-                       created_time_ms=delivery.created_time_ms, updated_time_ms=delivery.updated_time_ms)
+                       last_duration_ms=delivery.last_duration_ms, created_time_ms=delivery.created_time_ms,
+                       updated_time_ms=delivery.updated_time_ms)
 
 
 def _owned(dispatcher: WebhookDispatcher, key: ApiKey, subscription_id: str) -> Subscription:
@@ -115,34 +148,69 @@ def _owned(dispatcher: WebhookDispatcher, key: ApiKey, subscription_id: str) -> 
     return subscription
 
 
+def _check_destination(dispatcher: WebhookDispatcher, url: str) -> None:
+    try:
+        dispatcher.policy.check_url(url)
+    except DestinationRefused as exc:
+        raise HTTPException(422, f"url: {exc}") from exc
+
+
+def _check_filter(dispatcher: WebhookDispatcher, filter: ViolationFilter) -> None:
+    refuse_unknown_types(filter, dispatcher.violation_types, "filter.type")
+
+
 @router.post("", status_code=201, response_model=SubscriptionCreated, summary="Subscribe a webhook")
 def create_subscription(body: SubscriptionIn, key: Manager, dispatcher: DispatcherDep) -> SubscriptionCreated:
+    _check_filter(dispatcher, body.filter)
+    _check_destination(dispatcher, body.url)
     subscription = dispatcher.create(url=body.url, filter=body.filter, secret=body.secret,
                                      description=body.description, owner_key_id=key.key_id,
                                      plates=key.allows(Scope.PLATES))
-    return SubscriptionCreated(**_out(subscription).model_dump(), secret=subscription.secret)
+    return SubscriptionCreated(**_one(subscription, dispatcher).model_dump(), secret=subscription.secret)
 
 
 @router.get("", response_model=list[SubscriptionOut], summary="List subscriptions")
 def list_subscriptions(key: Manager, dispatcher: DispatcherDep) -> list[SubscriptionOut]:
     owner = None if key.allows(Scope.ADMIN) else key.key_id
-    return [_out(s) for s in dispatcher.store.subscriptions(owner)]
+    owners = dispatcher.active_keys()
+    return [_out(s, owners, dispatcher) for s in dispatcher.store.subscriptions(owner)]
 
 
 @router.get("/{subscription_id}", response_model=SubscriptionOut, summary="One subscription")
 def get_subscription(subscription_id: str, key: Manager, dispatcher: DispatcherDep) -> SubscriptionOut:
-    return _out(_owned(dispatcher, key, subscription_id))
+    return _one(_owned(dispatcher, key, subscription_id), dispatcher)
 
 
 @router.patch("/{subscription_id}", response_model=SubscriptionOut,
               summary="Change the URL or filter, or enable or disable")
 def update_subscription(subscription_id: str, body: SubscriptionPatch, key: Manager,
                         dispatcher: DispatcherDep) -> SubscriptionOut:
-    _owned(dispatcher, key, subscription_id)
+    subscription = _owned(dispatcher, key, subscription_id)
+    if body.filter is not None:
+        _check_filter(dispatcher, body.filter)
+    if body.url is not None:
+        _check_destination(dispatcher, body.url)
+    if body.enabled:
+        refusal = dispatcher.owner_refusal(subscription)
+        if refusal is not None:
+            raise HTTPException(409, f"cannot enable: {refusal}; create a new subscription with an "
+                                     "active key")
     updated = dispatcher.update(subscription_id, url=body.url, filter=body.filter, enabled=body.enabled)
     if updated is None:
         raise HTTPException(404, f"no subscription {subscription_id!r}")
-    return _out(updated)
+    return _one(updated, dispatcher)
+
+
+@router.post("/{subscription_id}/secret", response_model=SubscriptionCreated,
+             summary="Rotate the signing secret (the new one is shown once)")
+def rotate_secret(subscription_id: str, key: Manager, dispatcher: DispatcherDep,
+                  body: Annotated[SecretRotation | None, Body()] = None) -> SubscriptionCreated:
+    _owned(dispatcher, key, subscription_id)
+    rotation = body or SecretRotation()
+    rotated = dispatcher.rotate_secret(subscription_id, secret=rotation.secret, grace_s=rotation.grace_s)
+    if rotated is None:
+        raise HTTPException(404, f"no subscription {subscription_id!r}")
+    return SubscriptionCreated(**_one(rotated, dispatcher).model_dump(), secret=rotated.secret)
 
 
 @router.delete("/{subscription_id}", status_code=204, summary="Delete a subscription and its log")

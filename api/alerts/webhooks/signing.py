@@ -2,6 +2,10 @@
 
 The signed message is `<t>.<raw body>`: binding the timestamp stops a captured delivery from being
 replayed later (receivers reject a `t` older than their tolerance, 5 minutes by default).
+
+After a secret rotation the header carries one `v1` per secret still valid, the new secret's first:
+`t=<t>,v1=<new>,v1=<previous>`. A receiver accepts the delivery when any `v1` matches its secret, so it
+can switch to the new secret at any time during the grace period.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from collections.abc import Sequence
 
 SIGNATURE_HEADER = "X-Citywatch-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -21,19 +26,23 @@ def signature(secret: str, timestamp_s: int, body: bytes) -> str:
     return hmac.new(secret.encode(), f"{timestamp_s}.".encode() + body, hashlib.sha256).hexdigest()
 
 
-def signature_header(secret: str, timestamp_s: int, body: bytes) -> str:
-    return f"t={timestamp_s},v1={signature(secret, timestamp_s, body)}"
+def signature_header(secret: str | Sequence[str], timestamp_s: int, body: bytes) -> str:
+    """One `v1` per secret, in the order given (the current secret first)."""
+    secrets = [secret] if isinstance(secret, str) else list(secret)
+    return ",".join([f"t={timestamp_s}", *(f"v1={signature(s, timestamp_s, body)}" for s in secrets)])
 
 
 def verify(secret: str, header: str, body: bytes, *, tolerance_s: int = DEFAULT_TOLERANCE_S,
            now_s: float | None = None) -> bool:
     """What a receiver does: recompute, compare in constant time, reject stale timestamps."""
-    fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
+    pairs = [part.split("=", 1) for part in header.split(",") if "=" in part]
+    timestamps = [value for name, value in pairs if name == "t"]
     try:
-        timestamp_s = int(fields["t"])
-    except (KeyError, ValueError):
+        timestamp_s = int(timestamps[0])
+    except (IndexError, ValueError):
         return False
     now_s = time.time() if now_s is None else now_s
     if abs(now_s - timestamp_s) > tolerance_s:
         return False
-    return hmac.compare_digest(signature(secret, timestamp_s, body), fields.get("v1", ""))
+    expected = signature(secret, timestamp_s, body)
+    return any(hmac.compare_digest(expected, value) for name, value in pairs if name == "v1")

@@ -8,6 +8,7 @@ twice for the same subscription.
 
 from __future__ import annotations
 
+import re
 import secrets
 import sqlite3
 import threading
@@ -33,7 +34,9 @@ CREATE TABLE IF NOT EXISTS subscriptions (
     plates               INTEGER NOT NULL,
     enabled              INTEGER NOT NULL,
     disabled_reason      TEXT,
-    created_time_ms      INTEGER NOT NULL
+    created_time_ms      INTEGER NOT NULL,
+    previous_secret      TEXT,
+    previous_secret_expires_time_ms INTEGER
 );
 CREATE TABLE IF NOT EXISTS deliveries (
     delivery_id          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -47,10 +50,17 @@ CREATE TABLE IF NOT EXISTS deliveries (
     last_error           TEXT,
     created_time_ms      INTEGER NOT NULL,
     updated_time_ms      INTEGER NOT NULL,
+    last_duration_ms     INTEGER,
     UNIQUE (subscription_id, idempotency_key)
 );
 CREATE INDEX IF NOT EXISTS deliveries_by_status ON deliveries (subscription_id, status, delivery_id);
 """
+# Columns added after the first release: (table, column, declaration), added to older files at open.
+_ADDED_COLUMNS: Final = (
+    ("subscriptions", "previous_secret", "TEXT"),
+    ("subscriptions", "previous_secret_expires_time_ms", "INTEGER"),
+    ("deliveries", "last_duration_ms", "INTEGER"),
+)
 
 
 class DeliveryStatus(StrEnum):
@@ -72,6 +82,16 @@ class Subscription:
     enabled: bool
     disabled_reason: str | None
     created_time_ms: int
+    # After a secret rotation: the secret that deliveries are also signed with until the time given.
+    previous_secret: str | None = None
+    previous_secret_expires_time_ms: int | None = None
+
+    def signing_secrets(self, now_ms: int) -> list[str]:
+        """The current secret first, then the previous one while its grace period lasts."""
+        expires = self.previous_secret_expires_time_ms
+        if self.previous_secret and expires is not None and now_ms < expires:
+            return [self.secret, self.previous_secret]
+        return [self.secret]
 
 
 @dataclass(frozen=True)
@@ -87,6 +107,8 @@ class Delivery:
     last_error: str | None
     created_time_ms: int
     updated_time_ms: int
+    # How long the last attempt took, from sending the request to the answer (or the failure).
+    last_duration_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -101,10 +123,14 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def new_signing_secret() -> str:
+    return f"whsec_{secrets.token_urlsafe(32)}"
+
+
 _SUBSCRIPTION_COLUMNS = ("subscription_id, url, filter, secret, description, owner_key_id, plates, enabled, "
-                         "disabled_reason, created_time_ms")
+                         "disabled_reason, created_time_ms, previous_secret, previous_secret_expires_time_ms")
 _DELIVERY_COLUMNS = ("delivery_id, subscription_id, idempotency_key, change_id, body, status, attempts, "
-                     "last_status_code, last_error, created_time_ms, updated_time_ms")
+                     "last_status_code, last_error, created_time_ms, updated_time_ms, last_duration_ms")
 
 
 class WebhookStore:
@@ -121,6 +147,14 @@ class WebhookStore:
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
         connection.executescript(_SCHEMA)
+        added = []
+        for table, column, declaration in _ADDED_COLUMNS:
+            existing = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+            if column not in existing:
+                connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+                added.append(column)
+        if "last_duration_ms" in added:
+            _drop_answer_bodies(connection)
         return cls(connection)
 
     def close(self) -> None:
@@ -137,13 +171,13 @@ class WebhookStore:
                             owner_key_id: str, plates: bool) -> Subscription:
         subscription = Subscription(
             subscription_id=secrets.token_hex(8), url=url, filter=filter,
-            secret=secret or f"whsec_{secrets.token_urlsafe(32)}", description=description,
+            secret=secret or new_signing_secret(), description=description,
             owner_key_id=owner_key_id, plates=plates, enabled=True, disabled_reason=None,
             created_time_ms=now_ms())
         self._execute(
-            f"INSERT INTO subscriptions ({_SUBSCRIPTION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO subscriptions ({_SUBSCRIPTION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (subscription.subscription_id, url, filter.model_dump_json(), subscription.secret, description,
-             owner_key_id, int(plates), 1, None, subscription.created_time_ms))
+             owner_key_id, int(plates), 1, None, subscription.created_time_ms, None, None))
         return subscription
 
     def subscriptions(self, owner_key_id: str | None = None) -> list[Subscription]:
@@ -174,6 +208,18 @@ class WebhookStore:
         if sets:
             self._execute(f"UPDATE subscriptions SET {', '.join(sets)} WHERE subscription_id = ?",
                           (*params, subscription_id))
+        return self.subscription(subscription_id)
+
+    def rotate_secret(self, subscription_id: str, *, secret: str | None,
+                      grace_ms: int) -> Subscription | None:
+        """A new signing secret; the old one keeps signing deliveries (as a second signature) for
+        `grace_ms`, so receivers can switch without dropping deliveries."""
+        new_secret = secret or new_signing_secret()
+        expires = now_ms() + grace_ms if grace_ms > 0 else None
+        self._execute(
+            "UPDATE subscriptions SET previous_secret = CASE WHEN ? IS NULL THEN NULL ELSE secret END, "
+            "previous_secret_expires_time_ms = ?, secret = ? WHERE subscription_id = ?",
+            (expires, expires, new_secret, subscription_id))
         return self.subscription(subscription_id)
 
     def delete_subscription(self, subscription_id: str) -> bool:
@@ -209,11 +255,11 @@ class WebhookStore:
         return created
 
     def record_attempt(self, delivery_id: int, *, status: DeliveryStatus, attempts: int,
-                       status_code: int | None, error: str | None) -> None:
+                       status_code: int | None, error: str | None, duration_ms: int | None = None) -> None:
         self._execute(
             "UPDATE deliveries SET status = ?, attempts = ?, last_status_code = ?, last_error = ?, "
-            "updated_time_ms = ? WHERE delivery_id = ?",
-            (status.value, attempts, status_code, error, now_ms(), delivery_id))
+            "updated_time_ms = ?, last_duration_ms = COALESCE(?, last_duration_ms) WHERE delivery_id = ?",
+            (status.value, attempts, status_code, error, now_ms(), duration_ms, delivery_id))
 
     def deliveries(self, subscription_id: str, *, status: DeliveryStatus | None = None,
                    before_id: int | None = None, limit: int = 100) -> list[Delivery]:
@@ -261,15 +307,32 @@ class WebhookStore:
 
 
 def _subscription(row: tuple[Any, ...]) -> Subscription:
-    (subscription_id, url, filter_json, secret, description, owner, plates, enabled, reason, created) = row
+    (subscription_id, url, filter_json, secret, description, owner, plates, enabled, reason, created,
+     previous_secret, previous_expires) = row
     return Subscription(subscription_id=subscription_id, url=url,
                         filter=ViolationFilter.model_validate_json(filter_json), secret=secret,
                         description=description, owner_key_id=owner, plates=bool(plates),
-                        enabled=bool(enabled), disabled_reason=reason, created_time_ms=created)
+                        enabled=bool(enabled), disabled_reason=reason, created_time_ms=created,
+                        previous_secret=previous_secret, previous_secret_expires_time_ms=previous_expires)
 
 
 def _delivery(row: tuple[Any, ...]) -> Delivery:
     (delivery_id, subscription_id, key, change_id, body, status, attempts, code, error, created,
-     updated) = row
+     updated, duration_ms) = row
     return Delivery(delivery_id, subscription_id, key, change_id, bytes(body), DeliveryStatus(status),
-                    attempts, code, error, created, updated)
+                    attempts, code, error, created, updated, duration_ms)
+
+
+_ANSWER_BODY = re.compile(r"HTTP (\d{3}): .*", re.DOTALL)
+
+
+def _drop_answer_bodies(connection: sqlite3.Connection) -> None:
+    """Once, when a store from before the answer bodies were dropped is opened: errors used to carry the
+    first 200 bytes of a receiver's answer (`HTTP 503: <body>`), which the subscriber could read in the
+    delivery log; keep the status only."""
+    for table, key, column in (("deliveries", "delivery_id", "last_error"),
+                               ("subscriptions", "subscription_id", "disabled_reason")):
+        rows = connection.execute(f"SELECT {key}, {column} FROM {table} WHERE {column} LIKE '%HTTP %: %'")
+        for row_id, text in rows.fetchall():
+            connection.execute(f"UPDATE {table} SET {column} = ? WHERE {key} = ?",
+                               (_ANSWER_BODY.sub(r"HTTP \1", text), row_id))

@@ -67,7 +67,8 @@ def test_two_api_replicas_stream_every_change_and_deliver_each_webhook_once(
         "mqtt": {"url": mosquitto_url, "client_id": f"citywatch-{tmp_path.name}"},
         "pipeline": {"allowed_lateness_ms": 200},
         "devices": bins("bin-a"),
-        "alerts": {"stream_heartbeat_s": 0.5, "webhooks": {"sync_interval_s": 0.2},
+        "alerts": {"stream_heartbeat_s": 0.5,
+                   "webhooks": {"sync_interval_s": 0.2, "allowed_private_networks": ["127.0.0.0/8"]},
                    "mqtt": {"enabled": True, "topic_prefix": f"{tmp_path.name}/violations"}},
     }
     receiver = Receiver().start()

@@ -127,6 +127,7 @@ def test_up_runs_every_role_in_one_process_on_kafka(kafka_settings: KafkaSetting
         "mqtt": {"url": mosquitto_url, "client_id": f"citywatch-{tmp_path.name}"},
         "pipeline": {"allowed_lateness_ms": 200},
         "devices": bins("bin-up"),
+        "alerts": {"webhooks": {"allowed_private_networks": ["127.0.0.0/8"]}},  # the receiver is local
     }
     app = CitywatchProcess(tmp_path, config).start()
     publisher = MqttPublisher(mosquitto_url, f"test-up-{tmp_path.name}").connect()
