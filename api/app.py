@@ -14,6 +14,7 @@ from api.access import routes as access_routes
 from api.access.deps import require
 from api.access.keys import Scope
 from api.alerts import streams
+from api.alerts.openapi import register_openapi_webhooks
 from api.alerts.webhooks import routes as webhook_routes
 from api.error_handlers import install_problem_handlers
 from api.openapi import install_problem_docs, serve_offline_docs
@@ -78,4 +79,6 @@ def create_app(services: ApiServices) -> FastAPI:
     app.include_router(webhook_routes.router, responses=not_running)
     app.include_router(access_routes.router)
     app.include_router(status.router, dependencies=[Depends(require(Scope.METRICS_READ))])
+    # The webhook delivery and the WebSocket frames, as schemas in the same OpenAPI document.
+    register_openapi_webhooks(app)
     return app

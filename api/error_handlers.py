@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Final
 
-import urllib3
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -23,7 +22,7 @@ from api.problems import (
     problem_response,
 )
 from api.strict_input import field_errors
-from store.base import InvalidCursor, QueryTooLarge
+from store.base import InvalidCursor, QueryTooLarge, StoreUnavailable
 from store.influx_store import InfluxQueryError
 
 log = logging.getLogger(__name__)
@@ -31,11 +30,6 @@ log = logging.getLogger(__name__)
 # What a client should wait before asking again while the store is unreachable: long enough not to add
 # load to a recovering InfluxDB, short enough that dashboards come back soon after it does.
 STORE_RETRY_AFTER_S: Final = 5
-
-
-def store_unreachable(exc: InfluxQueryError) -> bool:
-    """InfluxDB could not be reached (refused, reset, timed out), as opposed to a query it refused."""
-    return isinstance(exc.__cause__, urllib3.exceptions.HTTPError)
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -62,14 +56,16 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def query_too_large(_: Request, exc: QueryTooLarge) -> JSONResponse:
         return problem_response(QUERY_TOO_LARGE, str(exc))
 
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        # One line per refused request and no traceback: an outage is an operating condition, not a bug.
+        log.warning("%s %s answered 503: %s", request.method, request.url.path, exc)
+        return problem_response(
+            STORE_UNAVAILABLE, f"the store cannot be reached; retry after {STORE_RETRY_AFTER_S} s",
+            headers={"Retry-After": str(STORE_RETRY_AFTER_S)})
+
     @app.exception_handler(InfluxQueryError)
     async def store_error(request: Request, exc: InfluxQueryError) -> JSONResponse:
-        if store_unreachable(exc):
-            # One line per refused request and no traceback: an outage is an operating condition, not a bug.
-            log.warning("%s %s answered 503: %s", request.method, request.url.path, exc)
-            return problem_response(
-                STORE_UNAVAILABLE, f"the store cannot be reached; retry after {STORE_RETRY_AFTER_S} s",
-                headers={"Retry-After": str(STORE_RETRY_AFTER_S)})
         log.error("%s %s: the store refused the query", request.method, request.url.path, exc_info=exc)
         return problem_response(INTERNAL, "the store refused the query; the error is logged")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from functools import cache
 from typing import Annotated
 
 from fastapi import Depends, Query
@@ -14,8 +13,7 @@ from api.deps import StoreDep
 from api.params import to_epoch_ms
 from api.problems import INVALID_INPUT, FieldProblem, ProblemError, describe_errors, invalid
 from api.strict_input import closest, unknown_name_message
-from processors import catalogue
-from processors.rule import Rule
+from api.violation_types import default_violation_types
 from store.base import BoundingBox, Store, ViolationFilter, ViolationQuery
 
 ATTRIBUTE_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -23,19 +21,11 @@ ATTRIBUTE_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 MultiParam = Annotated[list[str] | None, Query()]
 
 
-@cache
-def rule_violation_types() -> frozenset[str]:
-    """The violation type of every rule the catalogue builds (a rule's name is the type it emits)."""
-    return frozenset(
-        value.name for value in vars(catalogue).values()
-        if isinstance(value, type) and issubclass(value, Rule) and isinstance(value.__dict__.get("name"), str)
-    )
-
-
 def check_violation_types(store: Store, types: list[str]) -> None:
-    """A type is known when a rule emits it, or when a stored violation has it (smart cameras report
-    types of their own, e.g. from a city's code table). Anything else is a typo that would match nothing."""
-    known = rule_violation_types()
+    """A type is known when a rule emits it, when the default code table names it, or when a stored
+    violation has it (smart cameras report types of their own, e.g. from a city's code table). Anything
+    else is a typo that would match nothing."""
+    known = default_violation_types()
     errors = []
     for name in dict.fromkeys(types):
         if name in known or store.query_violations(ViolationQuery(types=(name,), limit=1)).items:

@@ -13,7 +13,7 @@ import typing
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, APIWebSocketRoute
 from pydantic import BaseModel
 from starlette.requests import HTTPConnection
 
@@ -36,7 +36,7 @@ def unknown_name_message(what: str, suggestion: str | None) -> str:
     return f"unknown {what}; did you mean `{suggestion}`?" if suggestion else f"unknown {what}"
 
 
-def _query_names(route: APIRoute) -> frozenset[str]:
+def _query_names(route: APIRoute | APIWebSocketRoute) -> frozenset[str]:
     # A walk over a handful of dependencies: cheaper than a cache that would outlive the app.
     names: set[str] = set()
     pending: list[Dependant] = [route.dependant]
@@ -48,10 +48,10 @@ def _query_names(route: APIRoute) -> frozenset[str]:
 
 
 def reject_unknown_query_parameters(connection: HTTPConnection) -> None:
-    """A dependency of every /v1 route: a query parameter the route does not declare is a 422."""
+    """A dependency of every /v1 route and stream: a query parameter it does not declare is a 422 (on a
+    WebSocket, a refused handshake with the same problem)."""
     route = connection.scope.get("route")
-    if connection.scope["type"] != "http" or not isinstance(route, APIRoute) \
-            or not route.path_format.startswith("/v1/"):
+    if not isinstance(route, APIRoute | APIWebSocketRoute) or not route.path_format.startswith("/v1/"):
         return
     known = _query_names(route)
     unknown = sorted({name for name in connection.query_params if name not in known})

@@ -31,6 +31,11 @@ class Page(Generic[T]):
     next_cursor: str | None
 
 
+class StoreUnavailable(RuntimeError):
+    """The store could not be reached, or answered with a server error: retry later (an outage, not a bug
+    of the query)."""
+
+
 class QueryTooLarge(ValueError):
     """The answer would exceed the store's bound on result size; narrow the query."""
 

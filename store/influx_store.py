@@ -53,6 +53,7 @@ from store.base import (
     ReadingSeriesQuery,
     RetentionPolicy,
     Store,
+    StoreUnavailable,
     TopQuery,
     TopRow,
     ViolationCountQuery,
@@ -84,6 +85,12 @@ _TAG_OF_DIMENSION: Final = {Dimension.DEVICE: "device"}
 
 class InfluxQueryError(RuntimeError):
     """InfluxDB answered a query with an error, or could not be reached."""
+
+
+class InfluxUnavailable(StoreUnavailable, InfluxQueryError):
+    """InfluxDB could not be reached (refused, reset, timed out) or answered with a server error (5xx).
+
+    StoreUnavailable first: the API answers it as an outage (503), before the query errors (500)."""
 
 
 def quote_string(value: str) -> str:
@@ -254,14 +261,15 @@ class InfluxStore(Store):
                 retries=False,
             )
         except urllib3.exceptions.HTTPError as exc:
-            raise InfluxQueryError(
+            raise InfluxUnavailable(
                 f"InfluxDB at {redact_url(self.url)} unreachable: {redact_urls(str(exc))}") from None
 
     def query(self, influxql: str, *, method: str = "GET") -> list[dict[str, Any]]:
         """The series of one InfluxQL statement (epoch ns times)."""
         response = self._request(method, "/query", {"db": self.database, "q": influxql, "epoch": "ns"})
         if response.status != 200:
-            raise InfluxQueryError(f"HTTP {response.status} for {influxql[:200]!r}: {response.data[:300]!r}")
+            error = InfluxUnavailable if response.status >= 500 else InfluxQueryError
+            raise error(f"HTTP {response.status} for {influxql[:200]!r}: {response.data[:300]!r}")
         body = json.loads(response.data)
         if "error" in body:
             raise InfluxQueryError(f"{body['error']} in {influxql[:200]!r}")

@@ -7,7 +7,7 @@ up in proxy and access logs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated
 
 from fastapi import Depends, Security
@@ -51,14 +51,21 @@ def require(*scopes: Scope) -> Callable[..., ApiKey]:
         _header: Annotated[str | None, Security(_api_key_header)] = None,
         _bearer_token: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
     ) -> ApiKey:
-        client = connection.client.host if connection.client is not None else None
-        try:
-            return access.authorize(token_of(connection), scopes, client)
-        except AuthError as exc:
-            connection.state.services.metrics.api_auth_refused.labels(exc.reason.value).inc()
-            raise ProblemError(_PROBLEM_OF_REASON[exc.reason], exc.detail, headers=exc.headers) from exc
+        return authorize_connection(connection, access, scopes)
 
     return dependency
+
+
+def authorize_connection(connection: HTTPConnection, access: AccessControl,
+                         scopes: Sequence[Scope]) -> ApiKey:
+    """The key of a request or WebSocket handshake, or a problem: throttled per client address and
+    counted by reason the same way on every route."""
+    client = connection.client.host if connection.client is not None else None
+    try:
+        return access.authorize(token_of(connection), scopes, client)
+    except AuthError as exc:
+        connection.state.services.metrics.api_auth_refused.labels(exc.reason.value).inc()
+        raise ProblemError(_PROBLEM_OF_REASON[exc.reason], exc.detail, headers=exc.headers) from exc
 
 
 AccessDep = Annotated[AccessControl, Depends(get_access)]

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from api.access.control import AccessControl
-from api.alerts.violation_types import known_violation_types
 from api.alerts.webhooks.dispatcher import WebhookDispatcher
 from api.alerts.webhooks.store import WebhookStore
+from api.violation_types import known_violation_types
 from citywatch.settings import Settings
 from processors.outputs.feed import ViolationFeed
 from processors.outputs.kafka_out import KafkaViolationOutput

@@ -17,11 +17,8 @@ from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_v
 from starlette.requests import HTTPConnection
 
 from api.alerts.strict import StrictModel, unknown_name
-from api.alerts.violation_types import default_violation_types
+from api.violation_types import default_violation_types
 from citywatch.models import Severity, Violation, ViolationStatus
-
-# Query parameters of the streams besides the filter.
-STREAM_PARAMETERS = ("since",)
 
 
 class BoundingBox(StrictModel):
@@ -115,7 +112,6 @@ def refuse_unknown_types(filter: ViolationFilter, known: Collection[str], where:
             unknown_name("violation type", name, known) for name in unknown))
 
 
-_QUERY_FIELDS = ("type", "grid", "district", "department", "severity", "device", "status", "bbox")
 
 
 def _enum_values(param: str, values: list[str], enum: type[StrEnum]) -> tuple[Any, ...]:
@@ -140,14 +136,10 @@ def filter_from_query(
     bbox: Annotated[str | None, Query(description="min_lon,min_lat,max_lon,max_lat (WGS84).")] = None,
 ) -> ViolationFilter:
     """The filter as query parameters (a FastAPI dependency of the streams). Everything is checked
-    here and refused with a 422 naming the closest valid name: an unknown parameter, severity, status
-    or violation type, a bad bounding box. (Validated here rather than by FastAPI, so that a WebSocket
+    here and refused with a 422 naming the closest valid name: an unknown severity, status or violation
+    type, a bad bounding box. (Validated here rather than by FastAPI, so that a WebSocket
     handshake is refused with the same status and message as an SSE request.)"""
-    allowed = (*_QUERY_FIELDS, *STREAM_PARAMETERS)
-    unknown = [name for name in dict.fromkeys(connection.query_params) if name not in allowed]
-    if unknown:
-        raise HTTPException(422, "; ".join(unknown_name("query parameter", name, allowed)
-                                           for name in unknown))
+    # Unknown parameters are refused for every /v1 route and stream by api/strict_input.py.
     try:
         box = None if bbox is None else BoundingBox.parse(bbox)
     except ValueError as exc:

@@ -32,8 +32,8 @@ from fastapi.responses import Response
 from starlette.types import Receive, Send
 from starlette.types import Scope as AsgiScope
 
-from api.access.control import AccessControl, AuthError
-from api.access.deps import ViolationReader, get_access, token_of
+from api.access.control import AccessControl
+from api.access.deps import ViolationReader, authorize_connection, get_access, token_of
 from api.access.keys import ApiKey, Scope
 from api.alerts.filters import ViolationFilter, filter_from_query
 from api.alerts.key_state import KeyState, stream_refusal
@@ -323,10 +323,8 @@ async def websocket_violations(
     services: ApiServices = websocket.state.services
     access = get_access(websocket)
     token = token_of(websocket)
-    try:
-        key = access.authorize(token, [Scope.VIOLATIONS_READ])
-    except AuthError as exc:
-        raise HTTPException(exc.status_code, exc.detail, headers=exc.headers or None) from exc
+    # Refused as on the HTTP routes: the same problem, throttle and metric, before the handshake.
+    key = authorize_connection(websocket, access, [Scope.VIOLATIONS_READ])
     _, waiter = _stream_parts(services)
     session = _started_session(services, waiter, key, token, filter, "WS /v1/ws/violations", since)
     await websocket.accept()

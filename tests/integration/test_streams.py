@@ -148,7 +148,7 @@ def test_streams_need_a_key_with_violations_read(served) -> None:
     ("severity=hgh", "unknown severity 'hgh'; did you mean 'high'?"),
     ("status=closed", "unknown status 'closed'"),
     ("type=bin_overflw", "unknown violation type 'bin_overflw'; did you mean 'bin_overflow'?"),
-    ("tpye=bin_overflow", "unknown query parameter 'tpye'; did you mean 'type'?"),
+    ("tpye=bin_overflow", "query `tpye`: unknown parameter; did you mean `type`?"),
     ("bbox=1,2,3", "bbox must be four numbers"),
 ])
 def test_a_bad_filter_is_refused_with_the_same_status_and_message_on_both_streams(served, query,

@@ -10,8 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.filters import rule_violation_types
 from api.services import ApiServices
+from api.violation_types import default_violation_types
 from citywatch.metrics import Metrics
 from store.sqlite_store import SqliteStore
 from tests.support.alerts import violation
@@ -86,7 +86,7 @@ def test_a_misspelt_violation_type_is_refused_with_the_closest_type(client) -> N
 
 def test_known_types_are_those_of_the_rules_and_those_stored(client) -> None:
     assert {"bin_overflow", "illegal_parking", "red_light", "sensor_stuck", "camera_violation"} <= (
-        rule_violation_types())
+        default_violation_types())
     parking = client.get("/v1/violations", params={"type": "parking"}).json()["items"]
     ids = [v["violation_id"] for v in parking]
     assert ids == ["v0002"]  # a camera's own type: stored, so known

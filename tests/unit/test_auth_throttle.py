@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from starlette.testclient import WebSocketDenialResponse
 
 from api.access.keys import Scope
 from api.access.throttle import FailedAuthThrottle
@@ -103,3 +104,19 @@ def test_requests_without_a_key_are_not_counted_as_guesses(api: AlertApi) -> Non
     assert [client.get("/v1/violations").status_code for _ in range(20)] == [401] * 20
     assert client.get("/v1/violations", headers=bearer(api.key(Scope.VIOLATIONS_READ))).status_code == 200
     assert refused(api, "missing_key") == 20 and refused(api, "throttled") == 0
+
+
+def test_the_websocket_stream_refuses_a_throttled_address_at_the_handshake(api: AlertApi) -> None:
+    valid = bearer(api.key(Scope.VIOLATIONS_READ))
+    attacker = TestClient(api.app, client=("203.0.113.9", 40000))
+    with attacker:
+        for n in range(5):
+            with pytest.raises(WebSocketDenialResponse) as guessed:
+                attacker.websocket_connect("/v1/ws/violations", headers=bearer(f"cw_guess_{n}")).__enter__()
+            assert guessed.value.status_code == 401
+        with pytest.raises(WebSocketDenialResponse) as throttled:
+            attacker.websocket_connect("/v1/ws/violations", headers=valid).__enter__()
+        assert throttled.value.status_code == 429
+        assert throttled.value.headers["retry-after"] == "60"
+        assert attacker.get("/v1/violations", headers=valid).status_code == 429  # the same table as HTTP
+    assert refused(api, "unknown_key") == 5

@@ -7,7 +7,6 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from api.alerts.openapi import register_openapi_webhooks
 from api.app import create_app
 from api.services import ApiServices
 from citywatch.metrics import Metrics
@@ -18,7 +17,6 @@ def openapi(tmp_path: Any) -> dict[str, Any]:
     store = SqliteStore.in_directory(tmp_path)
     try:
         app: FastAPI = create_app(ApiServices(store=store, metrics=Metrics()))
-        register_openapi_webhooks(app)
         return app.openapi()
     finally:
         store.close()

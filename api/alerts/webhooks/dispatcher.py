@@ -56,7 +56,6 @@ from api.access.control import AccessControl
 from api.access.keys import ApiKey, Scope
 from api.alerts.filters import ViolationFilter
 from api.alerts.key_state import DELIVERY_KEY_AGE_S, KeyState, subscription_refusal
-from api.alerts.violation_types import default_violation_types
 from api.alerts.webhooks.destinations import DestinationPolicy, DestinationRefused, GuardedResolver
 from api.alerts.webhooks.signing import (
     DELIVERY_HEADER,
@@ -66,6 +65,7 @@ from api.alerts.webhooks.signing import (
     signature_header,
 )
 from api.alerts.webhooks.store import Delivery, DeliveryStatus, NewDelivery, Subscription, WebhookStore
+from api.violation_types import default_violation_types
 from citywatch.masking import discloses, present_violation
 from citywatch.models import Violation
 from citywatch.settings import WebhookSettings

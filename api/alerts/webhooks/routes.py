@@ -18,13 +18,13 @@ from pydantic import BaseModel, Field, field_validator
 from api.access.deps import require
 from api.access.keys import ApiKey, Scope
 from api.alerts.filters import ViolationFilter, refuse_unknown_types
-from api.alerts.strict import StrictModel, refuse_unknown_query_parameters
+from api.alerts.strict import StrictModel
 from api.alerts.webhooks.destinations import DestinationRefused
 from api.alerts.webhooks.dispatcher import WebhookDispatcher
 from api.alerts.webhooks.store import Delivery, DeliveryStatus, Subscription
 
-router = APIRouter(prefix="/v1/subscriptions", tags=["webhooks"],
-                   dependencies=[Depends(refuse_unknown_query_parameters)])
+# Unknown query parameters are refused for every /v1 route by api/strict_input.py.
+router = APIRouter(prefix="/v1/subscriptions", tags=["webhooks"])
 
 Manager = Annotated[ApiKey, Depends(require(Scope.SUBSCRIPTIONS_MANAGE))]
 
