@@ -211,7 +211,9 @@ class KafkaProcessor:
             self.commit_durable(wait=True)
             clean = True
         except BaseException as exc:  # surfaced through readiness; the role decides what to do
-            log.exception("Kafka processor stopped on an unexpected error")
+            # Only what an operator must fix gets here (rebalances are handled in commit_durable).
+            log.exception("Kafka processor stopped: %s. Its partitions move to the other processors, which "
+                          "resume them from their checkpoints; fix the cause and start it again", exc)
             self.error = exc
         finally:
             self._jobs.put(None)  # the writer passes it on to the sender when it is done

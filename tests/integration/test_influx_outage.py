@@ -4,12 +4,16 @@ writer pushes back. Each test stops and restarts its own real influxd."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
+from api.app import create_app
+from api.services import ApiServices
 from citywatch.metrics import Metrics
 from citywatch.models import Event
 from citywatch.settings import InfluxDBSettings
@@ -180,3 +184,53 @@ def test_the_spool_survives_a_restart_of_citywatch(server: InfluxServer, tmp_pat
         assert not list((tmp_path / "data" / "influx-spool").glob("*.lp"))
     finally:
         again.close()
+
+
+OUTAGE_S = 120
+WRITES_PER_S = 100
+
+
+def test_a_two_minute_outage_under_a_steady_feed_loses_nothing_and_queries_answer_503(
+        server: InfluxServer, tmp_path: Path) -> None:
+    """What a city sees when InfluxDB is down for two minutes while 100 readings a second keep coming:
+    the API says 503 with Retry-After the whole time, the pipeline keeps taking writes, and every
+    reading is there once InfluxDB is back."""
+    database = f"long_{uuid.uuid4().hex[:8]}"
+    store = make_store(server, tmp_path / "data", database)
+    written = 0
+    stop = threading.Event()
+
+    def feed() -> None:  # 10 readings every 0.1 s, paced by the clock rather than by InfluxDB
+        nonlocal written
+        while not stop.wait(0.1):
+            store.write_events(events(written, WRITES_PER_S // 10))
+            written += WRITES_PER_S // 10
+
+    feeder = threading.Thread(target=feed)
+    try:
+        with TestClient(create_app(ApiServices(store=store, metrics=Metrics()))) as client:
+            feeder.start()
+            wait_for(lambda: stored_events(server, database) > 0, 10, 0.1, "readings stored")
+            server.stop()
+            down_at = time.monotonic()
+            statuses = []
+            while time.monotonic() - down_at < OUTAGE_S:
+                response = client.get("/v1/events", params={"limit": 1})
+                statuses.append((response.status_code, response.headers.get("retry-after")))
+                time.sleep(5)  # a dashboard's refresh, not a wait for a condition
+            assert set(statuses) == {(503, "5")}, statuses
+            held = gauge(store, "citywatch_store_spool_bytes") + gauge(store, "citywatch_store_buffer_points")
+            assert held > 0  # what came during the outage waits in the store's buffers
+            server.start()
+            stop.set()
+            feeder.join(10)
+            store.flush()
+            store.wait_until_sent()
+            assert written >= (OUTAGE_S + 1) * WRITES_PER_S * 0.9  # the feed kept going through the outage
+            assert stored_events(server, database) == written
+            assert client.get("/v1/events", params={"limit": 1}).status_code == 200
+    finally:
+        stop.set()
+        if feeder.is_alive():
+            feeder.join(10)
+        store.close()

@@ -110,6 +110,7 @@ def test_a_misspelt_query_parameter_of_the_delivery_log_is_refused(setup) -> Non
     sid = created.json()["subscription_id"]
     response = client.get(f"/v1/subscriptions/{sid}/deliveries", params={"statsu": "dead"}, headers=headers)
     assert response.status_code == 422
-    assert "unknown query parameter 'statsu'; did you mean 'status'?" in response.text
+    assert response.json()["errors"] == [{"location": "query", "field": "statsu", "closest": "status",
+                                          "message": "unknown parameter; did you mean `status`?"}]
     assert client.get(f"/v1/subscriptions/{sid}/deliveries", params={"status": "dead"},
                       headers=headers).json() == []

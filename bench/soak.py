@@ -1,0 +1,106 @@
+"""Soak of the embedded stack: a steady offered rate for a long time, memory and latency sampled as it runs.
+
+`citywatch up`'s runtime (embedded broker: Mosquitto when installed, the full rule catalogue, SQLite)
+judges bin readings published at `--rate` events/s by a publisher in its own process, for `--minutes`.
+Every `--sample-s` seconds it records the process's resident memory (RSS) and the publish-to-stored
+latency of the events stored in that window (p50/p99), so a leak shows as RSS that keeps rising and a
+backlog as latency that keeps rising. Prints one Markdown row per window as it goes and a summary;
+results also go to bench/results/soak.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.e2e import StoredClock, machine
+from citywatch.runtime import EmbeddedRuntime
+from citywatch.settings import DeviceSettings, Settings
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def window_row(started: float, clock: StoredClock, stored_total: int) -> dict[str, Any]:
+    with clock.lock:
+        latencies = np.array(clock.latencies_ms)
+        clock.latencies_ms = []
+    p50, p99 = np.percentile(latencies, [50, 99]) if len(latencies) else (float("nan"), float("nan"))
+    return {"minute": round((time.monotonic() - started) / 60, 1), "rss_mb": round(rss_mb(), 1),
+            "stored": len(latencies), "stored_total": stored_total + len(latencies),
+            "p50_ms": round(float(p50), 1), "p99_ms": round(float(p99), 1)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=2500, help="offered events/s")
+    parser.add_argument("--minutes", type=float, default=60)
+    parser.add_argument("--sample-s", type=float, default=60, help="seconds per sampled window")
+    parser.add_argument("--broker", default="auto", choices=["auto", "mosquitto", "amqtt"])
+    args = parser.parse_args()
+
+    devices = [DeviceSettings(device_id=f"bench-{i:05d}", kind="bin") for i in range(1000)]
+    clock = StoredClock()
+    events = int(args.rate * args.minutes * 60)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="citywatch-soak-") as data_dir:
+        settings = Settings(devices=devices).with_overrides(
+            store__data_dir=data_dir, mqtt__embedded_broker=args.broker, mqtt__embedded_port=0)
+        runtime = EmbeddedRuntime(settings, on_stored=clock)
+        runtime.start()
+        try:
+            assert runtime.mqtt_url is not None and runtime.broker is not None
+            broker = runtime.broker.kind_used
+            print(f"machine: {machine()}; embedded broker: {broker}; {args.rate:.0f} events/s for "
+                  f"{args.minutes:g} min", flush=True)
+            print("| minute | RSS MB | stored in window | p50 ms | p99 ms |", flush=True)
+            print("|---|---|---|---|---|", flush=True)
+            print("|---|---|---|---|---|", flush=True)
+            publisher = subprocess.Popen(
+                [sys.executable, "-m", "bench.publisher", "--url", runtime.mqtt_url, "--events", str(events),
+                 "--rate", str(args.rate), "--client-id", "bench-soak"], stdout=subprocess.DEVNULL)
+            started = time.monotonic()
+            stored_total = 0
+            while publisher.poll() is None:
+                time.sleep(max(0.0, started + (len(rows) + 1) * args.sample_s - time.monotonic()))
+                row = window_row(started, clock, stored_total)
+                stored_total = row["stored_total"]
+                rows.append(row)
+                print(f"| {row['minute']} | {row['rss_mb']} | {row['stored']} | {row['p50_ms']} "
+                      f"| {row['p99_ms']} |", flush=True)
+            clock.wait_for(events - stored_total, 60)
+            rows.append(window_row(started, clock, stored_total))
+        finally:
+            runtime.stop()
+
+    stored = rows[-1]["stored_total"]
+    half = rows[len(rows) // 2]
+    late_growth = (rows[-2]["rss_mb"] - half["rss_mb"]) / max(1e-9, rows[-2]["minute"] - half["minute"]) \
+        if len(rows) > 2 else float("nan")
+    result = {"machine": machine(), "broker": broker, "rate": args.rate, "minutes": args.minutes,
+              "events": events, "stored": stored, "windows": rows,
+              "rss_growth_mb_per_min_second_half": round(late_growth, 2)}
+    print(f"\nstored {stored} of {events}; RSS {rows[0]['rss_mb']} MB at the first window, "
+          f"{rows[-2]['rss_mb'] if len(rows) > 1 else rows[0]['rss_mb']} MB at the last; "
+          f"growth over the second half {late_growth:.2f} MB/min")
+    out_dir = Path(__file__).resolve().parent / "results"
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / "soak.json").write_text(json.dumps(result, indent=2))
+    return 0 if stored == events else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
