@@ -1,0 +1,288 @@
+"""The shipped Mosquitto configurations keep ingest's QoS 1 session through the outages docs/deploy.md
+promises: a real Mosquitto runs each file as shipped, with only its ports, bind addresses and file
+locations moved into a temporary directory.
+
+- deploy/config/mosquitto.conf (compose): the ingest subscriber is killed -9 for 20 s while a device
+  publishes 100 msg/s; the broker queues everything for its session (the old limit of 1,000 queued
+  messages dropped 1,173 of 5,000).
+- deploy/mosquitto/mosquitto.conf (TLS, on a host): Mosquitto itself is killed -9 twice, each time with
+  acknowledged messages queued for the offline subscriber, and restarted: none is lost.
+
+The subscriber stands in for `citywatch ingest`: the same persistent session (fixed client id,
+clean_session off, QoS 1) in a process of its own that records each message before acknowledging it.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from ingest.embedded_broker import find_mosquitto, free_port, wait_for_port
+from tests.support.process import REPO
+from tests.support.wait import wait_for
+
+pytestmark = pytest.mark.integration
+
+COMPOSE_CONFIG = REPO / "deploy" / "config" / "mosquitto.conf"
+TLS_CONFIG = REPO / "deploy" / "mosquitto" / "mosquitto.conf"
+ACL = REPO / "deploy" / "mosquitto" / "acl.example"
+GEN_CERTS = REPO / "deploy" / "mosquitto" / "gen-test-certs.sh"
+
+INGEST = "citywatch-ingest"
+DEVICE = "bin-0001"
+PASSWORDS = {INGEST: "ingest-secret", DEVICE: "bin-secret"}
+RATE_PER_S = 100
+
+# The stand-in for ingest: persistent session, QoS 1, each message written (and flushed) before paho
+# acknowledges it, so whatever the broker counts as delivered is in the file.
+SUBSCRIBER = """
+import sys, paho.mqtt.client as mqtt
+port, out, ready, ca, cert, key, password = sys.argv[1:8]
+sink = open(out, "a")
+client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="citywatch-ingest", clean_session=False,
+                     protocol=mqtt.MQTTv311)
+client.tls_set(ca_certs=ca, certfile=cert or None, keyfile=key or None)
+if password:
+    client.username_pw_set("citywatch-ingest", password)
+def on_connect(c, userdata, flags, reason, properties):
+    c.subscribe("citywatch/events/#", qos=1)
+def on_subscribe(c, userdata, mid, reasons, properties):
+    open(ready, "w").close()
+def on_message(c, userdata, message):
+    sink.write(message.payload.decode() + "\\n")
+    sink.flush()
+client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message
+client.connect("127.0.0.1", int(port), keepalive=30)
+client.loop_forever()
+"""
+
+
+@dataclass
+class Broker:
+    """Mosquitto on a rewritten copy of a shipped configuration; restartable on the same ports and
+    persistence directory."""
+
+    config: Path
+    port: int  # the listener the test connects to
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Broker:
+        binary = find_mosquitto()
+        assert binary is not None
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen([binary, "-c", str(self.config)], stdout=out,
+                                            stderr=subprocess.STDOUT)
+        if not wait_for_port("127.0.0.1", self.port, 10, alive=lambda: self.process.poll() is None):
+            raise AssertionError(f"mosquitto did not start:\n{self.log.read_text(errors='replace')}")
+        return self
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+
+@dataclass
+class Subscriber:
+    """The persistent-session subscriber in its own process, killed with SIGKILL like a crashed ingest."""
+
+    port: int
+    workdir: Path
+    ca: Path
+    cert: Path | None = None
+    key: Path | None = None
+    password: str = ""
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def received_file(self) -> Path:
+        return self.workdir / "received.txt"
+
+    def start(self) -> Subscriber:
+        ready = self.workdir / "subscribed"
+        ready.unlink(missing_ok=True)
+        log = (self.workdir / "subscriber.log").open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", SUBSCRIBER, str(self.port), str(self.received_file), str(ready),
+             str(self.ca), str(self.cert or ""), str(self.key or ""), self.password],
+            stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        wait_for(lambda: ready.exists() or self.process.poll() is not None, 15, 0.05, "the subscriber")
+        assert self.process.poll() is None, (self.workdir / "subscriber.log").read_text()
+        return self
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def received(self) -> set[int]:
+        if not self.received_file.exists():
+            return set()
+        return {int(line) for line in self.received_file.read_text().split()}
+
+
+@dataclass
+class Device:
+    """bin-0001 publishing numbered QoS 1 messages on its own topic; paho resends what the broker has not
+    acknowledged when it reconnects, as a device's MQTT client does."""
+
+    port: int
+    ca: Path
+    client: mqtt.Client = field(init=False)
+    sent: list[int] = field(default_factory=list)  # message ids
+    acked: set[int] = field(default_factory=set)   # message ids the broker acknowledged (PUBACK)
+    next_number: int = 0
+
+    def __post_init__(self) -> None:
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=DEVICE, clean_session=False,
+                                  protocol=mqtt.MQTTv311)
+        self.client.tls_set(ca_certs=str(self.ca))
+        self.client.username_pw_set(DEVICE, PASSWORDS[DEVICE])
+        self.client.reconnect_delay_set(0.1, 0.5)
+        # Published while the broker is down: paho keeps the message and sends it on reconnecting.
+        self.client.on_publish = lambda client, userdata, mid, reason, properties: self.acked.add(mid)
+        self.client.connect("127.0.0.1", self.port, keepalive=10)
+        self.client.loop_start()
+
+    def publish(self, count: int, rate_per_s: float = RATE_PER_S) -> None:
+        """`count` messages at `rate_per_s`."""
+        start = time.monotonic()
+        for n in range(count):
+            delay = start + n / rate_per_s - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            info = self.client.publish(f"citywatch/events/{DEVICE}", str(self.next_number), qos=1)
+            self.sent.append(info.mid)
+            self.next_number += 1
+
+    def acknowledged(self) -> bool:
+        return self.acked.issuperset(self.sent)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def shipped(config: Path, workdir: Path, paths: dict[str, str], ports: dict[int, int]) -> Path:
+    """The shipped file with its listener ports and the listed paths moved; every other line as is."""
+    text = config.read_text()
+    for shipped_path, test_path in paths.items():
+        assert shipped_path in text, f"{config} no longer mentions {shipped_path}"
+        text = text.replace(shipped_path, test_path)
+    for shipped_port, test_port in ports.items():
+        text, found = re.subn(rf"^listener {shipped_port} 0\.0\.0\.0$", f"listener {test_port} 127.0.0.1",
+                              text, flags=re.M)
+        assert found == 1, f"{config} has no `listener {shipped_port} 0.0.0.0`"
+    text = re.sub(r"^log_dest \w+$", "log_dest stderr", text, flags=re.M)
+    # Mosquitto started as root drops to this user, which must own the temporary files.
+    text = f"user {pwd.getpwuid(os.geteuid()).pw_name}\n{text}"
+    rewritten = workdir / config.name
+    rewritten.write_text(text)
+    return rewritten
+
+
+@pytest.fixture
+def secrets(tmp_path: Path) -> Path:
+    if None in (find_mosquitto(), shutil.which("openssl"), shutil.which("mosquitto_passwd")):
+        pytest.fail("mosquitto, mosquitto_passwd and openssl are needed; run `make test`, which installs "
+                    "them", pytrace=False)
+    certs = tmp_path / "secrets"
+    subprocess.run([str(GEN_CERTS), str(certs), "localhost", INGEST], check=True, capture_output=True)
+    for n, (user, password) in enumerate(PASSWORDS.items()):
+        flags = ["-c", "-b"] if n == 0 else ["-b"]
+        subprocess.run(["mosquitto_passwd", *flags, str(certs / "passwd"), user, password], check=True,
+                       capture_output=True)
+    (tmp_path / "data").mkdir()
+    return certs
+
+
+@pytest.fixture
+def cleanup() -> Iterator[list[Broker | Subscriber | Device]]:
+    started: list[Broker | Subscriber | Device] = []
+    yield started
+    for thing in reversed(started):
+        if isinstance(thing, Device):
+            thing.close()
+        elif isinstance(thing, Broker):
+            if thing.process is not None and thing.process.poll() is None:
+                thing.kill()
+        else:
+            thing.kill()
+
+
+def wait_until_all_received(subscriber: Subscriber, device: Device, timeout_s: float) -> set[int]:
+    """The numbers the device published that the subscriber never got, once all are acknowledged."""
+    wait_for(device.acknowledged, timeout_s, 0.1, "the broker to acknowledge every message")
+    published = set(range(device.next_number))
+    deadline = time.monotonic() + timeout_s
+    while not published <= subscriber.received() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return published - subscriber.received()
+
+
+def test_compose_broker_keeps_ingests_session_through_a_20_s_ingest_outage_at_100_msg_per_s(
+        tmp_path, secrets, cleanup):
+    devices_port, ingest_port = free_port(), free_port()
+    config = shipped(COMPOSE_CONFIG, tmp_path, {
+        "/mosquitto/secrets/": f"{secrets}/", "/mosquitto/config/acl": str(ACL),
+        "/mosquitto/data/": f"{tmp_path / 'data'}/",
+    }, {8883: devices_port, 8884: ingest_port})
+    broker = Broker(config, ingest_port, tmp_path / "mosquitto.log").start()
+    cleanup.append(broker)
+    # Ingest's listener takes its client certificate as its identity: no password.
+    ingest = Subscriber(ingest_port, tmp_path, secrets / "ca.crt", secrets / f"{INGEST}.crt",
+                        secrets / f"{INGEST}.key").start()
+    cleanup.append(ingest)
+    device = Device(devices_port, secrets / "ca.crt")
+    cleanup.append(device)
+
+    device.publish(100)                      # 1 s with ingest up
+    ingest.kill()
+    device.publish(20 * RATE_PER_S)          # 20 s of outage: 2,000 messages queued for the session
+    ingest.start()
+    device.publish(100)                      # 1 s after it is back
+
+    missing = wait_until_all_received(ingest, device, 20)
+    assert device.next_number == 2200
+    assert not missing, f"{len(missing)} of 2200 acknowledged messages lost, first {sorted(missing)[:10]}"
+
+
+def test_tls_broker_killed_twice_keeps_the_queued_messages_of_ingests_session(tmp_path, secrets, cleanup):
+    port = free_port()
+    config = shipped(TLS_CONFIG, tmp_path, {
+        "/etc/mosquitto/certs/": f"{secrets}/", "/etc/mosquitto/passwd": str(secrets / "passwd"),
+        "/etc/mosquitto/acl": str(ACL), "/var/lib/mosquitto/": f"{tmp_path / 'data'}/",
+    }, {8883: port})
+    broker = Broker(config, port, tmp_path / "mosquitto.log").start()
+    cleanup.append(broker)
+    ingest = Subscriber(port, tmp_path, secrets / "ca.crt", password=PASSWORDS[INGEST]).start()
+    cleanup.append(ingest)
+    ingest.kill()  # offline from here on: everything below is queued for its session
+    device = Device(port, secrets / "ca.crt")
+    cleanup.append(device)
+
+    for _ in range(2):
+        device.publish(3 * RATE_PER_S)
+        wait_for(device.acknowledged, 15, 0.05, "the broker to acknowledge every message")
+        time.sleep(0.3)  # the next event-loop pass has saved; docs/deploy.md has the window before it
+        broker.kill()
+        broker.start()
+
+    ingest.start()
+    missing = wait_until_all_received(ingest, device, 20)
+    assert device.next_number == 600
+    assert not missing, f"{len(missing)} of 600 acknowledged messages lost, first {sorted(missing)[:10]}"
