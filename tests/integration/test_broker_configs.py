@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +39,7 @@ COMPOSE_CONFIG = REPO / "deploy" / "config" / "mosquitto.conf"
 TLS_CONFIG = REPO / "deploy" / "mosquitto" / "mosquitto.conf"
 ACL = REPO / "deploy" / "mosquitto" / "acl.example"
 GEN_CERTS = REPO / "deploy" / "mosquitto" / "gen-test-certs.sh"
+COMPOSE_SECRETS = REPO / "deploy" / "scripts" / "compose-mqtt-secrets.sh"
 
 INGEST = "citywatch-ingest"
 DEVICE = "bin-0001"
@@ -234,20 +235,104 @@ def wait_until_all_received(subscriber: Subscriber, device: Device, timeout_s: f
     return published - subscriber.received()
 
 
-def test_compose_broker_keeps_ingests_session_through_a_20_s_ingest_outage_at_100_msg_per_s(
-        tmp_path, secrets, cleanup):
+@pytest.fixture
+def compose_secrets(tmp_path: Path, secrets: Path) -> Path:
+    """What the compose file's mqtt-secrets step makes (its script run for real), plus bin-0001's
+    password added as docs/deploy.md says."""
+    root = tmp_path / "compose-secrets"
+    uid = str(os.geteuid())
+    run = subprocess.run(["sh", str(COMPOSE_SECRETS)], capture_output=True, text=True, check=True,
+                         env={**os.environ, "SECRETS_ROOT": str(root), "MQTT_SERVER_NAME": "localhost",
+                              "MOSQUITTO_UID": uid, "CITYWATCH_UID": uid})
+    assert "new CA and certificates" in run.stdout
+    subprocess.run(["mosquitto_passwd", "-b", str(root / "broker" / "passwd"), DEVICE, PASSWORDS[DEVICE]],
+                   check=True, capture_output=True)
+    return root
+
+
+def start_compose_broker(tmp_path: Path, compose_secrets: Path) -> tuple[Broker, int, int]:
     devices_port, ingest_port = free_port(), free_port()
     config = shipped(COMPOSE_CONFIG, tmp_path, {
-        "/mosquitto/secrets/": f"{secrets}/", "/mosquitto/config/acl": str(ACL),
+        "/mosquitto/secrets/": f"{compose_secrets / 'broker'}/", "/mosquitto/config/acl": str(ACL),
         "/mosquitto/data/": f"{tmp_path / 'data'}/",
     }, {8883: devices_port, 8884: ingest_port})
-    broker = Broker(config, ingest_port, tmp_path / "mosquitto.log").start()
+    return Broker(config, ingest_port, tmp_path / "mosquitto.log").start(), devices_port, ingest_port
+
+
+def connects(port: int, ca: Path, *, cert: Path | None = None, user: str | None = None,
+             password: str | None = None, read: str | None = None) -> bool:
+    """Whether a client gets in (and, with `read`, receives a message on that topic within 5 s)."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    client.tls_set(ca_certs=str(ca), certfile=str(cert) if cert else None,
+                   keyfile=str(cert.with_suffix(".key")) if cert else None)
+    if user is not None:
+        client.username_pw_set(user, password)
+    received: list[bytes] = []
+    answered: list[bool] = []  # the CONNACK's verdict, or False for a connection dropped before it
+    client.on_message = lambda c, userdata, message: received.append(message.payload)
+    client.on_connect = lambda c, userdata, flags, reason, properties: answered.append(not reason.is_failure)
+    client.on_disconnect = lambda c, userdata, flags, reason, properties: answered.append(False)
+    try:
+        client.connect("127.0.0.1", port, keepalive=10)
+    except OSError:
+        return False  # the TLS handshake failed: no certificate where one is required
+    client.loop_start()
+    try:
+        if not wait_for_condition(lambda: bool(answered), 5) or not answered[0]:
+            return False
+        if read is not None:
+            client.subscribe(read, qos=0)
+            return wait_for_condition(lambda: bool(received), 5)
+        return True
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def wait_for_condition(condition: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_compose_broker_lets_in_registered_devices_ingest_and_its_health_check_only(
+        tmp_path, compose_secrets, cleanup):
+    broker, devices_port, ingest_port = start_compose_broker(tmp_path, compose_secrets)
+    cleanup.append(broker)
+    ca = compose_secrets / "broker" / "ca.crt"
+    assert connects(devices_port, ca, user=DEVICE, password=PASSWORDS[DEVICE])
+    assert not connects(devices_port, ca, user=DEVICE, password="wrong")
+    assert not connects(devices_port, ca)  # anonymous
+    assert connects(ingest_port, compose_secrets / "ingest" / "ca.crt",
+                    cert=compose_secrets / "ingest" / f"{INGEST}.crt")
+    assert not connects(ingest_port, ca, user=DEVICE, password=PASSWORDS[DEVICE])  # no certificate
+    # The compose health check: its certificate reads the broker's uptime.
+    assert connects(ingest_port, ca, cert=compose_secrets / "broker" / "compose-healthcheck.crt",
+                    read="$SYS/broker/uptime")
+    # A second start of the step keeps the certificates the broker and ingest already use.
+    before = (compose_secrets / "ingest" / f"{INGEST}.crt").read_bytes()
+    uid = str(os.geteuid())
+    again = subprocess.run(["sh", str(COMPOSE_SECRETS)], capture_output=True, text=True, check=True,
+                           env={**os.environ, "SECRETS_ROOT": str(compose_secrets), "MOSQUITTO_UID": uid,
+                                "CITYWATCH_UID": uid})
+    assert "certificates in place" in again.stdout
+    assert (compose_secrets / "ingest" / f"{INGEST}.crt").read_bytes() == before
+    assert DEVICE in (compose_secrets / "broker" / "passwd").read_text()
+
+
+def test_compose_broker_keeps_ingests_session_through_a_20_s_ingest_outage_at_100_msg_per_s(
+        tmp_path, compose_secrets, cleanup):
+    broker, devices_port, ingest_port = start_compose_broker(tmp_path, compose_secrets)
     cleanup.append(broker)
     # Ingest's listener takes its client certificate as its identity: no password.
-    ingest = Subscriber(ingest_port, tmp_path, secrets / "ca.crt", secrets / f"{INGEST}.crt",
-                        secrets / f"{INGEST}.key").start()
+    certs = compose_secrets / "ingest"
+    ingest = Subscriber(ingest_port, tmp_path, certs / "ca.crt", certs / f"{INGEST}.crt",
+                        certs / f"{INGEST}.key").start()
     cleanup.append(ingest)
-    device = Device(devices_port, secrets / "ca.crt")
+    device = Device(devices_port, compose_secrets / "broker" / "ca.crt")
     cleanup.append(device)
 
     device.publish(100)                      # 1 s with ingest up
