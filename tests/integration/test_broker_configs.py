@@ -2,18 +2,19 @@
 promises: a real Mosquitto runs each file as shipped, with only its ports, bind addresses and file
 locations moved into a temporary directory.
 
-- deploy/config/mosquitto.conf (compose): the ingest subscriber is killed -9 for 20 s while a device
-  publishes 100 msg/s; the broker queues everything for its session (the old limit of 1,000 queued
-  messages dropped 1,173 of 5,000).
+- deploy/config/mosquitto.conf (compose), with the certificates and password file its `mqtt-secrets`
+  step makes: only registered devices, ingest and the health check get in. The real `citywatch ingest`
+  (to a Kafka-protocol broker) is killed -9 for 20 s while a device publishes 100 msg/s; every message
+  reaches Kafka after it restarts (the old limit of 1,000 queued messages dropped 1,173 of 5,000).
 - deploy/mosquitto/mosquitto.conf (TLS, on a host): Mosquitto itself is killed -9 twice, each time with
-  acknowledged messages queued for the offline subscriber, and restarted: none is lost.
-
-The subscriber stands in for `citywatch ingest`: the same persistent session (fixed client id,
-clean_session off, QoS 1) in a process of its own that records each message before acknowledging it.
+  acknowledged messages queued for an offline subscriber, and restarted: none is lost. The subscriber
+  stands in for ingest: the same persistent session (client id, clean_session off, QoS 1) in a process of
+  its own that records each message before acknowledging it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import re
@@ -22,15 +23,21 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 import paho.mqtt.client as mqtt
 import pytest
+from kafka import KafkaConsumer, TopicPartition
 
+from citywatch.models import Event
+from citywatch.settings import KafkaSettings
 from ingest.embedded_broker import find_mosquitto, free_port, wait_for_port
-from tests.support.process import REPO
+from tests.support.process import REPO, bins
+from tests.support.roles import RoleProcess
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
@@ -143,10 +150,12 @@ class Device:
 
     port: int
     ca: Path
+    native: bool = False  # publish the native JSON format (for the real ingest) instead of bare numbers
     client: mqtt.Client = field(init=False)
     sent: list[int] = field(default_factory=list)  # message ids
     acked: set[int] = field(default_factory=set)   # message ids the broker acknowledged (PUBACK)
     next_number: int = 0
+    start_ms: int = field(default_factory=lambda: int(time.time() * 1000))
 
     def __post_init__(self) -> None:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=DEVICE, clean_session=False,
@@ -166,9 +175,16 @@ class Device:
             delay = start + n / rate_per_s - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            info = self.client.publish(f"citywatch/events/{DEVICE}", str(self.next_number), qos=1)
+            info = self.client.publish(f"citywatch/events/{DEVICE}", self.payload(self.next_number), qos=1)
             self.sent.append(info.mid)
             self.next_number += 1
+
+    def payload(self, number: int) -> str:
+        if not self.native:
+            return str(number)
+        # A distinct time per message: each is its own event, not a duplicate of the previous one.
+        return json.dumps({"device_id": DEVICE, "kind": "bin", "time": self.start_ms + number,
+                           "attributes": {"fill_pct": 10.0, "n": number}})
 
     def acknowledged(self) -> bool:
         return self.acked.issuperset(self.sent)
@@ -324,26 +340,66 @@ def test_compose_broker_lets_in_registered_devices_ingest_and_its_health_check_o
 
 
 def test_compose_broker_keeps_ingests_session_through_a_20_s_ingest_outage_at_100_msg_per_s(
-        tmp_path, compose_secrets, cleanup):
+        tmp_path, compose_secrets, cleanup, kafka_bootstrap):
     broker, devices_port, ingest_port = start_compose_broker(tmp_path, compose_secrets)
     cleanup.append(broker)
-    # Ingest's listener takes its client certificate as its identity: no password.
+    kafka = own_topics(kafka_bootstrap)
     certs = compose_secrets / "ingest"
-    ingest = Subscriber(ingest_port, tmp_path, certs / "ca.crt", certs / f"{INGEST}.crt",
-                        certs / f"{INGEST}.key").start()
-    cleanup.append(ingest)
-    device = Device(devices_port, compose_secrets / "broker" / "ca.crt")
+    # The real `citywatch ingest`, connecting as deploy/config/citywatch.yaml does: its listener, TLS,
+    # its client certificate as its identity, no password.
+    config = {
+        "bus": {"kind": "kafka", "kafka": kafka.model_dump(mode="json")},
+        "mqtt": {"url": f"mqtt://127.0.0.1:{ingest_port}", "client_id": INGEST,
+                 "tls": {"enabled": True, "ca_file": str(certs / "ca.crt"),
+                         "cert_file": str(certs / f"{INGEST}.crt"),
+                         "key_file": str(certs / f"{INGEST}.key")}},
+        "devices": bins(DEVICE),
+    }
+    ingest = RoleProcess(tmp_path, "ingest", config).start()
+    device = Device(devices_port, compose_secrets / "broker" / "ca.crt", native=True)
     cleanup.append(device)
+    try:
+        device.publish(100)                      # 1 s with ingest up
+        ingest.kill()                            # SIGKILL: its producer buffer and unacknowledged messages
+        device.publish(20 * RATE_PER_S)          # 20 s of outage: 2,000 messages queued for the session
+        ingest = RoleProcess(tmp_path, "ingest", config, name="ingest-2").start()
+        device.publish(100)                      # 1 s after it is back
+        wait_for(device.acknowledged, 20, 0.1, "the broker to acknowledge every message")
 
-    device.publish(100)                      # 1 s with ingest up
-    ingest.kill()
-    device.publish(20 * RATE_PER_S)          # 20 s of outage: 2,000 messages queued for the session
-    ingest.start()
-    device.publish(100)                      # 1 s after it is back
+        on_kafka = numbers_on_kafka(kafka, expected=set(range(2200)), timeout_s=30)
+        missing = set(range(2200)) - on_kafka
+        assert not missing, f"{len(missing)} of 2200 acknowledged messages lost, first {sorted(missing)[:10]}"
+    finally:
+        if ingest.process is not None:
+            assert ingest.stop() == 0, ingest.log()
 
-    missing = wait_until_all_received(ingest, device, 20)
-    assert device.next_number == 2200
-    assert not missing, f"{len(missing)} of 2200 acknowledged messages lost, first {sorted(missing)[:10]}"
+
+def own_topics(bootstrap: str) -> KafkaSettings:
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    return KafkaSettings.model_validate({
+        "bootstrap_servers": [bootstrap], "partitions": 2, "linger_ms": 1,
+        "topics": {name: f"{prefix}.{name}" for name in
+                   ("events", "dead_letters", "violations", "rule_outputs", "checkpoints", "devices")},
+        "group_id": f"{prefix}-processors", "alerts_group_id": f"{prefix}-alerts",
+    })
+
+
+def numbers_on_kafka(settings: KafkaSettings, expected: set[int], timeout_s: float) -> set[int]:
+    """The `n` attribute of every event on the events topic, read until all `expected` are there."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False)
+    decoder = msgspec.msgpack.Decoder(Event)
+    seen: set[int] = set()
+    try:
+        partitions = [TopicPartition(settings.topics.events, p) for p in range(settings.partitions)]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        deadline = time.monotonic() + timeout_s
+        while not expected <= seen and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=200).values():
+                seen.update(int(decoder.decode(record.value).attributes["n"]) for record in batch)
+        return seen
+    finally:
+        consumer.close()
 
 
 def test_tls_broker_killed_twice_keeps_the_queued_messages_of_ingests_session(tmp_path, secrets, cleanup):
