@@ -266,6 +266,16 @@ def test_the_image_holds_every_package_and_runs_the_citywatch_command():
     assert re.search(r"^EXPOSE .*\b8000\b.*\b9108\b", dockerfile, re.M)
 
 
+def test_the_data_volumes_start_owned_by_the_user_the_roles_run_as(role_settings):
+    # A new volume starts as a copy of the image's directory: the roles can write to it only because the
+    # image makes store.data_dir the citywatch user's home.
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    home = re.search(r"useradd .*--home-dir (\S+) --create-home citywatch", dockerfile)
+    assert home is not None and re.search(r"^USER citywatch$", dockerfile, re.M)
+    for role in ("process", "api"):
+        assert str(role_settings[role].store.data_dir) == home.group(1)
+
+
 # The first admin key: the one-shot step's script run for real, with the real `citywatch keys`.
 
 @pytest.fixture
