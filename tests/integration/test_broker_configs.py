@@ -213,17 +213,22 @@ def shipped(config: Path, workdir: Path, paths: dict[str, str], ports: dict[int,
 
 
 @pytest.fixture
-def secrets(tmp_path: Path) -> Path:
+def tools(tmp_path: Path) -> None:
     if None in (find_mosquitto(), shutil.which("openssl"), shutil.which("mosquitto_passwd")):
         pytest.fail("mosquitto, mosquitto_passwd and openssl are needed; run `make test`, which installs "
                     "them", pytrace=False)
+    (tmp_path / "data").mkdir()  # the broker's persistence directory
+
+
+@pytest.fixture
+def secrets(tmp_path: Path, tools: None) -> Path:
+    """A CA, the broker's certificate and passwords for ingest and bin-0001 (docs/security.md's steps)."""
     certs = tmp_path / "secrets"
     subprocess.run([str(GEN_CERTS), str(certs), "localhost", INGEST], check=True, capture_output=True)
     for n, (user, password) in enumerate(PASSWORDS.items()):
         flags = ["-c", "-b"] if n == 0 else ["-b"]
         subprocess.run(["mosquitto_passwd", *flags, str(certs / "passwd"), user, password], check=True,
                        capture_output=True)
-    (tmp_path / "data").mkdir()
     return certs
 
 
@@ -252,7 +257,7 @@ def wait_until_all_received(subscriber: Subscriber, device: Device, timeout_s: f
 
 
 @pytest.fixture
-def compose_secrets(tmp_path: Path, secrets: Path) -> Path:
+def compose_secrets(tmp_path: Path, tools: None) -> Path:
     """What the compose file's mqtt-secrets step makes (its script run for real), plus bin-0001's
     password added as docs/deploy.md says."""
     root = tmp_path / "compose-secrets"
