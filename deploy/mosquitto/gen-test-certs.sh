@@ -5,14 +5,15 @@
 #   deploy/mosquitto/gen-test-certs.sh OUT_DIR [SERVER_NAME] [CLIENT ...]
 #   e.g. deploy/mosquitto/gen-test-certs.sh certs localhost citywatch-ingest bin-0001
 #
-# Writes OUT_DIR/ca.crt, server.crt, server.key and CLIENT.crt, CLIENT.key for each client.
+# Writes OUT_DIR/ca.crt, ca.key, server.crt, server.key and CLIENT.crt, CLIENT.key for each client,
+# valid CERT_DAYS days (default 30).
 set -eu
 out=${1:?usage: gen-test-certs.sh OUT_DIR [SERVER_NAME] [CLIENT ...]}
 server=${2:-localhost}
 [ $# -ge 2 ] && shift 2 || shift $#
 mkdir -p "$out"
 cd "$out"
-days=30
+days=${CERT_DAYS:-30}
 
 openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days "$days" \
   -keyout ca.key -out ca.crt -subj "/CN=citywatch test CA" >/dev/null 2>&1
