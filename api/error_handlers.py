@@ -39,6 +39,9 @@ def install_problem_handlers(app: FastAPI) -> None:
             return problem_response(exc.kind, str(exc.detail), errors=exc.errors, headers=exc.headers)
         kind = kind_of_status(exc.status_code)
         detail = exc.detail if isinstance(exc.detail, str) else kind.title
+        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+            # FastAPI could not even decode the body to parse it as JSON.
+            detail = f"the request body is not UTF-8 (byte {exc.__cause__.start})"
         return problem_response(kind, detail, headers=exc.headers, status=exc.status_code)
 
     @app.exception_handler(RequestValidationError)

@@ -32,6 +32,8 @@ _AUTH_RESPONSES: Final = {
 _INVALID: Final = problem_response_doc(
     "Invalid input: `errors` names each wrong field; an unknown parameter, body field or violation type "
     "comes with the closest valid name")
+_UNREADABLE_BODY: Final = problem_response_doc("The body is not UTF-8 JSON")
+_NOT_FOUND: Final = problem_response_doc("Nothing has the identifier in the path")
 _STORE_DOWN: Final = {**problem_response_doc("The store cannot be reached; wait Retry-After seconds"),
                       "headers": _RETRY_AFTER}
 
@@ -73,6 +75,10 @@ def document_problems(app: FastAPI, schema: dict[str, Any]) -> None:
                     responses.setdefault(status, response)
             if path.startswith("/v1/") or "422" in responses:
                 responses["422"] = _INVALID
+            if "requestBody" in operation:
+                responses.setdefault("400", _UNREADABLE_BODY)
+            if "{" in path:
+                responses.setdefault("404", _NOT_FOUND)
             if _uses_store(route):
                 responses.setdefault("503", _STORE_DOWN)
     if "/HTTPValidationError" not in json.dumps(schema["paths"]):  # FastAPI's 422 body: replaced everywhere
