@@ -68,7 +68,6 @@ def main() -> int:
                   f"{args.minutes:g} min", flush=True)
             print("| minute | RSS MB | stored in window | p50 ms | p99 ms |", flush=True)
             print("|---|---|---|---|---|", flush=True)
-            print("|---|---|---|---|---|", flush=True)
             publisher = subprocess.Popen(
                 [sys.executable, "-m", "bench.publisher", "--url", runtime.mqtt_url, "--events", str(events),
                  "--rate", str(args.rate), "--client-id", "bench-soak"], stdout=subprocess.DEVNULL)

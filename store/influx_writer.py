@@ -357,6 +357,18 @@ class BufferedWriter:
         self.metrics.store_points_written.inc(sent_points)
 
     def _run(self) -> None:
+        # The sender is the only way buffered points reach InfluxDB: whatever escapes its loop (a bug),
+        # it logs and starts the loop again rather than leave the buffers to fill up for good.
+        while True:
+            try:
+                self._send_until_stopped()
+                return
+            except Exception as exc:
+                log.error("InfluxDB sender: unexpected error, starting over: %s", _failure(exc))
+                self.last_error = _failure(exc)
+                self._sleep(self.retry_max_s)
+
+    def _send_until_stopped(self) -> None:
         delay_s = self.retry_min_s
         while True:
             with self._lock:
@@ -409,8 +421,12 @@ class BufferedWriter:
 
     def _sleep_unless_stopping(self, delay_s: float) -> None:
         deadline = time.monotonic() + delay_s
-        while time.monotonic() < deadline:
+        while True:
+            # Read the clock once per step: reading it again for the sleep could give a negative length.
+            remaining_s = deadline - time.monotonic()
+            if remaining_s <= 0:
+                return
             with self._lock:
                 if self._stopping:
                     return
-            self._sleep(min(0.05, deadline - time.monotonic()))
+            self._sleep(min(0.05, remaining_s))

@@ -121,3 +121,12 @@ def influx_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxSe
     server = InfluxServer(tmp_path_factory.mktemp("influxd")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def own_influx_server(tmp_path: Path) -> Iterator[InfluxServer]:
+    """An influxd of this test's own, which the test may stop and start (outages)."""
+    (tmp_path / "influxd").mkdir()
+    server = InfluxServer(tmp_path / "influxd").start()
+    yield server
+    server.stop()

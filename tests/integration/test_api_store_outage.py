@@ -31,11 +31,8 @@ QUERIES = (
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[InfluxServer]:
-    (tmp_path / "influxd").mkdir()
-    server = InfluxServer(tmp_path / "influxd").start()
-    yield server
-    server.stop()
+def server(own_influx_server: InfluxServer) -> InfluxServer:
+    return own_influx_server
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,11 +28,8 @@ T0 = 1_795_000_000_000
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[InfluxServer]:
-    (tmp_path / "influxd").mkdir()
-    server = InfluxServer(tmp_path / "influxd").start()
-    yield server
-    server.stop()
+def server(own_influx_server: InfluxServer) -> InfluxServer:
+    return own_influx_server
 
 
 def events(start: int, count: int) -> list[Event]:
@@ -190,6 +186,7 @@ OUTAGE_S = 120
 WRITES_PER_S = 100
 
 
+@pytest.mark.timeout(OUTAGE_S + 120)
 def test_a_two_minute_outage_under_a_steady_feed_loses_nothing_and_queries_answer_503(
         server: InfluxServer, tmp_path: Path) -> None:
     """What a city sees when InfluxDB is down for two minutes while 100 readings a second keep coming:
