@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from citywatch.settings import ConfigError, Settings, environment_values, load_settings
-from citywatch.settings_env import config_keys, describe
+from citywatch.settings_env import NOT_CONFIGURATION, config_keys, describe
 
 SECRET = "env-secret-4f1d9"
 
@@ -240,3 +240,10 @@ def test_the_summary_shows_where_each_value_came_from_and_no_secret(tmp_path: Pa
         f'  store.influxdb.token = "**********"  <- file {tmp_path}/secrets/token '
         "(CITYWATCH_STORE__INFLUXDB__TOKEN_FILE)",
     ]
+
+
+def test_the_variables_that_are_not_configuration_are_the_documented_ones() -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    table = page.split("**Variables that are not configuration.**")[1].split("\n\n")[1]
+    documented = {line.split("`")[1] for line in table.splitlines() if line.startswith("| `")}
+    assert documented == set(NOT_CONFIGURATION)
