@@ -72,9 +72,11 @@ def config_keys(model: type[BaseModel]) -> dict[str, tuple[str, ...]]:
 
 def read_environment(model: type[BaseModel], environ: Mapping[str, str]) -> list[EnvValue]:
     """The keys `environ` sets, in variable order. Refuses a variable that names no key (with the closest
-    one), a key given both as a variable and as a file, and a file that cannot be read."""
+    one), a key set twice (as a variable and as a file), and a file that cannot be read. Names are
+    compared in upper case, as pydantic-settings and most tools do."""
     keys = config_keys(model)
     fields = {key: field for key, field in _leaves(model, ())}
+    set_by: dict[tuple[str, ...], tuple[str, bool]] = {}  # key -> (variable, through a file)
     values: list[EnvValue] = []
     for variable in sorted(name for name in environ if name.startswith(ENV_PREFIX)):
         if variable in NOT_CONFIGURATION:
@@ -84,15 +86,15 @@ def read_environment(model: type[BaseModel], environ: Mapping[str, str]) -> list
             # An exact key wins over the file form: devices_file and tls.ca_file end in _FILE themselves.
             key, file = keys[name], None
         elif name.endswith(FILE_SUFFIX) and name.removesuffix(FILE_SUFFIX) in keys:
-            plain_name = name.removesuffix(FILE_SUFFIX)
-            key, file = keys[plain_name], Path(environ[variable])
-            plain = next((other for other in environ if other.upper() == plain_name), None)
-            if plain is not None:
-                raise EnvironmentConfigError(
-                    f"{plain} and {variable} both set {'.'.join(key)}: give the value once, in the "
-                    "variable or in the file")
+            key, file = keys[name.removesuffix(FILE_SUFFIX)], Path(environ[variable])
         else:
             raise EnvironmentConfigError(_unknown_variable(variable, model, keys))
+        if key in set_by:  # checked before a file is read: the conflict is the message, not the file
+            earlier, earlier_file = set_by[key]
+            how = ", in the variable or in the file" if file is not None or earlier_file else ""
+            raise EnvironmentConfigError(f"{earlier} and {variable} both set {'.'.join(key)}: give the "
+                                         f"value once{how}")
+        set_by[key] = (variable, file is not None)
         text = environ[variable] if file is None else _read_secret_file(variable, file)
         values.append(EnvValue(key, variable, file, _decode(fields[key], text, variable)))
     return values

@@ -145,6 +145,14 @@ def test_a_key_given_as_variable_and_as_file_is_refused(tmp_path: Path) -> None:
         "give the value once, in the variable or in the file")
 
 
+def test_names_are_compared_in_upper_case_so_one_key_cannot_be_set_twice(tmp_path: Path) -> None:
+    assert load_settings(config(tmp_path), {"CITYWATCH_api__port": "8100"}).api.port == 8100
+    with pytest.raises(ConfigError) as error:
+        load_settings(config(tmp_path), {"CITYWATCH_API__PORT": "8100", "CITYWATCH_api__port": "8200"})
+    assert str(error.value) == ("environment: CITYWATCH_API__PORT and CITYWATCH_api__port both set api.port: "
+                                "give the value once")
+
+
 def test_a_missing_or_unreadable_file_names_the_variable_and_the_path(tmp_path: Path) -> None:
     missing = tmp_path / "secrets" / "absent"
     with pytest.raises(ConfigError) as error:
