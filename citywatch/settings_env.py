@@ -28,6 +28,7 @@ from citywatch.redaction import redact_urls
 ENV_PREFIX: Final = "CITYWATCH_"
 NESTING: Final = "__"
 FILE_SUFFIX: Final = "_FILE"
+MASK: Final = "**********"  # as pydantic shows a SecretStr
 # Variables with the prefix that are not configuration keys, and who reads them.
 NOT_CONFIGURATION: Final = {
     "CITYWATCH_CONFIG": "the configuration file of every command when --config is not given",
@@ -123,6 +124,10 @@ def describe(settings: BaseModel, values: list[EnvValue]) -> list[str]:
     without credentials) and where it came from. Never a secret, never a file's content."""
     lines = []
     for item in values:
+        if item.file is not None:
+            # Whatever the key: a value kept in a file was put there to stay out of sight.
+            lines.append(f'  {item.dotted} = "{MASK}"  <- {item.origin}')
+            continue
         parent = settings
         for part in item.key[:-1]:
             parent = getattr(parent, part)

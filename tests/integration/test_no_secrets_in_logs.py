@@ -208,11 +208,14 @@ VALID_ENVIRONMENT = {
     "CITYWATCH_STORE__KIND": "influxdb",
     "CITYWATCH_STORE__INFLUXDB__URL": f"http://cw:{INFLUX_URL_PASSWORD}@influx:8086",
     "CITYWATCH_STORE__INFLUXDB__TOKEN_FILE": SecretFile("influx_token", INFLUX_TOKEN),
+    # Not a secret key, but kept in a file: check-config does not show the file's content either.
+    "CITYWATCH_MQTT__CLIENT_ID_FILE": SecretFile("client_id", MQTT_URL_PASSWORD),
 }
 
 
 @pytest.mark.parametrize(("name", "file", "environment", "expected"), [
     ("valid", {}, VALID_ENVIRONMENT,
+     '  mqtt.client_id = "**********"  <- file {secrets}/client_id (CITYWATCH_MQTT__CLIENT_ID_FILE)\n'
      '  mqtt.password = "**********"  <- file {secrets}/mqtt_password (CITYWATCH_MQTT__PASSWORD_FILE)\n'
      '  mqtt.url = "mqtt://broker:1883"  <- CITYWATCH_MQTT__URL\n'),
     ("valid, secrets in variables", {}, {"CITYWATCH_MQTT__PASSWORD": MQTT_PASSWORD,

@@ -121,10 +121,17 @@ def test_secrets_come_from_files_without_the_trailing_line_break(tmp_path: Path)
 def test_any_key_can_come_from_a_file(tmp_path: Path) -> None:
     servers = secret_file(tmp_path, "servers", '["kafka-0:9092", "kafka-1:9092"]\n')
     username = secret_file(tmp_path, "username", "ingest\n")
-    settings = load_settings(config(tmp_path), {"CITYWATCH_BUS__KAFKA__BOOTSTRAP_SERVERS_FILE": str(servers),
-                                                "CITYWATCH_MQTT__USERNAME_FILE": str(username)})
+    environ = {"CITYWATCH_BUS__KAFKA__BOOTSTRAP_SERVERS_FILE": str(servers),
+               "CITYWATCH_MQTT__USERNAME_FILE": str(username)}
+    settings = load_settings(config(tmp_path), environ)
     assert settings.bus.kafka.bootstrap_servers == ["kafka-0:9092", "kafka-1:9092"]
     assert settings.mqtt.username == "ingest"
+    # check-config shows no file's content, whatever the key.
+    assert describe(settings, environment_values(environ)) == [
+        f'  bus.kafka.bootstrap_servers = "**********"  <- file {servers} '
+        "(CITYWATCH_BUS__KAFKA__BOOTSTRAP_SERVERS_FILE)",
+        f'  mqtt.username = "**********"  <- file {username} (CITYWATCH_MQTT__USERNAME_FILE)',
+    ]
 
 
 def test_a_key_whose_name_ends_in_file_is_set_by_its_own_variable(tmp_path: Path) -> None:
