@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from citywatch.cli import _load, build_parser
 from citywatch.settings import ConfigError, Settings, environment_values, load_settings
 from citywatch.settings_env import NOT_CONFIGURATION, config_keys, describe
 
@@ -82,6 +83,15 @@ def test_the_environment_wins_over_the_file_which_wins_over_the_defaults(tmp_pat
     assert (defaults.api.port, from_file.api.port, from_both.api.port) == (8000, 8100, 8200)
     # Keys the environment does not set keep the file's value, or the default.
     assert (from_both.api.max_page_size, from_both.api.host) == (50, "127.0.0.1")
+
+
+def test_command_line_options_win_over_the_environment(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CITYWATCH_API__PORT", "8200")
+    monkeypatch.setenv("CITYWATCH_API__MAX_PAGE_SIZE", "20")
+    args = build_parser().parse_args(["up", "--config", str(config(tmp_path)), "--port", "8300"])
+    settings = _load(args)
+    assert (settings.api.port, settings.api.max_page_size) == (8300, 20)
 
 
 def test_an_empty_variable_unsets_an_optional_key(tmp_path: Path) -> None:
