@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from citywatch.redaction import redact_url
-from citywatch.settings import BusKind, ConfigError, Settings, load_settings
+from citywatch.settings import BusKind, ConfigError, Settings, config_path, environment_values, load_settings
+from citywatch.settings_env import describe as describe_environment
 
 
 def _load(args: argparse.Namespace) -> Settings:
@@ -191,8 +192,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         GeoTagger.from_settings(settings.geo)
     except GeoError as exc:
         raise ConfigError(str(exc)) from exc
-    print(f"{args.config or 'default configuration'}: valid ({len(settings.devices)} devices, "
+    print(f"{config_path(args.config)}: valid ({len(settings.devices)} devices, "
           f"{len(settings.vendor_maps)} vendor maps)")
+    from_environment = environment_values()
+    if from_environment:
+        # Where each value that is not the file's came from; secrets as **********, never a file's content.
+        print("set by the environment, over the file:")
+        print("\n".join(describe_environment(settings, from_environment)))
     return 0
 
 
@@ -231,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def with_config(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
         sub.add_argument("--config", type=Path, default=None,
-                         help="YAML configuration (default: configs/citywatch.yaml)")
+                         help="YAML configuration (default: $CITYWATCH_CONFIG, else configs/citywatch.yaml); "
+                              "CITYWATCH_<SECTION>__<KEY> variables override it (docs/configuration.md)")
         return sub
 
     up = with_config(commands.add_parser("up", help="Run everything in one process (embedded defaults)."))
@@ -294,7 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--quiet", action="store_true", help="Print only the summary (on stderr).")
     replay.set_defaults(handler=cmd_replay)
 
-    check = commands.add_parser("check-config", help="Validate a configuration file and exit.")
+    check = commands.add_parser("check-config", help="Validate a configuration file and exit; list the "
+                                "values the CITYWATCH_ variables set.")
     check.add_argument("config", type=Path, nargs="?", default=None)
     check.set_defaults(handler=cmd_check_config)
     return parser

@@ -1,13 +1,17 @@
-"""Configuration: one YAML file, validated once at load, never touching the network.
+"""Configuration: one YAML file and the environment over it, validated once at load, never touching the
+network.
 
 Unknown keys are errors (a typo must not silently fall back to a default), secrets are typed so they are
-never printed, and every field says what it does. `load_settings` is the only entry point.
+never printed, and every field says what it does. `load_settings` is the only entry point; the
+`CITYWATCH_...` variables and `..._FILE` secret files are read there (citywatch/settings_env.py).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections import Counter
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +30,7 @@ from pydantic import (
 )
 
 from citywatch import sanitation_settings as san
+from citywatch import settings_env
 from citywatch.ingest_config import GeoSettings, VendorMap
 from citywatch.redaction import redact_url, without_credentials
 from citywatch.traffic_settings import (
@@ -585,10 +590,13 @@ class Settings(_Section):
             raise ConfigError(_format_validation_error(source, exc)) from None
 
 
-def _format_validation_error(source: str, error: ValidationError) -> str:
+def _format_validation_error(source: str, error: ValidationError,
+                             from_environment: list[settings_env.EnvValue] | None = None) -> str:
     lines = [f"invalid configuration in {source}:"]
     for item in error.errors():
         where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        if from_environment:
+            where = settings_env.annotate(where, from_environment)
         lines.append(f"  {where}: {item['msg']}")
     return "\n".join(lines)
 
@@ -611,25 +619,48 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
     return type(error).__name__
 
 
-def load_settings(path: Path | None = None) -> Settings:
-    """Read and validate a configuration file (default: configs/citywatch.yaml)."""
-    path = path or DEFAULT_CONFIG_PATH
+def config_path(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Path:
+    """The file `load_settings` reads: `path`, else $CITYWATCH_CONFIG, else configs/citywatch.yaml."""
+    if path is not None:
+        return path
+    from_environment = (os.environ if environ is None else environ).get("CITYWATCH_CONFIG")
+    return Path(from_environment) if from_environment else DEFAULT_CONFIG_PATH
+
+
+def environment_values(environ: Mapping[str, str] | None = None) -> list[settings_env.EnvValue]:
+    """The keys the `CITYWATCH_...` variables and `..._FILE` files set (docs/configuration.md)."""
+    try:
+        return settings_env.read_environment(Settings, os.environ if environ is None else environ)
+    except settings_env.EnvironmentConfigError as exc:
+        raise ConfigError(f"environment: {exc}") from None
+
+
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate a configuration file (see `config_path`) with the environment's values over it
+    (`environ`, default: this process's environment)."""
+    path = config_path(path, environ)
+    from_environment = environment_values(environ)
     raw = _read_yaml(path) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"configuration file {path} must be a mapping at the top level")
     try:
+        raw = settings_env.apply(raw, from_environment)
+    except settings_env.EnvironmentConfigError as exc:
+        raise ConfigError(f"environment: {exc}") from None
+    source = f"{path} and the environment" if from_environment else str(path)
+    try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(str(path), exc)) from None
+        raise ConfigError(_format_validation_error(source, exc, from_environment)) from None
     if settings.devices_file is not None:
         devices_path = settings.devices_file
         if not devices_path.is_absolute():
             devices_path = path.parent / devices_path
         extra = _read_yaml(devices_path) or []
         try:
-            merged = Settings.model_validate({**raw, "devices": [*raw.get("devices", []), *extra]})
+            merged = Settings.model_validate({**raw, "devices": [*(raw.get("devices") or []), *extra]})
         except ValidationError as exc:
-            raise ConfigError(_format_validation_error(str(devices_path), exc)) from None
+            raise ConfigError(_format_validation_error(str(devices_path), exc, from_environment)) from None
         settings = merged
     settings = _with_side_files(settings, raw, path)
     registered = Counter(device.device_id for device in settings.devices)

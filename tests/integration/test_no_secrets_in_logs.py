@@ -9,8 +9,10 @@ output, while the failures themselves are reported (so the test sees the lines t
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,18 +95,34 @@ class Up(CitywatchCommand):
         return ["--log-level", "DEBUG", "up", "--config", str(self.config_path)]
 
 
-@pytest.mark.parametrize("secrets_in", ["urls", "fields"])
+def secret_file(tmp_path: Path, name: str, content: str) -> str:
+    """A secret as compose and Kubernetes mount it: one file, the value and a line break."""
+    path = tmp_path / "run-secrets" / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(content + "\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("secrets_in", ["urls", "fields", "environment"])
 def test_citywatch_up_against_stopped_services_logs_and_answers_no_secret(secrets_in: str,
                                                                             tmp_path: Path) -> None:
     mqtt_port, influx_port, api_port = free_port(), free_port(), free_port()
+    environment = {}
     if secrets_in == "urls":
         mqtt = {"url": f"mqtt://citywatch-ingest:{MQTT_URL_PASSWORD}@127.0.0.1:{mqtt_port}"}
         influxdb = {"url": f"http://citywatch:{INFLUX_URL_PASSWORD}@127.0.0.1:{influx_port}"}
-    else:
+    elif secrets_in == "fields":
         mqtt = {"url": f"mqtt://127.0.0.1:{mqtt_port}", "username": "citywatch-ingest",
                 "password": MQTT_PASSWORD}
         influxdb = {"url": f"http://127.0.0.1:{influx_port}", "token": INFLUX_TOKEN}
-    up = Up(tmp_path, "up", _config(tmp_path, api_port, mqtt, influxdb), api_port)
+    else:
+        mqtt, influxdb = {"url": f"mqtt://127.0.0.1:{mqtt_port}"}, {"url": "http://127.0.0.1:1"}
+        environment = {
+            "CITYWATCH_MQTT__USERNAME": "citywatch-ingest",
+            "CITYWATCH_MQTT__PASSWORD_FILE": secret_file(tmp_path, "mqtt_password", MQTT_PASSWORD),
+            "CITYWATCH_STORE__INFLUXDB__URL": f"http://citywatch:{INFLUX_URL_PASSWORD}@127.0.0.1:{influx_port}",
+        }
+    up = Up(tmp_path, "up", _config(tmp_path, api_port, mqtt, influxdb), api_port, environment)
     up.start(wait_ready=False)
     try:
         wait_for(lambda: "retention sweep failed" in up.log() and f"127.0.0.1:{mqtt_port} unreachable"
@@ -121,9 +139,10 @@ def test_citywatch_up_against_stopped_services_logs_and_answers_no_secret(secret
         assert_no_secret(text)
 
 
-def run_citywatch(*arguments: str) -> subprocess.CompletedProcess[str]:
+def run_citywatch(*arguments: str, environment: dict[str, str] | None = None
+                  ) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "citywatch.cli", *arguments], cwd=REPO, capture_output=True,
-                          text=True, timeout=60, check=False)
+                          text=True, timeout=60, check=False, env={**os.environ, **(environment or {})})
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -171,4 +190,70 @@ def test_a_command_line_url_with_a_password_is_not_echoed_when_invalid(tmp_path:
     output = result.stdout + result.stderr
     assert result.returncode == 2
     assert "invalid configuration in the command-line options" in output and "mqtt.url" in output
+    assert_no_secret(output)
+
+
+
+@dataclass(frozen=True)
+class SecretFile:
+    """A variable's value that the test writes to a file under {secrets}; the variable names the file."""
+
+    name: str
+    content: str
+
+
+VALID_ENVIRONMENT = {
+    "CITYWATCH_MQTT__URL": "mqtt://broker:1883", "CITYWATCH_MQTT__USERNAME": "ingest",
+    "CITYWATCH_MQTT__PASSWORD_FILE": SecretFile("mqtt_password", MQTT_PASSWORD),
+    "CITYWATCH_STORE__KIND": "influxdb",
+    "CITYWATCH_STORE__INFLUXDB__URL": f"http://cw:{INFLUX_URL_PASSWORD}@influx:8086",
+    "CITYWATCH_STORE__INFLUXDB__TOKEN_FILE": SecretFile("influx_token", INFLUX_TOKEN),
+    # Not a secret key, but kept in a file: check-config does not show the file's content either.
+    "CITYWATCH_MQTT__CLIENT_ID_FILE": SecretFile("client_id", MQTT_URL_PASSWORD),
+}
+
+
+@pytest.mark.parametrize(("name", "file", "environment", "expected"), [
+    ("valid", {}, VALID_ENVIRONMENT,
+     '  mqtt.client_id = "**********"  <- file {secrets}/client_id (CITYWATCH_MQTT__CLIENT_ID_FILE)\n'
+     '  mqtt.password = "**********"  <- file {secrets}/mqtt_password (CITYWATCH_MQTT__PASSWORD_FILE)\n'
+     '  mqtt.url = "mqtt://broker:1883"  <- CITYWATCH_MQTT__URL\n'),
+    ("valid, secrets in variables", {}, {"CITYWATCH_MQTT__PASSWORD": MQTT_PASSWORD,
+                                         "CITYWATCH_STORE__INFLUXDB__PASSWORD": INFLUX_PASSWORD},
+     '  store.influxdb.password = "**********"  <- CITYWATCH_STORE__INFLUXDB__PASSWORD\n'),
+    ("unknown variable beside the secrets", {},
+     {**VALID_ENVIRONMENT, "CITYWATCH_MQTT__PASWORD": MQTT_URL_PASSWORD},
+     "CITYWATCH_MQTT__PASWORD names no configuration key (did you mean CITYWATCH_MQTT__PASSWORD?)"),
+    ("a secret as variable and as file", {}, {**VALID_ENVIRONMENT, "CITYWATCH_MQTT__PASSWORD": MQTT_PASSWORD},
+     "CITYWATCH_MQTT__PASSWORD and CITYWATCH_MQTT__PASSWORD_FILE both set mqtt.password"),
+    ("not an mqtt url", {}, {"CITYWATCH_MQTT__URL": f"ftp://ingest:{MQTT_URL_PASSWORD}@broker"},
+     "mqtt.url (set by CITYWATCH_MQTT__URL): Value error, expected mqtt://host:port, got 'ftp://broker'"),
+    ("a secret file where a number belongs", {},
+     {"CITYWATCH_API__PORT_FILE": SecretFile("port", INFLUX_PASSWORD)},
+     "api.port (set by CITYWATCH_API__PORT_FILE): "),
+    ("a secret file where JSON belongs", {},
+     {"CITYWATCH_INGEST__ROUTES_FILE": SecretFile("routes", INFLUX_TOKEN)},
+     "CITYWATCH_INGEST__ROUTES_FILE: not valid JSON"),
+    ("credentials in the file's url and in a secret file",
+     {"mqtt": {"url": f"mqtt://ingest:{MQTT_URL_PASSWORD}@broker:1883"}},
+     {"CITYWATCH_MQTT__PASSWORD_FILE": SecretFile("mqtt_password", MQTT_PASSWORD)},
+     "mqtt (set by CITYWATCH_MQTT__PASSWORD_FILE): Value error, mqtt.url holds a user name and password"),
+], ids=lambda value: value if isinstance(value, str) and len(value) < 60 else "")
+def test_check_config_prints_no_secret_from_variables_or_files(
+        name: str, file: dict[str, Any], environment: dict[str, str | SecretFile], expected: str,
+        tmp_path: Path) -> None:
+    secrets = tmp_path / "run-secrets"
+    variables = {variable: secret_file(tmp_path, value.name, value.content) if isinstance(value, SecretFile)
+                 else value for variable, value in environment.items()}
+    config = _write(tmp_path, yaml.safe_dump(file))
+    # The file named by CITYWATCH_CONFIG, as a container's environment would give it.
+    result = run_citywatch("check-config", environment={"CITYWATCH_CONFIG": str(config), **variables})
+    output = result.stdout + result.stderr
+    assert expected.format(secrets=secrets) in output
+    if name.startswith("valid"):
+        assert result.returncode == 0, output
+        assert result.stdout.startswith(f"{config}: valid (0 devices")
+        assert "set by the environment, over the file:\n" in result.stdout
+    else:
+        assert result.returncode == 2, output
     assert_no_secret(output)

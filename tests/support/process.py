@@ -33,8 +33,10 @@ def bins(*device_ids: str) -> list[dict[str, Any]]:
 class CitywatchCommand:
     """A `citywatch` subcommand run as a real process, with its own config file, log and HTTP port."""
 
-    def __init__(self, workdir: Path, name: str, config: dict[str, Any], port: int) -> None:
+    def __init__(self, workdir: Path, name: str, config: dict[str, Any], port: int,
+                 environment: dict[str, str] | None = None) -> None:
         self.name = name
+        self.environment = environment or {}  # set for this process only (CITYWATCH_... variables)
         self.port = port
         workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = workdir / f"{name}.yaml"
@@ -51,7 +53,7 @@ class CitywatchCommand:
         command = [sys.executable, "-m", "citywatch.cli", *self.arguments()]
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
             self.process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                            env={**os.environ, **self.environment, "PYTHONUNBUFFERED": "1"})
         if wait_ready:
             wait_for(self.ready, timeout_s, 0.1, f"{self.name} to be ready (log: {self.log_path})")
         return self
