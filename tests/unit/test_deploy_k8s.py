@@ -199,6 +199,19 @@ def test_pods_run_unprivileged(objects):
         assert main["resources"]["requests"]["cpu"] and main["resources"]["limits"]["memory"]
 
 
+def test_every_mounted_secret_is_readable_by_the_unprivileged_user(objects):
+    # Kubernetes writes secret files owned by root and by the pod's fsGroup: without the group (or with
+    # a mode that gives the group nothing) a process running as 10001 cannot read its own key.
+    for role in WORKLOADS:
+        pod = workload(objects, role)["spec"]["template"]["spec"]
+        for volume in pod.get("volumes", []):
+            if "secret" not in volume:
+                continue
+            mode = volume["secret"].get("defaultMode", 0o644)
+            readable = bool(mode & 0o004) or (pod["securityContext"].get("fsGroup") == 10001 and mode & 0o040)
+            assert readable, (role, volume["name"], oct(mode))
+
+
 def test_the_large_city_gets_more_processors_and_more_of_everything_than_the_small_one():
     small, large = render("small-city"), render("large-city")
 
