@@ -18,7 +18,14 @@ from typing import Any
 
 import msgspec
 from kafka import KafkaAdminClient, KafkaProducer
-from kafka.errors import KafkaError, KafkaTimeoutError
+from kafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    KafkaError,
+    KafkaTimeoutError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
 from kafka.partitioner.default import murmur2
 
 from citywatch.models import DeadLetter, Event, Violation
@@ -30,6 +37,12 @@ log = logging.getLogger(__name__)
 
 # CreateTopics error code for a topic that exists already (another role created it first).
 TOPIC_ALREADY_EXISTS = 36
+
+
+# A commit refused with one of these means the group is rebalancing or has moved on without this member
+# (another consumer crashed, joined or left): the next poll rejoins. Normal life in a consumer group,
+# never a reason to stop or to start a consumer over (that would rebalance the group once more).
+REBALANCE_ERRORS = (CommitFailedError, RebalanceInProgressError, IllegalGenerationError, UnknownMemberIdError)
 
 
 class KafkaBusError(Exception):

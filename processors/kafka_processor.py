@@ -37,19 +37,19 @@ from typing import Any
 import msgspec
 from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import (
-    CommitFailedError,
-    IllegalGenerationError,
-    RebalanceInProgressError,
-    UnknownMemberIdError,
-)
 
 from citywatch.metrics import Metrics
 from citywatch.models import DeadLetter, Event, Violation
 from citywatch.rate import RateMeter
 from citywatch.settings import KafkaSettings
 from processors.engine import Engine, EngineOutput
-from processors.kafka_bus import KafkaBusError, KafkaBusProducer, RecordCodec, client_config
+from processors.kafka_bus import (
+    REBALANCE_ERRORS,
+    KafkaBusError,
+    KafkaBusProducer,
+    RecordCodec,
+    client_config,
+)
 from processors.kafka_checkpoints import Checkpoint, CheckpointStore
 
 # The in-process worker's rule for what of a batch's forecasts to store: the same on both buses.
@@ -58,11 +58,6 @@ from processors.worker import wall_clock_ms
 from store.base import Store
 
 log = logging.getLogger(__name__)
-
-# A commit refused with one of these means the group is rebalancing or has moved on without this member
-# (another processor crashed, joined or left): the next poll rejoins and the rebalance listener hands
-# partitions over through their checkpoints. Normal life in a consumer group, never a reason to stop.
-REBALANCE_ERRORS = (CommitFailedError, RebalanceInProgressError, IllegalGenerationError, UnknownMemberIdError)
 
 UNDECODABLE_EVENT = "undecodable_event"
 UNDECODABLE_DEAD_LETTER = "undecodable_dead_letter"

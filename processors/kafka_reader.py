@@ -25,10 +25,9 @@ from typing import Any, Literal
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import CommitFailedError
 
 from citywatch.settings import KafkaSettings
-from processors.kafka_bus import client_config
+from processors.kafka_bus import REBALANCE_ERRORS, client_config
 
 log = logging.getLogger(__name__)
 
@@ -184,9 +183,9 @@ class TopicReader:
                 if records and self.group_id is not None:
                     try:
                         consumer.commit()  # the positions polled: handle() made their results durable
-                    except CommitFailedError as exc:
-                        # The partitions moved meanwhile; their new owner replays from the last commit and
-                        # the idempotent handling absorbs it.
+                    except REBALANCE_ERRORS as exc:
+                        # The group is rebalancing or the partitions moved meanwhile: the next poll rejoins,
+                        # and whoever owns them replays from the last commit (idempotent handling).
                         log.warning("commit of %s by group %s failed: %s", self.topic, self.group_id, exc)
         finally:
             consumer.close()  # leaves the group at once, so the partitions move without a timeout
