@@ -9,13 +9,25 @@ import pytest
 from citywatch.cli import main
 from citywatch.settings import DEFAULT_CONFIG_PATH, ConfigError, load_settings
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "configs"
+# Every configuration a user is pointed at: the examples and the city set-up's (deploy/config, whose
+# city files are links to configs/ there, as compose mounts them beside it).
+SHIPPED = [*sorted(CONFIGS.glob("citywatch*.yaml")), REPO / "deploy" / "config" / "citywatch.yaml"]
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.glob("citywatch*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(REPO)))
 def test_every_shipped_configuration_is_valid(path: Path) -> None:
     settings = load_settings(path)
     assert settings.devices, "the demo configuration registers the simulated district"
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(REPO)))
+def test_check_config_passes_on_every_shipped_configuration(path: Path, capsys: pytest.CaptureFixture[str],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)  # as a user runs it from a clone: `citywatch check-config deploy/config/...`
+    assert main(["check-config", str(path.relative_to(REPO))]) == 0
+    assert f"{path.relative_to(REPO)}: valid" in capsys.readouterr().out
 
 
 def test_the_default_configuration_registers_the_simulated_district() -> None:
