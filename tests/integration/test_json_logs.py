@@ -16,11 +16,15 @@ from tests.support.wait import wait_for
 pytestmark = pytest.mark.integration
 
 
-class JsonLoggingProcess(CitywatchProcess):
-    """`citywatch --log-format json up`."""
+class FormatOptionProcess(CitywatchProcess):
+    """`citywatch --log-format FORMAT up`."""
+
+    def __init__(self, tmp_path: Path, config: dict[str, Any], log_format: str) -> None:
+        super().__init__(tmp_path, config)
+        self.log_format = log_format
 
     def arguments(self) -> list[str]:
-        return ["--log-format", "json", *super().arguments()]
+        return ["--log-format", self.log_format, *super().arguments()]
 
 
 def config(**extra: Any) -> dict[str, Any]:
@@ -52,7 +56,7 @@ def lines_of(process: CitywatchProcess, request_id: str) -> list[dict[str, Any]]
 @pytest.mark.parametrize("how", ["option", "setting"])
 def test_json_logs_carry_the_request_id_of_each_request(tmp_path: Path, how: str) -> None:
     if how == "option":
-        process: CitywatchProcess = JsonLoggingProcess(tmp_path, config())
+        process: CitywatchProcess = FormatOptionProcess(tmp_path, config(), "json")
     else:
         process = CitywatchProcess(tmp_path, config(logging={"format": "json"}))
     process.start()
@@ -75,8 +79,13 @@ def test_json_logs_carry_the_request_id_of_each_request(tmp_path: Path, how: str
     assert all(line.startswith("citywatch:") for line in others), others
 
 
-def test_text_logs_stay_the_default(tmp_path: Path) -> None:
-    process = CitywatchProcess(tmp_path, config()).start()
+@pytest.mark.parametrize("how", ["default", "option over setting"])
+def test_text_logs_are_the_default_and_the_option_wins_over_the_setting(tmp_path: Path, how: str) -> None:
+    if how == "default":
+        process = CitywatchProcess(tmp_path, config())
+    else:
+        process = FormatOptionProcess(tmp_path, config(logging={"format": "json"}), "text")
+    process.start()
     try:
         request_with_id(process, "/healthz", "trace-text")
     finally:

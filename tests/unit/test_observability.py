@@ -28,7 +28,7 @@ from citywatch.log_format import (
 )
 from citywatch.metrics import Metrics
 from citywatch.models import Evidence, Severity, Violation, ViolationStatus
-from citywatch.settings import ApiSettings, AuthMode
+from citywatch.settings import ApiSettings, AuthMode, ConfigError, load_settings
 from store.sqlite_store import SCHEMA_VERSION, SqliteStore
 from tests.support.alerts import alert_api, violation
 from tests.support.events import T0_MS
@@ -169,6 +169,16 @@ def test_a_json_record_with_a_traceback_stays_on_one_line() -> None:
     assert line["message"] == "failed:\nx" and "ValueError: bad\nthing" in line["exception"]
 
 
+def test_an_unknown_log_format_is_refused_at_load(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("logging:\n  format: xml\n")
+    with pytest.raises(ConfigError) as refused:
+        load_settings(path)
+    assert "logging.format" in str(refused.value)
+    path.write_text("logging:\n  format: json\n")
+    assert load_settings(path).logging.format == "json"
+
+
 # HTTP metrics
 
 
@@ -280,3 +290,4 @@ def test_a_headless_role_answers_version_too() -> None:
     with TestClient(app) as client:
         assert client.get("/version").json()["schemas"] == {"sqlite_store": SCHEMA_VERSION}
         assert "/version" in client.get("/openapi.json").json()["paths"]
+
