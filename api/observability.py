@@ -165,13 +165,20 @@ class HttpMetricsMiddleware:
         started = time.perf_counter()
         answered = False
         stream = False
+        route: str | None = None
         metrics.http_in_flight.inc()
+
+        def route_of() -> str:  # matched once per request, when first needed
+            nonlocal route
+            if route is None:
+                route = self.templates.of(scope)
+            return route
 
         async def send_observed(message: Message) -> None:
             nonlocal answered, stream
             if message["type"] == "http.response.start" and not answered:
                 answered = True
-                metrics.http_requests.labels(method, self.templates.of(scope), str(message["status"])).inc()
+                metrics.http_requests.labels(method, route_of(), str(message["status"])).inc()
                 if _is_event_stream(message.get("headers", ())):
                     stream = True
                     metrics.http_in_flight.dec()
@@ -183,13 +190,12 @@ class HttpMetricsMiddleware:
         finally:
             if not answered:
                 # The app ended without an answer (the client left, or a bug): the server answers 500.
-                metrics.http_requests.labels(method, self.templates.of(scope), "500").inc()
+                metrics.http_requests.labels(method, route_of(), "500").inc()
             if stream:
                 metrics.http_streams_open.labels("sse").dec()
             else:
                 metrics.http_in_flight.dec()
-                metrics.http_request_seconds.labels(method, self.templates.of(scope)).observe(
-                    time.perf_counter() - started)
+                metrics.http_request_seconds.labels(method, route_of()).observe(time.perf_counter() - started)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         metrics = self.metrics
