@@ -17,6 +17,7 @@ from api.alerts import streams
 from api.alerts.openapi import register_openapi_webhooks
 from api.alerts.webhooks import routes as webhook_routes
 from api.error_handlers import install_problem_handlers
+from api.observability import install_observability
 from api.openapi import install_problem_docs, serve_offline_docs
 from api.problems import problem_response_doc
 from api.routes import (
@@ -29,6 +30,7 @@ from api.routes import (
     health,
     readings,
     status,
+    version,
     violations,
 )
 from api.services import ApiServices
@@ -59,6 +61,7 @@ def create_app(services: ApiServices) -> FastAPI:
         dependencies=[Depends(reject_unknown_query_parameters)],
     )
     install_problem_handlers(app)
+    install_observability(app, services.metrics)
     install_problem_docs(app)
     serve_offline_docs(app)
 
@@ -70,6 +73,7 @@ def create_app(services: ApiServices) -> FastAPI:
     app.include_router(events.router, dependencies=[Depends(require(Scope.READINGS_READ))])
     app.include_router(dead_letters.router, dependencies=[Depends(require(Scope.ADMIN))])
     app.include_router(health.router)
+    app.include_router(version.router)
     app.include_router(devices.router, dependencies=[Depends(require(Scope.DEVICES_MANAGE))])
     app.include_router(bin_predictions.router, dependencies=[Depends(require(Scope.READINGS_READ))])
     # Without a violation feed or a webhook dispatcher (an instance that runs neither), these answer 503.

@@ -51,3 +51,6 @@ class ApiServices:
     def __post_init__(self) -> None:
         if self.feed is not None and self.feed_waiter is None:
             self.feed_waiter = FeedWaiter(self.feed)
+        # One /metrics per process: webhook deliveries are counted where the API serves its metrics.
+        if self.webhooks is not None:
+            self.webhooks.report_to(self.metrics)

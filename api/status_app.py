@@ -1,7 +1,8 @@
 """The small HTTP face of a headless role (`citywatch ingest`, `citywatch process`).
 
-Health checks and monitoring need the same endpoints from every role: /healthz, /readyz, /metrics and
-/v1/status. The role's start and stop run in the lifespan, as the full API does for `citywatch up`.
+Health checks and monitoring need the same endpoints from every role: /healthz, /readyz, /metrics,
+/v1/status and /version. The role's start and stop run in the lifespan, as the full API does for
+`citywatch up`.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from fastapi import FastAPI, Response
 from starlette.concurrency import run_in_threadpool
 
 import citywatch
+from api.observability import install_observability
 from api.openapi import serve_offline_docs
-from api.routes import status
+from api.routes import status, version
 from api.schemas import ComponentOut, ReadinessOut
 from api.services import ComponentStatus
 from citywatch.metrics import Metrics
@@ -45,6 +47,7 @@ def create_status_app(services: RoleServices, title: str) -> FastAPI:
     # The docs page from the package, as on the full API (a control network may have no internet).
     app = FastAPI(title=title, version=citywatch.__version__, lifespan=lifespan, docs_url=None,
                   redoc_url=None)
+    install_observability(app, services.metrics)
     serve_offline_docs(app)
 
     @app.get("/healthz", tags=["health"], summary="The process is alive")
@@ -66,4 +69,5 @@ def create_status_app(services: RoleServices, title: str) -> FastAPI:
         return Response(services.metrics.exposition(), media_type="text/plain; version=0.0.4")
 
     app.include_router(status.router)
+    app.include_router(version.router)
     return app

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from citywatch.log_format import LOG_FORMATS, configure_logging, json_logs_on
 from citywatch.redaction import redact_url
 from citywatch.settings import BusKind, ConfigError, Settings, config_path, environment_values, load_settings
 from citywatch.settings_env import describe as describe_environment
@@ -30,7 +30,10 @@ def _load(args: argparse.Namespace) -> Settings:
         overrides["roles__status_port"] = args.status_port
     if getattr(args, "bootstrap_servers", None):
         overrides["bus__kafka__bootstrap_servers"] = args.bootstrap_servers.split(",")
-    return settings.with_overrides(source="the command-line options", **overrides) if overrides else settings
+    if overrides:
+        settings = settings.with_overrides(source="the command-line options", **overrides)
+    configure_logging(args.log_level, getattr(args, "log_format", None) or settings.logging.format)
+    return settings
 
 
 GRACEFUL_SHUTDOWN_S = 5
@@ -49,7 +52,9 @@ def _serve(app: Any, host: str, port: int, log_level: str) -> None:
         signal.signal(sig, lambda *_: None)
     # Live streams (SSE, WebSocket) never end on their own: without a bound, one connected client would
     # hold the shutdown (and the pipeline's clean stop) until the service manager kills the process.
+    # With JSON logs, uvicorn's loggers hand their records to the JSON handler instead of their own.
     uvicorn.run(app, host=host, port=port, log_level=log_level.lower(),
+                log_config=None if json_logs_on() else uvicorn.config.LOGGING_CONFIG,
                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
 
 
@@ -233,6 +238,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="citywatch", description="Urban sensor ingestion and rules.")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-format", default=None, choices=LOG_FORMATS,
+                        help="text (default) or json: one JSON object per line (overrides logging.format).")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def with_config(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -310,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, args.log_format or "text")
     try:
         code: int = args.handler(args)
     except ConfigError as exc:

@@ -6,7 +6,15 @@ process never see each other's numbers.
 
 from __future__ import annotations
 
+from typing import Final
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# An API answer is expected within tens of milliseconds; the upper buckets catch exports and slow stores.
+HTTP_SECONDS_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Receivers answer in tens to hundreds of milliseconds; the attempt timeout (alerts.webhooks.timeout_s,
+# 5 s by default) bounds the rest.
+WEBHOOK_SECONDS_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 class Metrics:
@@ -119,6 +127,54 @@ class Metrics:
         self.store_points_rejected = Counter(
             "citywatch_store_points_rejected", "Points in batches the store refused as invalid (not retried)",
             registry=self.registry,
+        )
+
+        # The HTTP API and the roles' status endpoints (api/observability.py). `route` is the route's
+        # template (/v1/violations/{violation_id}), never the raw path, so the label set stays bounded;
+        # a path no route matches is "unmatched".
+        self.http_requests = Counter(
+            "citywatch_http_requests",
+            "HTTP requests answered, by method, route template and status; WebSocket sessions have method "
+            "WEBSOCKET and status 101 once accepted (or the status of their refusal)",
+            ["method", "route", "status"], registry=self.registry,
+        )
+        self.http_request_seconds = Histogram(
+            "citywatch_http_request_duration_seconds",
+            "Time from a request's arrival to the end of its answer; live streams (Server-Sent Events, "
+            "WebSocket) are left out, as they last as long as the client stays",
+            ["method", "route"], buckets=HTTP_SECONDS_BUCKETS, registry=self.registry,
+        )
+        self.http_in_flight = Gauge(
+            "citywatch_http_requests_in_flight",
+            "HTTP requests being answered now (open live streams are counted apart)", registry=self.registry,
+        )
+        self.http_streams_open = Gauge(
+            "citywatch_http_streams_open", "Live streams connected now, by kind: sse, websocket", ["kind"],
+            registry=self.registry,
+        )
+
+        # Webhook deliveries (api/alerts/webhooks/dispatcher.py).
+        self.webhook_deliveries = Counter(
+            "citywatch_webhook_deliveries",
+            "Steps in webhook deliveries, by outcome: delivered (a 2xx answer), failed_attempt (another "
+            "answer, a timeout or a connection error), refused_destination (the URL leads to an address "
+            "webhooks may not reach: nothing sent), dead_lettered (given up)", ["outcome"],
+            registry=self.registry,
+        )
+        self.webhook_dead_letters = Counter(
+            "citywatch_webhook_dead_letters",
+            "Webhook deliveries given up, by reason: attempts_exhausted, subscription_disabled, "
+            "owner_key (the owner key was revoked or lost its scope), queue_full", ["reason"],
+            registry=self.registry,
+        )
+        self.webhook_pending = Gauge(
+            "citywatch_webhook_deliveries_pending",
+            "Webhook deliveries queued or being attempted by this process", registry=self.registry,
+        )
+        self.webhook_attempt_seconds = Histogram(
+            "citywatch_webhook_attempt_duration_seconds",
+            "Time from sending a webhook POST to its answer (or to the timeout)",
+            buckets=WEBHOOK_SECONDS_BUCKETS, registry=self.registry,
         )
 
     def exposition(self) -> bytes:

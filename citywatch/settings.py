@@ -459,6 +459,13 @@ class RoleSettings(_Section):
     )
 
 
+class LoggingSettings(_Section):
+    format: Literal["text", "json"] = Field(
+        "text", description="text: one readable line per record; json: one JSON object per line (time, "
+        "level, logger, message, request_id, exception) for a log collector. `--log-format` overrides it.",
+    )
+
+
 class SimulatorSettings(_Section):
     """The simulator plays every registered device of kind bin, air and detector."""
 
@@ -572,6 +579,7 @@ class Settings(_Section):
     geo: GeoSettings = Field(GeoSettings(), description="Grids, districts and department routing.")
     roles: RoleSettings = RoleSettings()
     alerts: AlertSettings = AlertSettings()
+    logging: LoggingSettings = LoggingSettings()
 
     def with_overrides(self, *, source: str = "the overridden settings", **dotted: Any) -> Settings:
         """A copy with `section__field=value` overrides applied and validated again; ConfigError (naming

@@ -15,7 +15,7 @@ from citywatch.settings import ApiSettings, AuthMode
 from tests.support.alerts import AlertApi, alert_api, bearer, violation
 from tests.support.events import T0_MS, reading
 
-OPEN_PATHS = {"/healthz", "/readyz"}
+OPEN_PATHS = {"/healthz", "/readyz", "/version"}
 # Each protected endpoint with the scope that opens it (a path parameter filled with a real value).
 SCOPED = [
     ("GET", "/v1/violations", Scope.VIOLATIONS_READ),

@@ -120,6 +120,18 @@ def test_the_dashboards_cover_rates_lag_dead_letters_violations_and_the_store_bu
         assert needed in read, f"no panel reads {needed}"
 
 
+def test_the_dashboards_cover_the_http_api_and_webhook_delivery_health(series):
+    read = set()
+    for path in DASHBOARDS:
+        for _, expr in expressions(json.loads(path.read_text())):
+            read |= metric_names(expr)
+    for needed in ("citywatch_http_requests_total", "citywatch_http_request_duration_seconds_bucket",
+                   "citywatch_http_requests_in_flight", "citywatch_webhook_deliveries_total",
+                   "citywatch_webhook_dead_letters_total", "citywatch_webhook_deliveries_pending",
+                   "citywatch_webhook_attempt_duration_seconds_bucket"):
+        assert needed in read, f"no panel reads {needed}"
+
+
 def test_the_extraction_finds_metric_names_and_labels():
     # The parser above decides what the dashboards are checked against: it must see through functions,
     # selectors, ranges and grouping.

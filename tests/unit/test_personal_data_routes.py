@@ -133,6 +133,7 @@ PERSONAL: dict[str, PersonalRoute] = {
 NOT_PERSONAL: dict[str, tuple[str, str]] = {
     "/healthz": ("/healthz", "liveness only"),
     "/readyz": ("/readyz", "component states"),
+    "/version": ("/version", "release, Python and schema versions"),
     "/metrics": ("/metrics", "counters per kind and reason"),
     "/v1/status": ("/v1/status", "role, rates and lag"),
     "/v1/aggregates/violations": (

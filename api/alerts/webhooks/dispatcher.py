@@ -28,6 +28,10 @@ owner key is read; once it is revoked or lost `subscriptions:manage`, the subscr
 that reason and its queued deliveries are dead-lettered; once it lost `plates`, deliveries are masked
 from the next attempt on. Unmasked plates sent are audited under the owner key at each attempt.
 
+Metrics (citywatch/metrics.py, once `report_to` names the process's): each step of a delivery by outcome,
+dead letters by reason, the deliveries queued or being attempted here, and the time receivers take to
+answer.
+
 Several api replicas (the Kafka set-up, docs/kafka.md) share one webhook store and split the changes
 between them: each replica is given `owns`, which says whether a change (by its idempotency key) is its
 to deliver, and `shared_store=True`, so it picks up subscriptions and redeliveries made through another
@@ -67,6 +71,7 @@ from api.alerts.webhooks.signing import (
 from api.alerts.webhooks.store import Delivery, DeliveryStatus, NewDelivery, Subscription, WebhookStore
 from api.violation_types import default_violation_types
 from citywatch.masking import discloses, present_violation
+from citywatch.metrics import Metrics
 from citywatch.models import Violation
 from citywatch.settings import WebhookSettings
 from processors.outputs.feed import FeedEntry, ViolationFeed
@@ -111,7 +116,14 @@ class WebhookDispatcher:
         self._client: aiohttp.ClientSession | None = None
         self._workers: dict[str, _Worker] = {}
         self._background: set[asyncio.Task[None]] = set()
+        # Counted in a registry of its own until report_to names the one the process serves.
+        self.metrics = Metrics()
         feed.add_listener(self._on_publish)
+
+    def report_to(self, metrics: Metrics) -> None:
+        """Count deliveries in `metrics`, the registry served at the process's /metrics."""
+        self.metrics = metrics
+        metrics.webhook_pending.set_function(lambda: len(self._queued))
 
     # Lifecycle
 
@@ -351,6 +363,7 @@ class WebhookDispatcher:
             worker.queue.put_nowait(delivery)
             self._queued.add(delivery.delivery_id)
         except asyncio.QueueFull:
+            self._dead_lettered("queue_full")
             self.store.record_attempt(
                 delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=delivery.attempts,
                 status_code=None, error=f"queue full ({self.settings.queue_per_subscription} waiting): "
@@ -376,6 +389,7 @@ class WebhookDispatcher:
                 return  # its change moved to another replica, which delivers the pending row
             subscription = worker.subscription
             if not subscription.enabled:
+                self._dead_lettered("subscription_disabled")
                 self.store.record_attempt(delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=attempts,
                                           status_code=None,
                                           error=f"subscription disabled: {subscription.disabled_reason}")
@@ -384,11 +398,13 @@ class WebhookDispatcher:
                 subscription, self.keys.active_by_id(DELIVERY_KEY_AGE_S) if self.keys.enforced else None)
             if refusal is not None:
                 self._disable(worker, refusal)
+                self._dead_lettered("owner_key")
                 self.store.record_attempt(delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=attempts,
                                           status_code=None, error=refusal)
                 return
             attempts += 1
             status_code, error, duration_ms = await self._attempt(subscription, delivery, plates)
+            self._count_attempt(error, duration_ms)
             if error is None:
                 worker.consecutive_failures = 0
                 self.store.record_attempt(delivery.delivery_id, status=DeliveryStatus.DELIVERED,
@@ -400,16 +416,30 @@ class WebhookDispatcher:
                 reason = (f"disabled after {worker.consecutive_failures} failed attempts in a row; "
                           f"last error: {error}")
                 self._disable(worker, reason)
+                self._dead_lettered("subscription_disabled")
                 self.store.record_attempt(delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=attempts,
                                           status_code=status_code, error=error, duration_ms=duration_ms)
                 return
             if attempts >= settings.max_attempts:
+                self._dead_lettered("attempts_exhausted")
                 self.store.record_attempt(delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=attempts,
                                           status_code=status_code, error=error, duration_ms=duration_ms)
                 return
             self.store.record_attempt(delivery.delivery_id, status=DeliveryStatus.PENDING, attempts=attempts,
                                       status_code=status_code, error=error, duration_ms=duration_ms)
             await asyncio.sleep(self.backoff_s(attempts))
+
+    def _count_attempt(self, error: str | None, duration_ms: int | None) -> None:
+        # An attempt without a duration sent nothing: its destination was refused (see _attempt).
+        if duration_ms is None:
+            self.metrics.webhook_deliveries.labels("refused_destination").inc()
+            return
+        self.metrics.webhook_attempt_seconds.observe(duration_ms / 1000)
+        self.metrics.webhook_deliveries.labels("delivered" if error is None else "failed_attempt").inc()
+
+    def _dead_lettered(self, reason: str) -> None:
+        self.metrics.webhook_deliveries.labels("dead_lettered").inc()
+        self.metrics.webhook_dead_letters.labels(reason).inc()
 
     def backoff_s(self, attempts: int) -> float:
         """Exponential, capped, with jitter: half the delay fixed, half random, so retries spread out."""
@@ -456,7 +486,8 @@ class WebhookDispatcher:
 
     async def _attempt(self, subscription: Subscription, delivery: Delivery,
                        plates: bool) -> tuple[int | None, str | None, int | None]:
-        """(status code, error or None, duration in ms) of one POST."""
+        """(status code, error or None, duration in ms) of one POST; no duration when the destination was
+        refused and nothing was sent."""
         assert self._client is not None
         refused = self._refused_destination(subscription.url)
         if refused is not None:
