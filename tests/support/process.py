@@ -103,7 +103,8 @@ class CitywatchProcess(CitywatchCommand):
         port = free_port()
         # Open access unless the test configures auth: these processes listen on loopback only.
         api = {"auth": "disabled", **config.get("api", {}), "host": "127.0.0.1", "port": port}
-        config = {**config, "api": api, "store": {"data_dir": str(tmp_path / "data")}}
+        store = {**config.get("store", {}), "data_dir": str(tmp_path / "data")}
+        config = {**config, "api": api, "store": store}
         super().__init__(tmp_path, "citywatch", config, port)
 
     def arguments(self) -> list[str]:
