@@ -8,11 +8,14 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from citywatch.redaction import redact_url
 from citywatch.settings import BusKind, ConfigError, Settings, config_path, environment_values, load_settings
 from citywatch.settings_env import describe as describe_environment
+
+if TYPE_CHECKING:
+    from api.access.keys import KeyStore
 
 
 def _load(args: argparse.Namespace) -> Settings:
@@ -203,12 +206,24 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    import threading
-
-    from api.access.keys import KeyStore, Scope, open_access_db
+    from api.access.keys import KeyStore, open_access_db
+    from citywatch.relational import RelationalError
 
     settings = _load(args)
-    keys = KeyStore(open_access_db(Path(settings.store.data_dir)), threading.Lock())
+    try:
+        database = open_access_db(Path(settings.store.data_dir), settings.relational)
+    except RelationalError as exc:
+        print(f"citywatch: {exc}", file=sys.stderr)
+        return 1
+    try:
+        return _keys_command(args, KeyStore(database))
+    finally:
+        database.close()
+
+
+def _keys_command(args: argparse.Namespace, keys: KeyStore) -> int:
+    from api.access.keys import Scope
+
     if args.keys_command == "create":
         try:
             scopes = frozenset(Scope(scope) for scope in args.scopes.replace(",", " ").split())
