@@ -1,0 +1,230 @@
+"""The relational state shared by api replicas: keys, audit log, webhooks and devices opened twice on one
+database, as two replicas do (SQLite: one data directory; PostgreSQL: a directory each, as on two hosts).
+Plus what only PostgreSQL has: replicas creating the tables at once, an unreachable server, and
+`citywatch keys create` against it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from api.access.audit import AuditLog
+from api.access.keys import CACHE_TTL_S, KeyStore, Scope, open_access_db
+from api.alerts.filters import ViolationFilter
+from api.alerts.webhooks.store import NewDelivery, WebhookStore
+from citywatch.relational import Database, RelationalError
+from citywatch.settings import DeviceSettings, PostgresSettings, RelationalKind, RelationalSettings
+from ingest.device_admin import DeviceManager
+from ingest.registry import DeviceRegistry
+from tests.support.postgres import PostgresServer
+from tests.support.process import REPO, free_port
+
+pytestmark = pytest.mark.integration
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now_s = 1000.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+@pytest.fixture
+def data_dirs(tmp_path: Path, relational: RelationalSettings) -> tuple[Path, Path]:
+    """The data directories of replicas A and B: shared with SQLite, separate with PostgreSQL."""
+    if relational.kind is RelationalKind.SQLITE:
+        return tmp_path, tmp_path
+    return tmp_path / "a", tmp_path / "b"
+
+
+@pytest.fixture
+def opened() -> Iterator[Callable[[Any], Any]]:
+    """Closes what a test opened (stores, databases, managers), also when it fails."""
+    things: list[Any] = []
+
+    def keep(thing: Any) -> Any:
+        things.append(thing)
+        return thing
+
+    yield keep
+    for thing in reversed(things):
+        thing.close()
+
+
+def test_a_key_created_on_one_replica_is_accepted_by_another_at_once_and_revoked_within_the_ttl(
+        relational: RelationalSettings, data_dirs: tuple[Path, Path], opened: Callable[[Any], Any]) -> None:
+    clock = Clock()
+    a = KeyStore(opened(open_access_db(data_dirs[0], relational)), clock=clock)
+    b = KeyStore(opened(open_access_db(data_dirs[1], relational)), clock=clock)
+    key, token = a.create("dispatch", frozenset({Scope.VIOLATIONS_READ}))
+    accepted = b.verify(token)
+    assert accepted is not None and accepted.key_id == key.key_id
+    assert accepted.scopes == frozenset({Scope.VIOLATIONS_READ})
+    assert [k.key_id for k in b.list()] == [key.key_id]
+
+    assert a.revoke(key.key_id)
+    assert a.verify(token) is None  # at once where it was revoked
+    clock.now_s += CACHE_TTL_S - 1
+    assert b.verify(token) is not None  # B still has it cached ...
+    clock.now_s += 1
+    assert b.verify(token) is None  # ... for CACHE_TTL_S at most
+    assert not b.revoke(key.key_id)  # already revoked, through A
+    assert [k.revoked for k in b.list()] == [True]
+
+
+def test_the_last_admin_key_cannot_be_revoked_through_another_replica_either(
+        relational: RelationalSettings, data_dirs: tuple[Path, Path], opened: Callable[[Any], Any]) -> None:
+    from api.access.keys import LastAdminKey
+
+    a = KeyStore(opened(open_access_db(data_dirs[0], relational)))
+    b = KeyStore(opened(open_access_db(data_dirs[1], relational)))
+    first, _ = a.create("admin 1", frozenset({Scope.ADMIN}))
+    second, _ = b.create("admin 2", frozenset({Scope.ADMIN}))
+    assert a.revoke(first.key_id, keep_an_admin=True)
+    with pytest.raises(LastAdminKey, match=f"key {second.key_id} is the last active admin key"):
+        b.revoke(second.key_id, keep_an_admin=True)
+
+
+def test_the_audit_log_holds_the_records_of_every_replica_newest_first(
+        relational: RelationalSettings, data_dirs: tuple[Path, Path], opened: Callable[[Any], Any]) -> None:
+    a = AuditLog(opened(open_access_db(data_dirs[0], relational)))
+    b = AuditLog(opened(open_access_db(data_dirs[1], relational)))
+    a.record("k1", "GET /v1/violations", "plates of v0001")
+    b.record("k2", "GET /v1/violations", "plates of v0002")
+    a.record("k1", "GET /v1/exports/violations.csv", "plates of v0003")
+    assert [r.what for r in b.query()] == ["plates of v0003", "plates of v0002", "plates of v0001"]
+    assert [r.what for r in a.query(key_id="k1")] == ["plates of v0003", "plates of v0001"]
+    newest = b.query(limit=1)[0]
+    assert [r.what for r in a.query(before_id=newest.id)] == ["plates of v0002", "plates of v0001"]
+
+
+def test_a_delivery_is_inserted_by_one_replica_only_when_both_fan_out_the_same_change(
+        relational: RelationalSettings, data_dirs: tuple[Path, Path], opened: Callable[[Any], Any]) -> None:
+    a = opened(WebhookStore.open(relational, data_dirs[0]))
+    b = opened(WebhookStore.open(relational, data_dirs[1]))
+    subscription = a.create_subscription(url="https://hooks.example/a", filter=ViolationFilter(), secret=None,
+                                         description="", owner_key_id="k1", plates=False)
+    assert b.subscription(subscription.subscription_id) == subscription
+    changes = [NewDelivery(subscription.subscription_id, f"v{n:04d}:open:1", f"{n}-1", b"{}")
+               for n in range(50)]
+    created: dict[str, list[str]] = {}
+    start = threading.Barrier(2)
+
+    def fan_out(name: str, store: WebhookStore) -> None:
+        start.wait()
+        created[name] = [d.idempotency_key for d in store.add_deliveries(changes)]
+
+    threads = [threading.Thread(target=fan_out, args=(name, store)) for name, store in (("a", a), ("b", b))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    # Every change is queued exactly once, by whichever replica inserted its row first.
+    assert sorted(created["a"] + created["b"]) == sorted(c.idempotency_key for c in changes)
+    assert len(b.pending()) == 50
+
+
+def test_a_device_registered_through_one_replica_is_in_the_others_table(
+        relational: RelationalSettings, data_dirs: tuple[Path, Path], opened: Callable[[Any], Any]) -> None:
+    config = [DeviceSettings(device_id="bin-1", kind="bin")]
+    a = opened(DeviceManager.open(data_dirs[0], DeviceRegistry(), config, relational=relational))
+    registry_b = DeviceRegistry()
+    b = opened(DeviceManager.open(data_dirs[1], registry_b, config, relational=relational))
+    created = a.create(DeviceSettings(device_id="cam-9", kind="track"))
+    # Live, B hears of it from the devices topic (DeviceManager.apply); a replica that starts later
+    # reads it from the shared table.
+    b.apply(created)
+    assert b.get("cam-9") == created and registry_b.get("cam-9") is not None
+    registry_c = DeviceRegistry()
+    opened(DeviceManager.open(data_dirs[1], registry_c, config, relational=relational))
+    device = registry_c.get("cam-9")
+    assert device is not None and device.kind == "track"
+
+
+# PostgreSQL only
+
+
+def test_replicas_starting_together_create_the_tables_once(postgres: PostgresSettings) -> None:
+    relational = RelationalSettings(kind=RelationalKind.POSTGRESQL, postgresql=postgres)
+    errors: list[BaseException] = []
+    databases: list[Database] = []
+    start = threading.Barrier(6)
+
+    def replica(index: int) -> None:
+        start.wait()
+        try:
+            databases.append(open_access_db(Path("unused"), relational))
+            WebhookStore.open(relational, Path("unused")).close()
+            DeviceManager.open(Path("unused"), DeviceRegistry(), [], relational=relational).close()
+        except BaseException as exc:  # collected: the assertion below names it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=replica, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    try:
+        assert errors == []
+        KeyStore(databases[0]).create("works", frozenset({Scope.ADMIN}))
+        assert len(KeyStore(databases[-1]).list()) == 1
+    finally:
+        for database in databases:
+            database.close()
+    assert not Path("unused").exists()  # nothing is written to a data directory
+
+
+def test_an_unreachable_server_is_named_without_its_password() -> None:
+    settings = PostgresSettings(host="127.0.0.1", port=free_port(), password="s3cret-pw", connect_timeout_s=1)
+    relational = RelationalSettings(kind=RelationalKind.POSTGRESQL, postgresql=settings)
+    with pytest.raises(RelationalError) as raised:
+        open_access_db(Path("unused"), relational)
+    message = str(raised.value)
+    assert message == (f"PostgreSQL at postgresql://citywatch@127.0.0.1:{settings.port}/citywatch could not "
+                       "be reached within 1 s (relational.postgresql)")
+    assert "s3cret-pw" not in message
+
+
+def test_keys_create_works_against_postgresql(tmp_path: Path, postgres_server: PostgresServer,
+                                              postgres: PostgresSettings) -> None:
+    config = tmp_path / "citywatch.yaml"
+    config.write_text(yaml.safe_dump({"store": {"data_dir": str(tmp_path / "data")}}))
+    environment = {"PATH": "/usr/bin:/bin", "CITYWATCH_RELATIONAL__KIND": "postgresql",
+                   "CITYWATCH_RELATIONAL__POSTGRESQL__PORT": str(postgres.port),
+                   "CITYWATCH_RELATIONAL__POSTGRESQL__DATABASE": postgres.database,
+                   "CITYWATCH_RELATIONAL__POSTGRESQL__SSLMODE": "disable"}
+    out = subprocess.run([sys.executable, "-m", "citywatch.cli", "keys", "--config", str(config), "create",
+                          "--name", "ops", "--scopes", "admin"], cwd=REPO, check=True, capture_output=True,
+                         text=True, env=environment, timeout=60).stdout
+    token = out.split("token (shown once, only its hash is stored): ")[1].strip()
+    database = open_access_db(tmp_path, RelationalSettings(kind=RelationalKind.POSTGRESQL,
+                                                           postgresql=postgres))
+    try:
+        key = KeyStore(database).verify(token)
+    finally:
+        database.close()
+    assert key is not None and key.name == "ops" and key.scopes == frozenset({Scope.ADMIN})
+    assert not (tmp_path / "data").exists()  # nothing on the api's disk
+
+    listed = subprocess.run([sys.executable, "-m", "citywatch.cli", "keys", "--config", str(config), "list"],
+                            cwd=REPO, check=True, capture_output=True, text=True, env=environment,
+                            timeout=60).stdout
+    assert key.key_id in listed and "active" in listed
+
+    environment["CITYWATCH_RELATIONAL__POSTGRESQL__PORT"] = str(free_port())
+    environment["CITYWATCH_RELATIONAL__POSTGRESQL__PASSWORD"] = "s3cret-pw"
+    environment["CITYWATCH_RELATIONAL__POSTGRESQL__CONNECT_TIMEOUT_S"] = "1"
+    down = subprocess.run([sys.executable, "-m", "citywatch.cli", "keys", "--config", str(config), "list"],
+                          cwd=REPO, capture_output=True, text=True, env=environment, timeout=60)
+    assert down.returncode == 1
+    assert "citywatch: PostgreSQL at postgresql://citywatch@127.0.0.1:" in down.stderr
+    assert "could not be reached within 1 s" in down.stderr
+    assert "s3cret-pw" not in down.stderr + down.stdout
