@@ -39,6 +39,11 @@ class RelationalError(RuntimeError):
     """The database could not be reached or set up; the message says where, never with a password."""
 
 
+class RelationalUnavailable(RelationalError):
+    """A query found the server unreachable (down, restarting, failing over); the API answers 503. The
+    pool opens a fresh connection for the next query, so nothing needs restarting once it is back."""
+
+
 @dataclass(frozen=True)
 class Result:
     """What a statement gave: its rows (for SELECT and RETURNING) and how many rows it changed."""
@@ -181,14 +186,24 @@ class PostgresDatabase:
                     tx.execute(statement)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
-        with self._pool.connection() as connection:
+        with self._unavailable_as_such(), self._pool.connection() as connection:
             cursor = connection.execute(_postgres_sql(sql), params)
             return Result(cursor.fetchall() if cursor.description else [], cursor.rowcount)
 
     @contextmanager
     def transaction(self) -> Iterator[Executor]:
-        with self._pool.connection() as connection, connection.transaction():
+        with self._unavailable_as_such(), self._pool.connection() as connection, connection.transaction():
             yield _PostgresTransaction(connection)
+
+    @contextmanager
+    def _unavailable_as_such(self) -> Iterator[None]:
+        import psycopg
+
+        try:
+            yield
+        except psycopg.OperationalError as exc:  # also the pool's timeout waiting for a connection
+            raise RelationalUnavailable(f"PostgreSQL at {self.settings.describe()} is unavailable: "
+                                        f"{type(exc).__name__}: {exc}") from None
 
     def close(self) -> None:
         self._pool.close()

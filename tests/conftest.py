@@ -139,9 +139,11 @@ def postgres_server() -> Iterator[PostgresServer]:
     if find_pg_bin() is None:
         pytest.fail("PostgreSQL is not installed; run `make test`, which installs it "
                     "(or: apt-get install -y postgresql)", pytrace=False)
-    server = PostgresServer().start()
-    yield server
-    server.stop()
+    server = PostgresServer()
+    try:
+        yield server.start()
+    finally:
+        server.remove()
 
 
 @pytest.fixture

@@ -23,8 +23,10 @@ from citywatch.relational import Database, RelationalError
 from citywatch.settings import DeviceSettings, PostgresSettings, RelationalKind, RelationalSettings
 from ingest.device_admin import DeviceManager
 from ingest.registry import DeviceRegistry
+from tests.support.alerts import alert_api, bearer
 from tests.support.postgres import PostgresServer
 from tests.support.process import REPO, free_port
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -191,6 +193,33 @@ def test_an_unreachable_server_is_named_without_its_password() -> None:
     assert message == (f"PostgreSQL at postgresql://citywatch@127.0.0.1:{settings.port}/citywatch could not "
                        "be reached within 1 s (relational.postgresql)")
     assert "s3cret-pw" not in message
+
+
+def test_the_api_answers_503_while_postgresql_is_down_and_recovers_after(tmp_path: Path) -> None:
+    server = PostgresServer()
+    try:
+        database = server.start().create_database().model_copy(update={"connect_timeout_s": 1.0})
+        api = alert_api(tmp_path, relational=RelationalSettings(kind=RelationalKind.POSTGRESQL,
+                                                                postgresql=database))
+        try:
+            client = api.client()
+            before, during, after = (api.key(Scope.VIOLATIONS_READ) for _ in range(3))
+            assert client.get("/v1/violations", headers=bearer(before)).status_code == 200
+            server.stop()
+            down = client.get("/v1/violations", headers=bearer(during))
+            assert down.status_code == 503 and down.headers["retry-after"] == "5"
+            assert down.json()["type"] == "urn:citywatch:problem:unavailable"
+            assert down.json()["detail"] == ("the database of keys, subscriptions and devices cannot be "
+                                             "reached; retry after 5 s")
+            server.start()
+            # A key never seen before: read through a new connection (the broken ones were dropped) once
+            # the pool's next reconnection attempt (1 s, 2 s, 4 s ... apart) found the server back.
+            wait_for(lambda: client.get("/v1/violations", headers=bearer(after)).status_code == 200, 30,
+                     message="the API to use PostgreSQL again")
+        finally:
+            api.close()
+    finally:
+        server.remove()
 
 
 def test_keys_create_works_against_postgresql(tmp_path: Path, postgres_server: PostgresServer,

@@ -61,8 +61,10 @@ class PostgresServer:
             raise RuntimeError(f"{args[0]} failed ({result.returncode}): {result.stderr[-2000:]}\n{log}")
 
     def start(self) -> PostgresServer:
-        self._run("initdb", "-D", str(self.data_dir), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8",
-                  "--no-sync")
+        """Creates the cluster the first time; `stop()` then `start()` again is an outage and recovery."""
+        if not self.data_dir.exists():
+            self._run("initdb", "-D", str(self.data_dir), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8",
+                      "--no-sync")
         # fsync off: a test server's data never needs to survive a crash of the machine.
         options = (f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off "
                    "-c full_page_writes=off -c max_connections=200")
@@ -71,8 +73,12 @@ class PostgresServer:
         return self
 
     def stop(self) -> None:
-        if self.data_dir.exists():
-            self._run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop")
+        self._run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop")
+
+    def remove(self) -> None:
+        """Stops the server if it runs and deletes its directory."""
+        if (self.data_dir / "postmaster.pid").exists():
+            self.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def settings(self, database: str = "postgres", **changes: Any) -> PostgresSettings:
