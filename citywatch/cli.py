@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from citywatch.redaction import redact_url
+from citywatch.relational import RelationalError
 from citywatch.settings import BusKind, ConfigError, Settings, config_path, environment_values, load_settings
 from citywatch.settings_env import describe as describe_environment
 
@@ -207,14 +208,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_keys(args: argparse.Namespace) -> int:
     from api.access.keys import KeyStore, open_access_db
-    from citywatch.relational import RelationalError
 
     settings = _load(args)
-    try:
-        database = open_access_db(Path(settings.store.data_dir), settings.relational)
-    except RelationalError as exc:
-        print(f"citywatch: {exc}", file=sys.stderr)
-        return 1
+    database = open_access_db(Path(settings.store.data_dir), settings.relational)
     try:
         return _keys_command(args, KeyStore(database))
     finally:
@@ -331,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"citywatch: {exc}", file=sys.stderr)
         return 2
+    except RelationalError as exc:  # the keys', webhooks' or devices' database is unreachable at start
+        print(f"citywatch: {exc}", file=sys.stderr)
+        return 1
     return code
 
 

@@ -257,3 +257,18 @@ def test_keys_create_works_against_postgresql(tmp_path: Path, postgres_server: P
     assert "citywatch: PostgreSQL at postgresql://citywatch@127.0.0.1:" in down.stderr
     assert "could not be reached within 1 s" in down.stderr
     assert "s3cret-pw" not in down.stderr + down.stdout
+
+
+def test_the_api_role_stops_at_start_when_its_database_is_unreachable(tmp_path: Path) -> None:
+    config = tmp_path / "citywatch.yaml"
+    config.write_text(yaml.safe_dump({
+        "bus": {"kind": "kafka", "kafka": {"bootstrap_servers": [f"127.0.0.1:{free_port()}"]}},
+        "store": {"data_dir": str(tmp_path / "data")},
+        "relational": {"kind": "postgresql", "postgresql": {"port": free_port(), "password": "s3cret-pw",
+                                                            "connect_timeout_s": 1}},
+    }))
+    started = subprocess.run([sys.executable, "-m", "citywatch.cli", "api", "--config", str(config)],
+                             cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert started.returncode == 1
+    assert started.stderr.splitlines()[-1].startswith("citywatch: PostgreSQL at postgresql://citywatch@")
+    assert "Traceback" not in started.stderr and "s3cret-pw" not in started.stderr + started.stdout
