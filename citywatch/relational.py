@@ -166,7 +166,8 @@ class PostgresDatabase:
         except PoolTimeout:
             pool.close()
             raise RelationalError(f"PostgreSQL at {settings.describe()} could not be reached within "
-                                  f"{settings.connect_timeout_s:g} s (relational.postgresql)") from None
+                                  f"{settings.connect_timeout_s:g} s (relational.postgresql): "
+                                  f"{_why_not(kwargs)}") from None
         database = cls(pool, settings)
         try:
             database.create_tables(schema)
@@ -216,6 +217,18 @@ class _PostgresTransaction:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
         cursor = self._connection.execute(_postgres_sql(sql), params)
         return Result(cursor.fetchall() if cursor.description else [], cursor.rowcount)
+
+
+def _why_not(kwargs: dict[str, Any]) -> str:
+    """What one direct connection attempt says (refused, unknown host, password authentication failed):
+    the pool only reports that it timed out. libpq's messages never quote the password."""
+    import psycopg
+
+    try:
+        psycopg.connect(**kwargs).close()
+    except psycopg.Error as exc:
+        return " ".join(str(exc).split())
+    return "it answered only after the timeout"
 
 
 def _lock_key(name: str) -> int:

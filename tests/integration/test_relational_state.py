@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import SecretStr
 
 from api.access.audit import AuditLog
 from api.access.keys import CACHE_TTL_S, KeyStore, Scope, open_access_db
@@ -24,7 +25,7 @@ from citywatch.settings import DeviceSettings, PostgresSettings, RelationalKind,
 from ingest.device_admin import DeviceManager
 from ingest.registry import DeviceRegistry
 from tests.support.alerts import alert_api, bearer
-from tests.support.postgres import PostgresServer
+from tests.support.postgres import PASSWORD, PostgresServer
 from tests.support.process import REPO, free_port
 from tests.support.wait import wait_for
 
@@ -190,9 +191,19 @@ def test_an_unreachable_server_is_named_without_its_password() -> None:
     with pytest.raises(RelationalError) as raised:
         open_access_db(Path("unused"), relational)
     message = str(raised.value)
-    assert message == (f"PostgreSQL at postgresql://citywatch@127.0.0.1:{settings.port}/citywatch could not "
-                       "be reached within 1 s (relational.postgresql)")
+    assert message.startswith(f"PostgreSQL at postgresql://citywatch@127.0.0.1:{settings.port}/citywatch "
+                              "could not be reached within 1 s (relational.postgresql): ")
     assert "s3cret-pw" not in message
+
+
+def test_a_refused_password_is_reported_without_the_password(postgres: PostgresSettings) -> None:
+    wrong = postgres.model_copy(update={"password": SecretStr("s3cret-pw"), "connect_timeout_s": 1.0})
+    with pytest.raises(RelationalError) as raised:
+        open_access_db(Path("unused"), RelationalSettings(kind=RelationalKind.POSTGRESQL, postgresql=wrong))
+    message = str(raised.value)
+    prefix = f"PostgreSQL at {postgres.describe()} could not be reached within 1 s (relational.postgresql): "
+    # After citywatch's words, the server's reason (here: the password), which says more than a timeout.
+    assert message.startswith(prefix) and len(message) > len(prefix) and "s3cret-pw" not in message
 
 
 def test_the_api_answers_503_while_postgresql_is_down_and_recovers_after(tmp_path: Path) -> None:
@@ -226,7 +237,10 @@ def test_keys_create_works_against_postgresql(tmp_path: Path, postgres_server: P
                                               postgres: PostgresSettings) -> None:
     config = tmp_path / "citywatch.yaml"
     config.write_text(yaml.safe_dump({"store": {"data_dir": str(tmp_path / "data")}}))
+    password_file = tmp_path / "pg-password"
+    password_file.write_text(PASSWORD + "\n")
     environment = {"PATH": "/usr/bin:/bin", "CITYWATCH_RELATIONAL__KIND": "postgresql",
+                   "CITYWATCH_RELATIONAL__POSTGRESQL__PASSWORD_FILE": str(password_file),
                    "CITYWATCH_RELATIONAL__POSTGRESQL__PORT": str(postgres.port),
                    "CITYWATCH_RELATIONAL__POSTGRESQL__DATABASE": postgres.database,
                    "CITYWATCH_RELATIONAL__POSTGRESQL__SSLMODE": "disable"}
@@ -249,6 +263,7 @@ def test_keys_create_works_against_postgresql(tmp_path: Path, postgres_server: P
     assert key.key_id in listed and "active" in listed
 
     environment["CITYWATCH_RELATIONAL__POSTGRESQL__PORT"] = str(free_port())
+    del environment["CITYWATCH_RELATIONAL__POSTGRESQL__PASSWORD_FILE"]
     environment["CITYWATCH_RELATIONAL__POSTGRESQL__PASSWORD"] = "s3cret-pw"
     environment["CITYWATCH_RELATIONAL__POSTGRESQL__CONNECT_TIMEOUT_S"] = "1"
     down = subprocess.run([sys.executable, "-m", "citywatch.cli", "keys", "--config", str(config), "list"],

@@ -2,7 +2,9 @@
 
 `initdb` and `postgres` refuse to run as root, so under root the server runs as the unprivileged
 `nobody` user, in a directory of its own under the system temp dir (pytest's own temp dirs are private
-to root). Every test takes a fresh database of its own (`create_database`).
+to root). Connections over TCP, as citywatch's, authenticate with a password (SCRAM); the Unix socket
+in the server's directory trusts its local users. Every test takes a fresh database of its own
+(`create_database`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from citywatch.settings import PostgresSettings, PostgresSslMode
 from tests.support.process import free_port
 
 SUPERUSER = "citywatch"
+PASSWORD = "test-only-5b8e1c"
 UNPRIVILEGED_USER = "nobody"
 
 
@@ -63,8 +66,12 @@ class PostgresServer:
     def start(self) -> PostgresServer:
         """Creates the cluster the first time; `stop()` then `start()` again is an outage and recovery."""
         if not self.data_dir.exists():
-            self._run("initdb", "-D", str(self.data_dir), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8",
-                      "--no-sync")
+            password_file = self.directory / "password"
+            password_file.write_text(PASSWORD + "\n")
+            if self._as_user:
+                os.chown(password_file, self._as_user["user"], self._as_user["group"])
+            self._run("initdb", "-D", str(self.data_dir), "-U", SUPERUSER, "--auth-local=trust",
+                      "--auth-host=scram-sha-256", f"--pwfile={password_file}", "-E", "UTF8", "--no-sync")
         # fsync off: a test server's data never needs to survive a crash of the machine.
         options = (f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off "
                    "-c full_page_writes=off -c max_connections=200")
@@ -83,14 +90,15 @@ class PostgresServer:
 
     def settings(self, database: str = "postgres", **changes: Any) -> PostgresSettings:
         return PostgresSettings(host="127.0.0.1", port=self.port, database=database, user=SUPERUSER,
-                                sslmode=PostgresSslMode.DISABLE, connect_timeout_s=10.0, **changes)
+                                password=PASSWORD, sslmode=PostgresSslMode.DISABLE, connect_timeout_s=10.0,
+                                **changes)
 
     def create_database(self) -> PostgresSettings:
         """A new, empty database; settings that connect to it."""
         import psycopg
 
         name = f"test_{uuid.uuid4().hex[:16]}"
-        with psycopg.connect(host="127.0.0.1", port=self.port, user=SUPERUSER, dbname="postgres",
-                             autocommit=True) as connection:
+        with psycopg.connect(host="127.0.0.1", port=self.port, user=SUPERUSER, password=PASSWORD,
+                             dbname="postgres", autocommit=True) as connection:
             connection.execute(f'CREATE DATABASE "{name}"')
         return self.settings(name)
