@@ -64,7 +64,10 @@ class Database(Executor, Protocol):
 
     kind: RelationalKind
 
-    def transaction(self) -> AbstractContextManager[Executor]: ...
+    def transaction(self, exclusive: str | None = None) -> AbstractContextManager[Executor]:
+        """All or nothing; with `exclusive`, no other transaction naming it runs meanwhile, in any
+        process (a read that decides a write, as "is this the last admin key?")."""
+        ...
 
     def close(self) -> None: ...
 
@@ -100,7 +103,8 @@ class SqliteDatabase:
             return _sqlite_result(self.connection.execute(sql, params))
 
     @contextmanager
-    def transaction(self) -> Iterator[Executor]:
+    def transaction(self, exclusive: str | None = None) -> Iterator[Executor]:
+        # BEGIN IMMEDIATE takes the file's write lock at once: transactions are exclusive anyway.
         with self._lock:
             self.connection.execute("BEGIN IMMEDIATE")
             try:
@@ -180,8 +184,7 @@ class PostgresDatabase:
 
     def create_tables(self, schema: Schema) -> None:
         """Under an advisory lock for this store: replicas that start together create the tables once."""
-        with self.transaction() as tx:
-            tx.execute("SELECT pg_advisory_xact_lock(?)", (_lock_key(schema.name),))
+        with self.transaction(exclusive=f"schema:{schema.name}") as tx:
             for statement in schema.postgresql.split(";"):
                 if statement.strip():
                     tx.execute(statement)
@@ -192,9 +195,12 @@ class PostgresDatabase:
             return Result(cursor.fetchall() if cursor.description else [], cursor.rowcount)
 
     @contextmanager
-    def transaction(self) -> Iterator[Executor]:
+    def transaction(self, exclusive: str | None = None) -> Iterator[Executor]:
         with self._unavailable_as_such(), self._pool.connection() as connection, connection.transaction():
-            yield _PostgresTransaction(connection)
+            transaction = _PostgresTransaction(connection)
+            if exclusive is not None:
+                transaction.execute("SELECT pg_advisory_xact_lock(?)", (_lock_key(exclusive),))
+            yield transaction
 
     @contextmanager
     def _unavailable_as_such(self) -> Iterator[None]:
@@ -232,7 +238,7 @@ def _why_not(kwargs: dict[str, Any]) -> str:
 
 
 def _lock_key(name: str) -> int:
-    """A stable 32-bit advisory lock id per store (within PostgreSQL's bigint key space)."""
+    """A stable 32-bit advisory lock id per name (within PostgreSQL's bigint key space)."""
     return zlib.crc32(f"citywatch:{name}".encode())
 
 

@@ -149,10 +149,9 @@ class KeyStore:
         """False when there is no such active key. With `keep_an_admin` (the API), revoking the last
         active admin key raises LastAdminKey: nobody could manage keys through the API after it. The CLI
         may, since whoever runs it can create a new admin key."""
-        with self._db.transaction() as tx:
+        # Exclusive: two replicas revoking the last two admin keys at once must not both see the other.
+        with self._db.transaction(exclusive="api_keys") as tx:
             if keep_an_admin:
-                # FOR UPDATE where the database has it would be tighter; two replicas revoking the last
-                # two admin keys in the same instant is the one race left, and the CLI recovers from it.
                 admins = [key_id_ for key_id_, scopes in tx.execute(
                     "SELECT key_id, scopes FROM api_keys WHERE revoked = 0").rows
                     if Scope.ADMIN.value in scopes.split()]

@@ -96,6 +96,35 @@ def test_the_last_admin_key_cannot_be_revoked_through_another_replica_either(
         b.revoke(second.key_id, keep_an_admin=True)
 
 
+def test_two_replicas_revoking_the_last_two_admin_keys_at_once_leave_one(
+        relational: RelationalSettings, data_dirs: tuple[Path, Path], opened: Callable[[Any], Any]) -> None:
+    from api.access.keys import LastAdminKey
+
+    def revoke(replica: KeyStore, key_id: str, start: threading.Barrier, outcomes: list[str]) -> None:
+        start.wait()
+        try:
+            outcomes.append("revoked" if replica.revoke(key_id, keep_an_admin=True) else "absent")
+        except LastAdminKey:
+            outcomes.append("refused")
+
+    replicas = [KeyStore(opened(open_access_db(data_dir, relational))) for data_dir in data_dirs]
+    for _ in range(10):
+        admins = [replica.create("admin", frozenset({Scope.ADMIN}))[0] for replica in replicas]
+        outcomes: list[str] = []
+        start = threading.Barrier(2)
+        threads = [threading.Thread(target=revoke, args=(replica, admin.key_id, start, outcomes))
+                   for replica, admin in zip(replicas, admins, strict=True)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert sorted(outcomes) == ["refused", "revoked"]
+        assert len([k for k in replicas[0].list() if not k.revoked]) == 1
+        # The survivor is revoked through the CLI's path (no last-admin check) before the next round.
+        [survivor] = [k for k in replicas[0].list() if not k.revoked]
+        assert replicas[0].revoke(survivor.key_id)
+
+
 def test_the_audit_log_holds_the_records_of_every_replica_newest_first(
         relational: RelationalSettings, data_dirs: tuple[Path, Path], opened: Callable[[Any], Any]) -> None:
     a = AuditLog(opened(open_access_db(data_dirs[0], relational)))
