@@ -74,7 +74,7 @@ class Database(Executor, Protocol):
 
 @dataclass(frozen=True)
 class Schema:
-    """A store's tables per backend; `name` identifies the store (and its SQLite file)."""
+    """A store's tables per backend; `name` names the store in log lines, its pool and its schema lock."""
 
     name: str
     sqlite: str
