@@ -15,6 +15,7 @@ from api.problems import (
     INVALID_INPUT,
     QUERY_TOO_LARGE,
     STORE_UNAVAILABLE,
+    UNAVAILABLE,
     FieldProblem,
     ProblemError,
     describe_errors,
@@ -22,6 +23,7 @@ from api.problems import (
     problem_response,
 )
 from api.strict_input import field_errors
+from citywatch.relational import RelationalUnavailable
 from store.base import InvalidCursor, QueryTooLarge, StoreUnavailable
 from store.influx_store import InfluxQueryError
 
@@ -65,6 +67,15 @@ def install_problem_handlers(app: FastAPI) -> None:
         log.warning("%s %s answered 503: %s", request.method, request.url.path, exc)
         return problem_response(
             STORE_UNAVAILABLE, f"the store cannot be reached; retry after {STORE_RETRY_AFTER_S} s",
+            headers={"Retry-After": str(STORE_RETRY_AFTER_S)})
+
+    @app.exception_handler(RelationalUnavailable)
+    async def relational_unavailable(request: Request, exc: RelationalUnavailable) -> JSONResponse:
+        # Keys, subscriptions or devices (PostgreSQL) unreachable: an outage, as the store's above.
+        log.warning("%s %s answered 503: %s", request.method, request.url.path, exc)
+        return problem_response(
+            UNAVAILABLE, f"the database of keys, subscriptions and devices cannot be reached; retry after "
+                         f"{STORE_RETRY_AFTER_S} s",
             headers={"Retry-After": str(STORE_RETRY_AFTER_S)})
 
     @app.exception_handler(InfluxQueryError)

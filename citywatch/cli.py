@@ -7,12 +7,16 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from citywatch.log_format import LOG_FORMATS, configure_logging, json_logs_on
 from citywatch.redaction import redact_url
+from citywatch.relational import RelationalError
 from citywatch.settings import BusKind, ConfigError, Settings, config_path, environment_values, load_settings
 from citywatch.settings_env import describe as describe_environment
+
+if TYPE_CHECKING:
+    from api.access.keys import KeyStore
 
 
 def _load(args: argparse.Namespace) -> Settings:
@@ -208,12 +212,19 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    import threading
-
-    from api.access.keys import KeyStore, Scope, open_access_db
+    from api.access.keys import KeyStore, open_access_db
 
     settings = _load(args)
-    keys = KeyStore(open_access_db(Path(settings.store.data_dir)), threading.Lock())
+    database = open_access_db(Path(settings.store.data_dir), settings.relational)
+    try:
+        return _keys_command(args, KeyStore(database))
+    finally:
+        database.close()
+
+
+def _keys_command(args: argparse.Namespace, keys: KeyStore) -> int:
+    from api.access.keys import Scope
+
     if args.keys_command == "create":
         try:
             scopes = frozenset(Scope(scope) for scope in args.scopes.replace(",", " ").split())
@@ -323,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"citywatch: {exc}", file=sys.stderr)
         return 2
+    except RelationalError as exc:  # the keys', webhooks' or devices' database is unreachable at start
+        print(f"citywatch: {exc}", file=sys.stderr)
+        return 1
     return code
 
 

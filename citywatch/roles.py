@@ -257,7 +257,8 @@ class ApiRole:
         # replicas share; changes made through other replicas come back from the topic.
         self.device_publisher: DeviceChangePublisher | None = None  # connects in start()
         self.devices = DeviceManager.open(Path(settings.store.data_dir), DeviceRegistry(settings.devices),
-                                          settings.devices, publish=self._publish_device)
+                                          settings.devices, publish=self._publish_device,
+                                          relational=settings.relational)
         self.device_changes = DeviceChangeReader(self.kafka, self.devices.apply, client_id="citywatch-api")
         # Keys, scopes and the audit log, as in `citywatch up`: an API role must never serve open.
         self.access = self.alerts.components.access

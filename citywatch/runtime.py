@@ -54,7 +54,8 @@ class EmbeddedRuntime:
         self.retention_sweeper = RetentionSweeper(self.store, settings.store.retention.sweep_interval_s)
         self.registry = DeviceRegistry(settings.devices)
         # Persisted registry (API changes survive restarts); seeds the live registry above.
-        self.devices = DeviceManager.open(self.data_dir, self.registry, settings.devices)
+        self.devices = DeviceManager.open(self.data_dir, self.registry, settings.devices,
+                                          relational=settings.relational)
         try:
             self.geo = GeoTagger.from_settings(settings.geo)
         except GeoError as exc:

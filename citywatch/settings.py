@@ -336,6 +336,65 @@ class StoreSettings(_Section):
     retention: RetentionSettings = RetentionSettings()
 
 
+class RelationalKind(StrEnum):
+    SQLITE = "sqlite"
+    POSTGRESQL = "postgresql"
+
+
+class PostgresSslMode(StrEnum):
+    """libpq's sslmode: how hard the connection insists on TLS and checks the server's certificate."""
+
+    DISABLE = "disable"
+    PREFER = "prefer"
+    REQUIRE = "require"
+    VERIFY_CA = "verify-ca"
+    VERIFY_FULL = "verify-full"
+
+
+class PostgresSettings(_Section):
+    """Where the relational state lives when `relational.kind` is postgresql (docs/deploy.md)."""
+
+    host: str = Field(
+        "127.0.0.1", min_length=1,
+        description="Server host name or address, or the directory of its Unix socket (a path).",
+    )
+    port: int = Field(5432, ge=1, le=65535, description="Server port.")
+    database: str = Field("citywatch", min_length=1, description="Database holding citywatch's tables.")
+    user: str = Field("citywatch", min_length=1, description="User name to connect as.")
+    password: SecretStr | None = Field(
+        None, description="Password of `user`; unset for trust or peer authentication, or a ~/.pgpass file."
+    )
+    sslmode: PostgresSslMode = Field(
+        PostgresSslMode.PREFER, description="TLS towards the server: disable, prefer, require, verify-ca "
+        "or verify-full (libpq's sslmode).",
+    )
+    ssl_root_cert: Path | None = Field(
+        None, description="CA certificate(s) that signed the server's certificate (verify-ca, verify-full)."
+    )
+    pool_size: int = Field(
+        4, ge=1, le=100,
+        description="Most connections each store of one process holds open (keys and audit, webhooks, "
+        "devices: up to three times this per api process).",
+    )
+    connect_timeout_s: float = Field(
+        10.0, gt=0, description="How long opening a connection (and taking one from the pool) may take."
+    )
+
+    def describe(self) -> str:
+        """Where the connection goes, for log lines and errors: never the password."""
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{self.database}"
+
+
+class RelationalSettings(_Section):
+    kind: RelationalKind = Field(
+        RelationalKind.SQLITE,
+        description="Where API keys, the audit log, webhook subscriptions and deliveries and the managed "
+        "device registry live: sqlite (files under store.data_dir, one machine) or postgresql (shared by "
+        "every api replica).",
+    )
+    postgresql: PostgresSettings = PostgresSettings()
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -559,6 +618,7 @@ class Settings(_Section):
     ingest: IngestSettings = IngestSettings()
     bus: BusSettings = BusSettings()
     store: StoreSettings = StoreSettings()
+    relational: RelationalSettings = RelationalSettings()
     api: ApiSettings = ApiSettings()
     pipeline: PipelineSettings = PipelineSettings()
     rules: RuleSettings = RuleSettings()

@@ -1,6 +1,7 @@
 """The device registry as something people manage: persisted, changed through the API, seen by ingest at once.
 
-Devices live in a SQLite table (`devices.sqlite` in the data directory for the embedded mode). At start
+Devices live in a table: `devices.sqlite` in the data directory by default, or the PostgreSQL database the
+api replicas share (`relational.kind`, citywatch/relational.py). At start
 the devices of configs/ seed it: a device that came from the configuration is refreshed from it on every
 start, so editing devices.yaml still works; a device created or changed through the API is marked as
 such and the configuration no longer overwrites it (the operator's later decision wins).
@@ -12,17 +13,25 @@ the rules read without a lock, so the next message already sees it. Deactivation
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
 from enum import StrEnum
 from pathlib import Path
+from typing import Final
 
-from citywatch.settings import DeviceSettings
+from citywatch.relational import Database, Schema, open_database
+from citywatch.settings import DeviceSettings, RelationalSettings
 from ingest.registry import DeviceRegistry
 
 DB_FILE = "devices.sqlite"
+SCHEMA: Final = Schema(
+    "devices",
+    sqlite="CREATE TABLE IF NOT EXISTS devices (device_id TEXT PRIMARY KEY, settings TEXT NOT NULL, "
+           "origin TEXT NOT NULL, updated_ms INTEGER NOT NULL)",
+    postgresql="CREATE TABLE IF NOT EXISTS devices (device_id TEXT PRIMARY KEY, settings TEXT NOT NULL, "
+               "origin TEXT NOT NULL, updated_ms BIGINT NOT NULL)",
+)
 
 
 class DeviceOrigin(StrEnum):
@@ -45,34 +54,30 @@ class DeviceChangeNotSent(RuntimeError):
 class DeviceStore:
     """The devices table: one JSON document per device (the DeviceSettings), its origin and change time."""
 
-    def __init__(self, path: Path | str) -> None:
-        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS devices (device_id TEXT PRIMARY KEY, settings TEXT NOT NULL, "
-            "origin TEXT NOT NULL, updated_ms INTEGER NOT NULL)"
-        )
-        self._lock = threading.Lock()
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    @classmethod
+    def open(cls, data_dir: Path, settings: RelationalSettings | None = None) -> DeviceStore:
+        """`data_dir/devices.sqlite`, or the PostgreSQL database when the settings say so."""
+        return cls(open_database(settings or RelationalSettings(), data_dir, DB_FILE, SCHEMA))
 
     def all(self) -> list[tuple[DeviceSettings, DeviceOrigin]]:
-        with self._lock:
-            rows = self._conn.execute("SELECT settings, origin FROM devices ORDER BY device_id").fetchall()
+        rows = self._db.execute("SELECT settings, origin FROM devices ORDER BY device_id").rows
         return [
             (DeviceSettings.model_validate_json(settings), DeviceOrigin(origin)) for settings, origin in rows
         ]
 
     def put(self, device: DeviceSettings, origin: DeviceOrigin) -> None:
-        with self._lock:
-            self._conn.execute(
-                "INSERT INTO devices (device_id, settings, origin, updated_ms) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(device_id) DO UPDATE SET settings=excluded.settings, origin=excluded.origin, "
-                "updated_ms=excluded.updated_ms",
-                (device.device_id, device.model_dump_json(), origin.value, time.time_ns() // 1_000_000),
-            )
+        self._db.execute(
+            "INSERT INTO devices (device_id, settings, origin, updated_ms) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(device_id) DO UPDATE SET settings=excluded.settings, origin=excluded.origin, "
+            "updated_ms=excluded.updated_ms",
+            (device.device_id, device.model_dump_json(), origin.value, time.time_ns() // 1_000_000),
+        )
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self._db.close()
 
 
 class DeviceManager:
@@ -89,10 +94,16 @@ class DeviceManager:
 
     @classmethod
     def open(cls, data_dir: Path, registry: DeviceRegistry, seed: Iterable[DeviceSettings],
-             publish: Callable[[DeviceSettings], None] | None = None) -> DeviceManager:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        manager = cls(DeviceStore(data_dir / DB_FILE), registry, publish)
-        manager.seed(seed)
+             publish: Callable[[DeviceSettings], None] | None = None,
+             relational: RelationalSettings | None = None) -> DeviceManager:
+        """`relational`: where the table lives (default: `data_dir/devices.sqlite`)."""
+        store = DeviceStore.open(data_dir, relational)
+        manager = cls(store, registry, publish)
+        try:
+            manager.seed(seed)
+        except BaseException:
+            store.close()
+            raise
         return manager
 
     def seed(self, config_devices: Iterable[DeviceSettings]) -> None:

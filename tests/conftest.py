@@ -1,4 +1,4 @@
-"""Shared fixtures: a real Mosquitto and a real InfluxDB (system packages), connected MQTT test clients.
+"""Shared fixtures: a real Mosquitto, InfluxDB and PostgreSQL (system packages), connected MQTT test clients.
 
 Integration tests never skip for a missing broker: a green run must mean the tests ran. `make test`
 installs mosquitto before running pytest.
@@ -15,9 +15,10 @@ from urllib.parse import urlparse
 import paho.mqtt.client as mqtt
 import pytest
 
-from citywatch.settings import EmbeddedBrokerKind
+from citywatch.settings import EmbeddedBrokerKind, PostgresSettings, RelationalKind, RelationalSettings
 from ingest.embedded_broker import EmbeddedBroker, find_mosquitto
 from tests.support.influxdb import InfluxServer, find_influxd
+from tests.support.postgres import PostgresServer, find_pg_bin
 from tests.support.tansu import TansuBroker
 
 MosquittoFactory = Callable[..., EmbeddedBroker]
@@ -130,3 +131,32 @@ def own_influx_server(tmp_path: Path) -> Iterator[InfluxServer]:
     server = InfluxServer(tmp_path / "influxd").start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL for the session; each test takes a database of its own."""
+    if find_pg_bin() is None:
+        pytest.fail("PostgreSQL is not installed; run `make test`, which installs it "
+                    "(or: apt-get install -y postgresql)", pytrace=False)
+    server = PostgresServer()
+    try:
+        yield server.start()
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+def postgres(postgres_server: PostgresServer) -> PostgresSettings:
+    """Settings of a new, empty database on the session's PostgreSQL."""
+    return postgres_server.create_database()
+
+
+@pytest.fixture(params=[RelationalKind.SQLITE, RelationalKind.POSTGRESQL], ids=["sqlite", "postgresql"])
+def relational(request: pytest.FixtureRequest) -> RelationalSettings:
+    """Each backend of the relational state in turn: a test using this runs on SQLite and on PostgreSQL
+    (an empty database of its own)."""
+    if request.param is RelationalKind.SQLITE:
+        return RelationalSettings()
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return RelationalSettings(kind=RelationalKind.POSTGRESQL, postgresql=server.create_database())

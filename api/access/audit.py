@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
 from dataclasses import dataclass
+
+from citywatch.relational import Database
 
 
 @dataclass(frozen=True)
@@ -18,14 +18,14 @@ class AuditRecord:
 
 
 class AuditLog:
-    def __init__(self, connection: sqlite3.Connection, lock: threading.Lock) -> None:
-        self._db = connection
-        self._lock = lock
+    """In the keys' database (api/access/keys.py `open_access_db`)."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
 
     def record(self, key_id: str, action: str, what: str) -> None:
-        with self._lock:
-            self._db.execute("INSERT INTO audit_log (time_ms, key_id, action, what) VALUES (?,?,?,?)",
-                             (time.time_ns() // 1_000_000, key_id, action, what))
+        self._db.execute("INSERT INTO audit_log (time_ms, key_id, action, what) VALUES (?,?,?,?)",
+                         (time.time_ns() // 1_000_000, key_id, action, what))
 
     def query(self, *, key_id: str | None = None, before_id: int | None = None,
               limit: int = 100) -> list[AuditRecord]:
@@ -39,9 +39,8 @@ class AuditLog:
             clauses.append("id < ?")
             params.append(before_id)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT id, time_ms, key_id, action, what FROM audit_log {where} ORDER BY id DESC LIMIT ?",
-                (*params, limit),
-            ).fetchall()
+        rows = self._db.execute(
+            f"SELECT id, time_ms, key_id, action, what FROM audit_log {where} ORDER BY id DESC LIMIT ?",
+            (*params, limit),
+        ).rows
         return [AuditRecord(*row) for row in rows]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator, Sequence
 from enum import StrEnum
 from pathlib import Path
@@ -13,7 +12,8 @@ from api.access.ratelimit import RateLimiter
 from api.access.throttle import FailedAuthThrottle
 from citywatch.masking import discloses, masked_violation, present_violation
 from citywatch.models import Violation
-from citywatch.settings import ApiSettings, AuthMode
+from citywatch.relational import Database
+from citywatch.settings import ApiSettings, AuthMode, RelationalSettings
 
 # Who an unauthenticated request is when auth is disabled (local demo): everything, audited as such.
 ANONYMOUS = ApiKey(key_id="anonymous", name="auth disabled", scopes=frozenset({Scope.ADMIN}),
@@ -54,6 +54,7 @@ class AccessControl:
         self.audit_log = audit
         self.limiter = limiter
         self.throttle = throttle
+        self._database: Database | None = None
 
     @classmethod
     def open(cls) -> AccessControl:
@@ -61,14 +62,23 @@ class AccessControl:
         return cls(AuthMode.DISABLED, None, None, None)
 
     @classmethod
-    def in_directory(cls, data_dir: Path, settings: ApiSettings) -> AccessControl:
-        connection = open_access_db(data_dir)
-        lock = threading.Lock()
+    def in_directory(cls, data_dir: Path, settings: ApiSettings,
+                     relational: RelationalSettings | None = None) -> AccessControl:
+        """Keys and audit log in `data_dir` (SQLite), or where `relational` says (PostgreSQL)."""
+        database = open_access_db(data_dir, relational)
         required = settings.auth is AuthMode.REQUIRED
         limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
         throttle = FailedAuthThrottle(settings.auth_failure_limit, settings.auth_failure_window_s)
-        return cls(settings.auth, KeyStore(connection, lock), AuditLog(connection, lock),
-                   limiter if required else None, throttle if required else None)
+        access = cls(settings.auth, KeyStore(database), AuditLog(database),
+                     limiter if required else None, throttle if required else None)
+        access._database = database
+        return access
+
+    def close(self) -> None:
+        """Closes the keys' and audit log's database, when `in_directory` opened it."""
+        if self._database is not None:
+            self._database.close()
+            self._database = None
 
     def authenticate(self, token: str | None, client: str | None = None) -> ApiKey:
         """The key of `token`; `client` (the caller's address) is throttled after too many unknown keys."""

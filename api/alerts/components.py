@@ -27,8 +27,8 @@ class AlertComponents:
         self.settings = settings
         alerts = settings.alerts
         self.feed = feed if feed is not None else ViolationFeed(alerts.feed_retention)
-        self.access = AccessControl.in_directory(data_dir, settings.api)
-        self.webhook_store = WebhookStore.in_directory(data_dir)
+        self.access = AccessControl.in_directory(data_dir, settings.api, settings.relational)
+        self.webhook_store = WebhookStore.open(settings.relational, data_dir)
         self.webhooks = WebhookDispatcher(self.webhook_store, alerts.webhooks, self.feed, self.access,
                                           owns=owns, shared_store=shared_store,
                                           violation_types=known_violation_types(settings.traffic.codes))
@@ -63,3 +63,4 @@ class AlertComponents:
                 output.stop()
         self.webhooks.stop()
         self.webhook_store.close()
+        self.access.close()

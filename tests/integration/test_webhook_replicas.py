@@ -1,6 +1,7 @@
 """Two webhook dispatchers sharing one webhook store, as two api replicas of the Kafka set-up do: each
 delivers the changes it owns, sees subscriptions made through the other, and takes over the pending
-deliveries of changes handed to it. Real SQLite file, real HTTP receiver."""
+deliveries of changes handed to it. Real SQLite file (both replicas in one data directory) and real
+PostgreSQL (each replica with a data directory of its own, as on two hosts), real HTTP receiver."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from api.alerts.filters import ViolationFilter
 from api.alerts.kafka_feed import violation_id_of
 from api.alerts.webhooks.dispatcher import WebhookDispatcher
 from api.alerts.webhooks.store import DeliveryStatus, WebhookStore
-from citywatch.settings import ApiSettings, AuthMode, WebhookSettings
+from citywatch.settings import ApiSettings, AuthMode, RelationalKind, RelationalSettings, WebhookSettings
 from processors.outputs.feed import ViolationFeed
 from tests.support.alerts import violation
 from tests.support.servers import Receiver
@@ -27,23 +28,27 @@ SETTINGS = WebhookSettings(max_attempts=5, backoff_base_s=0.01, backoff_max_s=0.
 
 
 class Replica:
-    def __init__(self, data_dir: Path, owned: set[str]) -> None:
+    def __init__(self, data_dir: Path, owned: set[str], relational: RelationalSettings) -> None:
         self.owned = owned  # violation ids this replica dispatches (its partitions, in the api role)
         self.feed = ViolationFeed(100)
-        access = AccessControl.in_directory(data_dir, ApiSettings(auth=AuthMode.DISABLED))
-        self.dispatcher = WebhookDispatcher(WebhookStore.in_directory(data_dir), SETTINGS, self.feed, access,
-                                            owns=lambda key: violation_id_of(key) in self.owned,
+        self.access = AccessControl.in_directory(data_dir, ApiSettings(auth=AuthMode.DISABLED), relational)
+        self.dispatcher = WebhookDispatcher(WebhookStore.open(relational, data_dir), SETTINGS, self.feed,
+                                            self.access, owns=lambda key: violation_id_of(key) in self.owned,
                                             shared_store=True)
         self.dispatcher.start()
 
     def close(self) -> None:
         self.dispatcher.stop()
         self.dispatcher.store.close()
+        self.access.close()
 
 
 @pytest.fixture
-def replicas(tmp_path: Path) -> Iterator[tuple[Replica, Replica]]:
-    a, b = Replica(tmp_path, {"v0001"}), Replica(tmp_path, {"v0002"})
+def replicas(tmp_path: Path, relational: RelationalSettings) -> Iterator[tuple[Replica, Replica]]:
+    # SQLite can only be shared by replicas on one host (one directory); PostgreSQL by replicas anywhere.
+    shared = relational.kind is RelationalKind.SQLITE
+    a = Replica(tmp_path if shared else tmp_path / "a", {"v0001"}, relational)
+    b = Replica(tmp_path if shared else tmp_path / "b", {"v0002"}, relational)
     yield a, b
     a.close()
     b.close()

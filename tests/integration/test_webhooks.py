@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from api.access.keys import Scope
 from api.alerts.webhooks.signing import verify
 from citywatch.models import ViolationStatus
-from citywatch.settings import WebhookSettings
+from citywatch.settings import RelationalSettings, WebhookSettings
 from tests.support.alerts import AlertApi, alert_api, bearer, violation
 from tests.support.servers import Receiver
 from tests.support.wait import wait_for
@@ -43,8 +43,10 @@ def make_receiver(receivers: list[Receiver], **behaviour: Any) -> Receiver:
     return receiver
 
 
-def setup(tmp_path: Path, settings: WebhookSettings = FAST) -> tuple[AlertApi, TestClient, dict[str, str]]:
-    api = alert_api(tmp_path, webhooks=settings)
+def setup(tmp_path: Path, relational: RelationalSettings,
+          settings: WebhookSettings = FAST) -> tuple[AlertApi, TestClient, dict[str, str]]:
+    """An API with webhooks; `relational` (the fixture): every test runs on SQLite and on PostgreSQL."""
+    api = alert_api(tmp_path, webhooks=settings, relational=relational)
     client = api.client()
     return api, client, bearer(api.key(Scope.SUBSCRIPTIONS_MANAGE))
 
@@ -72,9 +74,9 @@ def deliveries(client: TestClient, headers: dict[str, str], subscription_id: str
     return items
 
 
-def test_a_delivery_is_signed_carries_an_idempotency_key_and_only_matching_changes(tmp_path, receivers,
-                                                                                     cleanup) -> None:
-    api, client, headers = setup(tmp_path)
+def test_a_delivery_is_signed_carries_an_idempotency_key_and_only_matching_changes(
+        tmp_path, relational, receivers, cleanup) -> None:
+    api, client, headers = setup(tmp_path, relational)
     cleanup.append(api)
     receiver = make_receiver(receivers)
     created = subscribe(client, headers, receiver.url,
@@ -102,8 +104,8 @@ def test_a_delivery_is_signed_carries_an_idempotency_key_and_only_matching_chang
     assert logged["attempts"] == 1 and logged["last_status_code"] == 200
 
 
-def test_a_failing_receiver_gets_retries_until_it_answers(tmp_path, receivers, cleanup) -> None:
-    api, client, headers = setup(tmp_path)
+def test_a_failing_receiver_gets_retries_until_it_answers(tmp_path, relational, receivers, cleanup) -> None:
+    api, client, headers = setup(tmp_path, relational)
     cleanup.append(api)
     receiver = make_receiver(receivers, status_for=lambda n: 500 if n < 3 else 204)
     created = subscribe(client, headers, receiver.url)
@@ -115,9 +117,10 @@ def test_a_failing_receiver_gets_retries_until_it_answers(tmp_path, receivers, c
     assert len(receiver.received()) == 4 and len(keys) == 1
 
 
-def test_duplicates_carry_the_same_key_so_the_receiver_can_drop_them(tmp_path, receivers, cleanup) -> None:
+def test_duplicates_carry_the_same_key_so_the_receiver_can_drop_them(tmp_path, relational, receivers,
+                                                                     cleanup) -> None:
     settings = FAST.model_copy(update={"timeout_s": 0.3})
-    api, client, headers = setup(tmp_path, settings)
+    api, client, headers = setup(tmp_path, relational, settings)
     cleanup.append(api)
     # The first answer comes after the dispatcher gave up waiting: it retries, the receiver sees it twice.
     receiver = make_receiver(receivers, delay_for=lambda n: 1.0 if n == 0 else 0.0)
@@ -139,9 +142,9 @@ def test_duplicates_carry_the_same_key_so_the_receiver_can_drop_them(tmp_path, r
     assert receiver.received()[-1].json()["change"] == "cleared"
 
 
-def test_after_the_last_retry_a_delivery_is_dead_lettered_and_can_be_redelivered(tmp_path, receivers,
-                                                                                   cleanup) -> None:
-    api, client, headers = setup(tmp_path, FAST.model_copy(update={"max_attempts": 2}))
+def test_after_the_last_retry_a_delivery_is_dead_lettered_and_can_be_redelivered(
+        tmp_path, relational, receivers, cleanup) -> None:
+    api, client, headers = setup(tmp_path, relational, FAST.model_copy(update={"max_attempts": 2}))
     cleanup.append(api)
     receiver = make_receiver(receivers, status_for=lambda n: 503 if n < 2 else 200)
     created = subscribe(client, headers, receiver.url)
@@ -162,10 +165,10 @@ def test_after_the_last_retry_a_delivery_is_dead_lettered_and_can_be_redelivered
     assert again.status_code == 409
 
 
-def test_an_endpoint_that_keeps_failing_is_disabled_and_never_delays_the_others(tmp_path, receivers,
-                                                                                cleanup) -> None:
+def test_an_endpoint_that_keeps_failing_is_disabled_and_never_delays_the_others(
+        tmp_path, relational, receivers, cleanup) -> None:
     settings = FAST.model_copy(update={"max_attempts": 100, "disable_after_failures": 4, "timeout_s": 0.5})
-    api, client, headers = setup(tmp_path, settings)
+    api, client, headers = setup(tmp_path, relational, settings)
     cleanup.append(api)
     # The broken one is slow too: it answers 500 after 0.3 s, every time.
     broken = make_receiver(receivers, status_for=lambda n: 500, delay_for=lambda n: 0.3)
@@ -195,8 +198,8 @@ def test_an_endpoint_that_keeps_failing_is_disabled_and_never_delays_the_others(
     wait_for(lambda: deliveries(client, headers, bad, status="delivered"), message="delivery after re-enable")
 
 
-def test_subscriptions_belong_to_their_key(tmp_path, receivers, cleanup) -> None:
-    api, client, headers = setup(tmp_path)
+def test_subscriptions_belong_to_their_key(tmp_path, relational, receivers, cleanup) -> None:
+    api, client, headers = setup(tmp_path, relational)
     cleanup.append(api)
     receiver = make_receiver(receivers)
     mine = subscribe(client, headers, receiver.url)["subscription_id"]
@@ -210,9 +213,9 @@ def test_subscriptions_belong_to_their_key(tmp_path, receivers, cleanup) -> None
     assert client.get("/v1/subscriptions", headers=headers).json() == []
 
 
-def test_pending_deliveries_survive_a_restart(tmp_path, receivers, cleanup) -> None:
+def test_pending_deliveries_survive_a_restart(tmp_path, relational, receivers, cleanup) -> None:
     patient = FAST.model_copy(update={"max_attempts": 1000})
-    api, client, headers = setup(tmp_path, patient)
+    api, client, headers = setup(tmp_path, relational, patient)
     down = make_receiver(receivers, status_for=lambda n: 500)
     sid = subscribe(client, headers, down.url)["subscription_id"]
     api.feed.publish([violation(1)])
@@ -222,7 +225,7 @@ def test_pending_deliveries_survive_a_restart(tmp_path, receivers, cleanup) -> N
     up = make_receiver(receivers)
     # The same settings after the restart: with FAST's 5 attempts, a delivery that had already failed
     # 5 times before the stop (likely on a loaded machine) would go dead instead of being retried.
-    restarted, client, _ = setup(tmp_path, patient)
+    restarted, client, _ = setup(tmp_path, relational, patient)
     cleanup.append(restarted)
     restarted.dispatcher.update(sid, url=up.url)
     # The dispatcher read the pending delivery back at start; after the URL change it succeeds.

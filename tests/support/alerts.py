@@ -16,7 +16,7 @@ from api.app import create_app
 from api.services import ApiServices
 from citywatch.metrics import Metrics
 from citywatch.models import Evidence, Location, Severity, Violation, ViolationStatus
-from citywatch.settings import AlertSettings, ApiSettings, AuthMode, WebhookSettings
+from citywatch.settings import AlertSettings, ApiSettings, AuthMode, RelationalSettings, WebhookSettings
 from processors.outputs.feed import ViolationFeed
 from store.sqlite_store import SqliteStore
 from tests.support.events import T0_MS
@@ -67,17 +67,20 @@ class AlertApi:
         self.clients.clear()
         self.dispatcher.stop()
         self.dispatcher.store.close()
+        self.access.close()
         self.store.close()
 
 
 def alert_api(tmp_path: Path, *, webhooks: WebhookSettings | None = None, alerts: AlertSettings | None = None,
-              api: ApiSettings | None = None) -> AlertApi:
+              api: ApiSettings | None = None, relational: RelationalSettings | None = None) -> AlertApi:
+    """`relational`: where keys, audit log and webhooks live (default: SQLite files in `tmp_path`)."""
     api = api or ApiSettings(auth=AuthMode.REQUIRED, rate_limit_per_s=1000, rate_limit_burst=1000)
     alerts = alerts or AlertSettings(feed_retention=1000, stream_heartbeat_s=0.2)
     feed = ViolationFeed(alerts.feed_retention)
-    access = AccessControl.in_directory(tmp_path, api)
+    relational = relational or RelationalSettings()
+    access = AccessControl.in_directory(tmp_path, api, relational)
     store = SqliteStore.in_directory(tmp_path)
-    dispatcher = WebhookDispatcher(WebhookStore.in_directory(tmp_path), webhooks or alerts.webhooks, feed,
+    dispatcher = WebhookDispatcher(WebhookStore.open(relational, tmp_path), webhooks or alerts.webhooks, feed,
                                    access)
     dispatcher.start()
     services = ApiServices(store=store, metrics=Metrics(), settings=api, access=access, feed=feed,

@@ -1,4 +1,5 @@
-"""Keys, scopes, masking, rate limits and the audit log on every endpoint (TestClient, real SQLite)."""
+"""Keys, scopes, masking, rate limits and the audit log on every endpoint (TestClient; keys and audit log
+in a real SQLite file and in a real PostgreSQL, each test on both)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.testclient import TestClient
 
-from api.access.keys import Scope
+from api.access.keys import Scope, hash_token, open_access_db
 from citywatch.models import DeadLetter
-from citywatch.settings import ApiSettings, AuthMode
+from citywatch.settings import ApiSettings, AuthMode, RelationalKind, RelationalSettings
 from tests.support.alerts import AlertApi, alert_api, bearer, violation
 from tests.support.events import T0_MS, reading
 
@@ -42,8 +43,8 @@ SCOPED = [
 
 
 @pytest.fixture
-def api(tmp_path: Path) -> Iterator[AlertApi]:
-    api = alert_api(tmp_path)
+def api(tmp_path: Path, relational: RelationalSettings) -> Iterator[AlertApi]:
+    api = alert_api(tmp_path, relational=relational)
     api.store.write_violations([violation(1), violation(2, plate=None)])
     api.store.write_events([reading("bin-1", 0, fill_pct=10)])
     api.store.write_dead_letters([DeadLetter(reason="malformed_json", detail="cut", topic="t",
@@ -142,10 +143,18 @@ def test_keys_are_created_shown_once_and_revoked_through_the_api(api, client) ->
     assert bad.status_code == 422 and [e["field"] for e in bad.json()["errors"]] == ["scopes.0"]
 
 
-def test_the_token_is_stored_only_as_its_hash(api, tmp_path) -> None:
+def test_the_token_is_stored_only_as_its_hash(api, tmp_path, relational) -> None:
     token = api.key(Scope.ADMIN)
-    stored = (tmp_path / "access.sqlite3").read_bytes()
-    assert token.encode() not in stored and token.split("_")[2].encode() not in stored
+    database = open_access_db(tmp_path, relational)
+    try:
+        stored = repr(database.execute("SELECT * FROM api_keys").rows)
+    finally:
+        database.close()
+    assert hash_token(token) in stored
+    assert token not in stored and token.split("_")[2] not in stored
+    if relational.kind is RelationalKind.SQLITE:
+        raw = (tmp_path / "access.sqlite3").read_bytes()
+        assert token.encode() not in raw and token.split("_")[2].encode() not in raw
 
 
 def test_a_key_over_its_rate_gets_429_with_retry_after(tmp_path) -> None:

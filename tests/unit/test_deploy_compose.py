@@ -13,7 +13,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import threading
 import tomllib
 from collections import Counter
 from pathlib import Path
@@ -316,7 +315,7 @@ def test_the_first_admin_key_step_creates_one_admin_key_and_says_where_its_token
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     token = re.search(r"^token \(shown once, only its hash is stored\): (\S+)$", token_file.read_text(), re.M)
     assert token is not None
-    keys = KeyStore(open_access_db(data_dir), threading.Lock())
+    keys = KeyStore(open_access_db(data_dir))
     key = keys.verify(token.group(1))
     assert key is not None and key.allows(Scope.ADMIN)
 

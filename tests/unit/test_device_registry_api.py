@@ -1,5 +1,6 @@
-"""The managed device registry: persisted in SQLite, seeded from configs/, changed through /v1/devices, and
-seen by ingest at once (an inactive device's messages are dead-lettered)."""
+"""The managed device registry: persisted in SQLite or PostgreSQL (each test on both), seeded from
+configs/, changed through /v1/devices, and seen by ingest at once (an inactive device's messages are
+dead-lettered)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from api.app import create_app
 from api.services import ApiServices
 from citywatch.metrics import Metrics
-from citywatch.settings import DeviceSettings, IngestSettings, TopicRoute
+from citywatch.settings import DeviceSettings, IngestSettings, RelationalSettings, TopicRoute
 from ingest.codecs.catalogue import build_codec
 from ingest.device_admin import DeviceManager
 from ingest.normalizer import Normalizer
@@ -35,8 +36,8 @@ CONFIG = [
 
 
 @pytest.fixture
-def manager(tmp_path: Path) -> Iterator[DeviceManager]:
-    opened = DeviceManager.open(tmp_path, DeviceRegistry(), CONFIG)
+def manager(tmp_path: Path, relational: RelationalSettings) -> Iterator[DeviceManager]:
+    opened = DeviceManager.open(tmp_path, DeviceRegistry(), CONFIG, relational=relational)
     yield opened
     opened.close()
 
@@ -119,7 +120,7 @@ def test_update_rejects_unknown_and_invalid_fields(client: httpx.Client) -> None
 
 
 def test_changes_persist_and_the_configuration_does_not_overwrite_them(
-    tmp_path: Path, manager: DeviceManager
+    tmp_path: Path, manager: DeviceManager, relational: RelationalSettings
 ) -> None:
     manager.update("bin-1", {"lat": 22.55})
     manager.create(DeviceSettings(device_id="air-9", kind="air"))
@@ -129,7 +130,7 @@ def test_changes_persist_and_the_configuration_does_not_overwrite_them(
         DeviceSettings(device_id="bin-1", kind="bin", lat=1.0, lon=1.0),
         DeviceSettings(device_id="det-1", kind="detector"),
     ]
-    reopened = DeviceManager.open(tmp_path, registry, changed_config)
+    reopened = DeviceManager.open(tmp_path, registry, changed_config, relational=relational)
     try:
         bin_1 = reopened.get("bin-1")
         assert bin_1 is not None and bin_1.lat == 22.55  # the API's change wins over the config
@@ -139,11 +140,13 @@ def test_changes_persist_and_the_configuration_does_not_overwrite_them(
         reopened.close()
 
 
-def test_a_config_device_follows_the_configuration_until_the_api_changes_it(tmp_path: Path) -> None:
-    first = DeviceManager.open(tmp_path, DeviceRegistry(), CONFIG)
+def test_a_config_device_follows_the_configuration_until_the_api_changes_it(
+    tmp_path: Path, relational: RelationalSettings
+) -> None:
+    first = DeviceManager.open(tmp_path, DeviceRegistry(), CONFIG, relational=relational)
     first.close()
     moved = [DeviceSettings(device_id="bin-1", kind="bin", lat=22.6, lon=114.1)]
-    second = DeviceManager.open(tmp_path, DeviceRegistry(), moved)
+    second = DeviceManager.open(tmp_path, DeviceRegistry(), moved, relational=relational)
     try:
         device = second.get("bin-1")
         assert device is not None and device.lat == 22.6
@@ -151,10 +154,12 @@ def test_a_config_device_follows_the_configuration_until_the_api_changes_it(tmp_
         second.close()
 
 
-def test_a_device_removed_from_the_configuration_is_deactivated(tmp_path: Path) -> None:
-    DeviceManager.open(tmp_path, DeviceRegistry(), CONFIG).close()
+def test_a_device_removed_from_the_configuration_is_deactivated(
+    tmp_path: Path, relational: RelationalSettings
+) -> None:
+    DeviceManager.open(tmp_path, DeviceRegistry(), CONFIG, relational=relational).close()
     registry = DeviceRegistry()
-    reopened = DeviceManager.open(tmp_path, registry, [])
+    reopened = DeviceManager.open(tmp_path, registry, [], relational=relational)
     try:
         device = registry.get("bin-1")
         assert device is not None and device.active is False
