@@ -23,15 +23,15 @@ import jsonschema
 import pytest
 import yaml
 
-from api.access.keys import KeyStore, Scope, open_access_db
 from citywatch.cli import build_parser
-from citywatch.settings import BusKind, Settings, StoreKind, load_settings
+from citywatch.settings import BusKind, PostgresSettings, RelationalKind, Settings, StoreKind, load_settings
+from tests.support.postgres import PASSWORD
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 COMPOSE_SCHEMA = REPO / "tests" / "data" / "compose-spec" / "compose-spec.json"
 ROLES = ("ingest", "process", "api")
-ONE_SHOTS = ("mqtt-secrets", "first-admin-key")
+ONE_SHOTS = ("mqtt-secrets", "postgres-secret", "first-admin-key")
 CONFIG_IN_CONTAINER = "/etc/citywatch/citywatch.yaml"
 
 
@@ -105,7 +105,7 @@ def test_the_file_follows_the_compose_specification(compose):
 
 def test_the_city_set_up_has_its_services_and_each_long_running_one_a_health_check(compose):
     services = compose["services"]
-    assert set(services) == {"mosquitto", "kafka", "influxdb", *ROLES, *ONE_SHOTS}
+    assert set(services) == {"mosquitto", "kafka", "influxdb", "postgres", *ROLES, *ONE_SHOTS}
     for name, service in services.items():
         if name in ONE_SHOTS:
             assert service["restart"] == "no", f"{name} runs once per start"
@@ -162,10 +162,20 @@ def test_each_role_keeps_its_own_files_and_the_shared_data_is_in_influxdb(compos
         assert urlparse(store.influxdb.url).hostname == "influxdb"
         assert services[role]["depends_on"]["influxdb"]["condition"] == "service_healthy"
         assert store.influxdb.database == services["influxdb"]["environment"]["INFLUXDB_DB"]
-    # Each process replica its own spool (anonymous volume); the api its key store, webhooks, devices.
+    # Each process replica its own spool (anonymous volume); the api keeps no files: its keys, webhooks
+    # and devices are in PostgreSQL, with the password from the secret file the compose step makes.
     assert mounts(services["process"])[str(role_settings["process"].store.data_dir)] is None
-    api_volume = mounts(services["api"])[str(role_settings["api"].store.data_dir)]
-    assert api_volume == "api-data" and api_volume in compose["volumes"]
+    assert str(role_settings["api"].store.data_dir) not in mounts(services["api"])
+    relational = role_settings["api"].relational
+    assert relational.kind == RelationalKind.POSTGRESQL and relational.postgresql.host == "postgres"
+    postgres = services["postgres"]["environment"]
+    assert (relational.postgresql.user, relational.postgresql.database) == (
+        postgres["POSTGRES_USER"], postgres["POSTGRES_DB"])
+    for service in ("api", "first-admin-key"):
+        password_file = services[service]["environment"]["CITYWATCH_RELATIONAL__POSTGRESQL__PASSWORD_FILE"]
+        assert password_file == postgres["POSTGRES_PASSWORD_FILE"]
+        assert mounts(services[service])[str(Path(password_file).parent)] == "postgres-secret"
+        assert services[service]["depends_on"]["postgres"]["condition"] == "service_healthy"
     # Ingest writes no files: it mounts only its configuration and its MQTT client certificate.
     assert {source for source in mounts(services["ingest"]).values() if isinstance(source, str)} == {
         "mqtt-ingest-secrets"}
@@ -278,8 +288,9 @@ def test_the_data_volumes_start_owned_by_the_user_the_roles_run_as(role_settings
 # The first admin key: the one-shot step's script run for real, with the real `citywatch keys`.
 
 @pytest.fixture
-def first_admin_key(compose, tmp_path) -> tuple[Path, dict[str, str], Path]:
-    """(script, environment, data dir): the step's mounts under tmp_path, `citywatch` on PATH."""
+def first_admin_key(compose, tmp_path, postgres: PostgresSettings) -> tuple[Path, dict[str, str], Path]:
+    """(script, environment, data dir): the step's mounts under tmp_path, `citywatch` on PATH, and the
+    configuration's PostgreSQL pointed at a real server (an empty database of its own)."""
     step = compose["services"]["first-admin-key"]
     root = tmp_path / "container"
     copy_mounted_files(step, root)
@@ -288,10 +299,15 @@ def first_admin_key(compose, tmp_path) -> tuple[Path, dict[str, str], Path]:
     shim = bin_dir / "citywatch"
     shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m citywatch.cli "$@"\n')
     shim.chmod(0o755)
-    data_dir = tmp_path / "api-data"
+    data_dir = tmp_path / "first-admin-key"
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHONPATH": str(REPO),
            "CITYWATCH_CONFIG": str(root / CONFIG_IN_CONTAINER.lstrip("/")),
-           "CITYWATCH_DATA_DIR": str(data_dir)}
+           "CITYWATCH_DATA_DIR": str(data_dir),
+           "CITYWATCH_RELATIONAL__POSTGRESQL__HOST": postgres.host,
+           "CITYWATCH_RELATIONAL__POSTGRESQL__PORT": str(postgres.port),
+           "CITYWATCH_RELATIONAL__POSTGRESQL__DATABASE": postgres.database,
+           "CITYWATCH_RELATIONAL__POSTGRESQL__USER": postgres.user,
+           "CITYWATCH_RELATIONAL__POSTGRESQL__PASSWORD": PASSWORD}
     return root / step["entrypoint"][-1].lstrip("/"), env, data_dir
 
 
@@ -299,26 +315,49 @@ def test_the_first_admin_key_step_writes_to_the_api_store_before_the_api_starts(
     services = compose["services"]
     step = services["first-admin-key"]
     data_dir = str(role_settings["api"].store.data_dir)
-    assert mounts(step)[data_dir] == mounts(services["api"])[data_dir] == "api-data"
+    # The key goes to PostgreSQL (the same configuration as the api); only the token file to its own volume.
+    assert mounts(step)[data_dir] == "first-admin-key"
     assert mounts(step)[CONFIG_IN_CONTAINER] == mounts(services["api"])[CONFIG_IN_CONTAINER]
     script = (DEPLOY / "scripts" / "compose-first-admin-key.sh").read_text()
     assert f"CITYWATCH_DATA_DIR:-{data_dir}}}" in script
     assert services["api"]["depends_on"]["first-admin-key"]["condition"] == "service_completed_successfully"
 
 
+def keys_listed(env: dict[str, str], data_dir: Path) -> str:
+    """`citywatch keys list` as the step's environment sees the key store."""
+    command = ["citywatch", "keys", "--config", env["CITYWATCH_CONFIG"], "--data-dir", str(data_dir), "list"]
+    return subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+
+
 def test_the_first_admin_key_step_creates_one_admin_key_and_says_where_its_token_is(first_admin_key):
     script, env, data_dir = first_admin_key
-    first = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, check=True)
+    first = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stdout + first.stderr
     token_file = data_dir / "first-admin-key.txt"
     assert str(token_file) in first.stdout
-    assert "exec api cat" in first.stdout
+    assert "--entrypoint cat first-admin-key" in first.stdout
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     token = re.search(r"^token \(shown once, only its hash is stored\): (\S+)$", token_file.read_text(), re.M)
     assert token is not None
-    keys = KeyStore(open_access_db(data_dir))
-    key = keys.verify(token.group(1))
-    assert key is not None and key.allows(Scope.ADMIN)
+    assert list(data_dir.glob("*.sqlite*")) == []  # the key is in PostgreSQL, not beside the token
+    listed = keys_listed(env, data_dir)
+    assert "first-admin" in listed and "admin" in listed
 
     again = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, check=True)
     assert "already has keys" in again.stdout
-    assert len(keys.list()) == 1
+    assert keys_listed(env, data_dir) == listed  # still the one key
+
+
+def test_the_postgres_secret_step_makes_one_password_and_keeps_it(compose, tmp_path):
+    step = compose["services"]["postgres-secret"]
+    secret_dir = next(target for target, source in mounts(step).items() if source == "postgres-secret")
+    postgres = compose["services"]["postgres"]["environment"]
+    assert secret_dir == str(Path(postgres["POSTGRES_PASSWORD_FILE"]).parent)
+    script = DEPLOY / "scripts" / "compose-postgres-secret.sh"
+    env = {**os.environ, "SECRETS_DIR": str(tmp_path), "CITYWATCH_UID": str(os.getuid())}
+    subprocess.run(["sh", str(script)], env=env, check=True, capture_output=True)
+    password_file = tmp_path / "postgres-password"
+    password = password_file.read_text().strip()
+    assert len(password) >= 32 and stat.S_IMODE(password_file.stat().st_mode) == 0o400
+    again = subprocess.run(["sh", str(script)], env=env, check=True, capture_output=True, text=True)
+    assert "in place" in again.stdout and password_file.read_text().strip() == password
