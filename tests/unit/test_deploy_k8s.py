@@ -16,14 +16,14 @@ import pytest
 import yaml
 
 from citywatch.cli import build_parser
-from citywatch.settings import BusKind, Settings, StoreKind, load_settings
+from citywatch.settings import BusKind, RelationalKind, Settings, StoreKind, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
 OVERLAYS = ("small-city", "large-city")
 KUBERNETES_VERSION = "1.32"  # Debian's kubectl is 1.32: a cluster it can manage
 CONFIG_DIR = "/etc/citywatch"
-WORKLOADS = {"ingest": "Deployment", "process": "StatefulSet", "api": "StatefulSet"}
+WORKLOADS = {"ingest": "Deployment", "process": "StatefulSet", "api": "Deployment"}
 
 
 def render(overlay: str) -> list[dict[str, Any]]:
@@ -134,12 +134,14 @@ def test_probes_ask_each_role_on_the_port_it_listens_on(objects, settings):
 
 def test_no_volume_is_shared_between_pods(objects, settings):
     data_dir = str(settings.store.data_dir)
-    for role in ("process", "api"):
-        stateful_set = workload(objects, role)
-        (claim,) = stateful_set["spec"]["volumeClaimTemplates"]
-        assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
-        mounts = {m["mountPath"]: m["name"] for m in container(objects, role)["volumeMounts"]}
-        assert mounts[data_dir] == claim["metadata"]["name"], f"{role}'s data_dir is not its own volume"
+    # Each processor its own claim (its write spool); the api keeps nothing that outlives the pod.
+    (claim,) = workload(objects, "process")["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    mounts = {m["mountPath"]: m["name"] for m in container(objects, "process")["volumeMounts"]}
+    assert mounts[data_dir] == claim["metadata"]["name"], "process's data_dir is not its own volume"
+    api_mounts = {m["mountPath"]: m["name"] for m in container(objects, "api")["volumeMounts"]}
+    api_volumes = {v["name"]: v for v in workload(objects, "api")["spec"]["template"]["spec"]["volumes"]}
+    assert "emptyDir" in api_volumes[api_mounts[data_dir]]
     for obj in objects:
         if obj["kind"] in ("Deployment", "StatefulSet"):
             volumes = obj["spec"]["template"]["spec"].get("volumes", [])
@@ -162,7 +164,23 @@ def test_ingest_is_one_session_with_its_client_certificate(objects, settings):
     # No other pod mounts the ingest's key.
     for role in ("process", "api"):
         volumes = workload(objects, role)["spec"]["template"]["spec"]["volumes"]
-        assert not [v for v in volumes if "secret" in v]
+        assert not [v for v in volumes if v.get("secret", {}).get("secretName") == "citywatch-mqtt-ingest"]
+
+
+def test_api_replicas_share_their_relational_state_in_postgresql(objects, settings):
+    relational = settings.relational
+    assert relational.kind == RelationalKind.POSTGRESQL
+    assert relational.postgresql.password is None  # never in the ConfigMap
+    api = workload(objects, "api")
+    assert api["spec"]["replicas"] >= 2
+    env = {e["name"]: e["value"] for e in container(objects, "api")["env"]}
+    password_file = Path(env["CITYWATCH_RELATIONAL__POSTGRESQL__PASSWORD_FILE"])
+    mounts = {m["mountPath"]: m["name"] for m in container(objects, "api")["volumeMounts"]}
+    volumes = {v["name"]: v for v in api["spec"]["template"]["spec"]["volumes"]}
+    assert volumes[mounts[str(password_file.parent)]]["secret"]["secretName"] == "citywatch-postgres"
+    pdb = find(objects, "PodDisruptionBudget", "citywatch-api")
+    pod_labels = api["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
 
 
 def test_processors_scale_on_consumer_lag_within_the_partitions(objects, settings):
