@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
-import citywatch
+import core
 from api.access import routes as access_routes
 from api.access.deps import require
 from api.access.keys import Scope
@@ -51,7 +51,7 @@ def create_app(services: ApiServices) -> FastAPI:
 
     app = FastAPI(
         title="citywatch",
-        version=citywatch.__version__,
+        version=core.__version__,
         summary="Urban sensor events, rule violations and dead letters.",
         lifespan=lifespan,
         # Served from the package by serve_offline_docs; ReDoc would need a CDN, and /docs is enough.

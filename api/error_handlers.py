@@ -23,9 +23,9 @@ from api.problems import (
     problem_response,
 )
 from api.strict_input import field_errors
-from citywatch.relational import RelationalUnavailable
 from store.base import InvalidCursor, QueryTooLarge, StoreUnavailable
 from store.influx_store import InfluxQueryError
+from store.relational import RelationalUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -5,10 +5,10 @@ the `X-Request-ID` header and is counted.
 
 Request id: an incoming `X-Request-ID` of 1 to 128 characters from [A-Za-z0-9._:-] is kept (so a proxy's
 or a client's id follows the request through), anything else is replaced by a new one (uuid4, hex). The id
-is bound for the logs (citywatch/log_format.py) while the request is handled and echoed on every answer,
+is bound for the logs (core/log_format.py) while the request is handled and echoed on every answer,
 errors, 404s and WebSocket refusals and handshakes included.
 
-Metrics (citywatch/metrics.py): requests by method, route template and status; a latency histogram per
+Metrics (core/metrics.py): requests by method, route template and status; a latency histogram per
 method and route template; requests in flight. The route label is the template the request matched
 (`/v1/violations/{violation_id}`), or "unmatched", never the raw path: its values stay bounded. Live
 streams (Server-Sent Events, WebSocket) are counted when they start and tracked in
@@ -30,8 +30,8 @@ from fastapi.routing import APIWebSocketRoute, iter_route_contexts
 from starlette.routing import Mount, WebSocketRoute, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from citywatch.log_format import bind_request_id, unbind_request_id
-from citywatch.metrics import Metrics
+from core.log_format import bind_request_id, unbind_request_id
+from core.metrics import Metrics
 
 REQUEST_ID_HEADER: Final = "X-Request-ID"
 _HEADER_KEY: Final = REQUEST_ID_HEADER.lower().encode()

@@ -1,6 +1,6 @@
 """Personal data in answers: every route that can return a plate or an evidence link shows it through here.
 
-A reader without the `plates` scope gets every record masked (citywatch/masking.py); a reader with it gets
+A reader without the `plates` scope gets every record masked (core/masking.py); a reader with it gets
 the records as stored, and the request leaves one audit record naming the records that disclosed a plate
 or a link (`plates/evidence of events e1,e2`), under the reader's key and `GET /v1/...` as the action.
 Reads that disclosed nothing are not audited. tests/unit/test_personal_data_routes.py holds the list of
@@ -19,8 +19,8 @@ from starlette.requests import HTTPConnection
 from api.access.control import ANONYMOUS, AccessControl
 from api.access.deps import AccessDep, ViolationReader, token_of
 from api.access.keys import ApiKey, Scope
-from citywatch.masking import Masker
-from citywatch.settings import AuthMode
+from core.masking import Masker
+from core.settings import AuthMode
 
 T = TypeVar("T")
 

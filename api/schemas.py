@@ -1,4 +1,4 @@
-"""Response models: the API contract as published in OpenAPI (mirrors citywatch.models)."""
+"""Response models: the API contract as published in OpenAPI (mirrors core.models)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from citywatch.models import Severity, ViolationStatus
+from core.models import Severity, ViolationStatus
 
 
 class LocationOut(BaseModel):

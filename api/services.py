@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from api.access.control import AccessControl
 from api.alerts.waiter import FeedWaiter
-from citywatch.metrics import Metrics
-from citywatch.settings import AlertSettings, ApiSettings
+from core.metrics import Metrics
+from core.settings import AlertSettings, ApiSettings
 from ingest.device_admin import DeviceManager
 from processors.outputs.feed import ViolationFeed
 from store.base import Store

@@ -15,13 +15,13 @@ from typing import Any
 from fastapi import FastAPI, Response
 from starlette.concurrency import run_in_threadpool
 
-import citywatch
+import core
 from api.observability import install_observability
 from api.openapi import serve_offline_docs
 from api.routes import status, version
 from api.schemas import ComponentOut, ReadinessOut
 from api.services import ComponentStatus
-from citywatch.metrics import Metrics
+from core.metrics import Metrics
 
 
 @dataclass
@@ -45,7 +45,7 @@ def create_status_app(services: RoleServices, title: str) -> FastAPI:
                 await run_in_threadpool(stop)
 
     # The docs page from the package, as on the full API (a control network may have no internet).
-    app = FastAPI(title=title, version=citywatch.__version__, lifespan=lifespan, docs_url=None,
+    app = FastAPI(title=title, version=core.__version__, lifespan=lifespan, docs_url=None,
                   redoc_url=None)
     install_observability(app, services.metrics)
     serve_offline_docs(app)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 
-from citywatch.traffic_settings import CodeTableSettings
+from core.traffic_settings import CodeTableSettings
 
 
 def _rule_types() -> set[str]:

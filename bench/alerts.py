@@ -32,7 +32,7 @@ from api.alerts.webhooks.store import DeliveryStatus
 from api.app import create_app
 from bench.e2e import machine, publish
 from citywatch.runtime import EmbeddedRuntime
-from citywatch.settings import DeviceSettings, Settings
+from core.settings import DeviceSettings, Settings
 from ingest.embedded_broker import free_port
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from citywatch.models import Event, stable_id
+from core.models import Event, stable_id
 
 WEEK_START_MS = 1_795_996_800_000  # 2026-11-30T00:00:00Z, a Monday
 HOUR_MS = 3_600_000

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from citywatch.models import Event
 from citywatch.runtime import EmbeddedRuntime
-from citywatch.settings import DeviceSettings, Settings
+from core.models import Event
+from core.settings import DeviceSettings, Settings
 
 
 class StoredClock:

@@ -21,7 +21,7 @@ from typing import Any
 from bench.e2e import machine
 from citywatch.mqtt_publisher import MqttPublisher
 from citywatch.roles import IngestRole
-from citywatch.settings import EmbeddedBrokerKind, Settings
+from core.settings import EmbeddedBrokerKind, Settings
 from ingest.embedded_broker import EmbeddedBroker
 
 DEVICES = 1000

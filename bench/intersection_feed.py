@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
-from citywatch.models import Violation
+from core.models import Violation
 
 INTERSECTION = "ix-demo"
 CAMERA, SIGNALS, DETECTOR, SMART_CAMERA = "cam-ix-demo", "sig-ix-demo", "det-ix-demo-n", "scam-ix-demo"

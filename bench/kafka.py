@@ -33,9 +33,9 @@ import yaml
 from kafka import KafkaAdminClient, TopicPartition
 
 from bench.e2e import StoredClock, machine
-from citywatch.metrics import Metrics
-from citywatch.models import Event, stable_id
-from citywatch.settings import KafkaSettings, Settings
+from core.metrics import Metrics
+from core.models import Event, stable_id
+from core.settings import KafkaSettings, Settings
 from processors.kafka_bus import KafkaBusProducer, ensure_topics
 from processors.kafka_processor import KafkaProcessor
 from store.sqlite_store import SqliteStore

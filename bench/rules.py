@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.intersection_feed import CAMERA, INTERSECTION, SIGNALS, generate, scenario_config
-from citywatch.models import Event, stable_id
 from citywatch.replay import Replayer
-from citywatch.settings import Settings
+from core.models import Event, stable_id
+from core.settings import Settings
 from processors.catalogue import build_traffic_rules
 from processors.engine import Engine
 from processors.rules.red_light import IntersectionState

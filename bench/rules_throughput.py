@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.district_week import all_events, generate_week
-from citywatch.models import Event, stable_id
-from citywatch.settings import DeviceSettings, Settings, load_settings
 from citywatch.simulator import FeedGenerator
+from core.models import Event, stable_id
+from core.settings import DeviceSettings, Settings, load_settings
 from ingest.registry import DeviceRegistry
 from processors.catalogue import build_rules
 from processors.engine import Engine

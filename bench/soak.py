@@ -23,7 +23,7 @@ import numpy as np
 
 from bench.e2e import StoredClock, machine
 from citywatch.runtime import EmbeddedRuntime
-from citywatch.settings import DeviceSettings, Settings
+from core.settings import DeviceSettings, Settings
 
 
 def rss_mb() -> float:

@@ -25,9 +25,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from citywatch.metrics import Metrics
-from citywatch.models import Event, Evidence, Location, Severity, Violation, ViolationStatus
-from citywatch.settings import InfluxDBSettings
+from core.metrics import Metrics
+from core.models import Event, Evidence, Location, Severity, Violation, ViolationStatus
+from core.settings import InfluxDBSettings
 from store import buckets
 from store.base import (
     Bucket,

@@ -31,7 +31,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from citywatch.models import Event, Evidence, Location, Severity, Violation, ViolationStatus
+from core.models import Event, Evidence, Location, Severity, Violation, ViolationStatus
 from store.base import ViolationQuery
 from store.sqlite_store import SqliteStore
 

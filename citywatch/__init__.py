@@ -1,3 +1,6 @@
-"""citywatch: shared kernel (event and violation models, settings, clock) and the command line."""
+"""citywatch: the command line, the roles and the embedded runtime, which compose ingest, processors,
+store and api over the shared kernel in `core`."""
 
-__version__ = "0.1.0"
+from core import __version__
+
+__all__ = ["__version__"]

@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from citywatch.log_format import LOG_FORMATS, configure_logging, json_logs_on
-from citywatch.redaction import redact_url
-from citywatch.relational import RelationalError
-from citywatch.settings import BusKind, ConfigError, Settings, config_path, environment_values, load_settings
-from citywatch.settings_env import describe as describe_environment
+from core.log_format import LOG_FORMATS, configure_logging, json_logs_on
+from core.redaction import redact_url
+from core.settings import BusKind, ConfigError, Settings, config_path, environment_values, load_settings
+from core.settings_env import describe as describe_environment
+from store.relational import RelationalError
 
 if TYPE_CHECKING:
     from api.access.keys import KeyStore

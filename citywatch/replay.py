@@ -21,8 +21,8 @@ from typing import Any
 
 import msgspec
 
-from citywatch.models import DeadLetter, Event, Violation
-from citywatch.settings import ConfigError, Settings
+from core.models import DeadLetter, Event, Violation
+from core.settings import ConfigError, Settings
 from ingest.codecs.catalogue import build_codec
 from ingest.geo import GeoError, GeoTagger
 from ingest.normalizer import Normalizer

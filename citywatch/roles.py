@@ -20,10 +20,10 @@ from urllib.parse import urlparse
 from api.alerts.kafka_feed import KafkaAlerts
 from api.services import ApiServices, ComponentStatus
 from api.status_app import RoleServices
-from citywatch.metrics import Metrics
-from citywatch.models import DeadLetter, Event
-from citywatch.rate import RateMeter
-from citywatch.settings import BusKind, ConfigError, DeviceSettings, KafkaSettings, Settings
+from core.metrics import Metrics
+from core.models import DeadLetter, Event
+from core.rate import RateMeter
+from core.settings import BusKind, ConfigError, DeviceSettings, KafkaSettings, Settings
 from ingest.codecs.catalogue import build_codec
 from ingest.device_admin import DeviceManager
 from ingest.device_sync import DeviceChangePublisher, DeviceChangeReader

@@ -17,12 +17,12 @@ from urllib.parse import urlparse
 
 from api.alerts.components import AlertComponents
 from api.services import ApiServices, ComponentStatus
-from citywatch.metrics import Metrics
-from citywatch.models import Event
 from citywatch.mqtt_publisher import MqttPublisher
-from citywatch.rate import RateMeter
-from citywatch.settings import ConfigError, Settings
 from citywatch.simulator import FeedGenerator, Simulator
+from core.metrics import Metrics
+from core.models import Event
+from core.rate import RateMeter
+from core.settings import ConfigError, Settings
 from ingest.codecs.catalogue import build_codec
 from ingest.device_admin import DeviceManager
 from ingest.embedded_broker import EmbeddedBroker, PortInUse

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from citywatch.settings import DeviceSettings, SimulatorSettings
+from core.settings import DeviceSettings, SimulatorSettings
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The device registry as something people manage: persisted, changed through the API, seen by ingest at once.
 
 Devices live in a table: `devices.sqlite` in the data directory by default, or the PostgreSQL database the
-api replicas share (`relational.kind`, citywatch/relational.py). At start
+api replicas share (`relational.kind`, store/relational.py). At start
 the devices of configs/ seed it: a device that came from the configuration is refreshed from it on every
 start, so editing devices.yaml still works; a device created or changed through the API is marked as
 such and the configuration no longer overwrites it (the operator's later decision wins).
@@ -20,9 +20,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Final
 
-from citywatch.relational import Database, Schema, open_database
-from citywatch.settings import DeviceSettings, RelationalSettings
+from core.settings import DeviceSettings, RelationalSettings
 from ingest.registry import DeviceRegistry
+from store.relational import Database, Schema, open_database
 
 DB_FILE = "devices.sqlite"
 SCHEMA: Final = Schema(

@@ -21,7 +21,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from pydantic import ValidationError
 
-from citywatch.settings import DeviceSettings, KafkaSettings
+from core.settings import DeviceSettings, KafkaSettings
 from processors.kafka_bus import KafkaBusError, client_config
 from processors.kafka_reader import Records, TopicReader
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from citywatch.settings import EmbeddedBrokerKind
+from core.settings import EmbeddedBrokerKind
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from citywatch.ingest_config import DepartmentRoute, GeoSettings
-from citywatch.models import Event, Violation
+from core.ingest_config import DepartmentRoute, GeoSettings
+from core.models import Event, Violation
 
 CACHE_ENTRIES = 65_536
 # Average number of cells per polygon when the cell size is chosen automatically.

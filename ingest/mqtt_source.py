@@ -50,8 +50,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from citywatch.metrics import Metrics
-from citywatch.settings import MqttTlsSettings
+from core.metrics import Metrics
+from core.settings import MqttTlsSettings
 from ingest.codecs.base import payload_preview
 
 log = logging.getLogger(__name__)

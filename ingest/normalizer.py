@@ -12,8 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from citywatch.models import DeadLetter, Event
-from citywatch.settings import IngestSettings, TopicRoute
+from core.models import DeadLetter, Event
+from core.settings import IngestSettings, TopicRoute
 from ingest.attributes import attribute_error
 from ingest.codecs.base import Codec, CodecError, payload_preview
 from ingest.registry import DeviceRegistry

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import msgspec
 
-from citywatch.models import Event, Location
-from citywatch.settings import DeviceSettings
+from core.models import Event, Location
+from core.settings import DeviceSettings
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import partial
 
-from citywatch.metrics import Metrics
-from citywatch.settings import MqttSettings
+from core.metrics import Metrics
+from core.settings import MqttSettings
 from ingest.mqtt_source import MqttSource, Settle, wall_clock_ms
 from ingest.normalizer import Normalizer
 from processors.bus import BusClosed, BusEncodingError, BusFull, BusProducer

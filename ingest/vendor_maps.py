@@ -13,7 +13,7 @@ import math
 import re
 from typing import Any
 
-from citywatch.ingest_config import SentinelAction, VendorField, VendorMap
+from core.ingest_config import SentinelAction, VendorField, VendorMap
 from ingest.codecs.base import CodecError
 from ingest.codecs.common import is_finite_number
 

@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from citywatch.models import DeadLetter, Event
+from core.models import DeadLetter, Event
 
 
 class BusFull(Exception):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from citywatch.models import Event
-from citywatch.settings import DeviceSettings, RuleSettings
-from citywatch.traffic_settings import TrafficSettings
+from core.models import Event
+from core.settings import DeviceSettings, RuleSettings
+from core.traffic_settings import TrafficSettings
 from processors.devices import DeviceLookup
 from processors.rule import Rule
 from processors.rules.air_quality import AirQualityRule

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
-from citywatch.settings import DeviceSettings
+from core.settings import DeviceSettings
 
 
 class DeviceLookup(Protocol):

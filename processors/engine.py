@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from citywatch.models import DeadLetter, Event, Violation
+from core.models import DeadLetter, Event, Violation
 from processors.rule import ANY_KIND, Emitter, Rule
 from processors.state import KeyedState
 

@@ -7,7 +7,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 
-from citywatch.models import DeadLetter, Event
+from core.models import DeadLetter, Event
 from processors.bus import Batch, BusClosed, BusConsumer, BusFull, BusProducer, OnDurable
 
 

@@ -28,8 +28,8 @@ from kafka.errors import (
 )
 from kafka.partitioner.default import murmur2
 
-from citywatch.models import DeadLetter, Event, Violation
-from citywatch.settings import KafkaSettings
+from core.models import DeadLetter, Event, Violation
+from core.settings import KafkaSettings
 from processors.bus import BusClosed, BusEncodingError, BusFull, BusProducer, OnDurable
 from processors.catalogue import partition_key
 

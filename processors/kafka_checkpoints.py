@@ -15,7 +15,7 @@ import time
 import msgspec
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from citywatch.settings import KafkaSettings
+from core.settings import KafkaSettings
 from processors.kafka_bus import KafkaBusError, client_config
 
 

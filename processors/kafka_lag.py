@@ -17,8 +17,8 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
-from citywatch.metrics import Metrics
-from citywatch.settings import KafkaSettings
+from core.metrics import Metrics
+from core.settings import KafkaSettings
 from processors.kafka_bus import client_config
 
 log = logging.getLogger(__name__)

@@ -38,10 +38,10 @@ import msgspec
 from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
-from citywatch.metrics import Metrics
-from citywatch.models import DeadLetter, Event, Violation
-from citywatch.rate import RateMeter
-from citywatch.settings import KafkaSettings
+from core.metrics import Metrics
+from core.models import DeadLetter, Event, Violation
+from core.rate import RateMeter
+from core.settings import KafkaSettings
 from processors.engine import Engine, EngineOutput
 from processors.kafka_bus import (
     REBALANCE_ERRORS,

@@ -26,7 +26,7 @@ from typing import Any, Literal
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
-from citywatch.settings import KafkaSettings
+from core.settings import KafkaSettings
 from processors.kafka_bus import REBALANCE_ERRORS, client_config
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from typing import ClassVar, Generic, TypeVar
 
 import msgspec
 
-from citywatch.models import Event, Violation
+from core.models import Event, Violation
 from processors.state import KeyedState
 
 S = TypeVar("S", bound=msgspec.Struct)

@@ -11,8 +11,8 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from citywatch.models import Event, Evidence, Severity, Violation, stable_id
-from citywatch.traffic_settings import CodeEntry, TrafficSettings, ZoneType
+from core.models import Event, Evidence, Severity, Violation, stable_id
+from core.traffic_settings import CodeEntry, TrafficSettings, ZoneType
 from processors.devices import DeviceLookup
 from processors.rule import Rule, S
 from processors.zones import Zone, ZoneMap

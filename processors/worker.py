@@ -11,8 +11,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from citywatch.metrics import Metrics
-from citywatch.models import Event, Prediction, Violation
+from core.metrics import Metrics
+from core.models import Event, Prediction, Violation
 from processors.bus import Batch, BusConsumer
 from processors.engine import Engine, EngineOutput
 from store.base import Store

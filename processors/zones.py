@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-from citywatch.traffic_settings import (
+from core.traffic_settings import (
     WEEKDAYS,
     CameraZonesSettings,
     ScheduleSettings,

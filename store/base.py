@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Generic, TypeVar
 
-from citywatch.models import DeadLetter, Event, Prediction, Violation, ViolationStatus
+from core.models import DeadLetter, Event, Prediction, Violation, ViolationStatus
 
 T = TypeVar("T")
 

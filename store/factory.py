@@ -6,8 +6,8 @@ import logging
 import threading
 import time
 
-from citywatch.metrics import Metrics
-from citywatch.settings import RetentionSettings, StoreKind, StoreSettings
+from core.metrics import Metrics
+from core.settings import RetentionSettings, StoreKind, StoreSettings
 from store.base import RetentionPolicy, Store
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from typing import Any, Final
 
 import msgspec
 
-from citywatch.models import DeadLetter, Event, Prediction, Violation, ViolationStatus
+from core.models import DeadLetter, Event, Prediction, Violation, ViolationStatus
 
 READINGS: Final = "readings"
 VIOLATIONS: Final = "violations"

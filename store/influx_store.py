@@ -22,8 +22,8 @@ from urllib.parse import urlencode
 import msgspec
 import urllib3
 
-from citywatch.metrics import Metrics
-from citywatch.models import (
+from core.metrics import Metrics
+from core.models import (
     DeadLetter,
     Event,
     Evidence,
@@ -33,8 +33,8 @@ from citywatch.models import (
     Violation,
     ViolationStatus,
 )
-from citywatch.redaction import redact_url, redact_urls
-from citywatch.settings import InfluxApi, InfluxDBSettings
+from core.redaction import redact_url, redact_urls
+from core.settings import InfluxApi, InfluxDBSettings
 from store import buckets
 from store import influx_lines as lines
 from store.base import (

@@ -27,8 +27,8 @@ from urllib.parse import urlencode
 
 import urllib3
 
-from citywatch.metrics import Metrics
-from citywatch.redaction import redact_urls
+from core.metrics import Metrics
+from core.redaction import redact_urls
 
 log = logging.getLogger(__name__)
 

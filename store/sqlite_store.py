@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import msgspec
 
-from citywatch.models import (
+from core.models import (
     DeadLetter,
     Event,
     Evidence,

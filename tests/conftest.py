@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 import paho.mqtt.client as mqtt
 import pytest
 
-from citywatch.settings import EmbeddedBrokerKind, PostgresSettings, RelationalKind, RelationalSettings
+from core.settings import EmbeddedBrokerKind, PostgresSettings, RelationalKind, RelationalSettings
 from ingest.embedded_broker import EmbeddedBroker, find_mosquitto
 from tests.support.influxdb import InfluxServer, find_influxd
 from tests.support.postgres import PostgresServer, find_pg_bin

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from citywatch.relational import Database
+from store.relational import Database
 
 
 @dataclass(frozen=True)

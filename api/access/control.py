@@ -10,10 +10,10 @@ from api.access.audit import AuditLog
 from api.access.keys import ApiKey, KeyStore, Scope, open_access_db
 from api.access.ratelimit import RateLimiter
 from api.access.throttle import FailedAuthThrottle
-from citywatch.masking import discloses, masked_violation, present_violation
-from citywatch.models import Violation
-from citywatch.relational import Database
-from citywatch.settings import ApiSettings, AuthMode, RelationalSettings
+from core.masking import discloses, masked_violation, present_violation
+from core.models import Violation
+from core.settings import ApiSettings, AuthMode, RelationalSettings
+from store.relational import Database
 
 # Who an unauthenticated request is when auth is disabled (local demo): everything, audited as such.
 ANONYMOUS = ApiKey(key_id="anonymous", name="auth disabled", scopes=frozenset({Scope.ADMIN}),

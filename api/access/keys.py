@@ -7,7 +7,7 @@ first lookup for CACHE_TTL_S; revoking one through the API drops it from the cac
 the CLI or another api replica (another process) within CACHE_TTL_S. A key created anywhere is accepted
 everywhere at once: unknown tokens are never cached.
 
-The keys and the audit log share one database (citywatch/relational.py): `access.sqlite3` under the data
+The keys and the audit log share one database (store/relational.py): `access.sqlite3` under the data
 directory, or the PostgreSQL server every api replica uses (`relational.kind`).
 """
 
@@ -22,8 +22,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
-from citywatch.relational import Database, Schema, open_database
-from citywatch.settings import RelationalSettings
+from core.settings import RelationalSettings
+from store.relational import Database, Schema, open_database
 
 FILE_NAME: Final = "access.sqlite3"
 CACHE_TTL_S: Final = 10.0

@@ -11,7 +11,7 @@ from api.access.control import AccessControl
 from api.alerts.webhooks.dispatcher import WebhookDispatcher
 from api.alerts.webhooks.store import WebhookStore
 from api.violation_types import known_violation_types
-from citywatch.settings import Settings
+from core.settings import Settings
 from processors.outputs.feed import ViolationFeed
 from processors.outputs.kafka_out import KafkaViolationOutput
 from processors.outputs.mqtt_out import MqttViolationOutput

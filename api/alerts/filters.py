@@ -18,7 +18,7 @@ from starlette.requests import HTTPConnection
 
 from api.alerts.strict import StrictModel, unknown_name
 from api.violation_types import default_violation_types
-from citywatch.models import Severity, Violation, ViolationStatus
+from core.models import Severity, Violation, ViolationStatus
 
 
 class BoundingBox(StrictModel):

@@ -34,8 +34,8 @@ import msgspec
 
 from api.alerts.components import AlertComponents
 from api.services import ComponentStatus
-from citywatch.models import Violation
-from citywatch.settings import ConfigError, KafkaSettings, Settings
+from core.models import Violation
+from core.settings import ConfigError, KafkaSettings, Settings
 from processors.kafka_bus import RecordCodec, partition_for
 from processors.kafka_reader import Records, TopicReader
 from processors.outputs.feed import ViolationFeed

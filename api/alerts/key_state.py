@@ -15,7 +15,7 @@ import time
 
 from api.access.control import ANONYMOUS, AccessControl
 from api.access.keys import ApiKey, Scope
-from citywatch.settings import AuthMode
+from core.settings import AuthMode
 
 # How old the key table read by a webhook delivery attempt may be.
 DELIVERY_KEY_AGE_S = 0.05

@@ -10,7 +10,7 @@ from api.deps import StoreDep
 from api.params import CursorParam, LimitParam
 from api.personal_data import RoutedData
 from api.schemas import DeadLetterOut, DeadLetterPage, DeadLetterSummary
-from citywatch.masking import DEAD_LETTERS
+from core.masking import DEAD_LETTERS
 from store.base import DeadLetterQuery
 
 router = APIRouter(prefix="/v1/dead-letters", tags=["dead letters"])

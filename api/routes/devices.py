@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api.deps import ServicesDep
 from api.problems import CONFLICT, NOT_FOUND, UNAVAILABLE, ProblemError, problem_response_doc
-from citywatch.settings import DeviceSettings
+from core.settings import DeviceSettings
 from ingest.device_admin import DeviceChangeNotSent, DeviceExists, DeviceManager, DeviceNotFound
 
 # 503: this instance has no registry, or a change could not be handed to ingest (Kafka set-up).

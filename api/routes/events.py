@@ -11,7 +11,7 @@ from api.deps import StoreDep
 from api.params import CursorParam, FromParam, LimitParam, ToParam, time_range_ms
 from api.personal_data import RoutedData
 from api.schemas import EventOut, EventPage
-from citywatch.masking import EVENTS
+from core.masking import EVENTS
 from store.base import EventQuery
 
 router = APIRouter(prefix="/v1/events", tags=["events"])

@@ -15,8 +15,8 @@ from fastapi.responses import StreamingResponse
 from api.deps import StoreDep
 from api.personal_data import ViolationData
 from api.routes.violations import ViolationSelection
-from citywatch.masking import VIOLATIONS
-from citywatch.models import Violation
+from core.masking import VIOLATIONS
+from core.models import Violation
 from store.base import Store, ViolationQuery
 
 router = APIRouter(prefix="/v1/exports", tags=["exports"])

@@ -12,7 +12,7 @@ from api.filters import RequiredFrom, RequiredTo, check_attribute, required_rang
 from api.personal_data import RoutedData
 from api.query_schemas import BucketOut, LatestPage, PointOut, SeriesOut
 from api.schemas import EventOut
-from citywatch.masking import EVENTS
+from core.masking import EVENTS
 from store.base import Bucket, LatestReadingsQuery, ReadingSeriesQuery
 
 router = APIRouter(prefix="/v1/readings", tags=["readings"])

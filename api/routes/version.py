@@ -10,7 +10,7 @@ from importlib import metadata
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-import citywatch
+import core
 from store.sqlite_store import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 
 router = APIRouter(tags=["health"])
@@ -30,7 +30,7 @@ def citywatch_version() -> str:
     try:
         return metadata.version("citywatch")
     except metadata.PackageNotFoundError:
-        return citywatch.__version__
+        return core.__version__
 
 
 @router.get("/version", response_model=VersionOut, summary="citywatch, Python and schema versions")

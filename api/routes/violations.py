@@ -14,8 +14,8 @@ from api.filters import BoundingBoxDep, ViolationFilterDep
 from api.params import CursorParam, FromParam, LimitParam, ToParam, time_range_ms, to_epoch_ms
 from api.personal_data import ViolationData
 from api.schemas import ViolationOut, ViolationPage
-from citywatch.masking import VIOLATIONS
-from citywatch.models import ViolationStatus
+from core.masking import VIOLATIONS
+from core.models import ViolationStatus
 from store.base import ViolationQuery
 
 router = APIRouter(prefix="/v1/violations", tags=["violations"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from citywatch.models import Event
+from core.models import Event
 
 # How much of a payload a log line shows: enough to recognise the message, never a whole batch.
 PREVIEW_BYTES = 200

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from citywatch.ingest_config import VendorMap
-from citywatch.settings import TopicRoute
+from core.ingest_config import VendorMap
+from core.settings import TopicRoute
 from ingest.codecs.base import Codec
 from ingest.codecs.chirpstack import ChirpstackCodec
 from ingest.codecs.frigate import FrigateCodec

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from citywatch.models import Location
+from core.models import Location
 from ingest.codecs.base import CodecError
 from ingest.codecs.explain import malformed
 from ingest.codecs.native import MAX_FUTURE_MS, MIN_EVENT_TIME_MS

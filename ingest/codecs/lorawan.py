@@ -14,9 +14,9 @@ import re
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from citywatch.ingest_config import VendorMap
-from citywatch.models import Event, Location
-from citywatch.settings import DeviceSettings
+from core.ingest_config import VendorMap
+from core.models import Event, Location
+from core.settings import DeviceSettings
 from ingest.codecs import common as c
 from ingest.codecs.base import CodecError
 from ingest.vendor_maps import apply_vendor_map

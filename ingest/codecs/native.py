@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from citywatch.models import Event, Location, stable_id
+from core.models import Event, Location, stable_id
 from ingest.codecs.base import CodecError
 from ingest.codecs.explain import explain, malformed
 

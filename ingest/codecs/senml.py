@@ -30,7 +30,7 @@ from typing import Any
 
 import msgspec
 
-from citywatch.models import Event, Location, stable_id
+from core.models import Event, Location, stable_id
 from ingest.codecs import common as c
 from ingest.codecs.base import CodecError
 from ingest.codecs.lorawan import DeviceLookup

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from citywatch.models import Event, stable_id
+from core.models import Event, stable_id
 from ingest.codecs import common as c
 from ingest.codecs.base import CodecError
 from ingest.codecs.lorawan import DEVICE_MISMATCH, LorawanCodec, best_radio, normal_eui

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from citywatch.models import Violation, ViolationStatus
+from core.models import Violation, ViolationStatus
 
 log = logging.getLogger(__name__)
 

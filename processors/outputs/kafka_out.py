@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 from kafka import KafkaProducer
 
-from citywatch.masking import present_violation
-from citywatch.settings import KafkaOutputSettings
+from core.masking import present_violation
+from core.settings import KafkaOutputSettings
 from processors.outputs.feed import FeedEntry, ViolationFeed
 from processors.outputs.queued import QueuedOutput
 

@@ -13,8 +13,8 @@ from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
 
-from citywatch.masking import present_violation
-from citywatch.settings import MqttOutputSettings, MqttSettings
+from core.masking import present_violation
+from core.settings import MqttOutputSettings, MqttSettings
 from ingest.mqtt_source import configure_tls
 from processors.outputs.feed import FeedEntry, ViolationFeed
 from processors.outputs.queued import QueuedOutput

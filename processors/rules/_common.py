@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from citywatch.models import Event, Evidence, Severity, Violation, ViolationStatus, stable_id
+from core.models import Event, Evidence, Severity, Violation, ViolationStatus, stable_id
 from processors.devices import DeviceLookup, NoDevices, threshold
 from processors.rule import Emitter, Rule
 

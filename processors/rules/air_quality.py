@@ -14,8 +14,8 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from citywatch.models import Event, Severity, Violation
-from citywatch.sanitation_settings import AirQualitySettings
+from core.models import Event, Severity, Violation
+from core.sanitation_settings import AirQualitySettings
 from processors.devices import DeviceLookup, NoDevices, threshold
 from processors.rule import Emitter, Rule
 from processors.rules import air_standards

@@ -9,7 +9,7 @@ full line is at the sensor. A bin that reports distance but has no registered de
 
 from __future__ import annotations
 
-from citywatch.models import Event
+from core.models import Event
 from processors.devices import DeviceLookup
 from processors.rules._common import number
 

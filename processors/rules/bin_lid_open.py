@@ -12,8 +12,8 @@ from typing import ClassVar
 
 import msgspec
 
-from citywatch.models import Event, Evidence, Location, Severity, Violation, stable_id
-from citywatch.sanitation_settings import BinLidOpenSettings
+from core.models import Event, Evidence, Location, Severity, Violation, stable_id
+from core.sanitation_settings import BinLidOpenSettings
 from processors.devices import DeviceLookup, NoDevices, threshold
 from processors.rule import Emitter, Rule
 from processors.rules._common import ZoneThresholds, clear_violation

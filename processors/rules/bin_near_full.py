@@ -23,8 +23,8 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from citywatch.models import Event, Prediction, Severity, Violation
-from citywatch.sanitation_settings import BinNearFullSettings
+from core.models import Event, Prediction, Severity, Violation
+from core.sanitation_settings import BinNearFullSettings
 from processors.devices import DeviceLookup, NoDevices, threshold
 from processors.rule import Emitter, Rule
 from processors.rules._common import Reading, ZoneThresholds, clear_violation, open_violation

@@ -12,8 +12,8 @@ from typing import ClassVar
 
 import msgspec
 
-from citywatch.models import Event, Evidence, Severity, Violation, ViolationStatus, stable_id
-from citywatch.settings import BinOverflowSettings
+from core.models import Event, Evidence, Severity, Violation, ViolationStatus, stable_id
+from core.settings import BinOverflowSettings
 from processors.devices import DeviceLookup, NoDevices, threshold
 from processors.rule import Emitter, Rule
 from processors.rules.bin_fill import fill_pct_of

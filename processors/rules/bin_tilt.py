@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from citywatch.models import Event, Severity
-from citywatch.sanitation_settings import BinTiltSettings
+from core.models import Event, Severity
+from core.sanitation_settings import BinTiltSettings
 from processors.devices import DeviceLookup
 from processors.rules._common import Channel, Direction, LevelRule, ZoneThresholds, number
 

@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from citywatch.models import Event, Evidence, Severity, Violation, stable_id
-from citywatch.traffic_settings import CameraViolationSettings
+from core.models import Event, Evidence, Severity, Violation, stable_id
+from core.traffic_settings import CameraViolationSettings
 from processors.rule import Emitter, Rule
 from processors.traffic import TrafficContext
 

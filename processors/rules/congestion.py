@@ -15,8 +15,8 @@ from typing import ClassVar
 
 import msgspec
 
-from citywatch.models import Event, Evidence, Severity, Violation, ViolationStatus, stable_id
-from citywatch.traffic_settings import CongestionSettings
+from core.models import Event, Evidence, Severity, Violation, ViolationStatus, stable_id
+from core.traffic_settings import CongestionSettings
 from processors.rule import Emitter, Rule
 from processors.traffic import TrafficContext
 

@@ -9,8 +9,8 @@ from typing import ClassVar
 
 import msgspec
 
-from citywatch.models import Event, Severity, Violation
-from citywatch.sanitation_settings import ConstructionDustSettings
+from core.models import Event, Severity, Violation
+from core.sanitation_settings import ConstructionDustSettings
 from processors.devices import DeviceLookup, NoDevices, threshold
 from processors.rule import Emitter, Rule
 from processors.rules._common import Reading, ZoneThresholds, clear_violation, number, open_violation

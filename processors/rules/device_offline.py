@@ -19,9 +19,9 @@ from typing import ClassVar
 
 import msgspec
 
-from citywatch.models import Event, Evidence, Location, Severity, Violation, stable_id
-from citywatch.sanitation_settings import DeviceOfflineSettings
-from citywatch.settings import DeviceSettings
+from core.models import Event, Evidence, Location, Severity, Violation, stable_id
+from core.sanitation_settings import DeviceOfflineSettings
+from core.settings import DeviceSettings
 from processors.rule import ANY_KIND, Emitter, Rule
 from processors.rules._common import clear_violation
 from processors.state import KeyedState

@@ -15,8 +15,8 @@ from typing import ClassVar
 
 import msgspec
 
-from citywatch.models import Event, Severity, Violation, ViolationStatus
-from citywatch.traffic_settings import IllegalParkingSettings, ZoneType
+from core.models import Event, Severity, Violation, ViolationStatus
+from core.traffic_settings import IllegalParkingSettings, ZoneType
 from processors.rule import Emitter, Rule
 from processors.traffic import Track, TrafficContext, track_violation
 from processors.zones import FOREVER_MS, Zone, dwell_due, in_force_until

@@ -11,8 +11,8 @@ from typing import ClassVar
 
 import msgspec
 
-from citywatch.models import Event, Severity, Violation
-from citywatch.sanitation_settings import ImplausibleReadingSettings
+from core.models import Event, Severity, Violation
+from core.sanitation_settings import ImplausibleReadingSettings
 from processors.devices import DeviceLookup, NoDevices
 from processors.rule import Emitter, Rule
 from processors.rules._common import clear_violation, number, open_violation

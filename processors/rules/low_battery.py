@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from citywatch.models import Event, Severity
-from citywatch.sanitation_settings import LowBatterySettings
+from core.models import Event, Severity
+from core.sanitation_settings import LowBatterySettings
 from processors.devices import DeviceLookup
 from processors.rule import ANY_KIND
 from processors.rules._common import Channel, Direction, LevelRule, ZoneThresholds, number

@@ -10,8 +10,8 @@ from typing import ClassVar
 
 import msgspec
 
-from citywatch.models import Event, Severity
-from citywatch.traffic_settings import NoHelmetSettings
+from core.models import Event, Severity
+from core.traffic_settings import NoHelmetSettings
 from processors.rule import Emitter
 from processors.traffic import TrackRule, TrafficContext, track_violation
 

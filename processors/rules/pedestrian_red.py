@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from citywatch.models import Severity
-from citywatch.traffic_settings import ZoneType
+from core.models import Severity
+from core.traffic_settings import ZoneType
 from processors.rules.red_light import EnteringOnRedRule
 
 TYPE = "pedestrian_red"

@@ -12,8 +12,8 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from citywatch.models import Event, Severity
-from citywatch.traffic_settings import PedestrianRedSettings, RedLightSettings, ZoneType
+from core.models import Event, Severity
+from core.traffic_settings import PedestrianRedSettings, RedLightSettings, ZoneType
 from processors.rule import Emitter, Rule
 from processors.traffic import (
     PhaseState,

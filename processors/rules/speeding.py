@@ -13,8 +13,8 @@ from typing import ClassVar
 
 import msgspec
 
-from citywatch.models import Event, Violation
-from citywatch.traffic_settings import SpeedingBandSettings, SpeedingSettings, ZoneType
+from core.models import Event, Violation
+from core.traffic_settings import SpeedingBandSettings, SpeedingSettings, ZoneType
 from processors.rule import Emitter
 from processors.traffic import TrackRule, TrafficContext, track_violation
 

@@ -14,8 +14,8 @@ from typing import ClassVar
 
 import msgspec
 
-from citywatch.models import Event, Severity, Violation
-from citywatch.sanitation_settings import StuckSensorSettings
+from core.models import Event, Severity, Violation
+from core.sanitation_settings import StuckSensorSettings
 from processors.rule import Emitter, Rule
 from processors.rules._common import Reading, clear_violation, number, open_violation
 

@@ -15,8 +15,8 @@ from typing import ClassVar
 
 import msgspec
 
-from citywatch.models import Event, Severity
-from citywatch.traffic_settings import WrongWaySettings, ZoneType
+from core.models import Event, Severity
+from core.traffic_settings import WrongWaySettings, ZoneType
 from processors.rule import Emitter
 from processors.traffic import TrackRule, TrafficContext, track_violation
 

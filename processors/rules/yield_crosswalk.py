@@ -14,8 +14,8 @@ from typing import ClassVar
 
 import msgspec
 
-from citywatch.models import Event, Severity
-from citywatch.traffic_settings import YieldCrosswalkSettings, ZoneType
+from core.models import Event, Severity
+from core.traffic_settings import YieldCrosswalkSettings, ZoneType
 from processors.rule import Emitter, Rule
 from processors.traffic import Track, TrackBook, TrafficContext, track_violation
 

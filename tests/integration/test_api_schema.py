@@ -14,7 +14,7 @@ from xml.etree import ElementTree
 import pytest
 
 from api.access.keys import Scope
-from citywatch.settings import ApiSettings, AuthMode
+from core.settings import ApiSettings, AuthMode
 from ingest.device_admin import DeviceManager
 from ingest.registry import DeviceRegistry
 from tests.support.alerts import AlertApi, alert_api, violation

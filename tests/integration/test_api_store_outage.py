@@ -13,7 +13,7 @@ from jsonschema import Draft202012Validator
 
 from api.app import create_app
 from api.services import ApiServices
-from citywatch.metrics import Metrics
+from core.metrics import Metrics
 from store.base import Store
 from tests.support.alerts import violation
 from tests.support.events import reading

@@ -33,8 +33,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from citywatch.models import Event
-from citywatch.settings import KafkaSettings
+from core.models import Event
+from core.settings import KafkaSettings
 from ingest.embedded_broker import find_mosquitto, free_port, wait_for_port
 from tests.support.process import REPO, bins
 from tests.support.roles import RoleProcess

@@ -11,8 +11,8 @@ import pytest
 
 from api.app import create_app
 from api.services import ApiServices
-from citywatch.metrics import Metrics
-from citywatch.models import DeadLetter
+from core.metrics import Metrics
+from core.models import DeadLetter
 from processors.kafka_bus import RecordCodec
 from store.base import DeadLetterQuery
 from tests.support.api_server import serve

@@ -10,7 +10,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from citywatch.settings import EmbeddedBrokerKind
+from core.settings import EmbeddedBrokerKind
 from ingest.embedded_broker import BrokerStartError, EmbeddedBroker, find_mosquitto, free_port
 from tests.conftest import PublisherFactory, connect_client
 from tests.support.wait import wait_for

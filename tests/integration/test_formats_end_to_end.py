@@ -18,10 +18,10 @@ import pytest
 
 from api.app import create_app
 from api.services import ApiServices
-from citywatch.models import Event, Violation
 from citywatch.mqtt_publisher import MqttPublisher
 from citywatch.runtime import EmbeddedRuntime
-from citywatch.settings import DeviceSettings, Settings, load_settings
+from core.models import Event, Violation
+from core.settings import DeviceSettings, Settings, load_settings
 from store.base import DeadLetterQuery, EventQuery, ViolationQuery
 from tests.support.formats import DATA, REPO, SCHEMAS, fixture_devices
 from tests.support.served_app import served

@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.services import ApiServices
-from citywatch.metrics import Metrics
-from citywatch.models import Event
-from citywatch.settings import InfluxDBSettings
+from core.metrics import Metrics
+from core.models import Event
+from core.settings import InfluxDBSettings
 from store.influx_store import InfluxQueryError, InfluxStore
 from store.influx_writer import StoreBackpressure
 from tests.support.influxdb import InfluxServer

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from citywatch.metrics import Metrics
-from citywatch.models import Event
-from citywatch.settings import InfluxApi, InfluxDBSettings
+from core.metrics import Metrics
+from core.models import Event
+from core.settings import InfluxApi, InfluxDBSettings
 from store import buckets
 from store.base import Bucket, ReadingSeriesQuery, RetentionPolicy
 from store.influx_store import InfluxStore, _api_for_version

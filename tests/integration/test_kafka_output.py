@@ -8,8 +8,8 @@ import uuid
 import pytest
 from kafka import KafkaConsumer
 
-from citywatch.models import ViolationStatus
-from citywatch.settings import KafkaOutputSettings
+from core.models import ViolationStatus
+from core.settings import KafkaOutputSettings
 from processors.outputs.feed import ViolationFeed
 from processors.outputs.kafka_out import KafkaViolationOutput
 from tests.support.alerts import violation

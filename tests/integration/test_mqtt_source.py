@@ -13,9 +13,9 @@ from urllib.parse import urlparse
 import msgspec
 import pytest
 
-from citywatch.metrics import Metrics
-from citywatch.models import DeadLetter, Event
-from citywatch.settings import DeviceSettings, IngestSettings, MqttSettings, TopicRoute
+from core.metrics import Metrics
+from core.models import DeadLetter, Event
+from core.settings import DeviceSettings, IngestSettings, MqttSettings, TopicRoute
 from ingest.codecs.native import NativeCodec
 from ingest.embedded_broker import free_port
 from ingest.mqtt_source import MqttSource, OnMessage

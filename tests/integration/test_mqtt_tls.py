@@ -12,7 +12,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from citywatch.settings import MqttTlsSettings
+from core.settings import MqttTlsSettings
 from ingest.mqtt_source import MqttSource
 from tests.support.mosquitto_tls import TlsBroker, start_tls_broker
 from tests.support.wait import wait_for

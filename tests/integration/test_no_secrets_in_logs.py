@@ -20,9 +20,9 @@ import httpx
 import pytest
 import yaml
 
-from citywatch.metrics import Metrics
-from citywatch.models import Event
-from citywatch.settings import InfluxDBSettings
+from core.metrics import Metrics
+from core.models import Event
+from core.settings import InfluxDBSettings
 from store.influx_store import InfluxQueryError, InfluxStore
 from tests.support.process import REPO, CitywatchCommand, free_port
 from tests.support.stores import KEEP_ALL

@@ -12,8 +12,8 @@ import pytest
 
 from api.app import create_app
 from api.services import ApiServices
-from citywatch.metrics import Metrics
-from citywatch.models import ViolationStatus
+from core.metrics import Metrics
+from core.models import ViolationStatus
 from store import buckets
 from tests.support.api_server import serve
 from tests.support.influxdb import InfluxServer

@@ -20,10 +20,10 @@ from api.access.audit import AuditLog
 from api.access.keys import CACHE_TTL_S, KeyStore, Scope, open_access_db
 from api.alerts.filters import ViolationFilter
 from api.alerts.webhooks.store import NewDelivery, WebhookStore
-from citywatch.relational import Database, RelationalError
-from citywatch.settings import DeviceSettings, PostgresSettings, RelationalKind, RelationalSettings
+from core.settings import DeviceSettings, PostgresSettings, RelationalKind, RelationalSettings
 from ingest.device_admin import DeviceManager
 from ingest.registry import DeviceRegistry
+from store.relational import Database, RelationalError
 from tests.support.alerts import alert_api, bearer
 from tests.support.postgres import PASSWORD, PostgresServer
 from tests.support.process import REPO, free_port

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from citywatch.runtime import EmbeddedRuntime
-from citywatch.settings import Settings
+from core.settings import Settings
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from citywatch.models import Location, Prediction, Violation, ViolationStatus
+from core.models import Location, Prediction, Violation, ViolationStatus
 from store import buckets
 from store.base import (
     BoundingBox,

@@ -16,8 +16,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from api.access.keys import Scope
-from citywatch.models import ViolationStatus
-from citywatch.settings import AlertSettings
+from core.models import ViolationStatus
+from core.settings import AlertSettings
 from tests.support.alerts import AlertApi, alert_api, bearer, violation
 from tests.support.servers import ApiServer
 

@@ -16,7 +16,7 @@ import pytest
 from api.access.keys import Scope
 from api.alerts.filters import ViolationFilter
 from api.alerts.webhooks.store import DeliveryStatus
-from citywatch.settings import WebhookSettings
+from core.settings import WebhookSettings
 from tests.support.alerts import AlertApi, alert_api, bearer, violation
 from tests.support.servers import Receiver
 from tests.support.wait import wait_for

@@ -15,7 +15,7 @@ from api.alerts.filters import ViolationFilter
 from api.alerts.kafka_feed import violation_id_of
 from api.alerts.webhooks.dispatcher import WebhookDispatcher
 from api.alerts.webhooks.store import DeliveryStatus, WebhookStore
-from citywatch.settings import ApiSettings, AuthMode, RelationalKind, RelationalSettings, WebhookSettings
+from core.settings import ApiSettings, AuthMode, RelationalKind, RelationalSettings, WebhookSettings
 from processors.outputs.feed import ViolationFeed
 from tests.support.alerts import violation
 from tests.support.servers import Receiver

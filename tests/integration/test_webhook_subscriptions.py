@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from api.access.keys import Scope
 from api.alerts.webhooks.signing import verify
-from citywatch.settings import WebhookSettings
+from core.settings import WebhookSettings
 from tests.support.alerts import AlertApi, alert_api, bearer, violation
 from tests.support.servers import Receiver
 from tests.support.wait import wait_for

@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 
 from api.access.keys import Scope
 from api.alerts.webhooks.signing import verify
-from citywatch.models import ViolationStatus
-from citywatch.settings import RelationalSettings, WebhookSettings
+from core.models import ViolationStatus
+from core.settings import RelationalSettings, WebhookSettings
 from tests.support.alerts import AlertApi, alert_api, bearer, violation
 from tests.support.servers import Receiver
 from tests.support.wait import wait_for

@@ -11,8 +11,8 @@ import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
-from citywatch.models import DeadLetter, Event
-from citywatch.settings import IngestSettings, TopicRoute
+from core.models import DeadLetter, Event
+from core.settings import IngestSettings, TopicRoute
 from ingest.codecs.native import NativeCodec
 from ingest.normalizer import Normalizer
 from ingest.registry import DeviceRegistry

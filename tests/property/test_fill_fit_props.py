@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from citywatch.sanitation_settings import BinNearFullSettings
+from core.sanitation_settings import BinNearFullSettings
 from processors.rules import bin_near_full
 from processors.rules.bin_near_full import BinNearFullRule, fit_fill
 from tests.support.events import reading

@@ -10,7 +10,7 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from citywatch.models import Event, Location
+from core.models import Event, Location
 from ingest.attributes import NUMERIC_UNIT_SUFFIXES, attribute_error
 from ingest.codecs.base import CodecError
 from ingest.codecs.native import MAX_FUTURE_MS, MIN_EVENT_TIME_MS, NativeCodec, NativeReason

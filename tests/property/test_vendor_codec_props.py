@@ -11,7 +11,7 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from citywatch.models import Event
+from core.models import Event
 from ingest.codecs.base import CodecError
 from ingest.codecs.senml import UNITS
 from tests.support.formats import RECEIVED_MS, SCHEMAS, TOPICS, codec_for, fixtures

@@ -14,9 +14,9 @@ from api.alerts.webhooks.dispatcher import WebhookDispatcher
 from api.alerts.webhooks.store import WebhookStore
 from api.app import create_app
 from api.services import ApiServices
-from citywatch.metrics import Metrics
-from citywatch.models import Evidence, Location, Severity, Violation, ViolationStatus
-from citywatch.settings import AlertSettings, ApiSettings, AuthMode, RelationalSettings, WebhookSettings
+from core.metrics import Metrics
+from core.models import Evidence, Location, Severity, Violation, ViolationStatus
+from core.settings import AlertSettings, ApiSettings, AuthMode, RelationalSettings, WebhookSettings
 from processors.outputs.feed import ViolationFeed
 from store.sqlite_store import SqliteStore
 from tests.support.events import T0_MS

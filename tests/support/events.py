@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from citywatch.models import Event, stable_id
+from core.models import Event, stable_id
 
 T0_MS = 1_764_133_200_000  # 2025-11-26T05:00:00Z
 

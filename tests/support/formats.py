@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from citywatch.ingest_config import VendorMap
-from citywatch.settings import DeviceSettings, TopicRoute, load_settings
+from core.ingest_config import VendorMap
+from core.settings import DeviceSettings, TopicRoute, load_settings
 from ingest.codecs.base import Codec
 from ingest.codecs.catalogue import build_codec
 from ingest.registry import DeviceRegistry

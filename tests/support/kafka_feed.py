@@ -11,8 +11,8 @@ from typing import Any
 import msgspec
 from kafka import KafkaProducer
 
-from citywatch.models import Event
-from citywatch.settings import KafkaSettings, Settings
+from core.models import Event
+from core.settings import KafkaSettings, Settings
 from processors.catalogue import build_rules, partition_key
 from processors.devices import NoDevices
 from processors.engine import Engine

@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from citywatch.settings import PostgresSettings, PostgresSslMode
+from core.settings import PostgresSettings, PostgresSslMode
 from tests.support.process import free_port
 
 SUPERUSER = "citywatch"

@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from citywatch.models import Event, Evidence, Location, Severity, Violation, ViolationStatus
+from core.models import Event, Evidence, Location, Severity, Violation, ViolationStatus
 from store import buckets
 from store.base import Bucket, Store
 from tests.support.stores import settle

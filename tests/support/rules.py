@@ -6,8 +6,8 @@ from typing import Any
 
 import msgspec
 
-from citywatch.models import Event, Violation
-from citywatch.settings import DeviceSettings
+from core.models import Event, Violation
+from core.settings import DeviceSettings
 from processors.engine import Engine, EngineOutput
 from processors.rule import Rule
 

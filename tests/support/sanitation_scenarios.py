@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from citywatch import sanitation_settings as san
-from citywatch.models import Event
-from citywatch.settings import DeviceSettings
+from core import sanitation_settings as san
+from core.models import Event
+from core.settings import DeviceSettings
 from processors.rule import Rule
 from processors.rules.air_quality import AirQualityRule
 from processors.rules.bin_fire import BinFireRule

@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from citywatch.metrics import Metrics
-from citywatch.settings import InfluxDBSettings
+from core.metrics import Metrics
+from core.settings import InfluxDBSettings
 from store.base import RetentionPolicy, Store
 from store.influx_store import InfluxStore
 from store.sqlite_store import SqliteStore

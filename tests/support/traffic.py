@@ -9,9 +9,9 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from citywatch.models import Event, Violation
-from citywatch.settings import RuleSettings
-from citywatch.traffic_settings import TrafficSettings
+from core.models import Event, Violation
+from core.settings import RuleSettings
+from core.traffic_settings import TrafficSettings
 from processors.catalogue import build_traffic_rules
 from processors.engine import Engine
 from processors.traffic import TrafficContext

@@ -11,8 +11,8 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.testclient import TestClient
 
 from api.access.keys import Scope, hash_token, open_access_db
-from citywatch.models import DeadLetter
-from citywatch.settings import ApiSettings, AuthMode, RelationalKind, RelationalSettings
+from core.models import DeadLetter
+from core.settings import ApiSettings, AuthMode, RelationalKind, RelationalSettings
 from tests.support.alerts import AlertApi, alert_api, bearer, violation
 from tests.support.events import T0_MS, reading
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from citywatch.models import ViolationStatus
-from citywatch.sanitation_settings import AirQualitySettings, ConstructionDustSettings
+from core.models import ViolationStatus
+from core.sanitation_settings import AirQualitySettings, ConstructionDustSettings
 from processors.rules import air_standards
 from processors.rules.air_quality import AirQualityRule
 from processors.rules.construction_dust import ConstructionDustRule
@@ -120,7 +120,7 @@ def test_construction_dust_border_and_non_site_sensors():
 
 
 def test_limit_is_overridable_per_zone():
-    from citywatch.settings import DeviceSettings
+    from core.settings import DeviceSettings
     from tests.support.rules import Registry
 
     registry = Registry(DeviceSettings(device_id="air-park", kind="air", tags={"zone": "park"}))

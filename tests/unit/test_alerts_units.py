@@ -7,8 +7,8 @@ import pytest
 from api.access.ratelimit import RateLimiter
 from api.alerts.filters import BoundingBox, ViolationFilter
 from api.alerts.webhooks.signing import signature_header, verify
-from citywatch.masking import mask_plate, present_violation
-from citywatch.models import Severity, ViolationStatus
+from core.masking import mask_plate, present_violation
+from core.models import Severity, ViolationStatus
 from processors.outputs.feed import CursorExpired, InvalidFeedCursor, ViolationFeed
 from tests.support.alerts import violation
 

@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.services import ApiServices, ComponentStatus
-from citywatch.metrics import Metrics
-from citywatch.models import DeadLetter, Evidence, Severity, Violation, ViolationStatus
+from core.metrics import Metrics
+from core.models import DeadLetter, Evidence, Severity, Violation, ViolationStatus
 from store.sqlite_store import SqliteStore
 from tests.support.events import T0_MS, reading
 

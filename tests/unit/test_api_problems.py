@@ -16,8 +16,8 @@ from api.access.keys import Scope
 from api.app import create_app
 from api.services import ApiServices
 from api.status_app import RoleServices, create_status_app
-from citywatch.metrics import Metrics
-from citywatch.settings import ApiSettings, AuthMode
+from core.metrics import Metrics
+from core.settings import ApiSettings, AuthMode
 from store.sqlite_store import SqliteStore
 from tests.support.alerts import AlertApi, alert_api, bearer, violation
 

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.services import ApiServices
 from api.violation_types import default_violation_types
-from citywatch.metrics import Metrics
+from core.metrics import Metrics
 from store.sqlite_store import SqliteStore
 from tests.support.alerts import violation
 

@@ -12,7 +12,7 @@ from starlette.testclient import WebSocketDenialResponse
 
 from api.access.keys import Scope
 from api.access.throttle import FailedAuthThrottle
-from citywatch.settings import ApiSettings, AuthMode
+from core.settings import ApiSettings, AuthMode
 from tests.support.alerts import AlertApi, alert_api, bearer
 
 

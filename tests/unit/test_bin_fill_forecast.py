@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from citywatch.models import ViolationStatus
-from citywatch.sanitation_settings import BinNearFullSettings
-from citywatch.settings import BinOverflowSettings, DeviceSettings
+from core.models import ViolationStatus
+from core.sanitation_settings import BinNearFullSettings
+from core.settings import BinOverflowSettings, DeviceSettings
 from processors.rules.bin_fill import fill_from_distance
 from processors.rules.bin_near_full import BinNearFullRule, fit_fill
 from processors.rules.bin_overflow import BinOverflowRule

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import random
 
-from citywatch.models import Severity, ViolationStatus
-from citywatch.sanitation_settings import BinFireSettings, BinTiltSettings, LowBatterySettings
-from citywatch.settings import DeviceSettings
+from core.models import Severity, ViolationStatus
+from core.sanitation_settings import BinFireSettings, BinTiltSettings, LowBatterySettings
+from core.settings import DeviceSettings
 from processors.engine import Engine
 from processors.rules.bin_fire import BinFireRule
 from processors.rules.bin_tilt import BinTiltRule

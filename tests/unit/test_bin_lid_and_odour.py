@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from citywatch.models import Severity, ViolationStatus
-from citywatch.sanitation_settings import BinLidOpenSettings, ToiletOdourSettings
+from core.models import Severity, ViolationStatus
+from core.sanitation_settings import BinLidOpenSettings, ToiletOdourSettings
 from processors.engine import Engine
 from processors.rules.bin_lid_open import BinLidOpenRule
 from processors.rules.toilet_odour import ToiletOdourRule, mgm3_from_ppm
@@ -53,7 +53,7 @@ def test_the_deadline_is_judged_before_a_later_reading_of_the_same_bin():
 
 
 def test_lid_limit_is_overridable_per_device():
-    from citywatch.settings import DeviceSettings
+    from core.settings import DeviceSettings
     from tests.support.rules import Registry
 
     registry = Registry(DeviceSettings(device_id="bin-1", kind="bin",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from citywatch.models import Severity, ViolationStatus
-from citywatch.settings import BinOverflowSettings, DeviceSettings
+from core.models import Severity, ViolationStatus
+from core.settings import BinOverflowSettings, DeviceSettings
 from processors.engine import Engine
 from processors.rules.bin_overflow import BinOverflowRule
 from tests.support.events import reading

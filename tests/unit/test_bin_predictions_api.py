@@ -8,8 +8,8 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.services import ApiServices
-from citywatch.metrics import Metrics
-from citywatch.models import Location, Prediction
+from core.metrics import Metrics
+from core.models import Location, Prediction
 from store.sqlite_store import SqliteStore
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from citywatch.models import Severity, ViolationStatus
+from core.models import Severity, ViolationStatus
 from processors.engine import Engine
 from tests.support.events import T0_MS, reading
 from tests.support.traffic import rules, run, same_regardless_of_delivery

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from citywatch.cli import build_parser
-from citywatch.settings import BusKind, PostgresSettings, RelationalKind, Settings, StoreKind, load_settings
+from core.settings import BusKind, PostgresSettings, RelationalKind, Settings, StoreKind, load_settings
 from tests.support.postgres import PASSWORD
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,5 +1,5 @@
 """The Grafana dashboards in deploy/grafana ask only for what citywatch exports: every metric name in
-every PromQL expression is one the roles' registry (citywatch/metrics.py) serves at /metrics, with the
+every PromQL expression is one the roles' registry (core/metrics.py) serves at /metrics, with the
 suffixes the exposition format adds, and every label an expression filters or groups by is one those
 metrics carry.
 """
@@ -15,7 +15,7 @@ import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
-from citywatch.metrics import Metrics
+from core.metrics import Metrics
 
 REPO = Path(__file__).resolve().parents[2]
 GRAFANA = REPO / "deploy" / "grafana"

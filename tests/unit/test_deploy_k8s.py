@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from citywatch.cli import build_parser
-from citywatch.settings import BusKind, RelationalKind, Settings, StoreKind, load_settings
+from core.settings import BusKind, RelationalKind, Settings, StoreKind, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from citywatch.models import ViolationStatus
-from citywatch.sanitation_settings import (
+from core.models import ViolationStatus
+from core.sanitation_settings import (
     DeviceOfflineSettings,
     ImplausibleReadingSettings,
     StuckSensorSettings,
 )
-from citywatch.settings import BinOverflowSettings, DeviceSettings
+from core.settings import BinOverflowSettings, DeviceSettings
 from processors.engine import Engine
 from processors.rules.bin_overflow import BinOverflowRule
 from processors.rules.device_offline import DeviceOfflineRule

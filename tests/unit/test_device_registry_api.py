@@ -13,8 +13,8 @@ import pytest
 
 from api.app import create_app
 from api.services import ApiServices
-from citywatch.metrics import Metrics
-from citywatch.settings import DeviceSettings, IngestSettings, RelationalSettings, TopicRoute
+from core.metrics import Metrics
+from core.settings import DeviceSettings, IngestSettings, RelationalSettings, TopicRoute
 from ingest.codecs.catalogue import build_codec
 from ingest.device_admin import DeviceManager
 from ingest.normalizer import Normalizer

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from bench.district_week import BinTruth, all_events, generate_week
-from citywatch.models import Violation, ViolationStatus
-from citywatch.sanitation_settings import BinNearFullSettings
-from citywatch.settings import BinOverflowSettings
+from core.models import Violation, ViolationStatus
+from core.sanitation_settings import BinNearFullSettings
+from core.settings import BinOverflowSettings
 from processors.engine import Engine
 from processors.rules.bin_near_full import BinNearFullRule
 from processors.rules.bin_overflow import BinOverflowRule

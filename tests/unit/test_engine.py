@@ -6,8 +6,8 @@ from typing import ClassVar
 
 import msgspec
 
-from citywatch.models import Event, Evidence, Severity, Violation, stable_id
-from citywatch.settings import BinOverflowSettings
+from core.models import Event, Evidence, Severity, Violation, stable_id
+from core.settings import BinOverflowSettings
 from processors.engine import Engine
 from processors.rule import Emitter, Rule
 from processors.rules.bin_overflow import BinOverflowRule

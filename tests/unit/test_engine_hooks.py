@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import msgspec
 
-from citywatch.models import Prediction
+from core.models import Prediction
 from processors.engine import Engine
 from processors.rule import ANY_KIND, Emitter, Rule
 from tests.support.events import reading

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 import msgspec
 
-from citywatch.models import Event
+from core.models import Event
 from processors.engine import Engine
 from processors.rule import Emitter, Rule
 from tests.support.events import reading

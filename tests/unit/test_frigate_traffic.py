@@ -7,7 +7,7 @@ import json
 import yaml
 
 from citywatch.replay import Replayer, read_recording
-from citywatch.settings import load_settings
+from core.settings import load_settings
 
 T0_MS = 1_764_133_200_000
 CONFIG = {

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from citywatch.ingest_config import DepartmentRoute, GeoSettings
-from citywatch.models import Event, Evidence, Location, Severity, Violation
-from citywatch.settings import ConfigError, load_settings
+from core.ingest_config import DepartmentRoute, GeoSettings
+from core.models import Event, Evidence, Location, Severity, Violation
+from core.settings import ConfigError, load_settings
 from ingest.geo import (
     Area,
     DepartmentRouter,

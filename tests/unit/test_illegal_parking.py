@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from citywatch.models import ViolationStatus
+from core.models import ViolationStatus
 from tests.support.events import T0_MS
 from tests.support.traffic import TRAFFIC, local_s, run, same_regardless_of_delivery, track, traffic_settings
 
@@ -101,7 +101,7 @@ def test_dwell_is_overridable_per_zone_and_per_device():
 
     class Registry:
         def get(self, device_id):
-            from citywatch.settings import DeviceSettings
+            from core.settings import DeviceSettings
             return DeviceSettings(device_id=device_id, kind="track",
                                   thresholds={"illegal_parking": {"dwell_s": 30}})
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from citywatch.cli import main
-from citywatch.settings import IngestSettings, TopicRoute, load_settings
+from core.settings import IngestSettings, TopicRoute, load_settings
 from ingest.codecs.catalogue import CODEC_NAMES, build_codec
 from ingest.normalizer import Normalizer
 from ingest.registry import DeviceRegistry

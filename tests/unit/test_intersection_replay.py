@@ -11,9 +11,9 @@ import yaml
 
 from bench.intersection_feed import Feed, found, generate, scenario_config, write_recording
 from citywatch.cli import main
-from citywatch.models import Violation
 from citywatch.replay import Message, Replayer, read_recording
-from citywatch.settings import Settings, load_settings
+from core.models import Violation
+from core.settings import Settings, load_settings
 from store.base import ViolationQuery
 from store.sqlite_store import SqliteStore
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from citywatch.roles import ApiRole
-from citywatch.settings import ConfigError, Settings
+from core.settings import ConfigError, Settings
 
 
 def test_the_kafka_alert_output_may_not_write_into_the_violations_topic_the_api_reads(tmp_path: Path) -> None:

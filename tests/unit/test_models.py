@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from citywatch.models import Event, Evidence, Location, Severity, Violation, ViolationStatus, stable_id
+from core.models import Event, Evidence, Location, Severity, Violation, ViolationStatus, stable_id
 
 
 def test_stable_id_is_deterministic_and_sensitive_to_every_part() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from citywatch.models import Event, Location, stable_id
+from core.models import Event, Location, stable_id
 from ingest.codecs.base import CodecError
 from ingest.codecs.native import (
     MAX_BATCH_EVENTS,

@@ -11,7 +11,7 @@ import pytest
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
-from citywatch.models import Location
+from core.models import Location
 from ingest.codecs.base import CodecError
 from tests.support.formats import DATA, RECEIVED_MS, SCHEMAS, TOPICS, codec_for
 

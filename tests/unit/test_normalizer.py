@@ -9,9 +9,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from citywatch.metrics import Metrics
-from citywatch.models import DeadLetter, Event, Location
-from citywatch.settings import DeviceSettings, IngestSettings, MqttSettings, TopicRoute
+from core.metrics import Metrics
+from core.models import DeadLetter, Event, Location
+from core.settings import DeviceSettings, IngestSettings, MqttSettings, TopicRoute
 from ingest.codecs.base import Codec
 from ingest.codecs.native import NativeCodec
 from ingest.normalizer import IngestResult, Normalizer, TopicFilter

@@ -19,16 +19,16 @@ from websockets.sync.client import connect
 from api.app import create_app
 from api.services import ApiServices
 from api.status_app import RoleServices, create_status_app
-from citywatch.log_format import (
+from core.log_format import (
     JsonFormatter,
     RequestIdFilter,
     TextFormatter,
     bind_request_id,
     unbind_request_id,
 )
-from citywatch.metrics import Metrics
-from citywatch.models import Evidence, Severity, Violation, ViolationStatus
-from citywatch.settings import ApiSettings, AuthMode, ConfigError, load_settings
+from core.metrics import Metrics
+from core.models import Evidence, Severity, Violation, ViolationStatus
+from core.settings import ApiSettings, AuthMode, ConfigError, load_settings
 from store.sqlite_store import SCHEMA_VERSION, SqliteStore
 from tests.support.alerts import alert_api, violation
 from tests.support.events import T0_MS

@@ -20,9 +20,9 @@ from fastapi.routing import APIWebSocketRoute, iter_route_contexts
 from websockets.sync.client import connect
 
 from api.access.keys import Scope
-from citywatch.masking import DEAD_LETTERS, EVENTS, VIOLATIONS
-from citywatch.models import DeadLetter, Event
-from citywatch.settings import ApiSettings, AuthMode
+from core.masking import DEAD_LETTERS, EVENTS, VIOLATIONS
+from core.models import DeadLetter, Event
+from core.settings import ApiSettings, AuthMode
 from tests.support.alerts import AlertApi, alert_api, bearer, violation
 from tests.support.events import T0_MS, reading
 from tests.support.servers import ApiServer

@@ -12,8 +12,8 @@ from fastapi import FastAPI
 from api.app import create_app
 from api.services import ApiServices, ComponentStatus
 from api.status_app import RoleServices, create_status_app
-from citywatch.metrics import Metrics
-from citywatch.rate import RateMeter
+from core.metrics import Metrics
+from core.rate import RateMeter
 from store.sqlite_store import SqliteStore
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from citywatch.models import Severity
+from core.models import Severity
 from tests.support.traffic import TRAFFIC, run, same_regardless_of_delivery, signal, track, traffic_settings
 
 RED = ["red_light"]

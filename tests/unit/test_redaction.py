@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from citywatch.redaction import redact_url, redact_urls, without_credentials
-from citywatch.settings import ConfigError, InfluxDBSettings, MqttSettings, Settings
+from core.redaction import redact_url, redact_urls, without_credentials
+from core.settings import ConfigError, InfluxDBSettings, MqttSettings, Settings
 
 
 @pytest.mark.parametrize(("url", "redacted"), [

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from citywatch.settings import (
+from core.settings import (
     ConfigError,
     PostgresSslMode,
     RelationalKind,
     environment_values,
     load_settings,
 )
-from citywatch.settings_env import describe
+from core.settings_env import describe
 
 PASSWORD = "pg-secret-7c2e"
 

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from citywatch.cli import main
-from citywatch.settings import Settings
+from core.settings import Settings
 
 
 @pytest.mark.parametrize("role", ["ingest", "process", "api"])

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from citywatch.settings import ConfigError, load_settings
+from core.settings import ConfigError, load_settings
 
 
 def test_shipped_configuration_has_the_issue_defaults():

@@ -3,8 +3,8 @@ and stays bounded per device however long a device reports."""
 
 from __future__ import annotations
 
-from citywatch.sanitation_settings import BinNearFullSettings
-from citywatch.settings import load_settings
+from core.sanitation_settings import BinNearFullSettings
+from core.settings import load_settings
 from ingest.registry import DeviceRegistry
 from processors.catalogue import build_rules
 from processors.engine import Engine

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from citywatch.cli import main
-from citywatch.settings import DEFAULT_CONFIG_PATH, ConfigError, load_settings
+from core.settings import DEFAULT_CONFIG_PATH, ConfigError, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"

@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from citywatch.cli import _load, build_parser
-from citywatch.settings import ConfigError, Settings, environment_values, load_settings
-from citywatch.settings_env import NOT_CONFIGURATION, config_keys, describe
+from core.settings import ConfigError, Settings, environment_values, load_settings
+from core.settings_env import NOT_CONFIGURATION, config_keys, describe
 
 SECRET = "env-secret-4f1d9"
 

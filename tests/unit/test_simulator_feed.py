@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from citywatch.models import Event, stable_id
-from citywatch.settings import load_settings
 from citywatch.simulator import FeedGenerator
+from core.models import Event, stable_id
+from core.settings import load_settings
 from ingest.registry import DeviceRegistry
 from processors.catalogue import build_rules
 from processors.engine import Engine

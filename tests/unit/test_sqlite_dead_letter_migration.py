@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from citywatch.models import DeadLetter
+from core.models import DeadLetter
 from store.base import DeadLetterQuery
 from store.sqlite_store import (
     _MIGRATION_V2,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pathlib
 import sqlite3
 
-from citywatch.models import Location, Prediction
+from core.models import Location, Prediction
 from store.sqlite_store import FILE_NAME, SqliteStore
 
 

@@ -6,7 +6,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-from citywatch.models import Event, Evidence, Severity, Violation
+from core.models import Event, Evidence, Severity, Violation
 from store import buckets
 from store.base import (
     Bucket,

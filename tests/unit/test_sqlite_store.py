@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from citywatch.models import (
+from core.models import (
     DeadLetter,
     Event,
     Evidence,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from citywatch.settings import ConfigError, InfluxApi, StoreKind, load_settings
+from core.settings import ConfigError, InfluxApi, StoreKind, load_settings
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

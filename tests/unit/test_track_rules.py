@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from citywatch.models import Severity
+from core.models import Severity
 from tests.support.traffic import local_s, run, same_regardless_of_delivery, track
 
 WRONG = ["wrong_way"]

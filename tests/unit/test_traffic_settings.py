@@ -7,8 +7,8 @@ import zoneinfo
 import pytest
 import yaml
 
-from citywatch.settings import ConfigError, load_settings
-from citywatch.traffic_settings import ScheduleSettings
+from core.settings import ConfigError, load_settings
+from core.traffic_settings import ScheduleSettings
 from processors.zones import Schedule, ZoneMap, dwell_due, in_force_until
 from tests.support.events import T0_MS
 from tests.support.traffic import TRAFFIC, local_s, traffic_settings

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from citywatch.models import Event
+from core.models import Event
 from processors.engine import Engine
 from processors.rules.red_light import IntersectionState
 from processors.rules.yield_crosswalk import CameraState

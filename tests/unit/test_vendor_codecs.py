@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from citywatch.models import Event, Location
+from core.models import Event, Location
 from ingest.codecs.base import CodecError
 from tests.support.formats import DATA, RECEIVED_MS, TOPICS, codec_for, fixtures
 

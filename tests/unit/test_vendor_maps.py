@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from citywatch.ingest_config import VendorField, VendorMap
-from citywatch.settings import ConfigError, load_settings
+from core.ingest_config import VendorField, VendorMap
+from core.settings import ConfigError, load_settings
 from ingest.codecs.base import CodecError
 from ingest.vendor_maps import apply_vendor_map
 from tests.support.formats import shipped_vendor_maps

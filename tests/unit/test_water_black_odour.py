@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from citywatch.models import Severity, ViolationStatus
-from citywatch.sanitation_settings import WaterBlackOdourSettings
+from core.models import Severity, ViolationStatus
+from core.sanitation_settings import WaterBlackOdourSettings
 from processors.rules.water_black_odour import Grade, WaterBlackOdourRule, classify
 from tests.support.events import reading
 from tests.support.rules import run, tagged
@@ -77,7 +77,7 @@ def test_probes_of_one_body_count_together_and_three_clean_readings_clear():
 
 
 def test_thresholds_are_overridable_per_probe():
-    from citywatch.settings import DeviceSettings
+    from core.settings import DeviceSettings
     from tests.support.rules import Registry
 
     registry = Registry(DeviceSettings(device_id="strict", kind="water",

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from api.app import create_app
 from api.services import ApiServices
-from citywatch.metrics import Metrics
+from core.metrics import Metrics
 from store.sqlite_store import SqliteStore
 
 

@@ -28,7 +28,7 @@ owner key is read; once it is revoked or lost `subscriptions:manage`, the subscr
 that reason and its queued deliveries are dead-lettered; once it lost `plates`, deliveries are masked
 from the next attempt on. Unmasked plates sent are audited under the owner key at each attempt.
 
-Metrics (citywatch/metrics.py, once `report_to` names the process's): each step of a delivery by outcome,
+Metrics (core/metrics.py, once `report_to` names the process's): each step of a delivery by outcome,
 dead letters by reason, the deliveries queued or being attempted here, and the time receivers take to
 answer.
 
@@ -70,10 +70,10 @@ from api.alerts.webhooks.signing import (
 )
 from api.alerts.webhooks.store import Delivery, DeliveryStatus, NewDelivery, Subscription, WebhookStore
 from api.violation_types import default_violation_types
-from citywatch.masking import discloses, present_violation
-from citywatch.metrics import Metrics
-from citywatch.models import Violation
-from citywatch.settings import WebhookSettings
+from core.masking import discloses, present_violation
+from core.metrics import Metrics
+from core.models import Violation
+from core.settings import WebhookSettings
 from processors.outputs.feed import FeedEntry, ViolationFeed
 
 log = logging.getLogger(__name__)

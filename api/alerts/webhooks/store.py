@@ -1,5 +1,5 @@
 """Webhook subscriptions and their deliveries, in SQLite under the data directory (`webhooks.sqlite3`), or
-in the PostgreSQL database every api replica shares (`relational.kind`, citywatch/relational.py).
+in the PostgreSQL database every api replica shares (`relational.kind`, store/relational.py).
 
 A delivery row is written (pending) before its first attempt and updated after each one, so the
 delivery log, the dead letters and pending work all survive a restart: pending rows are queued again
@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from api.alerts.filters import ViolationFilter
-from citywatch.relational import Database, Result, Schema, SqliteDatabase, open_database
-from citywatch.settings import RelationalKind, RelationalSettings
+from core.settings import RelationalKind, RelationalSettings
+from store.relational import Database, Result, Schema, SqliteDatabase, open_database
 
 FILE_NAME: Final = "webhooks.sqlite3"
 

@@ -17,8 +17,8 @@ from api.access.control import AccessControl
 from api.access.keys import Scope
 from api.alerts.filters import ViolationFilter
 from api.alerts.webhooks.store import WebhookStore
-from citywatch.models import DeadLetter, Event, Location, Severity, Violation, ViolationStatus
-from citywatch.settings import ApiSettings, AuthMode, DeviceSettings
+from core.models import DeadLetter, Event, Location, Severity, Violation, ViolationStatus
+from core.settings import ApiSettings, AuthMode, DeviceSettings
 from ingest.device_admin import DeviceManager
 from ingest.registry import DeviceRegistry
 from store.sqlite_store import SqliteStore

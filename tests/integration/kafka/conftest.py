@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from citywatch.settings import KafkaSettings
+from core.settings import KafkaSettings
 
 
 @pytest.fixture

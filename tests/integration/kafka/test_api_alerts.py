@@ -16,7 +16,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from citywatch.mqtt_publisher import MqttPublisher
-from citywatch.settings import KafkaSettings
+from core.settings import KafkaSettings
 from tests.conftest import connect_client
 from tests.support.process import bins
 from tests.support.roles import RoleProcess

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from api.access.keys import CACHE_TTL_S
-from citywatch.settings import KafkaSettings, PostgresSettings
+from core.settings import KafkaSettings, PostgresSettings
 from tests.support.postgres import PASSWORD
 from tests.support.process import REPO, bins
 from tests.support.roles import RoleProcess

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from citywatch.mqtt_publisher import MqttPublisher
-from citywatch.settings import KafkaSettings, PostgresSettings
+from core.settings import KafkaSettings, PostgresSettings
 from tests.support.influxdb import InfluxServer
 from tests.support.postgres import PASSWORD
 from tests.support.process import REPO, bins

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from citywatch.settings import KafkaSettings
+from core.settings import KafkaSettings
 from processors.kafka_bus import ensure_topics
 from processors.kafka_checkpoints import Checkpoint, CheckpointStore
 from tests.support.kafka_feed import (

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from citywatch.mqtt_publisher import MqttPublisher
-from citywatch.settings import DeviceSettings, KafkaSettings
+from core.settings import DeviceSettings, KafkaSettings
 from ingest.device_sync import DeviceChangePublisher, DeviceChangeReader
 from processors.kafka_bus import ensure_topics
 from tests.support.process import bins

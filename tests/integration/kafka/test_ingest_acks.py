@@ -15,9 +15,9 @@ import msgspec
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from citywatch.models import Event
 from citywatch.mqtt_publisher import MqttPublisher
-from citywatch.settings import KafkaSettings
+from core.models import Event
+from core.settings import KafkaSettings
 from tests.support.process import bins
 from tests.support.roles import RoleProcess
 from tests.support.tansu import TansuBroker

@@ -12,9 +12,9 @@ import msgspec
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from citywatch.metrics import Metrics
-from citywatch.models import Event
-from citywatch.settings import BinOverflowSettings, KafkaSettings
+from core.metrics import Metrics
+from core.models import Event
+from core.settings import BinOverflowSettings, KafkaSettings
 from processors.catalogue import partition_key
 from processors.engine import Engine
 from processors.kafka_bus import KafkaBusProducer, RecordCodec, ensure_topics

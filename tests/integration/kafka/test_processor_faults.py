@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from citywatch.settings import KafkaSettings
+from core.settings import KafkaSettings
 from processors.kafka_bus import ensure_topics
 from tests.support.kafka_feed import (
     LATENESS_MS,

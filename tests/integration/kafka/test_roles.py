@@ -14,10 +14,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from citywatch.models import Event
 from citywatch.mqtt_publisher import MqttPublisher
 from citywatch.roles import ApiRole
-from citywatch.settings import KafkaSettings, Settings
+from core.models import Event
+from core.settings import KafkaSettings, Settings
 from processors.catalogue import partition_key
 from tests.support.process import CitywatchProcess, bins
 from tests.support.roles import RoleProcess

@@ -8,7 +8,7 @@ import threading
 import pytest
 from kafka import KafkaProducer
 
-from citywatch.settings import KafkaSettings
+from core.settings import KafkaSettings
 from processors.kafka_bus import ensure_topics
 from processors.kafka_reader import Records, TopicReader
 from tests.support.wait import wait_for

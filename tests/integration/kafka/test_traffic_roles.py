@@ -17,7 +17,7 @@ import pytest
 
 from bench.intersection_feed import CAMERA, INTERSECTION, SIGNALS, scenario_config
 from citywatch.mqtt_publisher import MqttPublisher
-from citywatch.settings import KafkaSettings
+from core.settings import KafkaSettings
 from processors.kafka_bus import partition_for
 from tests.support.roles import RoleProcess
 from tests.support.wait import wait_for

@@ -20,7 +20,7 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from citywatch.models import DeadLetter, Event, Violation
+from core.models import DeadLetter, Event, Violation
 
 # Keys whose value is (or, for Frigate's sub_label, may be) a plate read.
 PLATE_KEYS = frozenset({

@@ -23,7 +23,7 @@ from typing import Any, Final
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from citywatch.redaction import redact_urls
+from core.redaction import redact_urls
 
 ENV_PREFIX: Final = "CITYWATCH_"
 NESTING: Final = "__"

@@ -3,7 +3,7 @@
 Validated once at load like every other section: unknown keys are errors, every zone names a type and the
 fields its type needs, every reference (approach, schedule, intersection) must exist, and the city's time
 zone must be a real IANA zone. `processors/zones.py` turns this into the lookups rules use at run time.
-The rules' own thresholds are in `TrafficRuleSettings` sections under `rules:` (see citywatch/settings.py).
+The rules' own thresholds are in `TrafficRuleSettings` sections under `rules:` (see core/settings.py).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from citywatch.models import Severity
+from core.models import Severity
 
 if TYPE_CHECKING:
-    from citywatch.settings import Settings
+    from core.settings import Settings
 
 _HHMM = re.compile(r"^(?P<h1>\d{2}):(?P<m1>\d{2})-(?P<h2>\d{2}):(?P<m2>\d{2})\Z")
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]

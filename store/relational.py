@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from citywatch.settings import PostgresSettings, RelationalKind, RelationalSettings
+from core.settings import PostgresSettings, RelationalKind, RelationalSettings
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool

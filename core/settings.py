@@ -3,7 +3,7 @@ network.
 
 Unknown keys are errors (a typo must not silently fall back to a default), secrets are typed so they are
 never printed, and every field says what it does. `load_settings` is the only entry point; the
-`CITYWATCH_...` variables and `..._FILE` secret files are read there (citywatch/settings_env.py).
+`CITYWATCH_...` variables and `..._FILE` secret files are read there (core/settings_env.py).
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ from pydantic import (
     model_validator,
 )
 
-from citywatch import sanitation_settings as san
-from citywatch import settings_env
-from citywatch.ingest_config import GeoSettings, VendorMap
-from citywatch.redaction import redact_url, without_credentials
-from citywatch.traffic_settings import (
+from core import sanitation_settings as san
+from core import settings_env
+from core.ingest_config import GeoSettings, VendorMap
+from core.redaction import redact_url, without_credentials
+from core.traffic_settings import (
     CameraViolationSettings,
     CongestionSettings,
     IllegalParkingSettings,
@@ -456,7 +456,7 @@ class BinOverflowSettings(_Section):
 
 class RuleSettings(_Section):
     bin_overflow: BinOverflowSettings = BinOverflowSettings()
-    # Sanitation and environment (citywatch/sanitation_settings.py, docs/rules-sanitation.md).
+    # Sanitation and environment (core/sanitation_settings.py, docs/rules-sanitation.md).
     bin_near_full: san.BinNearFullSettings = san.BinNearFullSettings()
     bin_fire: san.BinFireSettings = san.BinFireSettings()
     bin_tilt: san.BinTiltSettings = san.BinTiltSettings()

@@ -1,6 +1,6 @@
 """Configuration sections for device formats and places: vendor field maps, grids, department routing.
 
-Kept apart from citywatch/settings.py so that the shared settings module only gains a few lines; the
+Kept apart from core/settings.py so that the shared settings module only gains a few lines; the
 models follow the same rules (unknown keys are errors, every field is described, validated at load).
 """
 

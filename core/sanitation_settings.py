@@ -1,6 +1,6 @@
 """Settings of the sanitation and environment rules (bins, public toilets, air, water, device health).
 
-Kept apart from citywatch/settings.py so that file only gains one field per rule. Every default here is
+Kept apart from core/settings.py so that file only gains one field per rule. Every default here is
 explained, with its source, in docs/rules-sanitation.md.
 """
 
