@@ -312,28 +312,20 @@ class InfluxStore(Store):
             return
         r = self.retention
         db = quote_ident(self.database)
-        statements = [f"CREATE DATABASE {db}"]
+        # Decided from what the server lists, never from the wording of its errors: CREATE DATABASE is
+        # idempotent; a policy that exists is altered to the configured duration, a missing one created.
+        self.query(f"CREATE DATABASE {db}", method="POST")
+        existing = {row[0] for series in self.query(f"SHOW RETENTION POLICIES ON {db}")
+                    for row in series.get("values", [])}
         for name, days, default in (
             (RP_RAW, r.raw_readings_days, True),
             (RP_VIOLATIONS, max(r.violations_days, r.dead_letters_days), False),
             (RP_ROLLUP, r.rollup_days, False),
         ):
-            # CREATE fails when the policy exists with another duration; ALTER then brings it in line.
-            create = f"CREATE RETENTION POLICY {quote_ident(name)} ON {db} DURATION {days}d REPLICATION 1"
-            try:
-                self.query(create + (" DEFAULT" if default else ""), method="POST")
-            except InfluxQueryError as exc:
-                if "database not found" in str(exc):
-                    self.query(statements[0], method="POST")
-                    self.query(create + (" DEFAULT" if default else ""), method="POST")
-                elif "already exists" in str(exc):
-                    self.query(
-                        f"ALTER RETENTION POLICY {quote_ident(name)} ON {db} DURATION {days}d"
-                        + (" DEFAULT" if default else ""),
-                        method="POST",
-                    )
-                else:
-                    raise
+            verb = "ALTER" if name in existing else "CREATE"
+            statement = f"{verb} RETENTION POLICY {quote_ident(name)} ON {db} DURATION {days}d"
+            statement += " REPLICATION 1" if verb == "CREATE" else ""
+            self.query(statement + (" DEFAULT" if default else ""), method="POST")
         self._schema_ready = True
 
     def _measurement(self, rp: str, measurement: str) -> str:
