@@ -8,10 +8,12 @@ never printed, and every field says what it does. `load_settings` is the only en
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
+import typing
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -665,8 +667,51 @@ def _format_validation_error(source: str, error: ValidationError,
         where = ".".join(str(part) for part in item["loc"]) or "(top level)"
         if from_environment:
             where = settings_env.annotate(where, from_environment)
-        lines.append(f"  {where}: {item['msg']}")
+        lines.append(f"  {where}: {_problem(item)}")
     return "\n".join(lines)
+
+
+def _problem(item: Any) -> str:
+    """What is wrong with one value, in citywatch's words, chosen by pydantic's error type (a stable code),
+    never by its message; the message is kept only for a type not listed here."""
+    kind, ctx = item["type"], item.get("ctx") or {}
+    if kind == "extra_forbidden":
+        known = _keys_at(item["loc"][:-1])
+        close = difflib.get_close_matches(str(item["loc"][-1]), known, n=1)
+        return "unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "value_error" and "error" in ctx:
+        return str(ctx["error"])  # raised by citywatch's own validators: already its words
+    bounds = {"greater_than": ("gt", "greater than"), "greater_than_equal": ("ge", "at least"),
+              "less_than": ("lt", "less than"), "less_than_equal": ("le", "at most")}
+    if kind in bounds:
+        key, words = bounds[kind]
+        return f"must be {words} {ctx[key]}, got {item['input']!r}"
+    expected = {"int_parsing": "an integer", "int_type": "an integer", "int_from_float": "an integer",
+                "float_parsing": "a number", "float_type": "a number", "bool_parsing": "true or false",
+                "bool_type": "true or false", "string_type": "text", "dict_type": "a mapping of keys",
+                "list_type": "a list", "model_type": "a mapping of keys"}
+    if kind in expected:
+        return f"expected {expected[kind]}"
+    if kind in ("literal_error", "enum"):
+        return f"expected one of {ctx['expected']}"
+    return str(item["msg"])
+
+
+def _keys_at(loc: Sequence[Any]) -> list[str]:
+    """The keys the settings model takes at a location (for the closest-name hint), or none if unknown."""
+    model: Any = Settings
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return []
+        annotation = field.annotation
+        model = next((arg for arg in (annotation, *typing.get_args(annotation))
+                      if isinstance(arg, type) and issubclass(arg, BaseModel)), None)
+        if model is None:
+            return []
+    return list(model.model_fields)
 
 
 def _read_yaml(path: Path) -> Any:

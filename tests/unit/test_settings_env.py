@@ -236,8 +236,8 @@ def test_an_invalid_value_names_the_variable_and_quotes_no_secret(tmp_path: Path
                                          "CITYWATCH_API__PORT": "eighty"})
     message = str(error.value)
     assert message.startswith(f"invalid configuration in {tmp_path / 'city.yaml'} and the environment:")
-    assert "  mqtt.url (set by CITYWATCH_MQTT__URL): Value error, expected mqtt://host:port" in message
-    assert "  api.port (set by CITYWATCH_API__PORT): Input should be a valid integer" in message
+    assert "  mqtt.url (set by CITYWATCH_MQTT__URL): expected mqtt://host:port" in message
+    assert "  api.port (set by CITYWATCH_API__PORT): expected an integer" in message
     assert SECRET not in message
 
 
