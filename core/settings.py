@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import os
-import typing
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
@@ -700,18 +699,9 @@ def _problem(item: Any) -> str:
 
 
 def _keys_at(loc: Sequence[Any]) -> list[str]:
-    """The keys the settings model takes at a location (for the closest-name hint), or none if unknown."""
-    model: Any = Settings
-    for part in loc:
-        field = model.model_fields.get(part) if isinstance(part, str) else None
-        if field is None:
-            return []
-        annotation = field.annotation
-        model = next((arg for arg in (annotation, *typing.get_args(annotation))
-                      if isinstance(arg, type) and issubclass(arg, BaseModel)), None)
-        if model is None:
-            return []
-    return list(model.model_fields)
+    """The keys the settings take at a location (for the closest-name hint), or none if it is no section."""
+    section = settings_env.section_at(Settings, [str(part) for part in loc])
+    return list(section.model_fields) if section is not None else []
 
 
 def _read_yaml(path: Path) -> Any:

@@ -165,7 +165,7 @@ def _is_model(annotation: Any) -> bool:
 def _unknown_variable(variable: str, model: type[BaseModel], keys: Mapping[str, tuple[str, ...]]) -> str:
     name = variable.upper()
     parts = name.removeprefix(ENV_PREFIX).lower().split(NESTING)
-    section = _section_of(model, parts)
+    section = section_at(model, parts)
     if section is not None:
         example = variable_name((*parts, next(iter(section.model_fields))))
         return (f"{variable}: {'.'.join(parts)} is a section, not a key: set its keys one by one "
@@ -183,8 +183,9 @@ def _unknown_variable(variable: str, model: type[BaseModel], keys: Mapping[str, 
             f"configuration, except {', '.join(NOT_CONFIGURATION)}")
 
 
-def _section_of(model: type[BaseModel], parts: list[str]) -> type[BaseModel] | None:
-    """The model at `parts`, if the path names a section."""
+def section_at(model: type[BaseModel], parts: list[str]) -> type[BaseModel] | None:
+    """The model at `parts`, if the path names a section (the settings' own loader uses it too, for the
+    keys a section takes)."""
     node: type[BaseModel] = model
     for part in parts:
         field = node.model_fields.get(part)

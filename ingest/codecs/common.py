@@ -17,12 +17,11 @@ import msgspec
 
 from core.models import Location
 from ingest.codecs.base import CodecError
-from ingest.codecs.explain import malformed
+
+# One definition of the shared reasons and of the short repr of a wrong value, for every codec.
+from ingest.codecs.explain import INVALID_FIELD, MISSING_FIELD, malformed, preview
 from ingest.codecs.native import MAX_FUTURE_MS, MIN_EVENT_TIME_MS
 
-MALFORMED_JSON = "malformed_json"
-MISSING_FIELD = "missing_field"
-INVALID_FIELD = "invalid_field"
 IMPLAUSIBLE_TIME = "implausible_time"
 UNSUPPORTED = "unsupported_message"
 
@@ -30,7 +29,6 @@ _RFC3339 = re.compile(
     r"(?P<date>\d{4}-\d{2}-\d{2})[Tt ](?P<h>\d{2}):(?P<m>\d{2}):(?P<s>\d{2})(?:\.(?P<frac>\d{1,12}))?"
     r"(?P<tz>[Zz]|[+-]\d{2}:\d{2})"
 )
-_VALUE_PREVIEW_CHARS = 60
 
 
 def is_finite_number(value: Any) -> bool:
@@ -49,11 +47,6 @@ def parse_json(payload: bytes) -> Any:
         return msgspec.json.decode(payload)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise malformed(payload, exc) from None
-
-
-def preview(value: Any) -> str:
-    shown = repr(value)
-    return shown if len(shown) <= _VALUE_PREVIEW_CHARS else shown[:_VALUE_PREVIEW_CHARS] + "..."
 
 
 def join(path: str, key: str | int) -> str:
