@@ -6,7 +6,6 @@ never shows what a receiver answered. Real HTTP servers on 127.0.0.1, real DNS r
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -57,14 +56,6 @@ class ScriptedServer:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-@pytest.fixture
-def apis() -> Iterator[list[AlertApi]]:
-    started: list[AlertApi] = []
-    yield started
-    for api in started:
-        api.close()
 
 
 def start(apis: list[AlertApi], tmp_path: Path, settings: WebhookSettings) -> AlertApi:

@@ -3,7 +3,6 @@ the receivers' answer time, with real HTTP receivers and the production dispatch
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,22 +21,6 @@ pytestmark = pytest.mark.integration
 # The receivers listen on 127.0.0.1: allowed here as for an on-premises receiver.
 LOCAL = WebhookSettings(max_attempts=5, backoff_base_s=0.01, backoff_max_s=0.05, timeout_s=2.0,
                         disable_after_failures=50, allowed_private_networks=("127.0.0.0/8",))
-
-
-@pytest.fixture
-def apis() -> Iterator[list[AlertApi]]:
-    started: list[AlertApi] = []
-    yield started
-    for api in started:
-        api.close()
-
-
-@pytest.fixture
-def receivers() -> Iterator[list[Receiver]]:
-    started: list[Receiver] = []
-    yield started
-    for receiver in started:
-        receiver.stop()
 
 
 class Scraper:

@@ -29,14 +29,6 @@ FAST = WebhookSettings(max_attempts=5, backoff_base_s=0.01, backoff_max_s=0.05, 
                        disable_after_failures=50, allowed_private_networks=LOCAL)
 
 
-@pytest.fixture
-def receivers() -> Iterator[list[Receiver]]:
-    started: list[Receiver] = []
-    yield started
-    for receiver in started:
-        receiver.stop()
-
-
 def make_receiver(receivers: list[Receiver], **behaviour: Any) -> Receiver:
     receiver = Receiver(**behaviour).start()
     receivers.append(receiver)

@@ -51,12 +51,17 @@ def reference_violations(events: list[Event], config: dict[str, Any]) -> dict[st
 def stored(data_dir: Path) -> tuple[int, dict[str, dict[str, Any]]]:
     with sqlite3.connect(data_dir / "citywatch.sqlite3") as db:
         events = db.execute("SELECT count(*) FROM events").fetchone()[0]
-        rows = db.execute("SELECT violation_id, status, start_time_ms, end_time_ms, updated_time_ms, "
-                          "evidence FROM violations").fetchall()
-    violations = {row[0]: {"status": row[1], "start_time_ms": row[2], "end_time_ms": row[3],
-                           "updated_time_ms": row[4], "event_ids": msgspec.json.decode(row[5])["event_ids"]}
-                  for row in rows}
+        violations = stored_violations(db)
     return events, violations
+
+
+def stored_violations(db: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+    """Each stored violation's state, in the shape `expected_rows` gives the reference."""
+    rows = db.execute("SELECT violation_id, status, start_time_ms, end_time_ms, updated_time_ms, "
+                      "evidence FROM violations").fetchall()
+    return {row[0]: {"status": row[1], "start_time_ms": row[2], "end_time_ms": row[3],
+                     "updated_time_ms": row[4], "event_ids": msgspec.json.decode(row[5])["event_ids"]}
+            for row in rows}
 
 
 def produce_steadily(settings: KafkaSettings, events: list[Event], per_second: float = 3000) -> None:
@@ -118,14 +123,11 @@ class StoreContents:
             self.event_ids.update(row[0] for row in db.execute("SELECT event_id FROM events"))
             self.dead_letter_ids.update(
                 row[0] for row in db.execute("SELECT dead_letter_id FROM dead_letters"))
-            rows = db.execute("SELECT violation_id, status, start_time_ms, end_time_ms, updated_time_ms, "
-                              "evidence FROM violations").fetchall()
-        for violation_id, status, start, end, updated, evidence in rows:
+            violations = stored_violations(db)
+        for violation_id, state in violations.items():
             known = self.violations.get(violation_id)
-            if known is None or updated >= known["updated_time_ms"]:
-                self.violations[violation_id] = {
-                    "status": status, "start_time_ms": start, "end_time_ms": end, "updated_time_ms": updated,
-                    "event_ids": msgspec.json.decode(evidence)["event_ids"]}
+            if known is None or state["updated_time_ms"] >= known["updated_time_ms"]:
+                self.violations[violation_id] = state
 
 
 def expected_rows(reference: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
