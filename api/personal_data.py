@@ -16,11 +16,10 @@ from typing import Annotated, Final, TypeVar
 from fastapi import Depends, HTTPException
 from starlette.requests import HTTPConnection
 
-from api.access.control import ANONYMOUS, AccessControl
-from api.access.deps import AccessDep, ViolationReader, token_of
+from api.access.control import AccessControl
+from api.access.deps import AccessDep, ViolationReader
 from api.access.keys import ApiKey, Scope
 from core.masking import Masker
-from core.settings import AuthMode
 
 T = TypeVar("T")
 
@@ -81,21 +80,17 @@ def _violation_data(connection: HTTPConnection, access: AccessDep, key: Violatio
     return PersonalData(access, key, _action(connection))
 
 
-def _requester(connection: HTTPConnection, access: AccessControl) -> ApiKey:
+def _requester(connection: HTTPConnection) -> ApiKey:
     """The key of a request its router's `require(...)` has already let through (authenticated, scoped
-    and counted against its rate once), looked up again only for its scopes: asking `require` a second
-    time would take a second rate-limit token per request."""
-    if access.mode is AuthMode.DISABLED:
-        return ANONYMOUS
-    token = token_of(connection)
-    key = access.keys.verify(token) if token and access.keys is not None else None
+    and counted against its rate once); `require` keeps it on the request, so it is not checked twice."""
+    key: ApiKey | None = getattr(connection.state, "api_key", None)
     if key is None:  # only when a route is mounted without its router's scope check: refuse, never guess
         raise HTTPException(401, "an API key is required", headers={"WWW-Authenticate": "Bearer"})
     return key
 
 
 def _routed_data(connection: HTTPConnection, access: AccessDep) -> PersonalData:
-    return PersonalData(access, _requester(connection, access), _action(connection))
+    return PersonalData(access, _requester(connection), _action(connection))
 
 
 # For routes that declare `ViolationReader` themselves (violations, exports).

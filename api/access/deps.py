@@ -62,10 +62,13 @@ def authorize_connection(connection: HTTPConnection, access: AccessControl,
     counted by reason the same way on every route."""
     client = connection.client.host if connection.client is not None else None
     try:
-        return access.authorize(token_of(connection), scopes, client)
+        key = access.authorize(token_of(connection), scopes, client)
     except AuthError as exc:
         connection.state.services.metrics.api_auth_refused.labels(exc.reason.value).inc()
         raise ProblemError(_PROBLEM_OF_REASON[exc.reason], exc.detail, headers=exc.headers) from exc
+    # Kept for what else the request needs of its key (api/personal_data.py), so it is checked once.
+    connection.state.api_key = key
+    return key
 
 
 AccessDep = Annotated[AccessControl, Depends(get_access)]
