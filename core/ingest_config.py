@@ -99,3 +99,69 @@ class GeoSettings(_Section):
             if row.kind is not None and row.violation_type is not None:
                 raise ValueError(f"departments[{index}]: give kind or violation_type, not both")
         return self
+
+
+# Attributes the Frigate codec derives itself; a mapped attribute may not take one of these names.
+FRIGATE_DERIVED_ATTRIBUTES = frozenset({
+    "track_id", "stage", "label", "score", "zones", "entered_zones", "stationary", "box", "position",
+    "speed_kmh", "heading_deg", "plate", "plate_score", "snapshot_url", "clip_url",
+})
+
+
+def _class_names(mapping: object, where: str) -> object:
+    """Class names compared case-insensitively (Frigate's class names are whatever the user typed)."""
+    if not isinstance(mapping, dict):
+        return mapping
+    named: dict[str, object] = {}
+    for key, value in mapping.items():
+        if isinstance(key, bool):
+            # PyYAML reads an unquoted yes / no / on / off / true / false key as a boolean.
+            raise ValueError(f"{where}: class name {key!r} is not text: quote it (\"yes\", \"no\"), YAML "
+                             "reads unquoted yes/no/on/off as true/false")
+        if not isinstance(key, str) or not key.strip():
+            raise ValueError(f"{where}: class names must be non-empty text, got {key!r}")
+        folded = key.strip().lower()
+        if folded in named:
+            raise ValueError(f"{where}: class {key!r} is given twice (names are compared ignoring case)")
+        named[folded] = value
+    return named
+
+
+class FrigateAttribute(_Section):
+    """How one track attribute (e.g. `helmet`, which the no_helmet rule reads) is read from what Frigate
+    says about an object: its object classification models' classes and its sub labels / attribute labels.
+    Class names and labels are compared ignoring case."""
+
+    models: dict[str, dict[str, bool | float | str]] = Field(
+        default_factory=dict,
+        description="Frigate 0.17+ object classification models that judge it, each with what its classes "
+        "mean, e.g. {helmet: {\"yes\": true, \"no\": false}}. An attribute-type model is read from "
+        "`after.<model>` in frigate/events; either type from `classification` tracked object updates.",
+    )
+    labels: dict[str, bool | float | str] = Field(
+        default_factory=dict,
+        description="Labels that set it, e.g. {helmet: true, no_helmet: false}: a sub label (from a "
+        "sub-label-type classifier or the detector's logo attributes) or an attribute label of the "
+        "detection model seen on the object in the current frame (`after.current_attributes`).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fold_class_names(cls, data: object) -> object:
+        if not isinstance(data, dict):
+            return data
+        folded = dict(data)
+        if isinstance(folded.get("models"), dict):
+            folded["models"] = {model: _class_names(classes, f"models.{model}")
+                                for model, classes in folded["models"].items()}
+        folded["labels"] = _class_names(folded.get("labels", {}), "labels")
+        return folded
+
+
+def default_frigate_attributes() -> dict[str, FrigateAttribute]:
+    """A helmet classifier as Frigate's docs name it: an attribute-type model `helmet` (the object
+    classification docs) or `helmet_detector` (the MQTT docs) with classes yes / no, or labels
+    helmet / no_helmet from a sub-label classifier or a detection model's attributes."""
+    yes_no: dict[str, bool | float | str] = {"yes": True, "no": False}
+    return {"helmet": FrigateAttribute(models={"helmet": yes_no, "helmet_detector": yes_no},
+                                       labels={"helmet": True, "no_helmet": False})}

@@ -32,7 +32,13 @@ from pydantic import (
 
 from core import sanitation_settings as san
 from core import settings_env
-from core.ingest_config import GeoSettings, VendorMap
+from core.ingest_config import (
+    FRIGATE_DERIVED_ATTRIBUTES,
+    FrigateAttribute,
+    GeoSettings,
+    VendorMap,
+    default_frigate_attributes,
+)
 from core.redaction import redact_url, without_credentials
 from core.traffic_settings import (
     CameraViolationSettings,
@@ -167,6 +173,20 @@ class TopicRoute(_Section):
         "name", description="tts / chirpstack: register devices by their name (TTS device_id, ChirpStack "
         "deviceName) or by their DevEUI (upper-case hex)."
     )
+    frigate_attributes: dict[str, FrigateAttribute] = Field(
+        default_factory=default_frigate_attributes,
+        description="frigate: track attributes read from Frigate's classifiers, sub labels and attribute "
+        "labels, by attribute name (docs/formats.md); the default reads a helmet classifier into `helmet`.",
+    )
+
+    @field_validator("frigate_attributes")
+    @classmethod
+    def _frigate_attributes_are_new(cls, value: dict[str, FrigateAttribute]) -> dict[str, FrigateAttribute]:
+        taken = sorted(set(value) & FRIGATE_DERIVED_ATTRIBUTES)
+        if taken:
+            raise ValueError(f"{', '.join(taken)}: the Frigate codec derives these itself; map to another "
+                             "name")
+        return value
 
 
 class IngestSettings(_Section):

@@ -2,17 +2,23 @@
 
 A codec is built per route, not per format, because routes carry options (a Frigate server's URL, how
 LoRaWAN devices are named, a device id prefix) and two routes may use one format differently.
+
+The Frigate routes built for one ingest (one device registry) share one memory of the tracks they have
+read: `frigate/events` and `frigate/tracked_object_update` are two routes, and an update is read with
+the state of its track from the events route.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
+from weakref import WeakKeyDictionary
 
 from core.ingest_config import VendorMap
 from core.settings import TopicRoute
 from ingest.codecs.base import Codec
 from ingest.codecs.chirpstack import ChirpstackCodec
-from ingest.codecs.frigate import FrigateCodec
+from ingest.codecs.frigate import FrigateCodec, FrigateTracks
 from ingest.codecs.lorawan import DeviceLookup
 from ingest.codecs.native import NativeCodec
 from ingest.codecs.native_kinds import CameraViolationCodec, DetectorCodec, SignalCodec
@@ -20,6 +26,16 @@ from ingest.codecs.senml import SenmlCodec
 from ingest.codecs.tts import TtsCodec
 
 CODEC_NAMES = ("native", "frigate", "tts", "chirpstack", "senml", "signal", "detector", "camera_violation")
+
+_FRIGATE_TRACKS: WeakKeyDictionary[Any, FrigateTracks] = WeakKeyDictionary()
+
+
+def _frigate_tracks(devices: DeviceLookup) -> FrigateTracks:
+    """The track memory of the Frigate routes built with this registry (forgotten with it)."""
+    try:
+        return _FRIGATE_TRACKS.setdefault(devices, FrigateTracks())
+    except TypeError:  # a lookup that cannot be weakly referenced: this route keeps its own memory
+        return FrigateTracks()
 
 
 def build_codec(route: TopicRoute, devices: DeviceLookup, vendor_maps: Mapping[str, VendorMap]) -> Codec:
@@ -32,6 +48,8 @@ def build_codec(route: TopicRoute, devices: DeviceLookup, vendor_maps: Mapping[s
                 media_base_url=route.media_base_url,
                 speed_unit=route.speed_unit,
                 device_id_prefix=route.device_id_prefix,
+                attributes=route.frigate_attributes,
+                tracks=_frigate_tracks(devices),
             )
         case "tts":
             return TtsCodec(
