@@ -59,7 +59,7 @@ class FrigateTracks:
 
     def remember(self, device_id: str, track_id: str, attributes: dict[str, Any]) -> None:
         key = (device_id, track_id)
-        self._last[key] = attributes
+        self._last[key] = dict(attributes)  # a copy: what happens to the event later is not the track's
         self._last.move_to_end(key)
         while len(self._last) > self._limit:
             self._last.popitem(last=False)
@@ -196,6 +196,7 @@ class FrigateCodec:
         )
         score = c.number(message, "score", "", required=False, low=0, high=1)
         found: dict[str, Any] = {}
+        model: str | None = None
         if update_type == "lpr":
             plate = c.text(message, "plate", "", required=False, max_len=64)
             if plate is not None:
@@ -221,7 +222,9 @@ class FrigateCodec:
             self._tracks.remember(device_id, track_id, attributes)
         return [
             Event(
-                event_id=stable_id("frigate", device_id, track_id, event_time_ms, UPDATE_TOPIC, update_type),
+                # Two models may decide about one track at one moment: each update is its own event.
+                event_id=stable_id("frigate", device_id, track_id, event_time_ms, UPDATE_TOPIC, update_type,
+                                   model or ""),
                 device_id=device_id,
                 kind="track",
                 event_time_ms=event_time_ms,

@@ -139,6 +139,19 @@ def test_an_update_repeats_the_tracks_last_state_with_the_new_attribute() -> Non
     assert plate.attributes == {**update.attributes, "plate": "粤B12345", "plate_score": 0.95}
 
 
+def test_two_models_deciding_at_one_moment_are_two_events_and_the_track_memory_is_its_own() -> None:
+    both = {"helmet": {"models": {"helmet_detector": {"no": False}}},
+            "vest": {"models": {"hi_vis": {"no": False}}}}
+    frigate = codec(frigate_attributes=both)
+    [first] = decode(frigate, EVENTS, tracked("new"))
+    first.attributes["label"] = "changed downstream"
+    [helmet_update] = decode(frigate, UPDATES, classification(attribute="no"))
+    [vest_update] = decode(frigate, UPDATES, classification(model="hi_vis", attribute="no"))
+    assert helmet_update.event_id != vest_update.event_id
+    assert vest_update.attributes["label"] == "motorcycle"
+    assert vest_update.attributes["helmet"] is False and vest_update.attributes["vest"] is False
+
+
 def test_updates_that_set_nothing_or_come_after_the_end_give_no_event() -> None:
     frigate = codec()
     decode(frigate, EVENTS, tracked("new"))
