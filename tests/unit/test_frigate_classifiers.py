@@ -18,11 +18,13 @@ from pydantic import ValidationError
 
 from citywatch.replay import Replayer, read_recording
 from core.models import Event
-from core.settings import TopicRoute, load_settings
+from core.settings import IngestSettings, TopicRoute, load_settings
 from ingest.codecs.base import CodecError
 from ingest.codecs.catalogue import build_codec
 from ingest.codecs.frigate import FrigateCodec
+from ingest.normalizer import Normalizer
 from ingest.registry import DeviceRegistry
+from tests.support.formats import REPO
 
 T0_S = 1_764_133_200.0
 RECEIVED_MS = int(T0_S * 1000) + 60_000
@@ -189,6 +191,21 @@ def test_the_events_and_update_routes_of_one_ingest_share_the_tracks() -> None:
     elsewhere = build_codec(TopicRoute(pattern=UPDATES, codec="frigate"), DeviceRegistry(), {})
     [lone] = elsewhere.decode(UPDATES, json.dumps(classification(attribute="no")).encode(), RECEIVED_MS)
     assert "label" not in lone.attributes
+
+
+@pytest.mark.parametrize("config", ["configs/citywatch.yaml", "deploy/config/citywatch.yaml",
+                                    "deploy/k8s/base/citywatch.yaml",
+                                    "deploy/k8s/overlays/large-city/citywatch.yaml"])
+def test_the_shipped_routes_read_a_helmet_update_onto_a_frigate_track(config: str) -> None:
+    shipped = yaml.safe_load((REPO / config).read_text())["ingest"]["routes"]
+    routes = [TopicRoute(**route) for route in shipped]
+    registry = DeviceRegistry()
+    normalizer = Normalizer(IngestSettings(routes=routes, accept_unknown_devices=True), 256 * 1024, registry,
+                            lambda route: build_codec(route, registry, {}))
+    normalizer.handle(EVENTS, json.dumps(tracked("new")).encode(), RECEIVED_MS)
+    result = normalizer.handle(UPDATES, json.dumps(classification(attribute="no")).encode(), RECEIVED_MS)
+    [event] = result.events
+    assert event.attributes["label"] == "motorcycle" and event.attributes["helmet"] is False
 
 
 # --- into the no-helmet rule ---------------------------------------------------------------------
