@@ -180,6 +180,17 @@ def test_a_malformed_update_is_rejected_naming_the_field() -> None:
         assert (caught.value.reason, caught.value.detail.split(":")[0]) == (reason, field), message
 
 
+@pytest.mark.parametrize("payload", [b"", b"\xff", b"[]", b"null", b'{"type": 1, "id": "x"}',
+                                     b'{"type": "lpr", "id": "x", "camera": "c", "timestamp": "now"}',
+                                     b'{"type": "face", "id": "x", "camera": "c", "timestamp": 1e300}',
+                                     b'{"type": "classification", "id": "x", "camera": "c", '
+                                     b'"timestamp": 1764133201, "model": "helmet", "attribute": ["no"]}'])
+def test_garbage_on_the_update_topic_is_a_codec_error(payload: bytes) -> None:
+    with pytest.raises(CodecError) as caught:
+        codec().decode(UPDATES, payload, RECEIVED_MS)
+    assert caught.value.reason in ("malformed_json", "invalid_field", "implausible_time")
+
+
 def test_the_events_and_update_routes_of_one_ingest_share_the_tracks() -> None:
     registry = DeviceRegistry()
     events = build_codec(TopicRoute(pattern=EVENTS, codec="frigate"), registry, {})
