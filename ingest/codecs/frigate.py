@@ -42,6 +42,9 @@ UPDATE_TOPIC = "tracked_object_update"
 # Update types that can carry something a track attribute is read from; others (GenAI `description`,
 # types of later releases) are accepted and ignored.
 READ_UPDATE_TYPES = ("lpr", "face", "classification")
+# Tracks remembered for their updates: many minutes of a busy camera set (an update follows its track's
+# messages within seconds), a few MB at most.
+REMEMBERED_TRACKS = 4096
 
 
 class FrigateTracks:
@@ -53,7 +56,7 @@ class FrigateTracks:
     Bounded: the oldest tracks are forgotten first.
     """
 
-    def __init__(self, limit: int = 4096) -> None:
+    def __init__(self, limit: int = REMEMBERED_TRACKS) -> None:
         self._limit = limit
         self._last: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
 

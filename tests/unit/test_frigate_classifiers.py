@@ -21,7 +21,7 @@ from core.models import Event
 from core.settings import IngestSettings, TopicRoute, load_settings
 from ingest.codecs.base import CodecError
 from ingest.codecs.catalogue import build_codec
-from ingest.codecs.frigate import FrigateCodec
+from ingest.codecs.frigate import FrigateCodec, FrigateTracks
 from ingest.normalizer import Normalizer
 from ingest.registry import DeviceRegistry
 from tests.support.formats import REPO
@@ -101,6 +101,8 @@ def test_a_route_maps_its_own_classifier_and_can_turn_the_default_off() -> None:
     frigate = codec(frigate_attributes=vest)
     [event] = decode(frigate, EVENTS, tracked("update", hi_vis=["No Vest", 0.9], helmet=["no", 0.9]))
     assert event.attributes["vest"] is False and "helmet" not in event.attributes
+    [off] = decode(codec(frigate_attributes={}), EVENTS, tracked("update", helmet=["no", 0.9]))
+    assert "helmet" not in off.attributes
 
 
 def test_a_malformed_classifier_result_is_rejected_naming_the_field() -> None:
@@ -178,6 +180,13 @@ def test_a_malformed_update_is_rejected_naming_the_field() -> None:
         with pytest.raises(CodecError) as caught:
             decode(codec(), UPDATES, message)
         assert (caught.value.reason, caught.value.detail.split(":")[0]) == (reason, field), message
+
+
+def test_the_track_memory_forgets_the_oldest_track_first() -> None:
+    tracks = FrigateTracks(limit=2)
+    for number in range(3):
+        tracks.remember("cam", f"t{number}", {"label": "car"})
+    assert [tracks.recall("cam", f"t{number}") is not None for number in range(3)] == [False, True, True]
 
 
 @pytest.mark.parametrize("payload", [b"", b"\xff", b"[]", b"null", b'{"type": 1, "id": "x"}',
