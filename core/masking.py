@@ -5,9 +5,10 @@ copied into violations' evidence, and sit verbatim in rejected payloads. Each re
 here that returns the record with every plate masked and every evidence link removed, and says whether
 the original held any (a read of it unmasked is then audited). The stored records are never changed.
 
-Which fields count: any key named like a plate (`plate`, `plates`, `license_plate` ...) and any key that
-names a link (`url`, `*_url`, `*_urls`), at any depth of attributes, details and JSON payloads; and any
-string value that is an http(s) link, whatever its key.
+Which fields count: any key named like a plate (`plate`, `plates`, `license_plate` ...), the recognised
+`name` of a face or plate recognition update, and any key that names a link (`url`, `*_url`, `*_urls`),
+at any depth of attributes, details and JSON payloads; and any string value that is an http(s) link,
+whatever its key.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ PLATE_KEYS = frozenset({
     "sub_label",
 })
 # Kept for callers that name the violation detail keys; every key ending in _url or _urls counts as well.
+# Frigate's tracked object updates name who or what was recognised in `name`: a person's name for a
+# `face` update, a known plate's owner label for an `lpr` one. There (and only there) `name` is personal.
+RECOGNITION_TYPES = frozenset({"face", "lpr"})
 SENSITIVE_DETAIL_KEYS = frozenset({"plate", "plates", "snapshot_url", "clip_url", "image_url"})
 _VISIBLE_PLATE_CHARS = 3
 _LINK = re.compile(r"https?://\S+", re.IGNORECASE)
@@ -72,8 +76,9 @@ def mask_data(value: Any) -> tuple[Any, bool]:
     if isinstance(value, dict):
         found = False
         out: dict[Any, Any] = {}
+        recognition = value.get("type") in RECOGNITION_TYPES
         for key, item in value.items():
-            if isinstance(key, str) and is_plate_key(key):
+            if isinstance(key, str) and (is_plate_key(key) or (recognition and key == "name")):
                 masked = _masked_plates(item)
                 found |= masked != item
             elif isinstance(key, str) and is_link_key(key):

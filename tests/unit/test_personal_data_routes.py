@@ -265,6 +265,20 @@ def test_rejected_payloads_are_masked_json_or_not_and_keep_their_ids() -> None:
                                         received_time_ms=T0_MS))[1] is False
 
 
+def test_a_recognised_face_or_plate_name_in_a_rejected_update_is_masked() -> None:
+    # Frigate's tracked_object_update as published, with a score out of range so it is rejected.
+    face = b'{"type": "face", "id": "1607123955.475377-mxklsc", "name": "Nicolas", "score": 7, ' \
+           b'"camera": "front_door_cam", "timestamp": 1607123958.748393}'
+    masked, found = DEAD_LETTERS.mask(DeadLetter(reason="invalid_field", detail="score: 7 is above 1",
+                                                 topic="frigate/tracked_object_update", payload=face,
+                                                 received_time_ms=T0_MS))
+    assert found and json.loads(masked.payload)["name"] == "Nic****"
+    # Elsewhere a "name" is not personal: a SenML or device name stays readable.
+    device = b'{"type": "bin", "name": "bin-0101"}'
+    assert DEAD_LETTERS.mask(DeadLetter(reason="r", detail="d", topic="t", payload=device,
+                                        received_time_ms=T0_MS))[1] is False
+
+
 def test_plates_and_links_are_found_at_any_depth_and_under_any_link_name() -> None:
     nested = msgspec.structs.replace(CAMERA_REPORT, attributes={
         "vehicles": [{"license_plate": PLATE, "image": f"https://{EVIDENCE_HOST}/f.jpg"}],
