@@ -86,7 +86,8 @@ class MqttTlsSettings(_Section):
 
     enabled: bool = Field(False, description="Connect with TLS; the broker's port is then usually 8883.")
     ca_file: Path | None = Field(
-        None, description="CA certificate(s) that signed the broker's certificate; unset: the system CAs."
+        None, description="CA certificate(s) that signed the broker's certificate; unset: the system CAs. "
+        "Relative paths here are relative to the config file."
     )
     cert_file: Path | None = Field(None, description="Client certificate, when the broker requires one.")
     key_file: Path | None = Field(None, description="Private key of the client certificate.")
@@ -332,7 +333,8 @@ class StoreSettings(_Section):
         StoreKind.EMBEDDED, description="embedded (SQLite file under data_dir) or influxdb."
     )
     data_dir: Path = Field(
-        Path("data"), description="Directory of the embedded store (and of the InfluxDB write spool)."
+        Path("data"), description="Directory of the embedded store (and of the InfluxDB write spool); a "
+        "relative path is relative to the config file (docs/configuration.md#paths)."
     )
     influxdb: InfluxDBSettings = InfluxDBSettings()
     retention: RetentionSettings = RetentionSettings()
@@ -371,7 +373,8 @@ class PostgresSettings(_Section):
         "or verify-full (libpq's sslmode).",
     )
     ssl_root_cert: Path | None = Field(
-        None, description="CA certificate(s) that signed the server's certificate (verify-ca, verify-full)."
+        None, description="CA certificate(s) that signed the server's certificate (verify-ca, verify-full); "
+        "relative to the config file."
     )
     pool_size: int = Field(
         4, ge=1, le=100,
