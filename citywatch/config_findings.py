@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -25,6 +26,7 @@ from core.settings import DeviceSettings, RuleSettings, Settings
 from ingest.attributes import NUMERIC_UNIT_SUFFIXES
 from processors.catalogue import RULE_SECTIONS, ZONE_THRESHOLD_RULES
 from processors.rule import ANY_KIND, Rule
+from processors.rules.stuck_sensor import StuckSensorRule
 
 log = logging.getLogger("citywatch.config")
 
@@ -53,6 +55,7 @@ def find(settings: Settings) -> list[Finding]:
     """Every finding, errors first, in the order of the configuration within a severity."""
     found = [
         *_shadowed_routes(settings),
+        *_lorawan_device_ids(settings),
         *_legacy_paths(settings),
         *_device_kinds(settings),
         *_device_models(settings),
@@ -60,6 +63,7 @@ def find(settings: Settings) -> list[Finding]:
         *_bin_depths(settings),
         *_device_thresholds(settings),
         *_zone_thresholds(settings),
+        *_stuck_sensor_kinds(settings),
     ]
     order = list(Severity)
     return sorted(found, key=lambda finding: order.index(finding.severity))
@@ -103,6 +107,29 @@ def _shadowed_routes(settings: Settings) -> Iterator[Finding]:
             f"{first.pattern!r} ({first.codec}) matches every topic it matches and the first matching "
             f"route decodes",
             f"move routes[{index}] above routes[{earlier}], or narrow routes[{earlier}].pattern",
+        )
+
+
+_DEV_EUI = re.compile(r"[0-9A-F]{16}")  # as the LoRaWAN codecs write it (ingest/codecs/lorawan.py)
+
+
+def _lorawan_device_ids(settings: Settings) -> Iterator[Finding]:
+    """A route that registers devices by DevEUI, while every device with a vendor map has another id."""
+    mapped = [device.device_id for device in settings.devices
+              if device.active and vendor_map_for(device.model, settings.vendor_maps) is not None]
+    for index, route in enumerate(settings.ingest.routes):
+        if route.codec not in VENDOR_MAP_CODECS or route.lorawan_device_id != "eui" or not mapped:
+            continue
+        prefix = route.device_id_prefix
+        if any(device_id.startswith(prefix) and _DEV_EUI.fullmatch(device_id[len(prefix):])
+               for device_id in mapped):
+            continue
+        yield Finding(
+            Severity.WARNING, f"ingest.routes[{index}].lorawan_device_id",
+            f"eui: this route's uplinks come from devices {prefix!r} + 16 upper-case hex digits, but no "
+            f"device with a vendor map has such an id (e.g. {mapped[0]!r}), so their uplinks are "
+            "dead-lettered as unknown_device (or, with accept_unknown_devices, decoded without their map)",
+            "set lorawan_device_id: name, or register the devices by their DevEUI",
         )
 
 
@@ -273,6 +300,20 @@ def _bin_depths(settings: Settings) -> Iterator[Finding]:
                 f"missing: its vendor map {name!r} gives distance_mm, which becomes a fill level only with "
                 "the bin's depth, so no fill rule (bin_overflow, bin_near_full) ever judges this bin",
                 "add install: {bin_depth_mm: <distance from the sensor to the bottom of the empty bin>}",
+            )
+
+
+def _stuck_sensor_kinds(settings: Settings) -> Iterator[Finding]:
+    watched = settings.rules.stuck_sensor.attributes
+    if not settings.rules.stuck_sensor.enabled:
+        return
+    for kind in watched:
+        if kind not in StuckSensorRule.kinds:
+            yield Finding(
+                Severity.WARNING, f"rules.stuck_sensor.attributes.{kind}",
+                f"the stuck-sensor check sees only {', '.join(sorted(StuckSensorRule.kinds))} events"
+                f"{_did_you_mean(kind, StuckSensorRule.kinds)}, so these attributes are never watched",
+                "use one of those kinds as the key",
             )
 
 

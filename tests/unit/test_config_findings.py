@@ -61,6 +61,13 @@ CASES: dict[str, tuple[dict[str, Any], Severity, str, str]] = {
         {"ingest": {"routes": [{"pattern": "sensors/#", "codec": "senml"},
                                {"pattern": "sensors/ttn/+/up", "codec": "tts"}]}},
         Severity.ERROR, "ingest.routes[1].pattern", "move routes[1] above routes[0]"),
+    "route by DevEUI while devices are registered by name": (
+        lorawan_config(ingest={"routes": [{"pattern": "v3/+/devices/+/up", "codec": "tts",
+                                           "lorawan_device_id": "eui"}]}),
+        Severity.WARNING, "ingest.routes[0].lorawan_device_id", "set lorawan_device_id: name"),
+    "stuck-sensor attributes of a kind it never sees": (
+        {"rules": {"stuck_sensor": {"attributes": {"bins": ["fill_pct"]}}}},
+        Severity.WARNING, "rules.stuck_sensor.attributes.bins", "use one of those kinds"),
     "model that names no vendor map": (
         lorawan_config(bin_device(model="EM310-UDL")),
         Severity.WARNING, "devices[id=bin-1].model", "set model to the name of a vendor map"),
@@ -120,6 +127,12 @@ CLEAN: dict[str, dict[str, Any]] = {
     "routes in the right order": {"ingest": {"routes": [{"pattern": "sensors/ttn/+/up", "codec": "tts"},
                                                         {"pattern": "sensors/#", "codec": "senml"}]}},
     "model named exactly": lorawan_config(bin_device()),
+    "route by DevEUI and devices registered by DevEUI": lorawan_config(
+        bin_device("ttn-A84041000181C3B4"),
+        ingest={"routes": [{"pattern": "v3/+/devices/+/up", "codec": "tts", "lorawan_device_id": "eui",
+                            "device_id_prefix": "ttn-"}]}),
+    "stuck-sensor attributes of its kinds": {
+        "rules": {"stuck_sensor": {"attributes": {"bin": ["fill_pct"]}}}},
     "model in another case": lorawan_config(bin_device(model="milesight em310-udl")),
     "other models when no codec picks a map": {
         "vendor_maps": {"Milesight EM310-UDL": EM310},
