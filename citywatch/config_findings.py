@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from core.ingest_config import VendorMap
 from core.settings import DeviceSettings, RuleSettings, Settings
 from ingest.attributes import NUMERIC_UNIT_SUFFIXES
+from ingest.normalizer import TopicFilter
 from processors.catalogue import RULE_SECTIONS, ZONE_THRESHOLD_RULES
 from processors.rule import ANY_KIND, Rule
 from processors.rules.stuck_sensor import StuckSensorRule
@@ -94,10 +95,27 @@ def filter_covers(general: str, specific: str) -> bool:
     return len(general_levels) == len(specific_levels)
 
 
+def _valid_filter(pattern: str) -> str | None:
+    """Why `pattern` is not an MQTT topic filter (ingest refuses it when it starts), or None."""
+    try:
+        TopicFilter(pattern)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def _shadowed_routes(settings: Settings) -> Iterator[Finding]:
     routes = settings.ingest.routes
+    valid = [_valid_filter(route.pattern) is None for route in routes]
     for index, route in enumerate(routes):
-        earlier = next((i for i in range(index) if filter_covers(routes[i].pattern, route.pattern)), None)
+        problem = _valid_filter(route.pattern)
+        if problem is not None:
+            yield Finding(Severity.ERROR, f"ingest.routes[{index}].pattern",
+                          f"{problem}: ingest cannot subscribe to it and does not start",
+                          "write a filter whose + and # fill whole levels, # only last")
+            continue
+        earlier = next((i for i in range(index)
+                        if valid[i] and filter_covers(routes[i].pattern, route.pattern)), None)
         if earlier is None:
             continue
         first = routes[earlier]
@@ -192,7 +210,8 @@ def _device_kinds(settings: Settings) -> Iterator[Finding]:
         yield Finding(
             Severity.WARNING, _device_field(device, "kind"),
             f"no enabled rule judges readings of kind {device.kind!r}{_did_you_mean(device.kind, judged)}; "
-            f"its events are stored, but only its silence and battery are watched",
+            "its events are stored but never judged (only rules for every kind, such as device_offline and "
+            "low_battery, see them)",
             f"use a kind the rules judge ({', '.join(sorted(judged))}) or enable the rule for this kind",
         )
 

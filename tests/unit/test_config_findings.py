@@ -61,6 +61,9 @@ CASES: dict[str, tuple[dict[str, Any], Severity, str, str]] = {
         {"ingest": {"routes": [{"pattern": "sensors/#", "codec": "senml"},
                                {"pattern": "sensors/ttn/+/up", "codec": "tts"}]}},
         Severity.ERROR, "ingest.routes[1].pattern", "move routes[1] above routes[0]"),
+    "route pattern that is no MQTT filter": (
+        {"ingest": {"routes": [{"pattern": "sensors/#/up", "codec": "senml"}]}},
+        Severity.ERROR, "ingest.routes[0].pattern", "write a filter whose + and # fill whole levels"),
     "route by DevEUI while devices are registered by name": (
         lorawan_config(ingest={"routes": [{"pattern": "v3/+/devices/+/up", "codec": "tts",
                                            "lorawan_device_id": "eui"}]}),
