@@ -238,11 +238,18 @@ def test_a_data_directory_found_only_in_the_working_directory_is_used_and_named(
 
 def test_a_data_directory_given_on_the_command_line_is_the_working_directorys(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "etc"
+    folder.mkdir()
     (tmp_path / "data").mkdir()
-    settings = load_settings(write(tmp_path / "data", {}, "citywatch.yaml"), environ={})
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(write(folder, {"store": {"data_dir": "data"}}), environ={})
+    assert [legacy.field for legacy in settings.legacy_paths] == ["store.data_dir"]
+    # --data-dir elsewhere: the working directory's, as for any command-line path; nothing to move.
     overridden = settings.with_overrides(store__data_dir=Path("elsewhere"))
     assert overridden.store.data_dir == Path("elsewhere")
+    assert overridden.legacy_paths == () and find(overridden) == []
+    # Another override keeps the finding.
+    assert len(find(settings.with_overrides(api__port=8100))) == 1
 
 
 # --- the command and the roles ----------------------------------------------------------------------
