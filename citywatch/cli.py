@@ -193,6 +193,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from citywatch.config_findings import Severity, find
     from ingest.geo import GeoError, GeoTagger
 
     settings = _load(args)
@@ -208,7 +209,15 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         # Where each value that is not the file's came from; secrets as **********, never a file's content.
         print("set by the environment, over the file:")
         print("\n".join(describe_environment(settings, from_environment)))
-    return 0
+    # What loads but drops or hides data (citywatch/config_findings.py, docs/configuration.md).
+    findings = find(settings)
+    for finding in findings:
+        print(finding)
+    counts = {severity: sum(finding.severity is severity for finding in findings) for severity in Severity}
+    if findings:
+        print(", ".join(f"{n} {severity}{'' if n == 1 else 's'}" for severity, n in counts.items()))
+    failing = counts[Severity.ERROR] + (counts[Severity.WARNING] if args.strict else 0)
+    return 1 if failing else 0
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
@@ -320,8 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
     replay.set_defaults(handler=cmd_replay)
 
     check = commands.add_parser("check-config", help="Validate a configuration file and exit; list the "
-                                "values the CITYWATCH_ variables set.")
+                                "values the CITYWATCH_ variables set and what would drop or hide data "
+                                "(exit 1 on an error).")
     check.add_argument("config", type=Path, nargs="?", default=None)
+    check.add_argument("--strict", action="store_true", help="Exit 1 on warnings too.")
     check.set_defaults(handler=cmd_check_config)
     return parser
 

@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 from api.alerts.kafka_feed import KafkaAlerts
 from api.services import ApiServices, ComponentStatus
 from api.status_app import RoleServices
+from citywatch.config_findings import log_findings
 from core.metrics import Metrics
 from core.models import DeadLetter, Event
 from core.rate import RateMeter
@@ -93,11 +94,15 @@ class _CountingProducer(BusProducer):
 class IngestRole:
     """MQTT -> normalise -> Kafka events topic (keyed by partition key) and dead-letter topic."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, report_config: bool = True) -> None:
+        """`report_config`: log what in the configuration drops or hides data (false when another part
+        of the same process has logged it)."""
         self.settings = settings
         self.kafka = kafka_settings_of(settings, "ingest")
         if settings.mqtt.url is None:
             raise ConfigError("citywatch ingest subscribes to a broker: set mqtt.url (or --mqtt-url)")
+        if report_config:
+            log_findings(settings, "ingest")
         self.metrics = Metrics()
         self.rate = RateMeter()
         self.metrics.events_per_second.labels("ingest").set_function(self.rate.rate)
@@ -162,9 +167,12 @@ class IngestRole:
 class ProcessRole:
     """One member of the processor group: judges its partitions, writes the store, checkpoints state."""
 
-    def __init__(self, settings: Settings, client_id: str = "citywatch-process") -> None:
+    def __init__(self, settings: Settings, client_id: str = "citywatch-process", *,
+                 report_config: bool = True) -> None:
         self.settings = settings
         self.kafka = kafka_settings_of(settings, "process")
+        if report_config:
+            log_findings(settings, "process")
         self.client_id = client_id
         self.metrics = Metrics()
         self.registry = DeviceRegistry(settings.devices)
@@ -244,9 +252,11 @@ class ProcessRole:
 class ApiRole:
     """The HTTP API over the store, with the processor group's lag and rates from Kafka in /v1/status."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, report_config: bool = True) -> None:
         self.settings = settings
         self.kafka = kafka_settings_of(settings, "api")
+        if report_config:
+            log_findings(settings, "api")
         # Streams and webhooks fed from the violations topic (api/alerts/kafka_feed.py); first, as it
         # checks the alert settings before anything is opened.
         self.alerts = KafkaAlerts(settings, self.kafka, settings.store.data_dir, client_id="citywatch-api")
@@ -316,8 +326,8 @@ class KafkaUpRuntime:
             # Its URL is known once it listens: ingest is built then (see start()).
             self.broker = EmbeddedBroker(kind=settings.mqtt.embedded_broker.value,
                                          port=settings.mqtt.embedded_port)
-        self.process = ProcessRole(settings, client_id="citywatch-up")
-        self.api = ApiRole(settings)
+        self.process = ProcessRole(settings, client_id="citywatch-up")  # logs the configuration's findings
+        self.api = ApiRole(settings, report_config=False)
         self.ingest: IngestRole | None = None
 
     def start(self) -> None:
@@ -327,7 +337,7 @@ class KafkaUpRuntime:
         # The api part first: its stream feed reads the violations topic from the end.
         self.api.start(settings.mqtt.url)
         self.process.start()
-        self.ingest = IngestRole(settings)
+        self.ingest = IngestRole(settings, report_config=False)
         self.ingest.metrics = self.process.metrics  # one /metrics for the whole process
         self.ingest.metrics.events_per_second.labels("ingest").set_function(self.ingest.rate.rate)
         self.ingest.start()

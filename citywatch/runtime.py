@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 
 from api.alerts.components import AlertComponents
 from api.services import ApiServices, ComponentStatus
+from citywatch.config_findings import log_findings
 from citywatch.mqtt_publisher import MqttPublisher
 from citywatch.simulator import FeedGenerator, Simulator
 from core.metrics import Metrics
@@ -46,6 +47,7 @@ class EmbeddedRuntime:
     def __init__(self, settings: Settings, *, simulate: bool = False,
                  on_stored: Callable[[Sequence[Event]], None] | None = None) -> None:
         self.settings = settings
+        log_findings(settings, "up")
         self.simulate = simulate
         self.on_stored = on_stored
         self.metrics = Metrics()

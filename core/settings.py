@@ -23,6 +23,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     TypeAdapter,
     ValidationError,
@@ -91,7 +92,8 @@ class MqttTlsSettings(_Section):
 
     enabled: bool = Field(False, description="Connect with TLS; the broker's port is then usually 8883.")
     ca_file: Path | None = Field(
-        None, description="CA certificate(s) that signed the broker's certificate; unset: the system CAs."
+        None, description="CA certificate(s) that signed the broker's certificate; unset: the system CAs. "
+        "Relative paths here are relative to the config file."
     )
     cert_file: Path | None = Field(None, description="Client certificate, when the broker requires one.")
     key_file: Path | None = Field(None, description="Private key of the client certificate.")
@@ -351,7 +353,8 @@ class StoreSettings(_Section):
         StoreKind.EMBEDDED, description="embedded (SQLite file under data_dir) or influxdb."
     )
     data_dir: Path = Field(
-        Path("data"), description="Directory of the embedded store (and of the InfluxDB write spool)."
+        Path("data"), description="Directory of the embedded store (and of the InfluxDB write spool); a "
+        "relative path is relative to the config file (docs/configuration.md#paths)."
     )
     influxdb: InfluxDBSettings = InfluxDBSettings()
     retention: RetentionSettings = RetentionSettings()
@@ -390,7 +393,8 @@ class PostgresSettings(_Section):
         "or verify-full (libpq's sslmode).",
     )
     ssl_root_cert: Path | None = Field(
-        None, description="CA certificate(s) that signed the server's certificate (verify-ca, verify-full)."
+        None, description="CA certificate(s) that signed the server's certificate (verify-ca, verify-full); "
+        "relative to the config file."
     )
     pool_size: int = Field(
         4, ge=1, le=100,
@@ -634,7 +638,22 @@ class AlertSettings(_Section):
     kafka: KafkaOutputSettings = KafkaOutputSettings()
 
 
+class LegacyPath(BaseModel):
+    """A relative path setting found where it was looked for before paths were taken relative to the
+    configuration file (in the working directory), and used from there."""
+
+    model_config = ConfigDict(frozen=True)
+
+    field: str  # store.data_dir
+    written: Path  # as written: data
+    used: Path  # where it was found: /home/city/data
+    expected: Path  # where it resolves now: /home/city/configs/data
+
+
 class Settings(_Section):
+    # Set by load_settings: relative paths taken from the working directory for compatibility.
+    _legacy_paths: tuple[LegacyPath, ...] = PrivateAttr(default=())
+
     mqtt: MqttSettings = MqttSettings()
     ingest: IngestSettings = IngestSettings()
     bus: BusSettings = BusSettings()
@@ -673,10 +692,19 @@ class Settings(_Section):
                 node = node[parent]
             node[leaf] = value
         try:
-            return Settings.model_validate(data)
+            settings = Settings.model_validate(data)
         except ValidationError as exc:
             # Not pydantic's own text: it quotes the input, which may be a URL with a password in it.
             raise ConfigError(_format_validation_error(source, exc)) from None
+        overridden = {key.replace("__", ".") for key in dotted}
+        settings._legacy_paths = tuple(kept for kept in self._legacy_paths if kept.field not in overridden)
+        return settings
+
+    @property
+    def legacy_paths(self) -> tuple[LegacyPath, ...]:
+        """Relative path settings used from the working directory, as before they were taken relative
+        to the configuration file (load_settings)."""
+        return self._legacy_paths
 
 
 def _format_validation_error(source: str, error: ValidationError,
@@ -815,7 +843,7 @@ def _with_side_files(settings: Settings, raw: dict[str, Any], path: Path) -> Set
             raise ConfigError(_format_validation_error(f"{maps_path} (vendor_maps)", exc)) from exc
         # Maps written in the configuration itself win over the file's.
         updates["vendor_maps"] = {**from_file, **settings.vendor_maps}
-    geo_files = {}
+    geo_files: dict[str, Path] = {}
     for name in ("grids_file", "districts_file"):
         value = getattr(settings.geo, name)
         if value is None:
@@ -826,4 +854,49 @@ def _with_side_files(settings: Settings, raw: dict[str, Any], path: Path) -> Set
         geo_files[name] = resolved
     if geo_files:
         updates["geo"] = settings.geo.model_copy(update=geo_files)
-    return settings.model_copy(update=updates) if updates else settings
+    settings = settings.model_copy(update=updates) if updates else settings
+    return _with_paths_from(settings, path.parent)
+
+
+def _with_paths_from(settings: Settings, folder: Path) -> Settings:
+    """Make the relative paths of the data directory and the TLS files relative to `folder` (the config
+    file's), like every other path setting. They used to be taken from the working directory: one that
+    exists only there (and not beside the configuration) is still used from there, and listed in
+    `legacy_paths` so that check-config and the start-up log say how to move it."""
+    mqtt_tls, postgresql, store = settings.mqtt.tls, settings.relational.postgresql, settings.store
+    fields: list[tuple[str, Path | None]] = [
+        ("store.data_dir", store.data_dir),
+        ("mqtt.tls.ca_file", mqtt_tls.ca_file),
+        ("mqtt.tls.cert_file", mqtt_tls.cert_file),
+        ("mqtt.tls.key_file", mqtt_tls.key_file),
+        ("relational.postgresql.ssl_root_cert", postgresql.ssl_root_cert),
+    ]
+    resolved: dict[str, Path] = {}
+    legacy: list[LegacyPath] = []
+    for field, value in fields:
+        if value is None or value.is_absolute():
+            continue
+        beside_config, in_working_dir = folder / value, Path.cwd() / value
+        if (not beside_config.exists() and in_working_dir.exists()
+                and beside_config.resolve() != in_working_dir.resolve()):
+            resolved[field] = in_working_dir
+            legacy.append(LegacyPath(field=field, written=value, used=in_working_dir, expected=beside_config))
+        else:
+            resolved[field] = beside_config
+    if not resolved:
+        return settings
+
+    def new(field: str, current: Path | None) -> Path | None:
+        return resolved.get(field, current)
+
+    updated = settings.model_copy(update={
+        "store": store.model_copy(update={"data_dir": new("store.data_dir", store.data_dir)}),
+        "mqtt": settings.mqtt.model_copy(update={"tls": mqtt_tls.model_copy(update={
+            name: new(f"mqtt.tls.{name}", getattr(mqtt_tls, name))
+            for name in ("ca_file", "cert_file", "key_file")
+        })}),
+        "relational": settings.relational.model_copy(update={"postgresql": postgresql.model_copy(update={
+            "ssl_root_cert": new("relational.postgresql.ssl_root_cert", postgresql.ssl_root_cert)})}),
+    })
+    updated._legacy_paths = tuple(legacy)
+    return updated

@@ -33,6 +33,26 @@ from processors.rules.wrong_way import WrongWayRule
 from processors.rules.yield_crosswalk import YieldCrosswalkRule
 from processors.traffic import TrafficContext
 
+# Every rule class by its section under `rules`, for what is known of the rules without building them
+# (which kinds and attributes they judge, which settings they have).
+RULE_SECTIONS: dict[str, type[Rule[Any]]] = {
+    "bin_overflow": BinOverflowRule, "implausible_reading": ImplausibleReadingRule,
+    "stuck_sensor": StuckSensorRule, "device_offline": DeviceOfflineRule, "bin_near_full": BinNearFullRule,
+    "bin_fire": BinFireRule, "bin_tilt": BinTiltRule, "bin_lid_open": BinLidOpenRule,
+    "toilet_odour": ToiletOdourRule, "air_quality": AirQualityRule, "construction_dust": ConstructionDustRule,
+    "water_black_odour": WaterBlackOdourRule, "low_battery": LowBatteryRule, "red_light": RedLightRule,
+    "pedestrian_red": PedestrianRedRule, "yield_crosswalk": YieldCrosswalkRule,
+    "illegal_parking": IllegalParkingRule, "wrong_way": WrongWayRule, "speeding": SpeedingRule,
+    "no_helmet": NoHelmetRule, "congestion": CongestionRule, "camera_violation": CameraViolationRule,
+}
+# The rules build_rules hands `rules.zone_thresholds` to; the traffic rules take per-zone values from
+# their camera zones instead.
+ZONE_THRESHOLD_RULES = frozenset({
+    BinOverflowRule.name, BinNearFullRule.name, BinFireRule.name, BinTiltRule.name, BinLidOpenRule.name,
+    ToiletOdourRule.name, AirQualityRule.name, ConstructionDustRule.name, WaterBlackOdourRule.name,
+    LowBatteryRule.name,
+})
+
 
 def build_rules(settings: RuleSettings, devices: DeviceLookup,
                 registered: list[DeviceSettings] | None = None,

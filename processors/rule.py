@@ -68,6 +68,10 @@ class Rule(ABC, Generic[S]):
     name: ClassVar[str]
     # Event kinds this rule consumes; others never reach it. ANY_KIND ("*") receives every kind.
     kinds: ClassVar[frozenset[str]]
+    # Attributes of those kinds whose values this rule judges (fill_pct, pm10_ugm3, ...). Sensor-fault
+    # inspectors, which check any reading, and rules that judge silence declare none. `citywatch
+    # check-config` names a configured attribute that no enabled rule reads (citywatch/config_findings.py).
+    reads_attributes: ClassVar[frozenset[str]]
     # A reading inspector (sensor faults) runs before the other rules of a kind and may mark an event
     # suspect with `out.suspect(reason)`: the other rules then never see it.
     inspects_readings: ClassVar[bool] = False

@@ -21,6 +21,7 @@ from ingest.codecs.base import CodecError
 # One definition of the shared reasons and of the short repr of a wrong value, for every codec.
 from ingest.codecs.explain import INVALID_FIELD, MISSING_FIELD, malformed, preview
 from ingest.codecs.native import MAX_FUTURE_MS, MIN_EVENT_TIME_MS
+from ingest.codecs.time_scale import scale_hint
 
 IMPLAUSIBLE_TIME = "implausible_time"
 UNSUPPORTED = "unsupported_message"
@@ -175,25 +176,28 @@ def rfc3339_ms(value: Any, path: str) -> int:
 
 # Epoch seconds beyond this (year 33658) are not a time: refusing them keeps the arithmetic finite.
 MAX_EPOCH_SECONDS = 1e12
+# Without the time a message was received, a number is taken for a time if it falls before 2100.
+_LATEST_WITHOUT_RECEIPT_MS = 4_102_444_800_000
 
 
 def seconds_ms(value: Any, path: str) -> int:
     """Epoch ms of a float epoch-seconds value (Frigate's frame_time)."""
     if not is_finite_number(value) or not abs(value) < MAX_EPOCH_SECONDS:
-        raise CodecError(INVALID_FIELD, f"{path}: expected epoch seconds, got {preview(value)}")
+        hint = scale_hint(value, "seconds", MIN_EVENT_TIME_MS, _LATEST_WITHOUT_RECEIPT_MS) if (
+            is_finite_number(value)) else ""
+        raise CodecError(INVALID_FIELD, f"{path}: expected epoch seconds, got {preview(value)}{hint}")
     return round(value * 1000)
 
 
 def plausible(time_ms: int, path: str, received_time_ms: int) -> int:
-    """The time, unless it is before 2000 or more than a day ahead of the time we received it."""
-    if time_ms < MIN_EVENT_TIME_MS:
-        raise CodecError(IMPLAUSIBLE_TIME, f"{path}: {time_ms} ms is before 2000-01-01")
-    if time_ms > received_time_ms + MAX_FUTURE_MS:
-        raise CodecError(
-            IMPLAUSIBLE_TIME,
-            f"{path}: {time_ms} ms is more than a day ahead of the time it "
-            f"was received ({received_time_ms} ms)",
-        )
+    """The time, unless it is before 2000 or more than a day ahead of the time we received it; the
+    detail then says which unit the number looks like (seconds, microseconds, nanoseconds)."""
+    latest_ms = received_time_ms + MAX_FUTURE_MS
+    if time_ms < MIN_EVENT_TIME_MS or time_ms > latest_ms:
+        hint = scale_hint(time_ms, "milliseconds", MIN_EVENT_TIME_MS, latest_ms)
+        problem = ("is before 2000-01-01" if time_ms < MIN_EVENT_TIME_MS else
+                   f"is more than a day ahead of the time it was received ({received_time_ms} ms)")
+        raise CodecError(IMPLAUSIBLE_TIME, f"{path}: {time_ms} ms {problem}{hint}")
     return time_ms
 
 

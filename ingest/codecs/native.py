@@ -17,6 +17,7 @@ from msgspec import Meta
 from core.models import Event, Location, stable_id
 from ingest.codecs.base import CodecError
 from ingest.codecs.explain import explain, malformed
+from ingest.codecs.time_scale import scale_hint
 
 MAX_BATCH_EVENTS = 1000
 # 2000-01-01T00:00:00Z: anything older is a device with an unset clock (1970) or seconds sent as ms.
@@ -167,15 +168,12 @@ def _event_time_ms(value: int | datetime, where: str, received_time_ms: int) -> 
     else:
         time_ms = value
         shown = f"{value} ms"
-    if time_ms < MIN_EVENT_TIME_MS:
-        hint = ""
-        if not isinstance(value, datetime) and MIN_EVENT_TIME_MS <= value * 1000 <= received_time_ms:
-            hint = " (this looks like seconds; send milliseconds)"
-        raise CodecError(NativeReason.IMPLAUSIBLE_TIME, f"{where}time: {shown} is before 2000-01-01{hint}")
-    if time_ms > received_time_ms + MAX_FUTURE_MS:
-        raise CodecError(
-            NativeReason.IMPLAUSIBLE_TIME,
-            f"{where}time: {shown} is more than a day ahead of the time it was received "
-            f"({received_time_ms} ms)",
-        )
+    latest_ms = received_time_ms + MAX_FUTURE_MS
+    if time_ms < MIN_EVENT_TIME_MS or time_ms > latest_ms:
+        # A number in another unit (seconds, nanoseconds) is named as such; a date-time has no unit.
+        hint = "" if isinstance(value, datetime) else scale_hint(value, "milliseconds", MIN_EVENT_TIME_MS,
+                                                                   latest_ms)
+        problem = ("is before 2000-01-01" if time_ms < MIN_EVENT_TIME_MS else
+                   f"is more than a day ahead of the time it was received ({received_time_ms} ms)")
+        raise CodecError(NativeReason.IMPLAUSIBLE_TIME, f"{where}time: {shown} {problem}{hint}")
     return time_ms

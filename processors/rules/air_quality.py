@@ -42,6 +42,7 @@ class AirState(msgspec.Struct):
 class AirQualityRule(Rule[AirState]):
     name: ClassVar[str] = TYPE
     kinds: ClassVar[frozenset[str]] = frozenset({"air"})
+    reads_attributes: ClassVar[frozenset[str]] = frozenset({"pm25_ugm3", "pm10_ugm3"})
     state_type: ClassVar[type[msgspec.Struct]] = AirState
 
     def __init__(self, settings: AirQualitySettings, devices: DeviceLookup | None = None,

@@ -17,6 +17,7 @@ TYPE = "bin_fire"
 class BinFireRule(LevelRule):
     name: ClassVar[str] = TYPE
     kinds: ClassVar[frozenset[str]] = frozenset({"bin"})
+    reads_attributes: ClassVar[frozenset[str]] = frozenset({"temperature_c"})
 
     def __init__(self, settings: BinFireSettings, devices: DeviceLookup | None = None,
                  zones: ZoneThresholds | None = None) -> None:

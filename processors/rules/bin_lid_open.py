@@ -37,6 +37,7 @@ class LidState(msgspec.Struct):
 class BinLidOpenRule(Rule[LidState]):
     name: ClassVar[str] = TYPE
     kinds: ClassVar[frozenset[str]] = frozenset({"bin"})
+    reads_attributes: ClassVar[frozenset[str]] = frozenset({"lid_open"})
     state_type: ClassVar[type[msgspec.Struct]] = LidState
 
     def __init__(self, settings: BinLidOpenSettings, devices: DeviceLookup | None = None,

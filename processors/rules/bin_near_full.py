@@ -186,6 +186,7 @@ def _line_from_sums(count: int, sum_x: float, sum_y: float, sum_xx: float,
 class BinNearFullRule(Rule[NearFullState]):
     name: ClassVar[str] = TYPE
     kinds: ClassVar[frozenset[str]] = frozenset({"bin"})
+    reads_attributes: ClassVar[frozenset[str]] = frozenset({"fill_pct", "distance_mm"})
     state_type: ClassVar[type[msgspec.Struct]] = NearFullState
 
     def __init__(self, settings: BinNearFullSettings, devices: DeviceLookup | None = None,

@@ -30,6 +30,7 @@ class BinState(msgspec.Struct):
 class BinOverflowRule(Rule[BinState]):
     name: ClassVar[str] = TYPE
     kinds: ClassVar[frozenset[str]] = frozenset({"bin"})
+    reads_attributes: ClassVar[frozenset[str]] = frozenset({"fill_pct", "distance_mm"})
     state_type: ClassVar[type[msgspec.Struct]] = BinState
 
     def __init__(self, settings: BinOverflowSettings, devices: DeviceLookup | None = None,

@@ -18,6 +18,7 @@ TYPE = "bin_tilt"
 class BinTiltRule(LevelRule):
     name: ClassVar[str] = TYPE
     kinds: ClassVar[frozenset[str]] = frozenset({"bin"})
+    reads_attributes: ClassVar[frozenset[str]] = frozenset({"tilt_deg", "tilted"})
 
     def __init__(self, settings: BinTiltSettings, devices: DeviceLookup | None = None,
                  zones: ZoneThresholds | None = None) -> None:

@@ -38,6 +38,8 @@ class CameraReportsState(msgspec.Struct):
 class CameraViolationRule(Rule[CameraReportsState]):
     name: ClassVar[str] = TYPE
     kinds: ClassVar[frozenset[str]] = frozenset({"camera_violation"})
+    reads_attributes: ClassVar[frozenset[str]] = frozenset({"violation_code", "violation_type", "lane",
+        "plate", "evidence_url"})
     state_type: ClassVar[type[msgspec.Struct]] = CameraReportsState
 
     def __init__(self, settings: CameraViolationSettings, context: TrafficContext) -> None:

@@ -49,6 +49,8 @@ def _number(value: object) -> float | None:
 class CongestionRule(Rule[CongestionState]):
     name: ClassVar[str] = TYPE
     kinds: ClassVar[frozenset[str]] = frozenset({"detector"})
+    reads_attributes: ClassVar[frozenset[str]] = frozenset({"approach", "occupancy_pct", "speed_kmh",
+        "interval_s", "intersection"})
     state_type: ClassVar[type[msgspec.Struct]] = CongestionState
 
     def __init__(self, settings: CongestionSettings, context: TrafficContext) -> None:

@@ -29,6 +29,7 @@ class DustState(msgspec.Struct):
 class ConstructionDustRule(Rule[DustState]):
     name: ClassVar[str] = TYPE
     kinds: ClassVar[frozenset[str]] = frozenset({"air"})
+    reads_attributes: ClassVar[frozenset[str]] = frozenset({"pm10_ugm3"})
     state_type: ClassVar[type[msgspec.Struct]] = DustState
 
     def __init__(self, settings: ConstructionDustSettings, devices: DeviceLookup | None = None,

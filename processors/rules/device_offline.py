@@ -40,6 +40,7 @@ class Liveness(msgspec.Struct):
 class DeviceOfflineRule(Rule[Liveness]):
     name: ClassVar[str] = TYPE
     kinds: ClassVar[frozenset[str]] = frozenset({ANY_KIND})
+    reads_attributes: ClassVar[frozenset[str]] = frozenset()
     state_type: ClassVar[type[msgspec.Struct]] = Liveness
     inspects_readings: ClassVar[bool] = True  # runs before the sensor-fault gate: any message is life
     uses_clock: ClassVar[bool] = True

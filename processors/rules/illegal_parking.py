@@ -45,6 +45,8 @@ class ParkingState(msgspec.Struct):
 class IllegalParkingRule(Rule[ParkingState]):
     name: ClassVar[str] = TYPE
     kinds: ClassVar[frozenset[str]] = frozenset({"track"})
+    reads_attributes: ClassVar[frozenset[str]] = frozenset({"track_id", "label", "stage", "zones",
+        "stationary", "plate", "snapshot_url", "clip_url"})
     state_type: ClassVar[type[msgspec.Struct]] = ParkingState
 
     def __init__(self, settings: IllegalParkingSettings, context: TrafficContext) -> None:

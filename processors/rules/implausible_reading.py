@@ -27,6 +27,7 @@ class ImplausibleState(msgspec.Struct):
 class ImplausibleReadingRule(Rule[ImplausibleState]):
     name: ClassVar[str] = TYPE
     kinds: ClassVar[frozenset[str]] = frozenset({"bin", "air", "water", "odour"})
+    reads_attributes: ClassVar[frozenset[str]] = frozenset()
     state_type: ClassVar[type[msgspec.Struct]] = ImplausibleState
     inspects_readings: ClassVar[bool] = True
 

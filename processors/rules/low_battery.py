@@ -18,6 +18,7 @@ TYPE = "low_battery"
 class LowBatteryRule(LevelRule):
     name: ClassVar[str] = TYPE
     kinds: ClassVar[frozenset[str]] = frozenset({ANY_KIND})
+    reads_attributes: ClassVar[frozenset[str]] = frozenset({"battery_pct"})
 
     def __init__(self, settings: LowBatterySettings, devices: DeviceLookup | None = None,
                  zones: ZoneThresholds | None = None) -> None:

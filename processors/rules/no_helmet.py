@@ -25,6 +25,8 @@ class HelmetState(msgspec.Struct):
 
 class NoHelmetRule(TrackRule[HelmetState]):
     name: ClassVar[str] = TYPE
+    reads_attributes: ClassVar[frozenset[str]] = frozenset({"track_id", "label", "stage", "zones", "helmet",
+        "plate", "snapshot_url", "clip_url"})
     state_type: ClassVar[type[msgspec.Struct]] = HelmetState
 
     def __init__(self, settings: NoHelmetSettings, context: TrafficContext) -> None:

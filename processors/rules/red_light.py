@@ -40,6 +40,8 @@ class EnteringOnRedRule(Rule[IntersectionState]):
     against red differ only in the zone type, the labels judged, the severity and what an incident is."""
 
     kinds: ClassVar[frozenset[str]] = frozenset({"track", "signal"})
+    reads_attributes: ClassVar[frozenset[str]] = frozenset({"track_id", "label", "stage", "zones",
+        "position", "plate", "snapshot_url", "clip_url", "phase", "state", "intersection"})
     state_type: ClassVar[type[msgspec.Struct]] = IntersectionState
     zone_type: ClassVar[ZoneType]
     severity: ClassVar[Severity]

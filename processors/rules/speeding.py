@@ -33,6 +33,8 @@ class SpeedingState(msgspec.Struct):
 
 class SpeedingRule(TrackRule[SpeedingState]):
     name: ClassVar[str] = TYPE
+    reads_attributes: ClassVar[frozenset[str]] = frozenset({"track_id", "label", "stage", "zones",
+        "speed_kmh", "plate", "snapshot_url", "clip_url"})
     state_type: ClassVar[type[msgspec.Struct]] = SpeedingState
     zone_type: ClassVar[ZoneType | None] = ZoneType.SPEED_LIMIT
 

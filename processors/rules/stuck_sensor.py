@@ -31,6 +31,7 @@ class StuckState(msgspec.Struct):
 
 class StuckSensorRule(Rule[StuckState]):
     name: ClassVar[str] = TYPE
+    reads_attributes: ClassVar[frozenset[str]] = frozenset()
     # The kinds watched are configured; events of other kinds find no watched attribute.
     kinds: ClassVar[frozenset[str]] = frozenset({"bin", "air", "water", "odour"})
     state_type: ClassVar[type[msgspec.Struct]] = StuckState

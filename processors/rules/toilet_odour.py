@@ -34,6 +34,7 @@ def mgm3_from_ppm(ppm: float, gas: str, temperature_c: float) -> float:
 class ToiletOdourRule(LevelRule):
     name: ClassVar[str] = TYPE
     kinds: ClassVar[frozenset[str]] = frozenset({"odour"})
+    reads_attributes: ClassVar[frozenset[str]] = frozenset({"nh3_mgm3", "h2s_mgm3", "nh3_ppm", "h2s_ppm"})
 
     def __init__(self, settings: ToiletOdourSettings, devices: DeviceLookup | None = None,
                  zones: ZoneThresholds | None = None) -> None:

@@ -84,6 +84,8 @@ class WaterState(msgspec.Struct):
 class WaterBlackOdourRule(Rule[WaterState]):
     name: ClassVar[str] = TYPE
     kinds: ClassVar[frozenset[str]] = frozenset({"water"})
+    reads_attributes: ClassVar[frozenset[str]] = frozenset({"transparency_cm", "depth_cm", "do_mgl",
+        "orp_mv", "nh3n_mgl"})
     state_type: ClassVar[type[msgspec.Struct]] = WaterState
 
     def __init__(self, settings: WaterBlackOdourSettings, devices: DeviceLookup | None = None,

@@ -46,6 +46,8 @@ def angle_between_deg(a: float, b: float) -> float:
 
 class WrongWayRule(TrackRule[WrongWayState]):
     name: ClassVar[str] = TYPE
+    reads_attributes: ClassVar[frozenset[str]] = frozenset({"track_id", "label", "stage", "zones",
+        "position", "plate", "snapshot_url", "clip_url"})
     state_type: ClassVar[type[msgspec.Struct]] = WrongWayState
     zone_type: ClassVar[ZoneType | None] = ZoneType.ONE_WAY
 

@@ -39,6 +39,8 @@ class CameraState(msgspec.Struct):
 class YieldCrosswalkRule(Rule[CameraState]):
     name: ClassVar[str] = TYPE
     kinds: ClassVar[frozenset[str]] = frozenset({"track"})
+    reads_attributes: ClassVar[frozenset[str]] = frozenset({"track_id", "label", "stage", "zones", "plate",
+        "snapshot_url", "clip_url"})
     state_type: ClassVar[type[msgspec.Struct]] = CameraState
 
     def __init__(self, settings: YieldCrosswalkSettings, context: TrafficContext) -> None:

@@ -113,7 +113,7 @@ def test_citywatch_config_names_the_file_when_no_path_is_given(
 
 def test_the_deploy_scripts_variables_are_not_configuration(tmp_path: Path) -> None:
     settings = load_settings(config(tmp_path), {"CITYWATCH_DATA_DIR": "/elsewhere", "CITYWATCH_UID": "10001"})
-    assert settings.store.data_dir == Path("./data")
+    assert settings.store.data_dir == tmp_path / "data"  # the default, beside the configuration file
 
 
 def test_secrets_come_from_files_without_the_trailing_line_break(tmp_path: Path) -> None:
