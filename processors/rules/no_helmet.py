@@ -44,7 +44,7 @@ class NoHelmetRule(TrackRule[HelmetState]):
                 state.event_ids = []
             else:
                 needed = int(self.context.zones.threshold(TYPE, "consecutive", self.settings.consecutive,
-                                                          device_id=track.device_id))
+                                                          device_id=track.device_id, kind=event.kind))
                 state.event_ids = [*state.event_ids, event.event_id][-needed:]
                 if len(state.event_ids) >= needed:
                     state.reported = True

@@ -75,7 +75,7 @@ class WrongWayRule(TrackRule[WrongWayState]):
                 continue
             threshold = self.context.zones.threshold
             min_distance = threshold(TYPE, "min_distance", self.settings.min_distance,
-                                     device_id=track.device_id, zone=zone)
+                                     device_id=track.device_id, kind=event.kind, zone=zone)
             dx, dy = x - anchor.x, y - anchor.y
             distance = math.hypot(dx, dy)
             if distance < min_distance:
@@ -85,7 +85,7 @@ class WrongWayRule(TrackRule[WrongWayState]):
             heading = bearing_deg(dx, dy)
             angle = angle_between_deg(heading, allowed)
             max_angle = threshold(TYPE, "max_angle_deg", self.settings.max_angle_deg,
-                                  device_id=track.device_id, zone=zone)
+                                  device_id=track.device_id, kind=event.kind, zone=zone)
             if angle <= max_angle:
                 state.anchors[zone.name] = Anchor(x, y, event.event_id)
                 continue
