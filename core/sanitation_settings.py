@@ -133,6 +133,9 @@ class ConstructionDustSettings(_Section):
     site_value: str = Field("construction", description="... and the value it must have.")
     min_minutes_1h: int = Field(
         45, ge=1, le=60, description="Minutes of the hour the readings must span for a valid 1-h mean.")
+    max_gap_intervals: float = Field(
+        1.5, gt=1, description="Readings further apart than this many of the sensor's "
+        "`expected_interval_s` leave a gap that does not count towards `min_minutes_1h`.")
     state_ttl_s: int = Field(2 * 24 * 3600, gt=0, description="Forget a sensor silent this long.")
 
 

@@ -85,7 +85,7 @@ class AirQualityRule(Rule[AirState]):
             if exceeded == (pollutant.open_violation is not None):
                 continue  # no change: the means and AQI are only worked out for a state change
             details = {"pollutant": name, "limit_24h_ugm3": limit, "standard": self.settings.standard,
-                       **self.summary(state)}
+                       **self.summary(state, event)}
             if exceeded and pollutant.open_violation is None:
                 pm25 = name == "pm25_ugm3"
                 evidence = [(event_id, time_ms, pm25_value if pm25 else pm10_value)
@@ -104,16 +104,19 @@ class AirQualityRule(Rule[AirState]):
                 pollutant.open_violation = None
         return state
 
-    def summary(self, state: AirState) -> dict[str, Any]:
-        """Means, coverage, IAQI per pollutant and the AQI with its category (24-hour means)."""
+    def summary(self, state: AirState, event: Event) -> dict[str, Any]:
+        """Means, coverage, IAQI per pollutant and the AQI with its category (24-hour means), with the
+        validity settings that apply to the event's sensor."""
         table = self.settings.aqi_table
+        min_minutes_1h = self.setting(event, "min_minutes_1h", self.settings.min_minutes_1h)
+        min_hours_24h = self.setting(event, "min_hours_24h", self.settings.min_hours_24h)
         result: dict[str, Any] = {"aqi_table": table}
         indices = []
         for name, pollutant in state.pollutants.items():
             hour_mean, day_mean = pollutant.hour.mean(), pollutant.day.mean()
             valid_hour = (hour_mean is not None
-                          and pollutant.hour.covered_ms >= self.settings.min_minutes_1h * 60_000)
-            valid_day = day_mean is not None and pollutant.day.coverage >= self.settings.min_hours_24h
+                          and pollutant.hour.covered_ms >= min_minutes_1h * 60_000)
+            valid_day = day_mean is not None and pollutant.day.coverage >= min_hours_24h
             result[f"{name}_1h_mean"] = None if hour_mean is None else round(hour_mean, 2)
             result[f"{name}_1h_valid"] = valid_hour
             result[f"{name}_24h_mean"] = None if day_mean is None else round(day_mean, 2)

@@ -93,3 +93,24 @@ def test_an_open_stuck_incident_stays_open_across_a_missing_report():
     events = [reading("bin-1", s, distance_mm=420) for s in at(0, 5, 10, 60, 65)]
     [opened] = run(StuckSensorRule(StuckSensorSettings(readings=3), bins), events)
     assert opened.status.value == "open"
+
+
+def test_construction_dust_does_not_count_a_silent_half_hour_as_sampling_time():
+    from core.sanitation_settings import ConstructionDustSettings
+    from processors.rules.construction_dust import ConstructionDustRule
+    from tests.support.rules import tagged
+
+    def dusty(minutes: list[int]) -> list:
+        return [tagged(reading("dust-1", m * 60, kind="air", pm10_ugm3=400), site="construction")
+                for m in minutes]
+
+    site = Registry(DeviceSettings(device_id="dust-1", kind="air", expected_interval_s=60,
+                                   tags={"site": "construction"}))
+    # Every minute for 15 minutes, silent for 30, then every minute for 15: the hour spans 60 minutes
+    # but was sampled for about 30.
+    half_silent = dusty([*range(0, 15), *range(45, 60)])
+    assert run(ConstructionDustRule(ConstructionDustSettings(), site), half_silent) == []
+    [opened] = run(ConstructionDustRule(ConstructionDustSettings(), site), dusty(list(range(0, 60))))
+    assert opened.evidence.details["minutes_covered"] >= 45
+    # Without a known interval nothing can be missing: the span counts, as before.
+    assert len(run(ConstructionDustRule(ConstructionDustSettings()), half_silent)) == 1
