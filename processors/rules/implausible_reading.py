@@ -13,6 +13,7 @@ from typing import ClassVar
 import msgspec
 
 from core.models import Event, Severity, Violation
+from core.rule_overrides import rule_name
 from core.sanitation_settings import ImplausibleReadingSettings
 from processors.devices import DeviceLookup, GroupedThresholds, Thresholds
 from processors.rule import Emitter, Rule
@@ -38,7 +39,8 @@ class ImplausibleReadingRule(Rule[ImplausibleState]):
         self.devices = self.thresholds.devices
         self.state_ttl_ms = settings.state_ttl_s * 1000
         hidden = settings.hide_suspect_from
-        self.hidden_from = None if hidden == ["*"] else frozenset(hidden)
+        # Named by violation type or section (checked at load); the engine compares violation types.
+        self.hidden_from = None if hidden == ["*"] else frozenset(rule_name(name) for name in hidden)
         self._range_order = {name: index for index, name in enumerate(settings.ranges)}
 
     def setting(self, event: Event, name: str, default: float) -> float:

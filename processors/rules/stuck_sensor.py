@@ -22,6 +22,7 @@ from typing import ClassVar
 import msgspec
 
 from core.models import Event, Severity, Violation
+from core.rule_overrides import rule_name
 from core.sanitation_settings import StuckSensorSettings
 from processors.devices import DeviceLookup, GroupedThresholds, Thresholds
 from processors.rule import Emitter, Rule
@@ -59,7 +60,8 @@ class StuckSensorRule(Rule[StuckState]):
         self.thresholds = Thresholds(devices, zones, kinds)
         self.state_ttl_ms = settings.state_ttl_s * 1000
         hidden = settings.hide_suspect_from
-        self.hidden_from = None if hidden == ["*"] else frozenset(hidden)
+        # Named by violation type or section (checked at load); the engine compares violation types.
+        self.hidden_from = None if hidden == ["*"] else frozenset(rule_name(name) for name in hidden)
 
     def setting(self, event: Event, name: str, default: float) -> float:
         """Overrides first, then this rule's default for the event's kind, then its configured value."""

@@ -169,3 +169,8 @@ def test_an_implausible_distance_is_hidden_from_the_fill_rules_only():
              BinFireRule(BinFireSettings(), DEPTH)]
     out = run_all(rules, [reading("bin-1", 0, distance_mm=1500, temperature_c=75)])
     assert sorted(v.type for v in out.violations) == ["bin_fire", "sensor_implausible"]
+
+
+def test_hide_suspect_from_takes_either_name_of_a_rule():
+    rules = [StuckSensorRule(StuckSensorSettings(readings=2, hide_suspect_from=["air_quality"]))]
+    assert rules[0].hidden_from == frozenset({"air_quality_exceedance"})
