@@ -270,7 +270,8 @@ class _Builder:
             jammed = any(start <= minute < end for start, end in jams)
             occupancy = self.rng.uniform(35, 80) if jammed else self.rng.uniform(5, 25)
             speed = self.rng.uniform(3, 12) if jammed else self.rng.uniform(25, 50)
-            self.publish(minute * 60, DETECTOR, "detector", {
+            # A detector reports at the end of its interval (docs/formats.md): this minute's reading.
+            self.publish((minute + 1) * 60, DETECTOR, "detector", {
                 "intersection": INTERSECTION, "approach": "north", "occupancy_pct": round(occupancy, 1),
                 "speed_kmh": round(speed, 1), "flow_veh_h": int(self.rng.uniform(300, 1200)),
                 "interval_s": 60})

@@ -19,13 +19,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel
-
 from core.ingest_config import VendorMap
 from core.settings import DeviceSettings, RuleSettings, Settings
 from ingest.attributes import NUMERIC_UNIT_SUFFIXES
 from ingest.normalizer import TopicFilter
-from processors.catalogue import RULE_SECTIONS, ZONE_THRESHOLD_RULES
+from processors.catalogue import RULE_SECTIONS
 from processors.rule import ANY_KIND, Rule
 from processors.rules.stuck_sensor import StuckSensorRule
 
@@ -64,6 +62,7 @@ def find(settings: Settings) -> list[Finding]:
         *_bin_depths(settings),
         *_device_thresholds(settings),
         *_zone_thresholds(settings),
+        *_kind_thresholds(settings),
         *_stuck_sensor_kinds(settings),
     ]
     order = list(Severity)
@@ -343,76 +342,51 @@ def _rules_by_name() -> dict[str, type[Rule[Any]]]:
     return {rule.name: rule for rule in RULE_SECTIONS.values()}
 
 
-def _setting_names(rules: RuleSettings, rule_name: str) -> set[str]:
-    """The names a threshold override of `rule_name` may set: its settings and those of the sections
-    inside them (the air quality limits of each standard)."""
-    section = next(section for section, rule in RULE_SECTIONS.items() if rule.name == rule_name)
-    model = type(getattr(rules, section))
-    names = set(model.model_fields)
-    for field in model.model_fields.values():
-        for inner in (field.annotation, *getattr(field.annotation, "__args__", ())):
-            if isinstance(inner, type) and issubclass(inner, BaseModel):
-                names |= set(inner.model_fields)
-    return names
-
-
-def _override_findings(rules: RuleSettings, where: str, overrides: Mapping[str, Mapping[str, float]],
-                       valid_rules: Iterable[str], kind: str | None) -> Iterator[Finding]:
+def _other_kind_findings(where: str, overrides: Mapping[str, Mapping[str, float]],
+                         kind: str) -> Iterator[Finding]:
+    """Overrides for a rule that never judges `kind`. Unknown rules and settings, and values out of
+    range, are refused when the configuration is loaded (core/rule_overrides.py); an override that is
+    valid but can never apply is only found here."""
     by_name = _rules_by_name()
-    sections = {section: rule.name for section, rule in RULE_SECTIONS.items()}
-    valid = set(valid_rules)
-    for rule_name, values in overrides.items():
-        if rule_name not in valid:
-            meant = sections.get(rule_name) if sections.get(rule_name) in valid else _close(rule_name, valid)
-            if rule_name in by_name:
-                problem = (f"{rule_name!r} takes no per-zone values here (traffic rules take them from "
-                           "`traffic.cameras[].zones[].thresholds`), so they are ignored")
-            else:
-                problem = (f"no rule is named {rule_name!r}"
-                           f"{f' (did you mean {meant!r}?)' if meant else ''}, so these values are ignored")
-            yield Finding(Severity.ERROR, f"{where}.{rule_name}", problem,
-                          f"use a rule's name ({', '.join(sorted(valid))})")
+    for rule_name in overrides:
+        rule = by_name.get(rule_name)
+        if rule is None or kind in rule.kinds or ANY_KIND in rule.kinds:
             continue
-        rule = by_name[rule_name]
-        if kind is not None and kind not in rule.kinds and ANY_KIND not in rule.kinds:
-            yield Finding(
-                Severity.WARNING, f"{where}.{rule_name}",
-                f"{rule_name} judges {', '.join(sorted(rule.kinds))} devices, not {kind!r} ones, so these "
-                "values are never used",
-                "remove them, or move them to the device they were meant for",
-            )
-        names = _setting_names(rules, rule_name)
-        for setting in values:
-            if setting not in names:
-                yield Finding(
-                    Severity.ERROR, f"{where}.{rule_name}.{setting}",
-                    f"{rule_name} has no setting {setting!r}{_did_you_mean(setting, names)}, so the value "
-                    "is ignored and the rule's default applies",
-                    f"use one of the settings of rules.{_section_of(rule_name)} (docs/rules-sanitation.md, "
-                    "docs/rules.md)",
-                )
-
-
-def _section_of(rule_name: str) -> str:
-    return next(section for section, rule in RULE_SECTIONS.items() if rule.name == rule_name)
+        yield Finding(
+            Severity.WARNING, f"{where}.{rule_name}",
+            f"{rule_name} judges {', '.join(sorted(rule.kinds))} devices, not {kind!r} ones, so these "
+            "values are never used",
+            "remove them, or move them to the device or kind they were meant for",
+        )
 
 
 def _device_thresholds(settings: Settings) -> Iterator[Finding]:
-    names = _rules_by_name()
     for device in settings.devices:
-        yield from _override_findings(settings.rules, _device_field(device, "thresholds"), device.thresholds,
-                                      names, device.kind)
+        yield from _other_kind_findings(_device_field(device, "thresholds"), device.thresholds, device.kind)
 
 
 def _zone_thresholds(settings: Settings) -> Iterator[Finding]:
     zones = {device.tags["zone"] for device in settings.devices if "zone" in device.tags}
-    for zone, overrides in settings.rules.zone_thresholds.items():
-        where = f"rules.zone_thresholds.{zone}"
+    for zone in settings.rules.zone_thresholds:
         if zone not in zones:
             yield Finding(
-                Severity.WARNING, where,
+                Severity.WARNING, f"rules.zone_thresholds.{zone}",
                 f"no registered device is tagged zone: {zone}{_did_you_mean(zone, zones)}, so these values "
                 "apply to no device",
                 f"tag the zone's devices with zone: {zone}, or use the zone tag they have",
             )
-        yield from _override_findings(settings.rules, where, overrides, ZONE_THRESHOLD_RULES, None)
+
+
+def _kind_thresholds(settings: Settings) -> Iterator[Finding]:
+    kinds = {device.kind for device in settings.devices}
+    for kind, overrides in settings.rules.kind_thresholds.items():
+        where = f"rules.kind_thresholds.{kind}"
+        if kind not in kinds:
+            yield Finding(
+                Severity.WARNING, where,
+                f"no registered device is of kind {kind!r}{_did_you_mean(kind, kinds)}, so these values "
+                "apply to no device",
+                "use the kind the devices are registered with",
+            )
+            continue
+        yield from _other_kind_findings(where, overrides, kind)

@@ -6,7 +6,9 @@ explained, with its source, in docs/rules-sanitation.md.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Section(BaseModel):
@@ -14,6 +16,22 @@ class _Section(BaseModel):
 
 
 _WEEK_S = 7 * 24 * 3600
+
+
+def _max_gap_intervals() -> Any:
+    return Field(
+        1.5, gt=1, description="Readings further apart than this many of the device's "
+        "`expected_interval_s` are not in a row: a missing report breaks the run (devices without an "
+        "expected interval are not checked).")
+
+
+class BinOverflowSettings(_Section):
+    enabled: bool = True
+    open_pct: float = Field(90.0, gt=0, le=100, description="Fill at or above this opens (per reading).")
+    clear_pct: float = Field(30.0, ge=0, lt=100, description="Fill below this clears (the bin was emptied).")
+    consecutive: int = Field(2, ge=1, description="Readings at or above open_pct in a row needed to open.")
+    max_gap_intervals: float = _max_gap_intervals()
+    state_ttl_s: int = Field(_WEEK_S, gt=0, description="Forget a bin silent this long (event time).")
 
 
 class BinNearFullSettings(_Section):
@@ -37,6 +55,7 @@ class BinFireSettings(_Section):
     open_c: float = Field(60.0, description="Temperature at or above this opens (possible fire).")
     clear_c: float = Field(50.0, description="Temperature below this clears.")
     consecutive: int = Field(1, ge=1, description="Readings at or above open_c in a row needed to open.")
+    max_gap_intervals: float = _max_gap_intervals()
     state_ttl_s: int = Field(_WEEK_S, gt=0, description="Forget a bin silent this long (event time).")
 
 
@@ -45,6 +64,7 @@ class BinTiltSettings(_Section):
     open_deg: float = Field(45.0, ge=0, le=180, description="Tilt at or above this opens (knocked over).")
     clear_deg: float = Field(20.0, ge=0, le=180, description="Tilt below this clears (set upright).")
     consecutive: int = Field(1, ge=1, description="Readings at or above open_deg in a row needed to open.")
+    max_gap_intervals: float = _max_gap_intervals()
     state_ttl_s: int = Field(_WEEK_S, gt=0, description="Forget a bin silent this long (event time).")
 
 
@@ -64,6 +84,7 @@ class ToiletOdourSettings(_Section):
         25.0, description="Air temperature used to turn ppm readings into mg/m3 (at 101.325 kPa).")
     consecutive: int = Field(
         2, ge=1, description="Readings above a limit in a row needed to open (one flush is a spike).")
+    max_gap_intervals: float = _max_gap_intervals()
     state_ttl_s: int = Field(_WEEK_S, gt=0, description="Forget a sensor silent this long (event time).")
 
 
@@ -112,6 +133,9 @@ class ConstructionDustSettings(_Section):
     site_value: str = Field("construction", description="... and the value it must have.")
     min_minutes_1h: int = Field(
         45, ge=1, le=60, description="Minutes of the hour the readings must span for a valid 1-h mean.")
+    max_gap_intervals: float = Field(
+        1.5, gt=1, description="Readings further apart than this many of the sensor's "
+        "`expected_interval_s` leave a gap that does not count towards `min_minutes_1h`.")
     state_ttl_s: int = Field(2 * 24 * 3600, gt=0, description="Forget a sensor silent this long.")
 
 
@@ -129,6 +153,7 @@ class WaterBlackOdourSettings(_Section):
     nh3n_heavy_mgl: float = Field(15.0, description="Ammonia nitrogen above this: heavily black.")
     consecutive: int = Field(3, ge=1, description="Black-odorous readings in a row that flag the body.")
     clear_consecutive: int = Field(3, ge=1, description="Clean readings in a row that clear it.")
+    max_gap_intervals: float = _max_gap_intervals()
     body_tag: str = Field(
         "water_body", description="Device tag naming the water body; probes without it are judged alone.")
     state_ttl_s: int = Field(30 * 24 * 3600, gt=0, description="Forget a body silent this long.")
@@ -156,13 +181,48 @@ def _default_stuck_attributes() -> dict[str, list[str]]:
     return {"bin": ["distance_mm"], "air": ["pm25_ugm3", "pm10_ugm3"], "water": ["do_mgl", "orp_mv"]}
 
 
+def _default_stuck_kinds() -> dict[str, dict[str, float]]:
+    # Why these numbers: docs/rules-sanitation.md#stuck-sensor. Air and water sensors report every few
+    # minutes and their values may rest on one number for hours in calm, clean conditions.
+    return {"air": {"readings": 36, "min_duration_s": 3 * 3600},
+            "water": {"readings": 24, "min_duration_s": 6 * 3600}}
+
+
+# Rules that judge the attributes the fault inspectors watch (fill comes from distance_mm).
+_JUDGE_WATCHED = ["bin_overflow", "bin_near_full", "air_quality_exceedance", "construction_dust",
+                  "water_black_odour"]
+
+
 class StuckSensorSettings(_Section):
     enabled: bool = True
     readings: int = Field(12, ge=2, description="The same value this many readings in a row is stuck.")
+    min_duration_s: float = Field(
+        0, ge=0, description="... and the identical readings must span at least this long (event time).")
+    kind_defaults: dict[str, dict[str, float]] = Field(
+        default_factory=_default_stuck_kinds,
+        description="Defaults of `readings` and `min_duration_s` per event kind, for kinds whose values "
+        "rest legitimately (rules.kind_thresholds and device or zone overrides win over them).")
+    max_gap_intervals: float = _max_gap_intervals()
     attributes: dict[str, list[str]] = Field(
         default_factory=_default_stuck_attributes,
         description="Per event kind, the attributes watched; a reading is stuck when all present ones are.")
+    hide_suspect_from: list[str] = Field(
+        default_factory=lambda: list(_JUDGE_WATCHED),
+        description="Rules that do not see a stuck reading (those that judge the watched attributes); "
+        "every other rule still judges it. ['*']: hidden from every rule.")
     state_ttl_s: int = Field(_WEEK_S, gt=0, description="Forget a sensor silent this long.")
+
+    @field_validator("kind_defaults")
+    @classmethod
+    def _known_settings(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        for kind, settings in value.items():
+            unknown = set(settings) - {"readings", "min_duration_s"}
+            if unknown:
+                raise ValueError(f"{kind}: only readings and min_duration_s have per-kind defaults, "
+                                 f"not {', '.join(sorted(unknown))}")
+            if settings.get("readings", 2) < 2 or settings.get("min_duration_s", 0) < 0:
+                raise ValueError(f"{kind}: readings must be at least 2 and min_duration_s at least 0")
+        return value
 
 
 def _default_plausible_ranges() -> dict[str, tuple[float, float]]:
@@ -181,4 +241,8 @@ class ImplausibleReadingSettings(_Section):
         100.0, ge=0, description="An ultrasonic distance this much beyond the bin's depth is a fault.")
     pm_tolerance_ugm3: float = Field(
         10.0, ge=0, description="PM2.5 above PM10 by more than this is a fault (PM10 includes PM2.5).")
+    hide_suspect_from: list[str] = Field(
+        default_factory=lambda: [*_JUDGE_WATCHED, "toilet_odour"],
+        description="Rules that do not see an implausible reading (those that judge the attributes "
+        "checked); every other rule still judges it. ['*']: hidden from every rule.")
     state_ttl_s: int = Field(_WEEK_S, gt=0, description="Forget a sensor silent this long.")

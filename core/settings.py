@@ -31,8 +31,8 @@ from pydantic import (
     model_validator,
 )
 
+from core import rule_overrides, settings_env
 from core import sanitation_settings as san
-from core import settings_env
 from core.ingest_config import (
     FRIGATE_DERIVED_ATTRIBUTES,
     FrigateAttribute,
@@ -41,6 +41,7 @@ from core.ingest_config import (
     default_frigate_attributes,
 )
 from core.redaction import redact_url, without_credentials
+from core.sanitation_settings import BinOverflowSettings
 from core.traffic_settings import (
     CameraViolationSettings,
     CongestionSettings,
@@ -471,14 +472,6 @@ class PipelineSettings(_Section):
     )
 
 
-class BinOverflowSettings(_Section):
-    enabled: bool = True
-    open_pct: float = Field(90.0, gt=0, le=100, description="Fill at or above this opens (per reading).")
-    clear_pct: float = Field(30.0, ge=0, lt=100, description="Fill below this clears (the bin was emptied).")
-    consecutive: int = Field(2, ge=1, description="Readings at or above open_pct in a row needed to open.")
-    state_ttl_s: int = Field(7 * 24 * 3600, gt=0, description="Forget a bin silent this long (event time).")
-
-
 class RuleSettings(_Section):
     bin_overflow: BinOverflowSettings = BinOverflowSettings()
     # Sanitation and environment (core/sanitation_settings.py, docs/rules-sanitation.md).
@@ -496,8 +489,13 @@ class RuleSettings(_Section):
     implausible_reading: san.ImplausibleReadingSettings = san.ImplausibleReadingSettings()
     zone_thresholds: dict[str, dict[str, dict[str, float]]] = Field(
         default_factory=dict,
-        description="Per-zone threshold overrides: {zone tag: {rule name: {setting: value}}}; a device's "
-        "own `thresholds` win over its zone's.",
+        description="Per-zone threshold overrides: {zone tag: {rule name: {setting: value}}}, for devices "
+        "with that `zone` tag; a device's own `thresholds` win over its zone's (docs/rules.md).",
+    )
+    kind_thresholds: dict[str, dict[str, dict[str, float]]] = Field(
+        default_factory=dict,
+        description="Per-kind threshold overrides: {event kind: {rule name: {setting: value}}}; a device's "
+        "own and its zone's overrides win over its kind's (docs/rules.md).",
     )
     # Traffic rules (docs/rules.md); their zones and code table are in the `traffic` section.
     red_light: RedLightSettings = RedLightSettings()
@@ -509,6 +507,20 @@ class RuleSettings(_Section):
     no_helmet: NoHelmetSettings = NoHelmetSettings()
     congestion: CongestionSettings = CongestionSettings()
     camera_violation: CameraViolationSettings = CameraViolationSettings()
+
+    @field_validator("zone_thresholds", "kind_thresholds")
+    @classmethod
+    def _known_overrides(cls, value: dict[str, dict[str, dict[str, float]]],
+                         ) -> dict[str, dict[str, dict[str, float]]]:
+        return rule_overrides.check_grouped(value)
+
+    @model_validator(mode="after")
+    def _hidden_from_known_rules(self) -> RuleSettings:
+        for section in ("stuck_sensor", "implausible_reading"):
+            names = getattr(self, section).hide_suspect_from
+            if names != ["*"]:
+                rule_overrides.check_rule_names(names, f"{section}.hide_suspect_from")
+        return self
 
 
 class DeviceSettings(_Section):
@@ -531,6 +543,11 @@ class DeviceSettings(_Section):
         default_factory=dict,
         description="Per-rule threshold overrides for this device: {rule name: {setting: value}}.",
     )
+
+    @field_validator("thresholds")
+    @classmethod
+    def _known_overrides(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        return rule_overrides.check_overrides(value)
 
 
 class RoleSettings(_Section):

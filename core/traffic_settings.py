@@ -113,8 +113,17 @@ class ZoneSettings(_Section):
     )
     thresholds: dict[str, dict[str, float]] = Field(
         default_factory=dict,
-        description="Per-rule threshold overrides in this zone: {rule name: {setting: value}}.",
+        description="Per-rule threshold overrides in this zone: {rule name: {setting: value}}; they win "
+        "over the camera's own and every other override (docs/rules.md).",
     )
+
+    @field_validator("thresholds")
+    @classmethod
+    def _known_overrides(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        # Imported here: core.rule_overrides reads the rule sections defined in this module.
+        from core.rule_overrides import check_overrides
+
+        return check_overrides(value)
 
     @model_validator(mode="after")
     def _fields_of_its_type(self) -> ZoneSettings:
@@ -354,8 +363,8 @@ class CongestionSettings(_Section):
                              "interval.")
     open_intervals: int = Field(3, ge=1, description="Congested intervals in a row that open an incident.")
     clear_intervals: int = Field(2, ge=1, description="Free intervals in a row that clear it.")
-    max_gap_intervals: float = Field(2.5, gt=1, description="A gap longer than this many intervals between "
-                                     "readings breaks a run (a silent detector proves nothing).")
+    max_gap_intervals: float = Field(1.5, gt=1, description="Readings further apart than this many intervals "
+                                     "break a run: a missing report is not a congested (or free) interval.")
     default_interval_s: float = Field(60, gt=0, description="Interval assumed when a reading has no "
                                       "interval_s.")
     high_occupancy_pct: float = Field(60, gt=0, le=100, description="Incidents opening at or above this "

@@ -7,7 +7,7 @@ from typing import Any
 from core.models import Event
 from core.settings import DeviceSettings, RuleSettings
 from core.traffic_settings import TrafficSettings
-from processors.devices import DeviceLookup
+from processors.devices import DeviceLookup, Thresholds
 from processors.rule import Rule
 from processors.rules.air_quality import AirQualityRule
 from processors.rules.bin_fire import BinFireRule
@@ -45,13 +45,6 @@ RULE_SECTIONS: dict[str, type[Rule[Any]]] = {
     "illegal_parking": IllegalParkingRule, "wrong_way": WrongWayRule, "speeding": SpeedingRule,
     "no_helmet": NoHelmetRule, "congestion": CongestionRule, "camera_violation": CameraViolationRule,
 }
-# The rules build_rules hands `rules.zone_thresholds` to; the traffic rules take per-zone values from
-# their camera zones instead.
-ZONE_THRESHOLD_RULES = frozenset({
-    BinOverflowRule.name, BinNearFullRule.name, BinFireRule.name, BinTiltRule.name, BinLidOpenRule.name,
-    ToiletOdourRule.name, AirQualityRule.name, ConstructionDustRule.name, WaterBlackOdourRule.name,
-    LowBatteryRule.name,
-})
 
 
 def build_rules(settings: RuleSettings, devices: DeviceLookup,
@@ -60,36 +53,40 @@ def build_rules(settings: RuleSettings, devices: DeviceLookup,
     """`registered`: the registry's devices, for rules that judge devices that send nothing;
     `traffic`: intersections, camera zones and the code table of the traffic rules."""
     rules: list[Rule[Any]] = []
-    zones = settings.zone_thresholds
+    # Every rule reads its numbers through one resolver (processors.devices.Thresholds): device, zone tag,
+    # kind, then the rule's own default.
+    zones, kinds = settings.zone_thresholds, settings.kind_thresholds
     if settings.bin_overflow.enabled:
-        rules.append(BinOverflowRule(settings.bin_overflow, devices, zones))
+        rules.append(BinOverflowRule(settings.bin_overflow, devices, zones, kinds=kinds))
     # Sanitation and environment (docs/rules-sanitation.md).
     if settings.implausible_reading.enabled:
-        rules.append(ImplausibleReadingRule(settings.implausible_reading, devices))
+        rules.append(ImplausibleReadingRule(settings.implausible_reading, devices, zones, kinds=kinds))
     if settings.stuck_sensor.enabled:
-        rules.append(StuckSensorRule(settings.stuck_sensor))
+        rules.append(StuckSensorRule(settings.stuck_sensor, devices, zones, kinds=kinds))
     if settings.device_offline.enabled:
-        rules.append(DeviceOfflineRule(settings.device_offline, registered or []))
+        rules.append(DeviceOfflineRule(settings.device_offline, registered or [],
+                                       Thresholds(devices, zones, kinds)))
     if settings.bin_near_full.enabled:
-        rules.append(BinNearFullRule(settings.bin_near_full, devices, zones))
+        rules.append(BinNearFullRule(settings.bin_near_full, devices, zones, kinds=kinds))
     if settings.bin_fire.enabled:
-        rules.append(BinFireRule(settings.bin_fire, devices, zones))
+        rules.append(BinFireRule(settings.bin_fire, devices, zones, kinds=kinds))
     if settings.bin_tilt.enabled:
-        rules.append(BinTiltRule(settings.bin_tilt, devices, zones))
+        rules.append(BinTiltRule(settings.bin_tilt, devices, zones, kinds=kinds))
     if settings.bin_lid_open.enabled:
-        rules.append(BinLidOpenRule(settings.bin_lid_open, devices, zones))
+        rules.append(BinLidOpenRule(settings.bin_lid_open, devices, zones, kinds=kinds))
     if settings.toilet_odour.enabled:
-        rules.append(ToiletOdourRule(settings.toilet_odour, devices, zones))
+        rules.append(ToiletOdourRule(settings.toilet_odour, devices, zones, kinds=kinds))
     if settings.air_quality.enabled:
-        rules.append(AirQualityRule(settings.air_quality, devices, zones))
+        rules.append(AirQualityRule(settings.air_quality, devices, zones, kinds=kinds))
     if settings.construction_dust.enabled:
-        rules.append(ConstructionDustRule(settings.construction_dust, devices, zones))
+        rules.append(ConstructionDustRule(settings.construction_dust, devices, zones, kinds=kinds))
     if settings.water_black_odour.enabled:
-        rules.append(WaterBlackOdourRule(settings.water_black_odour, devices, zones))
+        rules.append(WaterBlackOdourRule(settings.water_black_odour, devices, zones, kinds=kinds))
     if settings.low_battery.enabled:
-        rules.append(LowBatteryRule(settings.low_battery, devices, zones))
+        rules.append(LowBatteryRule(settings.low_battery, devices, zones, kinds=kinds))
     # Traffic (docs/rules.md).
-    rules.extend(build_traffic_rules(settings, TrafficContext.build(traffic or TrafficSettings(), devices)))
+    context = TrafficContext.build(traffic or TrafficSettings(), devices, zones, kinds)
+    rules.extend(build_traffic_rules(settings, context))
     return rules
 
 

@@ -1,4 +1,5 @@
-"""What rules may ask about a device: a read-only lookup, so rules stay pure and testable."""
+"""What rules may ask about a device: a read-only lookup, so rules stay pure and testable, and the one
+resolver every rule reads its numeric thresholds through."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from core.settings import DeviceSettings
+
+# {group (a zone tag, or an event kind): {rule: {setting: value}}}
+GroupedThresholds = Mapping[str, Mapping[str, Mapping[str, float]]]
 
 
 class DeviceLookup(Protocol):
@@ -19,17 +23,43 @@ class NoDevices:
         return None
 
 
-def threshold(devices: DeviceLookup, device_id: str, rule: str, name: str, default: float,
-              zones: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None) -> float:
-    """The device's override of a rule setting, else its zone's (`zones`: {zone: {rule: {name: value}}},
-    the zone from the device's `zone` tag), else the rule's configured default."""
-    device = devices.get(device_id)
-    if device is None:
+class Thresholds:
+    """Where a rule's numeric setting for one device comes from, most specific first:
+
+    1. the camera zone the judged object is in (`traffic.cameras[].zones[].thresholds`; traffic rules);
+    2. the device's own `thresholds` in the registry;
+    3. its zone tag's entry in `rules.zone_thresholds` (the device's `zone` tag);
+    4. the event kind's entry in `rules.kind_thresholds`;
+    5. the rule's own default for that kind, where it has one (`kind_default`), else its configured value.
+
+    Overrides are keyed by the rule's violation type and the setting's name (checked at load by
+    core.rule_overrides). The registry is read on every call: a device changed at run time applies at once.
+    """
+
+    def __init__(self, devices: DeviceLookup | None = None, zones: GroupedThresholds | None = None,
+                 kinds: GroupedThresholds | None = None) -> None:
+        self.devices = devices or NoDevices()
+        self.zones = zones or {}
+        self.kinds = kinds or {}
+
+    def value(self, rule: str, name: str, default: float, *, device_id: str, kind: str,
+              camera_zone: Mapping[str, Mapping[str, float]] | None = None) -> float:
+        if camera_zone:
+            value = camera_zone.get(rule, {}).get(name)
+            if value is not None:
+                return value
+        device = self.devices.get(device_id)
+        if device is not None:
+            value = device.thresholds.get(rule, {}).get(name)
+            if value is not None:
+                return value
+            zone = device.tags.get("zone")
+            if zone is not None and self.zones:
+                value = self.zones.get(zone, {}).get(rule, {}).get(name)
+                if value is not None:
+                    return value
+        if self.kinds:
+            value = self.kinds.get(kind, {}).get(rule, {}).get(name)
+            if value is not None:
+                return value
         return default
-    own = device.thresholds.get(rule, {})
-    if name in own:
-        return own[name]
-    zone = device.tags.get("zone")
-    if zones and zone is not None:
-        return zones.get(zone, {}).get(rule, {}).get(name, default)
-    return default

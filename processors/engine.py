@@ -39,7 +39,7 @@ class EngineOutput:
     duplicates: int = 0
     # Events a rule raised on: kept with the reason, the other rules still saw them.
     dead_letters: list[DeadLetter] = field(default_factory=list)
-    # Events a reading inspector marked as sensor faults: stored, not judged by the other rules.
+    # Events a reading inspector marked as sensor faults: stored, not judged by the rules it hides them from.
     suspect_events: list[Event] = field(default_factory=list)
     # Derived records rules published (e.g. predictions), for the store.
     records: list[msgspec.Struct] = field(default_factory=list)
@@ -168,6 +168,8 @@ class Engine:
     def _judge(self, event: Event, out: EngineOutput) -> None:
         late = False
         suspect = False
+        # The rules a suspect event is hidden from; None: every rule that does not inspect readings.
+        hidden: frozenset[str] | None = None
         # An emitter is replaced only after a rule used it, and the unused one is kept for the next event:
         # most rule calls emit nothing, and allocating emitters was a measurable share of the engine's time.
         emitter = self._idle_emitter
@@ -176,7 +178,10 @@ class Engine:
         time_ms = event.event_time_ms
         for rule, store, inspects, by_device in self._plan_for(event.kind):
             if suspect and not inspects:
-                break  # inspectors come first: the rest of the rules never see a suspect reading
+                if hidden is None:
+                    break  # inspectors come first: the rest of the rules never see a suspect reading
+                if rule.name in hidden:
+                    continue
             key = event.device_id if by_device else rule.key_of(event)
             if key is None:
                 continue
@@ -197,9 +202,14 @@ class Engine:
             self._collect(rule, key, emitter, out)
             out.dead_letters.extend(_rejected(rule.name, event, reason, detail)
                                     for reason, detail in emitter.rejections)
-            if emitter.suspect_reason is not None and not suspect:
-                suspect = True
-                out.suspect_events.append(event)
+            if emitter.suspect_reason is not None:
+                if not suspect:
+                    suspect = True
+                    out.suspect_events.append(event)
+                    hidden = emitter.suspect_hidden_from
+                elif hidden is not None:  # a second inspector: hidden from what either names
+                    wider = emitter.suspect_hidden_from
+                    hidden = None if wider is None else hidden | wider
             emitter = Emitter()
         self._idle_emitter = emitter
         if late:

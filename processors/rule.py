@@ -25,7 +25,8 @@ ANY_KIND = "*"
 class Emitter:
     """What a rule may do besides returning its state: emit violations and ask for event-time timers."""
 
-    __slots__ = ("records", "rejections", "suspect_reason", "timers", "used", "violations")
+    __slots__ = ("records", "rejections", "suspect_hidden_from", "suspect_reason", "timers", "used",
+                 "violations")
 
     def __init__(self) -> None:
         # Whether the rule emitted anything: most calls emit nothing, and the engine reuses the emitter
@@ -37,6 +38,8 @@ class Emitter:
         # Derived values a rule publishes besides violations (e.g. a forecast), written by the worker.
         self.records: list[msgspec.Struct] = []
         self.suspect_reason: str | None = None
+        # The rules that must not see a suspect event (None: every rule that does not inspect readings).
+        self.suspect_hidden_from: frozenset[str] | None = None
 
     def violation(self, violation: Violation) -> None:
         self.violations.append(violation)
@@ -58,9 +61,11 @@ class Emitter:
         self.records.append(record)
         self.used = True
 
-    def suspect(self, reason: str) -> None:
-        """Only for rules with `inspects_readings`: the event is a sensor fault; other rules skip it."""
+    def suspect(self, reason: str, hide_from: frozenset[str] | None = None) -> None:
+        """Only for rules with `inspects_readings`: the event is a sensor fault. The rules named in
+        `hide_from` (None: every other rule) do not see it; the rest still judge it."""
         self.suspect_reason = reason
+        self.suspect_hidden_from = hide_from
         self.used = True
 
 
@@ -73,7 +78,7 @@ class Rule(ABC, Generic[S]):
     # check-config` names a configured attribute that no enabled rule reads (citywatch/config_findings.py).
     reads_attributes: ClassVar[frozenset[str]]
     # A reading inspector (sensor faults) runs before the other rules of a kind and may mark an event
-    # suspect with `out.suspect(reason)`: the other rules then never see it.
+    # suspect with `out.suspect(reason, hide_from)`: the rules it names (or all others) never see it.
     inspects_readings: ClassVar[bool] = False
     # Rules that judge silence (no events at all) set this; the engine then calls on_clock each step.
     uses_clock: ClassVar[bool] = False

@@ -13,7 +13,7 @@ import msgspec
 
 from core.models import Event, Evidence, Severity, Violation, stable_id
 from core.traffic_settings import CodeEntry, TrafficSettings, ZoneType
-from processors.devices import DeviceLookup
+from processors.devices import DeviceLookup, GroupedThresholds, Thresholds
 from processors.rule import Rule, S
 from processors.zones import Zone, ZoneMap
 
@@ -37,8 +37,12 @@ class TrafficContext:
         return track
 
     @classmethod
-    def build(cls, settings: TrafficSettings, devices: DeviceLookup | None = None) -> TrafficContext:
-        return cls(ZoneMap(settings, devices), settings)
+    def build(cls, settings: TrafficSettings, devices: DeviceLookup | None = None,
+              zone_thresholds: GroupedThresholds | None = None,
+              kind_thresholds: GroupedThresholds | None = None) -> TrafficContext:
+        """`zone_thresholds` and `kind_thresholds`: rules.zone_thresholds and rules.kind_thresholds."""
+        thresholds = Thresholds(devices, zone_thresholds, kind_thresholds)
+        return cls(ZoneMap(settings, devices, thresholds), settings)
 
     @property
     def track_idle_ms(self) -> int:

@@ -21,7 +21,7 @@ from core.traffic_settings import (
     ZoneType,
     parse_window,
 )
-from processors.devices import DeviceLookup, NoDevices
+from processors.devices import DeviceLookup, Thresholds
 
 FOREVER_MS = 2**62
 # How far ahead a schedule is searched for its next window: two weeks cover any weekly pattern plus
@@ -126,9 +126,11 @@ class Zone:
 class ZoneMap:
     """Zones by camera and name, the camera's intersection, and per-zone / per-device thresholds."""
 
-    def __init__(self, traffic: TrafficSettings, devices: DeviceLookup | None = None) -> None:
+    def __init__(self, traffic: TrafficSettings, devices: DeviceLookup | None = None,
+                 thresholds: Thresholds | None = None) -> None:
         self.time_zone = zoneinfo.ZoneInfo(traffic.time_zone)
-        self.devices = devices or NoDevices()
+        self.thresholds = thresholds or Thresholds(devices)
+        self.devices = self.thresholds.devices
         self.schedules = {name: Schedule(name, settings, self.time_zone)
                           for name, settings in traffic.schedules.items()}
         phases = {(ix.id, approach.name): approach.phase
@@ -178,16 +180,9 @@ class ZoneMap:
         found = [known[name] for name in names if name in known]
         return sorted((zone for zone in found if not types or zone.type in types), key=lambda z: z.name)
 
-    def threshold(self, rule: str, name: str, default: float, *, device_id: str,
+    def threshold(self, rule: str, name: str, default: float, *, device_id: str, kind: str,
                   zone: Zone | None = None) -> float:
-        """The zone's override, else the device's (registry), else the rule's configured default."""
-        if zone is not None:
-            value = zone.settings.thresholds.get(rule, {}).get(name)
-            if value is not None:
-                return value
-        device = self.devices.get(device_id)
-        if device is not None:
-            value = device.thresholds.get(rule, {}).get(name)
-            if value is not None:
-                return value
-        return default
+        """The camera zone's override, else the device's (registry), else its zone tag's, else its kind's,
+        else the rule's configured default (processors.devices.Thresholds)."""
+        return self.thresholds.value(rule, name, default, device_id=device_id, kind=kind,
+                                     camera_zone=None if zone is None else zone.settings.thresholds)

@@ -1,5 +1,6 @@
-"""Pieces the sanitation and environment rules share: reading numbers, building violations, and a
-threshold rule with hysteresis (open at one level on N readings in a row, clear at another).
+"""Pieces the sanitation and environment rules share: reading numbers, building violations, telling a
+run of readings from readings with a missing report between them, and a threshold rule with hysteresis
+(open at one level on N readings in a row, clear at another).
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ from typing import Any, ClassVar
 import msgspec
 
 from core.models import Event, Evidence, Severity, Violation, ViolationStatus, stable_id
-from processors.devices import DeviceLookup, NoDevices, threshold
+from processors.devices import DeviceLookup, GroupedThresholds, Thresholds
 from processors.rule import Emitter, Rule
 
 # (event id, event time ms, value): a reading kept as evidence.
 Reading = tuple[str, int, float]
 
-ZoneThresholds = Mapping[str, Mapping[str, Mapping[str, float]]]
+ZoneThresholds = GroupedThresholds
 
 
 def number(event: Event, name: str) -> float | None:
@@ -28,10 +29,29 @@ def number(event: Event, name: str) -> float | None:
     return float(value)
 
 
+def expected_interval_ms(devices: DeviceLookup, device_id: str) -> int | None:
+    """How often the device reports (its registered `expected_interval_s`), or None when unknown."""
+    device = devices.get(device_id)
+    if device is None or device.expected_interval_s is None:
+        return None
+    return int(device.expected_interval_s * 1000)
+
+
+def missing_report_between(last_ms: int, time_ms: int, interval_ms: int | None,
+                           max_gap_intervals: float) -> bool:
+    """Whether at least one report is missing between two readings: they are further apart than
+    `max_gap_intervals` intervals. A run of readings "in a row" ends there: the missing report is not
+    evidence either way. Without a known interval nothing can be said to be missing."""
+    return interval_ms is not None and time_ms - last_ms > max_gap_intervals * interval_ms
+
+
 def open_violation(type_: str, key: str, event: Event, evidence: list[Reading], severity: Severity,
-                   details: dict[str, Any], *, device_id: str | None = None) -> Violation:
-    """An open violation whose id comes from the rule, the key and the first evidence event."""
-    first_id, first_time_ms, _ = evidence[0]
+                   details: dict[str, Any], *, begun_by: tuple[str, int],
+                   device_id: str | None = None) -> Violation:
+    """An open violation that began with the event `begun_by` (event id, event time): its start time, and
+    with the rule and the key its id. `evidence` is what the judgement rests on, possibly trimmed: the
+    incident's begin is never taken from it."""
+    first_id, first_time_ms = begun_by
     return Violation(
         violation_id=stable_id(type_, key, first_id),
         type=type_,
@@ -45,13 +65,15 @@ def open_violation(type_: str, key: str, event: Event, evidence: list[Reading], 
     )
 
 
-def clear_violation(opened: Violation, event: Event, details: dict[str, Any]) -> Violation:
-    """The cleared state of `opened`, judged on `event`; never older than the open state."""
+def clear_violation(opened: Violation, event: Event, details: dict[str, Any], *,
+                    ended_at_ms: int | None = None) -> Violation:
+    """The cleared state of `opened`, judged on `event`; never older than the open state. The incident
+    ended at `ended_at_ms` when the clearing took several readings (the first of them), else at `event`."""
     time_ms = max(event.event_time_ms, opened.updated_time_ms)
     return msgspec.structs.replace(
         opened,
         status=ViolationStatus.CLEARED,
-        end_time_ms=time_ms,
+        end_time_ms=time_ms if ended_at_ms is None else max(ended_at_ms, opened.start_time_ms),
         updated_time_ms=time_ms,
         evidence=msgspec.structs.replace(
             opened.evidence,
@@ -99,8 +121,11 @@ class Channel(msgspec.Struct, frozen=True):
 
 
 class Level(msgspec.Struct):
+    # The opening readings in a row, newest last, bounded by `consecutive`; `since` is the first of them
+    # (event id, event time), kept apart so the incident's start never depends on the bound.
     run: list[Reading] = []
     open_violation: Violation | None = None
+    since: tuple[str, int] | None = None
 
 
 class LevelState(msgspec.Struct):
@@ -111,20 +136,24 @@ class LevelRule(Rule[LevelState]):
     """A device-keyed rule over one or more channels (e.g. NH3 and H2S), each its own incident.
 
     A channel opens after `consecutive` opening readings in a row and clears on the first clearing
-    reading; between the two levels nothing changes, so a value hovering at the limit never flaps.
+    reading; between the two levels nothing changes, so a value hovering at the limit never flaps. A
+    missing report (readings further apart than `max_gap_intervals` of the device's expected interval)
+    breaks the run.
     """
 
     state_type: ClassVar[type[msgspec.Struct]] = LevelState
     consecutive: int = 1
+    max_gap_intervals: float = 1.5
 
-    def __init__(self, devices: DeviceLookup | None, zones: ZoneThresholds | None, state_ttl_s: int) -> None:
-        self.devices = devices or NoDevices()
-        self.zones = zones or {}
+    def __init__(self, devices: DeviceLookup | None, zones: ZoneThresholds | None, state_ttl_s: int,
+                 kinds: ZoneThresholds | None = None) -> None:
+        self.thresholds = Thresholds(devices, zones, kinds)
+        self.devices = self.thresholds.devices
         self.state_ttl_ms = state_ttl_s * 1000
 
     def setting(self, event: Event, name: str, default: float) -> float:
-        """A threshold for this event's device: device override, zone override, configured default."""
-        return threshold(self.devices, event.device_id, self.name, name, default, self.zones)
+        """A threshold for this event's device (processors.devices.Thresholds has the precedence)."""
+        return self.thresholds.value(self.name, name, default, device_id=event.device_id, kind=event.kind)
 
     def channels(self, event: Event) -> list[Channel]:
         raise NotImplementedError
@@ -140,7 +169,7 @@ class LevelRule(Rule[LevelState]):
                 if not channel.opens():
                     continue  # nothing open and nothing counting: a quiet reading changes nothing
                 level = Level()
-            self._judge(level, channel, event, out)
+            self._judge(level, channel, event, out, int(self.setting(event, "consecutive", self.consecutive)))
             if level.open_violation is None and not level.run:
                 state.channels.pop(channel.name, None)
             else:
@@ -149,25 +178,34 @@ class LevelRule(Rule[LevelState]):
         # (state still expires after the rule's TTL of silence).
         return state
 
-    def _judge(self, level: Level, channel: Channel, event: Event, out: Emitter) -> None:
+    def _judge(self, level: Level, channel: Channel, event: Event, out: Emitter, consecutive: int) -> None:
         if channel.opens():
-            level.run = [*level.run, (event.event_id, event.event_time_ms, channel.value)][-self.consecutive:]
-            if level.open_violation is None and len(level.run) >= self.consecutive:
+            interval_ms = expected_interval_ms(self.devices, event.device_id)
+            if level.run and missing_report_between(
+                    level.run[-1][1], event.event_time_ms, interval_ms,
+                    self.setting(event, "max_gap_intervals", self.max_gap_intervals)):
+                level.run = []
+            if not level.run:
+                level.since = (event.event_id, event.event_time_ms)
+            elif level.since is None:  # state snapshotted before `since` was kept
+                level.since = (level.run[0][0], level.run[0][1])
+            level.run = [*level.run, (event.event_id, event.event_time_ms, channel.value)][-consecutive:]
+            if level.open_violation is None and len(level.run) >= consecutive and level.since is not None:
                 details = {
                     "attribute": channel.name,
                     "values": [value for _, _, value in level.run],
                     "open_level": channel.open_level,
                     "clear_level": channel.clear_level,
                     "direction": channel.direction.value,
-                    "consecutive": self.consecutive,
+                    "consecutive": consecutive,
                     **dict(channel.details),
                 }
                 level.open_violation = open_violation(
                     self.name, f"{event.device_id}/{channel.name}", event, level.run, channel.severity,
-                    details)
+                    details, begun_by=level.since)
                 out.violation(level.open_violation)
             return
-        level.run = []
+        level.run, level.since = [], None
         if channel.clears() and level.open_violation is not None:
             out.violation(clear_violation(level.open_violation, event, {"cleared_value": channel.value}))
             level.open_violation = None

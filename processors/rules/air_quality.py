@@ -16,7 +16,7 @@ import msgspec
 
 from core.models import Event, Severity, Violation
 from core.sanitation_settings import AirQualitySettings
-from processors.devices import DeviceLookup, NoDevices, threshold
+from processors.devices import DeviceLookup, Thresholds
 from processors.rule import Emitter, Rule
 from processors.rules import air_standards
 from processors.rules._common import ZoneThresholds, clear_violation, number, open_violation
@@ -46,12 +46,14 @@ class AirQualityRule(Rule[AirState]):
     state_type: ClassVar[type[msgspec.Struct]] = AirState
 
     def __init__(self, settings: AirQualitySettings, devices: DeviceLookup | None = None,
-                 zones: ZoneThresholds | None = None) -> None:
+                 zones: ZoneThresholds | None = None, *, kinds: ZoneThresholds | None = None) -> None:
         self.settings = settings
         self.limits = settings.standards[settings.standard]
-        self.devices = devices or NoDevices()
-        self.zones = zones
+        self.thresholds = Thresholds(devices, zones, kinds)
         self.state_ttl_ms = settings.state_ttl_s * 1000
+
+    def setting(self, event: Event, name: str, default: float) -> float:
+        return self.thresholds.value(TYPE, name, default, device_id=event.device_id, kind=event.kind)
 
     def on_event(self, state: AirState | None, event: Event, out: Emitter) -> AirState | None:
         values = {name: number(event, name) for name in POLLUTANTS}
@@ -73,42 +75,49 @@ class AirQualityRule(Rule[AirState]):
                 pollutant.day.evict(event.event_time_ms)
         for name, pollutant in state.pollutants.items():
             mean = pollutant.day.mean()
-            if mean is None or pollutant.day.coverage < self.settings.min_hours_24h:
+            if mean is None or pollutant.day.coverage < self.setting(event, "min_hours_24h",
+                                                                      self.settings.min_hours_24h):
                 continue  # not enough data for a valid 24-hour mean: no judgement either way
             # Override names are the limit fields: pm25_24h_ugm3, pm10_24h_ugm3.
             limit_name = f"{name.removesuffix('_ugm3')}_24h_ugm3"
             default: float = getattr(self.limits, limit_name)
-            limit = threshold(self.devices, event.device_id, TYPE, limit_name, default, self.zones)
+            limit = self.setting(event, limit_name, default)
             exceeded = mean > limit
             if exceeded == (pollutant.open_violation is not None):
                 continue  # no change: the means and AQI are only worked out for a state change
             details = {"pollutant": name, "limit_24h_ugm3": limit, "standard": self.settings.standard,
-                       **self.summary(state)}
+                       **self.summary(state, event)}
             if exceeded and pollutant.open_violation is None:
                 pm25 = name == "pm25_ugm3"
                 evidence = [(event_id, time_ms, pm25_value if pm25 else pm10_value)
                             for event_id, time_ms, pm25_value, pm10_value in state.recent
                             if (pm25_value if pm25 else pm10_value) >= 0]
                 evidence = evidence or [(event.event_id, event.event_time_ms, mean)]
+                # The exceedance began with this reading (its valid 24-hour mean first went above the
+                # limit); `evidence` is the bounded list of newest readings and never moves the start.
                 pollutant.open_violation = open_violation(
                     TYPE, f"{event.device_id}/{name}", event, evidence,
-                    Severity.HIGH if mean > 2 * limit else Severity.MEDIUM, details)
+                    Severity.HIGH if mean > 2 * limit else Severity.MEDIUM, details,
+                    begun_by=(event.event_id, event.event_time_ms))
                 out.violation(pollutant.open_violation)
             elif not exceeded and pollutant.open_violation is not None:
                 out.violation(clear_violation(pollutant.open_violation, event, {"cleared": details}))
                 pollutant.open_violation = None
         return state
 
-    def summary(self, state: AirState) -> dict[str, Any]:
-        """Means, coverage, IAQI per pollutant and the AQI with its category (24-hour means)."""
+    def summary(self, state: AirState, event: Event) -> dict[str, Any]:
+        """Means, coverage, IAQI per pollutant and the AQI with its category (24-hour means), with the
+        validity settings that apply to the event's sensor."""
         table = self.settings.aqi_table
+        min_minutes_1h = self.setting(event, "min_minutes_1h", self.settings.min_minutes_1h)
+        min_hours_24h = self.setting(event, "min_hours_24h", self.settings.min_hours_24h)
         result: dict[str, Any] = {"aqi_table": table}
         indices = []
         for name, pollutant in state.pollutants.items():
             hour_mean, day_mean = pollutant.hour.mean(), pollutant.day.mean()
             valid_hour = (hour_mean is not None
-                          and pollutant.hour.covered_ms >= self.settings.min_minutes_1h * 60_000)
-            valid_day = day_mean is not None and pollutant.day.coverage >= self.settings.min_hours_24h
+                          and pollutant.hour.covered_ms >= min_minutes_1h * 60_000)
+            valid_day = day_mean is not None and pollutant.day.coverage >= min_hours_24h
             result[f"{name}_1h_mean"] = None if hour_mean is None else round(hour_mean, 2)
             result[f"{name}_1h_valid"] = valid_hour
             result[f"{name}_24h_mean"] = None if day_mean is None else round(day_mean, 2)

@@ -20,12 +20,13 @@ class BinFireRule(LevelRule):
     reads_attributes: ClassVar[frozenset[str]] = frozenset({"temperature_c"})
 
     def __init__(self, settings: BinFireSettings, devices: DeviceLookup | None = None,
-                 zones: ZoneThresholds | None = None) -> None:
+                 zones: ZoneThresholds | None = None, *, kinds: ZoneThresholds | None = None) -> None:
         if settings.clear_c > settings.open_c:
             raise ValueError("bin_fire.clear_c must not be above open_c")
-        super().__init__(devices, zones, settings.state_ttl_s)
+        super().__init__(devices, zones, settings.state_ttl_s, kinds)
         self.settings = settings
         self.consecutive = settings.consecutive
+        self.max_gap_intervals = settings.max_gap_intervals
 
     def channels(self, event: Event) -> list[Channel]:
         temperature = number(event, "temperature_c")

@@ -14,7 +14,7 @@ import msgspec
 
 from core.models import Event, Evidence, Location, Severity, Violation, stable_id
 from core.sanitation_settings import BinLidOpenSettings
-from processors.devices import DeviceLookup, NoDevices, threshold
+from processors.devices import DeviceLookup, Thresholds
 from processors.rule import Emitter, Rule
 from processors.rules._common import ZoneThresholds, clear_violation
 
@@ -41,11 +41,14 @@ class BinLidOpenRule(Rule[LidState]):
     state_type: ClassVar[type[msgspec.Struct]] = LidState
 
     def __init__(self, settings: BinLidOpenSettings, devices: DeviceLookup | None = None,
-                 zones: ZoneThresholds | None = None) -> None:
+                 zones: ZoneThresholds | None = None, *, kinds: ZoneThresholds | None = None) -> None:
         self.settings = settings
-        self.devices = devices or NoDevices()
-        self.zones = zones
+        self.thresholds = Thresholds(devices, zones, kinds)
+        self.devices = self.thresholds.devices
         self.state_ttl_ms = settings.state_ttl_s * 1000
+
+    def setting(self, event: Event, name: str, default: float) -> float:
+        return self.thresholds.value(TYPE, name, default, device_id=event.device_id, kind=event.kind)
 
     def on_event(self, state: LidState | None, event: Event, out: Emitter) -> LidState | None:
         lid_open = event.attributes.get("lid_open")
@@ -58,8 +61,7 @@ class BinLidOpenRule(Rule[LidState]):
             # Kept while closed: it remembers the newest judged time, so a late "open" is not judged.
             return LidState(device_id=event.device_id)
         if state is None or state.opened_by is None:
-            limit_s = threshold(self.devices, event.device_id, TYPE, "open_after_s",
-                                self.settings.open_after_s, self.zones)
+            limit_s = self.setting(event, "open_after_s", self.settings.open_after_s)
             state = LidState(device_id=event.device_id, opened_by=(event.event_id, event.event_time_ms),
                              deadline_ms=event.event_time_ms + int(limit_s * 1000))
             out.timer(state.deadline_ms)

@@ -25,7 +25,7 @@ import msgspec
 
 from core.models import Event, Prediction, Severity, Violation
 from core.sanitation_settings import BinNearFullSettings
-from processors.devices import DeviceLookup, NoDevices, threshold
+from processors.devices import DeviceLookup, Thresholds
 from processors.rule import Emitter, Rule
 from processors.rules._common import Reading, ZoneThresholds, clear_violation, open_violation
 from processors.rules.bin_fill import fill_pct_of
@@ -190,11 +190,14 @@ class BinNearFullRule(Rule[NearFullState]):
     state_type: ClassVar[type[msgspec.Struct]] = NearFullState
 
     def __init__(self, settings: BinNearFullSettings, devices: DeviceLookup | None = None,
-                 zones: ZoneThresholds | None = None) -> None:
+                 zones: ZoneThresholds | None = None, *, kinds: ZoneThresholds | None = None) -> None:
         self.settings = settings
-        self.devices = devices or NoDevices()
-        self.zones = zones
+        self.thresholds = Thresholds(devices, zones, kinds)
+        self.devices = self.thresholds.devices
         self.state_ttl_ms = settings.state_ttl_s * 1000
+
+    def setting(self, event: Event, name: str, default: float) -> float:
+        return self.thresholds.value(TYPE, name, default, device_id=event.device_id, kind=event.kind)
 
     def on_event(self, state: NearFullState | None, event: Event, out: Emitter) -> NearFullState | None:
         fill = fill_pct_of(event, self.devices)
@@ -202,13 +205,15 @@ class BinNearFullRule(Rule[NearFullState]):
             return state
         state = state or NearFullState()
         reading = (event.event_id, event.event_time_ms, fill)
-        if state.points and fill <= state.points[-1][2] - self.settings.emptied_drop_pct:
+        emptied_drop_pct = self.setting(event, "emptied_drop_pct", self.settings.emptied_drop_pct)
+        if state.points and fill <= state.points[-1][2] - emptied_drop_pct:
             if state.open_violation is not None:
                 out.violation(clear_violation(state.open_violation, event, {"emptied_fill_pct": fill}))
                 state.open_violation = None
             state.points = []
             state.sums = None
-        window_start_ms = event.event_time_ms - int(self.settings.fit_window_s * 1000)
+        window_start_ms = event.event_time_ms - int(
+            self.setting(event, "fit_window_s", self.settings.fit_window_s) * 1000)
         points = state.points
         points.append(reading)
         # Readings arrive in event-time order, so the ones to drop are at the front.
@@ -227,15 +232,14 @@ class BinNearFullRule(Rule[NearFullState]):
             return state
         if sums is None or sums.updates >= REBUILD_SUMS_EVERY:
             state.sums = sums = FillSums.of(points)
-        if len(points) < self.settings.min_points:
+        if len(points) < self.setting(event, "min_points", self.settings.min_points):
             out.record(self._prediction(event, fill, None, {"points": len(points)}))
             return state
-        fit = fit_fill(points, self.settings.outlier_pct, sums)
+        fit = fit_fill(points, self.setting(event, "outlier_pct", self.settings.outlier_pct), sums)
         predicted = fit.predicted_full_ms
         if fill >= 100.0 and fit.dropped != reading:
             predicted = event.event_time_ms  # already full, whatever the line says
-        horizon_s = threshold(self.devices, event.device_id, TYPE, "horizon_s", self.settings.horizon_s,
-                              self.zones)
+        horizon_s = self.setting(event, "horizon_s", self.settings.horizon_s)
         details = {
             "slope_pct_per_h": round(fit.slope_pct_per_h, 3),
             "points": len(fit.used),
@@ -245,9 +249,12 @@ class BinNearFullRule(Rule[NearFullState]):
         out.record(self._prediction(event, fill, predicted, details))
         within = predicted is not None and predicted - event.event_time_ms <= horizon_s * 1000
         if within and state.open_violation is None:
+            # The incident began when the forecast first fell within the horizon (this reading), not at
+            # the oldest reading of the fit, which the fit window and max_points move.
             state.open_violation = open_violation(
                 TYPE, event.device_id, event, fit.used, Severity.MEDIUM,
-                {**details, "predicted_full_ms": predicted, "fill_pct": [f for _, _, f in fit.used]})
+                {**details, "predicted_full_ms": predicted, "fill_pct": [f for _, _, f in fit.used]},
+                begun_by=(event.event_id, event.event_time_ms))
             out.violation(state.open_violation)
         return state
 

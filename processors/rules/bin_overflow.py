@@ -1,30 +1,33 @@
 """Bin overflow (满溢): fill at or above `open_pct` on `consecutive` readings in a row opens a violation;
 a reading below `clear_pct` (the bin was emptied) clears it. Between the two thresholds nothing changes,
-so a bin hovering around 90% opens once and never flaps. A device's `thresholds.bin_overflow` in the
-registry overrides open_pct and clear_pct for that bin. A sensor that reports an ultrasonic distance
+so a bin hovering around 90% opens once and never flaps; a missing report (readings further apart than
+`max_gap_intervals` of the bin's `expected_interval_s`) breaks the run. Every number can be overridden
+per bin, zone and kind (processors.devices.Thresholds). A sensor that reports an ultrasonic distance
 instead of a fill level is turned into fill with the bin's registered depth (processors/rules/bin_fill.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import ClassVar
 
 import msgspec
 
 from core.models import Event, Evidence, Severity, Violation, ViolationStatus, stable_id
 from core.settings import BinOverflowSettings
-from processors.devices import DeviceLookup, NoDevices, threshold
+from processors.devices import DeviceLookup, GroupedThresholds, Thresholds
 from processors.rule import Emitter, Rule
+from processors.rules._common import expected_interval_ms, missing_report_between
 from processors.rules.bin_fill import fill_pct_of
 
 TYPE = "bin_overflow"
 
 
 class BinState(msgspec.Struct):
-    # Readings at or above the open threshold in the current run: (event id, event time, fill).
+    # Readings at or above the open threshold in the current run: (event id, event time, fill), bounded
+    # by `consecutive`; `since` is the first of them (event id, event time), where the incident began.
     run: list[tuple[str, int, float]] = []
     open_violation: Violation | None = None
+    since: tuple[str, int] | None = None
 
 
 class BinOverflowRule(Rule[BinState]):
@@ -34,38 +37,50 @@ class BinOverflowRule(Rule[BinState]):
     state_type: ClassVar[type[msgspec.Struct]] = BinState
 
     def __init__(self, settings: BinOverflowSettings, devices: DeviceLookup | None = None,
-                 zones: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None) -> None:
+                 zones: GroupedThresholds | None = None, *, kinds: GroupedThresholds | None = None) -> None:
         if settings.clear_pct >= settings.open_pct:
             raise ValueError("bin_overflow.clear_pct must be below open_pct")
         self.settings = settings
-        self.devices = devices or NoDevices()
-        self.zones = zones
+        self.thresholds = Thresholds(devices, zones, kinds)
+        self.devices = self.thresholds.devices
         self.state_ttl_ms = settings.state_ttl_s * 1000
+
+    def setting(self, event: Event, name: str, default: float) -> float:
+        return self.thresholds.value(TYPE, name, default, device_id=event.device_id, kind=event.kind)
 
     def on_event(self, state: BinState | None, event: Event, out: Emitter) -> BinState | None:
         fill = fill_pct_of(event, self.devices)
         if fill is None:  # a bin message without a fill level (e.g. only battery) says nothing here
             return state
         state = state or BinState()
-        open_pct = threshold(self.devices, event.device_id, TYPE, "open_pct", self.settings.open_pct,
-                             self.zones)
-        clear_pct = threshold(self.devices, event.device_id, TYPE, "clear_pct", self.settings.clear_pct,
-                              self.zones)
+        open_pct = self.setting(event, "open_pct", self.settings.open_pct)
+        clear_pct = self.setting(event, "clear_pct", self.settings.clear_pct)
         if fill >= open_pct:
-            state.run = [*state.run, (event.event_id, event.event_time_ms, fill)][-self.settings.consecutive:]
-            if state.open_violation is None and len(state.run) >= self.settings.consecutive:
-                state.open_violation = self._open(event, state.run, open_pct)
+            consecutive = int(self.setting(event, "consecutive", self.settings.consecutive))
+            interval_ms = expected_interval_ms(self.devices, event.device_id)
+            if state.run and missing_report_between(
+                    state.run[-1][1], event.event_time_ms, interval_ms,
+                    self.setting(event, "max_gap_intervals", self.settings.max_gap_intervals)):
+                state.run = []
+            if not state.run:
+                state.since = (event.event_id, event.event_time_ms)
+            elif state.since is None:  # state snapshotted before `since` was kept
+                state.since = (state.run[0][0], state.run[0][1])
+            state.run = [*state.run, (event.event_id, event.event_time_ms, fill)][-consecutive:]
+            if state.open_violation is None and len(state.run) >= consecutive and state.since is not None:
+                state.open_violation = self._open(event, state.run, state.since, open_pct, consecutive)
                 out.violation(state.open_violation)
             return state
-        state.run = []
+        state.run, state.since = [], None
         if fill < clear_pct and state.open_violation is not None:
             out.violation(self._clear(state.open_violation, event, fill, clear_pct))
             state.open_violation = None
         # Nothing worth remembering: let the key go until the bin fills up again.
         return state if state.open_violation is not None else None
 
-    def _open(self, event: Event, run: list[tuple[str, int, float]], open_pct: float) -> Violation:
-        first_id, first_time_ms, _ = run[0]
+    def _open(self, event: Event, run: list[tuple[str, int, float]], since: tuple[str, int],
+              open_pct: float, consecutive: int) -> Violation:
+        first_id, first_time_ms = since
         return Violation(
             violation_id=stable_id(TYPE, event.device_id, first_id),
             type=TYPE,
@@ -80,7 +95,7 @@ class BinOverflowRule(Rule[BinState]):
                 details={
                     "fill_pct": [fill for _, _, fill in run],
                     "open_pct": open_pct,
-                    "consecutive": self.settings.consecutive,
+                    "consecutive": consecutive,
                 },
             ),
         )

@@ -21,12 +21,13 @@ class BinTiltRule(LevelRule):
     reads_attributes: ClassVar[frozenset[str]] = frozenset({"tilt_deg", "tilted"})
 
     def __init__(self, settings: BinTiltSettings, devices: DeviceLookup | None = None,
-                 zones: ZoneThresholds | None = None) -> None:
+                 zones: ZoneThresholds | None = None, *, kinds: ZoneThresholds | None = None) -> None:
         if settings.clear_deg > settings.open_deg:
             raise ValueError("bin_tilt.clear_deg must not be above open_deg")
-        super().__init__(devices, zones, settings.state_ttl_s)
+        super().__init__(devices, zones, settings.state_ttl_s, kinds)
         self.settings = settings
         self.consecutive = settings.consecutive
+        self.max_gap_intervals = settings.max_gap_intervals
 
     def channels(self, event: Event) -> list[Channel]:
         tilt = number(event, "tilt_deg")

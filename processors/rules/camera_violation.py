@@ -58,7 +58,7 @@ class CameraViolationRule(Rule[CameraReportsState]):
         violation_type, code, plate = report
         state = state or CameraReportsState()
         window_ms = int(1000 * self.context.zones.threshold(
-            TYPE, "dedup_window_s", self.settings.dedup_window_s, device_id=event.device_id))
+            TYPE, "dedup_window_s", self.settings.dedup_window_s, device_id=event.device_id, kind=event.kind))
         time_ms = event.event_time_ms
         if time_ms - state.pruned_ms >= window_ms:
             state.pruned_ms = time_ms

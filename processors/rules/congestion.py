@@ -3,10 +3,13 @@ speed is at most `speed_kmh` (15 km/h) for `open_intervals` (3) consecutive inte
 `clear_intervals` (2) consecutive intervals that are not congested clear it. In between nothing changes,
 so an approach hovering at the threshold opens once and never flaps.
 
-The incident starts at the first congested interval of the opening run and ends at the first free
-interval of the clearing run; the clear carries the peak occupancy, the lowest speed and the duration.
-A gap of more than `max_gap_intervals` intervals between readings breaks a run: a silent detector is not
-evidence either way. One state per detector and approach, dropped while the approach flows freely.
+A detector reading's time is the end of its interval. The incident starts where the first congested
+interval of the opening run began and ends where the first free interval of the clearing run began; the
+clear carries the peak occupancy, the lowest speed and the duration. Readings further apart than
+`max_gap_intervals` (1.5) intervals break a run: a missing report is neither a congested nor a free
+interval (the interval is the reading's `interval_s`, else the detector's registered
+`expected_interval_s`, else `default_interval_s`). One state per detector and approach, dropped while
+the approach flows freely.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import msgspec
 from core.models import Event, Evidence, Severity, Violation, ViolationStatus, stable_id
 from core.traffic_settings import CongestionSettings
 from processors.rule import Emitter, Rule
+from processors.rules._common import expected_interval_ms, missing_report_between
 from processors.traffic import TrafficContext
 
 TYPE = "congestion"
@@ -25,9 +29,14 @@ TYPE = "congestion"
 
 class Interval(msgspec.Struct, array_like=True):
     event_id: str
-    time_ms: int
+    time_ms: int  # the end of the interval
     occupancy_pct: float
     speed_kmh: float
+    interval_ms: int = 0
+
+    @property
+    def begin_ms(self) -> int:
+        return self.time_ms - self.interval_ms
 
 
 class CongestionState(msgspec.Struct):
@@ -62,8 +71,19 @@ class CongestionRule(Rule[CongestionState]):
         approach = event.attributes.get("approach")
         return f"{event.device_id}|{approach}" if isinstance(approach, str) else event.device_id
 
+    def _interval_ms(self, event: Event) -> int:
+        """The reading's interval: its own `interval_s`, else the detector's registered interval, else
+        `default_interval_s`."""
+        interval_s = _number(event.attributes.get("interval_s"))
+        if interval_s:
+            return int(interval_s * 1000)
+        registered = expected_interval_ms(self.context.zones.devices, event.device_id)
+        if registered:
+            return registered
+        return int(self._threshold(event, "default_interval_s", self.settings.default_interval_s) * 1000)
+
     def _threshold(self, event: Event, name: str, default: float) -> float:
-        return self.context.zones.threshold(TYPE, name, default, device_id=event.device_id)
+        return self.context.zones.threshold(TYPE, name, default, device_id=event.device_id, kind=event.kind)
 
     def on_event(self, state: CongestionState | None, event: Event,
                  out: Emitter) -> CongestionState | None:
@@ -72,13 +92,15 @@ class CongestionRule(Rule[CongestionState]):
         if occupancy is None or speed is None:
             return state
         settings = self.settings
-        interval_s = _number(event.attributes.get("interval_s")) or settings.default_interval_s
+        interval_ms = self._interval_ms(event)
         state = state or CongestionState()
         time_ms = event.event_time_ms
-        if state.last_ms and time_ms - state.last_ms > settings.max_gap_intervals * interval_s * 1000:
+        if state.last_ms and missing_report_between(
+                state.last_ms, time_ms, interval_ms,
+                self._threshold(event, "max_gap_intervals", settings.max_gap_intervals)):
             state.run, state.free = [], []
         state.last_ms = time_ms
-        reading = Interval(event.event_id, time_ms, occupancy, speed)
+        reading = Interval(event.event_id, time_ms, occupancy, speed, interval_ms)
         congested = (occupancy >= self._threshold(event, "occupancy_pct", settings.occupancy_pct)
                      and speed <= self._threshold(event, "speed_kmh", settings.speed_kmh))
         if congested:
@@ -111,7 +133,7 @@ class CongestionRule(Rule[CongestionState]):
             type=TYPE,
             severity=Severity.HIGH if peak >= high else Severity.MEDIUM,
             device_id=event.device_id,
-            start_time_ms=run[0].time_ms,
+            start_time_ms=run[0].begin_ms,
             updated_time_ms=event.event_time_ms,
             location=event.location,
             tags=event.tags,
@@ -137,7 +159,7 @@ class CongestionRule(Rule[CongestionState]):
     def _clear(self, state: CongestionState, event: Event) -> Violation:
         opened = state.open
         assert opened is not None
-        end_ms = state.free[0].time_ms
+        end_ms = state.free[0].begin_ms
         return msgspec.structs.replace(
             opened,
             status=ViolationStatus.CLEARED,

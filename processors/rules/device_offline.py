@@ -22,6 +22,7 @@ import msgspec
 from core.models import Event, Evidence, Location, Severity, Violation, stable_id
 from core.sanitation_settings import DeviceOfflineSettings
 from core.settings import DeviceSettings
+from processors.devices import Thresholds
 from processors.rule import ANY_KIND, Emitter, Rule
 from processors.rules._common import clear_violation
 from processors.state import KeyedState
@@ -45,11 +46,14 @@ class DeviceOfflineRule(Rule[Liveness]):
     inspects_readings: ClassVar[bool] = True  # runs before the sensor-fault gate: any message is life
     uses_clock: ClassVar[bool] = True
 
-    def __init__(self, settings: DeviceOfflineSettings, devices: list[DeviceSettings]) -> None:
+    def __init__(self, settings: DeviceOfflineSettings, devices: list[DeviceSettings],
+                 thresholds: Thresholds | None = None) -> None:
         self.settings = settings
         self.state_ttl_ms = _FOREVER_MS
+        thresholds = thresholds or Thresholds()
         self.limits_ms = {
-            d.device_id: int(d.expected_interval_s * settings.silence_factor * 1000)
+            d.device_id: int(d.expected_interval_s * 1000 * thresholds.value(
+                TYPE, "silence_factor", settings.silence_factor, device_id=d.device_id, kind=d.kind))
             for d in devices if d.expected_interval_s is not None and d.active
         }
         self.devices = {d.device_id: d for d in devices if d.device_id in self.limits_ms}

@@ -22,6 +22,8 @@ from processors.traffic import Track, TrafficContext, track_violation
 from processors.zones import FOREVER_MS, Zone, dwell_due, in_force_until
 
 TYPE = "illegal_parking"
+# The kind of the events judged, for kind overrides (the dwell is also looked up without an event).
+TRACK = "track"
 
 
 class ParkingState(msgspec.Struct):
@@ -44,7 +46,7 @@ class ParkingState(msgspec.Struct):
 
 class IllegalParkingRule(Rule[ParkingState]):
     name: ClassVar[str] = TYPE
-    kinds: ClassVar[frozenset[str]] = frozenset({"track"})
+    kinds: ClassVar[frozenset[str]] = frozenset({TRACK})
     reads_attributes: ClassVar[frozenset[str]] = frozenset({"track_id", "label", "stage", "zones",
         "stationary", "plate", "snapshot_url", "clip_url"})
     state_type: ClassVar[type[msgspec.Struct]] = ParkingState
@@ -115,7 +117,7 @@ class IllegalParkingRule(Rule[ParkingState]):
 
     def _dwell_ms(self, zone: Zone) -> int:
         return int(1000 * self.context.zones.threshold(
-            TYPE, "dwell_s", self.settings.dwell_s, device_id=zone.camera, zone=zone))
+            TYPE, "dwell_s", self.settings.dwell_s, device_id=zone.camera, kind=TRACK, zone=zone))
 
     def _due(self, zone: Zone, since_ms: int) -> int:
         due = dwell_due(zone.schedule, since_ms, self._dwell_ms(zone))
@@ -148,7 +150,7 @@ class IllegalParkingRule(Rule[ParkingState]):
     def _violation(self, state: ParkingState, zone: Zone, track: Track, event: Event,
                    illegal_since_ms: int) -> Violation:
         dwell_s = self.context.zones.threshold(TYPE, "dwell_s", self.settings.dwell_s,
-                                               device_id=zone.camera, zone=zone)
+                                               device_id=zone.camera, kind=TRACK, zone=zone)
         return track_violation(
             self.context, violation_type=TYPE, severity=Severity.MEDIUM, event=event, track=track,
             zone=zone, incident=f"{zone.name}@{illegal_since_ms}", start_time_ms=illegal_since_ms,

@@ -1,8 +1,9 @@
 """Implausible reading: values no working sensor produces, beyond what ingest already rejects
 (ingest/attributes.py holds the physical ranges of every attribute it knows): water and odour values
 outside their plausible ranges, an ultrasonic distance longer than the bin is deep, PM2.5 above PM10
-(PM10 includes PM2.5). Such a reading opens a sensor-fault incident, is marked suspect so the other
-rules never see it, and the first plausible reading clears the incident.
+(PM10 includes PM2.5). Such a reading opens a sensor-fault incident (starting at that reading) and is
+marked suspect: the rules in `hide_suspect_from` (by default those that judge the attributes checked
+here) never see it, the others still do. The first plausible reading clears the incident.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from typing import ClassVar
 import msgspec
 
 from core.models import Event, Severity, Violation
+from core.rule_overrides import rule_name
 from core.sanitation_settings import ImplausibleReadingSettings
-from processors.devices import DeviceLookup, NoDevices
+from processors.devices import DeviceLookup, GroupedThresholds, Thresholds
 from processors.rule import Emitter, Rule
 from processors.rules._common import clear_violation, number, open_violation
 
@@ -31,11 +33,19 @@ class ImplausibleReadingRule(Rule[ImplausibleState]):
     state_type: ClassVar[type[msgspec.Struct]] = ImplausibleState
     inspects_readings: ClassVar[bool] = True
 
-    def __init__(self, settings: ImplausibleReadingSettings, devices: DeviceLookup | None = None) -> None:
+    def __init__(self, settings: ImplausibleReadingSettings, devices: DeviceLookup | None = None,
+                 zones: GroupedThresholds | None = None, *, kinds: GroupedThresholds | None = None) -> None:
         self.settings = settings
-        self.devices = devices or NoDevices()
+        self.thresholds = Thresholds(devices, zones, kinds)
+        self.devices = self.thresholds.devices
         self.state_ttl_ms = settings.state_ttl_s * 1000
+        hidden = settings.hide_suspect_from
+        # Named by violation type or section (checked at load); the engine compares violation types.
+        self.hidden_from = None if hidden == ["*"] else frozenset(rule_name(name) for name in hidden)
         self._range_order = {name: index for index, name in enumerate(settings.ranges)}
+
+    def setting(self, event: Event, name: str, default: float) -> float:
+        return self.thresholds.value(TYPE, name, default, device_id=event.device_id, kind=event.kind)
 
     def problems(self, event: Event) -> list[str]:
         found = []
@@ -51,10 +61,12 @@ class ImplausibleReadingRule(Rule[ImplausibleState]):
         device = self.devices.get(event.device_id)
         if distance is not None and device is not None and "bin_depth_mm" in device.install:
             depth = device.install["bin_depth_mm"]
-            if distance > depth + self.settings.distance_tolerance_mm:
+            tolerance_mm = self.setting(event, "distance_tolerance_mm", self.settings.distance_tolerance_mm)
+            if distance > depth + tolerance_mm:
                 found.append(f"distance_mm {distance:g} beyond the bin depth {depth:g}")
         pm25, pm10 = number(event, "pm25_ugm3"), number(event, "pm10_ugm3")
-        if pm25 is not None and pm10 is not None and pm25 > pm10 + self.settings.pm_tolerance_ugm3:
+        if (pm25 is not None and pm10 is not None
+                and pm25 > pm10 + self.setting(event, "pm_tolerance_ugm3", self.settings.pm_tolerance_ugm3)):
             found.append(f"pm25_ugm3 {pm25:g} above pm10_ugm3 {pm10:g}")
         return found
 
@@ -70,7 +82,8 @@ class ImplausibleReadingRule(Rule[ImplausibleState]):
         if state.open_violation is None:
             state.open_violation = open_violation(
                 TYPE, event.device_id, event, [(event.event_id, event.event_time_ms, 0.0)], Severity.LOW,
-                {"problems": problems, "attributes": dict(event.attributes)})
+                {"problems": problems, "attributes": dict(event.attributes)},
+                begun_by=(event.event_id, event.event_time_ms))
             out.violation(state.open_violation)
-        out.suspect("; ".join(problems))
+        out.suspect("; ".join(problems), hide_from=self.hidden_from)
         return state

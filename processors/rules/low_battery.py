@@ -21,10 +21,10 @@ class LowBatteryRule(LevelRule):
     reads_attributes: ClassVar[frozenset[str]] = frozenset({"battery_pct"})
 
     def __init__(self, settings: LowBatterySettings, devices: DeviceLookup | None = None,
-                 zones: ZoneThresholds | None = None) -> None:
+                 zones: ZoneThresholds | None = None, *, kinds: ZoneThresholds | None = None) -> None:
         if settings.clear_pct < settings.open_pct:
             raise ValueError("low_battery.clear_pct must not be below open_pct")
-        super().__init__(devices, zones, settings.state_ttl_s)
+        super().__init__(devices, zones, settings.state_ttl_s, kinds)
         self.settings = settings
 
     def channels(self, event: Event) -> list[Channel]:

@@ -1,7 +1,8 @@
 """No helmet (一盔): a motorcycle or e-bike rider that the camera's classifier reports without a helmet
 (`helmet: false`; a missing value says nothing) on `consecutive` messages in a row. One violation per
-track. Motorcyclists get the points of `no_helmet:motorcycle` in the code table; e-bike riders have no
-licence points.
+track; it starts at the first message of that run (the rider was without a helmet from then on),
+whatever `consecutive` is. Motorcyclists get the points of `no_helmet:motorcycle` in the code table;
+e-bike riders have no licence points.
 """
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ TYPE = "no_helmet"
 
 
 class HelmetState(msgspec.Struct):
+    # The newest messages of the run without a helmet, bounded by `consecutive`.
     event_ids: list[str] = []
     reported: bool = False
+    # Event time of the first message of the run: where the incident began.
+    since_ms: int | None = None
 
 
 class NoHelmetRule(TrackRule[HelmetState]):
@@ -43,16 +47,18 @@ class NoHelmetRule(TrackRule[HelmetState]):
         state = state or HelmetState()
         if not state.reported and track.helmet is not None:
             if track.helmet:
-                state.event_ids = []
+                state.event_ids, state.since_ms = [], None
             else:
+                if not state.event_ids or state.since_ms is None:
+                    state.since_ms = event.event_time_ms
                 needed = int(self.context.zones.threshold(TYPE, "consecutive", self.settings.consecutive,
-                                                          device_id=track.device_id))
+                                                          device_id=track.device_id, kind=event.kind))
                 state.event_ids = [*state.event_ids, event.event_id][-needed:]
                 if len(state.event_ids) >= needed:
                     state.reported = True
                     out.violation(track_violation(
                         self.context, violation_type=TYPE, severity=Severity.MEDIUM, event=event, track=track,
-                        zone=None, incident="helmet", start_time_ms=event.event_time_ms,
+                        zone=None, incident="helmet", start_time_ms=state.since_ms,
                         event_ids=state.event_ids, details={"consecutive": needed},
                     ))
         if track.ended:

@@ -77,10 +77,12 @@ class EnteringOnRedRule(Rule[IntersectionState]):
             incident = self.incident_of(zone)
             if incident in memory.judged or zone.phase is None or not zone.in_force(event.event_time_ms):
                 continue
-            grace_ms = 1000 * self.context.zones.threshold(self.name, "grace_s", self.settings.grace_s,
-                                                           device_id=track.device_id, zone=zone)
-            red_ms = red_for_ms(state.phases, zone.phase, event.event_time_ms,
-                                int(self.settings.signal_stale_s * 1000))
+            threshold = self.context.zones.threshold
+            grace_ms = 1000 * threshold(self.name, "grace_s", self.settings.grace_s,
+                                        device_id=track.device_id, kind=event.kind, zone=zone)
+            stale_s = threshold(self.name, "signal_stale_s", self.settings.signal_stale_s,
+                                device_id=track.device_id, kind=event.kind, zone=zone)
+            red_ms = red_for_ms(state.phases, zone.phase, event.event_time_ms, int(stale_s * 1000))
             if red_ms is None or red_ms <= grace_ms:
                 continue
             memory.judged = [*memory.judged, incident]

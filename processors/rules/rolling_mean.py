@@ -52,6 +52,18 @@ class RollingMean(msgspec.Struct):
             return 0
         return self.starts[-1] + self.bucket_ms - self.starts[0]
 
+    def covered_without_gaps_ms(self, max_gap_ms: int | None) -> int:
+        """Like `covered_ms`, but a stretch between two readings further apart than `max_gap_ms` (a
+        missing report) counts only the earlier reading's bucket: silence is not sampling time. None:
+        no interval is known, every stretch counts (`covered_ms`)."""
+        if max_gap_ms is None or not self.starts:
+            return self.covered_ms
+        covered = self.bucket_ms
+        for earlier, later in zip(self.starts, self.starts[1:], strict=False):
+            step = later - earlier
+            covered += step if step <= max_gap_ms else self.bucket_ms
+        return covered
+
     def mean(self) -> float | None:
         if not self.starts:
             return None

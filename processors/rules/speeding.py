@@ -58,7 +58,7 @@ class SpeedingRule(TrackRule[SpeedingState]):
         if limits:
             limit, zone = min(limits, key=lambda pair: (pair[0], pair[1].name))
             tolerance = self.context.zones.threshold(TYPE, "tolerance_pct", self.settings.tolerance_pct,
-                                                     device_id=track.device_id, zone=zone)
+                                                     device_id=track.device_id, kind=event.kind, zone=zone)
             speed = track.speed_kmh
             # Compared as products, not a quotient, so that exactly 10% over is exactly not a violation.
             if speed * 100 > limit * (100 + tolerance):

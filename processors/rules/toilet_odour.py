@@ -37,13 +37,15 @@ class ToiletOdourRule(LevelRule):
     reads_attributes: ClassVar[frozenset[str]] = frozenset({"nh3_mgm3", "h2s_mgm3", "nh3_ppm", "h2s_ppm"})
 
     def __init__(self, settings: ToiletOdourSettings, devices: DeviceLookup | None = None,
-                 zones: ZoneThresholds | None = None) -> None:
-        super().__init__(devices, zones, settings.state_ttl_s)
+                 zones: ZoneThresholds | None = None, *, kinds: ZoneThresholds | None = None) -> None:
+        super().__init__(devices, zones, settings.state_ttl_s, kinds)
         self.settings = settings
         self.consecutive = settings.consecutive
+        self.max_gap_intervals = settings.max_gap_intervals
 
     def channels(self, event: Event) -> list[Channel]:
         channels = []
+        temperature_c = self.setting(event, "temperature_c", self.settings.temperature_c)
         for gas, default in (("nh3", self.settings.nh3_mgm3), ("h2s", self.settings.h2s_mgm3)):
             value = number(event, f"{gas}_mgm3")
             details: dict[str, float | str] = {"unit": "mg/m3"}
@@ -51,9 +53,8 @@ class ToiletOdourRule(LevelRule):
                 ppm = number(event, f"{gas}_ppm")
                 if ppm is None:
                     continue
-                value = mgm3_from_ppm(ppm, gas, self.settings.temperature_c)
-                details = {"unit": "mg/m3", "ppm": ppm,
-                           "conversion_temperature_c": self.settings.temperature_c}
+                value = mgm3_from_ppm(ppm, gas, temperature_c)
+                details = {"unit": "mg/m3", "ppm": ppm, "conversion_temperature_c": temperature_c}
             limit = self.setting(event, f"{gas}_mgm3", default)
             channels.append(Channel(f"{gas}_mgm3", round(value, 6), limit, limit, Direction.ABOVE,
                                     Severity.MEDIUM, details))

@@ -26,15 +26,23 @@ import msgspec
 
 from core.models import Event, Severity, Violation
 from core.sanitation_settings import WaterBlackOdourSettings
-from processors.devices import DeviceLookup, NoDevices, threshold
+from processors.devices import DeviceLookup, Thresholds
 from processors.rule import Emitter, Rule
-from processors.rules._common import Reading, ZoneThresholds, clear_violation, number, open_violation
+from processors.rules._common import (
+    Reading,
+    ZoneThresholds,
+    clear_violation,
+    expected_interval_ms,
+    missing_report_between,
+    number,
+    open_violation,
+)
 
 TYPE = "water_black_odour"
 # Settings a device or zone may override.
 _THRESHOLDS = ("transparency_light_cm", "transparency_heavy_cm", "shallow_depth_cm", "shallow_ratio",
                "do_light_mgl", "do_heavy_mgl", "orp_light_mv", "orp_heavy_mv", "nh3n_light_mgl",
-               "nh3n_heavy_mgl")
+               "nh3n_heavy_mgl", "consecutive", "clear_consecutive", "max_gap_intervals")
 
 
 class Grade(IntEnum):
@@ -75,10 +83,16 @@ def classify(event: Event, s: WaterBlackOdourSettings) -> tuple[Grade, dict[str,
 
 
 class WaterState(msgspec.Struct):
-    # Black-odorous readings in a row: (event id, time, grade).
+    # Black-odorous readings in a row: (event id, time, grade), bounded by `consecutive`; `since` is the
+    # first of them (event id, time), where an incident begins.
     run: list[Reading] = []
     clean_run: int = 0
     open_violation: Violation | None = None
+    since: tuple[str, int] | None = None
+    # The first clean reading of the current clean run (event time): where an incident ends.
+    clean_since_ms: int | None = None
+    # The newest judged reading of the body (event time), to tell a missing report.
+    last_ms: int | None = None
 
 
 class WaterBlackOdourRule(Rule[WaterState]):
@@ -89,50 +103,68 @@ class WaterBlackOdourRule(Rule[WaterState]):
     state_type: ClassVar[type[msgspec.Struct]] = WaterState
 
     def __init__(self, settings: WaterBlackOdourSettings, devices: DeviceLookup | None = None,
-                 zones: ZoneThresholds | None = None) -> None:
+                 zones: ZoneThresholds | None = None, *, kinds: ZoneThresholds | None = None) -> None:
         self.settings = settings
-        self.devices = devices or NoDevices()
-        self.zones = zones
+        self.thresholds = Thresholds(devices, zones, kinds)
+        self.devices = self.thresholds.devices
         self.state_ttl_ms = settings.state_ttl_s * 1000
+
+    def setting(self, event: Event, name: str, default: float) -> float:
+        return self.thresholds.value(TYPE, name, default, device_id=event.device_id, kind=event.kind)
 
     def key_of(self, event: Event) -> str | None:
         return event.tags.get(self.settings.body_tag) or event.device_id
 
     def settings_for(self, event: Event) -> WaterBlackOdourSettings:
-        """The thresholds for this probe: its own overrides, else its zone's, else the defaults."""
+        """The thresholds for this probe (processors.devices.Thresholds has the precedence)."""
         overrides = {}
         for name in _THRESHOLDS:
             default = getattr(self.settings, name)
-            value = threshold(self.devices, event.device_id, TYPE, name, default, self.zones)
+            value = self.setting(event, name, default)
             if value != default:
-                overrides[name] = value
+                overrides[name] = int(value) if isinstance(default, int) else value
         return self.settings.model_copy(update=overrides) if overrides else self.settings
 
     def on_event(self, state: WaterState | None, event: Event, out: Emitter) -> WaterState | None:
-        judged = classify(event, self.settings_for(event))
+        settings = self.settings_for(event)
+        judged = classify(event, settings)
         if judged is None:
             return state
         grade, indicators = judged
         state = state or WaterState()
         body = self.key_of(event) or event.device_id
+        time_ms = event.event_time_ms
+        if state.last_ms is not None and missing_report_between(
+                state.last_ms, time_ms, expected_interval_ms(self.devices, event.device_id),
+                settings.max_gap_intervals):
+            # A missing report is neither black-odorous nor clean: both runs start again.
+            state.run, state.since, state.clean_run, state.clean_since_ms = [], None, 0, None
+        state.last_ms = time_ms
         if grade is Grade.NOT:
-            state.run = []
+            state.run, state.since = [], None
+            if state.clean_run == 0:
+                state.clean_since_ms = time_ms
             state.clean_run += 1
-            if state.open_violation is not None and state.clean_run >= self.settings.clear_consecutive:
-                cleared = {"cleared_indicators": indicators}
-                out.violation(clear_violation(state.open_violation, event, cleared))
+            if state.open_violation is not None and state.clean_run >= settings.clear_consecutive:
+                cleared = {"cleared_indicators": indicators, "clean_readings": state.clean_run}
+                out.violation(clear_violation(state.open_violation, event, cleared,
+                                              ended_at_ms=state.clean_since_ms))
                 state.open_violation = None
             return state
-        state.clean_run = 0
-        reading = (event.event_id, event.event_time_ms, float(grade))
-        state.run = [*state.run, reading][-self.settings.consecutive:]
-        if state.open_violation is None and len(state.run) >= self.settings.consecutive:
+        state.clean_run, state.clean_since_ms = 0, None
+        reading = (event.event_id, time_ms, float(grade))
+        if not state.run:
+            state.since = (event.event_id, time_ms)
+        elif state.since is None:  # state snapshotted before `since` was kept
+            state.since = (state.run[0][0], state.run[0][1])
+        state.run = [*state.run, reading][-settings.consecutive:]
+        if state.open_violation is None and len(state.run) >= settings.consecutive:
             worst = Grade(int(max(g for _, _, g in state.run)))
             state.open_violation = open_violation(
                 TYPE, body, event, state.run, Severity.HIGH if worst is Grade.HEAVY else Severity.MEDIUM,
                 {"water_body": body, "grade": worst.name.lower(),
                  "grades": [Grade(int(g)).name.lower() for _, _, g in state.run],
-                 "latest_indicators": indicators, "consecutive": self.settings.consecutive},
-                device_id=event.device_id)
+                 "latest_indicators": indicators, "consecutive": settings.consecutive},
+                begun_by=state.since, device_id=event.device_id)
             out.violation(state.open_violation)
         return state

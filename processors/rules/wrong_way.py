@@ -5,6 +5,7 @@ zone.
 
 Displacement is measured from an anchor (the first position in the zone); each time a displacement of
 `min_distance` is judged the right way, the anchor moves up, so a track that turns round later is caught.
+The violation starts at the anchor's message, where the wrong-way travel that was judged began.
 State is kept per track only while it is in a one-way zone or after it was reported.
 """
 
@@ -27,6 +28,8 @@ class Anchor(msgspec.Struct):
     x: float
     y: float
     event_id: str
+    # Event time of the anchor's message: a wrong-way displacement began there.
+    time_ms: int | None = None
 
 
 class WrongWayState(msgspec.Struct):
@@ -73,11 +76,11 @@ class WrongWayRule(TrackRule[WrongWayState]):
                 continue
             anchor = state.anchors.get(zone.name)
             if anchor is None:
-                state.anchors[zone.name] = Anchor(x, y, event.event_id)
+                state.anchors[zone.name] = Anchor(x, y, event.event_id, event.event_time_ms)
                 continue
             threshold = self.context.zones.threshold
             min_distance = threshold(TYPE, "min_distance", self.settings.min_distance,
-                                     device_id=track.device_id, zone=zone)
+                                     device_id=track.device_id, kind=event.kind, zone=zone)
             dx, dy = x - anchor.x, y - anchor.y
             distance = math.hypot(dx, dy)
             if distance < min_distance:
@@ -87,15 +90,16 @@ class WrongWayRule(TrackRule[WrongWayState]):
             heading = bearing_deg(dx, dy)
             angle = angle_between_deg(heading, allowed)
             max_angle = threshold(TYPE, "max_angle_deg", self.settings.max_angle_deg,
-                                  device_id=track.device_id, zone=zone)
+                                  device_id=track.device_id, kind=event.kind, zone=zone)
             if angle <= max_angle:
-                state.anchors[zone.name] = Anchor(x, y, event.event_id)
+                state.anchors[zone.name] = Anchor(x, y, event.event_id, event.event_time_ms)
                 continue
             state.judged = [*state.judged, zone.name]
             del state.anchors[zone.name]
             out.violation(track_violation(
                 self.context, violation_type=TYPE, severity=Severity.HIGH, event=event, track=track,
-                zone=zone, incident=zone.name, start_time_ms=event.event_time_ms,
+                zone=zone, incident=zone.name,
+                start_time_ms=event.event_time_ms if anchor.time_ms is None else anchor.time_ms,
                 event_ids=[anchor.event_id, event.event_id],
                 details={"heading_deg": round(heading, 1), "allowed_heading_deg": allowed,
                          "angle_deg": round(angle, 1), "max_angle_deg": max_angle,

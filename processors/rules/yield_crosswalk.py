@@ -93,7 +93,7 @@ class YieldCrosswalkRule(Rule[CameraState]):
             if zone.name in memory.judged or not zone.in_force(event.event_time_ms):
                 continue
             needed = self.context.zones.threshold(TYPE, "min_persons", self.settings.min_persons,
-                                                  device_id=track.device_id, zone=zone)
+                                                  device_id=track.device_id, kind=event.kind, zone=zone)
             # Most recent first; a person silent for the idle time has gone (its end message was lost),
             # and so has everyone before it. The evidence names at most EVIDENCE_PERSONS of them.
             present: list[tuple[str, PersonInside]] = []

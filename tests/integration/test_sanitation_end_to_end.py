@@ -48,7 +48,8 @@ def app(mosquitto_url: str, tmp_path: Path) -> Iterator[CitywatchProcess]:
     config = {"devices": DEVICES, "pipeline": {"allowed_lateness_ms": 200},
               "mqtt": {"url": mosquitto_url, "client_id": f"citywatch-{tmp_path.name}"},
               "rules": {"device_offline": {"check_every_s": 0.2},
-                        "stuck_sensor": {"readings": 3}}}
+                        # Stuck after 3 identical readings for every kind (no per-kind defaults).
+                        "stuck_sensor": {"readings": 3, "kind_defaults": {}}}}
     process = CitywatchProcess(tmp_path, config).start()
     yield process
     process.kill()

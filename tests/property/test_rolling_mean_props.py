@@ -46,3 +46,19 @@ def test_rolling_mean_matches_brute_force(steps):
         expected_mean, expected_buckets = brute_force(feed, time_ms)
         assert window.coverage == expected_buckets <= SPAN_MS // BUCKET_MS + 1
         assert window.mean() == pytest.approx(expected_mean)
+
+
+@PROPS
+@given(readings, st.integers(min_value=BUCKET_MS, max_value=10 * BUCKET_MS))
+def test_coverage_without_gaps_never_exceeds_the_span_and_equals_it_without_gaps(steps, max_gap_ms):
+    window = RollingMean(bucket_ms=BUCKET_MS, span_ms=SPAN_MS)
+    time_ms = 0
+    for step_ms, value in steps:
+        time_ms += step_ms
+        window.add(time_ms, value)
+    assert window.covered_without_gaps_ms(None) == window.covered_ms
+    covered = window.covered_without_gaps_ms(max_gap_ms)
+    assert window.bucket_ms <= covered <= window.covered_ms
+    gaps = [later - earlier for earlier, later in zip(window.starts, window.starts[1:], strict=False)]
+    if all(gap <= max_gap_ms for gap in gaps):
+        assert covered == window.covered_ms

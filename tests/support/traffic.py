@@ -55,7 +55,8 @@ def traffic_settings(**overrides: Any) -> TrafficSettings:
 def rules(only: Sequence[str] | None = None, rule_settings: dict[str, Any] | None = None,
           traffic: TrafficSettings | None = None, devices: Any = None) -> list[Any]:
     settings = RuleSettings.model_validate(rule_settings or {})
-    context = TrafficContext.build(traffic or traffic_settings(), devices)
+    context = TrafficContext.build(traffic or traffic_settings(), devices, settings.zone_thresholds,
+                                   settings.kind_thresholds)
     built = build_traffic_rules(settings, context)
     return [rule for rule in built if only is None or rule.name in only]
 

@@ -81,14 +81,24 @@ def test_forecasts_are_published_per_reading_and_near_full_opens_inside_the_hori
     events = fills(10, 20, 30, 40, 50, 60, 70, 80)
     out = run_all([BinNearFullRule(BinNearFullSettings())], events)
     [opened] = out.violations
-    # Evidence: the readings fitted, those of the last 4 hours (fit_window_s).
-    assert opened.type == "bin_near_full" and opened.start_time_ms == events[3].event_time_ms
+    # It began when the forecast first fell within the horizon; the evidence is the readings fitted,
+    # those of the last 4 hours (fit_window_s).
+    assert opened.type == "bin_near_full" and opened.start_time_ms == events[7].event_time_ms
     assert opened.evidence.event_ids == [e.event_id for e in events[3:]]
     assert opened.updated_time_ms == events[7].event_time_ms
     assert opened.evidence.details["predicted_full_ms"] == T0_MS + 9 * HOUR_S * 1000
     assert [p.predicted_time_ms for p in out.records][:3] == [None, None, None]
     assert out.records[-1].predicted_time_ms == T0_MS + 9 * HOUR_S * 1000
     assert out.records[-1].type == "bin_full" and out.records[-1].value == 80
+
+
+def test_start_and_id_do_not_depend_on_how_many_readings_are_fitted():
+    events = fills(10, 20, 30, 40, 50, 60, 70, 80)
+    [wide] = run(BinNearFullRule(BinNearFullSettings(fit_window_s=8 * HOUR_S)), events)
+    [narrow] = run(BinNearFullRule(BinNearFullSettings(fit_window_s=3 * HOUR_S)), events)
+    assert len(wide.evidence.event_ids) != len(narrow.evidence.event_ids)
+    assert wide.start_time_ms == narrow.start_time_ms == events[7].event_time_ms
+    assert wide.violation_id == narrow.violation_id
 
 
 def test_just_outside_the_horizon_does_not_open():

@@ -22,12 +22,15 @@ JAMMED, FREE = (45, 8), (12, 40)
 def test_three_congested_intervals_open_two_free_clear_with_peak_and_duration():
     events = readings(FREE, JAMMED, (30, 15), (70, 5), JAMMED, FREE, JAMMED, FREE, FREE, FREE)
     opened, cleared = run(events, JAM)
-    assert opened.status is ViolationStatus.OPEN and opened.start_time_ms == T0_MS + 60_000
+    # A reading's time is the end of its interval: the jam began where the first congested interval
+    # began (the end of the free one before it), and ended where the first free interval of the
+    # clearing run began.
+    assert opened.status is ViolationStatus.OPEN and opened.start_time_ms == T0_MS
     assert opened.updated_time_ms == T0_MS + 180_000 and opened.severity is Severity.HIGH
     assert opened.evidence.event_ids == [e.event_id for e in events[1:4]]
     assert opened.evidence.details["approach"] == "north"
     assert cleared.violation_id == opened.violation_id and cleared.status is ViolationStatus.CLEARED
-    assert cleared.end_time_ms == T0_MS + 420_000 and cleared.updated_time_ms == T0_MS + 480_000
+    assert cleared.end_time_ms == T0_MS + 360_000 and cleared.updated_time_ms == T0_MS + 480_000
     details = cleared.evidence.details
     assert details["peak_occupancy_pct"] == 70 and details["min_speed_kmh"] == 5
     assert details["duration_s"] == 360 and details["congested_intervals"] == 5
@@ -49,6 +52,37 @@ def test_hovering_never_flaps():
 def test_a_silent_detector_breaks_the_run():
     events = readings(JAMMED, JAMMED) + readings(JAMMED, start_s=400)
     assert run(events, JAM) == []
+
+
+def test_a_missing_report_is_not_a_congested_interval():
+    # Congested, congested, (no report), congested: only two intervals in a row were seen congested.
+    events = readings(JAMMED, JAMMED) + readings(JAMMED, start_s=180)
+    assert run(events, JAM) == []
+    # The same with every report present opens.
+    assert len(run(readings(JAMMED, JAMMED, JAMMED, JAMMED), JAM)) == 1
+
+
+def test_a_missing_report_breaks_the_clearing_run_too():
+    opening = readings(JAMMED, JAMMED, JAMMED)
+    free_missing_free = readings(FREE, start_s=180) + readings(FREE, start_s=300)
+    [opened] = run(opening + free_missing_free, JAM)
+    assert opened.status is ViolationStatus.OPEN
+
+
+def test_without_interval_s_the_detectors_registered_interval_tells_a_missing_report():
+    from core.settings import DeviceSettings
+    from tests.support.rules import Registry
+
+    def bare(at_s):
+        return reading("det-1", at_s, kind="detector", intersection="ix-1", approach="north",
+                       occupancy_pct=45, speed_kmh=8)
+
+    registry = Registry(DeviceSettings(device_id="det-1", kind="detector", expected_interval_s=30))
+    # 60 s apart: every reading present for default_interval_s (60), two reports missing each time for
+    # a detector that reports every 30 s.
+    events = [bare(0), bare(60), bare(120)]
+    assert len(run(events, JAM)) == 1
+    assert run(events, JAM, devices=registry) == []
 
 
 def test_approaches_are_independent_and_thresholds_overridable_per_device():

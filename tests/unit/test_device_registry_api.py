@@ -205,3 +205,13 @@ def test_without_a_managed_registry_the_api_says_so(tmp_path: Path) -> None:
     with served(create_app(ApiServices(store=store, metrics=Metrics()))) as test_client:
         assert test_client.get("/v1/devices").status_code == 503
     store.close()
+
+
+def test_a_threshold_override_out_of_range_is_refused_with_its_path(client: httpx.Client) -> None:
+    refused = client.patch("/v1/devices/bin-1", json={"thresholds": {"bin_overflow": {"open_pct": 120}}})
+    assert refused.status_code == 422
+    assert "bin_overflow.open_pct: must be at most 100, got 120" in refused.text
+    unknown = client.post("/v1/devices", json={"device_id": "bin-2", "kind": "bin",
+                                                "thresholds": {"bin_overflw": {"open_pct": 80}}})
+    assert unknown.status_code == 422 and "unknown rule 'bin_overflw'" in unknown.text
+    assert client.get("/v1/devices/bin-1").json()["thresholds"] == {}

@@ -97,3 +97,42 @@ def test_worker_writes_only_the_newest_forecast_per_device_of_a_batch():
 
     records = [forecast("a", 1), forecast("b", 5), forecast("a", 3), forecast("a", 2), "not a forecast"]
     assert _newest_per_device(records) == [forecast("a", 3), forecast("b", 5)]
+
+
+def named(rule_name: str) -> Counter:
+    rule = type(rule_name, (Counter,), {"name": rule_name})
+    return rule()
+
+
+class HidingInspector(Counter):
+    """Flags negative readings and hides them only from the rules it names."""
+
+    inspects_readings: ClassVar[bool] = True
+
+    def __init__(self, name: str, hide_from: frozenset[str] | None) -> None:
+        super().__init__()
+        self.name = name  # type: ignore[misc]
+        self.hide_from = hide_from
+
+    def on_event(self, state, event, out: Emitter):
+        if event.attributes.get("value", 0) < 0:
+            out.suspect("negative", hide_from=self.hide_from)
+        return state
+
+
+def test_a_suspect_reading_is_hidden_only_from_the_rules_the_inspectors_name():
+    a, b, c = named("a"), named("b"), named("c")
+    inspectors = [HidingInspector("first", frozenset({"a"})), HidingInspector("second", frozenset({"b"}))]
+    engine = Engine([a, b, c, *inspectors], allowed_lateness_ms=0)
+    bad = reading("x", 0, value=-5)
+    out = engine.process([bad], now_wall_ms=0)
+    assert (a.seen, b.seen, c.seen) == ([], [], [bad.event_id])
+    assert out.suspect_events == [bad]  # listed once, however many inspectors flag it
+
+
+def test_an_inspector_that_names_no_rule_hides_the_reading_from_all():
+    a, c = named("a"), named("c")
+    engine = Engine([a, c, HidingInspector("first", frozenset({"a"})), HidingInspector("second", None)],
+                    allowed_lateness_ms=0)
+    engine.process([reading("x", 0, value=-5)], now_wall_ms=0)
+    assert a.seen == [] and c.seen == []

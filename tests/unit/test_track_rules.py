@@ -41,7 +41,16 @@ def test_borderline_angle_and_distance():
 def test_turning_round_after_riding_the_right_way_is_caught():
     events = [moving(0, 0, 0), moving(1, 0, 6), moving(2, 0, 12), moving(3, 0, 6), moving(4, 0, 0)]
     [violation] = run(events, WRONG)
-    assert violation.start_time_ms == events[3].event_time_ms
+    # The wrong-way travel began where the right-way travel was last confirmed (the turning point).
+    assert violation.start_time_ms == events[2].event_time_ms
+
+
+def test_wrong_way_starts_where_the_travel_began_whatever_distance_judges_it():
+    events = [moving(0, 0, 20), moving(1, 0, 17), moving(2, 0, 14), moving(3, 0, 11), moving(4, 0, 8)]
+    [default] = run(events, WRONG)
+    [longer] = run(events, WRONG, rule_settings={"wrong_way": {"min_distance": 11}})
+    assert default.updated_time_ms < longer.updated_time_ms
+    assert default.start_time_ms == longer.start_time_ms == events[0].event_time_ms
 
 
 def test_wrong_way_shuffled_and_duplicated():
@@ -121,3 +130,31 @@ def test_helmet_shuffled_and_duplicated():
     events = [track(i * 0.2, f"e{i % 3}", label="e-bike", helmet=i % 3 != 0) for i in range(12)]
     [violation] = same_regardless_of_delivery(events, HELMET)
     assert violation.evidence.details["track_id"] == "e0"
+
+
+def test_no_helmet_starts_at_the_first_message_of_the_run():
+    events = [track(0, "e1", label="e-bike", helmet=True), track(1, "e1", label="e-bike", helmet=False),
+              track(2, "e1", label="e-bike", helmet=False), track(3, "e1", label="e-bike", helmet=False)]
+    [violation] = run(events, HELMET, rule_settings={"no_helmet": {"consecutive": 3}})
+    assert violation.start_time_ms == events[1].event_time_ms
+    assert violation.updated_time_ms == events[3].event_time_ms
+
+
+def test_traffic_thresholds_per_kind_zone_tag_device_and_camera_zone():
+    from core.settings import DeviceSettings
+    from tests.support.rules import Registry
+
+    events = [speed(0, 46, "c1", zones=("main_road",))]  # 60 km/h road: not speeding at 46
+    fast = [speed(0, 70, "c1", zones=("main_road",))]  # 16.7% over 60
+    assert len(run(fast, SPEED)) == 1 and run(events, SPEED) == []
+    by_kind = {"kind_thresholds": {"track": {"speeding": {"tolerance_pct": 20}}}}
+    assert run(fast, SPEED, rule_settings=by_kind) == []
+    tagged = Registry(DeviceSettings(device_id="cam-1", kind="track", tags={"zone": "school"}))
+    by_zone_tag = {**by_kind, "zone_thresholds": {"school": {"speeding": {"tolerance_pct": 5}}}}
+    assert len(run(fast, SPEED, rule_settings=by_zone_tag, devices=tagged)) == 1
+    own = Registry(DeviceSettings(device_id="cam-1", kind="track", tags={"zone": "school"},
+                                  thresholds={"speeding": {"tolerance_pct": 30}}))
+    assert run(fast, SPEED, rule_settings=by_zone_tag, devices=own) == []
+    # The camera zone's own override (slow_lane: tolerance 0) wins over the device's.
+    slow = [speed(0, 40.5, "c2", zones=("slow_lane",))]
+    assert len(run(slow, SPEED, rule_settings=by_zone_tag, devices=own)) == 1

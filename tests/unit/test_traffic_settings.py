@@ -97,8 +97,8 @@ def test_zone_map_finds_zones_phases_and_thresholds():
     found = zones.zones_of("cam-1", ["slow_lane", "x", "main_road"])
     assert [z.name for z in found] == ["main_road", "slow_lane"]
     slow = zones.zone("cam-1", "slow_lane")
-    assert zones.threshold("speeding", "tolerance_pct", 10, device_id="cam-1", zone=slow) == 0
-    assert zones.threshold("speeding", "tolerance_pct", 10, device_id="cam-1", zone=stop) == 10
+    assert zones.threshold("speeding", "tolerance_pct", 10, device_id="cam-1", kind="track", zone=slow) == 0
+    assert zones.threshold("speeding", "tolerance_pct", 10, device_id="cam-1", kind="track", zone=stop) == 10
     assert zones.intersection_of("cam-9") is None and zones.zones_of("cam-9", ["main_road"]) == []
 
 
