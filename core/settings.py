@@ -32,7 +32,7 @@ from pydantic import (
 
 from core import sanitation_settings as san
 from core import settings_env
-from core.ingest_config import GeoSettings, VendorMap
+from core.ingest_config import GeoSettings, SenmlName, VendorMap
 from core.redaction import redact_url, without_credentials
 from core.traffic_settings import (
     CameraViolationSettings,
@@ -166,6 +166,18 @@ class TopicRoute(_Section):
     lorawan_device_id: Literal["name", "eui"] = Field(
         "name", description="tts / chirpstack: register devices by their name (TTS device_id, ChirpStack "
         "deviceName) or by their DevEUI (upper-case hex)."
+    )
+    simulated_uplinks: Literal["keep", "mark", "drop"] = Field(
+        "mark", description="tts: uplinks simulated in the console (`simulated: true`). keep: as real "
+        "readings; mark: kept with the attribute `simulated: true`; drop: dead-lettered (simulated_uplink)."
+    )
+    device_position: Literal["registry", "network"] = Field(
+        "registry", description="tts: registry: a device registered with lat/lon keeps that position and the "
+        "network server's `locations` are ignored; network: the network server's position wins."
+    )
+    senml_names: dict[str, str | SenmlName] = Field(
+        default_factory=dict, description="senml: record names -> citywatch measurements, over the shipped "
+        "map (docs/formats.md), e.g. {pm2_5: pm25} or {pm2_5: {measurement: pm25, unit: ug/m3}}."
     )
 
 
