@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from core.models import Event, Location
+from core.sanitation_settings import AirQualitySettings
 from core.settings import DeviceSettings
 from ingest.codecs.base import CodecError
 from ingest.registry import DeviceRegistry
+from processors.rules.air_quality import AirQualityRule
 from tests.support.formats import DATA, RECEIVED_MS, TOPICS, codec_for, fixtures
+from tests.support.rules import run as run_rules
 
 
 def decode(name: str, path: Path | str, topic: str | None = None, **route: Any) -> list[Event]:
@@ -366,6 +370,18 @@ def test_senml_name_map_reaches_the_attributes_rules_read() -> None:
     assert event.device_id == "air-ft-0009" and event.kind == "air"
     # pm2_5 without a unit takes the map's ug/m3; PM10 in mg/m3 is converted; temp is temperature.
     assert event.attributes == {"pm25_ugm3": 35, "pm10_ugm3": 80.0, "temperature_c": 18.5, "co2_ppm": 640}
+
+
+def test_senml_pm2_5_reaches_the_air_quality_rule() -> None:
+    # A day of 10-minute PM2.5 readings in one pack: 144 records of one measurement at different times.
+    start_s = RECEIVED_MS // 1000 - 86_400
+    records = [{"bn": "air-ft-0009:", "bt": start_s, "bu": "ug/m3", "n": "pm2_5", "v": 61.5}]
+    records += [{"n": "pm2_5", "t": minute * 60, "v": 61.5} for minute in range(10, 24 * 60, 10)]
+    events = codec_for("senml").decode("senml/air", json.dumps(records).encode(), RECEIVED_MS)
+    assert len(events) == 144 and {e.kind for e in events} == {"air"}
+    [opened] = run_rules(AirQualityRule(AirQualitySettings()), events)
+    assert opened.type == "air_quality_exceedance" and opened.device_id == "air-ft-0009"
+    assert opened.evidence.details["pollutant"] == "pm25_ugm3"
 
 
 def test_senml_route_name_map_extends_and_overrides_the_shipped_one() -> None:
