@@ -243,7 +243,8 @@ class SenmlCodec:
             device = base_name.rstrip(_BASE_NAME_END)
             if device:
                 return device, name
-        full = base_name + name
+        # A base name standing alone names the device and may end in the separator meant for names.
+        full = (base_name + name) if name else (base_name.rstrip(_BASE_NAME_END) or base_name)
         if self._registered(full):
             return full, None
         for end in range(len(full) - 2, 0, -1):

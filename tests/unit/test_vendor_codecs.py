@@ -357,6 +357,13 @@ def test_senml_names_without_base_name_split_into_device_and_measurement(
     assert event.device_id == device and event.attributes == {attribute: 21.5}
 
 
+def test_senml_base_name_alone_names_the_device_without_its_separator() -> None:
+    pack = b'[{"bn": "air-ft-0009:", "bu": "ug/m3", "v": 35}, {"bn": "odour-ft-0003/", "u": "Cel", "v": 24}]'
+    air, odour = codec_for("senml").decode("senml/x", pack, RECEIVED_MS)
+    assert (air.device_id, air.kind, air.attributes) == ("air-ft-0009", "air", {"value_ugm3": 35})
+    assert (odour.device_id, odour.attributes) == ("odour-ft-0003", {"temperature_c": 24})
+
+
 def test_senml_registered_device_ids_decide_the_split() -> None:
     registry = DeviceRegistry([DeviceSettings(device_id="hall:a", kind="air")])
     codec = codec_for("senml", registry)
