@@ -10,11 +10,23 @@ import pytest
 
 from core.models import Event, Location
 from core.sanitation_settings import AirQualitySettings
-from core.settings import DeviceSettings
+from core.settings import DeviceSettings, IngestSettings, TopicRoute, load_settings
 from ingest.codecs.base import CodecError
+from ingest.codecs.catalogue import build_codec
+from ingest.geo import GeoTagger
+from ingest.normalizer import Normalizer
 from ingest.registry import DeviceRegistry
 from processors.rules.air_quality import AirQualityRule
-from tests.support.formats import DATA, RECEIVED_MS, TOPICS, codec_for, fixtures
+from tests.support.formats import (
+    DATA,
+    RECEIVED_MS,
+    REPO,
+    TOPICS,
+    codec_for,
+    fixture_devices,
+    fixtures,
+    shipped_vendor_maps,
+)
 from tests.support.rules import run as run_rules
 
 
@@ -163,6 +175,24 @@ def test_tts_registered_position_of_a_fixed_asset_wins_over_the_network_servers(
     assert only("tts", "valid/em310_udl_uplink.json", registry=unplaced).location == network
     moving = only("tts", "valid/em310_udl_uplink.json", registry=registry, device_position="network")
     assert registry.enrich(moving).location == network
+
+
+@pytest.mark.parametrize(("position", "grid"), [("registry", "FT-23"), ("network", "FT-22")])
+def test_tts_fixed_asset_keeps_the_grid_of_where_it_is_installed(position: str, grid: str) -> None:
+    # The bin is registered in grid FT-23; someone typed a position in FT-22 into the TTS console.
+    message = json.loads((DATA / "tts/valid/em310_udl_uplink.json").read_text())
+    message["uplink_message"]["locations"]["user"].update(latitude=22.54361, longitude=114.05512)
+    registry = DeviceRegistry(fixture_devices())
+    normalizer = Normalizer(
+        IngestSettings(routes=[TopicRoute(pattern="v3/#", codec="tts", device_position=position)]),
+        max_payload_bytes=65_536,
+        registry=registry,
+        codecs=lambda route: build_codec(route, registry, shipped_vendor_maps()),
+        tagger=GeoTagger.from_settings(load_settings(REPO / "configs" / "citywatch.yaml").geo).tag_event,
+    )
+    topic = "v3/futian-bins@ttn/devices/em310-bin-0042/up"
+    [event] = normalizer.handle(topic, json.dumps(message).encode(), RECEIVED_MS).events
+    assert event.tags["grid"] == grid and event.tags["district"] == "futian"
 
 
 def test_tts_data_uplink_without_f_port_is_decoded_not_taken_for_a_mac_frame() -> None:
