@@ -122,9 +122,10 @@ UNIT_MEASUREMENTS: dict[str, str] = {
     "lat": "lat", "lon": "lon",
 }
 
-# Record names (snake_case) -> citywatch measurement and the unit of records that name none. Names
-# common in SenML feeds (LwM2M/IPSO resource names, LoRaWAN network servers' SenML output) that differ
-# from the attribute names rules read (docs/model.md). A route's `senml_names` extends and overrides it.
+# Record names (snake_case) -> citywatch measurement and the unit of records that name none: names
+# common in SenML feeds that differ from the attribute names rules read (docs/model.md). A default unit
+# only where a bare number has one usual meaning (a bare battery may be volts or percent: none).
+# A route's `senml_names` extends and overrides it.
 SHIPPED_NAMES: dict[str, SenmlName] = {
     name: SenmlName(measurement=measurement, unit=unit)
     for names, measurement, unit in (
@@ -136,8 +137,8 @@ SHIPPED_NAMES: dict[str, SenmlName] = {
         (("co2", "carbon_dioxide"), "co2", "ppm"),
         (("nh3", "ammonia"), "nh3", "ppm"),
         (("h2s", "hydrogen_sulfide", "hydrogen_sulphide"), "h2s", "ppm"),
-        (("battery", "batt", "battery_level"), "battery", "%"),
-        (("fill", "fill_level"), "fill", "%"),
+        (("battery", "batt", "battery_level"), "battery", None),
+        (("fill", "fill_level"), "fill", None),
         (("lat", "latitude"), "lat", None),
         (("lon", "lng", "longitude"), "lon", None),
     )

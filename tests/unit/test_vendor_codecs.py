@@ -421,6 +421,22 @@ def test_senml_pm2_5_reaches_the_air_quality_rule() -> None:
     assert opened.evidence.details["pollutant"] == "pm25_ugm3"
 
 
+@pytest.mark.parametrize(
+    ("record", "attributes"),
+    [
+        ('{"n": "batt", "u": "V", "v": 3.6}', {"battery_v": 3.6}),  # the record's unit decides
+        ('{"n": "battery", "u": "%EL", "v": 87}', {"battery_pct": 87}),
+        ('{"n": "battery", "v": 3.6}', {"battery": 3.6}),  # volts or percent? not guessed
+        ('{"n": "NH3", "u": "mg/m3", "v": 1.2}', {"nh3_mgm3": 1.2}),  # a unit the odour rules read
+        ('{"n": "hum", "u": "%", "v": 55}', {"humidity_pct": 55}),
+    ],
+)
+def test_senml_mapped_names_keep_what_the_record_unit_says(record: str, attributes: dict[str, float]) -> None:
+    pack = f'[{{"bn": "odour-ft-0003:"}}, {record}]'.encode()
+    [event] = codec_for("senml").decode("senml/x", pack, RECEIVED_MS)
+    assert event.attributes == attributes
+
+
 def test_senml_route_name_map_extends_and_overrides_the_shipped_one() -> None:
     names = {"dust": {"measurement": "pm10", "unit": "ug/m3"}, "temp": "water_temperature"}
     codec = codec_for("senml", senml_names=names)
