@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from core.ingest_config import VendorMap
-from core.models import Event, stable_id
+from core.models import Event, Location, stable_id
 from ingest.codecs import common as c
 from ingest.codecs.base import CodecError
 from ingest.codecs.lorawan import (
@@ -95,13 +95,7 @@ class TtsCodec(LorawanCodec):
         event_id = _uplink_correlation_id(message) or stable_id(
             "tts", app, name, uplink.get("session_key_id"), f_cnt, event_time_ms
         )
-        locations = uplink.get("locations")
-        location_candidates: list[tuple[dict[str, Any] | None, str]] = []
-        if isinstance(locations, dict):
-            # `user` is the position set in the console; solved positions (frm-payload, gps) follow.
-            for key in ("user", *sorted(k for k in locations if k != "user")):
-                location_candidates.append((locations.get(key), f"uplink_message.locations.{key}"))
-        network_location = c.first_location(location_candidates)
+        network_location = self._network_location(uplink.get("locations"))
         extra = {
             "f_port": f_port,
             "f_cnt": f_cnt,
@@ -123,6 +117,16 @@ class TtsCodec(LorawanCodec):
                 location=None if self._registered_position(device_id) else network_location,
             )
         ]
+
+    def _network_location(self, locations: Any) -> Location | None:
+        """`user` is the position set in the console, the others are solved per uplink (`frm-payload`
+        from the payload's GPS fix, `gps`, LoRa geolocation): a device placed by hand is where it was
+        set, a moving one (device_position: network) where it was last measured."""
+        if not isinstance(locations, dict):
+            return None
+        solved = sorted(key for key in locations if key != "user")
+        order = [*solved, "user"] if self._network_position_wins else ["user", *solved]
+        return c.first_location([(locations.get(key), f"uplink_message.locations.{key}") for key in order])
 
     def _registered_position(self, device_id: str) -> bool:
         """Whether the registry's position of this device wins over the network server's."""

@@ -195,6 +195,19 @@ def test_tts_fixed_asset_keeps_the_grid_of_where_it_is_installed(position: str, 
     assert event.tags["grid"] == grid and event.tags["district"] == "futian"
 
 
+def test_tts_moving_devices_follow_their_measured_position_over_the_console_one() -> None:
+    message = json.loads((DATA / "tts/valid/em310_udl_uplink.json").read_text())
+    message["uplink_message"]["locations"]["frm-payload"] = {
+        "latitude": 22.55, "longitude": 114.07, "source": "SOURCE_GPS"
+    }
+    payload = json.dumps(message).encode()
+    unplaced = DeviceRegistry([DeviceSettings(device_id="em310-bin-0042", kind="bin")])
+    placed_by_hand = codec_for("tts", unplaced).decode("test/tts", payload, RECEIVED_MS)[0]
+    assert placed_by_hand.location == Location(lat=22.5411, lon=114.06416)  # locations.user
+    moving = codec_for("tts", unplaced, device_position="network").decode("test/tts", payload, RECEIVED_MS)[0]
+    assert moving.location == Location(lat=22.55, lon=114.07)  # locations.frm-payload, this uplink's fix
+
+
 def test_tts_data_uplink_without_f_port_is_decoded_not_taken_for_a_mac_frame() -> None:
     event = only("tts", "edge/data_uplink_without_f_port.json")
     assert event.attributes["distance_mm"] == 1500 and "f_port" not in event.attributes
