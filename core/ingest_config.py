@@ -71,6 +71,12 @@ class SenmlName(_Section):
         None, description="SenML unit of records that carry none (and no base unit), e.g. ug/m3."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _measurement_alone(cls, data: object) -> object:
+        """`pm2_5: pm25` is short for `pm2_5: {measurement: pm25}`."""
+        return {"measurement": data} if isinstance(data, str) else data
+
 
 class DepartmentRoute(_Section):
     """One row of the routing table: who owns events of a kind or violations of a type (in a district)."""

@@ -175,7 +175,7 @@ class TopicRoute(_Section):
         "registry", description="tts: registry: a device registered with lat/lon keeps that position and the "
         "network server's `locations` are ignored; network: the network server's position wins."
     )
-    senml_names: dict[str, str | SenmlName] = Field(
+    senml_names: dict[str, SenmlName] = Field(
         default_factory=dict, description="senml: record names -> citywatch measurements, over the shipped "
         "map (docs/formats.md), e.g. {pm2_5: pm25} or {pm2_5: {measurement: pm25, unit: ug/m3}}."
     )

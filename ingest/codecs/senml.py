@@ -159,15 +159,12 @@ class SenmlCodec:
         devices: DeviceLookup,
         *,
         device_id_prefix: str = "",
-        names: Mapping[str, str | SenmlName] | None = None,
+        names: Mapping[str, SenmlName] | None = None,
     ) -> None:
         self._devices = devices
         self._prefix = device_id_prefix
         self._names = dict(SHIPPED_NAMES)
-        for name, meaning in (names or {}).items():
-            if isinstance(meaning, str):
-                meaning = SenmlName(measurement=meaning)
-            self._names[_snake(name)] = meaning
+        self._names.update({_snake(name): meaning for name, meaning in (names or {}).items()})
 
     def decode(self, topic: str, payload: bytes, received_time_ms: int) -> list[Event]:
         pack = c.parse_json(payload)
