@@ -172,8 +172,8 @@ class TopicRoute(_Section):
         "readings; mark: kept with the attribute `simulated: true`; drop: dead-lettered (simulated_uplink)."
     )
     device_position: Literal["registry", "network"] = Field(
-        "registry", description="tts: registry: a device registered with lat/lon keeps that position and the "
-        "network server's `locations` are ignored; network: the network server's position wins."
+        "registry", description="tts / senml: registry: a device registered with lat/lon keeps that position "
+        "over the one in the message (TTS `locations`, SenML lat/lon); network: the message's position wins."
     )
     senml_names: dict[str, SenmlName] = Field(
         default_factory=dict, description="senml: record names -> citywatch measurements, over the shipped "

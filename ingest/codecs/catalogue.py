@@ -50,7 +50,12 @@ def build_codec(route: TopicRoute, devices: DeviceLookup, vendor_maps: Mapping[s
                 device_id_prefix=route.device_id_prefix,
             )
         case "senml":
-            return SenmlCodec(devices, device_id_prefix=route.device_id_prefix, names=route.senml_names)
+            return SenmlCodec(
+                devices,
+                device_id_prefix=route.device_id_prefix,
+                names=route.senml_names,
+                device_position=route.device_position,
+            )
         case "signal":
             return SignalCodec()
         case "detector":

@@ -26,8 +26,10 @@ sensor; RFC 8428 leaves its structure to the sender, so it is split in this orde
 - The attribute name is the measurement in snake_case with the unit's suffix (`temperature` + `Cel` ->
   `temperature_c`, `pm25` + `ug/m3` -> `pm25_ugm3`); units with a scale are converted (`K` -> C,
   `min` -> s, `Pa` -> hPa, `/` ratio -> percent). `lat` / `lon` (units or measurements) become the
-  event's location. A unit we do not map keeps the measurement name and is listed in the `units`
-  attribute.
+  event's location, unless the device is registered with a position and the route's `device_position`
+  is `registry` (the default): a fixed asset stays where it is registered, whatever a network's
+  geolocation (often hundreds of metres off) adds to the pack. A unit we do not map keeps the
+  measurement name and is listed in the `units` attribute.
 - String, boolean and data values (`vs`, `vb`, `vd`) are kept as they are; a sum becomes `{name}_sum`.
 
 Rejected: anything not a non-empty array of objects, unknown must-understand fields (ending in `_`),
@@ -160,9 +162,11 @@ class SenmlCodec:
         *,
         device_id_prefix: str = "",
         names: Mapping[str, SenmlName] | None = None,
+        device_position: str = "registry",
     ) -> None:
         self._devices = devices
         self._prefix = device_id_prefix
+        self._network_position_wins = device_position == "network"
         self._names = dict(SHIPPED_NAMES)
         self._names.update({_snake(name): meaning for name, meaning in (names or {}).items()})
 
@@ -217,6 +221,9 @@ class SenmlCodec:
                 location = c.location(group["lat"], group["lon"], "location")
             device_id = self._prefix + device
             known = self._devices.get(device_id)
+            fixed = known is not None and known.lat is not None and known.lon is not None
+            if fixed and not self._network_position_wins:
+                location = None  # the registry adds the registered position
             canonical = msgspec.json.encode(attributes, order="sorted").decode()
             events.append(
                 Event(

@@ -461,8 +461,20 @@ def test_senml_route_name_map_extends_and_overrides_the_shipped_one() -> None:
 def test_senml_positions_by_measurement_name_and_base_only_records() -> None:
     pack = (b'[{"bn": "air-ft-0009:"}, {"n": "latitude", "v": 22.5465}, {"n": "longitude", "v": 114.0519},'
             b' {"n": "pm10", "u": "ug/m3", "v": 20}]')
-    [event] = codec_for("senml").decode("senml/x", pack, RECEIVED_MS)
+    unplaced = DeviceRegistry([DeviceSettings(device_id="air-ft-0009", kind="air")])
+    [event] = codec_for("senml", unplaced).decode("senml/x", pack, RECEIVED_MS)
     assert event.location == Location(lat=22.5465, lon=114.0519) and event.attributes == {"pm10_ugm3": 20}
+
+
+def test_senml_position_from_a_network_does_not_move_a_fixed_asset() -> None:
+    # Network geolocation added to the pack, hundreds of metres off the registered air-ft-0009.
+    pack = (b'[{"bn": "air-ft-0009:", "n": "pm2_5", "u": "ug/m3", "v": 20}, {"n": "locOrigin", "vs": "LORA"},'
+            b' {"n": "latitude", "u": "lat", "v": 22.5501}, {"n": "longitude", "u": "lon", "v": 114.0488}]')
+    registry = DeviceRegistry(fixture_devices())
+    [event] = codec_for("senml", registry).decode("senml/x", pack, RECEIVED_MS)
+    assert registry.enrich(event).location == Location(lat=22.5465, lon=114.0519)
+    [moving] = codec_for("senml", registry, device_position="network").decode("senml/x", pack, RECEIVED_MS)
+    assert registry.enrich(moving).location == Location(lat=22.5501, lon=114.0488)
 
 
 def test_senml_one_event_per_device_and_time_with_units_in_the_names() -> None:
@@ -477,7 +489,10 @@ def test_senml_relative_times_location_and_non_numeric_values() -> None:
     assert earlier.event_time_ms == RECEIVED_MS - 60_000 and earlier.attributes == {"pm25_ugm3": 35}
     assert now.event_time_ms == RECEIVED_MS
     assert now.attributes == {"pm25_ugm3": 41, "door_open": False, "firmware": "2.4.1"}
-    assert now.location == Location(lat=22.5465, lon=114.0519)
+    # air-ft-0009 is registered with a position: the pack's lat/lon count only for a moving device.
+    assert now.location is None
+    [_, moving] = decode("senml", "edge/relative_times_and_location.json", device_position="network")
+    assert moving.location == Location(lat=22.5465, lon=114.0519)
 
 
 def test_senml_base_value_unit_conversion_sums_and_unknown_units() -> None:
