@@ -59,6 +59,25 @@ class VendorMap(_Section):
     )
 
 
+class SenmlName(_Section):
+    """What a SenML record name means: the citywatch measurement, and its unit when a record names none."""
+
+    measurement: str = Field(
+        min_length=1, pattern=r"^[a-z0-9_]+$",
+        description="citywatch measurement without its unit, e.g. pm25; the record's SenML unit adds the "
+        "suffix (ug/m3 -> pm25_ugm3). `lat` and `lon` set the event's position.",
+    )
+    unit: str | None = Field(
+        None, description="SenML unit of records that carry none (and no base unit), e.g. ug/m3."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _measurement_alone(cls, data: object) -> object:
+        """`pm2_5: pm25` is short for `pm2_5: {measurement: pm25}`."""
+        return {"measurement": data} if isinstance(data, str) else data
+
+
 class DepartmentRoute(_Section):
     """One row of the routing table: who owns events of a kind or violations of a type (in a district)."""
 

@@ -37,6 +37,7 @@ from core.ingest_config import (
     FRIGATE_DERIVED_ATTRIBUTES,
     FrigateAttribute,
     GeoSettings,
+    SenmlName,
     VendorMap,
     default_frigate_attributes,
 )
@@ -175,6 +176,18 @@ class TopicRoute(_Section):
     lorawan_device_id: Literal["name", "eui"] = Field(
         "name", description="tts / chirpstack: register devices by their name (TTS device_id, ChirpStack "
         "deviceName) or by their DevEUI (upper-case hex)."
+    )
+    simulated_uplinks: Literal["keep", "mark", "drop"] = Field(
+        "mark", description="tts: uplinks simulated in the console (`simulated: true`). keep: as real "
+        "readings; mark: kept with the attribute `simulated: true`; drop: dead-lettered (simulated_uplink)."
+    )
+    device_position: Literal["registry", "network"] = Field(
+        "registry", description="tts / senml: registry: a device registered with lat/lon keeps that position "
+        "over the one in the message (TTS `locations`, SenML lat/lon); network: the message's position wins."
+    )
+    senml_names: dict[str, SenmlName] = Field(
+        default_factory=dict, description="senml: record names -> citywatch measurements, over the shipped "
+        "map (docs/formats.md), e.g. {pm2_5: pm25} or {pm2_5: {measurement: pm25, unit: ug/m3}}."
     )
     frigate_attributes: dict[str, FrigateAttribute] = Field(
         default_factory=default_frigate_attributes,

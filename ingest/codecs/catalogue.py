@@ -57,6 +57,8 @@ def build_codec(route: TopicRoute, devices: DeviceLookup, vendor_maps: Mapping[s
                 vendor_maps,
                 device_id_by=route.lorawan_device_id,
                 device_id_prefix=route.device_id_prefix,
+                simulated_uplinks=route.simulated_uplinks,
+                device_position=route.device_position,
             )
         case "chirpstack":
             return ChirpstackCodec(
@@ -66,7 +68,12 @@ def build_codec(route: TopicRoute, devices: DeviceLookup, vendor_maps: Mapping[s
                 device_id_prefix=route.device_id_prefix,
             )
         case "senml":
-            return SenmlCodec(devices, device_id_prefix=route.device_id_prefix)
+            return SenmlCodec(
+                devices,
+                device_id_prefix=route.device_id_prefix,
+                names=route.senml_names,
+                device_position=route.device_position,
+            )
         case "signal":
             return SignalCodec()
         case "detector":

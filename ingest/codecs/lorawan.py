@@ -111,5 +111,12 @@ class LorawanCodec:
         device_id_prefix: str = "",
     ) -> None:
         self._decoded = LorawanDecoded(devices, vendor_maps)
+        self._devices = devices
         self._by_eui = device_id_by == "eui"
         self._prefix = device_id_prefix
+
+
+def is_zero_time(value: Any) -> bool:
+    """Protobuf's zero timestamp, which network servers send for a time they do not have (e.g. the
+    network-server time of an uplink simulated in the console): not a time, a missing one."""
+    return isinstance(value, str) and value.startswith("0001-01-01T00:00:00")

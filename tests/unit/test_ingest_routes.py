@@ -85,3 +85,19 @@ def test_check_config_refuses_broken_grids(tmp_path: Path, capsys: pytest.Captur
     assert main(["check-config", str(tmp_path / "c.yaml")]) == 2
     assert "features[0].properties.district: required" in capsys.readouterr().err
     assert main(["check-config", str(REPO / "configs" / "citywatch.yaml")]) == 0
+
+
+@pytest.mark.parametrize(
+    ("route", "message"),
+    [
+        ("{pattern: 's/#', codec: senml, senml_names: {dust: 'PM 10'}}", "senml_names.dust.measurement"),
+        ("{pattern: 'v3/#', codec: tts, simulated_uplinks: ignore}", "simulated_uplinks"),
+        ("{pattern: 'v3/#', codec: tts, device_position: gps}", "device_position"),
+    ],
+)
+def test_check_config_refuses_bad_lorawan_and_senml_route_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], route: str, message: str
+) -> None:
+    (tmp_path / "c.yaml").write_text(f"ingest:\n  routes:\n    - {route}\n")
+    assert main(["check-config", str(tmp_path / "c.yaml")]) == 2
+    assert message in capsys.readouterr().err

@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from core.models import Event, Location
+from core.sanitation_settings import AirQualitySettings
+from core.settings import DeviceSettings, IngestSettings, TopicRoute, load_settings
 from ingest.codecs.base import CodecError
-from tests.support.formats import DATA, RECEIVED_MS, TOPICS, codec_for, fixtures
+from ingest.codecs.catalogue import build_codec
+from ingest.geo import GeoTagger
+from ingest.normalizer import Normalizer
+from ingest.registry import DeviceRegistry
+from processors.rules.air_quality import AirQualityRule
+from tests.support.formats import (
+    DATA,
+    RECEIVED_MS,
+    REPO,
+    TOPICS,
+    codec_for,
+    fixture_devices,
+    fixtures,
+    shipped_vendor_maps,
+)
+from tests.support.rules import run as run_rules
 
 
 def decode(name: str, path: Path | str, topic: str | None = None, **route: Any) -> list[Event]:
@@ -141,7 +159,75 @@ def test_tts_milesight_em310_uplink_through_its_vendor_map() -> None:
         "snr_db": 6.25,
         "gateways": 2,
     }
-    assert event.location == Location(lat=22.5411, lon=114.06416)  # locations.user
+    # Registered with a position: a fixed asset, whose registered position (added by the registry)
+    # wins over locations.user.
+    assert event.location is None
+
+
+def test_tts_registered_position_of_a_fixed_asset_wins_over_the_network_servers() -> None:
+    network = Location(lat=22.5411, lon=114.06416)  # the fixture's locations.user
+    installed = DeviceSettings(device_id="em310-bin-0042", kind="bin", lat=22.6001, lon=114.1002)
+    registry = DeviceRegistry([installed])
+    event = only("tts", "valid/em310_udl_uplink.json", registry=registry)
+    assert registry.enrich(event).location == Location(lat=22.6001, lon=114.1002)
+    # A device registered without a position, or a route that trusts the network (moving assets).
+    unplaced = DeviceRegistry([DeviceSettings(device_id="em310-bin-0042", kind="bin")])
+    assert only("tts", "valid/em310_udl_uplink.json", registry=unplaced).location == network
+    moving = only("tts", "valid/em310_udl_uplink.json", registry=registry, device_position="network")
+    assert registry.enrich(moving).location == network
+
+
+@pytest.mark.parametrize(("position", "grid"), [("registry", "FT-23"), ("network", "FT-22")])
+def test_tts_fixed_asset_keeps_the_grid_of_where_it_is_installed(position: str, grid: str) -> None:
+    # The bin is registered in grid FT-23; someone typed a position in FT-22 into the TTS console.
+    message = json.loads((DATA / "tts/valid/em310_udl_uplink.json").read_text())
+    message["uplink_message"]["locations"]["user"].update(latitude=22.54361, longitude=114.05512)
+    registry = DeviceRegistry(fixture_devices())
+    normalizer = Normalizer(
+        IngestSettings(routes=[TopicRoute(pattern="v3/#", codec="tts", device_position=position)]),
+        max_payload_bytes=65_536,
+        registry=registry,
+        codecs=lambda route: build_codec(route, registry, shipped_vendor_maps()),
+        tagger=GeoTagger.from_settings(load_settings(REPO / "configs" / "citywatch.yaml").geo).tag_event,
+    )
+    topic = "v3/futian-bins@ttn/devices/em310-bin-0042/up"
+    [event] = normalizer.handle(topic, json.dumps(message).encode(), RECEIVED_MS).events
+    assert event.tags["grid"] == grid and event.tags["district"] == "futian"
+
+
+def test_tts_moving_devices_follow_their_measured_position_over_the_console_one() -> None:
+    message = json.loads((DATA / "tts/valid/em310_udl_uplink.json").read_text())
+    message["uplink_message"]["locations"]["frm-payload"] = {
+        "latitude": 22.55, "longitude": 114.07, "source": "SOURCE_GPS"
+    }
+    payload = json.dumps(message).encode()
+    unplaced = DeviceRegistry([DeviceSettings(device_id="em310-bin-0042", kind="bin")])
+    placed_by_hand = codec_for("tts", unplaced).decode("test/tts", payload, RECEIVED_MS)[0]
+    assert placed_by_hand.location == Location(lat=22.5411, lon=114.06416)  # locations.user
+    moving = codec_for("tts", unplaced, device_position="network").decode("test/tts", payload, RECEIVED_MS)[0]
+    assert moving.location == Location(lat=22.55, lon=114.07)  # locations.frm-payload, this uplink's fix
+
+
+def test_tts_data_uplink_without_f_port_is_decoded_not_taken_for_a_mac_frame() -> None:
+    event = only("tts", "edge/data_uplink_without_f_port.json")
+    assert event.attributes["distance_mm"] == 1500 and "f_port" not in event.attributes
+
+
+@pytest.mark.parametrize(
+    ("mode", "marked"), [("mark", {"simulated": True}), ("keep", {})]
+)
+def test_tts_simulated_uplinks_are_marked_or_kept(mode: str, marked: dict[str, bool]) -> None:
+    event = only("tts", "edge/simulated_uplink.json", simulated_uplinks=mode)
+    assert event.attributes == {"distance_mm": 1234, "battery_pct": 80, "tilted": False, "f_port": 85,
+                                "f_cnt": 0, "gateways": 0, **marked}
+    # The network server never saw it: its zero received_at gives way to the application server's.
+    assert event.event_time_ms == 1_795_669_203_000
+
+
+def test_tts_simulated_uplinks_dropped_are_dead_lettered_with_their_reason() -> None:
+    with pytest.raises(CodecError) as caught:
+        decode("tts", "edge/simulated_uplink.json", simulated_uplinks="drop")
+    assert caught.value.reason == "simulated_uplink" and caught.value.detail.startswith("simulated: true")
 
 
 def test_tts_dragino_ldds75_strings_with_units_and_a_sentinel_field_dropped() -> None:
@@ -226,9 +312,23 @@ def test_chirpstack_v3_with_object_and_with_object_json_and_base64_dev_eui() -> 
 
 def test_chirpstack_edge_cases() -> None:
     no_time = only("chirpstack", "edge/v4_no_time_uses_ns_time.json")
-    assert no_time.event_time_ms == 1_795_669_204_250
+    assert no_time.event_time_ms == 1_795_669_204_250 and "time_source" not in no_time.attributes
     extra = only("chirpstack", "edge/v4_first_uplink_no_fcnt_unknown_keys.json")
     assert extra.attributes["f_cnt"] == 0 and extra.attributes["gateways"] == 0
+
+
+@pytest.mark.parametrize(
+    "fixture", ["edge/v4_no_time_anywhere.json", "edge/v3_no_rx_info_no_published_at.json"]
+)
+def test_chirpstack_uplink_without_any_time_is_timed_on_receipt_and_says_so(fixture: str) -> None:
+    event = only("chirpstack", fixture)
+    assert event.event_time_ms == RECEIVED_MS and event.attributes["time_source"] == "received"
+    assert event.attributes["distance_mm"] == 2050
+
+
+def test_chirpstack_data_uplink_without_f_port_is_decoded() -> None:
+    event = only("chirpstack", "edge/v4_object_without_f_port.json")
+    assert event.attributes["distance_mm"] == 1990 and "f_port" not in event.attributes
 
 
 def test_chirpstack_topic_must_name_the_same_dev_eui() -> None:
@@ -262,18 +362,119 @@ def test_chirpstack_rejects_with_a_reason_naming_the_field(fixture: str, reason:
 
 
 def test_senml_rfc8428_examples() -> None:
+    # A full device URN with no base name names the device; its unit says what it measures.
     [single] = decode("senml", "valid/rfc8428_single_datapoint.json", topic="senml/thermo-1")
-    assert single.device_id == "thermo-1" and single.event_time_ms == RECEIVED_MS  # no time: now
-    assert single.attributes == {"urn_dev_ow_10e2073a01080063_c": 23.1}
+    assert single.device_id == "urn:dev:ow:10e2073a01080063" and single.event_time_ms == RECEIVED_MS
+    assert single.attributes == {"temperature_c": 23.1}
     [pair] = decode("senml", "valid/rfc8428_multiple_datapoints.json")
     assert pair.device_id == "urn:dev:ow:10e2073a01080063" and pair.kind == "power"
     assert pair.attributes == {"voltage_v": 120.1, "current_ma": 1200}
     series = decode("senml", "valid/rfc8428_multiple_measurements.json")
     assert [e.event_time_ms for e in series] == [
-        1_276_020_076_001 + offset * 1000 for offset in (0, -5, -4, -3, -2, -1)
+        1_276_020_076_001 + offset * 1000 for offset in (-5, -4, -3, -2, -1, 0)
     ]
-    assert series[0].attributes == {"voltage_v": 120.1, "current_ma": 1700}
-    assert series[1].attributes == {"current_ma": 1200}
+    assert series[-1].attributes == {"voltage_v": 120.1, "current_ma": 1700}
+    assert series[0].attributes == {"current_ma": 1200}
+
+
+@pytest.mark.parametrize(
+    ("name", "device", "attribute"),
+    [
+        ("urn:dev:ow:10e2073a01080063:temp", "urn:dev:ow:10e2073a01080063", "temperature_c"),
+        ("urn:dev:ow:264437f5000000ed_temperature", "urn:dev:ow:264437f5000000ed", "temperature_c"),
+        ("urn:dev:mac:0024befffe804ff1", "urn:dev:mac:0024befffe804ff1", "temperature_c"),
+        ("urn:uuid:6e8bc430-9c3a-11d9-9669-0800200c9a66/temperature",
+         "urn:uuid:6e8bc430-9c3a-11d9-9669-0800200c9a66", "temperature_c"),
+        ("sensors/room-1/temperature", "sensors/room-1", "temperature_c"),
+        ("2001:db8::3", "2001:db8::3", "temperature_c"),
+        ("temperature", "thermo-1", "temperature_c"),  # a plain word: the topic names the device
+    ],
+)
+def test_senml_names_without_base_name_split_into_device_and_measurement(
+    name: str, device: str, attribute: str
+) -> None:
+    # Devices not registered: the split comes from the name's structure alone.
+    codec = codec_for("senml", DeviceRegistry([]))
+    pack = f'[{{"n": "{name}", "u": "Cel", "v": 21.5}}]'.encode()
+    [event] = codec.decode("senml/thermo-1", pack, RECEIVED_MS)
+    assert event.device_id == device and event.attributes == {attribute: 21.5}
+
+
+def test_senml_base_name_alone_names_the_device_without_its_separator() -> None:
+    pack = b'[{"bn": "air-ft-0009:", "bu": "ug/m3", "v": 35}, {"bn": "odour-ft-0003/", "u": "Cel", "v": 24}]'
+    air, odour = codec_for("senml").decode("senml/x", pack, RECEIVED_MS)
+    assert (air.device_id, air.kind, air.attributes) == ("air-ft-0009", "air", {"value_ugm3": 35})
+    assert (odour.device_id, odour.attributes) == ("odour-ft-0003", {"temperature_c": 24})
+
+
+def test_senml_registered_device_ids_decide_the_split() -> None:
+    registry = DeviceRegistry([DeviceSettings(device_id="hall:a", kind="air")])
+    codec = codec_for("senml", registry)
+    pack = b'[{"n": "hall:a:pm2_5", "u": "ug/m3", "v": 12}, {"n": "hall:a", "u": "%RH", "v": 40}]'
+    [event] = codec.decode("senml/x", pack, RECEIVED_MS)
+    assert event.device_id == "hall:a" and event.attributes == {"pm25_ugm3": 12, "humidity_pct": 40}
+
+
+def test_senml_name_map_reaches_the_attributes_rules_read() -> None:
+    [event] = decode("senml", "edge/air_names_and_units.json")
+    assert event.device_id == "air-ft-0009" and event.kind == "air"
+    # pm2_5 without a unit takes the map's ug/m3; PM10 in mg/m3 is converted; temp is temperature.
+    assert event.attributes == {"pm25_ugm3": 35, "pm10_ugm3": 80.0, "temperature_c": 18.5, "co2_ppm": 640}
+
+
+def test_senml_pm2_5_reaches_the_air_quality_rule() -> None:
+    # A day of 10-minute PM2.5 readings in one pack: 144 records of one measurement at different times.
+    start_s = RECEIVED_MS // 1000 - 86_400
+    records = [{"bn": "air-ft-0009:", "bt": start_s, "bu": "ug/m3", "n": "pm2_5", "v": 61.5}]
+    records += [{"n": "pm2_5", "t": minute * 60, "v": 61.5} for minute in range(10, 24 * 60, 10)]
+    events = codec_for("senml").decode("senml/air", json.dumps(records).encode(), RECEIVED_MS)
+    assert len(events) == 144 and {e.kind for e in events} == {"air"}
+    [opened] = run_rules(AirQualityRule(AirQualitySettings()), events)
+    assert opened.type == "air_quality_exceedance" and opened.device_id == "air-ft-0009"
+    assert opened.evidence.details["pollutant"] == "pm25_ugm3"
+
+
+@pytest.mark.parametrize(
+    ("record", "attributes"),
+    [
+        ('{"n": "batt", "u": "V", "v": 3.6}', {"battery_v": 3.6}),  # the record's unit decides
+        ('{"n": "battery", "u": "%EL", "v": 87}', {"battery_pct": 87}),
+        ('{"n": "battery", "v": 3.6}', {"battery": 3.6}),  # volts or percent? not guessed
+        ('{"n": "NH3", "u": "mg/m3", "v": 1.2}', {"nh3_mgm3": 1.2}),  # a unit the odour rules read
+        ('{"n": "hum", "u": "%", "v": 55}', {"humidity_pct": 55}),
+    ],
+)
+def test_senml_mapped_names_keep_what_the_record_unit_says(record: str, attributes: dict[str, float]) -> None:
+    pack = f'[{{"bn": "odour-ft-0003:"}}, {record}]'.encode()
+    [event] = codec_for("senml").decode("senml/x", pack, RECEIVED_MS)
+    assert event.attributes == attributes
+
+
+def test_senml_route_name_map_extends_and_overrides_the_shipped_one() -> None:
+    names = {"dust": {"measurement": "pm10", "unit": "ug/m3"}, "temp": "water_temperature"}
+    codec = codec_for("senml", senml_names=names)
+    pack = b'[{"bn": "air-ft-0009:", "n": "dust", "v": 51}, {"n": "temp", "u": "Cel", "v": 9}]'
+    [event] = codec.decode("senml/x", pack, RECEIVED_MS)
+    assert event.attributes == {"pm10_ugm3": 51, "water_temperature_c": 9}
+
+
+def test_senml_positions_by_measurement_name_and_base_only_records() -> None:
+    pack = (b'[{"bn": "air-ft-0009:"}, {"n": "latitude", "v": 22.5465}, {"n": "longitude", "v": 114.0519},'
+            b' {"n": "pm10", "u": "ug/m3", "v": 20}]')
+    unplaced = DeviceRegistry([DeviceSettings(device_id="air-ft-0009", kind="air")])
+    [event] = codec_for("senml", unplaced).decode("senml/x", pack, RECEIVED_MS)
+    assert event.location == Location(lat=22.5465, lon=114.0519) and event.attributes == {"pm10_ugm3": 20}
+
+
+def test_senml_position_from_a_network_does_not_move_a_fixed_asset() -> None:
+    # Network geolocation added to the pack, hundreds of metres off the registered air-ft-0009.
+    pack = (b'[{"bn": "air-ft-0009:", "n": "pm2_5", "u": "ug/m3", "v": 20}, {"n": "locOrigin", "vs": "LORA"},'
+            b' {"n": "latitude", "u": "lat", "v": 22.5501}, {"n": "longitude", "u": "lon", "v": 114.0488}]')
+    registry = DeviceRegistry(fixture_devices())
+    [event] = codec_for("senml", registry).decode("senml/x", pack, RECEIVED_MS)
+    assert registry.enrich(event).location == Location(lat=22.5465, lon=114.0519)
+    [moving] = codec_for("senml", registry, device_position="network").decode("senml/x", pack, RECEIVED_MS)
+    assert registry.enrich(moving).location == Location(lat=22.5501, lon=114.0488)
 
 
 def test_senml_one_event_per_device_and_time_with_units_in_the_names() -> None:
@@ -288,7 +489,10 @@ def test_senml_relative_times_location_and_non_numeric_values() -> None:
     assert earlier.event_time_ms == RECEIVED_MS - 60_000 and earlier.attributes == {"pm25_ugm3": 35}
     assert now.event_time_ms == RECEIVED_MS
     assert now.attributes == {"pm25_ugm3": 41, "door_open": False, "firmware": "2.4.1"}
-    assert now.location == Location(lat=22.5465, lon=114.0519)
+    # air-ft-0009 is registered with a position: the pack's lat/lon count only for a moving device.
+    assert now.location is None
+    [_, moving] = decode("senml", "edge/relative_times_and_location.json", device_position="network")
+    assert moving.location == Location(lat=22.5465, lon=114.0519)
 
 
 def test_senml_base_value_unit_conversion_sums_and_unknown_units() -> None:
