@@ -113,7 +113,8 @@ def test_replay_paces_at_a_multiple_of_real_time(city, tmp_path):
 
     result = Replayer(load_settings(config)).run(read_recording(recording), speed=100.0,
                                                  sleep=slept.append, clock=clock)
-    assert slept == pytest.approx([0.1, 0.1, 0.1])
+    # 30 recorded seconds at 100x: 0.3 s, slept in steps of a recorded second (the engine's idle ticks).
+    assert sum(slept) == pytest.approx(0.3) and max(slept) == pytest.approx(0.01)
     assert [v.type for v in result.violations] == ["congestion"]
 
 
