@@ -201,16 +201,19 @@ class Engine:
         return out
 
     def _advance(self, watermark_ms: int, out: EngineOutput) -> None:
-        if watermark_ms > self.watermark_ms:
+        changed = watermark_ms > self.watermark_ms
+        if changed:
             self.watermark_ms = watermark_ms
         held = self._held
         while held and held[0][0] <= self.watermark_ms:
             event_time_ms, _, event = heapq.heappop(held)
             self._fire_timers(event_time_ms, out)
             self._judge(event, out)
+            changed = True
         self._fire_timers(self.watermark_ms, out)
-        for state in self.states.values():
-            state.expire(self.watermark_ms)
+        if changed:  # an idle tick has nothing new to expire (and ticks are most of the steps)
+            for state in self.states.values():
+                state.expire(self.watermark_ms)
 
     def _judge(self, event: Event, out: EngineOutput) -> None:
         late = False
