@@ -5,7 +5,7 @@ A recording is JSON lines of `{"topic": ..., "payload": ..., "time": ...}`: the 
 ms or RFC 3339; optional). Each message goes through the same normalizer (codecs, validation, registry)
 and the same engine as `citywatch up`, and reaches the engine at its recorded receive time: the engine's
 wall clock is the recording's, message by message, never the replaying machine's. Between messages the
-engine is ticked at least once a recorded second, as the live processor is by its idle polls, and what
+engine is ticked as the live processor is by its idle polls (see `Replayer.idle_tick_ms`), and what
 falls due in between (a held event's release, a device's silence reaching its limit) happens at its exact
 recorded time (processors/engine.py). So a replay gives what the live system gave, at any speed: as fast
 as possible by default, or paced at a multiple of real time. Cities use it to try a threshold change
@@ -37,10 +37,6 @@ from store.base import Store
 
 # Messages whose events are written to the store at once: store writes do not change what is judged.
 STORE_BATCH_MESSAGES = 500
-# Between messages the engine is ticked as the live processor is by its idle polls, at least every
-# `rules.device_offline.max_tick_gap_s` of recorded time: a longer gap between ticks counts as a stalled
-# process (only its start counts as silence), and a recording has no stalls. What falls due in between
-# happens at its own time whatever the tick (processors/engine.py).
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -126,6 +122,10 @@ class Replayer:
                              allowed_lateness_ms=settings.pipeline.allowed_lateness_ms,
                              dedup_capacity=settings.pipeline.dedup_window_events)
         self.store = store
+        # Between messages the engine is ticked at least every `rules.device_offline.max_tick_gap_s` of
+        # recorded time: a longer gap between ticks counts as a stalled process (only its start counts as
+        # silence), and a recording has no stalls. What falls due in between happens at its own time
+        # whatever the tick (processors/engine.py).
         self.idle_tick_ms = max(1, int(settings.rules.device_offline.max_tick_gap_s * 1000))
 
     def run(self, messages: Iterable[Message], *, speed: float | None = None,
