@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -87,7 +88,8 @@ class Expected:
 @dataclass
 class Feed:
     messages: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list)  # (event ms, topic, body)
-    truth: set[Expected] = field(default_factory=set)
+    # A multiset: an incident expected twice must be found twice.
+    truth: Counter[Expected] = field(default_factory=Counter)
 
     def recording(self, receive_delay_ms: int = 120) -> list[dict[str, Any]]:
         """JSON-lines records {topic, payload, time} in receive order."""
@@ -96,10 +98,14 @@ class Feed:
                 for time_ms, topic, body in ordered]
 
 
-def found(violations: Iterable[Violation]) -> set[Expected]:
-    """What a replay found, in the terms of the ground truth (one entry per violation id)."""
-    result: set[Expected] = set()
+def found(violations: Iterable[Violation]) -> Counter[Expected]:
+    """What a replay found, in the terms of the ground truth: one entry per violation id (its changes
+    are one violation), counted, so an incident raised under two ids counts twice."""
+    newest: dict[str, Violation] = {}
     for violation in violations:
+        newest[violation.violation_id] = violation
+    result: Counter[Expected] = Counter()
+    for violation in newest.values():
         details = violation.evidence.details
         if violation.type == "congestion":
             subject = str(violation.start_time_ms)
@@ -107,7 +113,7 @@ def found(violations: Iterable[Violation]) -> set[Expected]:
             subject = f"{violation.evidence.plate}@{violation.start_time_ms}"
         else:
             subject = str(details["track_id"])
-        result.add(Expected(violation.type, subject))
+        result[Expected(violation.type, subject)] += 1
     return result
 
 
@@ -137,7 +143,7 @@ class _Builder:
                 "stationary": False, **attributes}, event_id=f"{track_id}-{index}")
 
     def expect(self, violation_type: str, subject: str) -> None:
-        self.feed.truth.add(Expected(violation_type, subject))
+        self.feed.truth[Expected(violation_type, subject)] += 1
 
     def next_id(self, prefix: str) -> str:
         self.sequence += 1
@@ -324,7 +330,7 @@ def main() -> None:
     if args.config_out:
         config = {**scenario_config(), "pipeline": {"allowed_lateness_ms": 2000}}
         args.config_out.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False))
-    print(f"{count} messages, {len(feed.truth)} expected violations -> {args.out}")
+    print(f"{count} messages, {feed.truth.total()} expected violations -> {args.out}")
 
 
 if __name__ == "__main__":

@@ -320,7 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
         "replay", help="Run a recorded feed (JSON lines of topic, payload, time) through ingest and rules."))
     replay.add_argument("file", type=Path, help="The recording: one {topic, payload, time} object a line.")
     replay.add_argument("--speed", type=float, default=None,
-                        help="Play at this multiple of real time (default: as fast as possible).")
+                        help="Play at this multiple of real time, 1 as recorded (default: as fast as "
+                        "possible). Only when violations come out depends on it, never which: the engine's "
+                        "clock is the recording's receive time at every speed.")
     replay.add_argument("--out", type=Path, default=None,
                         help="Write violation changes as JSON lines here (default: standard output).")
     replay.add_argument("--store", type=Path, default=None,

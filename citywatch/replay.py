@@ -3,9 +3,13 @@
 A recording is JSON lines of `{"topic": ..., "payload": ..., "time": ...}`: the MQTT topic, the payload
 (a JSON value, which is re-encoded, or a string sent as its UTF-8 bytes) and when it was received (epoch
 ms or RFC 3339; optional). Each message goes through the same normalizer (codecs, validation, registry)
-and the same engine as `citywatch up`, with the recorded receive time as the engine's wall clock, so a
-replay gives what the live system gave, at any speed: as fast as possible by default, or paced at a
-multiple of real time. Cities use it to try a threshold change against their golden recordings.
+and the same engine as `citywatch up`, and reaches the engine at its recorded receive time: the engine's
+wall clock is the recording's, message by message, never the replaying machine's. Between messages the
+engine is ticked as the live processor is by its idle polls (see `Replayer.idle_tick_ms`), and what
+falls due in between (a held event's release, a device's silence reaching its limit) happens at its exact
+recorded time (processors/engine.py). So a replay gives what the live system gave, at any speed: as fast
+as possible by default, or paced at a multiple of real time. Cities use it to try a threshold change
+against their golden recordings.
 """
 
 from __future__ import annotations
@@ -31,9 +35,8 @@ from processors.catalogue import build_rules
 from processors.engine import Engine, EngineOutput
 from store.base import Store
 
-# Messages handed to the engine at once: large enough to amortise the per-batch work, small enough that
-# the recorded receive time (the engine's wall clock) still follows the recording closely.
-BATCH_MESSAGES = 500
+# Messages whose events are written to the store at once: store writes do not change what is judged.
+STORE_BATCH_MESSAGES = 500
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -119,64 +122,122 @@ class Replayer:
                              allowed_lateness_ms=settings.pipeline.allowed_lateness_ms,
                              dedup_capacity=settings.pipeline.dedup_window_events)
         self.store = store
+        # Between messages the engine is ticked at least every `rules.device_offline.max_tick_gap_s` of
+        # recorded time: a longer gap between ticks counts as a stalled process (only its start counts as
+        # silence), and a recording has no stalls. What falls due in between happens at its own time
+        # whatever the tick (processors/engine.py).
+        self.idle_tick_ms = max(1, int(settings.rules.device_offline.max_tick_gap_s * 1000))
 
     def run(self, messages: Iterable[Message], *, speed: float | None = None,
             on_violations: Callable[[list[Violation]], None] | None = None,
             sleep: Callable[[float], None] = time.sleep,
             clock: Callable[[], float] = time.monotonic) -> ReplayResult:
-        """Replay; `speed` 2.0 plays twice as fast as recorded, None as fast as possible."""
-        result = ReplayResult()
-        events: list[Event] = []
-        letters: list[DeadLetter] = []
-        pending = 0
-        first_ms: int | None = None
-        started = clock()
-        now_ms = 0
+        """Replay; `speed` 2.0 plays twice as fast as recorded, None as fast as possible.
+
+        The result is the same at every speed: only when violations come out (and `on_violations` is
+        called) follows the pace.
+        """
+        replay = _Run(self, ReplayResult(), speed, on_violations, sleep, clock)
         for message in messages:
-            if speed is not None:
-                first_ms = message.received_ms if first_ms is None else first_ms
-                ahead_s = (message.received_ms - first_ms) / 1000 / speed - (clock() - started)
-                if ahead_s > 0:
-                    self._flush(events, letters, now_ms, result, on_violations)
-                    pending = 0
-                    sleep(ahead_s)
-            now_ms = message.received_ms
-            handled = self.normalizer.handle(message.topic, message.payload, message.received_ms)
-            events.extend(handled.events)
-            letters.extend(handled.dead_letters)
-            result.messages += 1
-            pending += 1
-            if pending >= BATCH_MESSAGES:
-                self._flush(events, letters, now_ms, result, on_violations)
-                pending = 0
-        self._flush(events, letters, now_ms, result, on_violations)
-        self._record([], [], self.engine.drain(), result, on_violations)
-        if self.store is not None:
-            self.store.flush()
-        return result
+            replay.message(message)
+        replay.finish()
+        return replay.result
 
-    def _flush(self, events: list[Event], letters: list[DeadLetter], now_ms: int, result: ReplayResult,
-               on_violations: Callable[[list[Violation]], None] | None) -> None:
-        out = self.engine.process(events, now_ms)
-        self._record(list(events), list(letters), out, result, on_violations)
-        events.clear()
-        letters.clear()
 
-    def _record(self, events: list[Event], letters: list[DeadLetter], out: EngineOutput,
-                result: ReplayResult, on_violations: Callable[[list[Violation]], None] | None) -> None:
-        letters = [*letters, *out.dead_letters]
-        violations = [self.geo.tag_violation(violation) for violation in out.violations]
-        result.events += len(events)
-        result.violations.extend(violations)
-        result.dead_letters.update(letter.reason for letter in letters)
-        result.duplicates += out.duplicates
-        result.late_events += len(out.late_events)
-        if self.store is not None:
-            if events:
-                self.store.write_events(events)
-            if letters:
-                self.store.write_dead_letters(letters)
-            if violations:
-                self.store.write_violations(violations)
-        if violations and on_violations is not None:
-            on_violations(violations)
+class _Run:
+    """One replay: the recorded clock, the pace and the store writes not yet made."""
+
+    def __init__(self, replayer: Replayer, result: ReplayResult, speed: float | None,
+                 on_violations: Callable[[list[Violation]], None] | None,
+                 sleep: Callable[[float], None], clock: Callable[[], float]) -> None:
+        self.replayer = replayer
+        self.engine = replayer.engine
+        self.result = result
+        self.speed = speed
+        self.on_violations = on_violations
+        self.sleep = sleep
+        self.clock = clock
+        # The recorded time of the first message and the replay clock then (pace), the newest recorded
+        # time handed to the engine.
+        self.first_ms: int | None = None
+        self.started = 0.0
+        self.now_ms: int | None = None
+        self.events: list[Event] = []
+        self.letters: list[DeadLetter] = []
+        self.violations: list[Violation] = []
+        self.unwritten = 0
+
+    def message(self, message: Message) -> None:
+        if self.now_ms is None:
+            self.first_ms, self.started = message.received_ms, self.clock()
+        else:
+            self._idle_until(message.received_ms)
+        self._wait_for(message.received_ms)
+        handled = self.replayer.normalizer.handle(message.topic, message.payload, message.received_ms)
+        self.result.messages += 1
+        self._step(handled.events, handled.dead_letters, message.received_ms)
+        self.unwritten += 1
+        if self.unwritten >= STORE_BATCH_MESSAGES:
+            self._write()
+
+    def finish(self) -> None:
+        self._record(self.engine.drain())
+        self._write()
+        if self.replayer.store is not None:
+            self.replayer.store.flush()
+
+    def _idle_until(self, until_ms: int) -> None:
+        """Tick the engine between two messages, as the live processor's idle polls do; when paced, also
+        wake at what falls due (a device going offline) so it comes out on time."""
+        assert self.now_ms is not None
+        while True:
+            next_ms = self.now_ms + self.replayer.idle_tick_ms
+            if self.speed is not None:
+                due_ms = self.engine.next_step_ms()
+                if due_ms is not None:
+                    next_ms = min(next_ms, due_ms)
+            if next_ms >= until_ms:
+                return
+            self._wait_for(next_ms)
+            self._step([], [], next_ms)
+
+    def _wait_for(self, recorded_ms: int) -> None:
+        """When paced, sleep until `recorded_ms` is due in real time (writing what is pending first)."""
+        if self.speed is None or self.first_ms is None:
+            return
+        ahead_s = (recorded_ms - self.first_ms) / 1000 / self.speed - (self.clock() - self.started)
+        if ahead_s > 0:
+            self._write()
+            self.sleep(ahead_s)
+
+    def _step(self, events: list[Event], letters: list[DeadLetter], at_ms: int) -> None:
+        self.now_ms = at_ms if self.now_ms is None else max(self.now_ms, at_ms)
+        out = self.engine.process(events, at_ms)
+        self.result.events += len(events)
+        self.events.extend(events)
+        self.letters.extend(letters)
+        self.result.dead_letters.update(letter.reason for letter in letters)
+        self._record(out)
+
+    def _record(self, out: EngineOutput) -> None:
+        violations = [self.replayer.geo.tag_violation(violation) for violation in out.violations]
+        self.result.violations.extend(violations)
+        self.result.dead_letters.update(letter.reason for letter in out.dead_letters)
+        self.result.duplicates += out.duplicates
+        self.result.late_events += len(out.late_events)
+        self.letters.extend(out.dead_letters)
+        self.violations.extend(violations)
+        if violations and self.on_violations is not None:
+            self.on_violations(violations)
+
+    def _write(self) -> None:
+        store = self.replayer.store
+        if store is not None:
+            if self.events:
+                store.write_events(self.events)
+            if self.letters:
+                store.write_dead_letters(self.letters)
+            if self.violations:
+                store.write_violations(self.violations)
+        self.events, self.letters, self.violations = [], [], []
+        self.unwritten = 0

@@ -163,7 +163,9 @@ class DeviceOfflineSettings(_Section):
     enabled: bool = True
     silence_factor: float = Field(
         3.0, ge=1, description="Offline after this many expected intervals without a message.")
-    check_every_s: float = Field(5.0, gt=0, description="How often silence is checked (wall clock).")
+    check_every_s: float = Field(
+        5.0, gt=0, description="No longer used (a device goes offline at the exact time its silence reaches "
+        "the limit); accepted so that existing configurations still load.")
     max_tick_gap_s: float = Field(
         30.0, gt=0, description="A longer gap between two checks (process stalled or suspended) counts only "
         "this much, so citywatch's own outage never makes devices offline.")

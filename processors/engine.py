@@ -6,6 +6,13 @@ due timers and expire idle state. The watermark is the newest event time seen mi
 lateness, and also moves with the wall clock so that a quiet stream is not held back forever: no event
 waits longer than the allowed lateness of wall time.
 
+Time moves only when the caller says so (`process(events, now_wall_ms)`: these events arrived at that
+wall time), but what falls due between two calls happens at its exact due time, not at the next call: a
+held event's wall-clock release (arrival + allowed lateness) and a clock rule's deadline (e.g. a device's
+silence reaching its limit) are each an engine step of their own, in time order. So the violations depend
+only on what arrived when, not on how often the caller ticks: a live processor polling every 0.1 s, a
+replay stepping once a recorded second and a replay at 1x real time give the same result.
+
 Rules are pure; the engine owns their state, so the same engine runs behind the in-process bus and behind
 Kafka, and its state can be snapshotted and restored.
 """
@@ -97,6 +104,8 @@ class Engine:
         self._max_event_time_ms = NEVER
         self._wall_release_ms = NEVER
         self.watermark_ms = NEVER
+        # The wall clock: the newest time of a call or of a step the engine took between calls.
+        self.clock_ms = NEVER
         # Event-time timers: (at_ms, seq, rule name, key).
         self._timers: list[tuple[int, int, str, str]] = []
 
@@ -121,12 +130,18 @@ class Engine:
         return plan
 
     def process(self, events: Iterable[Event], now_wall_ms: int, *, input_live: bool = True) -> EngineOutput:
-        """Take a batch (possibly empty: then only the wall clock advances) and run what is due.
+        """Take a batch that arrived at `now_wall_ms` (possibly empty: then only the wall clock advances)
+        and run what is due.
 
-        `input_live` False says the input is cut off (ingest disconnected): rules that judge silence
-        do not count that time.
+        First everything that fell due since the previous call runs at its own due time (see the module
+        docstring); a `now_wall_ms` older than the engine's clock counts as the clock (time never goes
+        back). `input_live` False says the input is cut off (ingest disconnected): rules that judge
+        silence do not count the time from this call on.
         """
         out = EngineOutput()
+        now_wall_ms = max(now_wall_ms, self.clock_ms)
+        self._steps_before(now_wall_ms, out)
+        self.clock_ms = now_wall_ms
         for event in events:
             if self._recent.seen(event.event_id):
                 out.duplicates += 1
@@ -135,16 +150,48 @@ class Engine:
             self._arrivals.append((now_wall_ms, event.event_time_ms))
             if event.event_time_ms > self._max_event_time_ms:
                 self._max_event_time_ms = event.event_time_ms
-        while self._arrivals and self._arrivals[0][0] + self.allowed_lateness_ms <= now_wall_ms:
-            _, event_time_ms = self._arrivals.popleft()
-            self._wall_release_ms = max(self._wall_release_ms, event_time_ms)
-        self._advance(max(self._max_event_time_ms - self.allowed_lateness_ms, self._wall_release_ms), out)
+        self._release_arrived(now_wall_ms, out)
         for rule in self._clock_rules:
             emitter = Emitter()
             rule.on_clock(self.states[rule.name], now_wall_ms, input_live, emitter)
             out.violations.extend(emitter.violations)
             out.records.extend(emitter.records)
         return out
+
+    def next_step_ms(self) -> int | None:
+        """The wall time of the next step the engine takes on its own, once a call passes it: the
+        reorder buffer's next wall-clock release or a clock rule's next deadline."""
+        due: int | None = None
+        if self._arrivals:
+            due = self._arrivals[0][0] + self.allowed_lateness_ms
+        for rule in self._clock_rules:
+            rule_due = rule.next_due_ms()
+            if rule_due is not None and (due is None or rule_due < due):
+                due = rule_due
+        # A deadline already passed is due now; a step always moves the clock (no step twice at a time).
+        return None if due is None else max(due, self.clock_ms + 1)
+
+    def _steps_before(self, now_wall_ms: int, out: EngineOutput) -> None:
+        """Every step due before `now_wall_ms`, each at its own time (what is due at `now_wall_ms`
+        itself happens in the call's own step, with the events that arrived then)."""
+        while True:
+            at_ms = self.next_step_ms()
+            if at_ms is None or at_ms >= now_wall_ms:
+                return
+            self.clock_ms = at_ms
+            self._release_arrived(at_ms, out)
+            for rule in self._clock_rules:
+                emitter = Emitter()
+                rule.on_step(self.states[rule.name], at_ms, emitter)
+                out.violations.extend(emitter.violations)
+                out.records.extend(emitter.records)
+
+    def _release_arrived(self, now_wall_ms: int, out: EngineOutput) -> None:
+        """Release what has waited the allowed lateness of wall time, and judge up to the watermark."""
+        while self._arrivals and self._arrivals[0][0] + self.allowed_lateness_ms <= now_wall_ms:
+            _, event_time_ms = self._arrivals.popleft()
+            self._wall_release_ms = max(self._wall_release_ms, event_time_ms)
+        self._advance(max(self._max_event_time_ms - self.allowed_lateness_ms, self._wall_release_ms), out)
 
     def drain(self) -> EngineOutput:
         """Judge every held event now (clean stop or end of a replay); timers fire up to the newest event."""
@@ -154,16 +201,19 @@ class Engine:
         return out
 
     def _advance(self, watermark_ms: int, out: EngineOutput) -> None:
-        if watermark_ms > self.watermark_ms:
+        changed = watermark_ms > self.watermark_ms
+        if changed:
             self.watermark_ms = watermark_ms
         held = self._held
         while held and held[0][0] <= self.watermark_ms:
             event_time_ms, _, event = heapq.heappop(held)
             self._fire_timers(event_time_ms, out)
             self._judge(event, out)
+            changed = True
         self._fire_timers(self.watermark_ms, out)
-        for state in self.states.values():
-            state.expire(self.watermark_ms)
+        if changed:  # an idle tick has nothing new to expire (and ticks are most of the steps)
+            for state in self.states.values():
+                state.expire(self.watermark_ms)
 
     def _judge(self, event: Event, out: EngineOutput) -> None:
         late = False
@@ -242,6 +292,7 @@ class Engine:
             "watermark_ms": self.watermark_ms,
             "max_event_time_ms": self._max_event_time_ms,
             "wall_release_ms": self._wall_release_ms,
+            "clock_ms": self.clock_ms,
             "states": {name: state.snapshot() for name, state in self.states.items()},
             "timers": [(at_ms, rule_name, key) for at_ms, _, rule_name, key in self._timers],
             "recent_ids": self._recent.snapshot(),
@@ -262,6 +313,7 @@ class Engine:
         self._recent.restore(data["recent_ids"])
         # Snapshots taken before held events were included have neither key.
         self._wall_release_ms = data.get("wall_release_ms", NEVER)
+        self.clock_ms = data.get("clock_ms", NEVER)
         self._held = [(event.event_time_ms, next(self._seq), event)
                       for event in msgspec.convert(data.get("held", []), list[Event])]
         heapq.heapify(self._held)

@@ -309,11 +309,13 @@ class KafkaProcessor:
             elif tp.topic == self._dead_letters_topic:
                 dead_letters.extend(self._decode_dead_letters(tp, batch, now_ms))
         for number, partition in self._partitions.items():
-            # Quiet partitions: let the wall clock release what they hold.
-            if partition.engine.held and TopicPartition(self._events_topic, number) not in records:
+            # Quiet partitions: the wall clock moves on there too. It releases what they hold, and a
+            # device whose events all go to a partition that has gone quiet must still go offline.
+            if TopicPartition(self._events_topic, number) not in records:
                 held = partition.engine.held
-                out.extend(partition.engine.process((), now_ms))
-                partition.dirty = partition.dirty or partition.engine.held != held
+                quiet = partition.engine.process((), now_ms)
+                out.extend(quiet)
+                partition.dirty = partition.dirty or partition.engine.held != held or bool(quiet.violations)
         rejected.extend(out.dead_letters)
         if self.tag_violation is not None and out.violations:
             out.violations = [self.tag_violation(violation) for violation in out.violations]

@@ -80,7 +80,8 @@ class Rule(ABC, Generic[S]):
     # A reading inspector (sensor faults) runs before the other rules of a kind and may mark an event
     # suspect with `out.suspect(reason, hide_from)`: the rules it names (or all others) never see it.
     inspects_readings: ClassVar[bool] = False
-    # Rules that judge silence (no events at all) set this; the engine then calls on_clock each step.
+    # Rules that judge silence (no events at all) set this; the engine then calls on_clock on each tick
+    # and on_step at each step it takes between ticks.
     uses_clock: ClassVar[bool] = False
     # The msgspec struct type of the per-key state, so state can be snapshotted and restored.
     state_type: ClassVar[type[msgspec.Struct]]
@@ -100,8 +101,20 @@ class Rule(ABC, Generic[S]):
         return state
 
     def on_clock(self, states: KeyedState, now_wall_ms: int, input_live: bool, out: Emitter) -> None:
-        """Wall-clock tick for rules with `uses_clock`, called on every engine step (also idle ones).
+        """Wall-clock tick for rules with `uses_clock`, called on every `Engine.process` call (also idle
+        ones), after the events that arrived at `now_wall_ms` were judged.
 
         `input_live` is False while the input is known to be cut off (ingest disconnected from MQTT):
         silence then says nothing about devices. The rule may read and set its own keyed state.
         """
+
+    def next_due_ms(self) -> int | None:
+        """For rules with `uses_clock`: the wall time before the next tick at which something falls due
+        (e.g. a device's silence reaches its limit), or None. The engine then steps there exactly
+        (`on_step`), so the result does not depend on how often the engine is ticked."""
+        return None
+
+    def on_step(self, states: KeyedState, at_ms: int, out: Emitter) -> None:
+        """For rules with `uses_clock`: a step the engine takes on its own between two ticks, at wall
+        time `at_ms` (a time `next_due_ms` asked for, or a wall-clock release of held events, judged just
+        before); the input state is that of the last tick."""

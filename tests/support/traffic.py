@@ -3,7 +3,6 @@ signal changes, run through the real engine with the real rules."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -15,6 +14,7 @@ from core.traffic_settings import TrafficSettings
 from processors.catalogue import build_traffic_rules
 from processors.engine import Engine
 from processors.traffic import TrafficContext
+from tests.support.delivery import assert_same_regardless_of_delivery
 from tests.support.events import T0_MS, reading
 
 CAMERA = "cam-1"
@@ -86,29 +86,13 @@ def local_s(text: str) -> float:
     return (moment.timestamp() * 1000 - T0_MS) / 1000
 
 
-def shuffled_with_duplicates(events: Sequence[Event], seed: int,
-                             max_shift_s: float = 1.5) -> list[tuple[int, Event]]:
-    """(arrival ms since T0, event): the same events out of order, each at most `max_shift_s` late, and a
-    quarter of them delivered twice."""
-    rng = random.Random(seed)
-    delivered = list(events) + rng.sample(list(events), max(1, len(events) // 4))
-    keyed = [(event.event_time_ms - T0_MS + int(rng.uniform(0, max_shift_s * 1000)), event)
-             for event in delivered]
-    return sorted(keyed, key=lambda pair: pair[0])
-
-
 def same_regardless_of_delivery(events: Sequence[Event], only: Sequence[str] | None = None,
                                 seeds: int = 15, **kwargs: Any) -> list[Violation]:
-    """The in-order result, after checking shuffled and duplicated deliveries give exactly the same."""
-    expected = run(events, only, **kwargs)
-    for seed in range(seeds):
-        delivered = shuffled_with_duplicates(events, seed)
-        # Fed in arrival order in small batches with the wall clock following arrival, like a live feed.
-        engine = Engine(rules(only, **kwargs), allowed_lateness_ms=2000)
-        got: list[Violation] = []
-        for start in range(0, len(delivered), 3):
-            batch = delivered[start:start + 3]
-            got.extend(engine.process([event for _, event in batch], now_wall_ms=batch[-1][0]).violations)
-        got.extend(engine.drain().violations)
-        assert got == expected, f"delivery with seed {seed} differs"
-    return expected
+    """The in-order result, after checking shuffled and duplicated deliveries, fed a few events at a time
+    with the wall clock following arrival like a live feed, give exactly the same with no late event, and
+    that without the reorder buffer they would not (tests/support/delivery.py)."""
+    engine = Engine(rules(only, **kwargs), allowed_lateness_ms=2000)
+    expected = engine.process(events, now_wall_ms=0)
+    expected.extend(engine.drain())
+    assert_same_regardless_of_delivery(lambda: rules(only, **kwargs), events, expected, seeds)
+    return expected.violations

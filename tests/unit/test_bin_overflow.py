@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import random
-
 from core.models import Severity, ViolationStatus
 from core.settings import BinOverflowSettings, DeviceSettings
 from processors.engine import Engine
 from processors.rules.bin_overflow import BinOverflowRule
+from tests.support.delivery import assert_same_regardless_of_delivery
 from tests.support.events import reading
+from tests.support.rules import run_all
 
 
 def run(events, settings=None, lateness_ms=2000):
@@ -89,12 +89,10 @@ def test_bins_are_judged_independently():
 
 def test_shuffled_and_duplicated_delivery_gives_the_in_order_result():
     in_order = fills(40, 92, 95, 97, 10, 50, 91, 99, 5, step_s=0.2)
-    expected = run(in_order)
-    rng = random.Random(1)
-    for _ in range(20):
-        delivered = in_order + rng.sample(in_order, 4)
-        rng.shuffle(delivered)
-        assert run(delivered) == expected
+    expected = run_all([BinOverflowRule(BinOverflowSettings())], in_order)
+    assert len(expected.violations) == 4
+    assert_same_regardless_of_delivery(lambda: [BinOverflowRule(BinOverflowSettings())], in_order, expected,
+                                       seeds=20)
 
 
 def test_reading_older_than_one_already_judged_is_late_and_not_judged():

@@ -14,12 +14,14 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from core.metrics import Metrics
 from core.models import Event
-from core.settings import BinOverflowSettings, KafkaSettings
-from processors.catalogue import partition_key
+from core.sanitation_settings import DeviceOfflineSettings
+from core.settings import BinOverflowSettings, DeviceSettings, KafkaSettings
+from processors.catalogue import device_partition_key, partition_key
 from processors.engine import Engine
-from processors.kafka_bus import KafkaBusProducer, RecordCodec, ensure_topics
+from processors.kafka_bus import KafkaBusProducer, RecordCodec, ensure_topics, partition_for
 from processors.kafka_processor import KafkaProcessor
 from processors.rules.bin_overflow import BinOverflowRule
+from processors.rules.device_offline import DeviceOfflineRule
 from store.base import DeadLetterQuery, EventQuery, ViolationQuery
 from store.sqlite_store import SqliteStore
 from tests.support.events import reading
@@ -151,6 +153,36 @@ def test_a_partition_moves_with_its_rule_state(kafka_settings, store):
     finally:
         second.stop()
         producer.close()
+
+
+def test_a_device_whose_partition_goes_quiet_still_goes_offline(kafka_settings, store):
+    """Its partition gets no record after the device's last one: the wall clock moves on there anyway."""
+    ensure_topics(kafka_settings)
+    beacon = DeviceSettings(device_id="beacon-q", kind="bin", expected_interval_s=1)  # offline after 3 s
+
+    def engine_with_the_beacon(partition: int, partitions: int) -> Engine:
+        own = partition_for(device_partition_key(beacon), partitions) == partition
+        rule = DeviceOfflineRule(DeviceOfflineSettings(), [beacon] if own else [])
+        return Engine([rule], allowed_lateness_ms=200)
+
+    producer = KafkaBusProducer(kafka_settings, client_id="test-ingest")
+    processor = KafkaProcessor(kafka_settings, engine_with_the_beacon, store, Metrics(), batch_events=500,
+                               client_id="quiet-processor")
+    processor.start()
+    try:
+        producer.send([reading("beacon-q", 0, battery_pct=90)])
+        producer.flush()
+        wait_for(lambda: store.query_events(EventQuery(device_id="beacon-q")).items, 20, message="the beacon")
+        [offline] = wait_for(lambda: stored_violations(store), 20, message="the beacon to go offline")
+        assert offline.type == "device_offline" and offline.evidence.details["limit_s"] == 3
+        producer.send([reading("beacon-q", 60, battery_pct=90)])
+        producer.flush()
+        wait_for(lambda: [v for v in stored_violations(store) if v.status == "cleared"], 20,
+                 message="its next message to clear it")
+    finally:
+        processor.stop()
+        producer.close()
+    assert processor.error is None
 
 
 def test_status_reports_lag_and_rate_per_partition(kafka_settings, processor):
