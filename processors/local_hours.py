@@ -71,15 +71,18 @@ class LocalHours:
     def active_at(self, time_ms: int) -> bool:
         return any(start <= time_ms < end for start, end in self.day_intervals(self.local_date(time_ms)))
 
-    def intervals(self, from_ms: int, days: int | None = None) -> Iterator[tuple[int, int]]:
-        """Intervals that end after `from_ms`, in order, touching ones merged (22:00-24:00 and the next
-        00:00-06:00 are one); searched over `days` local dates from the one of `from_ms`, or without end."""
+    def intervals(self, from_ms: int, days: int | None = None,
+                  merge_touching: bool = True) -> Iterator[tuple[int, int]]:
+        """Intervals that end after `from_ms`, in order, searched over `days` local dates from the one of
+        `from_ms` (None: without end). Touching ones are merged (22:00-24:00 and the next 00:00-06:00 are
+        one) unless `merge_touching` is false, which an unbounded search of a schedule that never stops
+        needs to yield anything at all."""
         first_day = self.local_date(from_ms)
         offsets = range(days) if days is not None else itertools.count()
         pending: tuple[int, int] | None = None
         for offset in offsets:
             for start, end in self.day_intervals(first_day + timedelta(days=offset)):
-                if pending is not None and start <= pending[1]:
+                if merge_touching and pending is not None and start <= pending[1]:
                     pending = (pending[0], max(pending[1], end))
                     continue
                 if pending is not None and pending[1] > from_ms:
@@ -87,4 +90,3 @@ class LocalHours:
                 pending = (start, end)
         if pending is not None and pending[1] > from_ms:
             yield pending
-
