@@ -255,3 +255,25 @@ def test_calendar_settings_are_refused_with_a_reason(settings, message):
 def test_sla_settings_are_refused_with_a_reason(settings, message):
     with pytest.raises(ValidationError, match=message):
         SlaSettings.model_validate(settings)
+
+
+def test_the_example_in_the_docs_loads_and_means_what_the_docs_say():
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "cases.md").read_text()
+    block = re.search(r"```yaml\n(sla:.*?)```", text, re.S)
+    assert block is not None
+    policy = SlaPolicy(SlaSettings.model_validate(yaml.safe_load(block.group(1))["sla"]))
+    friday_four = local("2026-12-11T16:00")
+    assert policy.terms("high").deadline_ms(friday_four) == local("2026-12-14T11:30")  # Fridays end at 17:00
+    assert policy.terms("high", department="water").deadline_ms(friday_four) == local("2026-12-11T20:00")
+    assert policy.terms("normal", department="parks").allowance_ms == 1350 * MINUTE_MS
+    assert policy.terms("low").warn_at == 0.9
+    city_hall = policy.terms("high").counter
+    assert city_hall.working_ms(local("2026-10-01T00:00"), local("2026-10-08T00:00")) == 0
+    # Thursday, a short Friday and the make-up Saturday.
+    thursday_to_sunday = city_hall.working_ms(local("2026-10-08T00:00"), local("2026-10-11T00:00"))
+    assert thursday_to_sunday == 21 * HOUR_MS + 30 * MINUTE_MS
