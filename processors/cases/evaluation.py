@@ -28,6 +28,8 @@ DEFAULT_AGE_EDGES_H = (24, 72, 168, 720)
 PERCENTILES = (50, 90)
 LEVELS = ("city", "district", "grid", "department")
 
+_COLUMNS = ("registered_ms", "deadline_ms", "closed_ms", "reworked", "returned", "suspended_ms",
+            "suspended_now", "department", "grid", "district")
 Int64s = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
 Floats = npt.NDArray[np.float64]
@@ -66,6 +68,15 @@ class CaseColumns:
     grid: Int64s
     district: Int64s
     names: dict[str, tuple[str, ...]] = field(default_factory=dict)  # level -> names by code
+
+    def __post_init__(self) -> None:
+        lengths = {len(getattr(self, column)) for column in _COLUMNS}
+        if len(lengths) > 1:
+            raise ValueError(f"case columns differ in length: {sorted(lengths)}")
+        for level in LEVELS[1:]:
+            codes = getattr(self, level)
+            if len(codes) and (codes.min() < 0 or codes.max() >= len(self.names.get(level, ()))):
+                raise ValueError(f"{level} codes must index its {len(self.names.get(level, ()))} names")
 
     @classmethod
     def from_records(cls, records: Iterable[CaseRecord]) -> CaseColumns:

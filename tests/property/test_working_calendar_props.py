@@ -100,3 +100,26 @@ def test_working_time_adds_up_over_consecutive_spans(a, b, c):
     at = [origin + m * MINUTE_MS + 17 for m in (first, middle, last)]  # not on minute boundaries
     assert working.working_ms(at[0], at[1]) + working.working_ms(at[1], at[2]) == working.working_ms(at[0],
                                                                                                      at[2])
+
+
+@PROPS
+@given(st.integers(0, SPAN_MINUTES * MINUTE_MS), st.integers(1, 3000), st.floats(0.05, 0.95),
+       st.sampled_from(["working", "calendar"]))
+def test_sla_status_goes_within_warning_overdue_at_its_warning_time_and_deadline(start, minutes_, warn_at,
+                                                                                 clock):
+    from core.working_calendar import SlaSettings
+    from processors.cases.calendar import SlaPolicy, SlaStatus
+
+    policy = SlaPolicy(SlaSettings(calendars={"default": SHANGHAI}, warn_at=warn_at,
+                                   priorities={"p": {"allowance_minutes": minutes_, "clock": clock}}))
+    terms = policy.terms("p")
+    registered = WEEKS[id(SHANGHAI)] + start
+    warning, deadline = terms.warning_ms(registered), terms.deadline_ms(registered)
+    assert registered <= warning <= deadline
+    assert terms.elapsed_ms(registered, deadline) == minutes_ * MINUTE_MS
+    assert terms.elapsed_ms(registered, warning) == round(minutes_ * MINUTE_MS * warn_at)
+    if warning > registered:
+        assert terms.status(registered, warning - 1) is SlaStatus.WITHIN
+    assert terms.status(registered, warning) is SlaStatus.WARNING
+    assert terms.status(registered, deadline) is SlaStatus.WARNING
+    assert terms.status(registered, deadline + 1) is SlaStatus.OVERDUE

@@ -181,3 +181,11 @@ def test_other_age_buckets_and_bad_arguments():
         evaluate(CaseColumns.from_records(WEEK), WEEK_TO_MS, WEEK_FROM_MS)
     with pytest.raises(ValueError, match="increasing order"):
         evaluate(CaseColumns.from_records(WEEK), WEEK_FROM_MS, WEEK_TO_MS, age_edges_h=(48, 12))
+
+
+def test_columns_that_do_not_fit_together_are_refused():
+    columns = CaseColumns.from_records(WEEK[:10])
+    with pytest.raises(ValueError, match="case columns differ in length"):
+        CaseColumns(**{**columns.__dict__, "closed_ms": columns.closed_ms[:5]})
+    with pytest.raises(ValueError, match="grid codes must index its"):
+        CaseColumns(**{**columns.__dict__, "names": {**columns.names, "grid": ()}})
