@@ -8,44 +8,24 @@ The rules' own thresholds are in `TrafficRuleSettings` sections under `rules:` (
 
 from __future__ import annotations
 
-import itertools
-import re
-import zoneinfo
 from datetime import date
 from enum import StrEnum
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from core.local_time import WEEKDAYS, Weekday, check_time_zone, check_windows
 from core.models import Severity
 
 if TYPE_CHECKING:
     from core.settings import Settings
 
-_HHMM = re.compile(r"^(?P<h1>\d{2}):(?P<m1>\d{2})-(?P<h2>\d{2}):(?P<m2>\d{2})\Z")
-Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 ParkingZoneType = Literal["no_parking", "sidewalk", "bike_bay"]
 VEHICLE_LABELS = ["car", "truck", "bus", "motorcycle", "e-bike"]
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def parse_window(text: str) -> tuple[int, int]:
-    """'07:00-09:00' -> (420, 540) minutes after local midnight; the end may be 24:00."""
-    match = _HHMM.fullmatch(text)
-    if match is None:
-        raise ValueError(f"time window {text!r} must look like '07:00-09:00'")
-    start = int(match["h1"]) * 60 + int(match["m1"])
-    end = int(match["h2"]) * 60 + int(match["m2"])
-    if int(match["m1"]) > 59 or int(match["m2"]) > 59 or start >= 24 * 60 or end > 24 * 60:
-        raise ValueError(f"time window {text!r} has an impossible time")
-    if end <= start:
-        raise ValueError(f"time window {text!r} ends before it starts; split a window across midnight "
-                         "into '22:00-24:00' and '00:00-06:00'")
-    return start, end
 
 
 class ScheduleSettings(_Section):
@@ -70,10 +50,7 @@ class ScheduleSettings(_Section):
     @field_validator("windows")
     @classmethod
     def _windows_parse(cls, windows: list[str]) -> list[str]:
-        spans = sorted(parse_window(window) for window in windows)
-        for (_, end), (start, _) in itertools.pairwise(spans):
-            if start < end:
-                raise ValueError(f"time windows overlap: {windows}")
+        check_windows(windows)
         return windows
 
 
@@ -226,12 +203,7 @@ class TrafficSettings(_Section):
     @field_validator("time_zone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        try:
-            zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r} (expected an IANA name like "
-                             "Asia/Shanghai)") from exc
-        return value
+        return check_time_zone(value)
 
     @model_validator(mode="after")
     def _references_exist(self) -> TrafficSettings:

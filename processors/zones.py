@@ -10,20 +10,20 @@ from __future__ import annotations
 import zoneinfo
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 
+from core.local_time import WEEKDAYS, parse_window
 from core.traffic_settings import (
-    WEEKDAYS,
     CameraZonesSettings,
     ScheduleSettings,
     TrafficSettings,
     ZoneSettings,
     ZoneType,
-    parse_window,
 )
 from processors.devices import DeviceLookup, Thresholds
+from processors.local_hours import FOREVER_MS, LocalHours
 
-FOREVER_MS = 2**62
+__all__ = ["FOREVER_MS", "Schedule", "Zone", "ZoneMap", "dwell_due", "in_force_until"]
 # How far ahead a schedule is searched for its next window: two weeks cover any weekly pattern plus
 # a run of public holidays.
 SEARCH_DAYS = 15
@@ -40,43 +40,22 @@ class Schedule:
         self._windows = sorted(parse_window(window) for window in settings.windows) or _WHOLE_DAY
         self._skip = set(settings.skip_dates)
         self._extra = set(settings.extra_dates)
+        self._hours = LocalHours(time_zone, self._windows_on)
 
     def _applies_on(self, day: date) -> bool:
         if day in self._extra:
             return True
         return day.weekday() in self._days and day not in self._skip
 
-    def _day_intervals(self, day: date) -> list[tuple[int, int]]:
-        if not self._applies_on(day):
-            return []
-        midnight = datetime(day.year, day.month, day.day, tzinfo=self.time_zone)
-        return [(_ms(midnight + timedelta(minutes=start)), _ms(midnight + timedelta(minutes=end)))
-                for start, end in self._windows]
-
-    def _local_date(self, time_ms: int) -> date:
-        return datetime.fromtimestamp(time_ms / 1000, tz=UTC).astimezone(self.time_zone).date()
+    def _windows_on(self, day: date) -> list[tuple[int, int]]:
+        return self._windows if self._applies_on(day) else []
 
     def active_at(self, time_ms: int) -> bool:
-        return any(start <= time_ms < end for start, end in self._day_intervals(self._local_date(time_ms)))
+        return self._hours.active_at(time_ms)
 
     def intervals(self, from_ms: int) -> Iterator[tuple[int, int]]:
         """Intervals in force that end after `from_ms`, in order; touching windows are merged."""
-        first_day = self._local_date(from_ms)
-        pending: tuple[int, int] | None = None
-        for offset in range(SEARCH_DAYS):
-            for start, end in self._day_intervals(first_day + timedelta(days=offset)):
-                if pending is not None and start <= pending[1]:
-                    pending = (pending[0], max(pending[1], end))
-                    continue
-                if pending is not None and pending[1] > from_ms:
-                    yield pending
-                pending = (start, end)
-        if pending is not None and pending[1] > from_ms:
-            yield pending
-
-
-def _ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
+        return self._hours.intervals(from_ms, days=SEARCH_DAYS)
 
 
 def dwell_due(schedule: Schedule | None, since_ms: int, dwell_ms: int) -> tuple[int, int] | None:

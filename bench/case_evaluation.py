@@ -1,0 +1,103 @@
+"""Measure case evaluation (processors/cases/evaluation.py) on a year of a city's cases.
+
+    .venv/bin/python -m bench.case_evaluation [--cases 1000000] [--repeats 7] [--records]
+
+Generates the cases as columns (registered uniformly over 2026, deadlines 2 h to 5 days later, 85%
+closed, some late, reworked, returned, suspended; 12 districts, 3,000 grids, 60 departments) and times
+`evaluate` for the whole year and for one month, as of the period's end. `--records` also times building
+the columns from `CaseRecord` objects (what a caller without a columnar store query pays once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from processors.cases.evaluation import NEVER_MS, CaseColumns, CaseRecord, evaluate
+
+YEAR_FROM_MS = 1_767_196_800_000  # 2026-01-01T00:00:00+08:00
+DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
+
+
+def generated_year(cases: int, seed: int = 5) -> CaseColumns:
+    rng = np.random.default_rng(seed)
+    registered = YEAR_FROM_MS + rng.integers(0, 365 * DAY_MS, cases, dtype=np.int64)
+    deadline = registered + rng.choice(np.array([2, 4, 24, 72, 120], dtype=np.int64) * HOUR_MS, cases)
+    handled = registered + rng.exponential(1.2 * DAY_MS, cases).astype(np.int64)
+    closed = np.where(rng.random(cases) < 0.85, handled, NEVER_MS)
+    suspended = np.where(rng.random(cases) < 0.05, rng.integers(0, 2 * DAY_MS, cases), 0)
+    grid = rng.integers(0, 3000, cases, dtype=np.int64)
+    return CaseColumns(
+        registered_ms=registered, deadline_ms=deadline, closed_ms=closed,
+        reworked=rng.choice(np.array([0, 0, 0, 0, 0, 0, 0, 0, 1, 2]), cases).astype(np.int64),
+        returned=(rng.random(cases) < 0.04).astype(np.int64), suspended_ms=suspended.astype(np.int64),
+        suspended_now=(closed == NEVER_MS) & (rng.random(cases) < 0.1),
+        department=rng.integers(0, 60, cases, dtype=np.int64), grid=grid, district=grid % 12,
+        names={"department": tuple(f"dept-{n:02d}" for n in range(60)),
+               "grid": tuple(f"grid-{n:04d}" for n in range(3000)),
+               "district": tuple(f"district-{n:02d}" for n in range(12))},
+    )
+
+
+def as_records(columns: CaseColumns) -> list[CaseRecord]:
+    names = columns.names
+    return [
+        CaseRecord(f"case-{i}", names["department"][dept], names["grid"][grid],
+                   names["district"][district], registered, deadline, None if closed == NEVER_MS else closed,
+                   reworked, returned, suspended,
+                   "suspended" if now else "closed" if closed != NEVER_MS else "in_progress")
+        for i, (registered, deadline, closed, reworked, returned, suspended, now, dept, grid, district)
+        in enumerate(zip(*(getattr(columns, c).tolist() for c in (
+            "registered_ms", "deadline_ms", "closed_ms", "reworked", "returned", "suspended_ms",
+            "suspended_now", "department", "grid", "district")), strict=True))
+    ]
+
+
+def timed(action: Callable[[], object], repeats: int) -> tuple[list[float], list[float]]:
+    """Wall and CPU seconds of each run (CPU time is what a shared, busy machine does not inflate)."""
+    walls, cpus = [], []
+    for _ in range(repeats):
+        wall, cpu = time.perf_counter(), time.process_time()
+        action()
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    return walls, cpus
+
+
+def summary(walls: list[float], cpus: list[float]) -> str:
+    return (f"wall median {statistics.median(walls) * 1000:.0f} ms (best {min(walls) * 1000:.0f}), "
+            f"CPU median {statistics.median(cpus) * 1000:.0f} ms (best {min(cpus) * 1000:.0f})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--records", action="store_true", help="also time CaseColumns.from_records")
+    args = parser.parse_args()
+    columns = generated_year(args.cases)
+    year_to = YEAR_FROM_MS + 365 * DAY_MS
+    month_from = YEAR_FROM_MS + 181 * DAY_MS  # July
+    print(f"python {platform.python_version()}, numpy {np.__version__}, {args.cases:,} cases")
+    periods = (("year", YEAR_FROM_MS, year_to), ("month", month_from, month_from + 31 * DAY_MS))
+    for label, start, end in periods:
+        walls, cpus = timed(lambda s=start, e=end: evaluate(columns, s, e), args.repeats)
+        city = evaluate(columns, start, end).city
+        print(f"evaluate {label}: {summary(walls, cpus)} (registered {city.registered:,}, closure rate "
+              f"{city.closure_rate:.3f}, on time {city.on_time_rate:.3f}, groups: "
+              f"{len(columns.names['district'])} districts, {len(columns.names['grid'])} grids, "
+              f"{len(columns.names['department'])} departments)")
+    if args.records:
+        records = as_records(columns)
+        walls, cpus = timed(lambda: CaseColumns.from_records(records), max(1, args.repeats // 3))
+        print(f"from_records: {summary(walls, cpus)}")
+
+
+if __name__ == "__main__":
+    main()
