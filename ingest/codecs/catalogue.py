@@ -18,12 +18,21 @@ from ingest.codecs.native import NativeCodec
 from ingest.codecs.native_kinds import CameraViolationCodec, DetectorCodec, SignalCodec
 from ingest.codecs.senml import SenmlCodec
 from ingest.codecs.tts import TtsCodec
+from ingest.vendor_maps import VendorMapNotices
 
 CODEC_NAMES = ("native", "frigate", "tts", "chirpstack", "senml", "signal", "detector", "camera_violation")
 
 
-def build_codec(route: TopicRoute, devices: DeviceLookup, vendor_maps: Mapping[str, VendorMap]) -> Codec:
-    """The codec for one route; ValueError for a codec name this build does not know."""
+def build_codec(
+    route: TopicRoute,
+    devices: DeviceLookup,
+    vendor_maps: Mapping[str, VendorMap],
+    notices: VendorMapNotices | None = None,
+) -> Codec:
+    """The codec for one route; ValueError for a codec name this build does not know.
+
+    `notices` hears what vendor maps leave out (one per running ingest, so its metrics are that one's).
+    """
     match route.codec:
         case "native":
             return NativeCodec()
@@ -39,6 +48,7 @@ def build_codec(route: TopicRoute, devices: DeviceLookup, vendor_maps: Mapping[s
                 vendor_maps,
                 device_id_by=route.lorawan_device_id,
                 device_id_prefix=route.device_id_prefix,
+                notices=notices,
             )
         case "chirpstack":
             return ChirpstackCodec(
@@ -46,6 +56,7 @@ def build_codec(route: TopicRoute, devices: DeviceLookup, vendor_maps: Mapping[s
                 vendor_maps,
                 device_id_by=route.lorawan_device_id,
                 device_id_prefix=route.device_id_prefix,
+                notices=notices,
             )
         case "senml":
             return SenmlCodec(devices, device_id_prefix=route.device_id_prefix)
