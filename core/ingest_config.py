@@ -54,8 +54,8 @@ class VendorField(_Section):
     )
     invalid_below: float | None = Field(
         None,
-        description="A number below this (in the unit the decoder sends) is treated as a sentinel: what "
-        "some versions of a decoder call 'Invalid Reading' and others send as the number itself.",
+        description="A number below this (in the field's `unit`) is treated as a sentinel: what some "
+        "versions of a decoder call 'Invalid Reading' and others send as the number itself.",
     )
     on_sentinel: SentinelAction = Field(
         SentinelAction.DEAD_LETTER,

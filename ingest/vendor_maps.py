@@ -128,9 +128,23 @@ def _sentinel(field: VendorField, raw: Any) -> str | None:
     if number is not None:
         if any(_number_of(s) == number for s in field.sentinels):
             return repr(raw.strip()) if isinstance(raw, str) else repr(raw)
-        if field.invalid_below is not None and number < field.invalid_below:
-            return f"{_shown(raw)!r} (below {field.invalid_below:g}: not a valid reading)"
+        limit = field.invalid_below
+        if limit is not None and _in_field_unit(field, raw, number) < limit:
+            unit = f" {field.unit}" if field.unit else ""
+            return f"{_shown(raw)!r} (below {limit:g}{unit}: not a valid reading)"
     return None
+
+
+def _in_field_unit(field: VendorField, raw: Any, number: float) -> float:
+    """`number` (read from `raw`) in the field's `unit`, for a raw value that names another unit."""
+    match = _NUMBER_WITH_UNIT.fullmatch(raw) if isinstance(raw, str) else None
+    if match is None or not match["unit"] or field.unit is None:
+        return number
+    sent = _UNITS.get(match["unit"].strip().lower())
+    wanted = _UNITS.get(field.unit.strip().lower())
+    if sent is None or wanted is None or sent[0] != wanted[0]:
+        return number  # convert() reports the unit
+    return ((number + sent[2]) * sent[1]) / wanted[1] - wanted[2]
 
 
 def _number_of(value: Any) -> float | None:

@@ -313,6 +313,17 @@ def test_sentinels_match_text_loosely_and_numbers_by_value(
     assert ("reading" not in attributes) is is_sentinel, attributes
 
 
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [(19, None), ("19.9 mm", None), ("1 cm", None), (20, 20), ("1.5 m", 1500), ("2 cm", 20)],
+)
+def test_invalid_below_compares_in_the_fields_unit(raw: object, expected: int | None) -> None:
+    vendor_map = one_field(attribute="distance_mm", unit="mm", invalid_below=20, on_sentinel="drop_field")
+    attributes = apply_vendor_map(vendor_map, {"x": raw}, "p")
+    assert attributes.get("distance_mm") == expected, attributes
+    assert ("dropped_fields" in attributes) is (expected is None)
+
+
 def test_a_number_written_as_a_sentinel_in_yaml_is_the_same_sentinel(tmp_path: Path) -> None:
     (tmp_path / "maps.yaml").write_text(
         "M1:\n  fields:\n    - {source: t, attribute: temperature_c, unit: C, sentinels: [0.00, -3276.8],"
