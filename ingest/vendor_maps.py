@@ -102,10 +102,12 @@ def map_payload(vendor_map: VendorMap, decoded: dict[str, Any], where: str) -> M
         attributes[field.attribute] = convert(field, raw, path)
     consumed = {field_key(name.split(".", 1)[0]) for field in vendor_map.fields for name in field.names}
     consumed.update(field_key(name) for name in vendor_map.ignore)
-    left_out = [key for key in decoded if field_key(key) not in consumed and key not in attributes]
+    left_out = [key for key in decoded if field_key(key) not in consumed]
     if vendor_map.keep_unmapped:
-        attributes.update((key, decoded[key]) for key in left_out)
-        left_out = []
+        # Copied under their own names; one that would overwrite a mapped attribute still counts as left out.
+        clashes = [key for key in left_out if key in attributes]
+        attributes.update((key, decoded[key]) for key in left_out if key not in attributes)
+        left_out = clashes
     if dropped:
         attributes["dropped_fields"] = dropped
     return MappedPayload(attributes, left_out)

@@ -352,6 +352,10 @@ def test_unmapped_fields_are_named_unless_ignored_or_kept() -> None:
     kept = vendor_map.model_copy(update={"keep_unmapped": True})
     mapped = map_payload(kept, decoded, "p")
     assert mapped.unmapped == [] and mapped.attributes == {"distance_mm": 5, "humidity": 40, "Battery": 3}
+    for mapped_value, clashing_value in ((5, 7), (5, 5)):
+        clash = map_payload(kept, {"distance": mapped_value, "distance_mm": clashing_value}, "p")
+        assert clash.attributes == {"distance_mm": mapped_value} and clash.unmapped == ["distance_mm"]
+    assert map_payload(vendor_map, {"distance": 5, "distance_mm": 7}, "p").unmapped == ["distance_mm"]
 
 
 @pytest.mark.parametrize(
