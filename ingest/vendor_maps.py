@@ -304,8 +304,9 @@ class VendorMapNotices:
     """Says what vendor maps leave out, so no decoded field vanishes without a trace.
 
     A decoded field the device's map does not consume is counted per (model, field) and logged the first
-    time; a device whose `model` names no map is counted per model and logged the first time. Labels are
-    bounded: past MAX_LABELS distinct pairs (or models) the rest are counted under "other".
+    time; a device whose `model` names no map is counted per model and logged the first time. Decoders
+    and the registry choose these names, so labels and log lines are bounded: past MAX_LABELS distinct
+    pairs (or models) the rest are counted under "other" and logged once together.
     """
 
     MAX_LABELS = 256
@@ -313,34 +314,59 @@ class VendorMapNotices:
     def __init__(self, metrics: Metrics | None = None) -> None:
         self._metrics = metrics
         self._lock = threading.Lock()
-        self._fields_seen: set[tuple[str, str]] = set()
-        self._models_seen: set[str] = set()
+        self._fields = _FirstSeen(self.MAX_LABELS)
+        self._models = _FirstSeen(self.MAX_LABELS)
 
     def unmapped(self, model: str, map_name: str, fields: list[str]) -> None:
         for field in fields:
             with self._lock:
-                first = (model, field) not in self._fields_seen
-                if first and len(self._fields_seen) < self.MAX_LABELS:
-                    self._fields_seen.add((model, field))
-                labels = (model, field) if (model, field) in self._fields_seen else (OTHER_LABEL, OTHER_LABEL)
-            if first:
+                known, first = self._fields.see((model, field))
+            if first and known:
                 log.warning(
                     "decoded field %r of model %r is not in vendor map %r: it is not stored (map it, or "
                     "list it under `ignore`)", field, model, map_name,
                 )
+            elif first:
+                log.warning(
+                    "more than %d unmapped decoded fields: further ones (now %r of model %r) are counted "
+                    "as 'other' and not logged", self.MAX_LABELS, field, model,
+                )
             if self._metrics is not None:
+                labels = (model, field) if known else (OTHER_LABEL, OTHER_LABEL)
                 self._metrics.unmapped_fields.labels(*labels).inc()
 
     def without_map(self, model: str) -> None:
         with self._lock:
-            first = model not in self._models_seen
-            if first and len(self._models_seen) < self.MAX_LABELS:
-                self._models_seen.add(model)
-            label = model if model in self._models_seen else OTHER_LABEL
-        if first:
+            known, first = self._models.see(model)
+        if first and known:
             log.warning(
                 "device model %r names no vendor map: its decoded fields are stored as the decoder "
                 "names them, unconverted (add a map to vendor_maps, or correct the model)", model,
             )
+        elif first:
+            log.warning(
+                "more than %d device models name no vendor map: further ones (now %r) are counted as "
+                "'other' and not logged", self.MAX_LABELS, model,
+            )
         if self._metrics is not None:
-            self._metrics.uplinks_without_vendor_map.labels(label).inc()
+            self._metrics.uplinks_without_vendor_map.labels(model if known else OTHER_LABEL).inc()
+
+
+class _FirstSeen:
+    """Remembers up to `limit` keys; says whether a key is remembered and whether this is the first time
+    it (or, past the limit, any key beyond it) was seen."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._seen: set[Any] = set()
+        self._overflowed = False
+
+    def see(self, key: Any) -> tuple[bool, bool]:
+        if key in self._seen:
+            return True, False
+        if len(self._seen) < self._limit:
+            self._seen.add(key)
+            return True, True
+        first_overflow = not self._overflowed
+        self._overflowed = True
+        return False, first_overflow

@@ -60,22 +60,25 @@ def uplink(device_id: str, decoded: dict[str, object]) -> bytes:
     return json.dumps(body).encode()
 
 
+@pytest.fixture(scope="module")
+def publisher(mosquitto_url: str) -> Iterator[MqttPublisher]:
+    client = MqttPublisher(mosquitto_url, f"test-{PREFIX}").connect()
+    yield client
+    client.close()
+
+
 def test_unmapped_fields_and_models_without_a_map_reach_metrics_and_the_log(
-    runtime: EmbeddedRuntime, mosquitto_url: str, caplog: pytest.LogCaptureFixture
+    runtime: EmbeddedRuntime, publisher: MqttPublisher, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="ingest.vendor_maps")
-    publisher = MqttPublisher(mosquitto_url, f"test-{PREFIX}").connect()
-    try:
-        for device_id, decoded in (
-            ("bin-known", {"Distance": "900 mm", "Bat": "3.3 V", "Bat_status": 3}),
-            ("bin-known", {"Distance": "910 mm", "Bat": "3.3 V", "Bat_status": 3}),
-            ("bin-unknown", {"level": 4}),
-        ):
-            publisher.publish(
-                f"{PREFIX}/v3/app@ttn/devices/{device_id}/up", uplink(device_id, decoded), wait=True
-            )
-    finally:
-        publisher.close()
+    for device_id, decoded in (
+        ("bin-known", {"Distance": "900 mm", "Bat": "3.3 V", "Bat_status": 3}),
+        ("bin-known", {"Distance": "910 mm", "Bat": "3.3 V", "Bat_status": 3}),
+        ("bin-unknown", {"level": 4}),
+    ):
+        publisher.publish(
+            f"{PREFIX}/v3/app@ttn/devices/{device_id}/up", uplink(device_id, decoded), wait=True
+        )
 
     def sample(name: str, **labels: str) -> float:
         return runtime.metrics.registry.get_sample_value(name, labels) or 0.0

@@ -449,10 +449,22 @@ def test_at_run_time_unmapped_fields_and_models_without_a_map_are_counted_and_lo
     ]
 
 
-def test_notice_labels_are_bounded() -> None:
+def test_notice_labels_and_log_lines_are_bounded(caplog: pytest.LogCaptureFixture) -> None:
     metrics = Metrics()
     notices = VendorMapNotices(metrics)
+    caplog.set_level(logging.WARNING, logger="ingest.vendor_maps")
     fields = [f"f{i}" for i in range(VendorMapNotices.MAX_LABELS + 5)]
     notices.unmapped("M", "Map", fields)
-    assert _sample(metrics, "citywatch_unmapped_fields_total", model="M", field="f0") == 1
-    assert _sample(metrics, "citywatch_unmapped_fields_total", model="other", field="other") == 5
+    notices.unmapped("M", "Map", fields)
+    assert _sample(metrics, "citywatch_unmapped_fields_total", model="M", field="f0") == 2
+    assert _sample(metrics, "citywatch_unmapped_fields_total", model="other", field="other") == 10
+    assert len(caplog.records) == VendorMapNotices.MAX_LABELS + 1
+    overflow = caplog.records[-1].getMessage()
+    assert overflow.startswith(f"more than {VendorMapNotices.MAX_LABELS} unmapped decoded fields: further")
+    caplog.clear()
+    for index in range(VendorMapNotices.MAX_LABELS + 3):
+        notices.without_map(f"model {index}")
+        notices.without_map(f"model {index}")
+    assert _sample(metrics, "citywatch_uplinks_without_vendor_map_total", model="model 0") == 2
+    assert _sample(metrics, "citywatch_uplinks_without_vendor_map_total", model="other") == 6
+    assert len(caplog.records) == VendorMapNotices.MAX_LABELS + 1
