@@ -1,10 +1,14 @@
 """Vendor field maps: a network server's decoded payload -> citywatch attributes, driven by configuration.
 
-Real decoders differ: the Milesight EM310-UDL decoder sends `{"distance": 2116, "battery": 92}` as
-numbers in mm and %, the Dragino LDDS75 decoder `{"Distance": "1234 mm", "Bat": "3.42 V"}` as strings
-with units, or the sentinel text "Invalid Reading" / "No Sensor" instead of a distance. A map says which
-decoded field is which attribute and in which unit; this module converts, so a new sensor model needs
-configuration (configs/vendor_maps.yaml), not code.
+Real decoders differ, between vendors and between versions of one vendor's decoder: the Milesight
+EM310-UDL decoder sends `{"distance": 2116, "battery": 92}` as numbers in mm and %, Dragino's LDDS75
+decoders `{"Distance": 1234, "Bat": 3.42}` or `{"Distance": "1234 mm", "Bat": "3.42 V"}`, the TTN device
+repository's `{"distance": "No Sensor"}`. A map says which decoded field is which attribute and in which
+unit; this module converts, so a new sensor model needs configuration (configs/vendor_maps.yaml), not code.
+
+Names are matched as decoders and people vary them (case, `_`, aliases; model names with or without the
+vendor), sentinels by what they mean ("0.00" is also "0.00 °C"). What a map leaves out is reported by
+VendorMapNotices, and vendor_map_for is the one model lookup, for ingest and for configuration checks.
 """
 
 from __future__ import annotations
