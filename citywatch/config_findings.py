@@ -23,6 +23,7 @@ from core.ingest_config import VendorMap
 from core.settings import DeviceSettings, RuleSettings, Settings
 from ingest.attributes import NUMERIC_UNIT_SUFFIXES
 from ingest.normalizer import TopicFilter
+from ingest.vendor_maps import vendor_map_named
 from processors.catalogue import RULE_SECTIONS
 from processors.rule import ANY_KIND, Rule
 from processors.rules.stuck_sensor import StuckSensorRule
@@ -216,13 +217,9 @@ def _device_kinds(settings: Settings) -> Iterator[Finding]:
 
 
 def vendor_map_for(model: str | None, vendor_maps: Mapping[str, VendorMap]) -> str | None:
-    """The vendor map a model selects: the same name, or the same name in another case."""
-    if model is None:
-        return None
-    if model in vendor_maps:
-        return model
-    folded = [name for name in vendor_maps if name.casefold() == model.casefold()]
-    return folded[0] if len(folded) == 1 else None
+    """The name of the vendor map a model selects, found as ingest finds it at run time."""
+    named = vendor_map_named(model, vendor_maps)
+    return None if named is None else named[0]
 
 
 def _lorawan_routes(settings: Settings) -> list[str]:

@@ -33,6 +33,7 @@ from ingest.geo import GeoError, GeoTagger
 from ingest.normalizer import Normalizer
 from ingest.registry import DeviceRegistry
 from ingest.service import IngestService
+from ingest.vendor_maps import VendorMapNotices
 from processors.bus import BusProducer, OnDurable
 from processors.catalogue import build_rules, device_partition_key
 from processors.engine import Engine
@@ -122,7 +123,8 @@ class IngestRole:
         self.producer = _CountingProducer(kafka_producer, self.rate)
         normalizer = Normalizer(self.settings.ingest, self.settings.mqtt.max_payload_bytes, self.registry,
                                 partial(build_codec, devices=self.registry,
-                                        vendor_maps=self.settings.vendor_maps),
+                                        vendor_maps=self.settings.vendor_maps,
+                                        notices=VendorMapNotices(self.metrics)),
                                 tagger=self.geo.tag_event)
         assert self.settings.mqtt.url is not None  # checked in __init__
         parsed = urlparse(self.settings.mqtt.url)

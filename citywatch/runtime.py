@@ -31,6 +31,7 @@ from ingest.geo import GeoError, GeoTagger
 from ingest.normalizer import Normalizer
 from ingest.registry import DeviceRegistry
 from ingest.service import IngestService
+from ingest.vendor_maps import VendorMapNotices
 from processors.catalogue import build_rules
 from processors.engine import Engine
 from processors.inprocess_bus import InProcessBus
@@ -95,7 +96,8 @@ class EmbeddedRuntime:
         self.worker.start()
         normalizer = Normalizer(self.settings.ingest, self.settings.mqtt.max_payload_bytes, self.registry,
                                 partial(build_codec, devices=self.registry,
-                                        vendor_maps=self.settings.vendor_maps),
+                                        vendor_maps=self.settings.vendor_maps,
+                                        notices=VendorMapNotices(self.metrics)),
                                 tagger=self.geo.tag_event)
         mqtt = self.settings.mqtt
         parsed = urlparse(self.mqtt_url)

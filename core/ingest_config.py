@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Section(BaseModel):
@@ -26,7 +27,14 @@ class VendorField(_Section):
 
     source: str = Field(
         min_length=1,
-        description="Key in the decoded payload; dots walk into objects, e.g. `distance` or `sensor.level`.",
+        description="Key in the decoded payload; dots walk into objects, e.g. `distance` or `sensor.level`. "
+        "Matched as decoders vary it: case and `_` `-` or spaces do not count (`TempC_DS18B20` matches "
+        "`tempc_ds18b20` and `TempCDS18B20`); a key spelled exactly as written wins over a near one.",
+    )
+    aliases: list[str] = Field(
+        default_factory=list,
+        description="Other keys other versions of the decoder use for this field, tried after `source` in "
+        "order; the first present gives the value. Every one of them counts as mapped.",
     )
     attribute: str = Field(min_length=1, description="citywatch attribute it becomes, e.g. distance_mm.")
     unit: str | None = Field(
@@ -40,7 +48,14 @@ class VendorField(_Section):
     )
     sentinels: list[str] = Field(
         default_factory=list,
-        description="Text values that mean 'no valid reading', e.g. 'Invalid Reading', 'No Sensor'.",
+        description="Values that mean 'no valid reading', e.g. 'Invalid Reading', 'No Sensor', or '0.00' "
+        "where a decoder sends 0.00 for a missing probe. Text matches whatever its case and spacing; a "
+        "number matches the same number, bare or with a unit ('0.00' matches 0, '0 °C' and '0.00 °C').",
+    )
+    invalid_below: float | None = Field(
+        None,
+        description="A number below this (in the field's `unit`) is treated as a sentinel: what some "
+        "versions of a decoder call 'Invalid Reading' and others send as the number itself.",
     )
     on_sentinel: SentinelAction = Field(
         SentinelAction.DEAD_LETTER,
@@ -48,12 +63,37 @@ class VendorField(_Section):
     )
     required: bool = Field(False, description="A payload without this field is rejected.")
 
+    @field_validator("sentinels", mode="before")
+    @classmethod
+    def _numbers_as_text(cls, value: Any) -> Any:
+        # YAML reads `sentinels: [0.00]` as a number; it means the same as the text "0.00".
+        if isinstance(value, list):
+            return [str(item) if isinstance(item, int | float) and not isinstance(item, bool) else item
+                    for item in value]
+        return value
+
+    @property
+    def names(self) -> list[str]:
+        """The keys this field is read from, in the order they are tried."""
+        return [self.source, *self.aliases]
+
 
 class VendorMap(_Section):
     """The decoded payload of one device model (as its LoRaWAN network server's decoder outputs it)."""
 
     description: str = Field("", description="What the model is and which decoder this map expects.")
+    aliases: list[str] = Field(
+        default_factory=list,
+        description="Other names devices of this model may be registered under (their `model`). Names "
+        "match whatever their case, spacing and punctuation, and without the vendor's name in front "
+        "(`LDDS75` and `dragino ldds75` find `Dragino LDDS75`).",
+    )
     fields: list[VendorField] = Field(min_length=1, description="Decoded fields to attributes.")
+    ignore: list[str] = Field(
+        default_factory=list,
+        description="Decoded fields this map leaves out on purpose (e.g. a decoder's `Node_type`): not "
+        "reported as unmapped. Matched like `source`.",
+    )
     keep_unmapped: bool = Field(
         False, description="Copy decoded fields that no entry maps into attributes (under their own name)."
     )

@@ -31,6 +31,17 @@ class Metrics:
             "citywatch_dead_letters", "Inputs rejected and dead-lettered, by reason", ["reason"],
             registry=self.registry,
         )
+        self.unmapped_fields = Counter(
+            "citywatch_unmapped_fields",
+            "Decoded LoRaWAN fields the device's vendor map does not consume (not stored), by model and "
+            "field",
+            ["model", "field"], registry=self.registry,
+        )
+        self.uplinks_without_vendor_map = Counter(
+            "citywatch_uplinks_without_vendor_map",
+            "LoRaWAN uplinks from devices whose model names no vendor map (stored unconverted), by model",
+            ["model"], registry=self.registry,
+        )
         self.events_processed = Counter(
             "citywatch_events_processed", "Events the processors consumed", registry=self.registry
         )

@@ -24,6 +24,7 @@ from ingest.codecs.native import NativeCodec
 from ingest.codecs.native_kinds import CameraViolationCodec, DetectorCodec, SignalCodec
 from ingest.codecs.senml import SenmlCodec
 from ingest.codecs.tts import TtsCodec
+from ingest.vendor_maps import VendorMapNotices
 
 CODEC_NAMES = ("native", "frigate", "tts", "chirpstack", "senml", "signal", "detector", "camera_violation")
 
@@ -38,8 +39,16 @@ def _frigate_tracks(devices: DeviceLookup) -> FrigateTracks:
         return FrigateTracks()
 
 
-def build_codec(route: TopicRoute, devices: DeviceLookup, vendor_maps: Mapping[str, VendorMap]) -> Codec:
-    """The codec for one route; ValueError for a codec name this build does not know."""
+def build_codec(
+    route: TopicRoute,
+    devices: DeviceLookup,
+    vendor_maps: Mapping[str, VendorMap],
+    notices: VendorMapNotices | None = None,
+) -> Codec:
+    """The codec for one route; ValueError for a codec name this build does not know.
+
+    `notices` hears what vendor maps leave out (one per running ingest, so its metrics are that one's).
+    """
     match route.codec:
         case "native":
             return NativeCodec()
@@ -59,6 +68,7 @@ def build_codec(route: TopicRoute, devices: DeviceLookup, vendor_maps: Mapping[s
                 device_id_prefix=route.device_id_prefix,
                 simulated_uplinks=route.simulated_uplinks,
                 device_position=route.device_position,
+                notices=notices,
             )
         case "chirpstack":
             return ChirpstackCodec(
@@ -66,6 +76,7 @@ def build_codec(route: TopicRoute, devices: DeviceLookup, vendor_maps: Mapping[s
                 vendor_maps,
                 device_id_by=route.lorawan_device_id,
                 device_id_prefix=route.device_id_prefix,
+                notices=notices,
             )
         case "senml":
             return SenmlCodec(

@@ -3,7 +3,8 @@
 The network server has already run the vendor's payload decoder; what arrives is that decoder's object
 (`decoded_payload`, `object`). The registered device's `model` picks the vendor field map that turns
 it into citywatch attributes (ingest/vendor_maps.py); a device without a map keeps the decoder's fields
-as they are. The event kind is the registered device's kind, so `bin` rules see a bin reading.
+as they are. Both what a map leaves out and a model without a map are reported (VendorMapNotices).
+The event kind is the registered device's kind, so `bin` rules see a bin reading.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from core.models import Event, Location
 from core.settings import DeviceSettings
 from ingest.codecs import common as c
 from ingest.codecs.base import CodecError
-from ingest.vendor_maps import apply_vendor_map
+from ingest.vendor_maps import VendorMapNotices, map_payload, vendor_map_named
 
 # Kind of an event from a device the registry does not know: the normalizer dead-letters it as
 # unknown_device (or keeps it as raw LoRaWAN data when unknown devices are accepted).
@@ -35,9 +36,22 @@ class DeviceLookup(Protocol):
 class LorawanDecoded:
     """Turns a network server's decoded object into attributes with the device's vendor map."""
 
-    def __init__(self, devices: DeviceLookup, vendor_maps: Mapping[str, VendorMap]) -> None:
+    def __init__(
+        self,
+        devices: DeviceLookup,
+        vendor_maps: Mapping[str, VendorMap],
+        notices: VendorMapNotices | None = None,
+    ) -> None:
         self._devices = devices
         self._vendor_maps = vendor_maps
+        self._notices = notices or VendorMapNotices()
+        # model -> its map; the maps are fixed for a codec's life, the registry's models are few.
+        self._maps_by_model: dict[str, tuple[str, VendorMap] | None] = {}
+
+    def _vendor_map(self, model: str) -> tuple[str, VendorMap] | None:
+        if model not in self._maps_by_model:
+            self._maps_by_model[model] = vendor_map_named(model, self._vendor_maps)
+        return self._maps_by_model[model]
 
     def event(
         self,
@@ -54,10 +68,17 @@ class LorawanDecoded:
     ) -> Event:
         decoded = c.obj(decoded, decoded_path)
         device = self._devices.get(device_id)
-        vendor_map = None if device is None or device.model is None else self._vendor_maps.get(device.model)
-        attributes = (
-            dict(decoded) if vendor_map is None else apply_vendor_map(vendor_map, decoded, decoded_path)
-        )
+        model = None if device is None else device.model
+        named = None if model is None else self._vendor_map(model)
+        if named is None:
+            if model is not None:
+                self._notices.without_map(model)
+            attributes = dict(decoded)
+        else:
+            mapped = map_payload(named[1], decoded, decoded_path)
+            if mapped.unmapped and model is not None:
+                self._notices.unmapped(model, named[0], mapped.unmapped)
+            attributes = mapped.attributes
         attributes.update({key: value for key, value in radio.items() if value is not None})
         return Event(
             event_id=event_id,
@@ -109,8 +130,9 @@ class LorawanCodec:
         *,
         device_id_by: str = "name",
         device_id_prefix: str = "",
+        notices: VendorMapNotices | None = None,
     ) -> None:
-        self._decoded = LorawanDecoded(devices, vendor_maps)
+        self._decoded = LorawanDecoded(devices, vendor_maps, notices)
         self._devices = devices
         self._by_eui = device_id_by == "eui"
         self._prefix = device_id_prefix

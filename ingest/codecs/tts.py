@@ -36,6 +36,7 @@ from ingest.codecs.lorawan import (
     is_zero_time,
     normal_eui,
 )
+from ingest.vendor_maps import VendorMapNotices
 
 SIMULATED_UPLINK = "simulated_uplink"
 
@@ -52,8 +53,10 @@ class TtsCodec(LorawanCodec):
         device_id_prefix: str = "",
         simulated_uplinks: str = "mark",
         device_position: str = "registry",
+        notices: VendorMapNotices | None = None,
     ) -> None:
-        super().__init__(devices, vendor_maps, device_id_by=device_id_by, device_id_prefix=device_id_prefix)
+        super().__init__(devices, vendor_maps, device_id_by=device_id_by, device_id_prefix=device_id_prefix,
+                         notices=notices)
         self._simulated_uplinks = simulated_uplinks
         self._network_position_wins = device_position == "network"
 

@@ -72,7 +72,7 @@ CASES: dict[str, tuple[dict[str, Any], Severity, str, str]] = {
         {"rules": {"stuck_sensor": {"attributes": {"bins": ["fill_pct"]}}}},
         Severity.WARNING, "rules.stuck_sensor.attributes.bins", "use one of those kinds"),
     "model that names no vendor map": (
-        lorawan_config(bin_device(model="EM310-UDL")),
+        lorawan_config(bin_device(model="EM310-UD")),
         Severity.WARNING, "devices[id=bin-1].model", "set model to the name of a vendor map"),
     "bin without a model beside bins with maps": (
         lorawan_config(bin_device(), bin_device("bin-2", model=None)),
@@ -250,7 +250,7 @@ def test_a_data_directory_given_on_the_command_line_is_the_working_directorys(
 
 def test_check_config_with_several_problems_exits_1_and_lists_them(tmp_path: Path) -> None:
     config = lorawan_config(
-        bin_device(model="EM310-UDL"),
+        bin_device(model="EM310-UD"),
         {"device_id": "odour-1", "kind": "odor"},
         ingest={"routes": [{"pattern": "#", "codec": "native"}, *LORAWAN_ROUTES["routes"]]},
     )
@@ -261,7 +261,7 @@ def test_check_config_with_several_problems_exits_1_and_lists_them(tmp_path: Pat
     lines = result.stdout.splitlines()
     assert lines[0] == f"{path}: valid (2 devices, 1 vendor maps)"
     assert lines[1].startswith("error: ingest.routes[1].pattern: 'v3/+/devices/+/up' (tts) never decodes")
-    assert any(line.startswith("warning: devices[id=bin-1].model: model 'EM310-UDL' names no vendor map "
+    assert any(line.startswith("warning: devices[id=bin-1].model: model 'EM310-UD' names no vendor map "
                                "(did you mean 'Milesight EM310-UDL'?)") for line in lines)
     assert any(line.startswith("warning: devices[id=odour-1].kind: no enabled rule judges readings of "
                                "kind 'odor' (did you mean 'odour'?)") for line in lines)
