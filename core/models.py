@@ -111,10 +111,6 @@ class LifecycleChange(StrEnum):
     NOTED = "noted"
 
 
-RULE_CHANGES: frozenset[LifecycleChange] = frozenset(
-    {LifecycleChange.OPENED, LifecycleChange.UPDATED, LifecycleChange.CLEARED})
-
-
 class LifecycleEntry(msgspec.Struct, frozen=True, kw_only=True):
     """What happened to a violation, when and by whom. A rule's change is at event time with actor
     `rule:<violation type>`; a person's action at wall time with the API key as actor."""
@@ -123,17 +119,22 @@ class LifecycleEntry(msgspec.Struct, frozen=True, kw_only=True):
     change: LifecycleChange
     time_ms: int
     actor: str
+    # For a person's action: the name of the API key it was taken with (`actor` is `key:<key id>`).
+    actor_name: str | None = None
     note: str | None = None
     # For `assigned`: the department or person it was assigned to.
     assignee: str | None = None
 
 
-_CHANGE_ORDER: dict[LifecycleChange, int] = {change: rank for rank, change in enumerate(LifecycleChange)}
+# At one time: opened, updated, cleared, then people's actions in the order they were taken.
+_CHANGE_ORDER: dict[LifecycleChange, int] = {
+    LifecycleChange.OPENED: 0, LifecycleChange.UPDATED: 1, LifecycleChange.CLEARED: 2}
 
 
 def history_order(entries: list[LifecycleEntry]) -> list[LifecycleEntry]:
-    """Oldest first; at the same time, in lifecycle order (opened before cleared, rule before person)."""
-    return sorted(entries, key=lambda entry: (entry.time_ms, _CHANGE_ORDER[entry.change]))
+    """Oldest first by `time_ms`; at the same time the rule's changes in lifecycle order (opened before
+    cleared), then people's actions in their given order (the sort is stable)."""
+    return sorted(entries, key=lambda entry: (entry.time_ms, _CHANGE_ORDER.get(entry.change, 3)))
 
 
 def rule_change(violation: Violation) -> LifecycleEntry:

@@ -1106,6 +1106,7 @@ class SqliteStore(Store):
         policy = self.retention
         raw_before = now_ms - policy.raw_readings_days * day
         rollup_before = now_ms - policy.rollup_days * day
+        violations_before = now_ms - policy.violations_days * day
         deletes = [
             ("DELETE FROM events WHERE event_time_ms < ?", raw_before),
             ("DELETE FROM latest_readings WHERE event_time_ms < ?", rollup_before),
@@ -1113,8 +1114,8 @@ class SqliteStore(Store):
             *((f"DELETE FROM {r.table} WHERE {r.time_column} < ?", rollup_before) for r in _ROLLUPS),
             # A violation's history goes with it (first: it is found by the violations to delete).
             ("DELETE FROM violation_history WHERE violation_id IN "
-             "(SELECT violation_id FROM violations WHERE start_time_ms < ?)", now_ms - policy.violations_days * day),
-            ("DELETE FROM violations WHERE start_time_ms < ?", now_ms - policy.violations_days * day),
+             "(SELECT violation_id FROM violations WHERE start_time_ms < ?)", violations_before),
+            ("DELETE FROM violations WHERE start_time_ms < ?", violations_before),
             ("DELETE FROM dead_letters WHERE received_time_ms < ?", now_ms - policy.dead_letters_days * day),
         ]
         for sql, before in deletes:
