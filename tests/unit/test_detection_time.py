@@ -4,10 +4,17 @@ restart from a snapshot and a replay."""
 
 from __future__ import annotations
 
+import csv
+import io
+
+import msgspec
+
+from api.access.keys import Scope
 from core.models import ViolationStatus
 from core.sanitation_settings import BinFireSettings
 from processors.engine import Engine
 from processors.rules.bin_fire import BinFireRule
+from tests.support.alerts import alert_api, bearer, violation
 from tests.support.events import T0_MS, reading
 from tests.support.rules import run
 from tests.support.traffic import run as run_traffic
@@ -58,3 +65,27 @@ def test_detection_survives_a_restart_from_a_snapshot_and_a_replay_gives_the_sam
     [cleared] = out.violations
     assert cleared.detected_time_ms == opened.detected_time_ms == T0_MS + 120_000
     assert run(BinFireRule(BinFireSettings(consecutive=3)), events) == [opened, cleared]
+
+
+def test_every_violation_answer_carries_the_detection_time(tmp_path):
+    """The single violation, the list and both exports; empty for a violation stored before it was kept."""
+    detected, cleared = run(BinFireRule(BinFireSettings(consecutive=3)), fire_then_cool())
+    legacy = msgspec.structs.replace(violation(1), detected_time_ms=None)
+    api = alert_api(tmp_path)
+    try:
+        api.store.write_violations([detected, cleared, legacy])
+        api.store.flush()
+        http = api.client()
+        headers = bearer(api.key(Scope.VIOLATIONS_READ))
+        single = http.get(f"/v1/violations/{cleared.violation_id}", headers=headers).json()
+        assert (single["status"], single["detected_time_ms"]) == ("cleared", T0_MS + 120_000)
+        listed = {v["violation_id"]: v["detected_time_ms"]
+                  for v in http.get("/v1/violations", headers=headers).json()["items"]}
+        assert listed == {cleared.violation_id: T0_MS + 120_000, legacy.violation_id: None}
+        rows = {row["violation_id"]: row["detected_time_ms"] for row in csv.DictReader(io.StringIO(
+            http.get("/v1/exports/violations.csv", headers=headers).text))}
+        assert rows == {cleared.violation_id: str(T0_MS + 120_000), legacy.violation_id: ""}
+        features = http.get("/v1/exports/violations.geojson", headers=headers).json()["features"]
+        assert {f["id"]: f["properties"]["detected_time_ms"] for f in features} == listed
+    finally:
+        api.close()
