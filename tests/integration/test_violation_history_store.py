@@ -7,7 +7,11 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from fastapi.testclient import TestClient
 
+from api.app import create_app
+from api.services import ApiServices
+from core.metrics import Metrics
 from core.models import (
     Evidence,
     LifecycleChange,
@@ -91,4 +95,33 @@ def test_an_instantaneous_violation_opened_and_cleared_at_one_time_lists_opened_
         got = store.get_violation("v-flash")
         assert got is not None and got.status is ViolationStatus.CLEARED and got.detected_time_ms == T0
     finally:
+        store.close()
+
+
+@pytest.mark.parametrize("kind", ["embedded", "influxdb"])
+def test_the_api_merges_the_stores_history_with_peoples_actions(
+    kind: str, tmp_path: Path, influx_server: InfluxServer
+) -> None:
+    opened, updated, cleared = lifecycle()
+    store = open_store(kind, tmp_path, influx_server)
+    services = ApiServices(store=store, metrics=Metrics())  # auth disabled: actions by key:anonymous
+    try:
+        store.write_violations([opened, updated])
+        settle(store)
+        with TestClient(create_app(services)) as http:
+            assert http.post("/v1/violations/v-speed/actions",
+                             json={"action": "assign", "assignee": "traffic-police"}).status_code == 201
+            store.write_violations([cleared])
+            settle(store)
+            shown = http.get("/v1/violations/v-speed").json()
+            assert (shown["status"], shown["detected_time_ms"]) == ("cleared", T0)
+            assert shown["handling"]["assignee"] == "traffic-police"
+            entries = http.get("/v1/violations/v-speed/history").json()["entries"]
+        # The rule's changes carry their (old) event times, so they come before the wall-clock action.
+        assert [(e["change"], e["actor"]) for e in entries] == [
+            ("opened", "rule:speeding"), ("updated", "rule:speeding"), ("cleared", "rule:speeding"),
+            ("assigned", "key:anonymous")]
+        assert entries[3]["actor_name"] == "auth disabled"
+    finally:
+        services.violation_actions.close()
         store.close()
