@@ -1,5 +1,5 @@
 """The alert components of one running citywatch, built from settings: the feed, access control,
-webhook dispatch and output topics, with their start and stop order."""
+webhook dispatch, output topics and people's actions on violations, with their start and stop order."""
 
 from __future__ import annotations
 
