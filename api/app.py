@@ -31,6 +31,7 @@ from api.routes import (
     readings,
     status,
     version,
+    violation_history,
     violations,
 )
 from api.services import ApiServices
@@ -67,6 +68,8 @@ def create_app(services: ApiServices) -> FastAPI:
 
     # Scopes per router (docs/alerts.md); violations and streams check theirs per route, to mask plates.
     app.include_router(violations.router)
+    # Reading the history needs violations:read, taking an action violations:write (per route).
+    app.include_router(violation_history.router)
     app.include_router(aggregates.router, dependencies=[Depends(require(Scope.VIOLATIONS_READ))])
     app.include_router(readings.router, dependencies=[Depends(require(Scope.READINGS_READ))])
     app.include_router(exports.router)

@@ -66,6 +66,13 @@ NOT_FOUND: Final = ProblemKind("not-found", 404, "Not found")
 METHOD_NOT_ALLOWED: Final = ProblemKind("method-not-allowed", 405, "Method not allowed")
 CONFLICT: Final = ProblemKind("conflict", 409, "Conflict")
 LAST_ADMIN_KEY: Final = ProblemKind("last-admin-key", 409, "The last admin key cannot be revoked")
+# People's actions on a violation its state does not allow (api/violation_actions.py `refusal`).
+ALREADY_ACKNOWLEDGED: Final = ProblemKind("already-acknowledged", 409,
+                                          "The violation is already acknowledged")
+ALREADY_ASSIGNED: Final = ProblemKind("already-assigned", 409,
+                                      "The violation is already assigned to that assignee")
+VIOLATION_DISMISSED: Final = ProblemKind("violation-dismissed", 409,
+                                         "The violation was dismissed as false; only notes can be added")
 RATE_LIMITED: Final = ProblemKind("rate-limited", 429, "Rate limit exceeded")
 AUTH_THROTTLED: Final = ProblemKind("auth-throttled", 429, "Too many unknown API keys from this address")
 STORE_UNAVAILABLE: Final = ProblemKind("store-unavailable", 503, "Store unavailable")
@@ -73,7 +80,8 @@ UNAVAILABLE: Final = ProblemKind("unavailable", 503, "Service unavailable")
 INTERNAL: Final = ProblemKind("internal", 500, "Internal error")
 
 PROBLEM_KINDS: Final = (INVALID_INPUT, QUERY_TOO_LARGE, UNAUTHORIZED, FORBIDDEN, NOT_FOUND,
-                        METHOD_NOT_ALLOWED, CONFLICT, LAST_ADMIN_KEY, RATE_LIMITED, AUTH_THROTTLED,
+                        METHOD_NOT_ALLOWED, CONFLICT, LAST_ADMIN_KEY, ALREADY_ACKNOWLEDGED, ALREADY_ASSIGNED,
+                        VIOLATION_DISMISSED, RATE_LIMITED, AUTH_THROTTLED,
                         STORE_UNAVAILABLE, UNAVAILABLE, INTERNAL)
 # The kind of an HTTPException raised with a bare status code.
 _KIND_OF_STATUS: Final = {kind.status: kind for kind in (

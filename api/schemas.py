@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from core.models import Severity, ViolationStatus
+from core.models import LifecycleChange, Severity, ViolationStatus
 
 
 class LocationOut(BaseModel):
@@ -33,10 +33,33 @@ class ViolationOut(BaseModel):
     evidence: EvidenceOut
     tags: dict[str, str] = Field(description="grid, district, department ... of the device.")
     updated_time_ms: int = Field(description="Event time of the latest status change.")
+    detected_time_ms: int | None = Field(
+        None, description="Event time at which the rule opened it (decided it was a violation); kept when it "
+                          "clears. Null only for violations stored before citywatch kept it.")
+
+
+class HandlingOut(BaseModel):
+    """What people did about a violation so far (POST /v1/violations/{id}/actions); all null while
+    nobody acted. Times are wall-clock epoch milliseconds UTC."""
+
+    acknowledged_time_ms: int | None = None
+    acknowledged_by: str | None = Field(None, description="`key:<key id>` of who acknowledged it.")
+    assignee: str | None = Field(None, description="The department or person it is assigned to now.")
+    assigned_time_ms: int | None = None
+    dismissed_time_ms: int | None = Field(None, description="Set once it was dismissed as false.")
+    dismissed_by: str | None = None
+    dismissed_reason: str | None = None
+    notes: int = Field(0, description="How many notes were added.")
+
+
+class ViolationView(ViolationOut):
+    """A violation as the list and the single-violation route show it: with what people did about it."""
+
+    handling: HandlingOut
 
 
 class ViolationPage(BaseModel):
-    items: list[ViolationOut]
+    items: list[ViolationView]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next, older page; null at the end.")
 
 
@@ -86,3 +109,22 @@ class EventOut(BaseModel):
 class EventPage(BaseModel):
     items: list[EventOut]
     next_cursor: str | None
+
+
+class LifecycleEntryOut(BaseModel):
+    """One entry of a violation's history."""
+
+    change: LifecycleChange = Field(description="opened, updated, cleared (by the rule); acknowledged, "
+                                                "assigned, dismissed, noted (by a person).")
+    time_ms: int = Field(description="For the rule's changes the event time of the change; for a "
+                                     "person's action the wall time it was taken (epoch ms UTC).")
+    actor: str = Field(description="`rule:<violation type>`, or `key:<key id>` of the API key used.",
+                       examples=["rule:bin_overflow", "key:3fa2b1c0"])
+    actor_name: str | None = Field(None, description="The API key's name, for a person's action.")
+    note: str | None = Field(None, description="The note, or the reason of a dismissal.")
+    assignee: str | None = Field(None, description="For `assigned`: the department or person.")
+
+
+class ViolationHistoryOut(BaseModel):
+    violation_id: str
+    entries: list[LifecycleEntryOut] = Field(description="Every change, oldest first.")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from api.access.control import AccessControl
 from api.alerts.waiter import FeedWaiter
+from api.violation_actions import ViolationActions
 from core.metrics import Metrics
 from core.settings import AlertSettings, ApiSettings
 from ingest.device_admin import DeviceManager
@@ -45,6 +46,9 @@ class ApiServices:
     feed_waiter: FeedWaiter | None = None
     # The managed device registry behind /v1/devices (None: that API answers 503).
     devices: DeviceManager | None = None
+    # What people did about violations (acknowledged, assigned ...): the relational database the runtime
+    # opens; in memory only for API instances built in-process by tests and tools.
+    violation_actions: ViolationActions = field(default_factory=ViolationActions.in_memory)
     # GET /v1/status: role, events per second and (on Kafka) consumer lag per partition.
     status: Callable[[], dict[str, Any]] = dict
 

@@ -309,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     create = keys_commands.add_parser("create", help="Create a key and print its token once.")
     create.add_argument("--name", required=True, help="Who or what uses the key.")
     create.add_argument("--scopes", required=True,
-                        help="Comma-separated: violations:read, readings:read, devices:manage, "
+                        help="Comma-separated: violations:read, violations:write, readings:read, "
+                             "devices:manage, "
                              "subscriptions:manage, plates, metrics:read, admin.")
     keys_commands.add_parser("list", help="List keys (never their tokens).")
     revoke = keys_commands.add_parser("revoke", help="Revoke a key.")

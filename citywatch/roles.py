@@ -313,6 +313,7 @@ class ApiRole:
                            readiness=self.readiness, status=self.status, access=self.access,
                            feed=self.alerts.stream_feed, webhooks=self.alerts.webhooks,
                            alerts=self.settings.alerts, devices=self.devices,
+                           violation_actions=self.alerts.components.violation_actions,
                            on_startup=[self.start], on_shutdown=[self.stop])
 
 
@@ -367,4 +368,5 @@ class KafkaUpRuntime:
                            readiness=self.readiness, status=self.status, access=self.api.access,
                            feed=self.api.alerts.stream_feed, webhooks=self.api.alerts.webhooks,
                            alerts=self.settings.alerts, devices=self.api.devices,
+                           violation_actions=self.api.alerts.components.violation_actions,
                            on_startup=[self.start], on_shutdown=[self.stop])

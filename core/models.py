@@ -90,6 +90,65 @@ class Violation(msgspec.Struct, frozen=True, kw_only=True):
     tags: dict[str, str] = {}
     # Event time of the latest state change (open or clear): orders status changes of one violation.
     updated_time_ms: int
+    # Event time at which the rule opened it: the open state's `updated_time_ms`, kept through updates
+    # and clearing, so when it was raised is not lost when it clears. Rules leave it unset; the emitter
+    # sets it on the first open state of an id (processors/rule.py `Emitter.violation`). None only for
+    # violations stored before citywatch kept it.
+    detected_time_ms: int | None = None
+
+
+class LifecycleChange(StrEnum):
+    """One entry of a violation's history: a rule's state change or a person's action."""
+
+    # By the rule, at event time.
+    OPENED = "opened"
+    UPDATED = "updated"  # re-issued while open (e.g. a higher speeding band)
+    CLEARED = "cleared"
+    # By a person through the API, at wall time.
+    ACKNOWLEDGED = "acknowledged"
+    ASSIGNED = "assigned"
+    DISMISSED = "dismissed"
+    NOTED = "noted"
+
+
+class LifecycleEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """What happened to a violation, when and by whom. A rule's change is at event time with actor
+    `rule:<violation type>`; a person's action at wall time with the API key as actor."""
+
+    violation_id: str
+    change: LifecycleChange
+    time_ms: int
+    actor: str
+    # For a person's action: the name of the API key it was taken with (`actor` is `key:<key id>`).
+    actor_name: str | None = None
+    note: str | None = None
+    # For `assigned`: the department or person it was assigned to.
+    assignee: str | None = None
+
+
+# At one time: opened, updated, cleared, then people's actions in the order they were taken.
+_CHANGE_ORDER: dict[LifecycleChange, int] = {
+    LifecycleChange.OPENED: 0, LifecycleChange.UPDATED: 1, LifecycleChange.CLEARED: 2}
+
+
+def history_order(entries: list[LifecycleEntry]) -> list[LifecycleEntry]:
+    """Oldest first by `time_ms`; at the same time the rule's changes in lifecycle order (opened before
+    cleared), then people's actions in their given order (the sort is stable)."""
+    return sorted(entries, key=lambda entry: (entry.time_ms, _CHANGE_ORDER.get(entry.change, 3)))
+
+
+def rule_change(violation: Violation) -> LifecycleEntry:
+    """The history entry a rule's state of a violation stands for, from that state alone (so a store can
+    keep it idempotently by (violation id, change, time) while upserting the violation): cleared, opened
+    (the state at which it was detected), or else updated."""
+    if violation.status is ViolationStatus.CLEARED:
+        change = LifecycleChange.CLEARED
+    elif violation.detected_time_ms is None or violation.updated_time_ms <= violation.detected_time_ms:
+        change = LifecycleChange.OPENED
+    else:
+        change = LifecycleChange.UPDATED
+    return LifecycleEntry(violation_id=violation.violation_id, change=change,
+                          time_ms=violation.updated_time_ms, actor=f"rule:{violation.type}")
 
 
 class Prediction(msgspec.Struct, frozen=True, kw_only=True):

@@ -413,7 +413,7 @@ class PostgresSettings(_Section):
     pool_size: int = Field(
         4, ge=1, le=100,
         description="Most connections each store of one process holds open (keys and audit, webhooks, "
-        "devices: up to three times this per api process).",
+        "devices, actions on violations: up to four times this per api process).",
     )
     connect_timeout_s: float = Field(
         10.0, gt=0, description="How long opening a connection (and taking one from the pool) may take."
@@ -427,9 +427,9 @@ class PostgresSettings(_Section):
 class RelationalSettings(_Section):
     kind: RelationalKind = Field(
         RelationalKind.SQLITE,
-        description="Where API keys, the audit log, webhook subscriptions and deliveries and the managed "
-        "device registry live: sqlite (files under store.data_dir, one machine) or postgresql (shared by "
-        "every api replica).",
+        description="Where API keys, the audit log, webhook subscriptions and deliveries, the managed "
+        "device registry and people's actions on violations live: sqlite (files under store.data_dir, "
+        "one machine) or postgresql (shared by every api replica).",
     )
     postgresql: PostgresSettings = PostgresSettings()
 

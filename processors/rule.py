@@ -14,7 +14,7 @@ from typing import ClassVar, Generic, TypeVar
 
 import msgspec
 
-from core.models import Event, Violation
+from core.models import Event, Violation, ViolationStatus
 from processors.state import KeyedState
 
 S = TypeVar("S", bound=msgspec.Struct)
@@ -42,6 +42,13 @@ class Emitter:
         self.suspect_hidden_from: frozenset[str] | None = None
 
     def violation(self, violation: Violation) -> None:
+        """Emit a state of a violation. The first open state of an id, which no rule sets
+        `detected_time_ms` on, is stamped here with its own `updated_time_ms`: the event time at which the
+        rule opened it. The stamp is set on the value the rule holds (before anyone else sees it), so
+        the rule's later states built from it (cleared, replaced) keep it; a rule that re-issues an open
+        violation as a new value passes the first one's `detected_time_ms` on."""
+        if violation.detected_time_ms is None and violation.status is ViolationStatus.OPEN:
+            msgspec.structs.force_setattr(violation, "detected_time_ms", violation.updated_time_ms)
         self.violations.append(violation)
         self.used = True
 

@@ -235,8 +235,10 @@ def phase_details(phases: dict[str, PhaseState], phase: str | None, time_ms: int
 def track_violation(context: TrafficContext, *, violation_type: str, severity: Severity, event: Event,
                     track: Track, zone: Zone | None, incident: str, start_time_ms: int,
                     event_ids: list[str], details: dict[str, Any],
-                    code_type: str | None = None, plate: str | None = None) -> Violation:
-    """An open violation about a camera track, with its evidence; the id depends on the incident only."""
+                    code_type: str | None = None, plate: str | None = None,
+                    detected_time_ms: int | None = None) -> Violation:
+    """An open violation about a camera track, with its evidence; the id depends on the incident only.
+    A re-issue of an open one passes on its `detected_time_ms` (else the emitter sets it)."""
     return Violation(
         violation_id=stable_id(violation_type, track.device_id, track.track_id, incident),
         type=violation_type,
@@ -244,6 +246,7 @@ def track_violation(context: TrafficContext, *, violation_type: str, severity: S
         device_id=track.device_id,
         start_time_ms=start_time_ms,
         updated_time_ms=event.event_time_ms,
+        detected_time_ms=detected_time_ms,
         location=event.location,
         tags=event.tags,
         evidence=Evidence(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Generic, TypeVar
 
-from core.models import DeadLetter, Event, Prediction, Violation, ViolationStatus
+from core.models import DeadLetter, Event, LifecycleEntry, Prediction, Violation, ViolationStatus
 
 T = TypeVar("T")
 
@@ -274,6 +274,11 @@ class Store(ABC):
 
     @abstractmethod
     def get_violation(self, violation_id: str) -> Violation | None: ...
+
+    @abstractmethod
+    def violation_history(self, violation_id: str) -> list[LifecycleEntry]:
+        """The rule's state changes of a violation (opened, updated, cleared), oldest first; kept by the
+        writer that upserts the violation, once per (violation, change, event time)."""
 
     @abstractmethod
     def query_events(self, query: EventQuery) -> Page[Event]: ...

@@ -20,12 +20,13 @@ from typing import Any, Final
 
 import msgspec
 
-from core.models import DeadLetter, Event, Prediction, Violation, ViolationStatus
+from core.models import DeadLetter, Event, LifecycleEntry, Prediction, Violation, ViolationStatus
 
 READINGS: Final = "readings"
 VIOLATIONS: Final = "violations"
 DEAD_LETTERS: Final = "dead_letters"
 PREDICTIONS: Final = "predictions"
+VIOLATION_HISTORY: Final = "violation_history"
 READINGS_HOURLY: Final = "readings_hourly"
 
 # Tags: bounded value sets only (never plates, track ids, event ids).
@@ -144,8 +145,22 @@ def violation_line(violation: Violation) -> bytes:
         ]
     else:
         fields += [f"open_evidence={evidence}", f"open_updated_ms={violation.updated_time_ms}i"]
+    if violation.detected_time_ms is not None:
+        fields.append(f"detected_time_ms={violation.detected_time_ms}i")
     time_ns = point_time_ns(violation.start_time_ms, violation.violation_id)
     return f"{VIOLATIONS}{tags} {','.join(fields)} {time_ns}".encode()
+
+
+def rule_change_line(entry: LifecycleEntry) -> bytes:
+    """A rule's state change of a violation (core.models.rule_change). The point's key is (change, event
+    time + the violation id's offset): a replay overwrites it with the same values, never adds one. The id
+    is a field, not a tag, for the same reason as in `violations` (one series per violation would not
+    scale)."""
+    tags = _tags([("change", entry.change.value)])
+    fields = [f"violation_id={string_field(entry.violation_id)}", f"actor={string_field(entry.actor)}",
+              f"time_ms={entry.time_ms}i"]
+    time_ns = point_time_ns(entry.time_ms, entry.violation_id)
+    return f"{VIOLATION_HISTORY}{tags} {','.join(fields)} {time_ns}".encode()
 
 
 # Narrow copies of each violation for counting: InfluxDB 1.x aggregates slowly over many short series, and

@@ -27,11 +27,15 @@ from core.models import (
     DeadLetter,
     Event,
     Evidence,
+    LifecycleChange,
+    LifecycleEntry,
     Location,
     Prediction,
     Severity,
     Violation,
     ViolationStatus,
+    history_order,
+    rule_change,
 )
 from core.redaction import redact_url, redact_urls
 from core.settings import InfluxApi, InfluxDBSettings
@@ -348,6 +352,7 @@ class InfluxStore(Store):
             out = [lines.violation_line(v) for v in violations]
             for violation in violations:
                 out += lines.violation_count_lines(violation)
+                out.append(lines.rule_change_line(rule_change(violation)))
             self._writer.put(RP_VIOLATIONS, out)
 
     def write_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> None:
@@ -536,6 +541,17 @@ class InfluxStore(Store):
             f"WHERE violation_id = {quote_string(violation_id)}"
         )
         return _violation_from_row(rows[0]) if rows else None
+
+    def violation_history(self, violation_id: str) -> list[LifecycleEntry]:
+        rows = self._rows(
+            f"SELECT * FROM {self._measurement(RP_VIOLATIONS, lines.VIOLATION_HISTORY)} "
+            f"WHERE violation_id = {quote_string(violation_id)}"
+        )
+        return history_order([
+            LifecycleEntry(violation_id=violation_id, change=LifecycleChange(row["change"]),
+                           time_ms=int(row["time_ms"]), actor=row["actor"])
+            for row in rows
+        ])
 
     def query_events(self, query: EventQuery) -> Page[Event]:
         limit = _check_limit(query.limit)
@@ -819,6 +835,7 @@ def _violation_from_row(row: dict[str, Any]) -> Violation:
         evidence=_decode_evidence(evidence),
         tags=_decode_tags(row["tags_json"]),
         updated_time_ms=int(row["cleared_updated_ms"] if cleared else row["open_updated_ms"]),
+        detected_time_ms=None if row.get("detected_time_ms") is None else int(row["detected_time_ms"]),
     )
 
 

@@ -27,12 +27,16 @@ from core.models import (
     DeadLetter,
     Event,
     Evidence,
+    LifecycleChange,
+    LifecycleEntry,
     Location,
     Prediction,
     Severity,
     Violation,
     ViolationStatus,
     dead_letter_id,
+    history_order,
+    rule_change,
 )
 from store import buckets
 from store.base import (
@@ -61,7 +65,7 @@ from store.base import (
 )
 
 FILE_NAME: Final = "citywatch.sqlite3"
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 # How long a connection waits for another one's write lock before giving up ("database is locked").
 BUSY_TIMEOUT_MS: Final = 5_000
 # Opening waits longer: another process may be creating or migrating the schema of the same file.
@@ -250,6 +254,20 @@ DELETE FROM dead_letters WHERE id NOT IN (SELECT min(id) FROM dead_letters GROUP
 CREATE UNIQUE INDEX dead_letters_by_id ON dead_letters (dead_letter_id)
 """
 
+# Version 4: the violation lifecycle. When the rule opened a violation (kept through clearing; unknown, so
+# NULL, for violations stored before), and every state change a rule made, once per (violation, change,
+# event time) so a replay adds nothing. The people's actions are kept apart, in the relational database.
+_MIGRATION_V4: Final = """
+ALTER TABLE violations ADD COLUMN detected_time_ms INTEGER;
+CREATE TABLE violation_history (
+    violation_id TEXT    NOT NULL,
+    change       TEXT    NOT NULL,
+    time_ms      INTEGER NOT NULL,
+    actor        TEXT    NOT NULL,
+    PRIMARY KEY (violation_id, change, time_ms)
+) WITHOUT ROWID
+"""
+
 @dataclass(frozen=True)
 class _Rollup:
     """A table of violation counts per (time bucket, dims), kept on write. Several narrow rollups instead of
@@ -348,7 +366,8 @@ _UPSERT_VIOLATIONS: Final = f"""
     "status": "$.status", "start_time_ms": "$.start_time_ms", "end_time_ms": "$.end_time_ms",
     "updated_time_ms": "$.updated_time_ms", "lat": "$.location.lat", "lon": "$.location.lon",
     "evidence": "json:$.evidence", "tags": "json:$.tags", "grid": "$.tags.grid",
-    "district": "$.tags.district", "department": "$.tags.department", "intersection": "$.tags.intersection"})}
+    "district": "$.tags.district", "department": "$.tags.department", "intersection": "$.tags.intersection",
+    "detected_time_ms": "$.detected_time_ms"})}
 ON CONFLICT (violation_id) DO UPDATE SET
     type = excluded.type,
     severity = excluded.severity,
@@ -364,7 +383,10 @@ ON CONFLICT (violation_id) DO UPDATE SET
     grid = excluded.grid,
     district = excluded.district,
     department = excluded.department,
-    intersection = excluded.intersection
+    intersection = excluded.intersection,
+    -- Every state of one violation carries the same detection time; the earliest known one is kept.
+    detected_time_ms = coalesce(min(violations.detected_time_ms, excluded.detected_time_ms),
+                                violations.detected_time_ms, excluded.detected_time_ms)
 WHERE excluded.updated_time_ms > violations.updated_time_ms
    OR (excluded.updated_time_ms = violations.updated_time_ms
        AND NOT (violations.status = 'cleared' AND excluded.status = 'open'))
@@ -400,6 +422,13 @@ WHERE excluded.event_time_ms > latest_readings.event_time_ms
        AND excluded.event_id > latest_readings.event_id)
 """
 
+# A rule's state changes (core.models.rule_change), kept once: a replay writes the same keys again.
+_INSERT_RULE_CHANGES: Final = f"""
+{_insert_from_batch("violation_history", {
+    "violation_id": "$.violation_id", "change": "$.change", "time_ms": "$.time_ms", "actor": "$.actor"})}
+ON CONFLICT DO NOTHING
+"""
+
 _INSERT_DEAD_LETTER: Final = """
 INSERT INTO dead_letters (reason, detail, topic, payload, received_time_ms, source, dead_letter_id)
 VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -411,7 +440,7 @@ _EVENT_COLUMNS: Final = (
 )
 _VIOLATION_COLUMNS: Final = (
     "violation_id, type, severity, device_id, status, start_time_ms, end_time_ms, updated_time_ms, "
-    "lat, lon, evidence, tags"
+    "lat, lon, evidence, tags, detected_time_ms"
 )
 _DEAD_LETTER_COLUMNS: Final = "id, reason, detail, topic, payload, received_time_ms, source, dead_letter_id"
 
@@ -674,19 +703,22 @@ class SqliteStore(Store):
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version in (0, 1, 2):
-                if version < 2:
-                    # Splitting on ";" would cut the trigger bodies: statement by statement.
-                    for statement in _statements(_SCHEMA if version == 0 else ""):
-                        conn.execute(statement)
-                    for statement in _statements(_MIGRATION_V2):
-                        conn.execute(statement)
-                    for rollup in _ROLLUPS:
-                        for statement in [*rollup.schema(), rollup.backfill()]:
+            if version in (0, 1, 2, 3):
+                if version < 3:
+                    if version < 2:
+                        # Splitting on ";" would cut the trigger bodies: statement by statement.
+                        for statement in _statements(_SCHEMA if version == 0 else ""):
                             conn.execute(statement)
-                conn.execute(_MIGRATION_V3_COLUMN)
-                _backfill_dead_letter_ids(conn)
-                for statement in _statements(_MIGRATION_V3_INDEX):
+                        for statement in _statements(_MIGRATION_V2):
+                            conn.execute(statement)
+                        for rollup in _ROLLUPS:
+                            for statement in [*rollup.schema(), rollup.backfill()]:
+                                conn.execute(statement)
+                    conn.execute(_MIGRATION_V3_COLUMN)
+                    _backfill_dead_letter_ids(conn)
+                    for statement in _statements(_MIGRATION_V3_INDEX):
+                        conn.execute(statement)
+                for statement in _statements(_MIGRATION_V4):
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             elif version != SCHEMA_VERSION:
@@ -799,6 +831,7 @@ class SqliteStore(Store):
             conn.execute(rollup.count_new())
         conn.execute("DELETE FROM temp.new_violations")
         conn.execute(_UPSERT_VIOLATIONS, (batch,))
+        conn.execute(_INSERT_RULE_CHANGES, (_encode_json([rule_change(v) for v in violations]),))
 
     def write_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> None:
         self._write(
@@ -908,10 +941,20 @@ class SqliteStore(Store):
         )
         return self._violation_from_row(rows[0]) if rows else None
 
+    def violation_history(self, violation_id: str) -> list[LifecycleEntry]:
+        rows = self._read(
+            "SELECT change, time_ms, actor FROM violation_history WHERE violation_id = ?", [violation_id]
+        )
+        return history_order([
+            LifecycleEntry(violation_id=violation_id, change=LifecycleChange(change), time_ms=time_ms,
+                           actor=actor)
+            for change, time_ms, actor in rows
+        ])
+
     @staticmethod
     def _violation_from_row(row: tuple[Any, ...]) -> Violation:
         (violation_id, type_, severity, device_id, status, start_time_ms, end_time_ms, updated_time_ms,
-         lat, lon, evidence, tags) = row
+         lat, lon, evidence, tags, detected_time_ms) = row
         return Violation(
             violation_id=violation_id,
             type=type_,
@@ -924,6 +967,7 @@ class SqliteStore(Store):
             evidence=_decode_evidence(evidence),
             tags=_decode_tags(tags),
             updated_time_ms=updated_time_ms,
+            detected_time_ms=detected_time_ms,
         )
 
     def query_dead_letters(self, query: DeadLetterQuery) -> Page[DeadLetter]:
@@ -1062,12 +1106,16 @@ class SqliteStore(Store):
         policy = self.retention
         raw_before = now_ms - policy.raw_readings_days * day
         rollup_before = now_ms - policy.rollup_days * day
+        violations_before = now_ms - policy.violations_days * day
         deletes = [
             ("DELETE FROM events WHERE event_time_ms < ?", raw_before),
             ("DELETE FROM latest_readings WHERE event_time_ms < ?", rollup_before),
             ("DELETE FROM reading_stats_hourly WHERE hour_ms < ?", rollup_before),
             *((f"DELETE FROM {r.table} WHERE {r.time_column} < ?", rollup_before) for r in _ROLLUPS),
-            ("DELETE FROM violations WHERE start_time_ms < ?", now_ms - policy.violations_days * day),
+            # A violation's history goes with it (first: it is found by the violations to delete).
+            ("DELETE FROM violation_history WHERE violation_id IN "
+             "(SELECT violation_id FROM violations WHERE start_time_ms < ?)", violations_before),
+            ("DELETE FROM violations WHERE start_time_ms < ?", violations_before),
             ("DELETE FROM dead_letters WHERE received_time_ms < ?", now_ms - policy.dead_letters_days * day),
         ]
         for sql, before in deletes:

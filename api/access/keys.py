@@ -31,6 +31,8 @@ CACHE_TTL_S: Final = 10.0
 
 class Scope(StrEnum):
     VIOLATIONS_READ = "violations:read"
+    # Acknowledge, assign, dismiss and annotate violations (POST /v1/violations/{id}/actions).
+    VIOLATIONS_WRITE = "violations:write"
     READINGS_READ = "readings:read"
     DEVICES_MANAGE = "devices:manage"
     SUBSCRIPTIONS_MANAGE = "subscriptions:manage"

@@ -1,5 +1,5 @@
 """The alert components of one running citywatch, built from settings: the feed, access control,
-webhook dispatch and output topics, with their start and stop order."""
+webhook dispatch, output topics and people's actions on violations, with their start and stop order."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 from api.access.control import AccessControl
 from api.alerts.webhooks.dispatcher import WebhookDispatcher
 from api.alerts.webhooks.store import WebhookStore
+from api.violation_actions import ViolationActions
 from api.violation_types import known_violation_types
 from core.settings import Settings
 from processors.outputs.feed import ViolationFeed
@@ -29,6 +30,9 @@ class AlertComponents:
         self.feed = feed if feed is not None else ViolationFeed(alerts.feed_retention)
         self.access = AccessControl.in_directory(data_dir, settings.api, settings.relational)
         self.webhook_store = WebhookStore.open(settings.relational, data_dir)
+        # What people did about violations: in the relational database, like the keys, so that every api
+        # replica sees every action.
+        self.violation_actions = ViolationActions.open(settings.relational, data_dir)
         self.webhooks = WebhookDispatcher(self.webhook_store, alerts.webhooks, self.feed, self.access,
                                           owns=owns, shared_store=shared_store,
                                           violation_types=known_violation_types(settings.traffic.codes))
@@ -63,4 +67,5 @@ class AlertComponents:
                 output.stop()
         self.webhooks.stop()
         self.webhook_store.close()
+        self.violation_actions.close()
         self.access.close()

@@ -26,7 +26,8 @@ class ViolationChange(BaseModel):
     idempotency_key: str = Field(description="`<violation id>:<status>:<updated_time_ms>`: the same on every "
                                              "retry and every channel; drop a key already processed.")
     published_time_ms: int = Field(description="When the change was published (Unix ms).")
-    violation: ViolationOut = Field(description="As in `GET /v1/violations/{id}`; plates masked unless the "
+    violation: ViolationOut = Field(description="As in `GET /v1/violations/{id}` (with `detected_time_ms`, "
+                                                "without people's `handling`); plates masked unless the "
                                                 "key may see them.")
 
 

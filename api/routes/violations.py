@@ -9,13 +9,14 @@ import msgspec
 from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import AwareDatetime
 
-from api.deps import StoreDep
+from api.deps import StoreDep, ViolationActionsDep
 from api.filters import BoundingBoxDep, ViolationFilterDep
 from api.params import CursorParam, FromParam, LimitParam, ToParam, time_range_ms, to_epoch_ms
 from api.personal_data import ViolationData
-from api.schemas import ViolationOut, ViolationPage
+from api.schemas import HandlingOut, ViolationPage, ViolationView
+from api.violation_actions import Handling, ViolationActions
 from core.masking import VIOLATIONS
-from core.models import ViolationStatus
+from core.models import Violation, ViolationStatus
 from store.base import ViolationQuery
 
 router = APIRouter(prefix="/v1/violations", tags=["violations"])
@@ -52,6 +53,7 @@ ViolationSelection = Annotated[ViolationQuery, Depends(violation_selection)]
 @router.get("", response_model=ViolationPage, summary="List violations, newest first")
 def list_violations(
     store: StoreDep,
+    actions: ViolationActionsDep,
     personal: ViolationData,
     selection: ViolationSelection,
     limit: LimitParam = 100,
@@ -59,16 +61,25 @@ def list_violations(
 ) -> ViolationPage:
     query = dataclasses.replace(selection, limit=limit, cursor=cursor)
     page = store.query_violations(query)
-    shown = personal.show(page.items, VIOLATIONS)
-    return ViolationPage(items=[ViolationOut.model_validate(msgspec.to_builtins(v)) for v in shown],
+    return ViolationPage(items=views(personal.show(page.items, VIOLATIONS), actions),
                          next_cursor=page.next_cursor)
 
 
-@router.get("/{violation_id}", response_model=ViolationOut, summary="One violation with its evidence",
+@router.get("/{violation_id}", response_model=ViolationView, summary="One violation with its evidence",
             responses={404: {"description": "No violation with that id"}})
-def get_violation(violation_id: str, store: StoreDep, personal: ViolationData) -> ViolationOut:
+def get_violation(violation_id: str, store: StoreDep, actions: ViolationActionsDep,
+                  personal: ViolationData) -> ViolationView:
     violation = store.get_violation(violation_id)
     if violation is None:
         raise HTTPException(404, f"no violation {violation_id!r}")
-    [shown] = personal.show([violation], VIOLATIONS)
-    return ViolationOut.model_validate(msgspec.to_builtins(shown))
+    [view] = views(personal.show([violation], VIOLATIONS), actions)
+    return view
+
+
+def views(violations: list[Violation], actions: ViolationActions) -> list[ViolationView]:
+    """The violations with what people did about them (one query to the relational database a page)."""
+    handling = actions.handling([v.violation_id for v in violations])
+    return [ViolationView.model_validate({
+        **msgspec.to_builtins(v),
+        "handling": HandlingOut.model_validate(dataclasses.asdict(handling.get(v.violation_id, Handling()))),
+    }) for v in violations]

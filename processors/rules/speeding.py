@@ -72,6 +72,7 @@ class SpeedingRule(TrackRule[SpeedingState]):
                         self.context, violation_type=TYPE, severity=band.severity, event=event,
                         track=track, zone=zone, incident=zone.name,
                         start_time_ms=incident.violation.start_time_ms if incident else time_ms,
+                        detected_time_ms=incident.violation.detected_time_ms if incident else None,
                         event_ids=event_ids, code_type=f"{TYPE}_{band.over_pct:g}",
                         details={"speed_kmh": speed, "limit_kmh": limit, "over_pct": round(over_pct, 1),
                                  "band_pct": band.over_pct, "tolerance_pct": tolerance},

@@ -14,6 +14,7 @@ from api.alerts.webhooks.dispatcher import WebhookDispatcher
 from api.alerts.webhooks.store import WebhookStore
 from api.app import create_app
 from api.services import ApiServices
+from api.violation_actions import ViolationActions
 from core.metrics import Metrics
 from core.models import Evidence, Location, Severity, Violation, ViolationStatus
 from core.settings import AlertSettings, ApiSettings, AuthMode, RelationalSettings, WebhookSettings
@@ -67,13 +68,15 @@ class AlertApi:
         self.clients.clear()
         self.dispatcher.stop()
         self.dispatcher.store.close()
+        self.services.violation_actions.close()
         self.access.close()
         self.store.close()
 
 
 def alert_api(tmp_path: Path, *, webhooks: WebhookSettings | None = None, alerts: AlertSettings | None = None,
               api: ApiSettings | None = None, relational: RelationalSettings | None = None) -> AlertApi:
-    """`relational`: where keys, audit log and webhooks live (default: SQLite files in `tmp_path`)."""
+    """`relational`: where keys, audit log, webhooks and people's actions on violations live (default:
+    SQLite files in `tmp_path`)."""
     api = api or ApiSettings(auth=AuthMode.REQUIRED, rate_limit_per_s=1000, rate_limit_burst=1000)
     alerts = alerts or AlertSettings(feed_retention=1000, stream_heartbeat_s=0.2)
     feed = ViolationFeed(alerts.feed_retention)
@@ -84,7 +87,8 @@ def alert_api(tmp_path: Path, *, webhooks: WebhookSettings | None = None, alerts
                                    access)
     dispatcher.start()
     services = ApiServices(store=store, metrics=Metrics(), settings=api, access=access, feed=feed,
-                           webhooks=dispatcher, alerts=alerts)
+                           webhooks=dispatcher, alerts=alerts,
+                           violation_actions=ViolationActions.open(relational, tmp_path))
     return AlertApi(services, feed, access, store, dispatcher, create_app(services))
 
 

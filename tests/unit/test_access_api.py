@@ -21,6 +21,7 @@ OPEN_PATHS = {"/healthz", "/readyz", "/version"}
 SCOPED = [
     ("GET", "/v1/violations", Scope.VIOLATIONS_READ),
     ("GET", "/v1/violations/v0001", Scope.VIOLATIONS_READ),
+    ("GET", "/v1/violations/v0001/history", Scope.VIOLATIONS_READ),
     ("GET", "/v1/events", Scope.READINGS_READ),
     ("GET", "/v1/dead-letters", Scope.ADMIN),
     ("GET", "/v1/dead-letters/summary", Scope.ADMIN),

@@ -155,6 +155,9 @@ NOT_PERSONAL: dict[str, tuple[str, str]] = {
         "/v1/subscriptions/x/deliveries", "delivery states, never the bodies"),
     "/v1/subscriptions/{subscription_id}/dead-letters": (
         "/v1/subscriptions/x/dead-letters", "delivery states, never the bodies"),
+    "/v1/violations/{violation_id}/history": (
+        "/v1/violations/v0001/history",
+        "state changes, who made them and people's notes; never the evidence"),
     "/v1/admin/keys": ("/v1/admin/keys", "key names and scopes"),
     "/v1/admin/audit": ("/v1/admin/audit", "which records were read, by id, never their plates"),
     "/openapi.json": ("/openapi.json", "the API description"),

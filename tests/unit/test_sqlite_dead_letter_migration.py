@@ -55,7 +55,7 @@ def test_a_version_2_file_gains_dead_letter_ids_and_loses_replayed_copies(tmp_pa
         store.close()
 
     conn = sqlite3.connect(tmp_path / FILE_NAME)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()
     reopened = SqliteStore.in_directory(tmp_path)  # a migrated file opens as it is
     assert len(reopened.query_dead_letters(DeadLetterQuery()).items) == 2

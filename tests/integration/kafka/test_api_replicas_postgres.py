@@ -21,7 +21,7 @@ from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 
-RELATIONAL_FILES = ("access.sqlite3", "webhooks.sqlite3", "devices.sqlite")
+RELATIONAL_FILES = ("access.sqlite3", "webhooks.sqlite3", "devices.sqlite", "violation_actions.sqlite3")
 
 
 def bearer(token: str) -> dict[str, str]:
