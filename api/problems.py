@@ -66,6 +66,7 @@ NOT_FOUND: Final = ProblemKind("not-found", 404, "Not found")
 METHOD_NOT_ALLOWED: Final = ProblemKind("method-not-allowed", 405, "Method not allowed")
 CONFLICT: Final = ProblemKind("conflict", 409, "Conflict")
 LAST_ADMIN_KEY: Final = ProblemKind("last-admin-key", 409, "The last admin key cannot be revoked")
+ILLEGAL_TRANSITION: Final = ProblemKind("illegal-transition", 409, "Case transition not allowed")
 RATE_LIMITED: Final = ProblemKind("rate-limited", 429, "Rate limit exceeded")
 AUTH_THROTTLED: Final = ProblemKind("auth-throttled", 429, "Too many unknown API keys from this address")
 STORE_UNAVAILABLE: Final = ProblemKind("store-unavailable", 503, "Store unavailable")
@@ -73,8 +74,8 @@ UNAVAILABLE: Final = ProblemKind("unavailable", 503, "Service unavailable")
 INTERNAL: Final = ProblemKind("internal", 500, "Internal error")
 
 PROBLEM_KINDS: Final = (INVALID_INPUT, QUERY_TOO_LARGE, UNAUTHORIZED, FORBIDDEN, NOT_FOUND,
-                        METHOD_NOT_ALLOWED, CONFLICT, LAST_ADMIN_KEY, RATE_LIMITED, AUTH_THROTTLED,
-                        STORE_UNAVAILABLE, UNAVAILABLE, INTERNAL)
+                        METHOD_NOT_ALLOWED, CONFLICT, LAST_ADMIN_KEY, ILLEGAL_TRANSITION, RATE_LIMITED,
+                        AUTH_THROTTLED, STORE_UNAVAILABLE, UNAVAILABLE, INTERNAL)
 # The kind of an HTTPException raised with a bare status code.
 _KIND_OF_STATUS: Final = {kind.status: kind for kind in (
     INVALID_INPUT, UNAUTHORIZED, FORBIDDEN, NOT_FOUND, METHOD_NOT_ALLOWED, CONFLICT, RATE_LIMITED,

@@ -16,6 +16,7 @@ from store.base import Store
 
 if TYPE_CHECKING:
     from api.alerts.webhooks.dispatcher import WebhookDispatcher
+    from processors.cases.service import CaseService
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ class ApiServices:
     devices: DeviceManager | None = None
     # GET /v1/status: role, events per second and (on Kafka) consumer lag per partition.
     status: Callable[[], dict[str, Any]] = dict
+    # Cases behind /v1/cases (None: that API answers 503).
+    cases: CaseService | None = None
 
     def __post_init__(self) -> None:
         if self.feed is not None and self.feed_waiter is None:

@@ -311,6 +311,7 @@ class ApiRole:
                            readiness=self.readiness, status=self.status, access=self.access,
                            feed=self.alerts.stream_feed, webhooks=self.alerts.webhooks,
                            alerts=self.settings.alerts, devices=self.devices,
+                           cases=self.alerts.components.cases,
                            on_startup=[self.start], on_shutdown=[self.stop])
 
 
@@ -365,4 +366,5 @@ class KafkaUpRuntime:
                            readiness=self.readiness, status=self.status, access=self.api.access,
                            feed=self.api.alerts.stream_feed, webhooks=self.api.alerts.webhooks,
                            alerts=self.settings.alerts, devices=self.api.devices,
+                           cases=self.api.alerts.components.cases,
                            on_startup=[self.start], on_shutdown=[self.stop])

@@ -181,5 +181,5 @@ class EmbeddedRuntime:
             on_startup=[self.start], on_shutdown=[self.stop], devices=self.devices,
             status=self.status,
             access=self.alerts.access, feed=self.alerts.feed, webhooks=self.alerts.webhooks,
-            alerts=self.settings.alerts,
+            alerts=self.settings.alerts, cases=self.alerts.cases,
         )

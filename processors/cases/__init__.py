@@ -1,0 +1,1 @@
+"""Cases (工单): violations worth acting on, routed to a department and followed to verified closure."""

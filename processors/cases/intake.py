@@ -1,0 +1,92 @@
+"""Violation changes into cases, off the pipeline's thread: a feed listener with its own worker.
+
+The feed calls listeners on the publishing thread (the processor's, or the api role's topic reader), so
+the listener only enqueues into a bounded queue (a full queue drops the change, counted and logged, as
+the alert outputs do); the worker applies the changes to the case store in order. `barrier()` waits
+until everything enqueued so far is applied: the api role's violations reader calls it before it commits
+its offsets, so a restart never skips a change the cases had not taken yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Sequence
+
+from processors.cases.service import CaseService
+from processors.outputs.feed import FeedEntry
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+_BATCH = 500
+
+
+class CaseIntake:
+    def __init__(self, service: CaseService, capacity: int = 100_000) -> None:
+        self.service = service
+        self._queue: queue.Queue[object] = queue.Queue(capacity)
+        self._thread: threading.Thread | None = None
+        self.applied = 0
+        self.dropped = 0
+        self.failed = 0
+
+    def __call__(self, entries: Sequence[FeedEntry]) -> None:
+        for entry in entries:
+            try:
+                self._queue.put_nowait(entry)
+            except queue.Full:
+                self.dropped += 1
+                if self.dropped == 1 or self.dropped % 1000 == 0:
+                    log.warning("case intake queue full: %d violation changes dropped so far", self.dropped)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="citywatch-cases", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Apply what is queued (up to `timeout_s`), then stop."""
+        if self._thread is None:
+            return
+        self._queue.put(_STOP)
+        self._thread.join(timeout_s)
+        self._thread = None
+
+    def barrier(self) -> None:
+        """Return once every change enqueued before the call has been applied (or failed)."""
+        if self._thread is not None:
+            self._queue.join()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            batch: list[FeedEntry] = []
+            stop = item is _STOP
+            if isinstance(item, FeedEntry):
+                batch.append(item)
+            taken = 1
+            while not stop and len(batch) < _BATCH:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                taken += 1
+                if more is _STOP:
+                    stop = True
+                elif isinstance(more, FeedEntry):
+                    batch.append(more)
+            self._apply(batch)
+            for _ in range(taken):
+                self._queue.task_done()
+            if stop:
+                return
+
+    def _apply(self, batch: list[FeedEntry]) -> None:
+        for entry in batch:
+            try:
+                self.service.violation_changes([entry.violation])
+                self.applied += 1
+            except Exception:  # the store is down or refused: counted and logged, the pipeline goes on
+                self.failed += 1
+                log.exception("cases: the change %s could not be applied", entry.idempotency_key)
