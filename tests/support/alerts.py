@@ -14,10 +14,14 @@ from api.alerts.webhooks.dispatcher import WebhookDispatcher
 from api.alerts.webhooks.store import WebhookStore
 from api.app import create_app
 from api.services import ApiServices
+from core.case_settings import CaseSettings
 from core.metrics import Metrics
 from core.models import Evidence, Location, Severity, Violation, ViolationStatus
 from core.settings import AlertSettings, ApiSettings, AuthMode, RelationalSettings, WebhookSettings
+from processors.cases.routing import CaseRouter
+from processors.cases.service import CaseService
 from processors.outputs.feed import ViolationFeed
+from store.cases import CaseStore
 from store.sqlite_store import SqliteStore
 from tests.support.events import T0_MS
 
@@ -47,6 +51,7 @@ class AlertApi:
     store: SqliteStore
     dispatcher: WebhookDispatcher
     app: Any
+    cases: CaseService
     clients: list[TestClient] = field(default_factory=list)
 
     def key(self, *scopes: Scope, name: str = "test") -> str:
@@ -67,13 +72,16 @@ class AlertApi:
         self.clients.clear()
         self.dispatcher.stop()
         self.dispatcher.store.close()
+        self.cases.store.close()
         self.access.close()
         self.store.close()
 
 
 def alert_api(tmp_path: Path, *, webhooks: WebhookSettings | None = None, alerts: AlertSettings | None = None,
-              api: ApiSettings | None = None, relational: RelationalSettings | None = None) -> AlertApi:
-    """`relational`: where keys, audit log and webhooks live (default: SQLite files in `tmp_path`)."""
+              api: ApiSettings | None = None, relational: RelationalSettings | None = None,
+              cases: CaseSettings | None = None) -> AlertApi:
+    """`relational`: where keys, audit log, webhooks and cases live (default: SQLite files in `tmp_path`);
+    `cases`: case routing (default: none, cases are only made through the API or `AlertApi.cases`)."""
     api = api or ApiSettings(auth=AuthMode.REQUIRED, rate_limit_per_s=1000, rate_limit_burst=1000)
     alerts = alerts or AlertSettings(feed_retention=1000, stream_heartbeat_s=0.2)
     feed = ViolationFeed(alerts.feed_retention)
@@ -83,9 +91,11 @@ def alert_api(tmp_path: Path, *, webhooks: WebhookSettings | None = None, alerts
     dispatcher = WebhookDispatcher(WebhookStore.open(relational, tmp_path), webhooks or alerts.webhooks, feed,
                                    access)
     dispatcher.start()
+    case_service = CaseService(CaseStore.open(relational, tmp_path),
+                               CaseRouter(cases or CaseSettings(), "Asia/Shanghai"))
     services = ApiServices(store=store, metrics=Metrics(), settings=api, access=access, feed=feed,
-                           webhooks=dispatcher, alerts=alerts)
-    return AlertApi(services, feed, access, store, dispatcher, create_app(services))
+                           webhooks=dispatcher, alerts=alerts, cases=case_service)
+    return AlertApi(services, feed, access, store, dispatcher, create_app(services), case_service)
 
 
 def bearer(token: str) -> dict[str, str]:
