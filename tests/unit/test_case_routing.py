@@ -4,10 +4,12 @@ day; the verification policy per case type; and the `cases` settings refusing wh
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import msgspec
 import pytest
+import yaml
 
 from core.case_settings import CasePriority, CaseSettings, Verification
 from core.models import Violation
@@ -93,3 +95,17 @@ def test_case_settings_refuse_what_cannot_work(cases: dict[str, object], message
     with pytest.raises(ConfigError) as refused:
         Settings().with_overrides(source="test.yaml", cases=cases)
     assert message in str(refused.value)
+
+
+def test_the_commented_example_in_the_shipped_configuration_is_valid() -> None:
+    lines = (Path(__file__).resolve().parents[2] / "configs" / "citywatch.yaml").read_text().splitlines()
+    start = next(n for n, line in enumerate(lines) if line.startswith("# cases: "))
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("#"):
+            break
+        block.append(line[2:])
+    example = CaseSettings.model_validate(yaml.safe_load("\n".join(block))["cases"])
+    assert [route.department for route in example.routes] == ["sanitation", "sanitation-night",
+                                                              "traffic_police"]
+    assert example.verification_of("illegal_parking") is Verification.PERSON
