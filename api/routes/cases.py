@@ -45,9 +45,38 @@ NO_CASE: dict[int | str, dict[str, Any]] = {404: problem_response_doc("No case w
 
 CaseReader = Annotated[ApiKey, Depends(require(Scope.CASES_READ))]
 CaseWriter = Annotated[ApiKey, Depends(require(Scope.CASES_WRITE))]
-# A case as answered (JSON-ready), masked as one record: its photo links, its history's and its
-# violations' plates and evidence links.
-CASES: Masker[dict[str, Any]] = Masker("cases", lambda case: str(case["case_id"]), mask_data)
+
+
+def _mask_case(case: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """A case as answered (JSON-ready) without its photo links, its history's, and its violations' plates
+    and evidence links (as core/masking.py masks violations); the texts (description, notes) stay."""
+    found = False
+
+    def without_photo(record: dict[str, Any]) -> dict[str, Any]:
+        nonlocal found
+        if record.get("photo_url") is None:
+            return record
+        found = True
+        return {**record, "photo_url": None}
+
+    masked = dict(without_photo(case))  # a copy: the caller may still answer the original (plates)
+    if "history" in case:
+        masked["history"] = [without_photo(entry) for entry in case["history"]]
+    if "violations" in case:
+        members = []
+        for member in case["violations"]:
+            violation = member["violation"]
+            if violation is not None:
+                evidence, in_evidence = mask_data(violation["evidence"])
+                found |= in_evidence
+                member = {**member, "violation": {**violation, "evidence": evidence}}
+            members.append(member)
+        masked["violations"] = members
+    return masked, found
+
+
+# One record per case: its photos and its violations' plates and links, audited under the case's id.
+CASES: Masker[dict[str, Any]] = Masker("cases", lambda case: str(case["case_id"]), _mask_case)
 
 
 def get_cases(services: ServicesDep) -> CaseService:

@@ -194,3 +194,24 @@ def test_the_linked_violations_are_shown_masked_without_the_plates_scope(api: Al
     assert members[0]["violation"]["evidence"]["snapshot_url"] is None
     assert members[1]["violation"] is None  # not in the store
     assert detail["open_violations"] == 1
+
+
+def test_photos_are_links_shown_only_with_the_plates_scope_and_audited(api: AlertApi,
+                                                                      client: TestClient) -> None:
+    headers = worker(api)
+    case_id = client.post("/v1/cases", json=POTHOLE, headers=headers).json()["case_id"]
+    for to, fields in (("dispatched", {}), ("accepted", {}), ("in_progress", {}),
+                       ("reported_done", {"note": "filled", "photo_url": "https://photos.example/ok.jpg"})):
+        move(client, headers, case_id, to, **fields)
+    masked = client.get(f"/v1/cases/{case_id}", headers=headers).json()
+    assert masked["photo_url"] is None
+    assert [e["photo_url"] for e in masked["history"]] == [None] * 5
+    assert [e["note"] for e in masked["history"]][-1] == "filled"
+    token = api.key(Scope.CASES_READ, Scope.PLATES)
+    shown = client.get(f"/v1/cases/{case_id}", headers=bearer(token)).json()
+    assert shown["photo_url"] == "https://photos.example/ok.jpg"
+    assert [e["photo_url"] for e in shown["history"]] == [
+        POTHOLE["photo_url"], None, None, None, "https://photos.example/ok.jpg"]
+    assert api.access.audit_log is not None
+    assert [(r.action, r.what) for r in api.access.audit_log.query(key_id=key_id(token))] == [
+        (f"GET /v1/cases/{case_id}", f"plates/evidence of cases {case_id}")]
