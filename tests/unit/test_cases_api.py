@@ -194,6 +194,10 @@ def test_the_linked_violations_are_shown_masked_without_the_plates_scope(api: Al
     assert members[0]["violation"]["evidence"]["snapshot_url"] is None
     assert members[1]["violation"] is None  # not in the store
     assert detail["open_violations"] == 1
+    plates = bearer(api.key(Scope.CASES_READ, Scope.PLATES))
+    shown = client.get(f"/v1/cases/{case['case_id']}", headers=plates)
+    evidence = shown.json()["violations"][0]["violation"]["evidence"]
+    assert (evidence["plate"], evidence["snapshot_url"]) == ("粤B12345", "https://evidence.example/1.jpg")
 
 
 def test_photos_are_links_shown_only_with_the_plates_scope_and_audited(api: AlertApi,
