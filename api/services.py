@@ -57,3 +57,5 @@ class ApiServices:
         # One /metrics per process: webhook deliveries are counted where the API serves its metrics.
         if self.webhooks is not None:
             self.webhooks.report_to(self.metrics)
+        if self.cases is not None:
+            self.cases.report_to(self.metrics)

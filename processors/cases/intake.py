@@ -14,6 +14,7 @@ import queue
 import threading
 from collections.abc import Sequence
 
+from core.metrics import Metrics
 from processors.cases.service import CaseService
 from processors.outputs.feed import FeedEntry
 
@@ -31,6 +32,16 @@ class CaseIntake:
         self.applied = 0
         self.dropped = 0
         self.failed = 0
+        self._metrics: Metrics | None = None
+        service.metrics_hooks.append(self.report_to)
+
+    def report_to(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        metrics.case_intake_queue.set_function(self._queue.qsize)
+
+    def _count(self, outcome: str) -> None:
+        if self._metrics is not None:
+            self._metrics.case_changes.labels(outcome).inc()
 
     def __call__(self, entries: Sequence[FeedEntry]) -> None:
         for entry in entries:
@@ -38,6 +49,7 @@ class CaseIntake:
                 self._queue.put_nowait(entry)
             except queue.Full:
                 self.dropped += 1
+                self._count("dropped")
                 if self.dropped == 1 or self.dropped % 1000 == 0:
                     log.warning("case intake queue full: %d violation changes dropped so far", self.dropped)
 
@@ -87,6 +99,8 @@ class CaseIntake:
             try:
                 self.service.violation_changes([entry.violation])
                 self.applied += 1
+                self._count("applied")
             except Exception:  # the store is down or refused: counted and logged, the pipeline goes on
                 self.failed += 1
+                self._count("failed")
                 log.exception("cases: the change %s could not be applied", entry.idempotency_key)

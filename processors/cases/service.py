@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from core.case_settings import CasePriority, Verification
+from core.metrics import Metrics
 from core.models import Violation, ViolationStatus
 from processors.cases.model import Case, CaseOrigin, CaseState, HistoryEntry
 from processors.cases.routing import CaseRouter, Routed
@@ -61,6 +62,13 @@ class CaseService:
         self.store = store
         self.router = router
         self.now_ms = now_ms
+        # Whoever counts in the process's /metrics (the intake), told once the API has them.
+        self.metrics_hooks: list[Callable[[Metrics], None]] = []
+
+    def report_to(self, metrics: Metrics) -> None:
+        """Count in `metrics`, the registry served at the process's /metrics."""
+        for hook in self.metrics_hooks:
+            hook(metrics)
 
     # Violation changes
 

@@ -105,6 +105,11 @@ def test_an_overflowing_bin_is_routed_dispatched_and_closed_by_the_sensor(app: C
         assert (violation["type"], violation["device_id"], violation["status"]) == (
             "bin_overflow", "bin-a", "cleared")
         assert len(app.get("/v1/cases", type="bin_overflow")["items"]) == 1
+        # The opening and the clearing at least (other rules' changes are counted too), none lost.
+        metrics = app.get_text("/metrics").splitlines()
+        counts = {line.split('"')[1]: float(line.split()[-1]) for line in metrics
+                  if line.startswith("citywatch_case_changes_total{")}
+        assert counts["applied"] >= 2 and set(counts) == {"applied"}
     finally:
         publisher.close()
     assert app.stop() == 0
