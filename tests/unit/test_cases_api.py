@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from api.access.keys import Scope
 from core.case_settings import CaseSettings
 from core.models import ViolationStatus
+from core.settings import RelationalSettings
 from tests.support.alerts import AlertApi, alert_api, bearer, violation
 
 ROUTES = CaseSettings.model_validate({"routes": [
@@ -23,8 +24,9 @@ POTHOLE = {"type": "pothole", "description": "a hole in the bike lane", "departm
 
 
 @pytest.fixture
-def api(tmp_path: Path) -> Iterator[AlertApi]:
-    api = alert_api(tmp_path, cases=ROUTES)
+def api(tmp_path: Path, relational: RelationalSettings) -> Iterator[AlertApi]:
+    """On SQLite and on PostgreSQL (keys, audit log and cases)."""
+    api = alert_api(tmp_path, cases=ROUTES, relational=relational)
     yield api
     api.close()
 
