@@ -97,6 +97,11 @@ def _require(case: Case, request: TransitionRequest, field: str, why: str) -> No
 def _changes(case: Case, request: TransitionRequest) -> dict[str, Any]:
     """What the transition changes besides the state, after checking it has what it needs."""
     to = request.to
+    if request.department is not None and to is not S.DISPATCHED:
+        # It would be kept in the history while the case stays with its department: refused, not ignored.
+        stays = case.department or "no department"
+        raise TransitionRefused(case, to, f"`department` only goes with dispatched (the case stays with "
+                                f"{stays} when it goes to {to})", field="department")
     if to is S.DISPATCHED:
         if case.state is S.RETURNED:
             _require(case, request, "department", f"{case.returned_by} returned it as not theirs")

@@ -142,3 +142,11 @@ def test_a_suspended_case_closed_by_the_sensors_no_longer_waits_to_resume() -> N
 def test_the_sensors_leave_a_closed_case_alone() -> None:
     closed = case(S.CLOSED, resolution=Resolution.VERIFIED_BY_PERSON)
     assert closed_by_sensor(closed, T0 + 9000) == (closed, [])
+
+
+def test_a_department_given_with_another_transition_is_refused_not_ignored() -> None:
+    with pytest.raises(TransitionRefused) as refused:
+        move(case(S.DISPATCHED), S.ACCEPTED, department="parks")
+    assert refused.value.field == "department"
+    assert str(refused.value) == ("`department` only goes with dispatched (the case stays with sanitation "
+                                  "when it goes to accepted)")
