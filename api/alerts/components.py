@@ -46,7 +46,10 @@ class AlertComponents:
         self.case_store = CaseStore.open(settings.relational, data_dir)
         self.cases = CaseService(self.case_store, CaseRouter(settings.cases, settings.traffic.time_zone))
         # Without routes no violation opens a case: cases are then only made through the API.
-        self.case_intake = CaseIntake(self.cases) if self.cases.router.enabled else None
+        # Shared (the api replicas of the Kafka set-up): the violations topic holds what waits, so the
+        # topic's reader waits for the cases rather than dropping a change.
+        self.case_intake = (CaseIntake(self.cases, wait_when_full=shared_store) if self.cases.router.enabled
+                            else None)
         if self.case_intake is not None:
             self.feed.add_listener(self.case_intake)
 

@@ -1,10 +1,12 @@
 """Violation changes into cases, off the pipeline's thread: a feed listener with its own worker.
 
 The feed calls listeners on the publishing thread (the processor's, or the api role's topic reader), so
-the listener only enqueues into a bounded queue (a full queue drops the change, counted and logged, as
-the alert outputs do); the worker applies the changes to the case store in order. `barrier()` waits
-until everything enqueued so far is applied: the api role's violations reader calls it before it commits
-its offsets, so a restart never skips a change the cases had not taken yet.
+the listener only enqueues into a bounded queue; the worker applies the changes to the case store in
+order. In `citywatch up` a full queue drops the change (counted and logged, as the alert outputs do), so
+the processor never waits for the database. The api role's violations reader can wait instead
+(`wait_when_full`): the topic keeps the changes, and its reader only falls behind. It calls `barrier()`,
+which waits until everything enqueued so far is applied, before it commits its offsets, so a restart
+never skips a change the cases had not taken yet.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ _BATCH = 500
 
 
 class CaseIntake:
-    def __init__(self, service: CaseService, capacity: int = 100_000) -> None:
+    def __init__(self, service: CaseService, capacity: int = 100_000, *,
+                 wait_when_full: bool = False) -> None:
         self.service = service
+        self._wait_when_full = wait_when_full
         self._queue: queue.Queue[object] = queue.Queue(capacity)
         self._thread: threading.Thread | None = None
         self.applied = 0
@@ -45,6 +49,9 @@ class CaseIntake:
 
     def __call__(self, entries: Sequence[FeedEntry]) -> None:
         for entry in entries:
+            if self._wait_when_full:
+                self._queue.put(entry)
+                continue
             try:
                 self._queue.put_nowait(entry)
             except queue.Full:
