@@ -11,6 +11,7 @@ never skips a change the cases had not taken yet.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -19,11 +20,15 @@ from collections.abc import Sequence
 from core.metrics import Metrics
 from processors.cases.service import CaseService
 from processors.outputs.feed import FeedEntry
+from store.relational import RelationalUnavailable
 
 log = logging.getLogger(__name__)
 
 _STOP = object()
 _BATCH = 500
+# While the case store is unreachable a change is retried, waiting twice as long each time up to the max.
+RETRY_MIN_S = 0.2
+RETRY_MAX_S = 5.0
 
 
 class CaseIntake:
@@ -33,6 +38,7 @@ class CaseIntake:
         self._wait_when_full = wait_when_full
         self._queue: queue.Queue[object] = queue.Queue(capacity)
         self._thread: threading.Thread | None = None
+        self._giving_up = threading.Event()
         self.applied = 0
         self.dropped = 0
         self.failed = 0
@@ -65,11 +71,16 @@ class CaseIntake:
         self._thread.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """Apply what is queued (up to `timeout_s`), then stop."""
+        """Apply what is queued (up to `timeout_s`; while the store is unreachable, the changes still
+        queued then are given up on, logged), then stop."""
         if self._thread is None:
             return
-        self._queue.put(_STOP)
+        with contextlib.suppress(queue.Full):  # full while the store is down: given up on below
+            self._queue.put(_STOP, timeout=timeout_s)
         self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            self._giving_up.set()
+            self._thread.join(timeout_s)
         self._thread = None
 
     def barrier(self) -> None:
@@ -100,14 +111,55 @@ class CaseIntake:
                 self._queue.task_done()
             if stop:
                 return
+            if self._giving_up.is_set():
+                self._give_up_queued()
+                return
+
+    def _give_up_queued(self) -> None:
+        """At a stop that timed out: what is still queued is counted as failed and logged, not tried."""
+        given_up = 0
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, FeedEntry):
+                given_up += 1
+                self.failed += 1
+                self._count("failed")
+            self._queue.task_done()
+        if given_up:
+            log.error("cases: %d queued violation changes were given up on at stop", given_up)
 
     def _apply(self, batch: list[FeedEntry]) -> None:
         for entry in batch:
-            try:
-                self.service.violation_changes([entry.violation])
+            if self._apply_one(entry):
                 self.applied += 1
                 self._count("applied")
-            except Exception:  # the store is down or refused: counted and logged, the pipeline goes on
+            else:
                 self.failed += 1
                 self._count("failed")
+
+    def _apply_one(self, entry: FeedEntry) -> bool:
+        """Apply one change; while the store is unreachable, retry (the queue fills meanwhile) until it is
+        back or the intake is given up on at stop. False when the change could not be applied."""
+        backoff_s = RETRY_MIN_S
+        while True:
+            if self._giving_up.is_set():
+                return False
+            try:
+                self.service.violation_changes([entry.violation])
+                if backoff_s > RETRY_MIN_S:
+                    log.info("cases: the case store is back")
+                return True
+            except RelationalUnavailable as exc:
+                if self._giving_up.is_set():
+                    log.error("cases: the change %s was not applied: %s", entry.idempotency_key, exc)
+                    return False
+                if backoff_s == RETRY_MIN_S:
+                    log.warning("cases: %s; retrying", exc)
+                self._giving_up.wait(backoff_s)
+                backoff_s = min(backoff_s * 2, RETRY_MAX_S)
+            except Exception:  # refused (a bug, a broken row): logged, the next change goes on
                 log.exception("cases: the change %s could not be applied", entry.idempotency_key)
+                return False
