@@ -182,7 +182,7 @@ class Metrics:
             "citywatch_case_changes",
             "Violation changes for the cases, by outcome: applied (opened, joined or cleared a case, or "
             "nothing to do: no route, seen before), dropped (the intake queue was full), failed (the case "
-            "store refused or was unreachable)", ["outcome"], registry=self.registry,
+            "store refused it, or it was given up on at a stop)", ["outcome"], registry=self.registry,
         )
         self.case_intake_queue = Gauge(
             "citywatch_case_intake_queue",
