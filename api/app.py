@@ -23,6 +23,7 @@ from api.problems import problem_response_doc
 from api.routes import (
     aggregates,
     bin_predictions,
+    cases,
     dead_letters,
     devices,
     events,
@@ -79,6 +80,8 @@ def create_app(services: ApiServices) -> FastAPI:
     app.include_router(version.router)
     app.include_router(devices.router, dependencies=[Depends(require(Scope.DEVICES_MANAGE))])
     app.include_router(bin_predictions.router, dependencies=[Depends(require(Scope.READINGS_READ))])
+    # cases:read or cases:write per route (docs/cases.md), to mask photo links and plates.
+    app.include_router(cases.router)
     # Without a violation feed or a webhook dispatcher (an instance that runs neither), these answer 503.
     not_running: dict[int | str, dict[str, Any]] = {
         503: problem_response_doc("Not available in this instance")}

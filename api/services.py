@@ -17,6 +17,7 @@ from store.base import Store
 
 if TYPE_CHECKING:
     from api.alerts.webhooks.dispatcher import WebhookDispatcher
+    from processors.cases.service import CaseService
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class ApiServices:
     violation_actions: ViolationActions = field(default_factory=ViolationActions.in_memory)
     # GET /v1/status: role, events per second and (on Kafka) consumer lag per partition.
     status: Callable[[], dict[str, Any]] = dict
+    # Cases behind /v1/cases (None: that API answers 503).
+    cases: CaseService | None = None
 
     def __post_init__(self) -> None:
         if self.feed is not None and self.feed_waiter is None:
@@ -58,3 +61,5 @@ class ApiServices:
         # One /metrics per process: webhook deliveries are counted where the API serves its metrics.
         if self.webhooks is not None:
             self.webhooks.report_to(self.metrics)
+        if self.cases is not None:
+            self.cases.report_to(self.metrics)

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from api.violation_types import known_violation_types
+from core.case_settings import CaseRouteMatch
 from core.ingest_config import VendorMap
 from core.settings import DeviceSettings, RuleSettings, Settings
 from ingest.attributes import NUMERIC_UNIT_SUFFIXES
@@ -65,9 +67,42 @@ def find(settings: Settings) -> list[Finding]:
         *_zone_thresholds(settings),
         *_kind_thresholds(settings),
         *_stuck_sensor_kinds(settings),
+        *_case_routes(settings),
     ]
     order = list(Severity)
     return sorted(found, key=lambda finding: order.index(finding.severity))
+
+
+def _case_routes(settings: Settings) -> Iterator[Finding]:
+    """A case route naming a violation type nothing makes, or one an earlier route always takes first."""
+    known = known_violation_types(settings.traffic.codes)
+    routes = settings.cases.routes
+    for index, route in enumerate(routes):
+        for position, name in enumerate(route.match.types):
+            if name not in known:
+                close = difflib.get_close_matches(name, sorted(known), n=1)
+                yield Finding(Severity.ERROR, f"cases.routes[{index}].match.types[{position}]",
+                              f"no rule makes violations of type {name!r}: the route never opens a case "
+                              "for it",
+                              f"name a violation type{f' ({close[0]!r}?)' if close else ''} (docs/rules.md)")
+        earlier = next((i for i in range(index) if _match_covers(routes[i].match, route.match)), None)
+        if earlier is not None:
+            yield Finding(Severity.ERROR, f"cases.routes[{index}].match",
+                          f"never takes a violation: routes[{earlier}] matches every violation it matches "
+                          f"and the first matching route takes it ({routes[earlier].department})",
+                          f"move routes[{index}] above routes[{earlier}], or narrow routes[{earlier}].match")
+
+
+def _match_covers(general: CaseRouteMatch, specific: CaseRouteMatch) -> bool:
+    """Whether every violation `specific` matches is matched by `general` (time windows: only when the
+    general route has none, or the same ones)."""
+    def covers(wide: list[str], narrow: list[str]) -> bool:
+        return not wide or (bool(narrow) and set(narrow) <= set(wide))
+
+    return (covers(general.types, specific.types) and covers(general.grids, specific.grids)
+            and covers(general.districts, specific.districts)
+            and covers(general.departments, specific.departments)
+            and (not general.hours or sorted(general.hours) == sorted(specific.hours)))
 
 
 def log_findings(settings: Settings, role: str) -> list[Finding]:

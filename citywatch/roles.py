@@ -314,6 +314,7 @@ class ApiRole:
                            feed=self.alerts.stream_feed, webhooks=self.alerts.webhooks,
                            alerts=self.settings.alerts, devices=self.devices,
                            violation_actions=self.alerts.components.violation_actions,
+                           cases=self.alerts.components.cases,
                            on_startup=[self.start], on_shutdown=[self.stop])
 
 
@@ -369,4 +370,5 @@ class KafkaUpRuntime:
                            feed=self.api.alerts.stream_feed, webhooks=self.api.alerts.webhooks,
                            alerts=self.settings.alerts, devices=self.api.devices,
                            violation_actions=self.api.alerts.components.violation_actions,
+                           cases=self.api.alerts.components.cases,
                            on_startup=[self.start], on_shutdown=[self.stop])

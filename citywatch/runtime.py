@@ -184,4 +184,5 @@ class EmbeddedRuntime:
             status=self.status,
             access=self.alerts.access, feed=self.alerts.feed, webhooks=self.alerts.webhooks,
             alerts=self.settings.alerts, violation_actions=self.alerts.violation_actions,
+            cases=self.alerts.cases,
         )

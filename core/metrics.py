@@ -188,5 +188,17 @@ class Metrics:
             buckets=WEBHOOK_SECONDS_BUCKETS, registry=self.registry,
         )
 
+        # Cases (processors/cases/intake.py): violation changes taken by the cases.
+        self.case_changes = Counter(
+            "citywatch_case_changes",
+            "Violation changes for the cases, by outcome: applied (opened, joined or cleared a case, or "
+            "nothing to do: no route, seen before), dropped (the intake queue was full), failed (the case "
+            "store refused it, or it was given up on at a stop)", ["outcome"], registry=self.registry,
+        )
+        self.case_intake_queue = Gauge(
+            "citywatch_case_intake_queue",
+            "Violation changes waiting for the cases in this process", registry=self.registry,
+        )
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -33,6 +33,7 @@ from pydantic import (
 
 from core import rule_overrides, settings_env
 from core import sanitation_settings as san
+from core.case_settings import CaseSettings
 from core.ingest_config import (
     FRIGATE_DERIVED_ATTRIBUTES,
     FrigateAttribute,
@@ -709,6 +710,8 @@ class Settings(_Section):
     geo: GeoSettings = Field(GeoSettings(), description="Grids, districts and department routing.")
     roles: RoleSettings = RoleSettings()
     alerts: AlertSettings = AlertSettings()
+    cases: CaseSettings = Field(default_factory=CaseSettings, description="Case routing and verification "
+                                "(docs/cases.md).")
     logging: LoggingSettings = LoggingSettings()
 
     def with_overrides(self, *, source: str = "the overridden settings", **dotted: Any) -> Settings:

@@ -39,6 +39,9 @@ class Scope(StrEnum):
     # Unmasked licence plates and snapshot or clip links in violations, streams and webhooks.
     PLATES = "plates"
     METRICS_READ = "metrics:read"
+    # Cases (docs/cases.md): reading them with their violations and history; making and moving them.
+    CASES_READ = "cases:read"
+    CASES_WRITE = "cases:write"
     # Every scope above, plus keys, the audit log and dead letters.
     ADMIN = "admin"
 

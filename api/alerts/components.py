@@ -1,5 +1,6 @@
 """The alert components of one running citywatch, built from settings: the feed, access control,
-webhook dispatch, output topics and people's actions on violations, with their start and stop order."""
+webhook dispatch, output topics, people's actions on violations and the cases the violation changes open
+and close (docs/cases.md), with their start and stop order."""
 
 from __future__ import annotations
 
@@ -13,10 +14,14 @@ from api.alerts.webhooks.store import WebhookStore
 from api.violation_actions import ViolationActions
 from api.violation_types import known_violation_types
 from core.settings import Settings
+from processors.cases.intake import CaseIntake
+from processors.cases.routing import CaseRouter
+from processors.cases.service import CaseService
 from processors.outputs.feed import ViolationFeed
 from processors.outputs.kafka_out import KafkaViolationOutput
 from processors.outputs.mqtt_out import MqttViolationOutput
 from processors.outputs.queued import QueuedOutput
+from store.cases import CaseStore
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +47,21 @@ class AlertComponents:
             self.kafka = KafkaViolationOutput(alerts.kafka, self.feed)
             self.feed.add_listener(self.kafka)
         self._mqtt_queued: QueuedOutput | None = None
+        self.case_store = CaseStore.open(settings.relational, data_dir)
+        self.cases = CaseService(self.case_store, CaseRouter(settings.cases, settings.traffic.time_zone))
+        # Without routes no violation opens a case: cases are then only made through the API.
+        # Shared (the api replicas of the Kafka set-up): the violations topic holds what waits, so the
+        # topic's reader waits for the cases rather than dropping a change.
+        self.case_intake = (CaseIntake(self.cases, wait_when_full=shared_store) if self.cases.router.enabled
+                            else None)
+        if self.case_intake is not None:
+            self.feed.add_listener(self.case_intake)
 
     def start(self, ingest_mqtt_url: str | None) -> None:
         """Before the processor starts, so that no change is published before its consumers listen."""
         self.webhooks.start()
+        if self.case_intake is not None:
+            self.case_intake.start()
         if self.kafka is not None:
             self.kafka.start()
         out = self.settings.alerts.mqtt
@@ -68,4 +84,7 @@ class AlertComponents:
         self.webhooks.stop()
         self.webhook_store.close()
         self.violation_actions.close()
+        if self.case_intake is not None:
+            self.case_intake.stop()
+        self.case_store.close()
         self.access.close()

@@ -117,8 +117,11 @@ class KafkaAlerts:
 
     def _dispatch(self, records: Records) -> None:
         self._dispatch_decoder.publish(self.components.feed, records)
-        # The commit that follows must cover only deliveries already in the webhook store.
+        # The commit that follows must cover only deliveries already in the webhook store, and only
+        # changes the cases have taken.
         self.components.webhooks.barrier()
+        if self.components.case_intake is not None:
+            self.components.case_intake.barrier()
 
     def _assigned(self, partitions: frozenset[int]) -> None:
         log.info("api dispatches the violation changes of partitions %s", sorted(partitions))

@@ -1,1 +1,2 @@
-"""Cases: closed-loop work orders (register, dispatch, handle, verify, close), their clocks and figures."""
+"""Cases (工单): violations worth acting on, routed to a department and followed to verified closure;
+their working-time clocks and evaluation figures."""

@@ -15,10 +15,14 @@ from api.alerts.webhooks.store import WebhookStore
 from api.app import create_app
 from api.services import ApiServices
 from api.violation_actions import ViolationActions
+from core.case_settings import CaseSettings
 from core.metrics import Metrics
 from core.models import Evidence, Location, Severity, Violation, ViolationStatus
 from core.settings import AlertSettings, ApiSettings, AuthMode, RelationalSettings, WebhookSettings
+from processors.cases.routing import CaseRouter
+from processors.cases.service import CaseService
 from processors.outputs.feed import ViolationFeed
+from store.cases import CaseStore
 from store.sqlite_store import SqliteStore
 from tests.support.events import T0_MS
 
@@ -48,6 +52,7 @@ class AlertApi:
     store: SqliteStore
     dispatcher: WebhookDispatcher
     app: Any
+    cases: CaseService
     clients: list[TestClient] = field(default_factory=list)
 
     def key(self, *scopes: Scope, name: str = "test") -> str:
@@ -69,14 +74,17 @@ class AlertApi:
         self.dispatcher.stop()
         self.dispatcher.store.close()
         self.services.violation_actions.close()
+        self.cases.store.close()
         self.access.close()
         self.store.close()
 
 
 def alert_api(tmp_path: Path, *, webhooks: WebhookSettings | None = None, alerts: AlertSettings | None = None,
-              api: ApiSettings | None = None, relational: RelationalSettings | None = None) -> AlertApi:
-    """`relational`: where keys, audit log, webhooks and people's actions on violations live (default:
-    SQLite files in `tmp_path`)."""
+              api: ApiSettings | None = None, relational: RelationalSettings | None = None,
+              cases: CaseSettings | None = None) -> AlertApi:
+    """`relational`: where keys, audit log, webhooks, people's actions on violations and cases live
+    (default: SQLite files in `tmp_path`); `cases`: case routing (default: none, cases are only made
+    through the API or `AlertApi.cases`)."""
     api = api or ApiSettings(auth=AuthMode.REQUIRED, rate_limit_per_s=1000, rate_limit_burst=1000)
     alerts = alerts or AlertSettings(feed_retention=1000, stream_heartbeat_s=0.2)
     feed = ViolationFeed(alerts.feed_retention)
@@ -86,10 +94,12 @@ def alert_api(tmp_path: Path, *, webhooks: WebhookSettings | None = None, alerts
     dispatcher = WebhookDispatcher(WebhookStore.open(relational, tmp_path), webhooks or alerts.webhooks, feed,
                                    access)
     dispatcher.start()
+    case_service = CaseService(CaseStore.open(relational, tmp_path),
+                               CaseRouter(cases or CaseSettings(), "Asia/Shanghai"))
     services = ApiServices(store=store, metrics=Metrics(), settings=api, access=access, feed=feed,
                            webhooks=dispatcher, alerts=alerts,
-                           violation_actions=ViolationActions.open(relational, tmp_path))
-    return AlertApi(services, feed, access, store, dispatcher, create_app(services))
+                           violation_actions=ViolationActions.open(relational, tmp_path), cases=case_service)
+    return AlertApi(services, feed, access, store, dispatcher, create_app(services), case_service)
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -103,6 +103,16 @@ CASES: dict[str, tuple[dict[str, Any], Severity, str, str]] = {
         {"devices": [bin_device()],
          "rules": {"kind_thresholds": {"bin": {"toilet_odour": {"nh3_mgm3": 0.3}}}}},
         Severity.WARNING, "rules.kind_thresholds.bin.toilet_odour", "remove them, or move them"),
+    "case route for a violation type nothing makes": (
+        {"cases": {"routes": [{"match": {"types": ["bin_overfow"]}, "department": "sanitation",
+                               "category": "0101"}]}},
+        Severity.ERROR, "cases.routes[0].match.types[0]", "name a violation type ('bin_overflow'?)"),
+    "case route an earlier route always takes first": (
+        {"cases": {"routes": [
+            {"match": {"types": ["bin_overflow"]}, "department": "sanitation", "category": "0101"},
+            {"match": {"types": ["bin_overflow"], "grids": ["FT-11"]}, "department": "parks",
+             "category": "0101"}]}},
+        Severity.ERROR, "cases.routes[1].match", "move routes[1] above routes[0]"),
 }
 
 
@@ -140,6 +150,12 @@ CLEAN: dict[str, dict[str, Any]] = {
                      "thresholds": {"air_quality_exceedance": {"pm25_24h_ugm3": 50}}}],
         "rules": {"zone_thresholds": {"market": {"bin_fire": {"open_c": 70}}},
                   "kind_thresholds": {"bin": {"stuck_sensor": {"readings": 20}}}}},
+    "case routes from the specific to the general": {"cases": {"routes": [
+        {"match": {"types": ["bin_overflow"], "hours": ["22:00-24:00"]}, "department": "night",
+         "category": "0101"},
+        {"match": {"types": ["bin_overflow"], "grids": ["FT-11"]}, "department": "sanitation",
+         "category": "0101"},
+        {"match": {"types": ["bin_overflow", "illegal_parking"]}, "department": "city", "category": "09"}]}},
 }
 
 

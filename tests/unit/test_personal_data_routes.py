@@ -20,9 +20,11 @@ from fastapi.routing import APIWebSocketRoute, iter_route_contexts
 from websockets.sync.client import connect
 
 from api.access.keys import Scope
+from core.case_settings import CasePriority, Verification
 from core.masking import DEAD_LETTERS, EVENTS, VIOLATIONS
 from core.models import DeadLetter, Event
 from core.settings import ApiSettings, AuthMode
+from processors.cases.model import Case, CaseOrigin, CaseState
 from tests.support.alerts import AlertApi, alert_api, bearer, violation
 from tests.support.events import T0_MS, reading
 from tests.support.servers import ApiServer
@@ -54,6 +56,12 @@ REJECTED_CUT = DeadLetter(
     source="camera_violation", received_time_ms=T0_MS + 1,
     payload=f'{{"device_id": "cam-1", "plate": "{PLATE}", "evidence_url": "https://{EVIDENCE_HOST}/e.jpg", '
             '"la'.encode())
+# A case with a photo of the finished work, linked to the camera violation (its plate and clip).
+WORKED_CASE = Case(case_id="c_0001", type="parking", state=CaseState.REPORTED_DONE,
+                   priority=CasePriority.HIGH, verify=Verification.PERSON, origin=CaseOrigin.VIOLATION,
+                   created_by="routing",
+                   created_time_ms=T0_MS, updated_time_ms=T0_MS, place="cam-1",
+                   photo_url=f"https://{EVIDENCE_HOST}/done.jpg", open_violations=1)
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,8 @@ class PersonalRoute:
     action: str
     disclosed: str
     fetch: Fetch = _get
+    # Whether it answers a plate (else only evidence links: a case's photos).
+    plate: bool = True
 
 
 # Route path -> how it is read. Each of these can answer with plates or evidence links.
@@ -121,6 +131,10 @@ PERSONAL: dict[str, PersonalRoute] = {
     "/v1/dead-letters": PersonalRoute(
         "/v1/dead-letters", Scope.ADMIN, "GET /v1/dead-letters",
         f"plates/evidence of dead letters {REJECTED_CUT.dead_letter_id},{REJECTED_JSON.dead_letter_id}"),
+    "/v1/cases": PersonalRoute("/v1/cases", Scope.CASES_READ, "GET /v1/cases",
+                               "plates/evidence of cases c_0001", plate=False),
+    "/v1/cases/{case_id}": PersonalRoute("/v1/cases/c_0001", Scope.CASES_READ, "GET /v1/cases/c_0001",
+                                         "plates/evidence of cases c_0001"),
     "/v1/stream/violations": PersonalRoute(
         "/v1/stream/violations?since=earliest", Scope.VIOLATIONS_READ, "GET /v1/stream/violations",
         "plates/evidence of violations v0001", _sse_first_message),
@@ -173,6 +187,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     api.store.write_dead_letters([REJECTED_JSON, REJECTED_CUT])
     api.store.flush()
     api.feed.publish([CAMERA_VIOLATION])
+    with api.cases.store.transaction() as tx:
+        tx.insert(WORKED_CASE, [])
+        tx.link_violation(WORKED_CASE.case_id, CAMERA_VIOLATION.violation_id, T0_MS)
     with ApiServer(api.app) as server, httpx.Client(base_url=server.base_url, timeout=10) as http:
         yield Served(api, server, http)
     api.close()
@@ -213,7 +230,8 @@ def test_without_the_plates_scope_no_plate_or_evidence_link_is_answered(served: 
         # Only admin keys read raw rejected input, and admin includes plates: refused outright.
         assert status == 403
     else:
-        assert status == 200 and any(m in body for m in (MASKED, json.dumps(MASKED)[1:-1])), body
+        assert status == 200, body
+        assert not route.plate or any(m in body for m in (MASKED, json.dumps(MASKED)[1:-1])), body
     assert _audit_of(served, token) == []  # nothing disclosed, nothing audited
 
 
@@ -223,7 +241,8 @@ def test_with_the_plates_scope_plates_and_links_are_answered_and_audited_once(se
     route = PERSONAL[path]
     token = served.api.key(route.scope, Scope.PLATES)
     status, body = route.fetch(served, route.url, token)
-    assert status == 200 and _shows_plate(body) and f"https://{EVIDENCE_HOST}/" in body, body
+    assert status == 200 and f"https://{EVIDENCE_HOST}/" in body, body
+    assert _shows_plate(body) is route.plate, body
     assert _audit_of(served, token) == [(route.action, route.disclosed)]
 
 

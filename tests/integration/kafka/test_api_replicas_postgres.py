@@ -21,7 +21,8 @@ from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 
-RELATIONAL_FILES = ("access.sqlite3", "webhooks.sqlite3", "devices.sqlite", "violation_actions.sqlite3")
+RELATIONAL_FILES = ("access.sqlite3", "webhooks.sqlite3", "devices.sqlite", "violation_actions.sqlite3",
+                    "cases.sqlite3")
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -68,6 +69,18 @@ def test_api_replicas_with_their_own_disks_share_keys_subscriptions_and_devices(
         assert device.status_code == 201, device.text
         wait_for(lambda: httpx.get(api_a.base_url + "/v1/devices/bin-new", headers=admin,
                                    timeout=10).status_code == 200, 10, 0.1, "api-a to list the new device")
+
+        # A case made through B is moved through A: one case table.
+        case_key = httpx.post(api_a.base_url + "/v1/admin/keys", headers=admin, timeout=10,
+                              json={"name": "dispatcher", "scopes": ["cases:read", "cases:write"]}).json()
+        dispatcher = bearer(case_key["token"])
+        made = httpx.post(api_b.base_url + "/v1/cases", headers=dispatcher, timeout=10,
+                          json={"type": "pothole", "description": "Shennan Rd, bike lane"})
+        assert made.status_code == 201, made.text
+        moved = httpx.post(api_a.base_url + f"/v1/cases/{made.json()['case_id']}/transitions",
+                           headers=dispatcher, timeout=10, json={"to": "dispatched", "department": "roads"})
+        assert moved.status_code == 200, moved.text
+        assert [e["to_state"] for e in moved.json()["history"]] == ["registered", "dispatched"]
 
         # Revoked through A: refused by A at once, by B once its cached copy is older than the TTL.
         assert httpx.delete(api_a.base_url + f"/v1/admin/keys/{key['key_id']}", headers=admin,

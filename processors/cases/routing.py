@@ -1,0 +1,66 @@
+"""Which violations open a case, and who owns it: the first `cases.routes` entry that matches.
+
+A route matches on the violation's type, its `grid`, `district` and `department` tags, and the local time
+of day it started at (in the city's time zone, `traffic.time_zone`). Its case is owned by the route's
+department, with the route's event category code and priority; the case type's verification policy
+(`cases.types`) says whether the sensors or a person confirm the work.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from core.case_settings import CasePriority, CaseRoute, CaseSettings, Verification
+from core.local_time import parse_window
+from core.models import Violation
+
+
+@dataclass(frozen=True)
+class Routed:
+    department: str
+    category: str
+    priority: CasePriority
+    verify: Verification
+    # The place a case is de-duplicated on: the violation's device (the bin, the camera, the probe).
+    place: str
+
+
+@dataclass(frozen=True)
+class _CompiledRoute:
+    route: CaseRoute
+    windows: tuple[tuple[int, int], ...]  # minutes of the local day, end exclusive
+
+    def matches(self, violation: Violation, minute_of_day: int) -> bool:
+        match = self.route.match
+        tags = violation.tags
+        return ((not match.types or violation.type in match.types)
+                and (not match.grids or tags.get("grid") in match.grids)
+                and (not match.districts or tags.get("district") in match.districts)
+                and (not match.departments or tags.get("department") in match.departments)
+                and (not self.windows or any(start <= minute_of_day < end for start, end in self.windows)))
+
+
+class CaseRouter:
+    def __init__(self, settings: CaseSettings, time_zone: str) -> None:
+        self.settings = settings
+        self._zone = zoneinfo.ZoneInfo(time_zone)
+        self._routes = [_CompiledRoute(route, tuple(parse_window(w) for w in route.match.hours))
+                        for route in settings.routes]
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any violation can open a case."""
+        return bool(self._routes)
+
+    def route(self, violation: Violation) -> Routed | None:
+        """The case a newly opened violation belongs to, or None when no route takes it."""
+        local = datetime.fromtimestamp(violation.start_time_ms / 1000, UTC).astimezone(self._zone)
+        minute = local.hour * 60 + local.minute
+        for compiled in self._routes:
+            if compiled.matches(violation, minute):
+                route = compiled.route
+                return Routed(department=route.department, category=route.category, priority=route.priority,
+                              verify=self.settings.verification_of(violation.type), place=violation.device_id)
+        return None

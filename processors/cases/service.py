@@ -1,0 +1,164 @@
+"""What happens to cases: violation changes open, join and close them; people create and move them.
+
+Every change runs in one exclusive transaction of the case store, so two api replicas, or a replay of the
+same violation change, never open a second case: a violation joins a case at most once (its id is the
+key of the membership), and an open case of the same type at the same place takes a new violation
+instead of a new case being opened (a second overflow of the same bin joins the bin's open case).
+
+When the last open violation of a `verify: sensor` case clears, the sensors verify and close it
+(states.closed_by_sensor); a `verify: person` case only records that its violations cleared.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from core.case_settings import CasePriority, Verification
+from core.metrics import Metrics
+from core.models import Violation, ViolationStatus
+from processors.cases.model import Case, CaseOrigin, CaseState, HistoryEntry
+from processors.cases.routing import CaseRouter, Routed
+from processors.cases.states import TransitionRequest, closed_by_sensor, transition
+from store.cases import CaseStore, CaseTransaction, new_case_id
+
+log = logging.getLogger(__name__)
+
+# The actor of a case opened by a routed violation.
+ROUTING_ACTOR: Final = "routing"
+
+
+class CaseNotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class NewCase:
+    """A case made by hand; it has no violations, so a person verifies it."""
+
+    type: str
+    description: str
+    department: str | None = None
+    category: str | None = None
+    priority: CasePriority = CasePriority.NORMAL
+    grid: str | None = None
+    district: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+    photo_url: str | None = None
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class CaseService:
+    def __init__(self, store: CaseStore, router: CaseRouter, *,
+                 now_ms: Callable[[], int] = wall_clock_ms) -> None:
+        self.store = store
+        self.router = router
+        self.now_ms = now_ms
+        # Whoever counts in the process's /metrics (the intake), told once the API has them.
+        self.metrics_hooks: list[Callable[[Metrics], None]] = []
+
+    def report_to(self, metrics: Metrics) -> None:
+        """Count in `metrics`, the registry served at the process's /metrics."""
+        for hook in self.metrics_hooks:
+            hook(metrics)
+
+    # Violation changes
+
+    def violation_changes(self, violations: Sequence[Violation]) -> None:
+        """Apply each change (in order, each in its own transaction); a change seen before changes nothing."""
+        for violation in violations:
+            if violation.status is ViolationStatus.OPEN:
+                routed = self.router.route(violation)
+                if routed is not None:
+                    self._opened(violation, routed)
+            else:
+                self._cleared(violation)
+
+    def _opened(self, violation: Violation, routed: Routed) -> None:
+        now = self.now_ms()
+        with self.store.transaction() as tx:
+            if tx.is_linked(violation.violation_id):
+                return
+            case = tx.open_case_at(violation.type, routed.place)
+            if case is not None:
+                tx.link_violation(case.case_id, violation.violation_id, now)
+                tx.update(dataclasses.replace(case, open_violations=case.open_violations + 1,
+                                              updated_time_ms=now), [])
+                log.info("violation %s joined case %s", violation.violation_id, case.case_id)
+                return
+            case = _case_of(violation, routed, now)
+            tx.insert(case, [HistoryEntry(
+                time_ms=now, actor=ROUTING_ACTOR, from_state=None, to_state=CaseState.REGISTERED,
+                note=f"opened by violation {violation.violation_id}", department=routed.department)])
+            tx.link_violation(case.case_id, violation.violation_id, now)
+        log.info("violation %s opened case %s for %s", violation.violation_id, case.case_id,
+                 routed.department)
+
+    def _cleared(self, violation: Violation) -> None:
+        now = self.now_ms()
+        with self.store.transaction() as tx:
+            case_id = tx.clear_violation(violation.violation_id, now)
+            if case_id is None:
+                return
+            case = tx.get(case_id)
+            if case is None:  # the membership outlived its case: nothing to close
+                return
+            case = dataclasses.replace(case, open_violations=max(0, case.open_violations - 1),
+                                       updated_time_ms=now)
+            entries: list[HistoryEntry] = []
+            if case.open_violations == 0 and case.verify is Verification.SENSOR:
+                case, entries = closed_by_sensor(case, now)
+            tx.update(case, entries)
+        if entries:
+            log.info("case %s closed: %s", case.case_id, case.resolution)
+
+    # People
+
+    def create(self, new: NewCase, actor: str) -> Case:
+        now = self.now_ms()
+        case = Case(case_id=new_case_id(), type=new.type, state=CaseState.REGISTERED, priority=new.priority,
+                    verify=Verification.PERSON, origin=CaseOrigin.MANUAL, created_by=actor,
+                    created_time_ms=now, updated_time_ms=now, description=new.description,
+                    department=new.department, category=new.category, grid=new.grid, district=new.district,
+                    lat=new.lat, lon=new.lon, photo_url=new.photo_url)
+        with self.store.transaction() as tx:
+            tx.insert(case, [HistoryEntry(time_ms=now, actor=actor, from_state=None,
+                                          to_state=CaseState.REGISTERED, note=new.description,
+                                          department=new.department, photo_url=new.photo_url)])
+        return case
+
+    def transition(self, case_id: str, request: TransitionRequest, actor: str) -> Case:
+        """The case after the transition; CaseNotFound, or states.TransitionRefused when not allowed."""
+        now = self.now_ms()
+        with self.store.transaction() as tx:
+            case = _existing(tx, case_id)
+            updated, entry = transition(case, request, actor, now)
+            tx.update(updated, [entry])
+        return updated
+
+
+def _existing(tx: CaseTransaction, case_id: str) -> Case:
+    case = tx.get(case_id)
+    if case is None:
+        raise CaseNotFound(f"no case {case_id!r}")
+    return case
+
+
+def _case_of(violation: Violation, routed: Routed, now_ms: int) -> Case:
+    tags = violation.tags
+    location = violation.location
+    return Case(case_id=new_case_id(), type=violation.type, state=CaseState.REGISTERED,
+                priority=routed.priority, verify=routed.verify, origin=CaseOrigin.VIOLATION,
+                created_by=ROUTING_ACTOR, created_time_ms=now_ms, updated_time_ms=now_ms,
+                description=f"{violation.type} at {violation.device_id}", department=routed.department,
+                category=routed.category, place=routed.place, grid=tags.get("grid"),
+                district=tags.get("district"), lat=location.lat if location is not None else None,
+                lon=location.lon if location is not None else None, open_violations=1)

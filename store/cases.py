@@ -1,0 +1,272 @@
+"""Cases, the violations they link and their history, in the relational database (store/relational.py):
+`cases.sqlite3` under the data directory, or the PostgreSQL database every api replica shares.
+
+Two constraints keep cases single however often a violation change arrives (a replay, a second api
+replica): a violation belongs to at most one case (`case_violations.violation_id` is the primary key), and
+at most one case is open per (type, place) (a partial unique index). Changes that decide on what is
+stored (joining an open case, a transition) run in transactions exclusive on `cases`.
+
+Schema version 1 (the first); later versions add columns the way the webhook store does.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from core.case_settings import CasePriority, Verification
+from core.settings import RelationalSettings
+from processors.cases.model import Case, CaseOrigin, CaseState, CaseViolation, HistoryEntry, Resolution
+from store.relational import Database, Executor, Schema, open_database
+
+FILE_NAME: Final = "cases.sqlite3"
+SCHEMA_VERSION: Final = 1
+
+_TABLES: Final = """
+CREATE TABLE IF NOT EXISTS cases (
+    case_id          TEXT PRIMARY KEY,
+    type             TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    priority         TEXT NOT NULL,
+    verify           TEXT NOT NULL,
+    origin           TEXT NOT NULL,
+    created_by       TEXT NOT NULL,
+    created_time_ms  {int} NOT NULL,
+    updated_time_ms  {int} NOT NULL,
+    description      TEXT NOT NULL,
+    department       TEXT,
+    assignee         TEXT,
+    category         TEXT,
+    place            TEXT,
+    grid             TEXT,
+    district         TEXT,
+    lat              {real},
+    lon              {real},
+    photo_url        TEXT,
+    closed_time_ms   {int},
+    resolution       TEXT,
+    suspended_from   TEXT,
+    returned_by      TEXT,
+    open_violations  INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS cases_one_open_per_place ON cases (type, place)
+    WHERE state <> 'closed' AND place IS NOT NULL;
+CREATE INDEX IF NOT EXISTS cases_by_time ON cases (created_time_ms, case_id);
+CREATE TABLE IF NOT EXISTS case_violations (
+    violation_id     TEXT PRIMARY KEY,
+    case_id          TEXT NOT NULL,
+    joined_time_ms   {int} NOT NULL,
+    cleared_time_ms  {int}
+);
+CREATE INDEX IF NOT EXISTS case_violations_by_case ON case_violations (case_id);
+CREATE TABLE IF NOT EXISTS case_history (
+    case_id          TEXT NOT NULL,
+    seq              INTEGER NOT NULL,
+    time_ms          {int} NOT NULL,
+    actor            TEXT NOT NULL,
+    from_state       TEXT,
+    to_state         TEXT NOT NULL,
+    note             TEXT NOT NULL,
+    assignee         TEXT,
+    department       TEXT,
+    photo_url        TEXT,
+    reason           TEXT,
+    PRIMARY KEY (case_id, seq)
+);
+"""
+SCHEMA: Final = Schema("cases", _TABLES.format(int="INTEGER", real="REAL"),
+                       _TABLES.format(int="BIGINT", real="DOUBLE PRECISION"))
+
+_CASE_COLUMNS: Final = (
+    "case_id", "type", "state", "priority", "verify", "origin", "created_by", "created_time_ms",
+    "updated_time_ms", "description", "department", "assignee", "category", "place", "grid", "district",
+    "lat", "lon", "photo_url", "closed_time_ms", "resolution", "suspended_from", "returned_by",
+    "open_violations")
+_SELECT_CASE: Final = f"SELECT {', '.join(_CASE_COLUMNS)} FROM cases"
+_HISTORY_COLUMNS: Final = ("seq", "time_ms", "actor", "from_state", "to_state", "note", "assignee",
+                           "department", "photo_url", "reason")
+
+
+def new_case_id() -> str:
+    return f"c_{secrets.token_hex(8)}"
+
+
+class InvalidCaseCursor(ValueError):
+    """A cursor this store never handed out."""
+
+
+@dataclass(frozen=True)
+class CaseQuery:
+    states: Sequence[CaseState] = ()
+    departments: Sequence[str] = ()
+    types: Sequence[str] = ()
+    grids: Sequence[str] = ()
+    districts: Sequence[str] = ()
+    # Created in [from_ms, to_ms).
+    from_ms: int | None = None
+    to_ms: int | None = None
+    limit: int = 100
+    cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class CasePage:
+    items: list[Case] = field(default_factory=list)
+    next_cursor: str | None = None
+
+
+class CaseTransaction:
+    """The statements of one exclusive transaction on the cases."""
+
+    def __init__(self, executor: Executor) -> None:
+        self._tx = executor
+
+    def get(self, case_id: str) -> Case | None:
+        row = self._tx.execute(f"{_SELECT_CASE} WHERE case_id = ?", (case_id,)).one()
+        return _case_from_row(row) if row is not None else None
+
+    def open_case_at(self, case_type: str, place: str) -> Case | None:
+        row = self._tx.execute(f"{_SELECT_CASE} WHERE type = ? AND place = ? AND state <> ?",
+                               (case_type, place, CaseState.CLOSED.value)).one()
+        return _case_from_row(row) if row is not None else None
+
+    def insert(self, case: Case, entries: Sequence[HistoryEntry]) -> None:
+        placeholders = ", ".join("?" for _ in _CASE_COLUMNS)
+        self._tx.execute(f"INSERT INTO cases ({', '.join(_CASE_COLUMNS)}) VALUES ({placeholders})",
+                         _case_row(case))
+        self._append(case.case_id, entries)
+
+    def update(self, case: Case, entries: Sequence[HistoryEntry]) -> None:
+        assignments = ", ".join(f"{column} = ?" for column in _CASE_COLUMNS[1:])
+        self._tx.execute(f"UPDATE cases SET {assignments} WHERE case_id = ?",
+                         (*_case_row(case)[1:], case.case_id))
+        self._append(case.case_id, entries)
+
+    def link_violation(self, case_id: str, violation_id: str, now_ms: int) -> bool:
+        """False when the violation already belongs to a case (this change was handled before)."""
+        return self._tx.execute(
+            "INSERT INTO case_violations (violation_id, case_id, joined_time_ms) VALUES (?, ?, ?) "
+            "ON CONFLICT (violation_id) DO NOTHING", (violation_id, case_id, now_ms)).rowcount == 1
+
+    def is_linked(self, violation_id: str) -> bool:
+        return self._tx.execute("SELECT 1 FROM case_violations WHERE violation_id = ?",
+                                (violation_id,)).one() is not None
+
+    def clear_violation(self, violation_id: str, now_ms: int) -> str | None:
+        """The case of a violation that cleared just now; None when it has none or cleared before."""
+        row = self._tx.execute(
+            "UPDATE case_violations SET cleared_time_ms = ? "
+            "WHERE violation_id = ? AND cleared_time_ms IS NULL RETURNING case_id",
+            (now_ms, violation_id)).one()
+        return str(row[0]) if row is not None else None
+
+    def _append(self, case_id: str, entries: Sequence[HistoryEntry]) -> None:
+        if not entries:
+            return
+        row = self._tx.execute("SELECT MAX(seq) FROM case_history WHERE case_id = ?", (case_id,)).one()
+        last = row[0] if row is not None and row[0] is not None else 0
+        for offset, entry in enumerate(entries, start=1):
+            self._tx.execute(
+                f"INSERT INTO case_history (case_id, {', '.join(_HISTORY_COLUMNS)}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (case_id, last + offset, entry.time_ms, entry.actor,
+                 entry.from_state.value if entry.from_state is not None else None, entry.to_state.value,
+                 entry.note, entry.assignee, entry.department, entry.photo_url, entry.reason))
+
+
+class CaseStore:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    @classmethod
+    def open(cls, relational: RelationalSettings, data_dir: Path) -> CaseStore:
+        return cls(open_database(relational, data_dir, FILE_NAME, SCHEMA))
+
+    @contextmanager
+    def transaction(self) -> Iterator[CaseTransaction]:
+        """All or nothing, and one at a time across processes: what it reads still holds when it writes."""
+        with self._db.transaction(exclusive="cases") as tx:
+            yield CaseTransaction(tx)
+
+    def get(self, case_id: str) -> Case | None:
+        row = self._db.execute(f"{_SELECT_CASE} WHERE case_id = ?", (case_id,)).one()
+        return _case_from_row(row) if row is not None else None
+
+    def history(self, case_id: str) -> list[HistoryEntry]:
+        rows = self._db.execute(f"SELECT {', '.join(_HISTORY_COLUMNS)} FROM case_history WHERE case_id = ? "
+                                "ORDER BY seq", (case_id,)).rows
+        return [_entry_from_row(row) for row in rows]
+
+    def violations(self, case_id: str) -> list[CaseViolation]:
+        rows = self._db.execute("SELECT violation_id, joined_time_ms, cleared_time_ms FROM case_violations "
+                                "WHERE case_id = ? ORDER BY joined_time_ms, violation_id", (case_id,)).rows
+        return [CaseViolation(violation_id=row[0], joined_time_ms=row[1], cleared_time_ms=row[2])
+                for row in rows]
+
+    def query(self, query: CaseQuery) -> CasePage:
+        """Newest first (by creation time); `next_cursor` continues after the last item."""
+        where: list[str] = []
+        params: list[Any] = []
+        for column, values in (("state", [s.value for s in query.states]), ("department", query.departments),
+                               ("type", query.types), ("grid", query.grids), ("district", query.districts)):
+            if values:
+                where.append(f"{column} IN ({', '.join('?' for _ in values)})")
+                params.extend(values)
+        if query.from_ms is not None:
+            where.append("created_time_ms >= ?")
+            params.append(query.from_ms)
+        if query.to_ms is not None:
+            where.append("created_time_ms < ?")
+            params.append(query.to_ms)
+        if query.cursor is not None:
+            created_ms, case_id = _parse_cursor(query.cursor)
+            where.append("(created_time_ms < ? OR (created_time_ms = ? AND case_id < ?))")
+            params.extend((created_ms, created_ms, case_id))
+        sql = _SELECT_CASE + (f" WHERE {' AND '.join(where)}" if where else "")
+        rows = self._db.execute(f"{sql} ORDER BY created_time_ms DESC, case_id DESC LIMIT ?",
+                                (*params, query.limit + 1)).rows
+        items = [_case_from_row(row) for row in rows[:query.limit]]
+        more = len(rows) > query.limit
+        return CasePage(items, f"{items[-1].created_time_ms}.{items[-1].case_id}" if more else None)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _parse_cursor(cursor: str) -> tuple[int, str]:
+    created, _, case_id = cursor.partition(".")
+    if not created.isdigit() or not case_id:
+        raise InvalidCaseCursor(f"cursor {cursor[:40]!r} is not one this API handed out")
+    return int(created), case_id
+
+
+def _case_row(case: Case) -> tuple[Any, ...]:
+    return (case.case_id, case.type, case.state.value, case.priority.value, case.verify.value,
+            case.origin.value, case.created_by, case.created_time_ms, case.updated_time_ms, case.description,
+            case.department, case.assignee, case.category, case.place, case.grid, case.district, case.lat,
+            case.lon, case.photo_url, case.closed_time_ms,
+            case.resolution.value if case.resolution is not None else None,
+            case.suspended_from.value if case.suspended_from is not None else None, case.returned_by,
+            case.open_violations)
+
+
+def _case_from_row(row: tuple[Any, ...]) -> Case:
+    data = dict(zip(_CASE_COLUMNS, row, strict=True))
+    return Case(**{
+        **data, "state": CaseState(data["state"]), "priority": CasePriority(data["priority"]),
+        "verify": Verification(data["verify"]), "origin": CaseOrigin(data["origin"]),
+        "resolution": Resolution(data["resolution"]) if data["resolution"] is not None else None,
+        "suspended_from": CaseState(data["suspended_from"]) if data["suspended_from"] is not None else None,
+    })
+
+
+def _entry_from_row(row: tuple[Any, ...]) -> HistoryEntry:
+    seq, time_ms, actor, from_state, to_state, note, assignee, department, photo_url, reason = row
+    return HistoryEntry(seq=seq, time_ms=time_ms, actor=actor,
+                        from_state=CaseState(from_state) if from_state is not None else None,
+                        to_state=CaseState(to_state), note=note, assignee=assignee, department=department,
+                        photo_url=photo_url, reason=reason)

@@ -1,0 +1,80 @@
+"""The case intake: violation changes handed off the pipeline's thread, applied in order, a full queue
+dropping (embedded) or waiting (the api role's topic reader), and a barrier before offsets are committed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from core.case_settings import CaseSettings
+from core.metrics import Metrics
+from core.models import ViolationStatus
+from core.settings import RelationalSettings
+from processors.cases.intake import CaseIntake
+from processors.cases.model import CaseState
+from processors.cases.routing import CaseRouter
+from processors.cases.service import CaseService
+from processors.outputs.feed import FeedEntry
+from store.cases import CaseQuery, CaseStore
+from tests.support.alerts import violation
+
+SETTINGS = CaseSettings.model_validate({"routes": [
+    {"match": {"types": ["bin_overflow"]}, "department": "sanitation", "category": "0101"}]})
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[CaseService]:
+    store = CaseStore.open(RelationalSettings(), tmp_path)
+    yield CaseService(store, CaseRouter(SETTINGS, "Asia/Shanghai"))
+    store.close()
+
+
+def changes(*devices: str) -> list[FeedEntry]:
+    """An overflow opened at each device, in turn."""
+    return [FeedEntry(seq, violation(seq, type="bin_overflow", device=device, status=ViolationStatus.OPEN), 0)
+            for seq, device in enumerate(devices, start=1)]
+
+
+def test_the_barrier_returns_once_every_change_handed_over_is_applied(service: CaseService) -> None:
+    intake = CaseIntake(service)
+    intake.start()
+    try:
+        intake(changes("bin-1"))
+        intake.barrier()
+        [case] = service.store.query(CaseQuery()).items
+        assert case.state is CaseState.REGISTERED and intake.applied == 1
+    finally:
+        intake.stop()
+
+
+def test_a_full_queue_drops_the_change_and_counts_it(service: CaseService) -> None:
+    metrics = Metrics()
+    intake = CaseIntake(service, capacity=1)
+    service.report_to(metrics)
+    intake(changes("bin-1", "bin-2"))  # not started: nothing takes the first
+    assert intake.dropped == 1
+    assert metrics.registry.get_sample_value("citywatch_case_changes_total", {"outcome": "dropped"}) == 1
+    assert metrics.registry.get_sample_value("citywatch_case_intake_queue") == 1
+
+
+def test_waiting_when_full_loses_nothing(service: CaseService) -> None:
+    intake = CaseIntake(service, capacity=1, wait_when_full=True)
+    intake.start()
+    try:
+        intake(changes("bin-1", "bin-2", "bin-3"))
+        intake.barrier()
+        assert sorted(c.place or "" for c in service.store.query(CaseQuery()).items) == ["bin-1", "bin-2",
+                                                                                         "bin-3"]
+        assert (intake.applied, intake.dropped) == (3, 0)
+    finally:
+        intake.stop()
+
+
+def test_stopping_applies_what_is_queued(service: CaseService) -> None:
+    intake = CaseIntake(service)
+    intake.start()
+    intake(changes("bin-1"))
+    intake.stop()
+    assert len(service.store.query(CaseQuery()).items) == 1
