@@ -25,6 +25,7 @@ from api.routes import (
     bin_predictions,
     dead_letters,
     devices,
+    dispatch,
     events,
     exports,
     health,
@@ -76,6 +77,8 @@ def create_app(services: ApiServices) -> FastAPI:
     app.include_router(version.router)
     app.include_router(devices.router, dependencies=[Depends(require(Scope.DEVICES_MANAGE))])
     app.include_router(bin_predictions.router, dependencies=[Depends(require(Scope.READINGS_READ))])
+    # Reading plans needs readings:read, planning and reporting stops dispatch:write (per route).
+    app.include_router(dispatch.router)
     # Without a violation feed or a webhook dispatcher (an instance that runs neither), these answer 503.
     not_running: dict[int | str, dict[str, Any]] = {
         503: problem_response_doc("Not available in this instance")}

@@ -11,6 +11,7 @@ from api.alerts.waiter import FeedWaiter
 from core.metrics import Metrics
 from core.settings import AlertSettings, ApiSettings
 from ingest.device_admin import DeviceManager
+from processors.dispatch.board import PlanBoard
 from processors.outputs.feed import ViolationFeed
 from store.base import Store
 
@@ -47,6 +48,8 @@ class ApiServices:
     devices: DeviceManager | None = None
     # GET /v1/status: role, events per second and (on Kafka) consumer lag per partition.
     status: Callable[[], dict[str, Any]] = dict
+    # Dispatch plans made by this instance, with the `dispatch` settings (/v1/dispatch, docs/dispatch.md).
+    dispatch: PlanBoard = field(default_factory=PlanBoard)
 
     def __post_init__(self) -> None:
         if self.feed is not None and self.feed_waiter is None:

@@ -35,6 +35,7 @@ from ingest.registry import DeviceRegistry
 from ingest.service import IngestService
 from processors.bus import BusProducer, OnDurable
 from processors.catalogue import build_rules, device_partition_key
+from processors.dispatch.board import PlanBoard
 from processors.engine import Engine
 from processors.kafka_bus import KafkaBusError, KafkaBusProducer, ensure_topics, partition_for
 from processors.kafka_lag import GroupMonitor
@@ -311,6 +312,7 @@ class ApiRole:
                            readiness=self.readiness, status=self.status, access=self.access,
                            feed=self.alerts.stream_feed, webhooks=self.alerts.webhooks,
                            alerts=self.settings.alerts, devices=self.devices,
+                           dispatch=PlanBoard(self.settings.dispatch),
                            on_startup=[self.start], on_shutdown=[self.stop])
 
 
@@ -365,4 +367,5 @@ class KafkaUpRuntime:
                            readiness=self.readiness, status=self.status, access=self.api.access,
                            feed=self.api.alerts.stream_feed, webhooks=self.api.alerts.webhooks,
                            alerts=self.settings.alerts, devices=self.api.devices,
+                           dispatch=PlanBoard(self.settings.dispatch),
                            on_startup=[self.start], on_shutdown=[self.stop])

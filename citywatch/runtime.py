@@ -32,6 +32,7 @@ from ingest.normalizer import Normalizer
 from ingest.registry import DeviceRegistry
 from ingest.service import IngestService
 from processors.catalogue import build_rules
+from processors.dispatch.board import PlanBoard
 from processors.engine import Engine
 from processors.inprocess_bus import InProcessBus
 from processors.worker import ProcessorWorker
@@ -181,5 +182,5 @@ class EmbeddedRuntime:
             on_startup=[self.start], on_shutdown=[self.stop], devices=self.devices,
             status=self.status,
             access=self.alerts.access, feed=self.alerts.feed, webhooks=self.alerts.webhooks,
-            alerts=self.settings.alerts,
+            alerts=self.settings.alerts, dispatch=PlanBoard(self.settings.dispatch),
         )

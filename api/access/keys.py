@@ -37,6 +37,8 @@ class Scope(StrEnum):
     # Unmasked licence plates and snapshot or clip links in violations, streams and webhooks.
     PLATES = "plates"
     METRICS_READ = "metrics:read"
+    # Sanitation dispatch: make and re-plan shift plans, report stops done (reading plans: readings:read).
+    DISPATCH_WRITE = "dispatch:write"
     # Every scope above, plus keys, the audit log and dead letters.
     ADMIN = "admin"
 
