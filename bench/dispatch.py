@@ -7,7 +7,7 @@ distance x 1.3 at 25 km/h). Every bin is forecast full before the next shift, so
 all of them and distances compare like for like. Each solver gets the same inputs; plan time is the whole
 `plan_shift` call (travel matrices, problem, solve, routes).
 
-    .venv/bin/python -m bench.dispatch [--bins 5000] [--trucks 20] [--budget-s 25]
+    .venv/bin/python -m bench.dispatch [--bins 5000] [--trucks 20] [--budget-s 22]
                                        [--solvers nearest,pyvrp,ortools]
 
 OR-Tools (PyPI `ortools`) is only needed for `--solvers ortools`: it was measured to choose between the
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--bins", type=int, default=5000)
     parser.add_argument("--trucks", type=int, default=20)
-    parser.add_argument("--budget-s", type=float, default=25.0, help="solver time budget per plan")
+    parser.add_argument("--budget-s", type=float, default=22.0, help="solver time budget per plan")
     parser.add_argument("--solvers", default="nearest,pyvrp,ortools")
     args = parser.parse_args(argv)
     settings, predictions = city(args.bins, args.trucks)

@@ -143,15 +143,19 @@ class RoadGraphTravel:
         nearest = to_node.argmin(axis=1)
         access_m = to_node[np.arange(len(coords)), nearest] * self._detour
         distance, duration = (matrix.astype(np.float64) for matrix in self._fallback.matrices(points))
+        access_s = access_m / self._speed_ms
         for source in sorted(set(nearest.tolist())):
             times, lengths = self._shortest(source)
+            node_s = np.full(len(self._nodes), np.inf)
+            node_m = np.full(len(self._nodes), np.inf)
+            node_s[list(times)] = list(times.values())
+            node_m[list(lengths)] = list(lengths.values())
             rows = np.flatnonzero(nearest == source)
-            for column, target in enumerate(nearest.tolist()):
-                if target not in times:
-                    continue
-                metres = access_m[rows] + lengths[target] + access_m[column]
-                distance[rows, column] = metres
-                duration[rows, column] = (access_m[rows] + access_m[column]) / self._speed_ms + times[target]
+            reached = np.isfinite(node_s[nearest])
+            columns = np.flatnonzero(reached)
+            block = np.ix_(rows, columns)
+            distance[block] = access_m[rows, None] + (node_m[nearest[columns]] + access_m[columns])[None, :]
+            duration[block] = access_s[rows, None] + (node_s[nearest[columns]] + access_s[columns])[None, :]
         np.fill_diagonal(distance, 0)
         np.fill_diagonal(duration, 0)
         return np.rint(distance).astype(np.int64), np.rint(duration).astype(np.int64)
