@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from core.dispatch_settings import DispatchSettings
 from core.models import Prediction, Violation
+from core.settings import ConfigError, load_settings
 from processors.dispatch.candidates import candidates_from, is_mandatory, urgency
 from processors.dispatch.export import CSV_COLUMNS, plan_csv, plan_geojson
 from processors.dispatch.model import LeftReason, Plan, StopStatus
@@ -229,3 +230,14 @@ def test_settings_refuse_what_cannot_be_planned() -> None:
             DispatchSettings.model_validate({**base, "depots": [{**depot, **change}]})
     with pytest.raises(ValidationError, match="unknown time zone"):
         DispatchSettings.model_validate({**base, "time_zone": "Mars/Olympus"})
+
+
+def test_the_road_graph_path_is_taken_beside_the_configuration_and_must_exist(tmp_path: Path) -> None:
+    (tmp_path / "geo").mkdir()
+    (tmp_path / "geo" / "roads.geojson").write_text('{"type": "FeatureCollection", "features": []}')
+    config = tmp_path / "city.yaml"
+    config.write_text("dispatch:\n  road_graph_file: geo/roads.geojson\n")
+    assert load_settings(config, environ={}).dispatch.road_graph_file == tmp_path / "geo" / "roads.geojson"
+    config.write_text("dispatch:\n  road_graph_file: geo/missing.geojson\n")
+    with pytest.raises(ConfigError, match=r"dispatch\.road_graph_file: .* does not exist"):
+        load_settings(config, environ={})
