@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
@@ -170,10 +171,10 @@ def _open_violations(store: Store, types: tuple[str, ...]) -> list[Violation]:
             return found
 
 
-def depot_candidates(store: Store, services_board: PlanBoard, depot: DepotSettings,
+def depot_candidates(store: Store, board: PlanBoard, depot: DepotSettings,
                      volumes_l: dict[str, float]) -> list[BinCandidate]:
     """The depot's bins with their newest forecasts and open violations."""
-    settings = services_board.settings
+    settings = board.settings
     violations = _open_violations(store, tuple(sorted({*settings.flag_types, *settings.urgency_types})))
     candidates = candidates_from(store.query_predictions(PREDICTION_TYPE, MAX_BINS), violations, settings,
                                  volumes_l)
@@ -249,8 +250,6 @@ def get_plan_csv(plan_id: PlanId, board: BoardDep) -> Response:
             responses={**NO_PLAN, 200: {"content": {"application/geo+json": {"schema": {"type": "object"}}}}},
             summary="A plan as GeoJSON for the map: routes, stops, depot, transfer station, flagged bins")
 def get_plan_geojson(plan_id: PlanId, board: BoardDep) -> Response:
-    import json
-
     return Response(json.dumps(plan_geojson(_plan_or_404(board, plan_id))), media_type="application/geo+json")
 
 
