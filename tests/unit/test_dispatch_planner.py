@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -241,3 +242,24 @@ def test_the_road_graph_path_is_taken_beside_the_configuration_and_must_exist(tm
     config.write_text("dispatch:\n  road_graph_file: geo/missing.geojson\n")
     with pytest.raises(ConfigError, match=r"dispatch\.road_graph_file: .* does not exist"):
         load_settings(config, environ={})
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("solver", [pyvrp_solver, None], ids=["pyvrp", "nearest_neighbour"])
+def test_random_cities_never_break_a_capacity_or_the_shift(seed: int, solver: Solver | None) -> None:
+    rnd = random.Random(seed)
+    in_litres = seed % 2 == 1
+    settings = dispatch_settings(
+        trucks=rnd.randint(1, 3), capacity_bins=None if in_litres else rnd.randint(2, 8),
+        capacity_l=rnd.choice([800.0, 1500.0]) if in_litres else None,
+        early=("06:00", rnd.choice(["07:00", "08:30", "14:00"])), service_s=rnd.choice([60, 300]))
+    predictions = [forecast(f"bin-{n:02d}", full_in_h=rnd.choice([None, 1, 5, 9, 30]),
+                            fill=rnd.uniform(10, 95), lat_offset=rnd.uniform(-0.03, 0.03),
+                            lon_offset=rnd.uniform(-0.03, 0.03)) for n in range(rnd.randint(5, 25))]
+    plan = make_plan(settings, predictions, solver=solver)
+    assert_within_limits(plan)
+    planned = served(plan)
+    assert len(planned) == len(set(planned))
+    left = {left.device_id for left in plan.left_out}
+    assert left.isdisjoint(planned) and left | (set(planned) & plan.mandatory) == set(plan.mandatory)
+    assert plan.figures.mandatory_missed == len(left)
