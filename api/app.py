@@ -36,6 +36,7 @@ from api.routes import (
 )
 from api.services import ApiServices
 from api.strict_input import reject_unknown_query_parameters
+from processors.dispatch.watch import CrossingWatch
 
 
 def create_app(services: ApiServices) -> FastAPI:
@@ -43,9 +44,18 @@ def create_app(services: ApiServices) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
         for start in services.on_startup:
             await run_in_threadpool(start)
+        # Running dispatch plans are re-planned when a bin of their depot crosses a threshold.
+        crossings = None
+        if services.feed is not None and services.dispatch.settings.depots:
+            crossings = CrossingWatch(services.dispatch,
+                                      lambda plan_id: dispatch.replan_now(services, plan_id))
+            services.feed.add_listener(crossings.on_violations)
+            crossings.start()
         try:
             yield {"services": services}
         finally:
+            if crossings is not None:
+                crossings.stop()
             # Stop in reverse order: ingest first, then processors drain, then the store closes.
             for stop in reversed(services.on_shutdown):
                 await run_in_threadpool(stop)

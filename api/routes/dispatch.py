@@ -20,6 +20,7 @@ from api.access.deps import require
 from api.access.keys import Scope
 from api.deps import ServicesDep, StoreDep
 from api.problems import CONFLICT, NOT_FOUND, ProblemError, problem_response_doc
+from api.services import ApiServices
 from core.dispatch_settings import DepotSettings
 from core.models import Violation, ViolationStatus
 from processors.dispatch.board import PlanBoard
@@ -178,10 +179,10 @@ def depot_candidates(store: Store, board: PlanBoard, depot: DepotSettings,
     violations = _open_violations(store, tuple(sorted({*settings.flag_types, *settings.urgency_types})))
     candidates = candidates_from(store.query_predictions(PREDICTION_TYPE, MAX_BINS), violations, settings,
                                  volumes_l)
-    return [c for c in candidates if depot_for(c, settings.depots) == depot.depot_id]
+    return [c for c in candidates if depot_for(c.district, c.lat, c.lon, settings.depots) == depot.depot_id]
 
 
-def _volumes(services: ServicesDep) -> dict[str, float]:
+def _volumes(services: ApiServices) -> dict[str, float]:
     """Bin volumes the registry gives (`install.bin_volume_l`)."""
     if services.devices is None:
         return {}
@@ -279,12 +280,19 @@ def report_stop_done(plan_id: PlanId, device_id: Annotated[str, Path(min_length=
 @router.post("/plans/{plan_id}/replan", response_model=PlanOut, dependencies=WRITE,
              summary="Re-plan the stops not yet under way with the newest forecasts",
              responses={**NO_PLAN, 409: problem_response_doc("The plan's depot is no longer configured")})
-def replan_plan(plan_id: PlanId, services: ServicesDep, store: StoreDep, board: BoardDep) -> PlanOut:
+def replan_plan(plan_id: PlanId, services: ServicesDep) -> PlanOut:
+    return plan_out(replan_now(services, plan_id))
+
+
+def replan_now(services: ApiServices, plan_id: str) -> Plan:
+    """Plan `plan_id`'s remaining stops again with the newest forecasts (the replan route, and the
+    re-plans after a bin crossed a threshold: processors/dispatch/watch.py)."""
+    board = services.dispatch
     with board.planning:
         plan = _plan_or_404(board, plan_id)
         depot = _depot_of(board, plan)
         updated = replan(plan, depot=depot, settings=board.settings, travel=board.travel(),
                          now_ms=board.now_ms(),
-                         candidates=depot_candidates(store, board, depot, _volumes(services)))
+                         candidates=depot_candidates(services.store, board, depot, _volumes(services)))
         board.put(updated)
-    return plan_out(updated)
+    return updated

@@ -78,14 +78,15 @@ def urgency(candidate: BinCandidate, shift: ShiftWindow, horizon_h: float) -> fl
     return min(value, 1.0)
 
 
-def depot_for(candidate: BinCandidate, depots: Sequence[DepotSettings]) -> str | None:
+def depot_for(district: str | None, lat: float | None, lon: float | None,
+              depots: Sequence[DepotSettings]) -> str | None:
     """The depot whose districts list the bin's district, else the nearest depot (None: no location and
     no district match, or no depots)."""
     for depot in depots:
-        if candidate.district is not None and candidate.district in depot.districts:
+        if district is not None and district in depot.districts:
             return depot.depot_id
-    if candidate.lat is None or candidate.lon is None or not depots:
+    if lat is None or lon is None or not depots:
         return None
-    metres = great_circle_m(np.array([candidate.lat]), np.array([candidate.lon]),
+    metres = great_circle_m(np.array([lat]), np.array([lon]),
                             np.array([d.lat for d in depots]), np.array([d.lon for d in depots]))[0]
     return depots[int(metres.argmin())].depot_id

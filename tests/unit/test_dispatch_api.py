@@ -15,6 +15,7 @@ from api.app import create_app
 from api.services import ApiServices
 from core.metrics import Metrics
 from processors.dispatch.board import PlanBoard
+from processors.outputs.feed import ViolationFeed
 from store.sqlite_store import SqliteStore
 from tests.support.dispatch import (
     EARLY_START_MS,
@@ -24,6 +25,7 @@ from tests.support.dispatch import (
     grid_of_bins,
     open_violation,
 )
+from tests.support.wait import wait_for
 
 PLAN = "/v1/dispatch/plans/2026-12-07.futian.early"
 
@@ -139,3 +141,27 @@ def test_a_plan_without_a_date_is_for_today_in_the_dispatch_time_zone(client, cl
     clock.now_ms = EARLY_START_MS - 5 * HOUR_MS  # 01:00 on 2026-12-07 in Shanghai, still the 6th in UTC
     response = client.post("/v1/dispatch/plans", json={"depot_id": "futian", "shift_id": "early"})
     assert response.status_code == 201 and response.json()["plan_id"] == "2026-12-07.futian.early"
+
+
+def test_a_bin_crossing_a_threshold_mid_shift_replans_the_running_plan(store, clock) -> None:
+    feed = ViolationFeed(100)
+    board = PlanBoard(dispatch_settings(trucks=2, capacity_bins=4), clock=clock)
+    services = ApiServices(store=store, metrics=Metrics(), dispatch=board, feed=feed)
+    with TestClient(create_app(services)) as client:
+        plan_id = make(client)["plan_id"]
+        clock.now_ms = EARLY_START_MS + HOUR_MS  # the shift is under way
+        store.write_predictions([forecast("bin-new", full_in_h=4, lat_offset=0.002, lon_offset=0.002,
+                                          at_ms=clock.now_ms)])
+        store.flush()
+        # Neither a bin already in the plan nor a fire re-plans (revision 2 below is the only re-plan).
+        feed.publish([open_violation("bin-000", "bin_near_full"), open_violation("bin-other", "bin_fire")])
+        feed.publish([open_violation("bin-new", "bin_near_full")])
+
+        def planned_now() -> set[str]:
+            plan = board.get(plan_id)
+            assert plan is not None
+            return {stop.device_id for route in plan.routes for stop in route.stops}
+
+        wait_for(lambda: "bin-new" in planned_now(), message="the re-plan with bin-new")
+        after = client.get(PLAN).json()
+    assert after["revision"] == 2 and after["figures"]["mandatory_missed"] == 0
