@@ -16,7 +16,7 @@ TEST_SERVICES := mosquitto:mosquitto openssl:openssl influxd:influxdb kubectl:ku
 help:
 	@echo "make run    set up and run the embedded stack with its simulator (API on 127.0.0.1:8000)"
 	@echo "make test   set up (virtualenv, packages, real services) and run lint and every test"
-	@echo "make bench  end-to-end throughput and latency (embedded, then Kafka), per-rule throughput; figures go in BENCHMARKS.md"
+	@echo "make bench  end-to-end throughput and latency (embedded, then Kafka), per-rule throughput, dispatch plans; figures go in BENCHMARKS.md"
 	@echo "make bench-store  store write rates and dashboard query latencies, embedded and InfluxDB"
 	@echo "make lock   re-resolve requirements/*.txt from pyproject.toml (UPGRADE=1: newest allowed versions)"
 
@@ -72,6 +72,7 @@ bench: $(VENV)/.installed-dev services
 	$(BIN)/python -m bench.rules_throughput
 	$(BIN)/python -m bench.kafka
 	$(BIN)/python -m bench.kafka --workload filling --skip-latency
+	$(BIN)/python -m bench.dispatch --solvers nearest,pyvrp
 
 # Store mode: write rates per backend and dashboard query latencies (STORE_BENCH_ARGS, e.g. --rows 10000000).
 bench-store: $(VENV)/.installed-dev services

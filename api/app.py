@@ -26,6 +26,7 @@ from api.routes import (
     cases,
     dead_letters,
     devices,
+    dispatch,
     events,
     exports,
     health,
@@ -37,6 +38,7 @@ from api.routes import (
 )
 from api.services import ApiServices
 from api.strict_input import reject_unknown_query_parameters
+from processors.dispatch.watch import CrossingWatch
 
 
 def create_app(services: ApiServices) -> FastAPI:
@@ -44,9 +46,18 @@ def create_app(services: ApiServices) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
         for start in services.on_startup:
             await run_in_threadpool(start)
+        # Running dispatch plans are re-planned when a bin of their depot crosses a threshold.
+        crossings = None
+        if services.feed is not None and services.dispatch.settings.depots:
+            crossings = CrossingWatch(services.dispatch,
+                                      lambda plan_id: dispatch.replan_now(services, plan_id))
+            services.feed.add_listener(crossings.on_violations)
+            crossings.start()
         try:
             yield {"services": services}
         finally:
+            if crossings is not None:
+                crossings.stop()
             # Stop in reverse order: ingest first, then processors drain, then the store closes.
             for stop in reversed(services.on_shutdown):
                 await run_in_threadpool(stop)
@@ -82,6 +93,8 @@ def create_app(services: ApiServices) -> FastAPI:
     app.include_router(bin_predictions.router, dependencies=[Depends(require(Scope.READINGS_READ))])
     # cases:read or cases:write per route (docs/cases.md), to mask photo links and plates.
     app.include_router(cases.router)
+    # Reading plans needs readings:read, planning and reporting stops dispatch:write (per route).
+    app.include_router(dispatch.router)
     # Without a violation feed or a webhook dispatcher (an instance that runs neither), these answer 503.
     not_running: dict[int | str, dict[str, Any]] = {
         503: problem_response_doc("Not available in this instance")}

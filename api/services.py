@@ -12,6 +12,7 @@ from api.violation_actions import ViolationActions
 from core.metrics import Metrics
 from core.settings import AlertSettings, ApiSettings
 from ingest.device_admin import DeviceManager
+from processors.dispatch.board import PlanBoard
 from processors.outputs.feed import ViolationFeed
 from store.base import Store
 
@@ -54,6 +55,8 @@ class ApiServices:
     status: Callable[[], dict[str, Any]] = dict
     # Cases behind /v1/cases (None: that API answers 503).
     cases: CaseService | None = None
+    # Dispatch plans made by this instance, with the `dispatch` settings (/v1/dispatch, docs/dispatch.md).
+    dispatch: PlanBoard = field(default_factory=PlanBoard)
 
     def __post_init__(self) -> None:
         if self.feed is not None and self.feed_waiter is None:

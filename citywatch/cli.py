@@ -310,8 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True, help="Who or what uses the key.")
     create.add_argument("--scopes", required=True,
                         help="Comma-separated: violations:read, violations:write, readings:read, "
-                             "devices:manage, "
-                             "subscriptions:manage, plates, metrics:read, admin.")
+                             "devices:manage, subscriptions:manage, plates, metrics:read, cases:read, "
+                             "cases:write, dispatch:write, admin.")
     keys_commands.add_parser("list", help="List keys (never their tokens).")
     revoke = keys_commands.add_parser("revoke", help="Revoke a key.")
     revoke.add_argument("key_id")

@@ -36,6 +36,7 @@ from ingest.service import IngestService
 from ingest.vendor_maps import VendorMapNotices
 from processors.bus import BusProducer, OnDurable
 from processors.catalogue import build_rules, device_partition_key
+from processors.dispatch.board import PlanBoard
 from processors.engine import Engine
 from processors.kafka_bus import KafkaBusError, KafkaBusProducer, ensure_topics, partition_for
 from processors.kafka_lag import GroupMonitor
@@ -315,6 +316,7 @@ class ApiRole:
                            alerts=self.settings.alerts, devices=self.devices,
                            violation_actions=self.alerts.components.violation_actions,
                            cases=self.alerts.components.cases,
+                           dispatch=PlanBoard(self.settings.dispatch),
                            on_startup=[self.start], on_shutdown=[self.stop])
 
 
@@ -371,4 +373,5 @@ class KafkaUpRuntime:
                            alerts=self.settings.alerts, devices=self.api.devices,
                            violation_actions=self.api.alerts.components.violation_actions,
                            cases=self.api.alerts.components.cases,
+                           dispatch=PlanBoard(self.settings.dispatch),
                            on_startup=[self.start], on_shutdown=[self.stop])

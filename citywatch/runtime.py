@@ -33,6 +33,7 @@ from ingest.registry import DeviceRegistry
 from ingest.service import IngestService
 from ingest.vendor_maps import VendorMapNotices
 from processors.catalogue import build_rules
+from processors.dispatch.board import PlanBoard
 from processors.engine import Engine
 from processors.inprocess_bus import InProcessBus
 from processors.worker import ProcessorWorker
@@ -184,5 +185,5 @@ class EmbeddedRuntime:
             status=self.status,
             access=self.alerts.access, feed=self.alerts.feed, webhooks=self.alerts.webhooks,
             alerts=self.settings.alerts, violation_actions=self.alerts.violation_actions,
-            cases=self.alerts.cases,
+            cases=self.alerts.cases, dispatch=PlanBoard(self.settings.dispatch),
         )

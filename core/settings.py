@@ -34,6 +34,7 @@ from pydantic import (
 from core import rule_overrides, settings_env
 from core import sanitation_settings as san
 from core.case_settings import CaseSettings
+from core.dispatch_settings import DispatchSettings
 from core.ingest_config import (
     FRIGATE_DERIVED_ATTRIBUTES,
     FrigateAttribute,
@@ -708,6 +709,9 @@ class Settings(_Section):
         "to the config file)."
     )
     geo: GeoSettings = Field(GeoSettings(), description="Grids, districts and department routing.")
+    dispatch: DispatchSettings = Field(
+        default_factory=DispatchSettings, description="Sanitation dispatch: depots, trucks, shifts, transfer "
+        "stations and how routes are planned (docs/dispatch.md).")
     roles: RoleSettings = RoleSettings()
     alerts: AlertSettings = AlertSettings()
     cases: CaseSettings = Field(default_factory=CaseSettings, description="Case routing and verification "
@@ -887,6 +891,12 @@ def _with_side_files(settings: Settings, raw: dict[str, Any], path: Path) -> Set
         geo_files[name] = resolved
     if geo_files:
         updates["geo"] = settings.geo.model_copy(update=geo_files)
+    road_graph = settings.dispatch.road_graph_file
+    if road_graph is not None:
+        resolved = road_graph if road_graph.is_absolute() else path.parent / road_graph
+        if not resolved.is_file():
+            raise ConfigError(f"{path}: dispatch.road_graph_file: {resolved} does not exist")
+        updates["dispatch"] = settings.dispatch.model_copy(update={"road_graph_file": resolved})
     settings = settings.model_copy(update=updates) if updates else settings
     return _with_paths_from(settings, path.parent)
 

@@ -42,6 +42,8 @@ class Scope(StrEnum):
     # Cases (docs/cases.md): reading them with their violations and history; making and moving them.
     CASES_READ = "cases:read"
     CASES_WRITE = "cases:write"
+    # Sanitation dispatch: make and re-plan shift plans, report stops done (reading plans: readings:read).
+    DISPATCH_WRITE = "dispatch:write"
     # Every scope above, plus keys, the audit log and dead letters.
     ADMIN = "admin"
 

@@ -30,6 +30,7 @@ SCOPED = [
     ("GET", "/v1/admin/keys", Scope.ADMIN),
     ("GET", "/v1/admin/audit", Scope.ADMIN),
     ("GET", "/v1/bins/predictions", Scope.READINGS_READ),
+    ("GET", "/v1/dispatch/plans", Scope.READINGS_READ),
     ("GET", "/v1/aggregates/violations?bucket=hour&from=2025-11-26T00:00:00Z&to=2025-11-27T00:00:00Z",
      Scope.VIOLATIONS_READ),
     ("GET", "/v1/aggregates/violations/top?by=device&from=2025-11-26T00:00:00Z&to=2025-11-27T00:00:00Z",

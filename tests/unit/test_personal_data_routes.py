@@ -161,6 +161,11 @@ NOT_PERSONAL: dict[str, tuple[str, str]] = {
         "numbers only: a text attribute such as a plate has no points"),
     "/v1/dead-letters/summary": ("/v1/dead-letters/summary", "counts per reason"),
     "/v1/bins/predictions": ("/v1/bins/predictions", "fill forecasts"),
+    "/v1/dispatch/plans": ("/v1/dispatch/plans", "truck routes through bins"),
+    "/v1/dispatch/plans/{plan_id}": ("/v1/dispatch/plans/x", "truck routes through bins"),
+    "/v1/dispatch/plans/{plan_id}/stops.csv": ("/v1/dispatch/plans/x/stops.csv", "truck routes through bins"),
+    "/v1/dispatch/plans/{plan_id}/map.geojson": (
+        "/v1/dispatch/plans/x/map.geojson", "truck routes through bins"),
     "/v1/devices": ("/v1/devices", "the device registry"),
     "/v1/devices/{device_id}": ("/v1/devices/cam-1", "the device registry"),
     "/v1/subscriptions": ("/v1/subscriptions", "webhook URLs and filters"),

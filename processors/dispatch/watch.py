@@ -1,0 +1,81 @@
+"""Re-plan running plans when one of their depot's bins crosses a threshold mid-shift.
+
+A violation of an `urgency_types` type (`bin_near_full`, `bin_overflow`) opening for a bin that a running
+plan (its shift under way) of the bin's depot does not visit means that bin may now have to be emptied
+this shift: the plan is re-planned. The re-planning runs on the watch's own thread, one plan at a time,
+so the pipeline that publishes violations never waits for a solver; a plan already waiting is not queued
+twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+
+from core.models import ViolationStatus
+from processors.dispatch.board import PlanBoard
+from processors.dispatch.candidates import depot_for
+from processors.outputs.feed import FeedEntry
+
+log = logging.getLogger(__name__)
+
+
+class CrossingWatch:
+    def __init__(self, board: PlanBoard, replan: Callable[[str], object]) -> None:
+        self._board = board
+        self._replan = replan
+        self._pending: dict[str, None] = {}
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self.replans = 0
+
+    def on_violations(self, entries: Sequence[FeedEntry]) -> None:
+        """Feed listener: queue the running plans that a newly urgent bin concerns."""
+        settings = self._board.settings
+        urgent = [entry.violation for entry in entries if entry.violation.status is ViolationStatus.OPEN
+                  and entry.violation.type in settings.urgency_types]
+        if not urgent or self._stopping:
+            return
+        now_ms = self._board.now_ms()
+        running = [plan for plan in self._board.plans() if plan.shift.start_ms <= now_ms < plan.shift.end_ms]
+        due = []
+        for violation in urgent:
+            location = violation.location
+            depot_id = depot_for(violation.tags.get("district"), location.lat if location else None,
+                                 location.lon if location else None, settings.depots)
+            for plan in running:
+                visited = {stop.device_id for route in plan.routes for stop in route.stops}
+                if plan.depot_id == depot_id and violation.device_id not in visited:
+                    due.append(plan.plan_id)
+        if due:
+            with self._wake:
+                self._pending.update(dict.fromkeys(due))
+                self._wake.notify()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="dispatch-replans", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._pending and not self._stopping:
+                    self._wake.wait()
+                if self._stopping:
+                    return
+                plan_id = next(iter(self._pending))
+                del self._pending[plan_id]
+            try:
+                self._replan(plan_id)
+                self.replans += 1
+            except Exception:  # a failed re-plan keeps the plan as it was; the next crossing tries again
+                log.exception("re-planning %s after a bin crossed a threshold failed", plan_id)
