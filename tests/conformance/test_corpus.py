@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conformance.corpus import Case, all_cases, event_view, expected_view, ingest
-from tests.support.formats import REPO
+from ingest.codecs.catalogue import CODEC_NAMES
+from ingest.vendor_maps import vendor_map_named
+from tests.conformance.corpus import CORPUS, Case, all_cases, event_view, expected_view, ingest
+from tests.support.formats import REPO, shipped_vendor_maps
 
 CASES = all_cases()
 
@@ -30,3 +32,14 @@ def test_every_case_cites_its_source() -> None:
     for case in CASES:
         # An upstream page, or for citywatch's own formats the repository file that defines them.
         assert case.url.startswith(("https://", "http://")) or (REPO / case.url).is_file(), case.name
+
+
+def test_every_format_and_every_shipped_vendor_map_has_real_payloads_and_the_docs_list_them() -> None:
+    folders = {path.name for path in CORPUS.iterdir() if path.is_dir() and any(path.glob("*.yaml"))}
+    assert set(CODEC_NAMES) <= folders
+    maps = shipped_vendor_maps()
+    used = {named[0] for case in CASES for device in case.devices
+            if (named := vendor_map_named(device.model, maps)) is not None}
+    assert used == set(maps)
+    listed = (REPO / "docs" / "formats.md").read_text(encoding="utf-8")
+    assert [folder for folder in sorted(folders) if f"`{folder}/`" not in listed] == []
