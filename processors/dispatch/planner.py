@@ -91,7 +91,12 @@ def plan_shift(*, plan_id: str, depot: DepotSettings, shift: ShiftWindow,
                departed: Mapping[str, int] | None = None, revision: int = 1,
                solver: Solver | None = pyvrp_solver) -> Plan:
     """Plan the shift (or, with `kept` stops per truck, the rest of it) for the depot's trucks."""
-    kept = kept or {}
+    # A case opened since a kept stop was planned is linked to it while the truck is still on its way.
+    case_of = {c.device_id: c.case_id for c in candidates if c.case_id is not None}
+    kept = {truck_id: tuple(replace(stop, case_id=case_of.get(stop.device_id))
+                            if stop.status is StopStatus.UNDER_WAY and stop.case_id is None else stop
+                            for stop in stops)
+            for truck_id, stops in (kept or {}).items()}
     trucks, unit = fleet_of(depot)
     home = Place(depot.depot_id, depot.lat, depot.lon)
     station = depot.transfer_station
