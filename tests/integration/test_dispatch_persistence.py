@@ -302,3 +302,24 @@ def test_the_plans_are_in_the_relational_database_the_settings_name(tmp_path: Pa
     finally:
         board.close()
     assert (tmp_path / "dispatch.sqlite3").exists() == (relational.kind is RelationalKind.SQLITE)
+
+
+def test_one_stop_reported_through_two_replicas_at_once_is_accepted_once(replica) -> None:
+    clock = Clock(EARLY_START_MS - HOUR_MS)
+    one, two = replica(clock), replica(clock)
+    stop = first_stops(make(one))[0]
+    clock.now_ms = stop["eta_ms"]
+    start = threading.Barrier(2)
+    answers: list[int] = []
+
+    def report(client: TestClient) -> None:
+        start.wait()
+        answers.append(client.post(f"{PLAN}/stops/{stop['device_id']}/done").status_code)
+
+    threads = [threading.Thread(target=report, args=(client,)) for client in (one, two)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(answers) == [200, 409]
+    assert done(one.get(PLAN).json()) == {stop["device_id"]}
