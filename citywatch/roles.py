@@ -275,6 +275,9 @@ class ApiRole:
         self.device_changes = DeviceChangeReader(self.kafka, self.devices.apply, client_id="citywatch-api")
         # Keys, scopes and the audit log, as in `citywatch up`: an API role must never serve open.
         self.access = self.alerts.components.access
+        # Dispatch plans: in the PostgreSQL database every replica shares (`relational.kind`), so any
+        # replica serves any plan (docs/dispatch.md).
+        self.dispatch = PlanBoard.open(settings.dispatch, settings.relational, Path(settings.store.data_dir))
 
     def start(self, mqtt_url: str | None = None) -> None:
         """`mqtt_url`: the ingest broker, for the MQTT alert output (default: mqtt.url)."""
@@ -306,6 +309,7 @@ class ApiRole:
         if self.device_publisher is not None:
             self.device_publisher.close()
         self.devices.close()
+        self.dispatch.close()
         self.monitor.close()
         self.store.close()
 
@@ -315,8 +319,7 @@ class ApiRole:
                            feed=self.alerts.stream_feed, webhooks=self.alerts.webhooks,
                            alerts=self.settings.alerts, devices=self.devices,
                            violation_actions=self.alerts.components.violation_actions,
-                           cases=self.alerts.components.cases,
-                           dispatch=PlanBoard(self.settings.dispatch),
+                           cases=self.alerts.components.cases, dispatch=self.dispatch,
                            on_startup=[self.start], on_shutdown=[self.stop])
 
 
@@ -372,6 +375,5 @@ class KafkaUpRuntime:
                            feed=self.api.alerts.stream_feed, webhooks=self.api.alerts.webhooks,
                            alerts=self.settings.alerts, devices=self.api.devices,
                            violation_actions=self.api.alerts.components.violation_actions,
-                           cases=self.api.alerts.components.cases,
-                           dispatch=PlanBoard(self.settings.dispatch),
+                           cases=self.api.alerts.components.cases, dispatch=self.api.dispatch,
                            on_startup=[self.start], on_shutdown=[self.stop])

@@ -74,6 +74,8 @@ class EmbeddedRuntime:
         self.rate = RateMeter()
         self.metrics.events_per_second.labels("up").set_function(self.rate.rate)
         self.alerts = AlertComponents(settings, self.data_dir)
+        # Dispatch plans, in the relational database with the cases (docs/dispatch.md).
+        self.dispatch = PlanBoard.open(settings.dispatch, settings.relational, self.data_dir)
         self.worker = ProcessorWorker(self.bus.consumer(), self.engine, self.store, self.metrics,
                                       batch_events=settings.pipeline.batch_events, on_stored=self._stored,
                                       tag_violation=self.geo.tag_violation,
@@ -126,6 +128,7 @@ class EmbeddedRuntime:
         self.retention_sweeper.stop()
         self.store.close()
         self.devices.close()
+        self.dispatch.close()
         if self.broker is not None:
             self.broker.stop()
 
@@ -185,5 +188,5 @@ class EmbeddedRuntime:
             status=self.status,
             access=self.alerts.access, feed=self.alerts.feed, webhooks=self.alerts.webhooks,
             alerts=self.settings.alerts, violation_actions=self.alerts.violation_actions,
-            cases=self.alerts.cases, dispatch=PlanBoard(self.settings.dispatch),
+            cases=self.alerts.cases, dispatch=self.dispatch,
         )

@@ -121,7 +121,7 @@ class DispatchSettings(_Section):
         20_000, ge=0, description="Solver iterations per plan: a plan stops after these (the same plan for "
         "the same inputs) or at the time budget, whichever comes first.")
     seed: int = Field(1, ge=0, description="Seed of the solver's random choices (fixed: plans repeat).")
-    plans_kept: int = Field(200, ge=1, description="Newest plans kept in memory by the API.")
+    plans_kept: int = Field(200, ge=1, description="Newest plans kept in the relational database.")
 
     @field_validator("time_zone")
     @classmethod

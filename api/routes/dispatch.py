@@ -1,7 +1,9 @@
 """Sanitation dispatch: plan a shift's truck routes from the bin forecasts, read them as JSON, CSV or
 GeoJSON, report stops done and re-plan what remains (processors/dispatch/, docs/dispatch.md).
 
-Plans are read with `readings:read`; making, re-planning and reporting stops need `dispatch:write`.
+Plans are read with `readings:read`; making, re-planning and reporting stops need `dispatch:write`. They
+live in the relational database (store/dispatch.py), so any api replica serves any plan; where cases
+exist, stops carry their bins' cases and move them on (api/dispatch_cases.py).
 """
 
 from __future__ import annotations
@@ -9,31 +11,38 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import logging
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Path
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.access.deps import require
-from api.access.keys import Scope
-from api.deps import ServicesDep, StoreDep
+from api.access.keys import ApiKey, Scope
+from api.alerts.strict import StrictModel
+from api.deps import ServicesDep
+from api.dispatch_cases import DispatchCases
 from api.problems import CONFLICT, NOT_FOUND, ProblemError, problem_response_doc
+from api.routes.cases import _http_url
 from api.services import ApiServices
 from core.dispatch_settings import DepotSettings
 from core.models import Violation, ViolationStatus
 from processors.dispatch.board import PlanBoard
 from processors.dispatch.candidates import candidates_from, depot_for
 from processors.dispatch.export import iso_utc, plan_csv, plan_geojson
-from processors.dispatch.model import BinCandidate, Plan, StopStatus
-from processors.dispatch.planner import mark_done, plan_shift, replan, shift_window
+from processors.dispatch.model import BinCandidate, Plan, StopReport, StopStatus
+from processors.dispatch.planner import plan_shift, replan, shift_window
 from processors.rules.bin_near_full import PREDICTION_TYPE
 from store.base import Store, ViolationQuery
+from store.dispatch import PlanNotFound, StopAlreadyDone, StopNotFound
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/dispatch", tags=["dispatch"])
 READ = [Depends(require(Scope.READINGS_READ))]
 WRITE = [Depends(require(Scope.DISPATCH_WRITE))]
+Writer = Annotated[ApiKey, Depends(require(Scope.DISPATCH_WRITE))]
 NO_PLAN: dict[int | str, dict[str, Any]] = {404: problem_response_doc("No plan with that id")}
 # Most bins one plan reads forecasts for (a city's whole bin fleet, with room).
 MAX_BINS = 100_000
@@ -57,6 +66,14 @@ class PlanRequest(BaseModel):
                                                    "zone); default: today there.")
 
 
+class StopDoneIn(StrictModel):
+    photo_url: str | None = Field(None, description="A photo of the emptied bin: the stop's case goes to "
+                                  "reported_done with it; without one the case stops at in_progress.")
+    note: str = Field("", max_length=2000, description="Kept in the case's history.")
+
+    _url = field_validator("photo_url")(_http_url)
+
+
 class StopOut(BaseModel):
     device_id: str
     lat: float
@@ -69,7 +86,8 @@ class StopOut(BaseModel):
     status: StopStatus = Field(description="planned; under_way (the truck is driving there, a re-plan keeps "
                                            "it); done (reported done).")
     done_time_ms: int | None = None
-    case_id: str | None = Field(None, description="The overflow case this stop closes (none yet).")
+    case_id: str | None = Field(None, description="The bin's open bin_overflow case (else bin_near_full) "
+                                "that this stop moves on; null without one (docs/dispatch.md, Cases).")
 
 
 class RouteOut(BaseModel):
@@ -172,14 +190,24 @@ def _open_violations(store: Store, types: tuple[str, ...]) -> list[Violation]:
             return found
 
 
-def depot_candidates(store: Store, board: PlanBoard, depot: DepotSettings,
-                     volumes_l: dict[str, float]) -> list[BinCandidate]:
-    """The depot's bins with their newest forecasts and open violations."""
+def depot_candidates(store: Store, board: PlanBoard, depot: DepotSettings, volumes_l: dict[str, float],
+                     cases: DispatchCases | None = None) -> list[BinCandidate]:
+    """The depot's bins with their newest forecasts, open violations and open cases."""
     settings = board.settings
     violations = _open_violations(store, tuple(sorted({*settings.flag_types, *settings.urgency_types})))
     candidates = candidates_from(store.query_predictions(PREDICTION_TYPE, MAX_BINS), violations, settings,
                                  volumes_l)
-    return [c for c in candidates if depot_for(c.district, c.lat, c.lon, settings.depots) == depot.depot_id]
+    open_cases = cases.open_cases() if cases is not None else {}
+    return [dataclasses.replace(c, case_id=open_cases.get(c.device_id)) for c in candidates
+            if depot_for(c.district, c.lat, c.lon, settings.depots) == depot.depot_id]
+
+
+def _cases(services: ApiServices) -> DispatchCases | None:
+    return DispatchCases(services.cases) if services.cases is not None else None
+
+
+def _candidates(services: ApiServices, depot: DepotSettings) -> list[BinCandidate]:
+    return depot_candidates(services.store, services.dispatch, depot, _volumes(services), _cases(services))
 
 
 def _volumes(services: ApiServices) -> dict[str, float]:
@@ -207,7 +235,7 @@ def _depot_of(board: PlanBoard, plan: Plan) -> DepotSettings:
 @router.post("/plans", response_model=PlanOut, status_code=201, dependencies=WRITE,
              summary="Plan a shift's routes for one depot (replaces that shift's plan)",
              responses={404: problem_response_doc("No such depot, or no such shift at that depot")})
-def create_plan(request: PlanRequest, services: ServicesDep, store: StoreDep, board: BoardDep) -> PlanOut:
+def create_plan(request: PlanRequest, services: ServicesDep, board: BoardDep) -> PlanOut:
     settings = board.settings
     depot = settings.depot(request.depot_id)
     if depot is None:
@@ -219,9 +247,10 @@ def create_plan(request: PlanRequest, services: ServicesDep, store: StoreDep, bo
     shift = shift_window(depot, request.shift_id, date, settings.time_zone)
     with board.planning:
         plan = plan_shift(plan_id=f"{date.isoformat()}.{depot.depot_id}.{request.shift_id}", depot=depot,
-                          shift=shift, candidates=depot_candidates(store, board, depot, _volumes(services)),
-                          settings=settings, travel=board.travel(), now_ms=now_ms)
+                          shift=shift, candidates=_candidates(services, depot), settings=settings,
+                          travel=board.travel(), now_ms=now_ms)
         board.put(plan)
+    _dispatch_cases(services, plan)
     return plan_out(plan)
 
 
@@ -254,27 +283,28 @@ def get_plan_geojson(plan_id: PlanId, board: BoardDep) -> Response:
     return Response(json.dumps(plan_geojson(_plan_or_404(board, plan_id))), media_type="application/geo+json")
 
 
-@router.post("/plans/{plan_id}/stops/{device_id}/done", response_model=PlanOut, dependencies=WRITE,
-             summary="Report a stop done; the stops not yet under way are re-planned",
+@router.post("/plans/{plan_id}/stops/{device_id}/done", response_model=PlanOut,
+             summary="Report a stop done; its case moves on and the stops not yet under way are re-planned",
              responses={404: problem_response_doc("No plan with that id, or no stop at that bin in it"),
                         409: problem_response_doc("That stop is already reported done, or the plan's depot "
                                                   "is no longer configured")})
 def report_stop_done(plan_id: PlanId, device_id: Annotated[str, Path(min_length=1, max_length=128)],
-                     services: ServicesDep, store: StoreDep, board: BoardDep) -> PlanOut:
-    with board.planning:
-        plan = _plan_or_404(board, plan_id)
-        stops = {stop.device_id: stop for route in plan.routes for stop in route.stops}
-        if device_id not in stops:
-            raise ProblemError(NOT_FOUND, f"plan {plan_id!r} has no stop at {device_id!r}")
-        now_ms = board.now_ms()
-        marked = mark_done(plan, device_id, now_ms)
-        if marked is None:
-            raise ProblemError(CONFLICT, f"the stop at {device_id!r} is already reported done")
-        depot = _depot_of(board, plan)
-        updated = replan(marked, depot=depot, settings=board.settings, travel=board.travel(), now_ms=now_ms,
-                         candidates=depot_candidates(store, board, depot, _volumes(services)))
-        board.put(updated)
-    return plan_out(updated)
+                     key: Writer, services: ServicesDep, board: BoardDep,
+                     body: StopDoneIn | None = None) -> PlanOut:
+    body = body or StopDoneIn()
+    _depot_of(board, _plan_or_404(board, plan_id))
+    try:
+        report = board.store.record_done(plan_id, device_id, done_time_ms=board.now_ms(), actor=key.key_id,
+                                         note=body.note, photo_url=body.photo_url)
+    except PlanNotFound as exc:
+        raise ProblemError(NOT_FOUND, f"no plan {plan_id!r}") from exc
+    except StopNotFound as exc:
+        raise ProblemError(NOT_FOUND, f"plan {plan_id!r} has no stop at {device_id!r}") from exc
+    except StopAlreadyDone as exc:
+        raise ProblemError(CONFLICT, f"the stop at {device_id!r} is already reported done") from exc
+    # The report is stored: whatever happens below, every reader sees the stop done.
+    _case_of_stop(services, report)
+    return plan_out(replan_now(services, plan_id))
 
 
 @router.post("/plans/{plan_id}/replan", response_model=PlanOut, dependencies=WRITE,
@@ -285,14 +315,44 @@ def replan_plan(plan_id: PlanId, services: ServicesDep) -> PlanOut:
 
 
 def replan_now(services: ApiServices, plan_id: str) -> Plan:
-    """Plan `plan_id`'s remaining stops again with the newest forecasts (the replan route, and the
-    re-plans after a bin crossed a threshold: processors/dispatch/watch.py)."""
+    """Plan `plan_id`'s remaining stops again with the newest forecasts (the replan route, a stop reported
+    done, and the re-plans after a bin crossed a threshold: processors/dispatch/watch.py).
+
+    Stored only over the version it started from: when another replica stored the plan meanwhile, that
+    plan is kept if it already holds every stop reported done, else this re-plans again from it."""
     board = services.dispatch
     with board.planning:
-        plan = _plan_or_404(board, plan_id)
-        depot = _depot_of(board, plan)
-        updated = replan(plan, depot=depot, settings=board.settings, travel=board.travel(),
-                         now_ms=board.now_ms(),
-                         candidates=depot_candidates(services.store, board, depot, _volumes(services)))
-        board.put(updated)
+        stored = board.stored(plan_id)
+        while True:
+            if stored is None:
+                raise ProblemError(NOT_FOUND, f"no plan {plan_id!r}")
+            depot = _depot_of(board, stored.plan)
+            updated = replan(stored.plan, depot=depot, settings=board.settings, travel=board.travel(),
+                             now_ms=board.now_ms(), candidates=_candidates(services, depot))
+            if board.store.replace(updated, stored):
+                break
+            stored = board.stored(plan_id)
+            if stored is not None and stored.holds_reports:
+                log.info("plan %s was re-planned through another instance meanwhile; keeping that", plan_id)
+                return stored.plan
+    _dispatch_cases(services, updated)
     return updated
+
+
+def _dispatch_cases(services: ApiServices, plan: Plan) -> None:
+    cases = _cases(services)
+    if cases is not None:
+        try:
+            cases.dispatch_planned(plan)
+        except Exception:  # the plan stands without its cases dispatched; the next re-plan tries again
+            log.exception("dispatching the cases of plan %s failed", plan.plan_id)
+
+
+def _case_of_stop(services: ApiServices, report: StopReport) -> None:
+    cases = _cases(services)
+    if cases is not None:
+        try:
+            cases.stop_done(report)
+        except Exception:  # the stop stays reported done; the case is moved by hand or verified by sensor
+            log.exception("moving the case of the stop at %s on plan %s failed", report.device_id,
+                          report.plan_id)

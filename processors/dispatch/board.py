@@ -1,29 +1,38 @@
-"""The plans an API instance has made, newest `plans_kept` of them, and the travel model they share."""
+"""An API instance's dispatch: its settings, clock and travel model, and the plans, kept in the relational
+database (store/dispatch.py) that every api replica shares."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 
 from core.dispatch_settings import DispatchSettings
+from core.settings import RelationalSettings
 from processors.dispatch.model import Plan
 from processors.dispatch.travel import GreatCircleTravel, RoadGraphTravel, TravelModel
+from store.dispatch import PlanStore, StoredPlan
 
 
 class PlanBoard:
-    """Plans by id, in memory: a restart or another api replica starts with none (docs/dispatch.md)."""
+    """Plans by id; without a store given, an in-memory one (API instances built in-process)."""
 
-    def __init__(self, settings: DispatchSettings | None = None, *,
+    def __init__(self, settings: DispatchSettings | None = None, *, store: PlanStore | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.settings = settings or DispatchSettings()
         self.clock = clock
-        self._plans: OrderedDict[str, Plan] = OrderedDict()
+        self.store = store if store is not None else PlanStore.in_memory()
         self._lock = threading.Lock()
         self._travel: TravelModel | None = None
-        # One plan or re-plan at a time: two reports for one plan must not both re-plan its old revision.
+        # One plan or re-plan at a time in this process (the solver is CPU-bound); replicas are kept
+        # apart by the store (a re-plan stores only over the version it started from).
         self.planning = threading.Lock()
+
+    @classmethod
+    def open(cls, settings: DispatchSettings, relational: RelationalSettings, data_dir: Path) -> PlanBoard:
+        """`dispatch.sqlite3` under `data_dir`, or the shared PostgreSQL database (`relational.kind`)."""
+        return cls(settings, store=PlanStore.open(relational, data_dir))
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -42,17 +51,23 @@ class PlanBoard:
             return self._travel
 
     def put(self, plan: Plan) -> None:
-        with self._lock:
-            self._plans.pop(plan.plan_id, None)
-            self._plans[plan.plan_id] = plan
-            while len(self._plans) > self.settings.plans_kept:
-                self._plans.popitem(last=False)
+        """A newly made plan (revision 1), replacing the shift's plan; the newest `plans_kept` stay."""
+        self.store.create(plan, keep=self.settings.plans_kept)
 
     def get(self, plan_id: str) -> Plan | None:
-        with self._lock:
-            return self._plans.get(plan_id)
+        stored = self.store.get(plan_id)
+        return stored.plan if stored is not None else None
+
+    def stored(self, plan_id: str) -> StoredPlan | None:
+        return self.store.get(plan_id)
 
     def plans(self) -> list[Plan]:
         """Newest first."""
-        with self._lock:
-            return list(reversed(self._plans.values()))
+        return self.store.plans()
+
+    def running(self) -> list[Plan]:
+        """The plans whose shift is under way now."""
+        return self.store.running(self.now_ms())
+
+    def close(self) -> None:
+        self.store.close()

@@ -44,7 +44,7 @@ class BinCandidate:
     overflowing: bool = False
     # Open violations that keep it out of the routes (fire, tilt, offline), by type.
     flags: tuple[str, ...] = ()
-    # The overflow case a stop closes, once cases exist (docs/dispatch.md).
+    # The bin's open overflow (else near-full) case, which the stop's report moves on (docs/dispatch.md).
     case_id: str | None = None
 
     def fill_at(self, time_ms: int) -> float:
@@ -154,3 +154,21 @@ class Plan:
     solve_time_s: float
     planned_time_ms: int
     mandatory: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True)
+class StopReport:
+    """A stop reported done: kept apart from the plan so that no report is lost to a re-plan running at
+    the same time (store/dispatch.py); `stop` is the stop as planned when it was reported."""
+
+    plan_id: str
+    truck_id: str
+    stop: Stop
+    done_time_ms: int
+    actor: str
+    note: str = ""
+    photo_url: str | None = None
+
+    @property
+    def device_id(self) -> str:
+        return self.stop.device_id

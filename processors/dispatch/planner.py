@@ -26,6 +26,7 @@ from processors.dispatch.model import (
     Route,
     ShiftWindow,
     Stop,
+    StopReport,
     StopStatus,
     Truck,
 )
@@ -90,7 +91,12 @@ def plan_shift(*, plan_id: str, depot: DepotSettings, shift: ShiftWindow,
                departed: Mapping[str, int] | None = None, revision: int = 1,
                solver: Solver | None = pyvrp_solver) -> Plan:
     """Plan the shift (or, with `kept` stops per truck, the rest of it) for the depot's trucks."""
-    kept = kept or {}
+    # A case opened since a kept stop was planned is linked to it while the truck is still on its way.
+    case_of = {c.device_id: c.case_id for c in candidates if c.case_id is not None}
+    kept = {truck_id: tuple(replace(stop, case_id=case_of.get(stop.device_id))
+                            if stop.status is StopStatus.UNDER_WAY and stop.case_id is None else stop
+                            for stop in stops)
+            for truck_id, stops in (kept or {}).items()}
     trucks, unit = fleet_of(depot)
     home = Place(depot.depot_id, depot.lat, depot.lon)
     station = depot.transfer_station
@@ -283,3 +289,32 @@ def mark_done(plan: Plan, device_id: str, done_ms: int) -> Plan | None:
             stops.append(stop)
         routes.append(replace(route, stops=tuple(stops)))
     return replace(plan, routes=tuple(routes)) if found else None
+
+
+def with_reports(plan: Plan, reports: Sequence[StopReport]) -> Plan:
+    """The plan with every stop reported done shown done on the truck that reported it. A report that a
+    re-plan made at the same time did not see yet is applied here: where the stop is still on that
+    truck's route it is marked done in place; where that re-plan moved it to another truck or dropped
+    it, it is taken off the other route and kept after the reporting truck's stops done so far."""
+    for report in sorted(reports, key=lambda report: report.done_time_ms):
+        done_here = any(stop.device_id == report.device_id and stop.status is StopStatus.DONE
+                        for route in plan.routes for stop in route.stops)
+        if done_here:
+            continue
+        on_truck = any(stop.device_id == report.device_id for route in plan.routes
+                       if route.truck_id == report.truck_id for stop in route.stops)
+        if on_truck:
+            marked = mark_done(plan, report.device_id, report.done_time_ms)
+            plan = marked if marked is not None else plan
+            continue
+        done = replace(report.stop, status=StopStatus.DONE, done_time_ms=report.done_time_ms)
+        routes = []
+        for route in plan.routes:
+            stops = [stop for stop in route.stops if stop.device_id != report.device_id]
+            if route.truck_id == report.truck_id:
+                last_done = max((n for n, stop in enumerate(stops) if stop.status is StopStatus.DONE),
+                                default=-1)
+                stops.insert(last_done + 1, done)
+            routes.append(replace(route, stops=tuple(stops)))
+        plan = replace(plan, routes=tuple(routes))
+    return plan

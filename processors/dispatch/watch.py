@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 
-from core.models import ViolationStatus
+from core.models import Violation, ViolationStatus
 from processors.dispatch.board import PlanBoard
 from processors.dispatch.candidates import depot_for
 from processors.outputs.feed import FeedEntry
@@ -25,6 +25,8 @@ class CrossingWatch:
     def __init__(self, board: PlanBoard, replan: Callable[[str], object]) -> None:
         self._board = board
         self._replan = replan
+        # Urgent violations not looked at yet, then the plans they made due (each queued once).
+        self._crossings: list[Violation] = []
         self._pending: dict[str, None] = {}
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -32,14 +34,21 @@ class CrossingWatch:
         self.replans = 0
 
     def on_violations(self, entries: Sequence[FeedEntry]) -> None:
-        """Feed listener: queue the running plans that a newly urgent bin concerns."""
+        """Feed listener: hand the newly urgent bins to the watch's thread (which reads the running plans
+        from the plan store: the pipeline never waits for the database)."""
         settings = self._board.settings
         urgent = [entry.violation for entry in entries if entry.violation.status is ViolationStatus.OPEN
                   and entry.violation.type in settings.urgency_types]
         if not urgent or self._stopping:
             return
-        now_ms = self._board.now_ms()
-        running = [plan for plan in self._board.plans() if plan.shift.start_ms <= now_ms < plan.shift.end_ms]
+        with self._wake:
+            self._crossings.extend(urgent)
+            self._wake.notify()
+
+    def _due(self, urgent: Sequence[Violation]) -> list[str]:
+        """The running plans of the urgent bins' depots that do not visit them."""
+        settings = self._board.settings
+        running = self._board.running()
         due = []
         for violation in urgent:
             location = violation.location
@@ -49,10 +58,7 @@ class CrossingWatch:
                 visited = {stop.device_id for route in plan.routes for stop in route.stops}
                 if plan.depot_id == depot_id and violation.device_id not in visited:
                     due.append(plan.plan_id)
-        if due:
-            with self._wake:
-                self._pending.update(dict.fromkeys(due))
-                self._wake.notify()
+        return due
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="dispatch-replans", daemon=True)
@@ -68,10 +74,22 @@ class CrossingWatch:
     def _run(self) -> None:
         while True:
             with self._wake:
-                while not self._pending and not self._stopping:
+                while not self._pending and not self._crossings and not self._stopping:
                     self._wake.wait()
                 if self._stopping:
                     return
+                crossings, self._crossings = self._crossings, []
+            if crossings:
+                try:
+                    due = self._due(crossings)
+                except Exception:  # the plan store is unreachable: the next crossing looks again
+                    log.exception("reading the running plans after a bin crossed a threshold failed")
+                    continue
+                with self._wake:
+                    self._pending.update(dict.fromkeys(due))
+            with self._wake:
+                if not self._pending:
+                    continue
                 plan_id = next(iter(self._pending))
                 del self._pending[plan_id]
             try:
