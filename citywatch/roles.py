@@ -316,6 +316,7 @@ class ApiRole:
                            alerts=self.settings.alerts, devices=self.devices,
                            violation_actions=self.alerts.components.violation_actions,
                            cases=self.alerts.components.cases,
+                           open311=self.alerts.components.open311, geo=self.alerts.components.geo,
                            dispatch=PlanBoard(self.settings.dispatch),
                            on_startup=[self.start], on_shutdown=[self.stop])
 
@@ -373,5 +374,6 @@ class KafkaUpRuntime:
                            alerts=self.settings.alerts, devices=self.api.devices,
                            violation_actions=self.api.alerts.components.violation_actions,
                            cases=self.api.alerts.components.cases,
+                           open311=self.api.alerts.components.open311, geo=self.api.alerts.components.geo,
                            dispatch=PlanBoard(self.settings.dispatch),
                            on_startup=[self.start], on_shutdown=[self.stop])

@@ -185,5 +185,6 @@ class EmbeddedRuntime:
             status=self.status,
             access=self.alerts.access, feed=self.alerts.feed, webhooks=self.alerts.webhooks,
             alerts=self.settings.alerts, violation_actions=self.alerts.violation_actions,
-            cases=self.alerts.cases, dispatch=PlanBoard(self.settings.dispatch),
+            cases=self.alerts.cases, open311=self.alerts.open311, geo=self.alerts.geo,
+            dispatch=PlanBoard(self.settings.dispatch),
         )
