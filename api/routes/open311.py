@@ -38,7 +38,9 @@ from store.open311 import FiledRequest, Open311Store, Reporter, RequestQuery, Se
 PREFIX: Final = "/open311/v2"
 # GeoReport v2: a description is free text "limited to 4,000 characters"; a search spans at most 90 days.
 MAX_DESCRIPTION: Final = 4000
+MAX_URL: Final = 2000
 MAX_FIELD: Final = 200
+MAX_CODES: Final = 100
 MAX_SPAN: Final = timedelta(days=90)
 
 
@@ -354,8 +356,6 @@ def _file(request: Request, cases: CaseService, store: Open311Store, settings: O
         raise Open311Error(400, "a location is required: lat and long, address_string or address_id")
     attributes = _attributes(service, fields)
     description = _one(fields, "description") or service.name
-    if len(description) > MAX_DESCRIPTION:
-        raise Open311Error(400, f"description is longer than {MAX_DESCRIPTION} characters")
     media_url = _one(fields, "media_url")
     if media_url is not None:
         parsed = urlparse(media_url)
@@ -369,7 +369,7 @@ def _file(request: Request, cases: CaseService, store: Open311Store, settings: O
     new = cases.routed(NewCase(type=service.case_type, description=description, lat=lat, lon=lon,
                                photo_url=media_url), tags)
     case = cases.create(new, key.key_id)
-    # After the case: a request whose case could not be made leaves nothing behind.
+    # Should this fail, the case stays (in /v1/cases, not under Open311) and the client gets the error.
     store.add(FiledRequest(case_id=case.case_id, service_code=service.code,
                            requested_time_ms=case.created_time_ms, address=address, address_id=address_id,
                            media_url=media_url, attributes=attributes), reporter)
@@ -419,8 +419,9 @@ def _one(fields: Mapping[str, Sequence[str]], name: str) -> str | None:
     if not values or not values[-1].strip():
         return None
     value = values[-1].strip()
-    if len(value) > (MAX_DESCRIPTION if name == "description" else MAX_FIELD) + 1:
-        raise Open311Error(400, f"{name} is too long")
+    limit = {"description": MAX_DESCRIPTION, "media_url": MAX_URL}.get(name, MAX_FIELD)
+    if len(value) > limit:
+        raise Open311Error(400, f"{name} is longer than {limit} characters")
     return value
 
 
@@ -450,6 +451,8 @@ def _attributes(service: Open311Service, fields: Mapping[str, Sequence[str]]) ->
         if attribute is None:
             raise Open311Error(400, f"attribute[{code[:40]}] is not an attribute of service {service.code}")
         given = [value.strip() for value in values if value.strip()]
+        if any(len(value) > MAX_DESCRIPTION for value in given):
+            raise Open311Error(400, f"attribute[{code}] is longer than {MAX_DESCRIPTION} characters")
         if given:
             answers[code] = _answer(service, attribute, given)
     for attribute in service.attributes:
@@ -535,7 +538,10 @@ def _query(ids: str | None, codes: str | None, start: str | None, end: str | Non
             raise Open311Error(400, "start_date to end_date may not span more than 90 days")
     else:
         start_ms = int(datetime.now(UTC).timestamp() * 1000) - span_ms
-    return RequestQuery(service_codes=_split(codes), from_ms=start_ms, to_ms=end_ms,
+    service_codes = _split(codes)
+    if len(service_codes) > MAX_CODES:
+        raise Open311Error(400, f"service_code lists more than {MAX_CODES} codes")
+    return RequestQuery(service_codes=service_codes, from_ms=start_ms, to_ms=end_ms,
                         open=None if len(statuses) != 1 else statuses == {"open"})
 
 

@@ -73,6 +73,10 @@ SETTINGS = CaseSettings.model_validate({
                          "values": [{"key": "123", "name": "Ford"}, {"key": "124", "name": "Chrysler"}]}]},
         {"code": "sanitation-bin-overflow", "case_type": "bin_overflow", "name": "Overflowing bin",
          "group": "sanitation"},
+        {"code": "graffiti", "case_type": "graffiti", "name": "Graffiti",
+         "attributes": [{"code": "surface", "description": "Painted on what?", "datatype": "multivaluelist",
+                         "values": [{"key": "wall", "name": "A wall"}, {"key": "bench", "name": "A bench"},
+                                    {"key": "sign", "name": "A sign"}]}]},
     ]}})
 # Two grids side by side in Futian: west of 114.05 is FT-11, east of it FT-12.
 EAST_POINT = {"lat": 22.54, "long": 114.07}
@@ -89,7 +93,10 @@ def api(tmp_path: Path, relational: RelationalSettings) -> Iterator[AlertApi]:
     grids = tmp_path / "grids.geojson"
     grids.write_text(json.dumps({"type": "FeatureCollection", "features": [
         _grid("FT-11", 114.00, 114.05), _grid("FT-12", 114.05, 114.10)]}))
-    api = alert_api(tmp_path, cases=SETTINGS, relational=relational, geo=GeoSettings(grids_file=grids))
+    # No route takes graffiti: its department comes from geo.departments, as a violation's would.
+    geo = GeoSettings(grids_file=grids,
+                      departments=[{"violation_type": "graffiti", "department": "city-looks"}])
+    api = alert_api(tmp_path, cases=SETTINGS, relational=relational, geo=geo)
     yield api
     api.close()
 
@@ -104,7 +111,8 @@ def reader(api: AlertApi, *scopes: Scope) -> dict[str, str]:
 
 
 def file_request(api: AlertApi, client: TestClient, **fields: Any) -> str:
-    response = client.post("/open311/v2/requests.json", json={"api_key": api.key(Scope.CASES_WRITE), **fields})
+    body = {"api_key": api.key(Scope.CASES_WRITE), **fields}
+    response = client.post("/open311/v2/requests.json", json=body)
     assert response.status_code == 201, response.text
     return str(response.json()[0]["service_request_id"])
 
@@ -114,7 +122,7 @@ def test_the_service_list_has_the_specs_fields(api: AlertApi, client: TestClient
     assert response.status_code == 200
     services = response.json()
     assert services[0] == SPEC_SERVICE
-    assert [s["service_code"] for s in services] == ["001", "DMV66", "sanitation-bin-overflow"]
+    assert [s["service_code"] for s in services] == ["001", "DMV66", "sanitation-bin-overflow", "graffiti"]
     assert services[2]["metadata"] is False and services[2]["keywords"] == ""
 
 
@@ -138,7 +146,8 @@ def test_the_specs_example_post_files_a_case_and_keeps_the_reporter_out_of_every
     assert response.status_code == 201, response.text
     [created] = response.json()
     request_id = created["service_request_id"]
-    assert created == {"service_request_id": request_id, "service_notice": SPEC_NOTICE, "account_id": "123456"}
+    assert created == {"service_request_id": request_id, "service_notice": SPEC_NOTICE,
+                       "account_id": "123456"}
 
     # The case, routed by its type (the point is in San Francisco: outside every grid).
     case = client.get(f"/v1/cases/{request_id}", headers=reader(api)).json()
@@ -184,6 +193,22 @@ def test_a_request_is_routed_like_a_violation_of_its_type_in_its_grid(api: Alert
     west = file_request(api, client, service_code="sanitation-bin-overflow", lat=22.54, long=114.02)
     [shown] = client.get(f"/open311/v2/requests/{west}.json", headers=reader(api)).json()
     assert shown["agency_responsible"] == "sanitation-west"
+
+
+def test_a_request_no_route_takes_goes_to_the_geo_department_with_its_list_answers(
+        api: AlertApi, client: TestClient) -> None:
+    body = (f"api_key={api.key(Scope.CASES_WRITE)}&service_code=graffiti&lat=22.54&long=114.07"
+            "&attribute[surface][]=wall&attribute[surface][]=sign")
+    response = client.post("/open311/v2/requests.json", content=body,
+                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 201, response.text
+    request_id = response.json()[0]["service_request_id"]
+    case = client.get(f"/v1/cases/{request_id}", headers=reader(api)).json()
+    assert (case["department"], case["category"], case["grid"], case["description"]) == (
+        "city-looks", None, "FT-12", "Graffiti")
+    assert api.services.open311 is not None
+    found = api.services.open311.get(request_id)
+    assert found is not None and found.request.attributes == {"surface": ["wall", "sign"]}
 
 
 def test_the_status_follows_the_case_to_closed(api: AlertApi, client: TestClient) -> None:
@@ -255,11 +280,18 @@ def test_a_bad_filter_is_the_specs_400(api: AlertApi, client: TestClient, query:
      "attribute[COLOUR] is not an attribute of service DMV66"),
     ({"service_code": "sanitation-bin-overflow", "address_id": "1", "media_url": "file:///etc/passwd"}, 400,
      "media_url must be an http(s) URL, got 'file:///etc/passwd'"),
+    ({"service_code": "sanitation-bin-overflow", "address_id": "1", "description": "x" * 4001}, 400,
+     "description is longer than 4000 characters"),
+    ({"service_code": "graffiti", "address_id": "1", "attribute": {"surface": ["wall", "roof"]}}, 400,
+     "attribute[surface] 'roof' is not one of wall, bench, sign"),
+    ({"service_code": "sanitation-bin-overflow", "lat": "north", "long": 114.07}, 400,
+     "lat 'north' and long '114.07' must be WGS84 degrees"),
 ])
 def test_a_post_missing_what_it_needs_is_the_specs_error(api: AlertApi, client: TestClient,
                                                          fields: dict[str, Any], status: int,
                                                          description: str) -> None:
-    response = client.post("/open311/v2/requests.json", json={"api_key": api.key(Scope.CASES_WRITE), **fields})
+    body = {"api_key": api.key(Scope.CASES_WRITE), **fields}
+    response = client.post("/open311/v2/requests.json", json=body)
     assert (response.status_code, response.json()) == (status, [{"code": status, "description": description}])
     assert client.get("/v1/cases", headers=reader(api)).json()["items"] == []
 
@@ -268,7 +300,8 @@ def test_filing_needs_a_key_with_cases_write_as_api_key_or_header(api: AlertApi,
     body = {"service_code": "sanitation-bin-overflow", "address_string": "Shennan Road 1"}
     response = client.post("/open311/v2/requests.json", json=body)
     assert (response.status_code, response.json()) == (403, [{"code": 403, "description": (
-        "an API key is required: send it as `api_key`, `Authorization: Bearer <key>` or `X-API-Key: <key>`")}])
+        "an API key is required: send it as `api_key`, `Authorization: Bearer <key>` or "
+        "`X-API-Key: <key>`")}])
     response = client.post("/open311/v2/requests.json", json={**body, "api_key": api.key(Scope.CASES_READ)})
     assert (response.status_code, response.json()) == (403, [{"code": 403, "description": (
         "this API key lacks the scope cases:write")}])
@@ -291,8 +324,8 @@ def test_reading_needs_cases_read_and_media_needs_plates(api: AlertApi, client: 
     assert shown["media_url"] == "https://photos.example/bin.jpg"
 
 
-def test_public_reading_shows_requests_without_media_or_contact_details(tmp_path: Path,
-                                                                        relational: RelationalSettings) -> None:
+def test_public_reading_shows_requests_without_media_or_contact_details(
+        tmp_path: Path, relational: RelationalSettings) -> None:
     public = alert_api(tmp_path, relational=relational, cases=CaseSettings.model_validate(
         {"open311": {"public_read": True}}))
     try:

@@ -211,7 +211,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     assert api.services.open311 is not None
     api.services.open311.add(FiledRequest(
         case_id=WORKED_CASE.case_id, service_code="traffic-illegal-parking", requested_time_ms=time_ms(),
-        media_url=f"https://{EVIDENCE_HOST}/report.jpg"), Reporter(email="li@example.com", phone="13800138000"))
+        media_url=f"https://{EVIDENCE_HOST}/report.jpg"),
+        Reporter(email="li@example.com", phone="13800138000"))
     with ApiServer(api.app) as server, httpx.Client(base_url=server.base_url, timeout=10) as http:
         yield Served(api, server, http)
     api.close()
