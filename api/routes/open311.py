@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final, Literal
 from urllib.parse import parse_qsl, urlparse
 
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -269,11 +269,14 @@ def _shown(request: Request, key: ApiKey | None, items: list[ServiceRequest]) ->
                                                 "media of open311 requests " + ",".join(disclosed))
 
 
+# Declared as `json` only, checked by the route itself so that `.xml` gets the spec's error (406).
+FormatParam = Annotated[str, Path(description="The response format: json (xml is not served).",
+                                  json_schema_extra={"enum": ["json"]})]
 JurisdictionParam = Annotated[str | None, Query(description="Ignored: this server serves one jurisdiction.")]
 
 
 @router.get("/services.{format}", response_model=list[ServiceOut], summary="Open311: the services")
-def list_services(request: Request, format: str,
+def list_services(request: Request, format: FormatParam,
                   jurisdiction_id: JurisdictionParam = None) -> list[dict[str, Any]]:
     """GeoReport v2 "GET Service List"; `format` must be `json`."""
     _json_only(format)
@@ -284,7 +287,7 @@ def list_services(request: Request, format: str,
 
 @router.get("/services/{service_code}.{format}", response_model=ServiceDefinitionOut,
             summary="Open311: a service's definition (its attributes)")
-def service_definition(request: Request, service_code: str, format: str,
+def service_definition(request: Request, service_code: str, format: FormatParam,
                        jurisdiction_id: JurisdictionParam = None) -> dict[str, Any]:
     """GeoReport v2 "GET Service Definition"."""
     _json_only(format)
@@ -331,7 +334,7 @@ _POST_BODY_SCHEMA: Final = {
     openapi_extra={"requestBody": {"required": True, "content": {
         "application/x-www-form-urlencoded": {"schema": _POST_BODY_SCHEMA},
         "application/json": {"schema": _POST_BODY_SCHEMA}}}})
-async def create_request(request: Request, format: str) -> JSONResponse:
+async def create_request(request: Request, format: FormatParam) -> JSONResponse:
     """GeoReport v2 "POST Service Request": form fields (or a JSON object with the same names; attributes
     as `attribute[code]` or `{"attribute": {"code": value}}`); a location is `lat` and `long`,
     `address_string` or `address_id`. The key (`cases:write`) as `api_key` or in a header."""
@@ -491,9 +494,10 @@ def _answer(service: Open311Service, attribute: ServiceAttribute, given: list[st
 CommaList = Annotated[str | None, Query(description="Comma separated.")]
 
 
-@router.get("/requests.{format}", response_model=list[RequestOut], summary="Open311: filed requests")
+@router.get("/requests.{format}", response_model=list[RequestOut], summary="Open311: filed requests",
+            responses={400: _errors("A filter that is not understood: the description names it")})
 def list_requests(
-    request: Request, format: str,
+    request: Request, format: FormatParam,
     service_request_id: CommaList = None,
     service_code: CommaList = None,
     start_date: Annotated[str | None, Query(description="w3 date-time, e.g. 2010-01-01T00:00:00Z.")] = None,
@@ -547,7 +551,7 @@ def _query(ids: str | None, codes: str | None, start: str | None, end: str | Non
 
 @router.get("/requests/{service_request_id}.{format}", response_model=list[RequestOut],
             summary="Open311: one filed request")
-def get_request(request: Request, service_request_id: str, format: str,
+def get_request(request: Request, service_request_id: str, format: FormatParam,
                 jurisdiction_id: JurisdictionParam = None) -> list[dict[str, Any]]:
     """GeoReport v2 "GET Service Request": an array of one request."""
     _json_only(format)
