@@ -30,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from api.access.control import AuthError, AuthReason
 from api.access.deps import token_of
 from api.access.keys import ApiKey, Scope
+from core.masking import mask_plate
 from core.open311_settings import AttributeDatatype, Open311Service, Open311Settings, ServiceAttribute
 from processors.cases.model import CaseState, Resolution
 from processors.cases.service import CaseService, NewCase
@@ -164,15 +165,20 @@ _CLOSED_NOTES: Final[dict[Resolution | None, str]] = {
 _EMAIL: Final = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 # Seven or more digits, with spaces, dots, dashes or brackets between them: a phone number.
 _PHONE: Final = re.compile(r"\+?\d(?:[\s().-]*\d){6,}")
+# A mainland licence plate: the province's character, the city's letter, five or six letters and digits.
+_PROVINCES: Final = "京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼"
+_PLATE: Final = re.compile(f"[{_PROVINCES}][A-Z][A-Z0-9]{{5,6}}")
 BLANKED: Final = "[removed]"
 
 
-def without_contacts(text: str) -> str:
-    """`text` with email addresses and phone numbers blanked (a citizen may write them in)."""
-    return _PHONE.sub(BLANKED, _EMAIL.sub(BLANKED, text))
+def without_contacts(text: str, *, plates: bool = False) -> str:
+    """`text` with email addresses and phone numbers blanked, and without `plates` licence plates masked
+    as everywhere else (粤B1****): a citizen may write them in."""
+    text = _PHONE.sub(BLANKED, _EMAIL.sub(BLANKED, text))
+    return text if plates else _PLATE.sub(lambda plate: mask_plate(plate.group()), text)
 
 
-def _settings(request: Request) -> tuple[CaseService, Open311Store, Open311Settings]:
+def _open311(request: Request) -> tuple[CaseService, Open311Store, Open311Settings]:
     services = request.state.services
     cases, store = services.cases, services.open311
     if cases is None or store is None:
@@ -221,12 +227,12 @@ def _w3(time_ms: int) -> str:
 def _parse_w3(name: str, value: str) -> int:
     try:
         parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
+        if parsed.tzinfo is None:
+            raise Open311Error(400, f"{name} {value[:40]!r} has no time zone (Z or an offset such as +08:00)")
+        return int(parsed.timestamp() * 1000)
+    except (ValueError, OverflowError):  # not a date-time, or one beyond the calendar (year 0 in UTC)
         raise Open311Error(400, f"{name} {value[:40]!r} is not a w3 date-time such as "
                                 "2010-01-01T00:00:00Z") from None
-    if parsed.tzinfo is None:
-        raise Open311Error(400, f"{name} {value[:40]!r} has no time zone (Z or an offset such as +08:00)")
-    return int(parsed.timestamp() * 1000)
 
 
 def _service_out(service: Open311Service) -> dict[str, Any]:
@@ -248,11 +254,12 @@ def _request_out(found: ServiceRequest, settings: Open311Settings, key: ApiKey |
     service = settings.service(filed.service_code)
     closed = found.state is CaseState.CLOSED
     notes = _CLOSED_NOTES.get(found.resolution, "Closed.") if closed else _STATUS_NOTES.get(found.state)
-    media = filed.media_url if key is not None and key.allows(Scope.PLATES) else None
+    plates = key is not None and key.allows(Scope.PLATES)
+    media = filed.media_url if plates else None
     return RequestOut(
         service_request_id=filed.case_id, status="closed" if closed else "open", status_notes=notes,
         service_name=service.name if service is not None else filed.service_code,
-        service_code=filed.service_code, description=without_contacts(found.description),
+        service_code=filed.service_code, description=without_contacts(found.description, plates=plates),
         agency_responsible=found.department,
         service_notice=service.notice if service is not None else None,
         requested_datetime=_w3(filed.requested_time_ms), updated_datetime=_w3(found.updated_time_ms),
@@ -280,7 +287,7 @@ def list_services(request: Request, format: FormatParam,
                   jurisdiction_id: JurisdictionParam = None) -> list[dict[str, Any]]:
     """GeoReport v2 "GET Service List"; `format` must be `json`."""
     _json_only(format)
-    _, _, settings = _settings(request)
+    _, _, settings = _open311(request)
     _reader(request, settings)
     return [_service_out(service) for service in settings.services]
 
@@ -291,7 +298,7 @@ def service_definition(request: Request, service_code: str, format: FormatParam,
                        jurisdiction_id: JurisdictionParam = None) -> dict[str, Any]:
     """GeoReport v2 "GET Service Definition"."""
     _json_only(format)
-    _, _, settings = _settings(request)
+    _, _, settings = _open311(request)
     _reader(request, settings)
     service = _service(settings, service_code)
     return ServiceDefinitionOut(
@@ -339,7 +346,7 @@ async def create_request(request: Request, format: FormatParam) -> JSONResponse:
     as `attribute[code]` or `{"attribute": {"code": value}}`); a location is `lat` and `long`,
     `address_string` or `address_id`. The key (`cases:write`) as `api_key` or in a header."""
     _json_only(format)
-    cases, store, settings = _settings(request)
+    cases, store, settings = _open311(request)
     fields = _fields(await request.body(), request.headers.get("content-type", ""))
     token = _one(fields, "api_key") or token_of(request)
     key = _key(request, token, Scope.CASES_WRITE)
@@ -508,7 +515,7 @@ def list_requests(
     """GeoReport v2 "GET Service Requests", newest first, at most 1000: `service_request_id` overrides every
     other filter; without dates the last 90 days; a range may not span more than 90 days."""
     _json_only(format)
-    _, store, settings = _settings(request)
+    _, store, settings = _open311(request)
     key = _reader(request, settings)
     query = _query(service_request_id, service_code, start_date, end_date, status)
     found = store.query(query)
@@ -555,7 +562,7 @@ def get_request(request: Request, service_request_id: str, format: FormatParam,
                 jurisdiction_id: JurisdictionParam = None) -> list[dict[str, Any]]:
     """GeoReport v2 "GET Service Request": an array of one request."""
     _json_only(format)
-    _, store, settings = _settings(request)
+    _, store, settings = _open311(request)
     key = _reader(request, settings)
     found = store.get(service_request_id)
     if found is None:

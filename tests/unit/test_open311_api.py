@@ -332,10 +332,17 @@ def test_public_reading_shows_requests_without_media_or_contact_details(
         client = public.client()
         request_id = file_request(public, client, service_code="traffic-signal-broken", **EAST_POINT,
                                   attribute={"signal_state": "dark"}, media_url="https://photos.example/s.jpg",
-                                  description="dark since 8am, call me on 138 0013 8000 or li@example.com")
+                                  description="dark since 8am, 粤B12345 parked under it, call me on "
+                                              "138 0013 8000 or li@example.com")
         [shown] = client.get(f"/open311/v2/requests/{request_id}.json").json()
-        assert shown["description"] == "dark since 8am, call me on [removed] or [removed]"
+        assert shown["description"] == (
+            "dark since 8am, 粤B1**** parked under it, call me on [removed] or [removed]")
         assert shown["media_url"] is None and shown["service_name"] == "Broken traffic signal"
+        [shown] = client.get(f"/open311/v2/requests/{request_id}.json",
+                             headers=reader(public, Scope.PLATES)).json()
+        assert shown["description"] == (
+            "dark since 8am, 粤B12345 parked under it, call me on [removed] or [removed]")
+        assert shown["media_url"] == "https://photos.example/s.jpg"
         assert client.get("/open311/v2/services.json").status_code == 200
     finally:
         public.close()
