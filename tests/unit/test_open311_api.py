@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,9 @@ from api.access.keys import Scope
 from core.case_settings import CaseSettings
 from core.ingest_config import GeoSettings
 from core.settings import RelationalSettings
+from processors.cases.routing import CaseRouter
+from processors.cases.service import CaseService, NewCase
+from store.cases import CaseStore
 from tests.support.alerts import AlertApi, alert_api, bearer, violation
 
 # "GET Service List", example response (JSON): the fields of a service.
@@ -359,3 +363,26 @@ def test_an_unknown_request_or_service_is_the_specs_404(api: AlertApi, client: T
     assert (response.status_code, response.json()) == (404, [{"code": 404, "description": (
         "service_request_id 'c_nope' was not found")}])
     assert client.get("/open311/v2/services/nope.json", headers=reader(api)).status_code == 404
+
+
+def test_a_report_is_routed_by_the_local_time_it_was_filed_at(tmp_path: Path) -> None:
+    settings = CaseSettings.model_validate({"routes": [
+        {"match": {"types": ["bin_overflow"], "grids": ["FT-11"], "hours": ["06:00-22:00"]},
+         "department": "sanitation", "category": "0101", "priority": "high"},
+        {"match": {"types": ["bin_overflow"], "hours": ["22:00-24:00", "00:00-06:00"]},
+         "department": "sanitation-night", "category": "0101"}]})
+    store = CaseStore.open(RelationalSettings(), tmp_path)
+    new = NewCase(type="bin_overflow", description="full")
+    tags = {"grid": "FT-11", "district": "futian"}
+    try:
+        def routed(local: str) -> tuple[str | None, str | None, str, str | None]:
+            now_ms = int(datetime.fromisoformat(f"2026-12-07T{local}+08:00").timestamp() * 1000)
+            case = CaseService(store, CaseRouter(settings, "Asia/Shanghai"), now_ms=lambda: now_ms).routed(
+                new, tags)
+            return case.department, case.category, case.priority, case.grid
+
+        assert routed("21:59") == ("sanitation", "0101", "high", "FT-11")
+        assert routed("22:00") == ("sanitation-night", "0101", "normal", "FT-11")
+        assert routed("05:30") == ("sanitation-night", "0101", "normal", "FT-11")
+    finally:
+        store.close()
