@@ -15,9 +15,11 @@ answered with email addresses and phone numbers blanked, media_url only to a key
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final, Literal
 from urllib.parse import parse_qsl, urlparse
@@ -35,6 +37,9 @@ from core.open311_settings import AttributeDatatype, Open311Service, Open311Sett
 from processors.cases.model import CaseState, Resolution
 from processors.cases.service import CaseService, NewCase
 from store.open311 import FiledRequest, Open311Store, Reporter, RequestQuery, ServiceRequest
+from store.relational import RelationalUnavailable
+
+log = logging.getLogger(__name__)
 
 PREFIX: Final = "/open311/v2"
 # GeoReport v2: a description is free text "limited to 4,000 characters"; a search spans at most 90 days.
@@ -53,6 +58,20 @@ class Open311Error(Exception):
         self.status = status
         self.description = description
         self.headers = dict(headers or {})
+
+
+# As the rest of the API says while its database is down (api/error_handlers.py), in the spec's shape.
+RETRY_AFTER_S: Final = 5
+
+
+@contextmanager
+def _database_outage_as_error() -> Iterator[None]:
+    try:
+        yield
+    except RelationalUnavailable as exc:
+        log.warning("open311 answered 503: %s", exc)
+        raise Open311Error(503, f"the cases' database cannot be reached; retry after {RETRY_AFTER_S} s",
+                           {"Retry-After": str(RETRY_AFTER_S)}) from exc
 
 
 def install_error_handler(app: FastAPI) -> None:
@@ -81,7 +100,8 @@ COMMON_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
     404: _errors("Open311 is not enabled, or no such service or request"),
     406: _errors("A format other than json (.xml is not served)"),
     429: _errors("Too many requests or unknown keys", **{"Retry-After": "Seconds to wait."}),
-    503: _errors("Cases are not available in this instance, or their database cannot be reached"),
+    503: _errors("Cases are not available in this instance, or their database cannot be reached",
+                 **{"Retry-After": "Seconds to wait (while the database cannot be reached)."}),
 }
 router = APIRouter(prefix=PREFIX, tags=["open311"], responses=COMMON_ERRORS)
 
@@ -199,7 +219,8 @@ def _key(request: Request, token: str | None, scope: Scope) -> ApiKey:
     services = request.state.services
     client = request.client.host if request.client is not None else None
     try:
-        key = services.access.authorize(token, [scope], client)
+        with _database_outage_as_error():  # the keys may live in PostgreSQL
+            key = services.access.authorize(token, [scope], client)
     except AuthError as exc:
         services.metrics.api_auth_refused.labels(exc.reason.value).inc()
         if exc.reason in (AuthReason.THROTTLED, AuthReason.RATE_LIMITED):
@@ -350,7 +371,8 @@ async def create_request(request: Request, format: FormatParam) -> JSONResponse:
     fields = _fields(await request.body(), request.headers.get("content-type", ""))
     token = _one(fields, "api_key") or token_of(request)
     key = _key(request, token, Scope.CASES_WRITE)
-    created = await run_in_threadpool(_file, request, cases, store, settings, fields, key)
+    with _database_outage_as_error():
+        created = await run_in_threadpool(_file, request, cases, store, settings, fields, key)
     return JSONResponse([created], 201)
 
 
@@ -518,8 +540,9 @@ def list_requests(
     _, store, settings = _open311(request)
     key = _reader(request, settings)
     query = _query(service_request_id, service_code, start_date, end_date, status)
-    found = store.query(query)
-    _shown(request, key, found)
+    with _database_outage_as_error():
+        found = store.query(query)
+        _shown(request, key, found)
     return [_request_out(item, settings, key) for item in found]
 
 
@@ -564,8 +587,9 @@ def get_request(request: Request, service_request_id: str, format: FormatParam,
     _json_only(format)
     _, store, settings = _open311(request)
     key = _reader(request, settings)
-    found = store.get(service_request_id)
-    if found is None:
-        raise Open311Error(404, f"service_request_id {service_request_id[:40]!r} was not found")
-    _shown(request, key, [found])
+    with _database_outage_as_error():
+        found = store.get(service_request_id)
+        if found is None:
+            raise Open311Error(404, f"service_request_id {service_request_id[:40]!r} was not found")
+        _shown(request, key, [found])
     return [_request_out(found, settings, key)]
