@@ -30,6 +30,7 @@ from api.routes import (
     events,
     exports,
     health,
+    open311,
     readings,
     status,
     version,
@@ -74,6 +75,7 @@ def create_app(services: ApiServices) -> FastAPI:
         dependencies=[Depends(reject_unknown_query_parameters)],
     )
     install_problem_handlers(app)
+    open311.install_error_handler(app)
     install_observability(app, services.metrics)
     install_problem_docs(app)
     serve_offline_docs(app)
@@ -95,6 +97,8 @@ def create_app(services: ApiServices) -> FastAPI:
     app.include_router(cases.router)
     # Reading plans needs readings:read, planning and reporting stops dispatch:write (per route).
     app.include_router(dispatch.router)
+    # GeoReport v2: its own key handling (api_key in the form) and error format (docs/cases.md).
+    app.include_router(open311.router)
     # Without a violation feed or a webhook dispatcher (an instance that runs neither), these answer 503.
     not_running: dict[int | str, dict[str, Any]] = {
         503: problem_response_doc("Not available in this instance")}

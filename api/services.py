@@ -18,7 +18,9 @@ from store.base import Store
 
 if TYPE_CHECKING:
     from api.alerts.webhooks.dispatcher import WebhookDispatcher
+    from ingest.geo import GeoTagger
     from processors.cases.service import CaseService
+    from store.open311 import Open311Store
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,10 @@ class ApiServices:
     status: Callable[[], dict[str, Any]] = dict
     # Cases behind /v1/cases (None: that API answers 503).
     cases: CaseService | None = None
+    # Open311 requests filed on the cases (/open311/v2, docs/cases.md), and the grids, districts and
+    # departments their points are tagged with (None: requests are routed by their type alone).
+    open311: Open311Store | None = None
+    geo: GeoTagger | None = None
     # Dispatch plans made by this instance, with the `dispatch` settings (/v1/dispatch, docs/dispatch.md).
     dispatch: PlanBoard = field(default_factory=PlanBoard)
 

@@ -320,6 +320,7 @@ class ApiRole:
                            alerts=self.settings.alerts, devices=self.devices,
                            violation_actions=self.alerts.components.violation_actions,
                            cases=self.alerts.components.cases, dispatch=self.dispatch,
+                           open311=self.alerts.components.open311, geo=self.alerts.components.geo,
                            on_startup=[self.start], on_shutdown=[self.stop])
 
 
@@ -376,4 +377,5 @@ class KafkaUpRuntime:
                            alerts=self.settings.alerts, devices=self.api.devices,
                            violation_actions=self.api.alerts.components.violation_actions,
                            cases=self.api.alerts.components.cases, dispatch=self.api.dispatch,
+                           open311=self.api.alerts.components.open311, geo=self.api.alerts.components.geo,
                            on_startup=[self.start], on_shutdown=[self.stop])

@@ -13,6 +13,7 @@ from typing import Final
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.local_time import parse_window
+from core.open311_settings import Open311Settings
 
 
 class _Section(BaseModel):
@@ -82,6 +83,9 @@ class CaseSettings(_Section):
     types: dict[str, CaseTypeSettings] = Field(
         default_factory=dict, description="Verification per case type, over the defaults: sensor for "
         "bin_overflow, illegal_parking and water_black_odour, person for every other type.")
+    open311: Open311Settings = Field(
+        default_factory=Open311Settings, description="Open311 GeoReport v2: the services citizens file "
+        "cases under, routed like violations of their case type (docs/cases.md).")
 
     def verification_of(self, case_type: str) -> Verification:
         configured = self.types.get(case_type)

@@ -276,6 +276,10 @@ class GeoTagger:
                 return {"district": district.properties["district"]}
         return {}
 
+    def tags_at(self, violation_type: str, lon: float, lat: float) -> dict[str, str]:
+        """The tags a new violation of this type at this point would get (for what people report)."""
+        return self._with_department(violation_type, self.place(lon, lat))
+
     def tag_event(self, event: Event) -> Event:
         """Place tags from the event's position, then its department; tags the event already has win."""
         tags = {} if event.location is None else self.place(event.location.lon, event.location.lat)
@@ -292,11 +296,17 @@ class GeoTagger:
             {} if violation.location is None else self.place(violation.location.lon, violation.location.lat)
         )
         tags.update(violation.tags)
-        department = self._router.for_violation(violation.type, tags.get("district"))
+        tags = self._with_department(violation.type, tags)
+        return violation if tags == violation.tags else msgspec.structs.replace(violation, tags=tags)
+
+    def _with_department(self, violation_type: str, tags: dict[str, str]) -> dict[str, str]:
+        """`tags` with the department of a violation of this type: a routing row for the type overrides
+        the department, otherwise it is kept or the district's default is added."""
+        department = self._router.for_violation(violation_type, tags.get("district"))
         if department is not None:
             tags["department"] = department
         elif "department" not in tags:
             fallback = self._router.for_event("", tags.get("district"))
             if fallback is not None:
                 tags["department"] = fallback
-        return violation if tags == violation.tags else msgspec.structs.replace(violation, tags=tags)
+        return tags

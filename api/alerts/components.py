@@ -14,6 +14,7 @@ from api.alerts.webhooks.store import WebhookStore
 from api.violation_actions import ViolationActions
 from api.violation_types import known_violation_types
 from core.settings import Settings
+from ingest.geo import GeoTagger
 from processors.cases.intake import CaseIntake
 from processors.cases.routing import CaseRouter
 from processors.cases.service import CaseService
@@ -22,6 +23,7 @@ from processors.outputs.kafka_out import KafkaViolationOutput
 from processors.outputs.mqtt_out import MqttViolationOutput
 from processors.outputs.queued import QueuedOutput
 from store.cases import CaseStore
+from store.open311 import Open311Store
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,10 @@ class AlertComponents:
         self._mqtt_queued: QueuedOutput | None = None
         self.case_store = CaseStore.open(settings.relational, data_dir)
         self.cases = CaseService(self.case_store, CaseRouter(settings.cases, settings.traffic.time_zone))
+        # Requests filed through Open311, in the cases' database; their points are tagged as violations
+        # are (geo), so that they are routed to the department of their grid.
+        self.open311 = Open311Store.open(settings.relational, data_dir)
+        self.geo = GeoTagger.from_settings(settings.geo)
         # Without routes no violation opens a case: cases are then only made through the API.
         # Shared (the api replicas of the Kafka set-up): the violations topic holds what waits, so the
         # topic's reader waits for the cases rather than dropping a change.
@@ -86,5 +92,6 @@ class AlertComponents:
         self.violation_actions.close()
         if self.case_intake is not None:
             self.case_intake.stop()
+        self.open311.close()
         self.case_store.close()
         self.access.close()

@@ -9,6 +9,7 @@ department, with the route's event category code and priority; the case type's v
 from __future__ import annotations
 
 import zoneinfo
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -32,10 +33,9 @@ class _CompiledRoute:
     route: CaseRoute
     windows: tuple[tuple[int, int], ...]  # minutes of the local day, end exclusive
 
-    def matches(self, violation: Violation, minute_of_day: int) -> bool:
+    def matches(self, case_type: str, tags: Mapping[str, str], minute_of_day: int) -> bool:
         match = self.route.match
-        tags = violation.tags
-        return ((not match.types or violation.type in match.types)
+        return ((not match.types or case_type in match.types)
                 and (not match.grids or tags.get("grid") in match.grids)
                 and (not match.districts or tags.get("district") in match.districts)
                 and (not match.departments or tags.get("department") in match.departments)
@@ -56,11 +56,16 @@ class CaseRouter:
 
     def route(self, violation: Violation) -> Routed | None:
         """The case a newly opened violation belongs to, or None when no route takes it."""
-        local = datetime.fromtimestamp(violation.start_time_ms / 1000, UTC).astimezone(self._zone)
+        route = self.route_facts(violation.type, violation.tags, violation.start_time_ms)
+        if route is None:
+            return None
+        return Routed(department=route.department, category=route.category, priority=route.priority,
+                      verify=self.settings.verification_of(violation.type), place=violation.device_id)
+
+    def route_facts(self, case_type: str, tags: Mapping[str, str], time_ms: int) -> CaseRoute | None:
+        """The first route taking a case of this type with these `grid`, `district` and `department` tags
+        at this time (a violation's start, a citizen's report), or None."""
+        local = datetime.fromtimestamp(time_ms / 1000, UTC).astimezone(self._zone)
         minute = local.hour * 60 + local.minute
-        for compiled in self._routes:
-            if compiled.matches(violation, minute):
-                route = compiled.route
-                return Routed(department=route.department, category=route.category, priority=route.priority,
-                              verify=self.settings.verification_of(violation.type), place=violation.device_id)
-        return None
+        return next((compiled.route for compiled in self._routes
+                     if compiled.matches(case_type, tags, minute)), None)

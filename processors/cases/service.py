@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -134,6 +134,18 @@ class CaseService:
                                           to_state=CaseState.REGISTERED, note=new.description,
                                           department=new.department, photo_url=new.photo_url)])
         return case
+
+    def routed(self, new: NewCase, tags: Mapping[str, str]) -> NewCase:
+        """A case made for a report (a citizen's, through Open311) with the department, category and
+        priority `cases.routes` give a violation of its type with these place tags now; the tags' own
+        `department` (geo.departments) when no route takes it."""
+        route = self.router.route_facts(new.type, tags, self.now_ms())
+        placed = dataclasses.replace(new, grid=tags.get("grid", new.grid),
+                                     district=tags.get("district", new.district))
+        if route is None:
+            return dataclasses.replace(placed, department=tags.get("department", new.department))
+        return dataclasses.replace(placed, department=route.department, category=route.category,
+                                   priority=route.priority)
 
     def transition(self, case_id: str, request: TransitionRequest, actor: str) -> Case:
         """The case after the transition; CaseNotFound, or states.TransitionRefused when not allowed."""

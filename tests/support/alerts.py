@@ -16,13 +16,16 @@ from api.app import create_app
 from api.services import ApiServices
 from api.violation_actions import ViolationActions
 from core.case_settings import CaseSettings
+from core.ingest_config import GeoSettings
 from core.metrics import Metrics
 from core.models import Evidence, Location, Severity, Violation, ViolationStatus
 from core.settings import AlertSettings, ApiSettings, AuthMode, RelationalSettings, WebhookSettings
+from ingest.geo import GeoTagger
 from processors.cases.routing import CaseRouter
 from processors.cases.service import CaseService
 from processors.outputs.feed import ViolationFeed
 from store.cases import CaseStore
+from store.open311 import Open311Store
 from store.sqlite_store import SqliteStore
 from tests.support.events import T0_MS
 
@@ -74,6 +77,8 @@ class AlertApi:
         self.dispatcher.stop()
         self.dispatcher.store.close()
         self.services.violation_actions.close()
+        if self.services.open311 is not None:
+            self.services.open311.close()
         self.cases.store.close()
         self.access.close()
         self.store.close()
@@ -81,10 +86,11 @@ class AlertApi:
 
 def alert_api(tmp_path: Path, *, webhooks: WebhookSettings | None = None, alerts: AlertSettings | None = None,
               api: ApiSettings | None = None, relational: RelationalSettings | None = None,
-              cases: CaseSettings | None = None) -> AlertApi:
+              cases: CaseSettings | None = None, geo: GeoSettings | None = None) -> AlertApi:
     """`relational`: where keys, audit log, webhooks, people's actions on violations and cases live
     (default: SQLite files in `tmp_path`); `cases`: case routing (default: none, cases are only made
-    through the API or `AlertApi.cases`)."""
+    through the API or `AlertApi.cases`); `geo`: the grids and departments Open311 requests are tagged
+    with (default: none)."""
     api = api or ApiSettings(auth=AuthMode.REQUIRED, rate_limit_per_s=1000, rate_limit_burst=1000)
     alerts = alerts or AlertSettings(feed_retention=1000, stream_heartbeat_s=0.2)
     feed = ViolationFeed(alerts.feed_retention)
@@ -96,9 +102,11 @@ def alert_api(tmp_path: Path, *, webhooks: WebhookSettings | None = None, alerts
     dispatcher.start()
     case_service = CaseService(CaseStore.open(relational, tmp_path),
                                CaseRouter(cases or CaseSettings(), "Asia/Shanghai"))
+    open311 = Open311Store.open(relational, tmp_path)
     services = ApiServices(store=store, metrics=Metrics(), settings=api, access=access, feed=feed,
                            webhooks=dispatcher, alerts=alerts,
-                           violation_actions=ViolationActions.open(relational, tmp_path), cases=case_service)
+                           violation_actions=ViolationActions.open(relational, tmp_path), cases=case_service,
+                           open311=open311, geo=GeoTagger.from_settings(geo or GeoSettings()))
     return AlertApi(services, feed, access, store, dispatcher, create_app(services), case_service)
 
 

@@ -9,6 +9,7 @@ the app's own routes, so a new GET route has to be classified here (carrying per
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from core.masking import DEAD_LETTERS, EVENTS, VIOLATIONS
 from core.models import DeadLetter, Event
 from core.settings import ApiSettings, AuthMode
 from processors.cases.model import Case, CaseOrigin, CaseState
+from store.open311 import FiledRequest, Reporter
 from tests.support.alerts import AlertApi, alert_api, bearer, violation
 from tests.support.events import T0_MS, reading
 from tests.support.servers import ApiServer
@@ -131,6 +133,13 @@ PERSONAL: dict[str, PersonalRoute] = {
     "/v1/dead-letters": PersonalRoute(
         "/v1/dead-letters", Scope.ADMIN, "GET /v1/dead-letters",
         f"plates/evidence of dead letters {REJECTED_CUT.dead_letter_id},{REJECTED_JSON.dead_letter_id}"),
+    # Open311 (docs/cases.md): the citizen's photo link; never the reporter's contact details.
+    "/open311/v2/requests.{format}": PersonalRoute(
+        "/open311/v2/requests.json", Scope.CASES_READ, "GET /open311/v2/requests.json",
+        "media of open311 requests c_0001", plate=False),
+    "/open311/v2/requests/{service_request_id}.{format}": PersonalRoute(
+        "/open311/v2/requests/c_0001.json", Scope.CASES_READ, "GET /open311/v2/requests/c_0001.json",
+        "media of open311 requests c_0001", plate=False),
     "/v1/cases": PersonalRoute("/v1/cases", Scope.CASES_READ, "GET /v1/cases",
                                "plates/evidence of cases c_0001", plate=False),
     "/v1/cases/{case_id}": PersonalRoute("/v1/cases/c_0001", Scope.CASES_READ, "GET /v1/cases/c_0001",
@@ -167,6 +176,9 @@ NOT_PERSONAL: dict[str, tuple[str, str]] = {
     "/v1/dispatch/plans/{plan_id}/map.geojson": (
         "/v1/dispatch/plans/x/map.geojson", "truck routes through bins"),
     "/v1/devices": ("/v1/devices", "the device registry"),
+    "/open311/v2/services.{format}": ("/open311/v2/services.json", "the services citizens file under"),
+    "/open311/v2/services/{service_code}.{format}": (
+        "/open311/v2/services/traffic-signal-broken.json", "a service's questions"),
     "/v1/devices/{device_id}": ("/v1/devices/cam-1", "the device registry"),
     "/v1/subscriptions": ("/v1/subscriptions", "webhook URLs and filters"),
     "/v1/subscriptions/{subscription_id}": ("/v1/subscriptions/x", "webhook URL and filter"),
@@ -195,9 +207,19 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     with api.cases.store.transaction() as tx:
         tx.insert(WORKED_CASE, [])
         tx.link_violation(WORKED_CASE.case_id, CAMERA_VIOLATION.violation_id, T0_MS)
+    # The case was also filed through Open311, with a photo and the reporter's contact details.
+    assert api.services.open311 is not None
+    api.services.open311.add(FiledRequest(
+        case_id=WORKED_CASE.case_id, service_code="traffic-illegal-parking", requested_time_ms=time_ms(),
+        media_url=f"https://{EVIDENCE_HOST}/report.jpg"),
+        Reporter(email="li@example.com", phone="13800138000"))
     with ApiServer(api.app) as server, httpx.Client(base_url=server.base_url, timeout=10) as http:
         yield Served(api, server, http)
     api.close()
+
+
+def time_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 def _readable_routes(served: Served) -> set[str]:
