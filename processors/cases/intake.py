@@ -6,7 +6,8 @@ order. In `citywatch up` a full queue drops the change (counted and logged, as t
 the processor never waits for the database. The api role's violations reader can wait instead
 (`wait_when_full`): the topic keeps the changes, and its reader only falls behind. It calls `barrier()`,
 which waits until everything enqueued so far is applied, before it commits its offsets, so a restart
-never skips a change the cases had not taken yet.
+never skips a change the cases had not taken yet; the barrier raises when the intake gave changes up at a
+stop, so their offsets are not committed either.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ _BATCH = 500
 # While the case store is unreachable a change is retried, waiting twice as long each time up to the max.
 RETRY_MIN_S = 0.2
 RETRY_MAX_S = 5.0
+
+
+class IntakeStopped(RuntimeError):
+    """Changes handed to the intake were given up on at a stop."""
 
 
 class CaseIntake:
@@ -84,9 +89,13 @@ class CaseIntake:
         self._thread = None
 
     def barrier(self) -> None:
-        """Return once every change enqueued before the call has been applied (or failed)."""
+        """Return once every change enqueued before the call has been applied (or failed); raise
+        IntakeStopped when the intake gave up on changes at a stop (the store was still unreachable), so
+        that the caller does not commit the offsets of changes the cases never took."""
         if self._thread is not None:
             self._queue.join()
+        if self._giving_up.is_set():
+            raise IntakeStopped("the case intake stopped before the case store took every change")
 
     def _run(self) -> None:
         while True:
