@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import shutil
 import sys
 import tempfile
 import time
@@ -31,9 +30,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bench.e2e import StoredClock, machine, publish
+from citywatch.runtime import EmbeddedRuntime
 from core.case_settings import CaseSettings
 from core.models import Evidence, Location, Severity, Violation, ViolationStatus
-from core.settings import PostgresSettings, RelationalKind, RelationalSettings
+from core.settings import DeviceSettings, PostgresSettings, RelationalKind, RelationalSettings, Settings
 from processors.cases.intake import CaseIntake
 from processors.cases.routing import CaseRouter
 from processors.cases.service import CaseService
@@ -164,6 +165,57 @@ def intake_part(args: argparse.Namespace) -> list[dict[str, Any]]:
     return results
 
 
+def run_pipeline(events: int, routed: bool, workload: str) -> dict[str, Any]:
+    """One embedded runtime, a publisher sending `events` bin readings flat out; with `routed`, every
+    violation the rules open (whatever its type) is routed into a case."""
+    devices = [DeviceSettings(device_id=f"bench-{i:05d}", kind="bin",
+                              tags={"grid": GRIDS[i % len(GRIDS)], "district": "futian"})
+               for i in range(1000)]
+    clock = StoredClock()
+    with tempfile.TemporaryDirectory(prefix="citywatch-bench-cases-") as data_dir:
+        cases = {"routes": [{"match": {}, "department": "sanitation", "category": "0101"}]} if routed else {}
+        settings = Settings(devices=devices).with_overrides(
+            store__data_dir=data_dir, mqtt__embedded_broker="auto", mqtt__embedded_port=0, cases=cases)
+        runtime = EmbeddedRuntime(settings, on_stored=clock)
+        runtime.start()
+        try:
+            assert runtime.mqtt_url is not None
+            publish(runtime.mqtt_url, events, 0, f"bench-cases-{int(routed)}", workload)
+            if not clock.wait_for(events, 300):
+                raise SystemExit(f"only {len(clock.latencies_ms)} of {events} events were stored")
+            assert clock.first_ns is not None and clock.last_ns is not None
+            stored_s = (clock.last_ns - clock.first_ns) / 1e9
+            intake = runtime.alerts.case_intake
+            changes = {"applied": 0, "dropped": 0, "failed": 0, "queued_at_end": 0}
+            if intake is not None:
+                changes["queued_at_end"] = intake._queue.qsize()  # what the cases had not taken yet
+                caught_up_started = time.perf_counter()
+                intake.barrier()
+                changes["caught_up_s"] = round(time.perf_counter() - caught_up_started, 2)
+                changes.update(applied=intake.applied, dropped=intake.dropped, failed=intake.failed)
+        finally:
+            runtime.stop()
+    return {"routed": routed, "workload": workload, "events": events,
+            "stored_events_per_s": round(events / max(1e-9, stored_s)),
+            "case_changes_per_s": round(changes["applied"] / max(1e-9, stored_s)), **changes}
+
+
+def pipeline_part(args: argparse.Namespace) -> list[dict[str, Any]]:
+    results = []
+    for _ in range(args.repeats):
+        for routed in (False, True):
+            results.append(run_pipeline(args.events, routed, args.workload))
+            print(json.dumps(results[-1]), flush=True)
+    print("\n| case routes | workload | events | stored events/s | violation changes to cases/s "
+          "| applied | dropped | queued when the last event was stored |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        print(f"| {'every violation' if r['routed'] else 'none'} | {r['workload']} | {r['events']:,} "
+              f"| **{r['stored_events_per_s']:,}** | {r['case_changes_per_s']:,} | {r['applied']:,} "
+              f"| {r['dropped']:,} | {r['queued_at_end']:,} |")
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -173,12 +225,16 @@ def main() -> int:
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--events", type=int, default=60_000, help="events published in the pipeline part")
     parser.add_argument("--repeats", type=int, default=1, help="pipeline runs each way")
+    parser.add_argument("--workload", choices=["filling", "churn", "overflow"], default="overflow",
+                        help="the publisher's (bench/publisher.py); overflow: two violation changes every "
+                        "three readings")
     args = parser.parse_args()
-    if shutil.which("nice") is None:
-        pass
-    results: dict[str, Any] = {}
+    print(f"machine: {machine()}", flush=True)
+    results: dict[str, Any] = {"machine": machine()}
     if args.part in ("intake", "both"):
         results["intake"] = intake_part(args)
+    if args.part in ("pipeline", "both"):
+        results["pipeline"] = pipeline_part(args)
     out_dir = Path(__file__).resolve().parent / "results"
     out_dir.mkdir(exist_ok=True)
     (out_dir / "cases.json").write_text(json.dumps(results, indent=2))

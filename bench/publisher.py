@@ -23,8 +23,9 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=0.0, help="events/s; 0 = as fast as the broker takes")
     parser.add_argument("--qos", type=int, default=1)
     parser.add_argument("--client-id", default="citywatch-bench-publisher")
-    parser.add_argument("--workload", choices=["filling", "churn"], default="filling",
-                        help="filling: bins fill and are emptied; churn: random fill, constant state changes")
+    parser.add_argument("--workload", choices=["filling", "churn", "overflow"], default="filling",
+                        help="filling: bins fill and are emptied; churn: random fill, constant state changes; "
+                        "overflow: every bin overflows and is emptied every third reading")
     args = parser.parse_args()
 
     rng = random.Random(1)
@@ -40,6 +41,10 @@ def main() -> int:
         now_ns = time.time_ns()
         if args.workload == "churn":
             fill = round(rng.uniform(0, 100), 1)  # every reading a jump: violations open and clear constantly
+        elif args.workload == "overflow":
+            # 95, 97 (two in a row: an overflow opens), 5 (emptied: it clears): two violation changes
+            # every three readings, the most bin_overflow can make (bench/cases.py).
+            fill = (95.0, 97.0, 5.0)[(i // args.devices) % 3]
         else:
             # Bins fill 0.5% a reading from a staggered start and are emptied at 100%, as real bins do:
             # each bin opens and clears an overflow every ~200 readings.
