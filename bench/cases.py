@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import resource
 import sys
 import tempfile
 import time
@@ -180,24 +182,39 @@ def run_pipeline(events: int, routed: bool, workload: str) -> dict[str, Any]:
         runtime.start()
         try:
             assert runtime.mqtt_url is not None
+            cpu_before = resource.getrusage(resource.RUSAGE_SELF)
+            intake_cpu_before = thread_cpu_s(runtime.alerts.case_intake)
             publish(runtime.mqtt_url, events, 0, f"bench-cases-{int(routed)}", workload)
             if not clock.wait_for(events, 300):
                 raise SystemExit(f"only {len(clock.latencies_ms)} of {events} events were stored")
             assert clock.first_ns is not None and clock.last_ns is not None
             stored_s = (clock.last_ns - clock.first_ns) / 1e9
             intake = runtime.alerts.case_intake
-            changes = {"applied": 0, "dropped": 0, "failed": 0, "queued_at_end": 0}
+            queued_at_end = intake._queue.qsize() if intake is not None else 0  # not yet taken by the cases
             if intake is not None:
-                changes["queued_at_end"] = intake._queue.qsize()  # what the cases had not taken yet
-                caught_up_started = time.perf_counter()
                 intake.barrier()
-                changes["caught_up_s"] = round(time.perf_counter() - caught_up_started, 2)
+            cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+            cpu_s = (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
+            intake_cpu_s = thread_cpu_s(intake) - intake_cpu_before
+            changes = {"applied": 0, "dropped": 0, "failed": 0, "queued_at_end": queued_at_end}
+            if intake is not None:
                 changes.update(applied=intake.applied, dropped=intake.dropped, failed=intake.failed)
         finally:
             runtime.stop()
     return {"routed": routed, "workload": workload, "events": events,
             "stored_events_per_s": round(events / max(1e-9, stored_s)),
-            "case_changes_per_s": round(changes["applied"] / max(1e-9, stored_s)), **changes}
+            "case_changes_per_s": round(changes["applied"] / max(1e-9, stored_s)),
+            "process_cpu_ms_per_1000_events": round(cpu_s * 1e6 / events),
+            "intake_cpu_s": round(intake_cpu_s, 2), "process_cpu_s": round(cpu_s, 2), **changes}
+
+
+def thread_cpu_s(intake: CaseIntake | None) -> float:
+    """CPU time (user and system) of the intake's worker thread so far, from /proc (Linux)."""
+    thread = intake._thread if intake is not None else None
+    if thread is None or thread.native_id is None:
+        return 0.0
+    fields = Path(f"/proc/self/task/{thread.native_id}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def pipeline_part(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -207,12 +224,14 @@ def pipeline_part(args: argparse.Namespace) -> list[dict[str, Any]]:
             results.append(run_pipeline(args.events, routed, args.workload))
             print(json.dumps(results[-1]), flush=True)
     print("\n| case routes | workload | events | stored events/s | violation changes to cases/s "
-          "| applied | dropped | queued when the last event was stored |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+          "| dropped | queued when the last event was stored | process CPU ms / 1,000 events "
+          "| intake thread CPU s / process CPU s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         print(f"| {'every violation' if r['routed'] else 'none'} | {r['workload']} | {r['events']:,} "
-              f"| **{r['stored_events_per_s']:,}** | {r['case_changes_per_s']:,} | {r['applied']:,} "
-              f"| {r['dropped']:,} | {r['queued_at_end']:,} |")
+              f"| **{r['stored_events_per_s']:,}** | {r['case_changes_per_s']:,} | {r['dropped']:,} "
+              f"| {r['queued_at_end']:,} | {r['process_cpu_ms_per_1000_events']:,} "
+              f"| {r['intake_cpu_s']} / {r['process_cpu_s']} |")
     return results
 
 
@@ -227,7 +246,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=1, help="pipeline runs each way")
     parser.add_argument("--workload", choices=["filling", "churn", "overflow"], default="overflow",
                         help="the publisher's (bench/publisher.py); overflow: two violation changes every "
-                        "three readings")
+                        "ten readings")
     args = parser.parse_args()
     print(f"machine: {machine()}", flush=True)
     results: dict[str, Any] = {"machine": machine()}

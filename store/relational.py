@@ -136,7 +136,8 @@ class _SqliteTransaction:
         return _sqlite_result(self._connection.execute(sql, params))
 
     def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        self._connection.executemany(sql, rows)
+        if rows:
+            self._connection.executemany(sql, rows)
 
 
 def _sqlite_result(cursor: sqlite3.Cursor) -> Result:
