@@ -14,7 +14,6 @@ import time
 
 from citywatch.mqtt_publisher import MqttPublisher
 
-
 OVERFLOW_CYCLE = (95.0, 97.0, 5.0, 12.0, 21.0, 33.0, 45.0, 58.0, 70.0, 82.0)
 
 
@@ -27,8 +26,8 @@ def main() -> int:
     parser.add_argument("--qos", type=int, default=1)
     parser.add_argument("--client-id", default="citywatch-bench-publisher")
     parser.add_argument("--workload", choices=["filling", "churn", "overflow"], default="filling",
-                        help="filling: bins fill and are emptied; churn: random fill, constant state changes; "
-                        "overflow: every bin overflows and is emptied every tenth reading")
+                        help="filling: bins fill and are emptied; churn: random fill, constant state "
+                        "changes; overflow: every bin overflows and is emptied every tenth reading")
     args = parser.parse_args()
 
     rng = random.Random(1)
