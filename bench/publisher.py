@@ -14,6 +14,8 @@ import time
 
 from citywatch.mqtt_publisher import MqttPublisher
 
+OVERFLOW_CYCLE = (95.0, 97.0, 5.0, 12.0, 21.0, 33.0, 45.0, 58.0, 70.0, 82.0)
+
 
 def main() -> int:
     parser = argparse.ArgumentParser()
@@ -23,8 +25,9 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=0.0, help="events/s; 0 = as fast as the broker takes")
     parser.add_argument("--qos", type=int, default=1)
     parser.add_argument("--client-id", default="citywatch-bench-publisher")
-    parser.add_argument("--workload", choices=["filling", "churn"], default="filling",
-                        help="filling: bins fill and are emptied; churn: random fill, constant state changes")
+    parser.add_argument("--workload", choices=["filling", "churn", "overflow"], default="filling",
+                        help="filling: bins fill and are emptied; churn: random fill, constant state "
+                        "changes; overflow: every bin overflows and is emptied every tenth reading")
     args = parser.parse_args()
 
     rng = random.Random(1)
@@ -40,6 +43,10 @@ def main() -> int:
         now_ns = time.time_ns()
         if args.workload == "churn":
             fill = round(rng.uniform(0, 100), 1)  # every reading a jump: violations open and clear constantly
+        elif args.workload == "overflow":
+            # 95, 97 (two in a row: an overflow opens), 5 (emptied: it clears), then filling again: two
+            # violation changes every ten readings, 1,000 changes/s at 5,000 readings/s (bench/cases.py).
+            fill = OVERFLOW_CYCLE[(i // args.devices) % len(OVERFLOW_CYCLE)]
         else:
             # Bins fill 0.5% a reading from a staggered start and are emptied at 100%, as real bins do:
             # each bin opens and clears an overflow every ~200 readings.

@@ -130,8 +130,10 @@ class CaseTransaction:
         return _case_from_row(row) if row is not None else None
 
     def open_case_at(self, case_type: str, place: str) -> Case | None:
-        row = self._tx.execute(f"{_SELECT_CASE} WHERE type = ? AND place = ? AND state <> ?",
-                               (case_type, place, CaseState.CLOSED.value)).one()
+        # The state as a literal, not a parameter: only then can PostgreSQL use the partial index of
+        # open cases (its condition must be provable from the query's own text).
+        row = self._tx.execute(f"{_SELECT_CASE} WHERE type = ? AND place = ? AND state <> 'closed'",
+                               (case_type, place)).one()
         return _case_from_row(row) if row is not None else None
 
     def insert(self, case: Case, entries: Sequence[HistoryEntry]) -> None:
@@ -172,10 +174,147 @@ class CaseTransaction:
         for offset, entry in enumerate(entries, start=1):
             self._tx.execute(
                 f"INSERT INTO case_history (case_id, {', '.join(_HISTORY_COLUMNS)}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (case_id, last + offset, entry.time_ms, entry.actor,
-                 entry.from_state.value if entry.from_state is not None else None, entry.to_state.value,
-                 entry.note, entry.assignee, entry.department, entry.photo_url, entry.reason))
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", _history_row(case_id, last + offset, entry))
+
+
+class CaseBatch:
+    """A chunk of violation changes in one exclusive transaction, with the statements of CaseTransaction
+    that violation changes use, but few round trips to the database: what the chunk touches (the
+    memberships of its violations, the open cases at its places and the cases its violations belong to)
+    is read up front in a few queries, the changes are applied to that in memory, one after the other as
+    they would be applied to the tables, and everything is written at the end in bulk.
+    """
+
+    def __init__(self, executor: Executor, violation_ids: Sequence[str],
+                 places: Sequence[tuple[str, str]]) -> None:
+        self._tx = executor
+        self._members: dict[str, list[Any]] = {}  # violation id -> [case id, cleared ms]
+        self._cases: dict[str, Case] = {}
+        self._open: dict[tuple[str, str], str] = {}  # (type, place) -> the open case's id
+        self._new_cases: set[str] = set()
+        self._changed_cases: set[str] = set()
+        self._new_members: dict[str, tuple[str, int]] = {}  # violation id -> (case id, joined ms)
+        self._cleared_before: list[tuple[int, str]] = []  # (cleared ms, violation id) of stored rows
+        self._history: dict[str, list[HistoryEntry]] = {}
+        ids = list(dict.fromkeys(violation_ids))
+        for chunk in _chunks(ids):
+            for violation_id, case_id, cleared in executor.execute(
+                    "SELECT violation_id, case_id, cleared_time_ms FROM case_violations WHERE violation_id "
+                    f"IN ({_marks(chunk)})", chunk).rows:
+                self._members[violation_id] = [case_id, cleared]
+        case_ids = list({member[0] for member in self._members.values() if member[1] is None})
+        for chunk in _chunks(case_ids):
+            self._load(executor.execute(f"{_SELECT_CASE} WHERE case_id IN ({_marks(chunk)})", chunk).rows)
+        types = list({case_type for case_type, _ in places})
+        by_place = list({place for _, place in places})
+        for chunk in _chunks(by_place):
+            # The state as a literal, as in open_case_at: the partial index of open cases answers it.
+            self._load(executor.execute(
+                f"{_SELECT_CASE} WHERE type IN ({_marks(types)}) AND place IN ({_marks(chunk)}) "
+                "AND state <> 'closed'", [*types, *chunk]).rows)
+
+    def _load(self, rows: list[tuple[Any, ...]]) -> None:
+        for row in rows:
+            case = _case_from_row(row)
+            self._cases[case.case_id] = case
+            if case.place is not None and case.state is not CaseState.CLOSED:
+                self._open[(case.type, case.place)] = case.case_id
+
+    def get(self, case_id: str) -> Case | None:
+        if case_id not in self._cases:
+            self._load(self._tx.execute(f"{_SELECT_CASE} WHERE case_id = ?", (case_id,)).rows)
+        return self._cases.get(case_id)
+
+    def open_case_at(self, case_type: str, place: str) -> Case | None:
+        case_id = self._open.get((case_type, place))
+        return self._cases[case_id] if case_id is not None else None
+
+    def is_linked(self, violation_id: str) -> bool:
+        return violation_id in self._members
+
+    def link_violation(self, case_id: str, violation_id: str, now_ms: int) -> bool:
+        if violation_id in self._members:
+            return False
+        self._members[violation_id] = [case_id, None]
+        self._new_members[violation_id] = (case_id, now_ms)
+        return True
+
+    def clear_violation(self, violation_id: str, now_ms: int) -> str | None:
+        member = self._members.get(violation_id)
+        if member is None or member[1] is not None:
+            return None
+        member[1] = now_ms
+        if violation_id not in self._new_members:
+            self._cleared_before.append((now_ms, violation_id))
+        return str(member[0])
+
+    def insert(self, case: Case, entries: Sequence[HistoryEntry]) -> None:
+        self._new_cases.add(case.case_id)
+        self._put(case, entries)
+
+    def update(self, case: Case, entries: Sequence[HistoryEntry]) -> None:
+        if case.case_id not in self._new_cases:
+            self._changed_cases.add(case.case_id)
+        self._put(case, entries)
+
+    def _put(self, case: Case, entries: Sequence[HistoryEntry]) -> None:
+        self._cases[case.case_id] = case
+        if case.place is not None:
+            key = (case.type, case.place)
+            if case.state is not CaseState.CLOSED:
+                self._open[key] = case.case_id
+            elif self._open.get(key) == case.case_id:
+                del self._open[key]
+        if entries:
+            self._history.setdefault(case.case_id, []).extend(entries)
+
+    def flush(self) -> None:
+        tx = self._tx
+        # Updates first: a case closed in this batch leaves its place free for a case opened after it.
+        assignments = ", ".join(f"{column} = ?" for column in _CASE_COLUMNS[1:])
+        tx.execute_many(f"UPDATE cases SET {assignments} WHERE case_id = ?",
+                        [(*_case_row(self._cases[case_id])[1:], case_id)
+                         for case_id in sorted(self._changed_cases)])
+        placeholders = ", ".join("?" for _ in _CASE_COLUMNS)
+        tx.execute_many(f"INSERT INTO cases ({', '.join(_CASE_COLUMNS)}) VALUES ({placeholders})",
+                        [_case_row(self._cases[case_id]) for case_id in sorted(self._new_cases)])
+        tx.execute_many("INSERT INTO case_violations (violation_id, case_id, joined_time_ms, "
+                        "cleared_time_ms) VALUES (?, ?, ?, ?)",
+                        [(violation_id, case_id, joined, self._members[violation_id][1])
+                         for violation_id, (case_id, joined) in self._new_members.items()])
+        tx.execute_many("UPDATE case_violations SET cleared_time_ms = ? WHERE violation_id = ?",
+                        self._cleared_before)
+        last_seq: dict[str, int] = {}
+        existing = [case_id for case_id in self._history if case_id not in self._new_cases]
+        for chunk in _chunks(existing):
+            for case_id, seq in tx.execute(f"SELECT case_id, MAX(seq) FROM case_history WHERE case_id IN "
+                                           f"({_marks(chunk)}) GROUP BY case_id", chunk).rows:
+                last_seq[case_id] = seq or 0
+        rows = []
+        for case_id, entries in self._history.items():
+            last = last_seq.get(case_id, 0)
+            for offset, entry in enumerate(entries, start=1):
+                rows.append(_history_row(case_id, last + offset, entry))
+        tx.execute_many(f"INSERT INTO case_history (case_id, {', '.join(_HISTORY_COLUMNS)}) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+
+_IN_CHUNK: Final = 500  # parameters per IN list
+
+
+def _chunks(values: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(values), _IN_CHUNK):
+        yield values[start:start + _IN_CHUNK]
+
+
+def _marks(values: Sequence[Any]) -> str:
+    return ", ".join("?" for _ in values)
+
+
+def _history_row(case_id: str, seq: int, entry: HistoryEntry) -> tuple[Any, ...]:
+    return (case_id, seq, entry.time_ms, entry.actor,
+            entry.from_state.value if entry.from_state is not None else None, entry.to_state.value,
+            entry.note, entry.assignee, entry.department, entry.photo_url, entry.reason)
 
 
 class CaseStore:
@@ -185,6 +324,16 @@ class CaseStore:
     @classmethod
     def open(cls, relational: RelationalSettings, data_dir: Path) -> CaseStore:
         return cls(open_database(relational, data_dir, FILE_NAME, SCHEMA))
+
+    @contextmanager
+    def violation_batch(self, violation_ids: Sequence[str],
+                        places: Sequence[tuple[str, str]]) -> Iterator[CaseBatch]:
+        """A CaseBatch for changes of these violations, opening cases at these (type, place) pairs, in one
+        exclusive transaction; its writes are made when the block ends without an error."""
+        with self._db.transaction(exclusive="cases") as tx:
+            batch = CaseBatch(tx, violation_ids, places)
+            yield batch
+            batch.flush()
 
     @contextmanager
     def transaction(self) -> Iterator[CaseTransaction]:

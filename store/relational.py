@@ -58,6 +58,11 @@ class Result:
 class Executor(Protocol):
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Result: ...
 
+    def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """One statement for each row of parameters, sent together (PostgreSQL: without waiting for each
+        row's answer)."""
+        ...
+
 
 class Database(Executor, Protocol):
     """Statements with `?` placeholders, one at a time or several in one transaction."""
@@ -102,6 +107,10 @@ class SqliteDatabase:
         with self._lock:
             return _sqlite_result(self.connection.execute(sql, params))
 
+    def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with self.transaction() as tx:
+            tx.execute_many(sql, rows)
+
     @contextmanager
     def transaction(self, exclusive: str | None = None) -> Iterator[Executor]:
         # BEGIN IMMEDIATE takes the file's write lock at once: transactions are exclusive anyway.
@@ -125,6 +134,10 @@ class _SqliteTransaction:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
         return _sqlite_result(self._connection.execute(sql, params))
+
+    def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self._connection.executemany(sql, rows)
 
 
 def _sqlite_result(cursor: sqlite3.Cursor) -> Result:
@@ -194,6 +207,10 @@ class PostgresDatabase:
             cursor = connection.execute(_postgres_sql(sql), params)
             return Result(cursor.fetchall() if cursor.description else [], cursor.rowcount)
 
+    def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with self.transaction() as tx:
+            tx.execute_many(sql, rows)
+
     @contextmanager
     def transaction(self, exclusive: str | None = None) -> Iterator[Executor]:
         with self._unavailable_as_such(), self._pool.connection() as connection, connection.transaction():
@@ -223,6 +240,11 @@ class _PostgresTransaction:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
         cursor = self._connection.execute(_postgres_sql(sql), params)
         return Result(cursor.fetchall() if cursor.description else [], cursor.rowcount)
+
+    def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            with self._connection.cursor() as cursor:
+                cursor.executemany(_postgres_sql(sql), rows)
 
 
 def _why_not(kwargs: dict[str, Any]) -> str:

@@ -6,7 +6,8 @@ order. In `citywatch up` a full queue drops the change (counted and logged, as t
 the processor never waits for the database. The api role's violations reader can wait instead
 (`wait_when_full`): the topic keeps the changes, and its reader only falls behind. It calls `barrier()`,
 which waits until everything enqueued so far is applied, before it commits its offsets, so a restart
-never skips a change the cases had not taken yet.
+never skips a change the cases had not taken yet; the barrier raises when the intake gave changes up at a
+stop, so their offsets are not committed either.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ _BATCH = 500
 # While the case store is unreachable a change is retried, waiting twice as long each time up to the max.
 RETRY_MIN_S = 0.2
 RETRY_MAX_S = 5.0
+
+
+class IntakeStopped(RuntimeError):
+    """Changes handed to the intake were given up on at a stop."""
 
 
 class CaseIntake:
@@ -84,9 +89,13 @@ class CaseIntake:
         self._thread = None
 
     def barrier(self) -> None:
-        """Return once every change enqueued before the call has been applied (or failed)."""
+        """Return once every change enqueued before the call has been applied (or failed); raise
+        IntakeStopped when the intake gave up on changes at a stop (the store was still unreachable), so
+        that the caller does not commit the offsets of changes the cases never took."""
         if self._thread is not None:
             self._queue.join()
+        if self._giving_up.is_set():
+            raise IntakeStopped("the case intake stopped before the case store took every change")
 
     def _run(self) -> None:
         while True:
@@ -132,34 +141,52 @@ class CaseIntake:
             log.error("cases: %d queued violation changes were given up on at stop", given_up)
 
     def _apply(self, batch: list[FeedEntry]) -> None:
-        for entry in batch:
-            if self._apply_one(entry):
-                self.applied += 1
-                self._count("applied")
-            else:
-                self.failed += 1
-                self._count("failed")
+        """The chunk in one transaction; when the store refuses it, one change at a time, so that only the
+        change it refuses fails."""
+        if not batch:
+            return
+        outcome = self._attempt(batch)
+        if outcome == "refused" and len(batch) > 1:
+            for entry in batch:
+                self._counted([entry], self._attempt([entry]))
+            return
+        self._counted(batch, outcome)
 
-    def _apply_one(self, entry: FeedEntry) -> bool:
-        """Apply one change; while the store is unreachable, retry (the queue fills meanwhile) until it is
-        back or the intake is given up on at stop. False when the change could not be applied."""
+    def _counted(self, entries: list[FeedEntry], outcome: str) -> None:
+        if outcome == "applied":
+            self.applied += len(entries)
+        else:
+            self.failed += len(entries)
+        if self._metrics is not None:
+            self._metrics.case_changes.labels("applied" if outcome == "applied" else "failed").inc(
+                len(entries))
+
+    def _attempt(self, entries: list[FeedEntry]) -> str:
+        """Apply the changes in one transaction; while the store is unreachable, retry (the queue fills
+        meanwhile) until it is back or the intake is given up on at stop. The outcome: applied, refused
+        (the store or the service raised: a bug, a broken row) or given_up."""
         backoff_s = RETRY_MIN_S
         while True:
             if self._giving_up.is_set():
-                return False
+                return "given_up"
             try:
-                self.service.violation_changes([entry.violation])
+                self.service.violation_changes([entry.violation for entry in entries])
                 if backoff_s > RETRY_MIN_S:
                     log.info("cases: the case store is back")
-                return True
+                return "applied"
             except RelationalUnavailable as exc:
                 if self._giving_up.is_set():
-                    log.error("cases: the change %s was not applied: %s", entry.idempotency_key, exc)
-                    return False
+                    log.error("cases: %d changes from %s on were not applied: %s", len(entries),
+                              entries[0].idempotency_key, exc)
+                    return "given_up"
                 if backoff_s == RETRY_MIN_S:
                     log.warning("cases: %s; retrying", exc)
                 self._giving_up.wait(backoff_s)
                 backoff_s = min(backoff_s * 2, RETRY_MAX_S)
-            except Exception:  # refused (a bug, a broken row): logged, the next change goes on
-                log.exception("cases: the change %s could not be applied", entry.idempotency_key)
-                return False
+            except Exception:
+                if len(entries) == 1:
+                    log.exception("cases: the change %s was refused", entries[0].idempotency_key)
+                else:
+                    log.debug("cases: a chunk of %d changes was refused; applying them one at a time",
+                              len(entries), exc_info=True)
+                return "refused"

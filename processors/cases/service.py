@@ -1,9 +1,11 @@
 """What happens to cases: violation changes open, join and close them; people create and move them.
 
-Every change runs in one exclusive transaction of the case store, so two api replicas, or a replay of the
-same violation change, never open a second case: a violation joins a case at most once (its id is the
-key of the membership), and an open case of the same type at the same place takes a new violation
-instead of a new case being opened (a second overflow of the same bin joins the bin's open case).
+Each batch of changes runs in one exclusive transaction of the case store, so two api replicas, or a
+replay of the same violation change, never open a second case: a violation joins a case at most once
+(its id is the key of the membership), and an open case of the same type at the same place takes a new
+violation instead of a new case being opened (a second overflow of the same bin joins the bin's open
+case). A batch reads what it touches up front and writes in bulk at its end (store.cases.CaseBatch), so
+a chunk of the intake's queue costs a few round trips to the database, not a few per change.
 
 When the last open violation of a `verify: sensor` case clears, the sensors verify and close it
 (states.closed_by_sensor); a `verify: person` case only records that its violations cleared.
@@ -24,7 +26,7 @@ from core.models import Violation, ViolationStatus
 from processors.cases.model import Case, CaseOrigin, CaseState, HistoryEntry
 from processors.cases.routing import CaseRouter, Routed
 from processors.cases.states import TransitionRequest, closed_by_sensor, transition
-from store.cases import CaseStore, CaseTransaction, new_case_id
+from store.cases import CaseBatch, CaseStore, CaseTransaction, new_case_id
 
 log = logging.getLogger(__name__)
 
@@ -73,52 +75,67 @@ class CaseService:
     # Violation changes
 
     def violation_changes(self, violations: Sequence[Violation]) -> None:
-        """Apply each change (in order, each in its own transaction); a change seen before changes nothing."""
+        """Apply the changes in order, all in one transaction (all or none of them: the intake applies a
+        drained chunk of its queue at once, and one change at a time when a chunk is refused); a change
+        seen before changes nothing."""
+        changes: list[tuple[Violation, Routed | None]] = []
         for violation in violations:
             if violation.status is ViolationStatus.OPEN:
                 routed = self.router.route(violation)
                 if routed is not None:
-                    self._opened(violation, routed)
+                    changes.append((violation, routed))
             else:
-                self._cleared(violation)
-
-    def _opened(self, violation: Violation, routed: Routed) -> None:
-        now = self.now_ms()
-        with self.store.transaction() as tx:
-            if tx.is_linked(violation.violation_id):
-                return
-            case = tx.open_case_at(violation.type, routed.place)
-            if case is not None:
-                tx.link_violation(case.case_id, violation.violation_id, now)
-                tx.update(dataclasses.replace(case, open_violations=case.open_violations + 1,
-                                              updated_time_ms=now), [])
-                log.info("violation %s joined case %s", violation.violation_id, case.case_id)
-                return
-            case = _case_of(violation, routed, now)
-            tx.insert(case, [HistoryEntry(
-                time_ms=now, actor=ROUTING_ACTOR, from_state=None, to_state=CaseState.REGISTERED,
-                note=f"opened by violation {violation.violation_id}", department=routed.department)])
-            tx.link_violation(case.case_id, violation.violation_id, now)
-        log.info("violation %s opened case %s for %s", violation.violation_id, case.case_id,
-                 routed.department)
-
-    def _cleared(self, violation: Violation) -> None:
-        now = self.now_ms()
-        with self.store.transaction() as tx:
-            case_id = tx.clear_violation(violation.violation_id, now)
-            if case_id is None:
-                return
-            case = tx.get(case_id)
-            if case is None:  # the membership outlived its case: nothing to close
-                return
-            case = dataclasses.replace(case, open_violations=max(0, case.open_violations - 1),
-                                       updated_time_ms=now)
-            entries: list[HistoryEntry] = []
-            if case.open_violations == 0 and case.verify is Verification.SENSOR:
-                case, entries = closed_by_sensor(case, now)
-            tx.update(case, entries)
-        if entries:
+                changes.append((violation, None))
+        if not changes:
+            return
+        closed: list[Case] = []
+        with self.store.violation_batch([v.violation_id for v, _ in changes],
+                                        [(v.type, r.place) for v, r in changes if r is not None]) as tx:
+            for violation, routed in changes:
+                if routed is not None:
+                    self._opened(tx, violation, routed)
+                else:
+                    case = self._cleared(tx, violation)
+                    if case is not None:
+                        closed.append(case)
+        for case in closed:
             log.info("case %s closed: %s", case.case_id, case.resolution)
+
+    def _opened(self, tx: CaseBatch, violation: Violation, routed: Routed) -> None:
+        now = self.now_ms()
+        if tx.is_linked(violation.violation_id):
+            return
+        case = tx.open_case_at(violation.type, routed.place)
+        if case is not None:
+            tx.link_violation(case.case_id, violation.violation_id, now)
+            tx.update(dataclasses.replace(case, open_violations=case.open_violations + 1,
+                                          updated_time_ms=now), [])
+            log.debug("violation %s joined case %s", violation.violation_id, case.case_id)
+            return
+        case = _case_of(violation, routed, now)
+        tx.insert(case, [HistoryEntry(
+            time_ms=now, actor=ROUTING_ACTOR, from_state=None, to_state=CaseState.REGISTERED,
+            note=f"opened by violation {violation.violation_id}", department=routed.department)])
+        tx.link_violation(case.case_id, violation.violation_id, now)
+        log.info("violation %s opened case %s for %s", violation.violation_id, case.case_id,
+                  routed.department)
+
+    def _cleared(self, tx: CaseBatch, violation: Violation) -> Case | None:
+        """The case, when the clearing closed it."""
+        now = self.now_ms()
+        case_id = tx.clear_violation(violation.violation_id, now)
+        if case_id is None:
+            return None
+        case = tx.get(case_id)
+        if case is None:  # the membership outlived its case: nothing to close
+            return None
+        case = dataclasses.replace(case, open_violations=max(0, case.open_violations - 1),
+                                   updated_time_ms=now)
+        entries: list[HistoryEntry] = []
+        if case.open_violations == 0 and case.verify is Verification.SENSOR:
+            case, entries = closed_by_sensor(case, now)
+        tx.update(case, entries)
+        return case if entries else None
 
     # People
 

@@ -4,6 +4,7 @@ applying, the changes behind it wait in its queue, and nothing is lost or applie
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from core.case_settings import CaseSettings
 from core.models import ViolationStatus
 from core.settings import RelationalKind, RelationalSettings
-from processors.cases.intake import CaseIntake
+from processors.cases.intake import CaseIntake, IntakeStopped
 from processors.cases.model import CaseState, Resolution
 from processors.cases.routing import CaseRouter
 from processors.cases.service import CaseService
@@ -63,4 +64,36 @@ def test_an_outage_delays_the_cases_and_loses_nothing(own_postgres: PostgresServ
         assert (case.state, case.resolution) == (CaseState.CLOSED, Resolution.RESOLVED_BY_ITSELF)
     finally:
         intake.stop()
+        store.close()
+
+
+def test_a_stop_during_an_outage_keeps_the_reader_from_committing(own_postgres: PostgresServer) -> None:
+    """The api role's reader waits at the barrier before it commits its offsets; when the intake gives
+    the queued changes up at a stop, the barrier raises instead of returning, so the offsets stay where
+    they were and a restart reads those changes again."""
+    database = own_postgres.create_database()
+    relational = RelationalSettings(kind=RelationalKind.POSTGRESQL,
+                                    postgresql=database.model_copy(update={"connect_timeout_s": 1.0}))
+    store = CaseStore.open(relational, own_postgres.directory)
+    intake = CaseIntake(CaseService(store, CaseRouter(SETTINGS, "Asia/Shanghai")), wait_when_full=True)
+    intake.start()
+    outcome: list[BaseException | None] = []
+
+    def reader() -> None:
+        try:
+            intake.barrier()
+            outcome.append(None)
+        except IntakeStopped as exc:
+            outcome.append(exc)
+
+    try:
+        own_postgres.stop()
+        intake([change(1, ViolationStatus.OPEN)])
+        waiting = threading.Thread(target=reader, daemon=True)
+        waiting.start()
+        intake.stop(timeout_s=1.0)
+        waiting.join(10)
+        assert [type(exc) for exc in outcome] == [IntakeStopped]
+        assert (intake.applied, intake.failed) == (0, 1)
+    finally:
         store.close()

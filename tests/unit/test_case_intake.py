@@ -3,14 +3,14 @@ dropping (embedded) or waiting (the api role's topic reader), and a barrier befo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from core.case_settings import CaseSettings
 from core.metrics import Metrics
-from core.models import ViolationStatus
+from core.models import Violation, ViolationStatus
 from core.settings import RelationalSettings
 from processors.cases.intake import CaseIntake
 from processors.cases.model import CaseState
@@ -78,3 +78,51 @@ def test_stopping_applies_what_is_queued(service: CaseService) -> None:
     intake(changes("bin-1"))
     intake.stop()
     assert len(service.store.query(CaseQuery()).items) == 1
+
+
+class RefusingService(CaseService):
+    """Refuses every transaction holding one given violation, as a store refuses a broken row."""
+
+    def __init__(self, service: CaseService, refused_id: str) -> None:
+        super().__init__(service.store, service.router)
+        self.refused_id = refused_id
+        self.transactions = 0
+
+    def violation_changes(self, violations: Sequence[Violation]) -> None:
+        self.transactions += 1
+        if any(v.violation_id == self.refused_id for v in violations):
+            raise ValueError(f"refused {self.refused_id}")
+        super().violation_changes(violations)
+
+
+def test_a_queued_chunk_is_applied_in_one_transaction(service: CaseService) -> None:
+    counting = RefusingService(service, refused_id="none")
+    intake = CaseIntake(counting)
+    intake(changes("bin-1", "bin-2", "bin-3"))  # queued before the worker starts: one chunk
+    intake.start()
+    try:
+        intake.barrier()
+        assert (counting.transactions, intake.applied) == (1, 3)
+    finally:
+        intake.stop()
+
+
+def test_a_refused_change_fails_alone_and_the_rest_of_its_chunk_is_applied(
+        service: CaseService, caplog: pytest.LogCaptureFixture) -> None:
+    metrics = Metrics()
+    refusing = RefusingService(service, refused_id="v0002")
+    intake = CaseIntake(refusing)
+    refusing.report_to(metrics)
+    intake(changes("bin-1", "bin-2", "bin-3"))
+    intake.start()
+    try:
+        intake.barrier()
+    finally:
+        intake.stop()
+    assert sorted(c.place or "" for c in service.store.query(CaseQuery()).items) == ["bin-1", "bin-3"]
+    assert (intake.applied, intake.failed) == (2, 1)
+    assert metrics.registry.get_sample_value("citywatch_case_changes_total", {"outcome": "failed"}) == 1
+    assert metrics.registry.get_sample_value("citywatch_case_changes_total", {"outcome": "applied"}) == 2
+    [refused] = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert refused.getMessage().startswith("cases: the change v0002:open:")
+    assert refused.getMessage().endswith(" was refused")
