@@ -343,8 +343,9 @@ def _count_from_history(tx: Executor) -> None:
             since = time_ms
         counts[case_id] = [reworked, returns, suspended, since]
     for case_id, (reworked, returns, suspended, since) in counts.items():
-        tx.execute("UPDATE cases SET reworked = ?, returns = ?, suspended_ms = ?, suspended_since_ms = "
-                   "CASE WHEN state = 'suspended' THEN ? END WHERE case_id = ?",
+        # A suspension not followed by a resumption is the running one (the case is suspended).
+        tx.execute("UPDATE cases SET reworked = ?, returns = ?, suspended_ms = ?, suspended_since_ms = ? "
+                   "WHERE case_id = ?",
                    (reworked, returns, suspended, since, case_id))
 
 
