@@ -96,7 +96,8 @@ CREATE TABLE IF NOT EXISTS case_history (
 _ADDED_COLUMNS: Final = (
     ("deadline_ms", "INTEGER", "BIGINT"), ("warning_ms", "INTEGER", "BIGINT"),
     ("warning_signalled_ms", "INTEGER", "BIGINT"), ("breach_signalled_ms", "INTEGER", "BIGINT"),
-    ("escalated_to", "TEXT", "TEXT"), ("reworked", "INTEGER NOT NULL DEFAULT 0", "INTEGER NOT NULL DEFAULT 0"),
+    ("escalated_to", "TEXT", "TEXT"),
+    ("reworked", "INTEGER NOT NULL DEFAULT 0", "INTEGER NOT NULL DEFAULT 0"),
     ("returns", "INTEGER NOT NULL DEFAULT 0", "INTEGER NOT NULL DEFAULT 0"),
     ("suspended_ms", "INTEGER NOT NULL DEFAULT 0", "BIGINT NOT NULL DEFAULT 0"),
     ("suspended_since_ms", "INTEGER", "BIGINT"),

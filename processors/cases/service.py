@@ -133,7 +133,8 @@ class CaseService:
 
     def create(self, new: NewCase, actor: str) -> Case:
         now = self.now_ms()
-        case = self.clock.started(Case(case_id=new_case_id(), type=new.type, state=CaseState.REGISTERED, priority=new.priority,
+        case = self.clock.started(Case(
+                    case_id=new_case_id(), type=new.type, state=CaseState.REGISTERED, priority=new.priority,
                     verify=Verification.PERSON, origin=CaseOrigin.MANUAL, created_by=actor,
                     created_time_ms=now, updated_time_ms=now, description=new.description,
                     department=new.department, category=new.category, grid=new.grid, district=new.district,
@@ -169,8 +170,10 @@ class CaseService:
                     updated = dataclasses.replace(updated, warning_signalled_ms=now)
                     events.append(CaseSlaEvent(CaseEventKind.SLA_WARNING, updated, case.warning_ms, now))
                 entries: list[HistoryEntry] = []
-                if case.breach_signalled_ms is None and case.deadline_ms is not None and case.deadline_ms < now:
-                    updated, entries = self._escalated(dataclasses.replace(updated, breach_signalled_ms=now), now)
+                if case.breach_signalled_ms is None and case.deadline_ms is not None \
+                        and case.deadline_ms < now:
+                    updated, entries = self._escalated(
+                        dataclasses.replace(updated, breach_signalled_ms=now), now)
                     events.append(CaseSlaEvent(CaseEventKind.SLA_BREACH, updated, case.deadline_ms, now))
                 tx.update(updated, entries)
         for event in events:
@@ -184,8 +187,8 @@ class CaseService:
         reassign = self.settings.escalation.reassign
         escalated = dataclasses.replace(case, escalated_to=supervisor, updated_time_ms=now,
                                         department=supervisor if reassign else case.department)
-        note = (f"deadline passed: escalated to {supervisor}"
-                + (" (now its department)" if reassign else f" ({case.department or 'no department'} keeps it)"))
+        keeps = "now its department" if reassign else f"{case.department or 'no department'} keeps it"
+        note = f"deadline passed: escalated to {supervisor} ({keeps})"
         return escalated, [HistoryEntry(time_ms=now, actor=SLA_ACTOR, from_state=case.state,
                                         to_state=case.state, note=note, department=supervisor,
                                         reason="sla_breach")]
