@@ -105,6 +105,8 @@ class CaseSettings(_Section):
         default_factory=dict, description="Per department: its `supervisor` for SLA escalation.")
     escalation: EscalationSettings = Field(default_factory=EscalationSettings,
                                            description="Escalation of cases that breach their deadline.")
+    sla_check_interval_s: float = Field(2.0, gt=0, le=60, description="How often the api role looks for "
+                                        "warning times and deadlines reached.")
 
     def supervisor_of(self, department: str | None) -> str | None:
         """Where a breached case of `department` escalates to; None: nowhere (or it is the supervisor)."""

@@ -34,8 +34,10 @@ from api.problems import (
 from api.schemas import LocationOut, ViolationOut
 from core.case_settings import CasePriority, Verification
 from core.masking import Masker, mask_data
+from processors.cases.calendar import SlaStatus
 from processors.cases.model import Case, CaseOrigin, CaseState, HistoryEntry, Resolution
 from processors.cases.service import CaseNotFound, CaseService, NewCase
+from processors.cases.sla import sla_status
 from processors.cases.states import TransitionRefused, TransitionRequest, allowed_from
 from store.cases import CaseQuery, InvalidCaseCursor
 
@@ -182,6 +184,13 @@ class CaseOut(BaseModel):
     suspended_from: CaseState | None = Field(description="Suspended: the state it resumes to.")
     returned_by: str | None = Field(description="Returned: the department that returned it.")
     open_violations: int = Field(description="Linked violations not cleared yet.")
+    deadline_ms: int | None = Field(description="When its SLA allowance is used up (epoch ms); null while "
+                                    "suspended or when the SLA policy has no terms for its priority.")
+    warning_ms: int | None = Field(description="When its SLA warning is due (epoch ms).")
+    sla_status: SlaStatus | None = Field(description="within, warning or overdue now; null when closed, "
+                                         "suspended or without a deadline.")
+    escalated_to: str | None = Field(description="The supervisor department a breached deadline "
+                                     "escalated it to.")
 
 
 class CaseViolationOut(BaseModel):
@@ -202,7 +211,7 @@ class CasePageOut(BaseModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next, older page; null at the end.")
 
 
-def _case_out(case: Case) -> dict[str, Any]:
+def _case_out(case: Case, now_ms: int) -> dict[str, Any]:
     location = LocationOut(lat=case.lat, lon=case.lon) if case.lat is not None and case.lon is not None \
         else None
     return CaseOut(
@@ -213,7 +222,8 @@ def _case_out(case: Case) -> dict[str, Any]:
         created_by=case.created_by, created_time_ms=case.created_time_ms,
         updated_time_ms=case.updated_time_ms, closed_time_ms=case.closed_time_ms,
         resolution=case.resolution, suspended_from=case.suspended_from, returned_by=case.returned_by,
-        open_violations=case.open_violations).model_dump(mode="json")
+        open_violations=case.open_violations, deadline_ms=case.deadline_ms, warning_ms=case.warning_ms,
+        sla_status=sla_status(case, now_ms), escalated_to=case.escalated_to).model_dump(mode="json")
 
 
 def _history_out(entry: HistoryEntry) -> dict[str, Any]:
@@ -233,7 +243,7 @@ def _detail(service: CaseService, store: StoreDep, case: Case) -> dict[str, Any]
             violation=ViolationOut.model_validate(msgspec.to_builtins(violation)) if violation else None,
         ).model_dump(mode="json"))
     history = [_history_out(entry) for entry in service.store.history(case.case_id)]
-    return {**_case_out(case), "violations": violations, "history": history}
+    return {**_case_out(case, service.now_ms()), "violations": violations, "history": history}
 
 
 def _existing(service: CaseService, case_id: str) -> Case:
@@ -264,11 +274,12 @@ def list_cases(
     from_ms, to_ms = time_range_ms(from_, to)
     query = CaseQuery(states=state or (), departments=department or (), types=type or (), grids=grid or (),
                       districts=district or (), from_ms=from_ms, to_ms=to_ms, limit=limit, cursor=cursor)
+    now = service.now_ms()
     try:
         page = service.store.query(query)
     except InvalidCaseCursor as exc:
         raise invalid("cursor", str(exc)) from exc
-    return {"items": personal.show([_case_out(case) for case in page.items], CASES),
+    return {"items": personal.show([_case_out(case, now) for case in page.items], CASES),
             "next_cursor": page.next_cursor}
 
 

@@ -55,6 +55,8 @@ class CaseIntake:
 
     def __call__(self, entries: Sequence[FeedEntry]) -> None:
         for entry in entries:
+            if entry.violation is None:
+                continue  # a case event: made by the cases, nothing for them to apply
             if self._wait_when_full:
                 self._queue.put(entry)
                 continue
@@ -148,6 +150,7 @@ class CaseIntake:
             if self._giving_up.is_set():
                 return False
             try:
+                assert entry.violation is not None
                 self.service.violation_changes([entry.violation])
                 if backoff_s > RETRY_MIN_S:
                     log.info("cases: the case store is back")

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from core.models import ViolationStatus
 from processors.dispatch.board import PlanBoard
 from processors.dispatch.candidates import depot_for
-from processors.outputs.feed import FeedEntry
+from processors.outputs.feed import FeedEntry, violations_of
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,8 @@ class CrossingWatch:
     def on_violations(self, entries: Sequence[FeedEntry]) -> None:
         """Feed listener: queue the running plans that a newly urgent bin concerns."""
         settings = self._board.settings
-        urgent = [entry.violation for entry in entries if entry.violation.status is ViolationStatus.OPEN
-                  and entry.violation.type in settings.urgency_types]
+        urgent = [violation for violation in violations_of(entries)
+                  if violation.status is ViolationStatus.OPEN and violation.type in settings.urgency_types]
         if not urgent or self._stopping:
             return
         now_ms = self._board.now_ms()
