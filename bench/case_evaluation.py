@@ -19,8 +19,8 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import time
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,8 +71,8 @@ def as_records(columns: CaseColumns) -> list[CaseRecord]:
     ]
 
 
-_INSERT_COLUMNS = ("case_id", "type", "state", "priority", "verify", "origin", "created_by", "created_time_ms",
-                   "updated_time_ms", "description", "department", "grid", "district", "open_violations",
+_INSERT_COLUMNS = ("case_id", "type", "state", "priority", "verify", "origin", "created_by",
+                   "created_time_ms", "updated_time_ms", "description", "department", "grid", "district", "open_violations",
                    "deadline_ms", "closed_time_ms", "reworked", "returns", "suspended_ms",
                    "suspended_since_ms")
 

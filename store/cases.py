@@ -25,8 +25,8 @@ import numpy as np
 
 from core.case_settings import CasePriority, Verification
 from core.settings import RelationalKind, RelationalSettings
-from processors.cases.model import Case, CaseOrigin, CaseState, CaseViolation, HistoryEntry, Resolution
 from processors.cases.evaluation import NEVER_MS, CaseColumns
+from processors.cases.model import Case, CaseOrigin, CaseState, CaseViolation, HistoryEntry, Resolution
 from store.relational import Database, Executor, Schema, open_database
 
 FILE_NAME: Final = "cases.sqlite3"

@@ -10,7 +10,6 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from fastapi.testclient import TestClient
 
 from api.access.keys import Scope
 from core.case_settings import CasePriority, Verification
