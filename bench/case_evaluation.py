@@ -72,7 +72,8 @@ def as_records(columns: CaseColumns) -> list[CaseRecord]:
 
 
 _INSERT_COLUMNS = ("case_id", "type", "state", "priority", "verify", "origin", "created_by",
-                   "created_time_ms", "updated_time_ms", "description", "department", "grid", "district", "open_violations",
+                   "created_time_ms", "updated_time_ms", "description", "department", "grid", "district",
+                   "open_violations",
                    "deadline_ms", "closed_time_ms", "reworked", "returns", "suspended_ms",
                    "suspended_since_ms")
 
