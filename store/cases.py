@@ -13,7 +13,6 @@ open, its counts filled in from the history (`_migrate`). The version is kept in
 
 from __future__ import annotations
 
-import itertools
 import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -21,13 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-import numpy as np
-
 from core.case_settings import CasePriority, Verification
 from core.settings import RelationalKind, RelationalSettings
-from processors.cases.evaluation import NEVER_MS, CaseColumns
+from processors.cases.evaluation import CaseColumns
 from processors.cases.model import Case, CaseOrigin, CaseState, CaseViolation, HistoryEntry, Resolution
-from store.relational import Database, Executor, PostgresDatabase, Schema, open_database
+from store.case_columns import EvaluationColumns
+from store.relational import Database, Executor, Schema, open_database
 
 FILE_NAME: Final = "cases.sqlite3"
 SCHEMA_VERSION: Final = 2
@@ -66,7 +64,9 @@ CREATE TABLE IF NOT EXISTS cases (
     reworked         INTEGER NOT NULL DEFAULT 0,
     returns          INTEGER NOT NULL DEFAULT 0,
     suspended_ms     {int} NOT NULL DEFAULT 0,
-    suspended_since_ms {int}
+    suspended_since_ms {int},
+    row_number       {int},
+    change_seq       {int}
 );
 CREATE TABLE IF NOT EXISTS case_schema (
     version          INTEGER NOT NULL
@@ -105,9 +105,14 @@ _ADDED_COLUMNS: Final = (
     ("returns", "INTEGER NOT NULL DEFAULT 0", "INTEGER NOT NULL DEFAULT 0"),
     ("suspended_ms", "INTEGER NOT NULL DEFAULT 0", "BIGINT NOT NULL DEFAULT 0"),
     ("suspended_since_ms", "INTEGER", "BIGINT"),
+    # Evaluation's in-memory columns (store/case_columns.py): a dense number per case, a number per write.
+    ("row_number", "INTEGER", "BIGINT"), ("change_seq", "INTEGER", "BIGINT"),
 )
-# After the columns exist: the signal poller's look-ups of open cases not signalled yet.
+# After the columns exist and are filled: the signal poller's look-ups of open cases not signalled yet,
+# and the numbering of cases and writes.
 _SLA_INDEXES: Final = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS cases_by_row_number ON cases (row_number)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS cases_by_change ON cases (change_seq)",
     "CREATE INDEX IF NOT EXISTS cases_warning_due ON cases (warning_ms) WHERE warning_signalled_ms IS NULL",
     "CREATE INDEX IF NOT EXISTS cases_breach_due ON cases (deadline_ms) WHERE breach_signalled_ms IS NULL",
 )
@@ -123,6 +128,10 @@ _CASE_COLUMNS: Final = (
 _SELECT_CASE: Final = f"SELECT {', '.join(_CASE_COLUMNS)} FROM cases"
 _HISTORY_COLUMNS: Final = ("seq", "time_ms", "actor", "from_state", "to_state", "note", "assignee",
                            "department", "photo_url", "reason")
+
+
+_NEXT_ROW_NUMBER: Final = "(SELECT COALESCE(MAX(row_number), 0) + 1 FROM cases)"
+_NEXT_CHANGE: Final = "(SELECT COALESCE(MAX(change_seq), 0) + 1 FROM cases)"
 
 
 def new_case_id() -> str:
@@ -170,13 +179,14 @@ class CaseTransaction:
 
     def insert(self, case: Case, entries: Sequence[HistoryEntry]) -> None:
         placeholders = ", ".join("?" for _ in _CASE_COLUMNS)
-        self._tx.execute(f"INSERT INTO cases ({', '.join(_CASE_COLUMNS)}) VALUES ({placeholders})",
-                         _case_row(case))
+        # Numbered under the exclusive lock: the numbers of committed writes only ever grow.
+        self._tx.execute(f"INSERT INTO cases ({', '.join(_CASE_COLUMNS)}, row_number, change_seq) "
+                         f"VALUES ({placeholders}, {_NEXT_ROW_NUMBER}, {_NEXT_CHANGE})", _case_row(case))
         self._append(case.case_id, entries)
 
     def update(self, case: Case, entries: Sequence[HistoryEntry]) -> None:
         assignments = ", ".join(f"{column} = ?" for column in _CASE_COLUMNS[1:])
-        self._tx.execute(f"UPDATE cases SET {assignments} WHERE case_id = ?",
+        self._tx.execute(f"UPDATE cases SET {assignments}, change_seq = {_NEXT_CHANGE} WHERE case_id = ?",
                          (*_case_row(case)[1:], case.case_id))
         self._append(case.case_id, entries)
 
@@ -235,6 +245,7 @@ class CaseTransaction:
 class CaseStore:
     def __init__(self, database: Database) -> None:
         self._db = database
+        self._evaluation = EvaluationColumns(database)
 
     @classmethod
     def open(cls, relational: RelationalSettings, data_dir: Path) -> CaseStore:
@@ -295,53 +306,9 @@ class CaseStore:
 
     def evaluation_columns(self, from_ms: int, to_ms: int, now_ms: int) -> CaseColumns:
         """What processors/cases/evaluation.py needs of the cases registered in [from_ms, to_ms) or open at
-        `to_ms`, as columns built straight from the rows (no object per case). A case without a
+        `to_ms`, as columns (store/case_columns.py: read once, then only what changed). A case without a
         department, grid or district counts under the empty name."""
-        numbers = ", ".join(f"CAST({expression} AS BIGINT)" for expression in (
-            "created_time_ms", f"COALESCE(deadline_ms, {NEVER_MS})", f"COALESCE(closed_time_ms, {NEVER_MS})",
-            "reworked", "returns", f"suspended_ms + CASE WHEN suspended_since_ms IS NULL THEN 0 "
-            f"ELSE {int(now_ms)} - suspended_since_ms END",
-            "CASE WHEN state = 'suspended' THEN 1 ELSE 0 END"))
-        where = ("created_time_ms < ? AND (created_time_ms >= ? OR closed_time_ms IS NULL "
-                 "OR closed_time_ms >= ?)")
-        params = (to_ms, from_ms, to_ms)
-        if isinstance(self._db, PostgresDatabase):
-            return self._postgres_columns(numbers, where, params)
-        rows = self._db.execute(f"SELECT {numbers}, COALESCE(department, ''), COALESCE(grid, ''), "
-                                f"COALESCE(district, '') FROM cases WHERE {where}", params).rows
-        return columns_of(rows)
-
-    def _postgres_columns(self, numbers: str, where: str, params: tuple[int, ...]) -> CaseColumns:
-        """The rows as integers only (the names coded by joining the few distinct names), copied out in
-        PostgreSQL's binary format and read by numpy as fixed-size records."""
-        assert isinstance(self._db, PostgresDatabase)
-        levels = ("department", "grid", "district")
-        found = self._db.execute(
-            f"SELECT COALESCE(department, ''), COALESCE(grid, ''), COALESCE(district, ''), "
-            f"GROUPING(department), GROUPING(grid) FROM cases WHERE {where} "
-            "GROUP BY GROUPING SETS ((department), (grid), (district))", params).rows
-        names: dict[str, list[str]] = {level: [] for level in levels}
-        for department, grid, district, no_department, no_grid in found:
-            level = "department" if not no_department else "grid" if not no_grid else "district"
-            name = {"department": department, "grid": grid, "district": district}[level]
-            if name not in names[level]:  # NULL and '' are one name
-                names[level].append(name)
-        aliases = {"department": "dn", "grid": "gn", "district": "sn"}
-        joins = " ".join(f"JOIN unnest(?::text[]) WITH ORDINALITY AS {alias}(name, code) "
-                         f"ON {alias}.name = COALESCE(c.{level}, '')" for level, alias in aliases.items())
-        codes = ", ".join(f"CAST({alias}.code - 1 AS BIGINT)" for alias in aliases.values())
-        data = self._db.copy_out(f"SELECT {numbers}, {codes} FROM cases c {joins} WHERE {where}",
-                                 (*(names[level] for level in levels), *params))
-        fields = 10
-        record = np.dtype([("count", ">i2"), *((f"f{i}", [("size", ">i4"), ("value", ">i8")])
-                                               for i in range(fields))])
-        # 19 bytes of header (signature, flags, no extension), then the records, then a 2-byte trailer.
-        table = np.frombuffer(data, dtype=record, offset=19, count=(len(data) - 21) // record.itemsize)
-        column = [table[f"f{i}"]["value"].astype(np.int64) for i in range(fields)]
-        return CaseColumns(registered_ms=column[0], deadline_ms=column[1], closed_ms=column[2],
-                           reworked=column[3], returned=column[4], suspended_ms=column[5],
-                           suspended_now=column[6].astype(bool), department=column[7], grid=column[8],
-                           district=column[9], names={level: tuple(names[level]) for level in levels})
+        return self._evaluation.columns(from_ms, to_ms, now_ms)
 
     def close(self) -> None:
         self._db.close()
@@ -371,10 +338,13 @@ def _migrate(database: Database) -> None:
                  for name, sqlite, postgresql in _ADDED_COLUMNS if name not in existing]
         for name, declaration in added:
             tx.execute(f"ALTER TABLE cases ADD COLUMN {name} {declaration}")
-        for statement in _SLA_INDEXES:
-            tx.execute(statement)
         if added:
             _count_from_history(tx)
+            tx.execute("UPDATE cases SET row_number = n.number, change_seq = n.number FROM (SELECT case_id, "
+                       "ROW_NUMBER() OVER (ORDER BY created_time_ms, case_id) AS number FROM cases) AS n "
+                       "WHERE cases.case_id = n.case_id")
+        for statement in _SLA_INDEXES:
+            tx.execute(statement)
         tx.execute("DELETE FROM case_schema")
         tx.execute("INSERT INTO case_schema (version) VALUES (?)", (SCHEMA_VERSION,))
 
@@ -402,24 +372,6 @@ def _count_from_history(tx: Executor) -> None:
         tx.execute("UPDATE cases SET reworked = ?, returns = ?, suspended_ms = ?, suspended_since_ms = ? "
                    "WHERE case_id = ?",
                    (reworked, returns, suspended, since, case_id))
-
-
-def columns_of(rows: Sequence[tuple[Any, ...]]) -> CaseColumns:
-    """CaseColumns from rows of (registered, deadline, closed, reworked, returned, suspended_ms,
-    suspended_now, department, grid, district), the first seven integers."""
-    count = len(rows)
-    numbers = np.fromiter(itertools.chain.from_iterable(row[:7] for row in rows), dtype=np.int64,
-                          count=count * 7).reshape(count, 7)
-    names: dict[str, tuple[str, ...]] = {}
-    codes: dict[str, Any] = {}
-    for index, level in enumerate(("department", "grid", "district"), start=7):
-        known: dict[str, int] = {}
-        codes[level] = np.fromiter((known.setdefault(row[index], len(known)) for row in rows),
-                                   dtype=np.int64, count=count)
-        names[level] = tuple(known)
-    return CaseColumns(registered_ms=numbers[:, 0], deadline_ms=numbers[:, 1], closed_ms=numbers[:, 2],
-                       reworked=numbers[:, 3], returned=numbers[:, 4], suspended_ms=numbers[:, 5],
-                       suspended_now=numbers[:, 6].astype(bool), names=names, **codes)
 
 
 def _parse_cursor(cursor: str) -> tuple[int, str]:

@@ -313,6 +313,8 @@ def test_a_version_1_database_gains_the_sla_columns_and_its_counts(
         # Four working hours from 09:00 with 09:01-10:01 suspended: due 15:00 + 1 h.
         assert timed is not None and timed.deadline_ms == local_ms("2026-12-07 16:00")
         assert service.start_clocks() == 0
+        # Numbered in the migration: evaluation reads it.
+        assert list(store.evaluation_columns(t - 3_600_000, t + 3_600_000, t).registered_ms) == [t]
     finally:
         store.close()
     # Opened again: nothing to migrate, the version stays.

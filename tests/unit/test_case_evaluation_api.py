@@ -4,6 +4,7 @@ equal the figures counted case by case from the definitions (docs/cases.md, "Eva
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +17,9 @@ from core.case_settings import CasePriority, Verification
 from core.settings import RelationalSettings
 from processors.cases.evaluation import CaseRecord
 from processors.cases.model import Case, CaseOrigin, CaseState
+from store.cases import CaseStore
 from tests.support.alerts import AlertApi, alert_api, bearer
-from tests.unit.test_case_evaluation import WEEK, WEEK_FROM_MS, WEEK_TO_MS, expected_figures
+from tests.unit.test_case_evaluation import DAY_MS, HOUR_MS, WEEK, WEEK_FROM_MS, WEEK_TO_MS, expected_figures
 
 PERIOD = f"from={quote('2026-12-07T00:00:00+08:00')}&to={quote('2026-12-14T00:00:00+08:00')}"
 
@@ -75,3 +77,30 @@ def test_evaluation_needs_cases_read_and_a_period_that_ends_after_it_starts(api:
     assert response.status_code == 422 and "earlier than `to`" in response.json()["detail"]
     response = client.get("/v1/cases/evaluation.csv", headers=bearer(api.key(Scope.CASES_READ)))
     assert response.status_code == 422
+
+
+def test_changes_after_a_first_evaluation_are_counted_also_from_another_replica(
+        api: AlertApi, tmp_path: Path, relational: RelationalSettings) -> None:
+    client = api.client()
+    headers = bearer(api.key(Scope.CASES_READ))
+    assert client.get(f"/v1/cases/evaluation?{PERIOD}", headers=headers).json() == expected_figures(
+        WEEK, WEEK_FROM_MS, WEEK_TO_MS)
+    # Another replica on the same database closes open cases and registers one in a new department.
+    other = CaseStore.open(relational, tmp_path)
+    try:
+        changed = list(WEEK)
+        with other.transaction() as tx:
+            for index, record in enumerate(WEEK):
+                if record.closed_ms is None and WEEK_FROM_MS <= record.registered_ms < WEEK_TO_MS - DAY_MS:
+                    changed[index] = dataclasses.replace(record, closed_ms=record.registered_ms + HOUR_MS,
+                                                         state="closed")
+                    tx.update(stored(changed[index]), [])
+            extra = CaseRecord("c_extra", "bridges", "grid-99", "district-9", WEEK_FROM_MS + DAY_MS,
+                               WEEK_FROM_MS + 2 * DAY_MS)
+            tx.insert(stored(extra), [])
+    finally:
+        other.close()
+    assert sum(a != b for a, b in zip(WEEK, changed, strict=True)) > 50
+    response = client.get(f"/v1/cases/evaluation?{PERIOD}", headers=headers)
+    assert response.json() == expected_figures([*changed, extra], WEEK_FROM_MS, WEEK_TO_MS)
+    assert response.json()["department"]["bridges"]["registered"] == 1
