@@ -198,8 +198,9 @@ def through_store(args: argparse.Namespace) -> None:
             print(f"{label}: columns from the store and evaluate {summary(walls, cpus)} "
                   f"(registered {city.registered:,})")
         # A day of changes between two evaluations (3,000 cases closed): read back and evaluated.
+        worked = store.query(CaseQuery(states=[CaseState.IN_PROGRESS], limit=3000)).items
         with store.transaction() as tx:
-            for case in store.query(CaseQuery(states=[CaseState.IN_PROGRESS], limit=3000)).items:
+            for case in worked:
                 tx.update(dataclasses.replace(case, state=CaseState.CLOSED, closed_time_ms=year_to - 1), [])
         walls, cpus = timed(lambda: evaluate(store.evaluation_columns(YEAR_FROM_MS, year_to, year_to),
                                              YEAR_FROM_MS, year_to), 1)
