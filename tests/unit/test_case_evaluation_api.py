@@ -104,3 +104,15 @@ def test_changes_after_a_first_evaluation_are_counted_also_from_another_replica(
     response = client.get(f"/v1/cases/evaluation?{PERIOD}", headers=headers)
     assert response.json() == expected_figures([*changed, extra], WEEK_FROM_MS, WEEK_TO_MS)
     assert response.json()["department"]["bridges"]["registered"] == 1
+
+
+def test_a_city_without_cases_has_its_city_row_with_nothing_due(tmp_path: Path) -> None:
+    api = alert_api(tmp_path)
+    try:
+        headers = bearer(api.key(Scope.CASES_READ))
+        response = api.client().get(f"/v1/cases/evaluation?{PERIOD}", headers=headers)
+        assert response.status_code == 200
+        body = response.json()
+        assert (body["city"]["registered"], body["city"]["closure_rate"], body["grid"]) == (0, None, {})
+    finally:
+        api.close()
