@@ -4,6 +4,7 @@ idempotency key, and that the consumers of violations leave them alone."""
 from __future__ import annotations
 
 from api.alerts.filters import ViolationFilter
+from api.alerts.openapi import CaseSlaChange, SlaCase
 from core.case_settings import CasePriority, Verification
 from processors.cases.model import Case, CaseOrigin, CaseState
 from processors.cases.sla import CaseEventKind, CaseSlaEvent
@@ -37,6 +38,9 @@ def test_case_events_follow_the_violation_changes_in_one_sequence_with_their_own
         "case_id": "c_0001", "department": "sanitation", "deadline_ms": 10_000, "due_ms": 10_000,
         "signalled_ms": 10_500, "escalated_to": "city_inspection"}
     assert violations_of([change, breach]) == [change.violation]
+    # As the OpenAPI document describes it.
+    assert set(message["case"]) == set(SlaCase.model_fields)
+    CaseSlaChange.model_validate(message)
 
 
 def test_a_filter_takes_case_events_only_when_it_asks_for_them() -> None:
