@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.local_time import parse_window
 from core.open311_settings import Open311Settings
+from core.working_calendar import SlaSettings
 
 
 class _Section(BaseModel):
@@ -76,6 +77,20 @@ class CaseTypeSettings(_Section):
                                  "someone with cases:write verifies it.")
 
 
+class CaseDepartmentSettings(_Section):
+    supervisor: str | None = Field(None, min_length=1, description="The department a case of this one "
+                                   "escalates to when it breaches its SLA deadline.")
+
+
+class EscalationSettings(_Section):
+    """What a breached SLA deadline does besides its `case_sla_breach` event (docs/cases.md)."""
+
+    supervisor: str | None = Field(None, min_length=1, description="The supervisor department of "
+                                   "departments without their own `supervisor`; unset: no escalation.")
+    reassign: bool = Field(False, description="Also make the supervisor the owning department (the "
+                           "case keeps its state); by default it only records `escalated_to`.")
+
+
 class CaseSettings(_Section):
     routes: list[CaseRoute] = Field(
         default_factory=list, description="Tried in order; the first match opens (or joins) a case. A "
@@ -86,6 +101,22 @@ class CaseSettings(_Section):
     open311: Open311Settings = Field(
         default_factory=Open311Settings, description="Open311 GeoReport v2: the services citizens file "
         "cases under, routed like violations of their case type (docs/cases.md).")
+
+    sla: SlaSettings = Field(default_factory=SlaSettings, description="Deadlines: allowances per "
+                             "priority, overrides, working calendars (docs/cases.md, \"Working calendar and "
+                             "SLA\").")
+    departments: dict[str, CaseDepartmentSettings] = Field(
+        default_factory=dict, description="Per department: its `supervisor` for SLA escalation.")
+    escalation: EscalationSettings = Field(default_factory=EscalationSettings,
+                                           description="Escalation of cases that breach their deadline.")
+    sla_check_interval_s: float = Field(2.0, gt=0, le=60, description="How often the api role looks for "
+                                        "warning times and deadlines reached.")
+
+    def supervisor_of(self, department: str | None) -> str | None:
+        """Where a breached case of `department` escalates to; None: nowhere (or it is the supervisor)."""
+        own = self.departments.get(department) if department is not None else None
+        supervisor = own.supervisor if own is not None and own.supervisor else self.escalation.supervisor
+        return supervisor if supervisor != department else None
 
     def verification_of(self, case_type: str) -> Verification:
         configured = self.types.get(case_type)

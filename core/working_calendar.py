@@ -118,7 +118,8 @@ def _default_priorities() -> dict[str, SlaTermsSettings]:
 class SlaTermsSettings(_Section):
     """A priority's allowance."""
 
-    allowance_minutes: int = Field(gt=0, description="Time allowed from registration to closing.")
+    allowance_minutes: float = Field(gt=0, description="Time allowed from registration to closing "
+                                     "(fractions allowed: 0.5 is thirty seconds).")
     clock: SlaClock = Field(SlaClock.WORKING, description="working: counted in the calendar's working "
                             "time; calendar: every minute counts (around the clock).")
     warn_at: float | None = Field(None, gt=0, lt=1, description="Warn when this share of the allowance is "
@@ -132,7 +133,7 @@ class SlaOverrideSettings(_Section):
     department: str | None = Field(None, min_length=1, description="Applies to this department only.")
     priority: str | None = Field(None, min_length=1, description="Applies at this priority only; unset: "
                                  "at every priority.")
-    allowance_minutes: int | None = Field(None, gt=0, description="Replaces the allowance.")
+    allowance_minutes: float | None = Field(None, gt=0, description="Replaces the allowance.")
     clock: SlaClock | None = Field(None, description="Replaces the clock.")
     calendar: str | None = Field(None, min_length=1, description="Working time is counted in this calendar "
                                  "(a name in `calendars`).")

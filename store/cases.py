@@ -6,7 +6,9 @@ replica): a violation belongs to at most one case (`case_violations.violation_id
 at most one case is open per (type, place) (a partial unique index). Changes that decide on what is
 stored (joining an open case, a transition) run in transactions exclusive on `cases`.
 
-Schema version 1 (the first); later versions add columns the way the webhook store does.
+Schema version 2 adds the SLA clock (deadline, warning time, what was signalled, the escalation) and the
+counts evaluation reads (reworks, returns, suspended time); a version 1 database gains the columns at
+open, its counts filled in from the history (`_migrate`). The version is kept in `case_schema`.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from pathlib import Path
 from typing import Any, Final
 
 from core.case_settings import CasePriority, Verification
-from core.settings import RelationalSettings
+from core.settings import RelationalKind, RelationalSettings
+from processors.cases.evaluation import CaseColumns
 from processors.cases.model import Case, CaseOrigin, CaseState, CaseViolation, HistoryEntry, Resolution
+from store.case_columns import EvaluationColumns
 from store.relational import Database, Executor, Schema, open_database
 
 FILE_NAME: Final = "cases.sqlite3"
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 _TABLES: Final = """
 CREATE TABLE IF NOT EXISTS cases (
@@ -51,7 +55,21 @@ CREATE TABLE IF NOT EXISTS cases (
     resolution       TEXT,
     suspended_from   TEXT,
     returned_by      TEXT,
-    open_violations  INTEGER NOT NULL
+    open_violations  INTEGER NOT NULL,
+    deadline_ms      {int},
+    warning_ms       {int},
+    warning_signalled_ms {int},
+    breach_signalled_ms  {int},
+    escalated_to     TEXT,
+    reworked         INTEGER NOT NULL DEFAULT 0,
+    returns          INTEGER NOT NULL DEFAULT 0,
+    suspended_ms     {int} NOT NULL DEFAULT 0,
+    suspended_since_ms {int},
+    row_number       {int},
+    change_seq       {int}
+);
+CREATE TABLE IF NOT EXISTS case_schema (
+    version          INTEGER NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS cases_one_open_per_place ON cases (type, place)
     WHERE state <> 'closed' AND place IS NOT NULL;
@@ -78,6 +96,26 @@ CREATE TABLE IF NOT EXISTS case_history (
     PRIMARY KEY (case_id, seq)
 );
 """
+# Version 2: (column, SQLite type, PostgreSQL type) added to a version 1 `cases` table.
+_ADDED_COLUMNS: Final = (
+    ("deadline_ms", "INTEGER", "BIGINT"), ("warning_ms", "INTEGER", "BIGINT"),
+    ("warning_signalled_ms", "INTEGER", "BIGINT"), ("breach_signalled_ms", "INTEGER", "BIGINT"),
+    ("escalated_to", "TEXT", "TEXT"),
+    ("reworked", "INTEGER NOT NULL DEFAULT 0", "INTEGER NOT NULL DEFAULT 0"),
+    ("returns", "INTEGER NOT NULL DEFAULT 0", "INTEGER NOT NULL DEFAULT 0"),
+    ("suspended_ms", "INTEGER NOT NULL DEFAULT 0", "BIGINT NOT NULL DEFAULT 0"),
+    ("suspended_since_ms", "INTEGER", "BIGINT"),
+    # Evaluation's in-memory columns (store/case_columns.py): a dense number per case, a number per write.
+    ("row_number", "INTEGER", "BIGINT"), ("change_seq", "INTEGER", "BIGINT"),
+)
+# After the columns exist and are filled: the signal poller's look-ups of open cases not signalled yet,
+# and the numbering of cases and writes.
+_SLA_INDEXES: Final = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS cases_by_row_number ON cases (row_number)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS cases_by_change ON cases (change_seq)",
+    "CREATE INDEX IF NOT EXISTS cases_warning_due ON cases (warning_ms) WHERE warning_signalled_ms IS NULL",
+    "CREATE INDEX IF NOT EXISTS cases_breach_due ON cases (deadline_ms) WHERE breach_signalled_ms IS NULL",
+)
 SCHEMA: Final = Schema("cases", _TABLES.format(int="INTEGER", real="REAL"),
                        _TABLES.format(int="BIGINT", real="DOUBLE PRECISION"))
 
@@ -85,10 +123,15 @@ _CASE_COLUMNS: Final = (
     "case_id", "type", "state", "priority", "verify", "origin", "created_by", "created_time_ms",
     "updated_time_ms", "description", "department", "assignee", "category", "place", "grid", "district",
     "lat", "lon", "photo_url", "closed_time_ms", "resolution", "suspended_from", "returned_by",
-    "open_violations")
+    "open_violations", "deadline_ms", "warning_ms", "warning_signalled_ms", "breach_signalled_ms",
+    "escalated_to", "reworked", "returns", "suspended_ms", "suspended_since_ms")
 _SELECT_CASE: Final = f"SELECT {', '.join(_CASE_COLUMNS)} FROM cases"
 _HISTORY_COLUMNS: Final = ("seq", "time_ms", "actor", "from_state", "to_state", "note", "assignee",
                            "department", "photo_url", "reason")
+
+
+_NEXT_ROW_NUMBER: Final = "(SELECT COALESCE(MAX(row_number), 0) + 1 FROM cases)"
+_NEXT_CHANGE: Final = "(SELECT COALESCE(MAX(change_seq), 0) + 1 FROM cases)"
 
 
 def new_case_id() -> str:
@@ -138,13 +181,14 @@ class CaseTransaction:
 
     def insert(self, case: Case, entries: Sequence[HistoryEntry]) -> None:
         placeholders = ", ".join("?" for _ in _CASE_COLUMNS)
-        self._tx.execute(f"INSERT INTO cases ({', '.join(_CASE_COLUMNS)}) VALUES ({placeholders})",
-                         _case_row(case))
+        # Numbered under the exclusive lock: the numbers of committed writes only ever grow.
+        self._tx.execute(f"INSERT INTO cases ({', '.join(_CASE_COLUMNS)}, row_number, change_seq) "
+                         f"VALUES ({placeholders}, {_NEXT_ROW_NUMBER}, {_NEXT_CHANGE})", _case_row(case))
         self._append(case.case_id, entries)
 
     def update(self, case: Case, entries: Sequence[HistoryEntry]) -> None:
         assignments = ", ".join(f"{column} = ?" for column in _CASE_COLUMNS[1:])
-        self._tx.execute(f"UPDATE cases SET {assignments} WHERE case_id = ?",
+        self._tx.execute(f"UPDATE cases SET {assignments}, change_seq = {_NEXT_CHANGE} WHERE case_id = ?",
                          (*_case_row(case)[1:], case.case_id))
         self._append(case.case_id, entries)
 
@@ -165,6 +209,26 @@ class CaseTransaction:
             "WHERE violation_id = ? AND cleared_time_ms IS NULL RETURNING case_id",
             (now_ms, violation_id)).one()
         return str(row[0]) if row is not None else None
+
+    def state_changes(self, case_id: str) -> list[tuple[int, str | None, str]]:
+        """(time_ms, from_state, to_state) of the case's history, in order."""
+        return [(row[0], row[1], row[2]) for row in self._tx.execute(
+            "SELECT time_ms, from_state, to_state FROM case_history WHERE case_id = ? ORDER BY seq",
+            (case_id,)).rows]
+
+    def sla_due(self, now_ms: int, limit: int) -> list[Case]:
+        """Open cases whose warning time was reached or deadline passed without their signal given."""
+        rows = self._tx.execute(
+            f"{_SELECT_CASE} WHERE state <> ? AND ((warning_signalled_ms IS NULL AND warning_ms <= ?) "
+            "OR (breach_signalled_ms IS NULL AND deadline_ms < ?)) ORDER BY warning_ms, case_id LIMIT ?",
+            (CaseState.CLOSED.value, now_ms, now_ms, limit)).rows
+        return [_case_from_row(row) for row in rows]
+
+    def without_deadline(self, limit: int) -> list[Case]:
+        """Open, not suspended cases without a deadline (from before schema version 2)."""
+        rows = self._tx.execute(f"{_SELECT_CASE} WHERE deadline_ms IS NULL AND state NOT IN (?, ?) LIMIT ?",
+                                (CaseState.CLOSED.value, CaseState.SUSPENDED.value, limit)).rows
+        return [_case_from_row(row) for row in rows]
 
     def _append(self, case_id: str, entries: Sequence[HistoryEntry]) -> None:
         if not entries:
@@ -248,6 +312,16 @@ class CaseBatch:
             self._cleared_before.append((now_ms, violation_id))
         return str(member[0])
 
+    def state_changes(self, case_id: str) -> list[tuple[int, str | None, str]]:
+        """(time_ms, from_state, to_state) of the case's history, in order: what is stored and what this
+        batch added."""
+        stored = [] if case_id in self._new_cases else [(row[0], row[1], row[2]) for row in self._tx.execute(
+            "SELECT time_ms, from_state, to_state FROM case_history WHERE case_id = ? ORDER BY seq",
+            (case_id,)).rows]
+        added = [(entry.time_ms, None if entry.from_state is None else entry.from_state.value,
+                  entry.to_state.value) for entry in self._history.get(case_id, [])]
+        return [*stored, *added]
+
     def insert(self, case: Case, entries: Sequence[HistoryEntry]) -> None:
         self._new_cases.add(case.case_id)
         self._put(case, entries)
@@ -270,14 +344,23 @@ class CaseBatch:
 
     def flush(self) -> None:
         tx = self._tx
+        # Every write numbered as CaseTransaction numbers it (the evaluation reads changed rows by
+        # change_seq), from the largest numbers under the same exclusive lock.
+        numbers = tx.execute("SELECT COALESCE(MAX(row_number), 0), COALESCE(MAX(change_seq), 0) "
+                             "FROM cases").one()
+        next_row, next_change = (int(numbers[0]) + 1, int(numbers[1]) + 1) if numbers else (1, 1)
+        changed, new = sorted(self._changed_cases), sorted(self._new_cases)
         # Updates first: a case closed in this batch leaves its place free for a case opened after it.
         assignments = ", ".join(f"{column} = ?" for column in _CASE_COLUMNS[1:])
-        tx.execute_many(f"UPDATE cases SET {assignments} WHERE case_id = ?",
-                        [(*_case_row(self._cases[case_id])[1:], case_id)
-                         for case_id in sorted(self._changed_cases)])
+        tx.execute_many(f"UPDATE cases SET {assignments}, change_seq = ? WHERE case_id = ?",
+                        [(*_case_row(self._cases[case_id])[1:], next_change + index, case_id)
+                         for index, case_id in enumerate(changed)])
+        next_change += len(changed)
         placeholders = ", ".join("?" for _ in _CASE_COLUMNS)
-        tx.execute_many(f"INSERT INTO cases ({', '.join(_CASE_COLUMNS)}) VALUES ({placeholders})",
-                        [_case_row(self._cases[case_id]) for case_id in sorted(self._new_cases)])
+        tx.execute_many(f"INSERT INTO cases ({', '.join(_CASE_COLUMNS)}, row_number, change_seq) "
+                        f"VALUES ({placeholders}, ?, ?)",
+                        [(*_case_row(self._cases[case_id]), next_row + index, next_change + index)
+                         for index, case_id in enumerate(new)])
         tx.execute_many("INSERT INTO case_violations (violation_id, case_id, joined_time_ms, "
                         "cleared_time_ms) VALUES (?, ?, ?, ?)",
                         [(violation_id, case_id, joined, self._members[violation_id][1])
@@ -320,10 +403,17 @@ def _history_row(case_id: str, seq: int, entry: HistoryEntry) -> tuple[Any, ...]
 class CaseStore:
     def __init__(self, database: Database) -> None:
         self._db = database
+        self._evaluation = EvaluationColumns(database)
 
     @classmethod
     def open(cls, relational: RelationalSettings, data_dir: Path) -> CaseStore:
-        return cls(open_database(relational, data_dir, FILE_NAME, SCHEMA))
+        database = open_database(relational, data_dir, FILE_NAME, SCHEMA)
+        try:
+            _migrate(database)
+        except BaseException:
+            database.close()
+            raise
+        return cls(database)
 
     @contextmanager
     def violation_batch(self, violation_ids: Sequence[str],
@@ -382,8 +472,74 @@ class CaseStore:
         more = len(rows) > query.limit
         return CasePage(items, f"{items[-1].created_time_ms}.{items[-1].case_id}" if more else None)
 
+    def evaluation_columns(self, from_ms: int, to_ms: int, now_ms: int) -> CaseColumns:
+        """What processors/cases/evaluation.py needs of the cases registered in [from_ms, to_ms) or open at
+        `to_ms`, as columns (store/case_columns.py: read once, then only what changed). A case without a
+        department, grid or district counts under the empty name."""
+        return self._evaluation.columns(from_ms, to_ms, now_ms)
+
     def close(self) -> None:
         self._db.close()
+
+
+class NewerCaseSchema(RuntimeError):
+    """The database was written by a newer citywatch."""
+
+
+def _migrate(database: Database) -> None:
+    """Bring the tables to SCHEMA_VERSION, once however many replicas open them together."""
+    with database.transaction(exclusive="schema:cases-version") as tx:
+        row = tx.execute("SELECT MAX(version) FROM case_schema").one()
+        version = row[0] if row is not None and row[0] is not None else None
+        if version is not None and version > SCHEMA_VERSION:
+            raise NewerCaseSchema(f"the cases tables are at schema version {version}; this citywatch "
+                                  f"understands up to {SCHEMA_VERSION}")
+        if version == SCHEMA_VERSION:
+            return
+        if database.kind is RelationalKind.SQLITE:
+            existing = {r[0] for r in tx.execute("SELECT name FROM pragma_table_info('cases')").rows}
+        else:
+            existing = {r[0] for r in tx.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'cases' "
+                "AND table_schema = current_schema()").rows}
+        added = [(name, sqlite if database.kind is RelationalKind.SQLITE else postgresql)
+                 for name, sqlite, postgresql in _ADDED_COLUMNS if name not in existing]
+        for name, declaration in added:
+            tx.execute(f"ALTER TABLE cases ADD COLUMN {name} {declaration}")
+        if added:
+            _count_from_history(tx)
+            tx.execute("UPDATE cases SET row_number = n.number, change_seq = n.number FROM (SELECT case_id, "
+                       "ROW_NUMBER() OVER (ORDER BY created_time_ms, case_id) AS number FROM cases) AS n "
+                       "WHERE cases.case_id = n.case_id")
+        for statement in _SLA_INDEXES:
+            tx.execute(statement)
+        tx.execute("DELETE FROM case_schema")
+        tx.execute("INSERT INTO case_schema (version) VALUES (?)", (SCHEMA_VERSION,))
+
+
+def _count_from_history(tx: Executor) -> None:
+    """Version 1 to 2: the reworks, returns and suspended time of the cases so far, from their history.
+    Deadlines stay unset: the SLA clock gives them on its first pass (CaseService.start_clocks)."""
+    rows = tx.execute("SELECT case_id, time_ms, from_state, to_state FROM case_history "
+                      "WHERE to_state IN ('reopened', 'returned', 'suspended') OR from_state = 'suspended' "
+                      "ORDER BY case_id, seq").rows
+    counts: dict[str, list[int | None]] = {}
+    for case_id, time_ms, from_state, to_state in rows:
+        reworked, returns, suspended, since = counts.setdefault(case_id, [0, 0, 0, None])
+        if to_state == CaseState.REOPENED.value:
+            reworked = (reworked or 0) + 1
+        elif to_state == CaseState.RETURNED.value:
+            returns = (returns or 0) + 1
+        if from_state == CaseState.SUSPENDED.value and since is not None:
+            suspended, since = (suspended or 0) + time_ms - since, None
+        if to_state == CaseState.SUSPENDED.value:
+            since = time_ms
+        counts[case_id] = [reworked, returns, suspended, since]
+    for case_id, (reworked, returns, suspended, since) in counts.items():
+        # A suspension not followed by a resumption is the running one (the case is suspended).
+        tx.execute("UPDATE cases SET reworked = ?, returns = ?, suspended_ms = ?, suspended_since_ms = ? "
+                   "WHERE case_id = ?",
+                   (reworked, returns, suspended, since, case_id))
 
 
 def _parse_cursor(cursor: str) -> tuple[int, str]:
@@ -400,7 +556,9 @@ def _case_row(case: Case) -> tuple[Any, ...]:
             case.lon, case.photo_url, case.closed_time_ms,
             case.resolution.value if case.resolution is not None else None,
             case.suspended_from.value if case.suspended_from is not None else None, case.returned_by,
-            case.open_violations)
+            case.open_violations, case.deadline_ms, case.warning_ms, case.warning_signalled_ms,
+            case.breach_signalled_ms, case.escalated_to, case.reworked, case.returns, case.suspended_ms,
+            case.suspended_since_ms)
 
 
 def _case_from_row(row: tuple[Any, ...]) -> Case:

@@ -219,6 +219,17 @@ class PostgresDatabase:
                 transaction.execute("SELECT pg_advisory_xact_lock(?)", (_lock_key(exclusive),))
             yield transaction
 
+    def copy_out(self, sql: str, params: Sequence[Any] = ()) -> bytes:
+        """`COPY (sql) TO STDOUT (FORMAT binary)`: a large result as one buffer, for a caller that
+        decodes it in bulk (numpy) rather than row by row."""
+        with self._unavailable_as_such(), self._pool.connection() as connection, \
+                connection.cursor() as cursor:
+            chunks: list[bytes] = []
+            with cursor.copy(f"COPY ({_postgres_sql(sql)}) TO STDOUT (FORMAT binary)", params) as copy:
+                for chunk in copy:
+                    chunks.append(bytes(chunk))
+            return b"".join(chunks)
+
     @contextmanager
     def _unavailable_as_such(self) -> Iterator[None]:
         import psycopg

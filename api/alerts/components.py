@@ -18,6 +18,7 @@ from ingest.geo import GeoTagger
 from processors.cases.intake import CaseIntake
 from processors.cases.routing import CaseRouter
 from processors.cases.service import CaseService
+from processors.cases.sla import CaseSlaEvent, SlaSignals
 from processors.outputs.feed import ViolationFeed
 from processors.outputs.kafka_out import KafkaViolationOutput
 from processors.outputs.mqtt_out import MqttViolationOutput
@@ -62,12 +63,24 @@ class AlertComponents:
                             else None)
         if self.case_intake is not None:
             self.feed.add_listener(self.case_intake)
+        # Warning times and deadlines reached go out on the feed(s) as case events; the Kafka set-up adds
+        # its stream feed, so that this replica's SSE and WebSocket clients see them too.
+        self.case_event_feeds = [self.feed]
+        self.sla_signals = SlaSignals(self.cases.claim_sla_signals, self._publish_case_events,
+                                      interval_s=settings.cases.sla_check_interval_s)
+
+    def _publish_case_events(self, events: list[CaseSlaEvent]) -> None:
+        for feed in self.case_event_feeds:
+            feed.publish_case_events(events)
 
     def start(self, ingest_mqtt_url: str | None) -> None:
         """Before the processor starts, so that no change is published before its consumers listen."""
         self.webhooks.start()
         if self.case_intake is not None:
             self.case_intake.start()
+        started = self.cases.start_clocks()
+        if started:
+            log.info("cases: %d open cases from before the SLA clock were given a deadline", started)
         if self.kafka is not None:
             self.kafka.start()
         out = self.settings.alerts.mqtt
@@ -81,9 +94,12 @@ class AlertComponents:
             self.feed.add_listener(self.mqtt)
             self.mqtt.start()
             log.info("violation changes published to MQTT %s under %s/", url, out.topic_prefix)
+        # Last: the outputs listen before the first case event goes out.
+        self.sla_signals.start()
 
     def stop(self) -> None:
         """After the processor stopped: what it published last is still sent."""
+        self.sla_signals.stop()
         for output in (self.mqtt, self.kafka):
             if output is not None:
                 output.stop()

@@ -4,6 +4,11 @@ The same fields as the query API (type, grid, district, department, severity, bo
 status). Within a field the values are alternatives (OR); across fields all must match (AND); an empty
 field matches everything. Grid, district and department come from the violation's tags, the bounding
 box from its location (a violation without a location never matches a bounding box).
+
+`events` says which kinds of change are wanted: violation changes (`violation`, the default) and case SLA
+events (`case_sla_warning`, `case_sla_breach`, docs/alerts.md "Case SLA events"). A case event matches
+on the case's type, grid, district, department and location; device, severity and status are violation
+fields and do not restrict case events.
 """
 
 from __future__ import annotations
@@ -19,6 +24,14 @@ from starlette.requests import HTTPConnection
 from api.alerts.strict import StrictModel, unknown_name
 from api.violation_types import default_violation_types
 from core.models import Severity, Violation, ViolationStatus
+from processors.cases.sla import CaseEventKind, CaseSlaEvent
+from processors.outputs.feed import FeedEntry
+
+
+class EventKind(StrEnum):
+    VIOLATION = "violation"
+    CASE_SLA_WARNING = CaseEventKind.SLA_WARNING.value
+    CASE_SLA_BREACH = CaseEventKind.SLA_BREACH.value
 
 
 class BoundingBox(StrictModel):
@@ -64,11 +77,14 @@ class ViolationFilter(StrictModel):
     device: tuple[str, ...] = Field((), description="Device ids.")
     status: tuple[ViolationStatus, ...] = Field((), description="open (opened) and/or cleared changes.")
     bbox: BoundingBox | None = Field(None, description="Only violations located inside this box.")
+    events: tuple[EventKind, ...] = Field((), description="Kinds of change: violation (violation "
+                                          "changes), case_sla_warning, case_sla_breach; empty: violation.")
 
-    @field_validator("severity", "status", mode="before")
+    @field_validator("severity", "status", "events", mode="before")
     @classmethod
     def _known_values(cls, value: object, info: ValidationInfo) -> object:
-        enum: type[StrEnum] = Severity if info.field_name == "severity" else ViolationStatus
+        enum: type[StrEnum] = {"severity": Severity, "status": ViolationStatus}.get(
+            str(info.field_name), EventKind)
         if isinstance(value, list | tuple):
             valid = [member.value for member in enum]
             bad = [item for item in value if isinstance(item, str) and item not in valid]
@@ -80,6 +96,27 @@ class ViolationFilter(StrictModel):
     @classmethod
     def _bbox_from_text(cls, value: object) -> object:
         return BoundingBox.parse(value) if isinstance(value, str) else value
+
+    def matches_entry(self, entry: FeedEntry) -> bool:
+        """Whether a feed entry (a violation change or a case event) is wanted."""
+        if entry.case_event is not None:
+            event = entry.case_event
+            return EventKind(event.kind.value) in self.events and self._matches_case(event)
+        assert entry.violation is not None
+        return (not self.events or EventKind.VIOLATION in self.events) and self.matches(entry.violation)
+
+    def _matches_case(self, event: CaseSlaEvent) -> bool:
+        case = event.case
+        if self.type and case.type not in self.type:
+            return False
+        if self.grid and case.grid not in self.grid:
+            return False
+        if self.district and case.district not in self.district:
+            return False
+        if self.department and case.department not in self.department:
+            return False
+        return self.bbox is None or (case.lat is not None and case.lon is not None
+                                     and self.bbox.contains(case.lat, case.lon))
 
     def matches(self, violation: Violation) -> bool:
         if self.type and violation.type not in self.type:
@@ -134,6 +171,9 @@ def filter_from_query(
     device: Annotated[list[str] | None, Query(description="Device id; repeat for several.")] = None,
     status: Annotated[list[str] | None, Query(description="open or cleared.")] = None,
     bbox: Annotated[str | None, Query(description="min_lon,min_lat,max_lon,max_lat (WGS84).")] = None,
+    events: Annotated[list[str] | None, Query(
+        description="Kinds of change: violation (the default), case_sla_warning, case_sla_breach; "
+        "repeat for several.")] = None,
 ) -> ViolationFilter:
     """The filter as query parameters (a FastAPI dependency of the streams). Everything is checked
     here and refused with a 422 naming the closest valid name: an unknown severity, status or violation
@@ -147,7 +187,8 @@ def filter_from_query(
     violation_filter = ViolationFilter(
         type=tuple(type or ()), grid=tuple(grid or ()), district=tuple(district or ()),
         department=tuple(department or ()), severity=_enum_values("severity", severity or [], Severity),
-        device=tuple(device or ()), status=_enum_values("status", status or [], ViolationStatus), bbox=box)
+        device=tuple(device or ()), status=_enum_values("status", status or [], ViolationStatus), bbox=box,
+        events=_enum_values("events", events or [], EventKind))
     refuse_unknown_types(violation_filter, violation_types_of(connection), "query parameter type")
     return violation_filter
 

@@ -96,6 +96,7 @@ class KafkaAlerts:
         # Webhooks and the outputs hang off the dispatch feed: once per change across the replicas.
         self.components = AlertComponents(settings, data_dir, feed=dispatch_feed, owns=self.owns,
                                           shared_store=True)
+        self.components.case_event_feeds.append(self.stream_feed)
         self._stream_decoder = _Decoder(topic)
         self._dispatch_decoder = _Decoder(topic)
         self.streams = TopicReader(kafka, topic, self._stream, client_id=f"{client_id}-streams", start="end")

@@ -35,6 +35,40 @@ class ViolationFrame(ViolationChange):
     type: Literal["violation"]
 
 
+class SlaCase(BaseModel):
+    case_id: str
+    type: str
+    state: str
+    priority: str
+    department: str | None
+    assignee: str | None
+    category: str | None
+    grid: str | None
+    district: str | None
+    location: dict[str, float] | None = Field(description="`lat` and `lon`, or null.")
+    created_time_ms: int
+    warning_ms: int | None
+    deadline_ms: int | None
+    due_ms: int = Field(description="The warning time or the deadline reached (Unix ms).")
+    signalled_ms: int = Field(description="When it was claimed (Unix ms).")
+    escalated_to: str | None = Field(description="The supervisor department a breach escalated it to.")
+
+
+class CaseSlaChange(BaseModel):
+    """A case reached its SLA warning time or passed its deadline (docs/alerts.md, "Case SLA events"): sent
+    only to filters whose `events` ask for it; SSE event `case`, WebSocket frame type `case`."""
+
+    id: str = Field(description="The feed position, as for violation changes.")
+    change: Literal["case_sla_warning", "case_sla_breach"]
+    idempotency_key: str = Field(description="`<case id>:<change>:<due_ms>`.")
+    published_time_ms: int
+    case: SlaCase
+
+
+class CaseFrame(CaseSlaChange):
+    type: Literal["case"]
+
+
 class StreamErrorFrame(BaseModel):
     """Sent once a stream that had started must end; on the WebSocket followed by a close with the code
     in brackets: too_slow (4408), cursor_expired (4410), key_revoked (4401), key_lacks_scope (4403)."""
@@ -44,7 +78,7 @@ class StreamErrorFrame(BaseModel):
     detail: str
 
 
-WebSocketFrame = Annotated[ViolationFrame | StreamErrorFrame, Field(discriminator="type")]
+WebSocketFrame = Annotated[ViolationFrame | CaseFrame | StreamErrorFrame, Field(discriminator="type")]
 
 _DELIVERY = """A POST to the subscription's URL for every matching change, at least once.
 
@@ -56,7 +90,8 @@ else, a redirect included (redirects are not followed), is retried with backoff.
 _FRAMES = """Not an HTTP callback: the frames of the WebSocket `GET /v1/ws/violations` (the same filters
 and `since` as `GET /v1/stream/violations`), described here because OpenAPI has no WebSocket operations.
 
-Each text frame is one JSON object, `violation` or `error`. A handshake that cannot be served is refused
+Each text frame is one JSON object, `violation`, `case` (a case SLA event, for filters that ask for it)
+or `error`. A handshake that cannot be served is refused
 before it is accepted with an HTTP status and a JSON body, as the SSE endpoint answers: 401, 403 and 429
 (key), 422 (filter), 410 (`cursor_expired`), 400 (`invalid_cursor`), 503 (no live streams)."""
 
@@ -72,6 +107,18 @@ def register_openapi_webhooks(app: FastAPI) -> None:
         x_citywatch_signature: Annotated[str, Header(description="t=<unix s>,v1=<hex>[,v1=<hex>]")],
         idempotency_key: Annotated[str, Header(description="The message's idempotency_key.")],
         x_citywatch_event: Annotated[Literal["violation.opened", "violation.cleared"], Header()],
+        x_citywatch_delivery: Annotated[str, Header(description="The delivery id, as in the delivery log.")],
+    ) -> None:
+        """Documentation only: citywatch sends this request, it does not answer it."""
+
+    @app.webhooks.post("case-sla-event", summary="A case SLA warning or breach delivered to a webhook "
+                       "subscription whose filter lists it in `events`", description=_DELIVERY,
+                       status_code=204, responses={204: {"description": "Any 2xx: delivered."}})
+    def case_sla_event(
+        body: CaseSlaChange,
+        x_citywatch_signature: Annotated[str, Header(description="t=<unix s>,v1=<hex>[,v1=<hex>]")],
+        idempotency_key: Annotated[str, Header(description="The message's idempotency_key.")],
+        x_citywatch_event: Annotated[Literal["case.case_sla_warning", "case.case_sla_breach"], Header()],
         x_citywatch_delivery: Annotated[str, Header(description="The delivery id, as in the delivery log.")],
     ) -> None:
         """Documentation only: citywatch sends this request, it does not answer it."""

@@ -39,7 +39,7 @@ from api.alerts.filters import ViolationFilter, filter_from_query
 from api.alerts.key_state import KeyState, stream_refusal
 from api.alerts.waiter import FeedWaiter
 from api.services import ApiServices
-from processors.outputs.feed import CursorExpired, FeedEntry, InvalidFeedCursor, ViolationFeed
+from processors.outputs.feed import CursorExpired, FeedEntry, InvalidFeedCursor, ViolationFeed, violations_of
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class StreamSession:
                 continue
             self.cursor = entries[-1].seq
             for entry in entries:
-                if self.filter.matches(entry.violation):
+                if self.filter.matches_entry(entry):
                     await self._put(queue, entry)
 
     async def _put(self, queue: asyncio.Queue[_Queued], entry: FeedEntry) -> None:
@@ -156,16 +156,20 @@ class StreamSession:
             await send(None)
             return
         shown: list[dict[str, Any]] = []
-        shown_from = 0
+        next_shown = 0
         shown_plates: bool | None = None
         for index, entry in enumerate(entries):
             key = self.key_now()
             plates = key.allows(Scope.PLATES)
             if plates != shown_plates:  # first message, or the key's plates scope changed since
-                shown = self.access.present(key, [e.violation for e in entries[index:]], self.action)
-                shown_from, shown_plates = index, plates
+                shown = self.access.present(key, violations_of(entries[index:]), self.action)
+                shown_plates, next_shown = plates, 0
             change_id = self.feed.cursor(entry.seq)
-            await send((change_id, entry.message(change_id, shown[index - shown_from])))
+            if entry.violation is None:  # a case event: nothing personal in it
+                await send((change_id, entry.message(change_id, None)))
+                continue
+            await send((change_id, entry.message(change_id, shown[next_shown])))
+            next_shown += 1
 
     async def run(self, send: Callable[[StreamItem], Awaitable[None]],
                   client_gone: Awaitable[None]) -> StreamEnded | None:
@@ -253,7 +257,7 @@ class EventStreamResponse(Response):
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
         async def send_item(item: StreamItem) -> None:
-            await body(b": keep-alive\n\n" if item is None else _sse("violation", item[1], item[0]))
+            await body(b": keep-alive\n\n" if item is None else _sse(_event_of(item[1]), item[1], item[0]))
 
         async def client_gone() -> None:
             while (await receive())["type"] != "http.disconnect":
@@ -331,7 +335,7 @@ async def websocket_violations(
 
     async def send_item(item: StreamItem) -> None:
         if item is not None:  # uvicorn's WebSocket pings keep idle connections alive
-            await websocket.send_text(json.dumps({"type": "violation", **item[1]}, ensure_ascii=False))
+            await websocket.send_text(json.dumps({"type": _event_of(item[1]), **item[1]}, ensure_ascii=False))
 
     ended = await session.run(send_item, _until_closed(websocket))
     if ended is not None:
@@ -354,3 +358,8 @@ async def _close_with_error(websocket: WebSocket, code: int, error: str, detail:
         await asyncio.wait_for(websocket.close(code=code, reason=error), _END_TIMEOUT_S)
     except (WebSocketDisconnect, RuntimeError, TimeoutError, OSError):
         log.debug("websocket closed before the error could be sent")
+
+
+def _event_of(message: dict[str, Any]) -> str:
+    """The SSE event (WebSocket `type`): `violation`, or `case` for a case SLA event."""
+    return "case" if "case" in message else "violation"

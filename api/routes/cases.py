@@ -9,13 +9,16 @@ reason, a note, a photo) a 422 naming the field. See docs/cases.md.
 
 from __future__ import annotations
 
+import io
+from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlparse
 
 import msgspec
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, Field, field_validator
 from starlette.requests import HTTPConnection
+from starlette.responses import Response
 
 from api.access.deps import AccessDep, require
 from api.access.keys import ApiKey, Scope
@@ -34,8 +37,11 @@ from api.problems import (
 from api.schemas import LocationOut, ViolationOut
 from core.case_settings import CasePriority, Verification
 from core.masking import Masker, mask_data
+from processors.cases.calendar import SlaStatus
+from processors.cases.evaluation import Evaluation, evaluate
 from processors.cases.model import Case, CaseOrigin, CaseState, HistoryEntry, Resolution
 from processors.cases.service import CaseNotFound, CaseService, NewCase
+from processors.cases.sla import sla_status
 from processors.cases.states import TransitionRefused, TransitionRequest, allowed_from
 from store.cases import CaseQuery, InvalidCaseCursor
 
@@ -182,6 +188,13 @@ class CaseOut(BaseModel):
     suspended_from: CaseState | None = Field(description="Suspended: the state it resumes to.")
     returned_by: str | None = Field(description="Returned: the department that returned it.")
     open_violations: int = Field(description="Linked violations not cleared yet.")
+    deadline_ms: int | None = Field(description="When its SLA allowance is used up (epoch ms); null while "
+                                    "suspended or when the SLA policy has no terms for its priority.")
+    warning_ms: int | None = Field(description="When its SLA warning is due (epoch ms).")
+    sla_status: SlaStatus | None = Field(description="within, warning or overdue now; null when closed, "
+                                         "suspended or without a deadline.")
+    escalated_to: str | None = Field(description="The supervisor department a breached deadline "
+                                     "escalated it to.")
 
 
 class CaseViolationOut(BaseModel):
@@ -202,7 +215,7 @@ class CasePageOut(BaseModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next, older page; null at the end.")
 
 
-def _case_out(case: Case) -> dict[str, Any]:
+def _case_out(case: Case, now_ms: int) -> dict[str, Any]:
     location = LocationOut(lat=case.lat, lon=case.lon) if case.lat is not None and case.lon is not None \
         else None
     return CaseOut(
@@ -213,7 +226,8 @@ def _case_out(case: Case) -> dict[str, Any]:
         created_by=case.created_by, created_time_ms=case.created_time_ms,
         updated_time_ms=case.updated_time_ms, closed_time_ms=case.closed_time_ms,
         resolution=case.resolution, suspended_from=case.suspended_from, returned_by=case.returned_by,
-        open_violations=case.open_violations).model_dump(mode="json")
+        open_violations=case.open_violations, deadline_ms=case.deadline_ms, warning_ms=case.warning_ms,
+        sla_status=sla_status(case, now_ms), escalated_to=case.escalated_to).model_dump(mode="json")
 
 
 def _history_out(entry: HistoryEntry) -> dict[str, Any]:
@@ -233,7 +247,7 @@ def _detail(service: CaseService, store: StoreDep, case: Case) -> dict[str, Any]
             violation=ViolationOut.model_validate(msgspec.to_builtins(violation)) if violation else None,
         ).model_dump(mode="json"))
     history = [_history_out(entry) for entry in service.store.history(case.case_id)]
-    return {**_case_out(case), "violations": violations, "history": history}
+    return {**_case_out(case, service.now_ms()), "violations": violations, "history": history}
 
 
 def _existing(service: CaseService, case_id: str) -> Case:
@@ -264,11 +278,12 @@ def list_cases(
     from_ms, to_ms = time_range_ms(from_, to)
     query = CaseQuery(states=state or (), departments=department or (), types=type or (), grids=grid or (),
                       districts=district or (), from_ms=from_ms, to_ms=to_ms, limit=limit, cursor=cursor)
+    now = service.now_ms()
     try:
         page = service.store.query(query)
     except InvalidCaseCursor as exc:
         raise invalid("cursor", str(exc)) from exc
-    return {"items": personal.show([_case_out(case) for case in page.items], CASES),
+    return {"items": personal.show([_case_out(case, now) for case in page.items], CASES),
             "next_cursor": page.next_cursor}
 
 
@@ -284,6 +299,53 @@ def create_case(body: CaseIn, key: CaseWriter, service: CasesDep, store: StoreDe
         lon=location.lon if location is not None else None,
         photo_url=body.photo_url), key.key_id)
     return _shown_detail(service, store, case, key, access, connection)
+
+
+class EvaluationOut(BaseModel):
+    """Figures per group as processors/cases/evaluation.py computes them (docs/cases.md, "Evaluation")."""
+
+    from_ms: int
+    to_ms: int
+    city: dict[str, Any] = Field(description="registered, due, closed, on_time, reworked, returned, "
+                                 "closure_rate, on_time_rate, rework_rate, close_time_p50_ms, "
+                                 "close_time_p90_ms, backlog (by age), backlog_total, backlog_overdue, "
+                                 "backlog_suspended; rates are fractions, null when nothing is due.")
+    district: dict[str, dict[str, Any]] = Field(description="The same figures per district.")
+    grid: dict[str, dict[str, Any]] = Field(description="The same figures per grid.")
+    department: dict[str, dict[str, Any]] = Field(description="The same figures per department.")
+
+
+EvalFrom = Annotated[AwareDatetime, Query(alias="from", description="Start of the period (inclusive), "
+                                          "RFC 3339 with offset.")]
+EvalTo = Annotated[AwareDatetime, Query(alias="to", description="End of the period (exclusive); the "
+                                        "figures are as of this instant.")]
+EVALUATION_DOC: dict[int | str, dict[str, Any]] = {422: problem_response_doc(
+    "`from` not before `to`, or a time without its offset")}
+
+
+def _evaluation(service: CaseService, from_: datetime, to: datetime) -> Evaluation:
+    from_ms, to_ms = time_range_ms(from_, to)
+    assert from_ms is not None and to_ms is not None
+    return evaluate(service.store.evaluation_columns(from_ms, to_ms, service.now_ms()), from_ms, to_ms)
+
+
+@router.get("/evaluation", response_model=EvaluationOut, dependencies=[Depends(require(Scope.CASES_READ))],
+            summary="Evaluation figures of a period per department, grid, district and city",
+            responses=EVALUATION_DOC)
+def case_evaluation(service: CasesDep, from_: EvalFrom, to: EvalTo) -> dict[str, Any]:
+    """Cases registered in [from, to), and the backlog open at `to` (docs/cases.md, "Evaluation")."""
+    return _evaluation(service, from_, to).as_json()
+
+
+@router.get("/evaluation.csv", response_class=Response, dependencies=[Depends(require(Scope.CASES_READ))],
+            summary="The evaluation figures as CSV, one row per group",
+            responses={**EVALUATION_DOC, 200: {"content": {"text/csv": {"schema": {"type": "string"}}}}})
+def case_evaluation_csv(service: CasesDep, from_: EvalFrom, to: EvalTo) -> Response:
+    """Columns `level`, `key`, the figures, then `backlog_<age>`; the city first, then districts, grids
+    and departments by name; an empty cell where the JSON has null."""
+    buffer = io.StringIO()
+    _evaluation(service, from_, to).write_csv(buffer)
+    return Response(buffer.getvalue(), media_type="text/csv")
 
 
 @router.get("/{case_id}", response_model=CaseDetail, summary="One case with its violations and history",

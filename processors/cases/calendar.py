@@ -219,5 +219,5 @@ class SlaPolicy:
             calendar = override.calendar or calendar
             warn_at = override.warn_at or warn_at
         counter = self._every_minute if clock is SlaClock.CALENDAR else self.calendars[calendar]
-        return SlaTerms(priority=priority, allowance_ms=allowance * MINUTE_MS, clock=clock,
+        return SlaTerms(priority=priority, allowance_ms=round(allowance * MINUTE_MS), clock=clock,
                         calendar_name=calendar, warn_at=warn_at, counter=counter)

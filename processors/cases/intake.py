@@ -60,6 +60,8 @@ class CaseIntake:
 
     def __call__(self, entries: Sequence[FeedEntry]) -> None:
         for entry in entries:
+            if entry.violation is None:
+                continue  # a case event: made by the cases, nothing for them to apply
             if self._wait_when_full:
                 self._queue.put(entry)
                 continue
@@ -170,7 +172,8 @@ class CaseIntake:
             if self._giving_up.is_set():
                 return "given_up"
             try:
-                self.service.violation_changes([entry.violation for entry in entries])
+                self.service.violation_changes(
+                    [entry.violation for entry in entries if entry.violation is not None])
                 if backoff_s > RETRY_MIN_S:
                     log.info("cases: the case store is back")
                 return "applied"

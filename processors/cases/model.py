@@ -14,6 +14,8 @@ from core.case_settings import CasePriority, Verification
 
 # The actor of the transitions the sensors make (an API key id otherwise).
 SENSOR_ACTOR: Final = "sensor"
+# The actor of the history entry a breached deadline's escalation makes.
+SLA_ACTOR: Final = "sla"
 
 
 class CaseState(StrEnum):
@@ -73,6 +75,21 @@ class Case:
     returned_by: str | None = None
     # Linked violations not cleared yet; a sensor-verified case closes when this reaches 0.
     open_violations: int = 0
+    # The SLA clock (docs/cases.md, "Working calendar and SLA"): None while a suspension runs, or when
+    # the SLA policy has no terms for the case's priority.
+    deadline_ms: int | None = None
+    warning_ms: int | None = None
+    # When the warning and the breach were signalled (claimed once, across replicas and restarts).
+    warning_signalled_ms: int | None = None
+    breach_signalled_ms: int | None = None
+    # The supervisor department a breach escalated it to.
+    escalated_to: str | None = None
+    # Counts kept for evaluation (processors/cases/evaluation.py): times sent back for rework, times
+    # returned by a department, time spent in finished suspensions, and the start of a running one.
+    reworked: int = 0
+    returns: int = 0
+    suspended_ms: int = 0
+    suspended_since_ms: int | None = None
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,10 @@ a chunk of the intake's queue costs a few round trips to the database, not a few
 
 When the last open violation of a `verify: sensor` case clears, the sensors verify and close it
 (states.closed_by_sensor); a `verify: person` case only records that its violations cleared.
+
+Every case carries its SLA clock (processors/cases/sla.py): a deadline and warning time set at
+registration and kept as it moves; `claim_sla_signals` claims the warning times and deadlines reached,
+each once, and escalates a breached case to its supervisor department.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ from typing import Final
 from core.case_settings import CasePriority, Verification
 from core.metrics import Metrics
 from core.models import Violation, ViolationStatus
-from processors.cases.model import Case, CaseOrigin, CaseState, HistoryEntry
+from processors.cases.calendar import SlaPolicy
+from processors.cases.model import SLA_ACTOR, Case, CaseOrigin, CaseState, HistoryEntry
 from processors.cases.routing import CaseRouter, Routed
+from processors.cases.sla import CaseClock, CaseEventKind, CaseSlaEvent, suspensions_of
 from processors.cases.states import TransitionRequest, closed_by_sensor, transition
 from store.cases import CaseBatch, CaseStore, CaseTransaction, new_case_id
 
@@ -64,6 +70,8 @@ class CaseService:
         self.store = store
         self.router = router
         self.now_ms = now_ms
+        self.settings = router.settings
+        self.clock = CaseClock(SlaPolicy(router.settings.sla))
         # Whoever counts in the process's /metrics (the intake), told once the API has them.
         self.metrics_hooks: list[Callable[[Metrics], None]] = []
 
@@ -112,7 +120,7 @@ class CaseService:
                                           updated_time_ms=now), [])
             log.debug("violation %s joined case %s", violation.violation_id, case.case_id)
             return
-        case = _case_of(violation, routed, now)
+        case = self.clock.started(_case_of(violation, routed, now))
         tx.insert(case, [HistoryEntry(
             time_ms=now, actor=ROUTING_ACTOR, from_state=None, to_state=CaseState.REGISTERED,
             note=f"opened by violation {violation.violation_id}", department=routed.department)])
@@ -126,14 +134,15 @@ class CaseService:
         case_id = tx.clear_violation(violation.violation_id, now)
         if case_id is None:
             return None
-        case = tx.get(case_id)
-        if case is None:  # the membership outlived its case: nothing to close
+        before = tx.get(case_id)
+        if before is None:  # the membership outlived its case: nothing to close
             return None
-        case = dataclasses.replace(case, open_violations=max(0, case.open_violations - 1),
+        case = dataclasses.replace(before, open_violations=max(0, before.open_violations - 1),
                                    updated_time_ms=now)
         entries: list[HistoryEntry] = []
         if case.open_violations == 0 and case.verify is Verification.SENSOR:
             case, entries = closed_by_sensor(case, now)
+            case = self.clock.moved(before, case, now, lambda: _finished_suspensions(tx, case_id))
         tx.update(case, entries)
         return case if entries else None
 
@@ -141,11 +150,12 @@ class CaseService:
 
     def create(self, new: NewCase, actor: str) -> Case:
         now = self.now_ms()
-        case = Case(case_id=new_case_id(), type=new.type, state=CaseState.REGISTERED, priority=new.priority,
+        case = self.clock.started(Case(
+                    case_id=new_case_id(), type=new.type, state=CaseState.REGISTERED, priority=new.priority,
                     verify=Verification.PERSON, origin=CaseOrigin.MANUAL, created_by=actor,
                     created_time_ms=now, updated_time_ms=now, description=new.description,
                     department=new.department, category=new.category, grid=new.grid, district=new.district,
-                    lat=new.lat, lon=new.lon, photo_url=new.photo_url)
+                    lat=new.lat, lon=new.lon, photo_url=new.photo_url))
         with self.store.transaction() as tx:
             tx.insert(case, [HistoryEntry(time_ms=now, actor=actor, from_state=None,
                                           to_state=CaseState.REGISTERED, note=new.description,
@@ -170,8 +180,69 @@ class CaseService:
         with self.store.transaction() as tx:
             case = _existing(tx, case_id)
             updated, entry = transition(case, request, actor, now)
+            updated = self.clock.moved(case, updated, now, lambda: _finished_suspensions(tx, case_id))
             tx.update(updated, [entry])
         return updated
+
+    # The SLA clock
+
+    def claim_sla_signals(self, limit: int = 500) -> list[CaseSlaEvent]:
+        """The warning times and deadlines reached by now, each claimed once (the flag is set in this
+        transaction, so another replica or a later pass finds it given); a breach escalates the case."""
+        now = self.now_ms()
+        events: list[CaseSlaEvent] = []
+        with self.store.transaction() as tx:
+            for case in tx.sla_due(now, limit):
+                updated = case
+                if case.warning_signalled_ms is None and case.warning_ms is not None \
+                        and case.warning_ms <= now:
+                    updated = dataclasses.replace(updated, warning_signalled_ms=now)
+                    events.append(CaseSlaEvent(CaseEventKind.SLA_WARNING, updated, case.warning_ms, now))
+                entries: list[HistoryEntry] = []
+                if case.breach_signalled_ms is None and case.deadline_ms is not None \
+                        and case.deadline_ms < now:
+                    updated, entries = self._escalated(
+                        dataclasses.replace(updated, breach_signalled_ms=now), now)
+                    events.append(CaseSlaEvent(CaseEventKind.SLA_BREACH, updated, case.deadline_ms, now))
+                tx.update(updated, entries)
+        for event in events:
+            log.info("case %s: %s (due %d)", event.case.case_id, event.kind, event.due_ms)
+        return events
+
+    def _escalated(self, case: Case, now: int) -> tuple[Case, list[HistoryEntry]]:
+        supervisor = self.settings.supervisor_of(case.department)
+        if supervisor is None:
+            return case, []
+        reassign = self.settings.escalation.reassign
+        escalated = dataclasses.replace(case, escalated_to=supervisor, updated_time_ms=now,
+                                        department=supervisor if reassign else case.department)
+        keeps = "now its department" if reassign else f"{case.department or 'no department'} keeps it"
+        note = f"deadline passed: escalated to {supervisor} ({keeps})"
+        return escalated, [HistoryEntry(time_ms=now, actor=SLA_ACTOR, from_state=case.state,
+                                        to_state=case.state, note=note, department=supervisor,
+                                        reason="sla_breach")]
+
+    def start_clocks(self, limit: int = 10_000) -> int:
+        """Give a deadline to open cases that have none although they are not suspended (cases from before
+        the SLA clock, schema version 1); how many got one."""
+        started = 0
+        now = self.now_ms()
+        with self.store.transaction() as tx:
+            for case in tx.without_deadline(limit):
+                timed = self.clock.timed(case, _finished_suspensions(tx, case.case_id))
+                if timed.deadline_ms is None:
+                    continue
+                # No signal for a time that passed before the clock ran: an upgrade sends no backlog.
+                timed = dataclasses.replace(
+                    timed, warning_signalled_ms=now if (timed.warning_ms or 0) <= now else None,
+                    breach_signalled_ms=now if timed.deadline_ms < now else None)
+                tx.update(timed, [])
+                started += 1
+        return started
+
+
+def _finished_suspensions(tx: CaseTransaction | CaseBatch, case_id: str) -> list[tuple[int, int | None]]:
+    return [(start, end) for start, end in suspensions_of(tx.state_changes(case_id)) if end is not None]
 
 
 def _existing(tx: CaseTransaction, case_id: str) -> Case:

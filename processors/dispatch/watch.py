@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from core.models import Violation, ViolationStatus
 from processors.dispatch.board import PlanBoard
 from processors.dispatch.candidates import depot_for
-from processors.outputs.feed import FeedEntry
+from processors.outputs.feed import FeedEntry, violations_of
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,8 @@ class CrossingWatch:
         """Feed listener: hand the newly urgent bins to the watch's thread (which reads the running plans
         from the plan store: the pipeline never waits for the database)."""
         settings = self._board.settings
-        urgent = [entry.violation for entry in entries if entry.violation.status is ViolationStatus.OPEN
-                  and entry.violation.type in settings.urgency_types]
+        urgent = [violation for violation in violations_of(entries)
+                  if violation.status is ViolationStatus.OPEN and violation.type in settings.urgency_types]
         if not urgent or self._stopping:
             return
         with self._wake:

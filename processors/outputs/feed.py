@@ -10,6 +10,11 @@ Rules already emit state changes only; the feed still drops a change it has publ
 (violation_id, status, updated_time_ms), because a crash between the store flush and the bus commit
 replays input, and the replay would otherwise alert consumers twice.
 
+Case SLA events (a case's warning time or deadline reached, processors/cases/sla.py) travel on the same
+feed, sequence and channels as entries whose `case_event` is set and `violation` is None; every consumer
+of violations skips them, and push channels send them only to subscribers whose filter asks for them
+(docs/alerts.md, "Case SLA events"). The case store's claim already makes each one unique.
+
 Cursors carry the feed's epoch (its start time), so a cursor from before a restart, when the ring was
 empty again, is recognised as expired instead of silently pointing at different changes.
 """
@@ -25,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.models import Violation, ViolationStatus
+from processors.cases.sla import CaseSlaEvent
 
 log = logging.getLogger(__name__)
 
@@ -40,23 +46,40 @@ class InvalidFeedCursor(ValueError):
 @dataclass(frozen=True, slots=True)
 class FeedEntry:
     seq: int
-    violation: Violation
+    # A violation change, or None for a case event.
+    violation: Violation | None
     # Wall-clock time the change was published, for delivery-latency measurements.
     published_time_ms: int
+    case_event: CaseSlaEvent | None = None
 
     @property
     def change(self) -> str:
+        if self.case_event is not None:
+            return self.case_event.kind.value
+        assert self.violation is not None
         return "opened" if self.violation.status is ViolationStatus.OPEN else "cleared"
 
     @property
     def idempotency_key(self) -> str:
+        if self.case_event is not None:
+            return self.case_event.idempotency_key
         v = self.violation
+        assert v is not None
         return f"{v.violation_id}:{v.status.value}:{v.updated_time_ms}"
 
-    def message(self, change_id: str, violation: dict[str, Any]) -> dict[str, Any]:
-        """The JSON body every push channel sends (streams, webhooks, MQTT, Kafka); see docs/alerts.md."""
+    def message(self, change_id: str, violation: dict[str, Any] | None) -> dict[str, Any]:
+        """The JSON body every push channel sends (streams, webhooks, MQTT, Kafka); see docs/alerts.md.
+        A case event carries `case` instead of `violation`."""
+        if self.case_event is not None:
+            return {"id": change_id, "change": self.change, "idempotency_key": self.idempotency_key,
+                    "published_time_ms": self.published_time_ms, "case": self.case_event.as_dict()}
         return {"id": change_id, "change": self.change, "idempotency_key": self.idempotency_key,
                 "published_time_ms": self.published_time_ms, "violation": violation}
+
+
+def violations_of(entries: Sequence[FeedEntry]) -> list[Violation]:
+    """The violation changes among `entries` (without the case events)."""
+    return [entry.violation for entry in entries if entry.violation is not None]
 
 
 Listener = Callable[[Sequence[FeedEntry]], None]
@@ -110,13 +133,29 @@ class ViolationFeed:
                 entry = FeedEntry(self._last_seq, violation, now)
                 self._ring[entry.seq % self.retention] = entry
                 fresh.append(entry)
+        self._tell(fresh)
+        return fresh
+
+    def publish_case_events(self, events: Sequence[CaseSlaEvent]) -> list[FeedEntry]:
+        """Append case SLA events (claimed once by the case store: no replay check here)."""
+        now = self.now_ms()
+        fresh: list[FeedEntry] = []
+        with self._lock:
+            for event in events:
+                self._last_seq += 1
+                entry = FeedEntry(self._last_seq, None, now, event)
+                self._ring[entry.seq % self.retention] = entry
+                fresh.append(entry)
+        self._tell(fresh)
+        return fresh
+
+    def _tell(self, fresh: list[FeedEntry]) -> None:
         if fresh:
             for listener in self._listeners:
                 try:
                     listener(fresh)
                 except Exception:  # one broken consumer must never stop the pipeline or the others
                     log.exception("violation feed listener %r failed", listener)
-        return fresh
 
     # Consuming
 

@@ -48,9 +48,15 @@ class KafkaViolationOutput(QueuedOutput):
         futures = []
         for entry in entries:
             change_id = self.feed.cursor(entry.seq)
-            violation = present_violation(entry.violation, plates=self.settings.plates)
-            message = entry.message(change_id, violation)
-            futures.append(producer.send(self.settings.topic, key=entry.violation.violation_id.encode(),
+            if entry.case_event is not None:
+                # Keyed by case id: the events of one case stay in order on one partition.
+                message, key = entry.message(change_id, None), entry.case_event.case.case_id
+            else:
+                assert entry.violation is not None
+                shown = present_violation(entry.violation, plates=self.settings.plates)
+                message = entry.message(change_id, shown)
+                key = entry.violation.violation_id
+            futures.append(producer.send(self.settings.topic, key=key.encode(),
                                          value=json.dumps(message, ensure_ascii=False).encode()))
         producer.flush(SEND_TIMEOUT_S)
         for future in futures:

@@ -34,7 +34,13 @@ def topic_segment(value: str) -> str:
 
 
 def violation_topic(prefix: str, entry: FeedEntry) -> str:
+    """`{prefix}/{type}/{grid}`; a case event goes to `{prefix}/cases/{event}/{case type}/{grid}`."""
+    if entry.case_event is not None:
+        case = entry.case_event.case
+        return (f"{prefix.rstrip('/')}/cases/{entry.case_event.kind.value}/{topic_segment(case.type)}/"
+                f"{topic_segment(case.grid or NO_GRID)}")
     violation = entry.violation
+    assert violation is not None
     grid = violation.tags.get("grid", NO_GRID)
     return f"{prefix.rstrip('/')}/{topic_segment(violation.type)}/{topic_segment(grid)}"
 
@@ -66,9 +72,9 @@ class MqttViolationOutput(QueuedOutput):
     def send(self, entries: Sequence[FeedEntry]) -> None:
         for entry in entries:
             change_id = self.feed.cursor(entry.seq)
-            payload = json.dumps(entry.message(change_id, present_violation(entry.violation,
-                                                                             plates=self.settings.plates)),
-                                 ensure_ascii=False).encode()
+            shown = None if entry.violation is None else present_violation(entry.violation,
+                                                                           plates=self.settings.plates)
+            payload = json.dumps(entry.message(change_id, shown), ensure_ascii=False).encode()
             info = self._client.publish(violation_topic(self.settings.topic_prefix, entry), payload,
                                         qos=self.settings.qos)
             if info.rc != mqtt.MQTT_ERR_SUCCESS and info.rc != mqtt.MQTT_ERR_NO_CONN:

@@ -175,6 +175,11 @@ NOT_PERSONAL: dict[str, tuple[str, str]] = {
     "/v1/dispatch/plans/{plan_id}/stops.csv": ("/v1/dispatch/plans/x/stops.csv", "truck routes through bins"),
     "/v1/dispatch/plans/{plan_id}/map.geojson": (
         "/v1/dispatch/plans/x/map.geojson", "truck routes through bins"),
+    "/v1/cases/evaluation": ("/v1/cases/evaluation?from=2025-11-26T00:00:00Z&to=2025-11-27T00:00:00Z",
+                             "counts and rates per department, grid and district"),
+    "/v1/cases/evaluation.csv": (
+        "/v1/cases/evaluation.csv?from=2025-11-26T00:00:00Z&to=2025-11-27T00:00:00Z",
+        "counts and rates per department, grid and district"),
     "/v1/devices": ("/v1/devices", "the device registry"),
     "/open311/v2/services.{format}": ("/open311/v2/services.json", "the services citizens file under"),
     "/open311/v2/services/{service_code}.{format}": (

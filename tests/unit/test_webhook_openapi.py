@@ -41,13 +41,24 @@ def test_the_webhook_delivery_is_documented_with_its_message_and_headers(tmp_pat
     assert "violation_id" in violation["properties"]
 
 
+def test_the_case_sla_event_delivery_is_documented(tmp_path) -> None:
+    document = openapi(tmp_path)
+    delivery = document["webhooks"]["case-sla-event"]["post"]
+    message = resolve(document, delivery["requestBody"]["content"]["application/json"]["schema"])
+    assert message["properties"]["change"]["enum"] == ["case_sla_warning", "case_sla_breach"]
+    case = resolve(document, message["properties"]["case"])
+    assert {"case_id", "deadline_ms", "due_ms", "escalated_to"} <= set(case["properties"])
+    event = next(p for p in delivery["parameters"] if p["name"].lower() == "x-citywatch-event")
+    assert event["schema"]["enum"] == ["case.case_sla_warning", "case.case_sla_breach"]
+
+
 def test_the_websocket_frames_and_the_stream_refusals_are_documented(tmp_path) -> None:
     document = openapi(tmp_path)
     frames = document["webhooks"]["websocket-violations-frame"]["post"]
     assert "GET /v1/ws/violations" in frames["description"]
     schema = frames["requestBody"]["content"]["application/json"]["schema"]
     kinds = {resolve(document, option)["properties"]["type"]["const"] for option in schema["oneOf"]}
-    assert kinds == {"violation", "error"}
+    assert kinds == {"violation", "case", "error"}
     error = resolve(document, {"$ref": "#/components/schemas/StreamErrorFrame"})
     assert set(error["properties"]["error"]["enum"]) == {"too_slow", "cursor_expired", "key_revoked",
                                                          "key_lacks_scope"}

@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime
 import pytest
 from pydantic import ValidationError
 
+from core.case_settings import CaseSettings
 from core.working_calendar import SlaClock, SlaSettings, WorkingCalendarSettings
 from processors.cases.calendar import SlaPolicy, SlaStatus, UnknownPriorityError, WorkingCalendar
 from processors.local_hours import local_instant_ms
@@ -264,9 +265,10 @@ def test_the_example_in_the_docs_loads_and_means_what_the_docs_say():
     import yaml
 
     text = (Path(__file__).resolve().parents[2] / "docs" / "cases.md").read_text()
-    block = re.search(r"```yaml\n(sla:.*?)```", text, re.S)
+    block = re.search(r"```yaml\n(cases:\n  sla:.*?)```", text, re.S)
     assert block is not None
-    policy = SlaPolicy(SlaSettings.model_validate(yaml.safe_load(block.group(1))["sla"]))
+    # Its place in the configuration: cases.sla.
+    policy = SlaPolicy(CaseSettings.model_validate(yaml.safe_load(block.group(1))["cases"]).sla)
     friday_four = local("2026-12-11T16:00")
     assert policy.terms("high").deadline_ms(friday_four) == local("2026-12-14T11:30")  # Fridays end at 17:00
     assert policy.terms("high", department="water").deadline_ms(friday_four) == local("2026-12-11T20:00")

@@ -324,7 +324,7 @@ class WebhookDispatcher:
                 self._disable(worker, refusal)
                 continue
             for entry in entries:
-                if not subscription.filter.matches(entry.violation):
+                if not subscription.filter.matches_entry(entry):
                     continue
                 if entry.published_time_ms < subscription.created_time_ms:
                     # Published before the subscription existed: read again from the violations topic
@@ -351,7 +351,7 @@ class WebhookDispatcher:
         return refusal, subscription.plates and owner is not None and owner.allows(Scope.PLATES)
 
     def _body(self, entry: FeedEntry, plates: bool) -> bytes:
-        violation = present_violation(entry.violation, plates=plates)
+        violation = present_violation(entry.violation, plates=plates) if entry.violation is not None else None
         message = entry.message(self.feed.cursor(entry.seq), violation)
         return json.dumps(message, ensure_ascii=False).encode()
 
@@ -462,8 +462,8 @@ class WebhookDispatcher:
         except ValueError:
             return delivery.body, ""
         change = str(message.get("change", ""))
-        if not subscription.plates:
-            return delivery.body, change  # stored masked
+        if not subscription.plates or "violation" not in message:
+            return delivery.body, change  # stored masked, or a case event (nothing personal in it)
         violation = msgspec.convert(message["violation"], Violation)
         if not plates:
             message["violation"] = present_violation(violation, plates=False)
@@ -500,7 +500,7 @@ class WebhookDispatcher:
                                                body),
             IDEMPOTENCY_HEADER: delivery.idempotency_key,
             DELIVERY_HEADER: str(delivery.delivery_id),
-            EVENT_HEADER: f"violation.{change}",
+            EVENT_HEADER: f"case.{change}" if change.startswith("case_") else f"violation.{change}",
         }
         timeout_s = self.settings.timeout_s
         started = time.monotonic()
