@@ -44,6 +44,11 @@ class EvaluationColumns:
         self._columns: dict[str, Int64s] = {name: np.zeros(0, dtype=np.int64) for name in _KEPT}
         self._codes: dict[str, dict[str, int]] = {level: {} for level in _LEVELS}
 
+    def warm(self) -> None:
+        """Read every case now (the slow first read), so that the first evaluation asked for is fast."""
+        with self._lock:
+            self._refresh()
+
     def columns(self, from_ms: int, to_ms: int, now_ms: int) -> CaseColumns:
         """The cases registered in [from_ms, to_ms) or open at `to_ms`, as they are in the store now; a
         suspension still running counts up to `now_ms` in the time suspended."""

@@ -478,6 +478,10 @@ class CaseStore:
         department, grid or district counts under the empty name."""
         return self._evaluation.columns(from_ms, to_ms, now_ms)
 
+    def warm_evaluation(self) -> None:
+        """The evaluation's first read of every case, done ahead of the first request (at start-up)."""
+        self._evaluation.warm()
+
     def close(self) -> None:
         self._db.close()
 

@@ -5,6 +5,8 @@ and close (docs/cases.md), with their start and stop order."""
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -96,6 +98,18 @@ class AlertComponents:
             log.info("violation changes published to MQTT %s under %s/", url, out.topic_prefix)
         # Last: the outputs listen before the first case event goes out.
         self.sla_signals.start()
+        # A year of a city's cases takes seconds to read the first time; read them now, off the startup
+        # path, so that the first evaluation asked for answers as fast as the later ones.
+        threading.Thread(target=self._warm_evaluation, name="case-evaluation-warm-up", daemon=True).start()
+
+    def _warm_evaluation(self) -> None:
+        started = time.monotonic()
+        try:
+            self.case_store.warm_evaluation()
+        except Exception as exc:  # a store down or closed at a stop: the first evaluation reads them instead
+            log.warning("cases: the evaluation could not read the cases ahead: %s", exc)
+            return
+        log.info("cases: evaluation columns read in %.1f s", time.monotonic() - started)
 
     def stop(self) -> None:
         """After the processor stopped: what it published last is still sent."""

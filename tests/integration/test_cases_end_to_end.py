@@ -113,6 +113,8 @@ def test_an_overflowing_bin_is_routed_dispatched_and_closed_by_the_sensor(app: C
     finally:
         publisher.close()
     assert app.stop() == 0
+    # The evaluation's first read of the cases was done at start-up, not at the first request.
+    assert "cases: evaluation columns read in" in app.log()
 
 
 def test_a_case_routed_to_the_wrong_department_is_returned_and_rerouted(app: CitywatchProcess,
