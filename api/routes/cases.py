@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 from datetime import datetime
 from typing import Annotated, Any
-from urllib.parse import urlparse
 
 import msgspec
 from fastapi import APIRouter, Depends, Query
@@ -24,6 +23,7 @@ from api.access.deps import AccessDep, require
 from api.access.keys import ApiKey, Scope
 from api.alerts.strict import StrictModel
 from api.deps import ServicesDep, StoreDep
+from api.links import http_url
 from api.params import CursorParam, FromParam, LimitParam, ToParam, time_range_ms
 from api.personal_data import PersonalData
 from api.problems import (
@@ -102,14 +102,6 @@ def _case_data(connection: HTTPConnection, access: AccessDep, key: CaseReader) -
 CaseData = Annotated[PersonalData, Depends(_case_data)]
 
 
-def _http_url(value: str | None) -> str | None:
-    if value is not None:
-        parsed = urlparse(value)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise ValueError(f"must be an http(s) URL, got {value[:80]!r}")
-    return value
-
-
 class LocationIn(StrictModel):
     lat: float = Field(ge=-90, le=90)
     lon: float = Field(ge=-180, le=180)
@@ -127,7 +119,7 @@ class CaseIn(StrictModel):
     location: LocationIn | None = None
     photo_url: str | None = Field(None, description="A photo of what was reported (an evidence link).")
 
-    _url = field_validator("photo_url")(_http_url)
+    _url = field_validator("photo_url")(http_url)
 
 
 class TransitionIn(StrictModel):
@@ -142,7 +134,7 @@ class TransitionIn(StrictModel):
     reason: str | None = Field(None, min_length=1, max_length=2000,
                                description="returned and suspended: why (required).")
 
-    _url = field_validator("photo_url")(_http_url)
+    _url = field_validator("photo_url")(http_url)
 
 
 class HistoryOut(BaseModel):

@@ -24,8 +24,8 @@ from api.access.keys import ApiKey, Scope
 from api.alerts.strict import StrictModel
 from api.deps import ServicesDep
 from api.dispatch_cases import DispatchCases
+from api.links import http_url
 from api.problems import CONFLICT, NOT_FOUND, ProblemError, problem_response_doc
-from api.routes.cases import _http_url
 from api.services import ApiServices
 from core.dispatch_settings import DepotSettings
 from core.models import Violation, ViolationStatus
@@ -71,7 +71,7 @@ class StopDoneIn(StrictModel):
                                   "reported_done with it; without one the case stops at in_progress.")
     note: str = Field("", max_length=2000, description="Kept in the case's history.")
 
-    _url = field_validator("photo_url")(_http_url)
+    _url = field_validator("photo_url")(http_url)
 
 
 class StopOut(BaseModel):

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final, Literal
-from urllib.parse import parse_qsl, urlparse
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse
@@ -32,6 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from api.access.control import AuthError, AuthReason
 from api.access.deps import token_of
 from api.access.keys import ApiKey, Scope
+from api.links import http_url
 from core.masking import mask_plate
 from core.open311_settings import AttributeDatatype, Open311Service, Open311Settings, ServiceAttribute
 from processors.cases.model import CaseState, Resolution
@@ -389,10 +390,10 @@ def _file(request: Request, cases: CaseService, store: Open311Store, settings: O
     attributes = _attributes(service, fields)
     description = _one(fields, "description") or service.name
     media_url = _one(fields, "media_url")
-    if media_url is not None:
-        parsed = urlparse(media_url)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise Open311Error(400, f"media_url must be an http(s) URL, got {media_url[:80]!r}")
+    try:
+        http_url(media_url)
+    except ValueError as exc:
+        raise Open311Error(400, f"media_url {exc}") from exc
     reporter = Reporter(**{name: _one(fields, name) for name in (
         "email", "phone", "first_name", "last_name", "device_id", "account_id")})
     geo = request.state.services.geo
