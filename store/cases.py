@@ -9,10 +9,16 @@ stored (joining an open case, a transition) run in transactions exclusive on `ca
 Schema version 2 adds the SLA clock (deadline, warning time, what was signalled, the escalation) and the
 counts evaluation reads (reworks, returns, suspended time); a version 1 database gains the columns at
 open, its counts filled in from the history (`_migrate`). The version is kept in `case_schema`.
+
+Schema version 3 adds `case_events`, the outbox of SLA events: the transaction that claims a warning or
+breach writes its event there, and the publisher leases the unpublished rows, hands them to the feed and
+marks them published, so an event survives a crash between the claim and the hand-off (docs/cases.md,
+"Delivery of SLA events"). A version 2 database gains the empty table at open.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -28,7 +34,7 @@ from store.case_columns import EvaluationColumns
 from store.relational import Database, Executor, Schema, open_database
 
 FILE_NAME: Final = "cases.sqlite3"
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 _TABLES: Final = """
 CREATE TABLE IF NOT EXISTS cases (
@@ -95,6 +101,18 @@ CREATE TABLE IF NOT EXISTS case_history (
     reason           TEXT,
     PRIMARY KEY (case_id, seq)
 );
+CREATE TABLE IF NOT EXISTS case_events (
+    seq              {int} PRIMARY KEY,
+    idempotency_key  TEXT NOT NULL UNIQUE,
+    kind             TEXT NOT NULL,
+    due_ms           {int} NOT NULL,
+    signalled_ms     {int} NOT NULL,
+    case_row         TEXT NOT NULL,
+    lease_owner      TEXT,
+    lease_until_ms   {int},
+    published_ms     {int}
+);
+CREATE INDEX IF NOT EXISTS case_events_unpublished ON case_events (seq) WHERE published_ms IS NULL;
 """
 # Version 2: (column, SQLite type, PostgreSQL type) added to a version 1 `cases` table.
 _ADDED_COLUMNS: Final = (
@@ -132,6 +150,19 @@ _HISTORY_COLUMNS: Final = ("seq", "time_ms", "actor", "from_state", "to_state", 
 
 _NEXT_ROW_NUMBER: Final = "(SELECT COALESCE(MAX(row_number), 0) + 1 FROM cases)"
 _NEXT_CHANGE: Final = "(SELECT COALESCE(MAX(change_seq), 0) + 1 FROM cases)"
+# Published events kept in `case_events` (the newest), to see what went out; older ones are deleted.
+PUBLISHED_EVENTS_KEPT: Final = 1000
+
+
+@dataclass(frozen=True)
+class StoredCaseEvent:
+    """A row of the `case_events` outbox: an SLA event and the case as it was when it was claimed."""
+
+    seq: int
+    kind: str
+    case: Case
+    due_ms: int
+    signalled_ms: int
 
 
 def new_case_id() -> str:
@@ -223,6 +254,15 @@ class CaseTransaction:
             "OR (breach_signalled_ms IS NULL AND deadline_ms < ?)) ORDER BY warning_ms, case_id LIMIT ?",
             (CaseState.CLOSED.value, now_ms, now_ms, limit)).rows
         return [_case_from_row(row) for row in rows]
+
+    def add_event(self, kind: str, case: Case, due_ms: int, signalled_ms: int) -> None:
+        """The event into the outbox, committed with the claim of its signal; numbered under the exclusive
+        lock, so the numbers of committed events only ever grow. One per idempotency key."""
+        self._tx.execute(
+            "INSERT INTO case_events (seq, idempotency_key, kind, due_ms, signalled_ms, case_row) "
+            "VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM case_events), ?, ?, ?, ?, ?) "
+            "ON CONFLICT (idempotency_key) DO NOTHING",
+            (f"{case.case_id}:{kind}:{due_ms}", kind, due_ms, signalled_ms, json.dumps(_case_row(case))))
 
     def without_deadline(self, limit: int) -> list[Case]:
         """Open, not suspended cases without a deadline (from before schema version 2)."""
@@ -435,6 +475,46 @@ class CaseStore:
         row = self._db.execute(f"{_SELECT_CASE} WHERE case_id = ?", (case_id,)).one()
         return _case_from_row(row) if row is not None else None
 
+    def lease_events(self, owner: str, now_ms: int, lease_ms: int, limit: int) -> list[StoredCaseEvent]:
+        """The oldest unpublished events nobody holds (never leased, or their lease expired: the replica
+        that held them died before marking them), in order, now held by `owner` until `now_ms + lease_ms`.
+        Exclusive: two replicas never lease the same row at once."""
+        with self._db.transaction(exclusive="case-events") as tx:
+            rows = tx.execute(
+                "SELECT seq, kind, case_row, due_ms, signalled_ms FROM case_events "
+                "WHERE published_ms IS NULL AND (lease_until_ms IS NULL OR lease_until_ms <= ?) "
+                "ORDER BY seq LIMIT ?",
+                (now_ms, limit)).rows
+            events = [StoredCaseEvent(seq=row[0], kind=row[1], case=_case_from_row(tuple(json.loads(row[2]))),
+                                      due_ms=row[3], signalled_ms=row[4]) for row in rows]
+            for chunk in _seq_chunks([event.seq for event in events]):
+                tx.execute(f"UPDATE case_events SET lease_owner = ?, lease_until_ms = ? "
+                           f"WHERE seq IN ({_marks(chunk)})", (owner, now_ms + lease_ms, *chunk))
+        return events
+
+    def events_published(self, owner: str, seqs: Sequence[int], now_ms: int) -> None:
+        """The leased events were handed to the feed; the oldest published ones beyond
+        PUBLISHED_EVENTS_KEPT are deleted."""
+        with self._db.transaction(exclusive="case-events") as tx:
+            for chunk in _seq_chunks(seqs):
+                tx.execute(f"UPDATE case_events SET published_ms = ?, lease_until_ms = NULL "
+                           f"WHERE lease_owner = ? AND seq IN ({_marks(chunk)})", (now_ms, owner, *chunk))
+            tx.execute("DELETE FROM case_events WHERE published_ms IS NOT NULL AND seq < "
+                       "(SELECT MIN(seq) FROM (SELECT seq FROM case_events WHERE published_ms IS NOT NULL "
+                       "ORDER BY seq DESC LIMIT ?) AS kept)", (PUBLISHED_EVENTS_KEPT,))
+
+    def release_events(self, owner: str, seqs: Sequence[int]) -> None:
+        """The hand-off failed: the events are free for the next pass, of this replica or another."""
+        with self._db.transaction(exclusive="case-events") as tx:
+            for chunk in _seq_chunks(seqs):
+                tx.execute(f"UPDATE case_events SET lease_owner = NULL, lease_until_ms = NULL "
+                           f"WHERE lease_owner = ? AND published_ms IS NULL AND seq IN ({_marks(chunk)})",
+                           (owner, *chunk))
+
+    def unpublished_events(self) -> int:
+        row = self._db.execute("SELECT COUNT(*) FROM case_events WHERE published_ms IS NULL").one()
+        return int(row[0]) if row is not None else 0
+
     def history(self, case_id: str) -> list[HistoryEntry]:
         rows = self._db.execute(f"SELECT {', '.join(_HISTORY_COLUMNS)} FROM case_history WHERE case_id = ? "
                                 "ORDER BY seq", (case_id,)).rows
@@ -484,6 +564,11 @@ class CaseStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _seq_chunks(seqs: Sequence[int]) -> Iterator[list[int]]:
+    for start in range(0, len(seqs), _IN_CHUNK):
+        yield list(seqs[start:start + _IN_CHUNK])
 
 
 class NewerCaseSchema(RuntimeError):

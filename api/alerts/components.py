@@ -68,7 +68,10 @@ class AlertComponents:
         # Warning times and deadlines reached go out on the feed(s) as case events; the Kafka set-up adds
         # its stream feed, so that this replica's SSE and WebSocket clients see them too.
         self.case_event_feeds = [self.feed]
-        self.sla_signals = SlaSignals(self.cases.claim_sla_signals, self._publish_case_events,
+        # Claimed events wait in the cases' outbox until handed to the feeds (docs/cases.md, "Delivery of
+        # SLA events"): one claimed just before a crash goes out after the restart, or from another replica.
+        self.sla_signals = SlaSignals(self.cases.claim_sla_signals,
+                                      lambda: self.cases.publish_case_events(self._publish_case_events),
                                       interval_s=settings.cases.sla_check_interval_s)
 
     def _publish_case_events(self, events: list[CaseSlaEvent]) -> None:

@@ -12,13 +12,16 @@ When the last open violation of a `verify: sensor` case clears, the sensors veri
 
 Every case carries its SLA clock (processors/cases/sla.py): a deadline and warning time set at
 registration and kept as it moves; `claim_sla_signals` claims the warning times and deadlines reached,
-each once, and escalates a breached case to its supervisor department.
+each once, escalates a breached case to its supervisor department and writes each event to the store's
+outbox in the same transaction; `publish_case_events` hands the outbox's unpublished events to the feed
+and marks them published, so an event claimed just before a crash still goes out (at least once).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,6 +41,9 @@ log = logging.getLogger(__name__)
 
 # The actor of a case opened by a routed violation.
 ROUTING_ACTOR: Final = "routing"
+# How long a replica holds the outbox events it took to publish: past it, a replica that died before
+# marking them published has them published by another (the at-least-once duplicate).
+EVENT_LEASE_MS: Final = 60_000
 
 
 class CaseNotFound(LookupError):
@@ -74,6 +80,8 @@ class CaseService:
         self.clock = CaseClock(SlaPolicy(router.settings.sla))
         # Whoever counts in the process's /metrics (the intake), told once the API has them.
         self.metrics_hooks: list[Callable[[Metrics], None]] = []
+        # Who holds the outbox events this service publishes (one per process: a replica).
+        self.publisher_id = f"p_{secrets.token_hex(6)}"
 
     def report_to(self, metrics: Metrics) -> None:
         """Count in `metrics`, the registry served at the process's /metrics."""
@@ -188,7 +196,8 @@ class CaseService:
 
     def claim_sla_signals(self, limit: int = 500) -> list[CaseSlaEvent]:
         """The warning times and deadlines reached by now, each claimed once (the flag is set in this
-        transaction, so another replica or a later pass finds it given); a breach escalates the case."""
+        transaction, so another replica or a later pass finds it given); a breach escalates the case. The
+        events are written to the outbox in the same transaction: `publish_case_events` sends them."""
         now = self.now_ms()
         events: list[CaseSlaEvent] = []
         with self.store.transaction() as tx:
@@ -205,8 +214,29 @@ class CaseService:
                         dataclasses.replace(updated, breach_signalled_ms=now), now)
                     events.append(CaseSlaEvent(CaseEventKind.SLA_BREACH, updated, case.deadline_ms, now))
                 tx.update(updated, entries)
+            for event in events:
+                tx.add_event(event.kind.value, event.case, event.due_ms, event.signalled_ms)
         for event in events:
             log.info("case %s: %s (due %d)", event.case.case_id, event.kind, event.due_ms)
+        return events
+
+    def publish_case_events(self, publish: Callable[[list[CaseSlaEvent]], None], *, limit: int = 500,
+                            lease_ms: int = EVENT_LEASE_MS) -> list[CaseSlaEvent]:
+        """Hand the outbox's unpublished events to `publish`, oldest first, and mark them published; the
+        events handed. Each is leased to this service first, so another replica does not publish it too;
+        when `publish` raises, the lease is let go and a later pass tries again."""
+        stored = self.store.lease_events(self.publisher_id, self.now_ms(), lease_ms, limit)
+        if not stored:
+            return []
+        events = [CaseSlaEvent(CaseEventKind(row.kind), row.case, row.due_ms, row.signalled_ms)
+                  for row in stored]
+        seqs = [row.seq for row in stored]
+        try:
+            publish(events)
+        except BaseException:
+            self.store.release_events(self.publisher_id, seqs)
+            raise
+        self.store.events_published(self.publisher_id, seqs, self.now_ms())
         return events
 
     def _escalated(self, case: Case, now: int) -> tuple[Case, list[HistoryEntry]]:

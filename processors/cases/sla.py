@@ -149,13 +149,14 @@ def suspensions_of(history: Sequence[tuple[int, str | None, str]]) -> list[Suspe
 
 class SlaSignals:
     """A thread that, every `interval_s`, claims the warning times and deadlines reached (each once across
-    replicas and restarts: the claim sets the case's flag in the same transaction) and hands the events to
-    `publish`."""
+    replicas and restarts: the claim sets the case's flag and writes the event to the outbox in the same
+    transaction), then delivers the outbox's unpublished events (`deliver` hands them to the feed and marks
+    them published; those of a pass that crashed are delivered by the next one, here or on a replica)."""
 
-    def __init__(self, claim: Callable[[], list[CaseSlaEvent]], publish: Callable[[list[CaseSlaEvent]], None],
+    def __init__(self, claim: Callable[[], list[CaseSlaEvent]], deliver: Callable[[], list[CaseSlaEvent]],
                  *, interval_s: float = POLL_INTERVAL_S) -> None:
         self._claim = claim
-        self._publish = publish
+        self._deliver = deliver
         self.interval_s = interval_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -165,18 +166,19 @@ class SlaSignals:
         self._thread.start()
 
     def poll(self) -> list[CaseSlaEvent]:
-        """One pass: claim what is due and publish it."""
-        events = self._claim()
-        if events:
-            self._publish(events)
-        return events
+        """One pass: claim what is due, then deliver what the outbox holds; the events delivered."""
+        try:
+            self._claim()
+        except Exception:  # a store outage: nothing was claimed, the next pass tries again
+            log.exception("case SLA signals: the claim failed")
+        return self._deliver()
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 self.poll()
-            except Exception:  # a store outage: the next pass tries again, nothing was claimed
-                log.exception("case SLA signals: the pass failed")
+            except Exception:  # the hand-off or the store failed: the events stay in the outbox
+                log.exception("case SLA signals: the delivery failed")
             self._stop.wait(self.interval_s)
 
     def stop(self) -> None:

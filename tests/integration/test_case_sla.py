@@ -1,6 +1,7 @@
 """The SLA clock on cases, on SQLite and on PostgreSQL: deadlines from the cases.sla policy, kept through
 suspensions and re-dispatch; warnings and breaches claimed once across replicas, a breach escalating the
-case; a version 1 database brought to version 2."""
+case; the events delivered through the outbox at least once, each once across replicas and restarts in the
+normal case; a version 1 database brought to version 2, a version 2 one to version 3."""
 
 from __future__ import annotations
 
@@ -17,10 +18,11 @@ from core.settings import RelationalKind, RelationalSettings
 from processors.cases.calendar import SlaStatus
 from processors.cases.model import SLA_ACTOR, CaseState
 from processors.cases.routing import CaseRouter
-from processors.cases.service import CaseService, NewCase
-from processors.cases.sla import CaseEventKind, sla_status
+from processors.cases.service import EVENT_LEASE_MS, CaseService, NewCase
+from processors.cases.sla import CaseEventKind, CaseSlaEvent, SlaSignals, sla_status
 from processors.cases.states import TransitionRequest
-from store.cases import SCHEMA_VERSION, CaseStore
+from processors.outputs.feed import ViolationFeed
+from store.cases import SCHEMA_VERSION, CaseStore, NewerCaseSchema
 from store.relational import Schema, open_database
 
 S = CaseState
@@ -305,7 +307,7 @@ def test_a_version_1_database_gains_the_sla_columns_and_its_counts(
         assert case is not None
         assert (case.reworked, case.returns, case.suspended_ms, case.deadline_ms) == (0, 1, 3_600_000, None)
         version = store._db.execute("SELECT version FROM case_schema").rows
-        assert version == [(SCHEMA_VERSION,)] == [(2,)]
+        assert version == [(SCHEMA_VERSION,)] == [(3,)]
         clock.at("2026-12-07 11:00")
         service = CaseService(store, CaseRouter(SETTINGS, "Asia/Shanghai"), now_ms=clock)
         assert service.start_clocks() == 1
@@ -319,3 +321,157 @@ def test_a_version_1_database_gains_the_sla_columns_and_its_counts(
         store.close()
     # Opened again: nothing to migrate, the version stays.
     CaseStore.open(relational, tmp_path).close()
+
+
+# The outbox of SLA events (docs/cases.md, "Delivery of SLA events").
+
+class FeedDown(RuntimeError):
+    pass
+
+
+def collect(into: list[CaseSlaEvent]) -> Callable[[list[CaseSlaEvent]], None]:
+    return into.extend
+
+
+def keys(events: list[CaseSlaEvent]) -> list[str]:
+    return [event.idempotency_key for event in events]
+
+
+def test_an_event_claimed_just_before_a_crash_is_published_once_after_the_restart(
+        open_service: Callable[..., CaseService], clock: Clock) -> None:
+    crashed = open_service()
+    case_id = new_case(crashed)
+    clock.at("2026-12-07 14:20")
+    [warning] = crashed.claim_sla_signals()  # claimed, then the process died before the hand-off
+    restarted = open_service()
+    published: list[CaseSlaEvent] = []
+    assert keys(restarted.publish_case_events(collect(published))) == [
+        f"{case_id}:case_sla_warning:{local_ms('2026-12-07 14:12')}"] == keys([warning])
+    [event] = published
+    assert (event.kind, event.case, event.due_ms, event.signalled_ms) == (
+        warning.kind, warning.case, warning.due_ms, warning.signalled_ms)
+    assert restarted.publish_case_events(collect(published)) == []
+    assert open_service().publish_case_events(collect(published)) == []
+    assert len(published) == 1 and restarted.store.unpublished_events() == 0
+
+
+def test_a_failed_hand_off_leaves_the_event_for_the_next_pass(open_service: Callable[..., CaseService],
+                                                               clock: Clock) -> None:
+    service = open_service()
+    new_case(service)
+    clock.at("2026-12-07 16:00")
+    claimed = service.claim_sla_signals()
+    assert [e.kind for e in claimed] == [CaseEventKind.SLA_WARNING, CaseEventKind.SLA_BREACH]
+
+    def feed_down(events: list[CaseSlaEvent]) -> None:
+        raise FeedDown("the feed refused")
+
+    with pytest.raises(FeedDown):
+        service.publish_case_events(feed_down)
+    published: list[CaseSlaEvent] = []
+    # Oldest first, each once.
+    assert keys(service.publish_case_events(collect(published))) == keys(claimed) == keys(published)
+    assert service.publish_case_events(collect(published)) == [] and len(published) == 2
+
+
+def test_events_held_by_a_replica_that_died_are_published_by_another_when_the_lease_ends(
+        open_service: Callable[..., CaseService], clock: Clock) -> None:
+    died, survivor = open_service(), open_service()
+    new_case(died)
+    clock.at("2026-12-07 14:20")
+    claimed = died.claim_sla_signals()
+    # It took the events to publish them, then died before marking them published.
+    assert len(died.store.lease_events(died.publisher_id, clock.now, EVENT_LEASE_MS, 10)) == 1
+    published: list[CaseSlaEvent] = []
+    assert survivor.publish_case_events(collect(published)) == []  # still held
+    clock.now += EVENT_LEASE_MS
+    assert keys(survivor.publish_case_events(collect(published))) == keys(claimed)
+    assert survivor.publish_case_events(collect(published)) == [] and len(published) == 1
+
+
+def test_two_replicas_publish_each_event_once_in_order(open_service: Callable[..., CaseService],
+                                                        clock: Clock) -> None:
+    first, second = open_service(), open_service()
+    for _ in range(12):
+        new_case(first)
+    clock.at("2026-12-07 16:00")
+    claimed = first.claim_sla_signals()
+    assert len(claimed) == 24
+    published: dict[str, list[CaseSlaEvent]] = {"first": [], "second": []}
+
+    def publish_all(name: str, service: CaseService) -> None:
+        for _ in range(6):
+            service.publish_case_events(collect(published[name]), limit=5)
+
+    threads = [threading.Thread(target=publish_all, args=item)
+               for item in (("first", first), ("second", second))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    both = published["first"] + published["second"]
+    assert sorted(keys(both)) == sorted(keys(claimed))  # every one, each once
+    order = {key: index for index, key in enumerate(keys(claimed))}
+    for events in published.values():
+        assert [order[key] for key in keys(events)] == sorted(order[key] for key in keys(events))
+
+
+def test_the_signal_poller_delivers_claimed_events_to_the_feed_even_when_a_claim_fails(
+        open_service: Callable[..., CaseService], clock: Clock) -> None:
+    service = open_service()
+    case_id = new_case(service)
+    clock.at("2026-12-07 14:20")
+    service.claim_sla_signals()
+    feed = ViolationFeed(100)
+
+    def store_down() -> list[CaseSlaEvent]:
+        raise FeedDown("no database")
+
+    signals = SlaSignals(store_down, lambda: service.publish_case_events(feed.publish_case_events))
+    assert [e.case.case_id for e in signals.poll()] == [case_id]
+    [entry] = feed.read_after(0, 10)
+    assert entry.change == "case_sla_warning"
+    assert entry.idempotency_key == f"{case_id}:case_sla_warning:{local_ms('2026-12-07 14:12')}"
+    assert signals.poll() == [] and feed.read_after(entry.seq, 10) == []
+
+
+def test_published_events_are_kept_up_to_a_bound(open_service: Callable[..., CaseService], clock: Clock,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("store.cases.PUBLISHED_EVENTS_KEPT", 3)
+    service = open_service()
+    for _ in range(4):
+        new_case(service)
+    clock.at("2026-12-07 16:00")
+    claimed = service.claim_sla_signals()
+    service.publish_case_events(collect([]))
+    kept = service.store._db.execute("SELECT idempotency_key FROM case_events ORDER BY seq").rows
+    assert [row[0] for row in kept] == keys(claimed)[-3:]
+
+
+def test_a_version_2_database_gains_the_outbox(tmp_path: Path, relational: RelationalSettings,
+                                               clock: Clock) -> None:
+    store = CaseStore.open(relational, tmp_path)
+    service = CaseService(store, CaseRouter(SETTINGS, "Asia/Shanghai"), now_ms=clock)
+    case_id = new_case(service)
+    # As version 2 left it: no outbox table.
+    store._db.execute("DROP TABLE case_events")
+    store._db.execute("UPDATE case_schema SET version = 2")
+    store.close()
+
+    store = CaseStore.open(relational, tmp_path)
+    try:
+        assert store._db.execute("SELECT version FROM case_schema").rows == [(3,)]
+        service = CaseService(store, CaseRouter(SETTINGS, "Asia/Shanghai"), now_ms=clock)
+        clock.at("2026-12-07 14:20")
+        warning_key = f"{case_id}:case_sla_warning:{local_ms('2026-12-07 14:12')}"
+        assert keys(service.claim_sla_signals()) == [warning_key]
+        published: list[CaseSlaEvent] = []
+        assert len(service.publish_case_events(collect(published))) == 1 == len(published)
+    finally:
+        store.close()
+    # A newer citywatch's database is refused, not silently misread.
+    store = CaseStore.open(relational, tmp_path)
+    store._db.execute("UPDATE case_schema SET version = 4")
+    store.close()
+    with pytest.raises(NewerCaseSchema, match="schema version 4"):
+        CaseStore.open(relational, tmp_path)
