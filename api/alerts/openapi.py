@@ -60,7 +60,8 @@ class CaseSlaChange(BaseModel):
 
     id: str = Field(description="The feed position, as for violation changes.")
     change: Literal["case_sla_warning", "case_sla_breach"]
-    idempotency_key: str = Field(description="`<case id>:<change>:<due_ms>`.")
+    idempotency_key: str = Field(description="`<case id>:<change>:<due_ms>`: delivery is at least once, and "
+                                 "a repeat of an event carries the same key; drop repeats by it.")
     published_time_ms: int
     case: SlaCase
 
