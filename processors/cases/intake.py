@@ -19,6 +19,7 @@ import threading
 from collections.abc import Sequence
 
 from core.metrics import Metrics
+from core.models import ViolationStatus
 from processors.cases.service import CaseService
 from processors.outputs.feed import FeedEntry
 from store.relational import RelationalUnavailable
@@ -64,9 +65,14 @@ class CaseIntake:
             self._metrics.case_changes.labels(outcome).inc()
 
     def __call__(self, entries: Sequence[FeedEntry]) -> None:
+        may_take = self.service.router.may_take
         for entry in entries:
-            if entry.violation is None:
+            violation = entry.violation
+            if violation is None:
                 continue  # a case event: made by the cases, nothing for them to apply
+            if violation.status is ViolationStatus.OPEN and not may_take(violation.type):
+                continue  # no route takes its type. A clearing is always queued: only the store knows
+                # whether its violation joined a case (under the routes of an earlier start, say).
             if self._wait_when_full:
                 self._queue.put(entry)
                 continue
