@@ -8,7 +8,8 @@ Two parts:
    overflowing and being emptied, with a second overflow of the same bin joining the open case, replays
    of changes already applied (a processor's replay, a second api replica) and changes no route takes.
    The changes are handed over all at once and the figure is changes applied per second until the
-   intake's barrier returns.
+   intake's barrier returns. Then (SQLite) the same changes paced at 1,000/s, ten every 10 ms as the
+   feed hands them over: the intake thread's CPU per change and the chunks it applied them in.
 2. **pipeline**: `citywatch up`'s embedded runtime (as bench/e2e.py), a publisher process sending
    random bin fill levels (the `churn` workload: violations open and clear all the time) as fast as the
    pipeline takes them, once without case routes and once with every violation routed into cases;
@@ -27,7 +28,7 @@ import resource
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,40 @@ def measure_intake(relational: RelationalSettings, changes: list[Violation]) -> 
             "failed": intake.failed, **cases}
 
 
+class ChunkCounting(CaseService):
+    """The service, counting the chunks (transactions) the intake applies."""
+
+    chunks = 0
+
+    def violation_changes(self, violations: Sequence[Violation]) -> None:
+        self.chunks += 1
+        super().violation_changes(violations)
+
+
+def measure_paced(changes: list[Violation], per_s: int = 1000, hand_off: int = 10) -> dict[str, Any]:
+    """The intake fed `per_s` changes a second, `hand_off` at a time: its thread's CPU per change."""
+    with tempfile.TemporaryDirectory(prefix="citywatch-bench-cases-") as data_dir:
+        store = CaseStore.open(RelationalSettings(), Path(data_dir))
+        try:
+            service = ChunkCounting(store, CaseRouter(ROUTES, "Asia/Shanghai"))
+            intake = CaseIntake(service, capacity=len(changes) + 1)
+            entries = [FeedEntry(seq, violation, 0) for seq, violation in enumerate(changes, start=1)]
+            intake.start()
+            cpu_before = thread_cpu_s(intake)
+            started = time.perf_counter()
+            for index in range(0, len(entries), hand_off):
+                intake(entries[index:index + hand_off])
+                time.sleep(max(0.0, started + (index + hand_off) / per_s - time.perf_counter()))
+            intake.barrier()
+            cpu_s = thread_cpu_s(intake) - cpu_before
+            intake.stop()
+        finally:
+            store.close()
+    return {"changes": len(changes), "per_s": per_s, "hand_off": hand_off,
+            "intake_cpu_us_per_change": round(cpu_s * 1e6 / len(changes)), "chunks": service.chunks,
+            "mean_chunk": round(len(changes) / max(1, service.chunks))}
+
+
 def store_counts(store: CaseStore) -> dict[str, int]:
     database = store._db  # the bench reads the tables directly: no API for counting
     cases = database.execute("SELECT COUNT(*) FROM cases").one()
@@ -164,6 +199,15 @@ def intake_part(args: argparse.Namespace) -> list[dict[str, Any]]:
     for r in results:
         print(f"| {r['backend']} | {r['changes']:,} | {r['elapsed_s']} | **{r['changes_per_s']:,}** "
               f"| {r['cases']:,} ({r['closed']:,}) | {r['linked_violations']:,} |")
+    if "sqlite" in args.backends.split(","):
+        paced = measure_paced(changes[:args.paced])
+        print(json.dumps(paced), flush=True)
+        print("\n| backend | changes | per second | hand-offs of | chunks (mean size) "
+              "| intake CPU per change |")
+        print("|---|---:|---:|---:|---:|---:|")
+        print(f"| sqlite | {paced['changes']:,} | {paced['per_s']:,} | {paced['hand_off']} "
+              f"| {paced['chunks']:,} ({paced['mean_chunk']}) | **{paced['intake_cpu_us_per_change']} us** |")
+        results.append({"backend": "sqlite", "paced": paced})
     return results
 
 
@@ -240,6 +284,8 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=["intake", "pipeline", "both"], default="both")
     parser.add_argument("--changes", type=int, default=50_000, help="violation changes for the intake part")
+    parser.add_argument("--paced", type=int, default=10_000,
+                        help="changes fed at 1,000/s after the intake part's all-at-once run (SQLite)")
     parser.add_argument("--bins", type=int, default=5_000, help="distinct bins in the intake part")
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--events", type=int, default=60_000, help="events published in the pipeline part")

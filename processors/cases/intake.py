@@ -19,6 +19,7 @@ import threading
 from collections.abc import Sequence
 
 from core.metrics import Metrics
+from core.models import ViolationStatus
 from processors.cases.service import CaseService
 from processors.outputs.feed import FeedEntry
 from store.relational import RelationalUnavailable
@@ -27,6 +28,10 @@ log = logging.getLogger(__name__)
 
 _STOP = object()
 _BATCH = 500
+# After the first change of a chunk, the worker waits this long for more before applying it (unless a
+# barrier or a stop is waiting): a chunk costs a transaction and a few queries whatever its size, so at
+# 1,000 changes/s chunks of ~100 cost a third less CPU per change than the few it would find otherwise.
+GATHER_S = 0.1
 # While the case store is unreachable a change is retried, waiting twice as long each time up to the max.
 RETRY_MIN_S = 0.2
 RETRY_MAX_S = 5.0
@@ -44,6 +49,7 @@ class CaseIntake:
         self._queue: queue.Queue[object] = queue.Queue(capacity)
         self._thread: threading.Thread | None = None
         self._giving_up = threading.Event()
+        self._hurry = threading.Event()  # a barrier or a stop waits: apply what is queued now
         self.applied = 0
         self.dropped = 0
         self.failed = 0
@@ -59,9 +65,14 @@ class CaseIntake:
             self._metrics.case_changes.labels(outcome).inc()
 
     def __call__(self, entries: Sequence[FeedEntry]) -> None:
+        may_take = self.service.router.may_take
         for entry in entries:
-            if entry.violation is None:
+            violation = entry.violation
+            if violation is None:
                 continue  # a case event: made by the cases, nothing for them to apply
+            if violation.status is ViolationStatus.OPEN and not may_take(violation.type):
+                continue  # no route takes its type. A clearing is always queued: only the store knows
+                # whether its violation joined a case (under the routes of an earlier start, say).
             if self._wait_when_full:
                 self._queue.put(entry)
                 continue
@@ -82,6 +93,7 @@ class CaseIntake:
         queued then are given up on, logged), then stop."""
         if self._thread is None:
             return
+        self._hurry.set()
         with contextlib.suppress(queue.Full):  # full while the store is down: given up on below
             self._queue.put(_STOP, timeout=timeout_s)
         self._thread.join(timeout_s)
@@ -95,6 +107,7 @@ class CaseIntake:
         IntakeStopped when the intake gave up on changes at a stop (the store was still unreachable), so
         that the caller does not commit the offsets of changes the cases never took."""
         if self._thread is not None:
+            self._hurry.set()
             self._queue.join()
         if self._giving_up.is_set():
             raise IntakeStopped("the case intake stopped before the case store took every change")
@@ -106,6 +119,9 @@ class CaseIntake:
             stop = item is _STOP
             if isinstance(item, FeedEntry):
                 batch.append(item)
+                if self._queue.qsize() < _BATCH:
+                    self._hurry.wait(GATHER_S)  # an event's wait sleeps: nothing polls meanwhile
+                self._hurry.clear()
             taken = 1
             while not stop and len(batch) < _BATCH:
                 try:

@@ -6,9 +6,9 @@ them in the relational database.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import StrEnum
-from typing import Final
+from typing import Any, Final
 
 from core.case_settings import CasePriority, Verification
 
@@ -113,3 +113,18 @@ class CaseViolation:
     violation_id: str
     joined_time_ms: int
     cleared_time_ms: int | None = None
+
+
+_CASE_FIELDS: Final = frozenset(field.name for field in fields(Case))
+
+
+def replaced(case: Case, **changes: Any) -> Case:
+    """`dataclasses.replace(case, **changes)` at a fraction of its cost: a copy of the frozen case's fields
+    with `changes`, without re-running the constructor over its 35 fields (the case intake replaces a
+    case or two for every violation change)."""
+    unknown = changes.keys() - _CASE_FIELDS
+    if unknown:
+        raise TypeError(f"Case has no field {sorted(unknown)[0]!r}")
+    copy = object.__new__(Case)
+    copy.__dict__.update(case.__dict__, **changes)
+    return copy

@@ -48,6 +48,14 @@ class CaseRouter:
         self._zone = zoneinfo.ZoneInfo(time_zone)
         self._routes = [_CompiledRoute(route, tuple(parse_window(w) for w in route.match.hours))
                         for route in settings.routes]
+        # The types some route can take (None: any type, a route matches on no type).
+        self._types: frozenset[str] | None = (
+            None if any(not route.match.types for route in settings.routes)
+            else frozenset(t for route in settings.routes for t in route.match.types))
+
+    def may_take(self, case_type: str) -> bool:
+        """Whether some route could take a violation of this type (its tags and time decide which)."""
+        return self._types is None or case_type in self._types
 
     @property
     def enabled(self) -> bool:

@@ -31,7 +31,7 @@ from core.case_settings import CasePriority, Verification
 from core.metrics import Metrics
 from core.models import Violation, ViolationStatus
 from processors.cases.calendar import SlaPolicy
-from processors.cases.model import SLA_ACTOR, Case, CaseOrigin, CaseState, HistoryEntry
+from processors.cases.model import SLA_ACTOR, Case, CaseOrigin, CaseState, HistoryEntry, replaced
 from processors.cases.routing import CaseRouter, Routed
 from processors.cases.sla import CaseClock, CaseEventKind, CaseSlaEvent, suspensions_of
 from processors.cases.states import TransitionRequest, closed_by_sensor, transition
@@ -115,7 +115,7 @@ class CaseService:
                     if case is not None:
                         closed.append(case)
         for case in closed:
-            log.info("case %s closed: %s", case.case_id, case.resolution)
+            log.debug("case %s closed: %s", case.case_id, case.resolution)
 
     def _opened(self, tx: CaseBatch, violation: Violation, routed: Routed) -> None:
         now = self.now_ms()
@@ -124,8 +124,7 @@ class CaseService:
         case = tx.open_case_at(violation.type, routed.place)
         if case is not None:
             tx.link_violation(case.case_id, violation.violation_id, now)
-            tx.update(dataclasses.replace(case, open_violations=case.open_violations + 1,
-                                          updated_time_ms=now), [])
+            tx.update(replaced(case, open_violations=case.open_violations + 1, updated_time_ms=now), [])
             log.debug("violation %s joined case %s", violation.violation_id, case.case_id)
             return
         case = self.clock.started(_case_of(violation, routed, now))
@@ -133,7 +132,7 @@ class CaseService:
             time_ms=now, actor=ROUTING_ACTOR, from_state=None, to_state=CaseState.REGISTERED,
             note=f"opened by violation {violation.violation_id}", department=routed.department)])
         tx.link_violation(case.case_id, violation.violation_id, now)
-        log.info("violation %s opened case %s for %s", violation.violation_id, case.case_id,
+        log.debug("violation %s opened case %s for %s", violation.violation_id, case.case_id,
                   routed.department)
 
     def _cleared(self, tx: CaseBatch, violation: Violation) -> Case | None:
@@ -145,8 +144,7 @@ class CaseService:
         before = tx.get(case_id)
         if before is None:  # the membership outlived its case: nothing to close
             return None
-        case = dataclasses.replace(before, open_violations=max(0, before.open_violations - 1),
-                                   updated_time_ms=now)
+        case = replaced(before, open_violations=max(0, before.open_violations - 1), updated_time_ms=now)
         entries: list[HistoryEntry] = []
         if case.open_violations == 0 and case.verify is Verification.SENSOR:
             case, entries = closed_by_sensor(case, now)

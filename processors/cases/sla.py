@@ -12,7 +12,6 @@ suspension moved the warning time a little.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -21,7 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 from processors.cases.calendar import SlaPolicy, SlaStatus, Suspension, UnknownPriorityError
-from processors.cases.model import Case, CaseState
+from processors.cases.model import Case, CaseState, replaced
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +83,7 @@ class CaseClock:
     def timed(self, case: Case, suspended: Sequence[Suspension]) -> Case:
         """The case with the deadline and warning time of its terms, `suspended` left out."""
         deadline, warning = self._times(case, suspended)
-        return dataclasses.replace(case, deadline_ms=deadline, warning_ms=warning)
+        return replaced(case, deadline_ms=deadline, warning_ms=warning)
 
     def moved(self, before: Case, after: Case, now_ms: int,
               suspensions: Callable[[], list[Suspension]]) -> Case:
@@ -98,20 +97,19 @@ class CaseClock:
         resumed = before.state is CaseState.SUSPENDED and after.state is not CaseState.SUSPENDED
         if after.state is CaseState.SUSPENDED and before.state is not CaseState.SUSPENDED:
             # The clock stands still: the deadline is unknown until the case resumes.
-            return dataclasses.replace(after, **counts, suspended_since_ms=now_ms, deadline_ms=None,
-                                       warning_ms=None)
+            return replaced(after, **counts, suspended_since_ms=now_ms, deadline_ms=None, warning_ms=None)
         if resumed:
             since = before.suspended_since_ms if before.suspended_since_ms is not None else now_ms
             counts["suspended_ms"] = before.suspended_ms + max(0, now_ms - since)
             counts["suspended_since_ms"] = None
         new_department = after.department is not None and after.department != before.department
         if not (resumed or new_department):
-            return dataclasses.replace(after, **counts)
+            return replaced(after, **counts)
         finished = suspensions()
         if resumed:
             finished = [*finished, (before.suspended_since_ms or now_ms, now_ms)]
-        deadline, warning = self._times(dataclasses.replace(after, **counts), finished)
-        return dataclasses.replace(
+        deadline, warning = self._times(replaced(after, **counts), finished)
+        return replaced(
             after, **counts, deadline_ms=deadline, warning_ms=warning,
             # Armed again only for a time still ahead: a signal given stays given.
             warning_signalled_ms=None if warning is not None and warning > now_ms

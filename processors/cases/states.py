@@ -13,11 +13,10 @@ API answers it as a problem. The sensors close a case apart from these rules (`c
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Final
 
-from processors.cases.model import SENSOR_ACTOR, Case, CaseState, HistoryEntry, Resolution
+from processors.cases.model import SENSOR_ACTOR, Case, CaseState, HistoryEntry, Resolution, replaced
 
 S = CaseState
 ALLOWED: Final[dict[CaseState, tuple[CaseState, ...]]] = {
@@ -80,7 +79,7 @@ def transition(case: Case, request: TransitionRequest, actor: str, now_ms: int) 
         changes["suspended_from"] = None
     if to is S.CLOSED:
         changes["closed_time_ms"] = now_ms
-    updated = dataclasses.replace(case, **changes)
+    updated = replaced(case, **changes)
     entry = HistoryEntry(time_ms=now_ms, actor=actor, from_state=case.state, to_state=to, note=request.note,
                          assignee=updated.assignee if to is S.DISPATCHED else request.assignee,
                          department=updated.department if to is S.DISPATCHED else request.department,
@@ -142,7 +141,7 @@ def closed_by_sensor(case: Case, now_ms: int) -> tuple[Case, list[HistoryEntry]]
     if case.state is S.CLOSED:
         return case, []
     if case.state in UNWORKED:
-        closed = dataclasses.replace(case, state=S.CLOSED, updated_time_ms=now_ms, closed_time_ms=now_ms,
+        closed = replaced(case, state=S.CLOSED, updated_time_ms=now_ms, closed_time_ms=now_ms,
                                      resolution=Resolution.RESOLVED_BY_ITSELF, suspended_from=None)
         return closed, [HistoryEntry(time_ms=now_ms, actor=SENSOR_ACTOR, from_state=case.state,
                                      to_state=S.CLOSED, note="its violations cleared before anyone worked "
@@ -156,6 +155,6 @@ def closed_by_sensor(case: Case, now_ms: int) -> tuple[Case, list[HistoryEntry]]
                                 note="closed on the sensors' verification"))
     # A person who verified it already keeps the credit; the sensors only close it.
     resolution = Resolution.VERIFIED_BY_PERSON if case.state is S.VERIFIED else Resolution.VERIFIED_BY_SENSOR
-    closed = dataclasses.replace(case, state=S.CLOSED, updated_time_ms=now_ms, closed_time_ms=now_ms,
+    closed = replaced(case, state=S.CLOSED, updated_time_ms=now_ms, closed_time_ms=now_ms,
                                  resolution=resolution, suspended_from=None)
     return closed, entries

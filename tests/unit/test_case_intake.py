@@ -49,6 +49,24 @@ def test_the_barrier_returns_once_every_change_handed_over_is_applied(service: C
         intake.stop()
 
 
+def test_openings_no_route_takes_are_not_queued_but_every_clearing_is(service: CaseService) -> None:
+    metrics = Metrics()
+    intake = CaseIntake(service, capacity=10)  # not started: what is queued stays queued
+    service.report_to(metrics)
+    intake([FeedEntry(1, violation(1, type="low_battery", device="bin-1", status=ViolationStatus.OPEN), 0),
+            FeedEntry(2, violation(2, type="low_battery", device="bin-1", status=ViolationStatus.CLEARED), 0),
+            *changes("bin-2")])
+    # The clearing and the overflow.
+    assert metrics.registry.get_sample_value("citywatch_case_intake_queue") == 2
+    intake.start()
+    try:
+        intake.barrier()
+        [case] = service.store.query(CaseQuery()).items
+        assert (case.place, intake.applied, intake.dropped) == ("bin-2", 2, 0)
+    finally:
+        intake.stop()
+
+
 def test_a_full_queue_drops_the_change_and_counts_it(service: CaseService) -> None:
     metrics = Metrics()
     intake = CaseIntake(service, capacity=1)

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from core.case_settings import CasePriority, Verification
-from processors.cases.model import SENSOR_ACTOR, Case, CaseOrigin, CaseState, Resolution
+from processors.cases.model import SENSOR_ACTOR, Case, CaseOrigin, CaseState, Resolution, replaced
 from processors.cases.states import (
     TransitionRefused,
     TransitionRequest,
@@ -150,3 +150,12 @@ def test_a_department_given_with_another_transition_is_refused_not_ignored() -> 
     assert refused.value.field == "department"
     assert str(refused.value) == ("`department` only goes with dispatched (the case stays with sanitation "
                                   "when it goes to accepted)")
+
+
+def test_a_replaced_case_equals_the_dataclass_copy_and_leaves_the_original_alone() -> None:
+    original = case(S.DISPATCHED, assignee="wang")
+    copy = replaced(original, open_violations=0, updated_time_ms=T0 + 5)
+    assert copy == dataclasses.replace(original, open_violations=0, updated_time_ms=T0 + 5)
+    assert (original.open_violations, original.updated_time_ms) == (1, T0)
+    with pytest.raises(TypeError, match="Case has no field 'open_violation'"):
+        replaced(original, open_violation=0)
