@@ -63,8 +63,9 @@ lint: $(VENV)/.installed-dev
 unit: $(VENV)/.installed-dev
 	$(BIN)/pytest tests/unit tests/property -q
 
+# Two test processes, each with its own services; a test file stays on one of them (its module fixtures).
 test: $(VENV)/.installed-dev services lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 bench: $(VENV)/.installed-dev services
 	$(BIN)/python -m bench.e2e
