@@ -22,6 +22,7 @@ from store.dispatch import PlanStore
 from tests.support.alerts import AlertApi, alert_api, bearer
 from tests.support.dispatch import (
     DAY,
+    EARLY_PLAN,
     EARLY_START_MS,
     HOUR_MS,
     dispatch_settings,
@@ -31,7 +32,6 @@ from tests.support.dispatch import (
 
 pytestmark = pytest.mark.integration
 
-PLAN = "/v1/dispatch/plans/2026-12-07.futian.early"
 ROUTES = CaseSettings.model_validate({"routes": [
     {"match": {"types": ["bin_overflow"]}, "department": "sanitation", "category": "0101",
      "priority": "high"},
@@ -94,7 +94,7 @@ class Dispatch:
         return plan
 
     def report(self, device_id: str, **body: str) -> dict[str, Any]:
-        response = self.client.post(f"{PLAN}/stops/{device_id}/done", headers=self.dispatcher,
+        response = self.client.post(f"{EARLY_PLAN}/stops/{device_id}/done", headers=self.dispatcher,
                                     json=body or None)
         assert response.status_code == 200, response.text
         plan: dict[str, Any] = response.json()
@@ -161,7 +161,7 @@ def test_a_stop_reported_without_a_photo_leaves_its_case_in_progress_for_the_sen
     overflow = dispatch.opens("bin-003")
     truck, stop = stop_at(dispatch.plan(), "bin-003")
     dispatch.clock.now_ms = stop["eta_ms"]
-    refused = dispatch.client.post(f"{PLAN}/stops/bin-003/done", headers=dispatch.dispatcher,
+    refused = dispatch.client.post(f"{EARLY_PLAN}/stops/bin-003/done", headers=dispatch.dispatcher,
                                    json={"photo_url": "file:///sdcard/bin.jpg"})
     assert refused.status_code == 422 and refused.json()["type"] == "urn:citywatch:problem:invalid-input"
     assert "photo_url" in refused.text and dispatch.case_at("bin-003")["state"] == "dispatched"
@@ -202,7 +202,7 @@ def test_a_case_opened_mid_shift_is_linked_and_dispatched_by_the_next_replan(dis
     assert stop_at(dispatch.plan(), "bin-005")[1]["case_id"] is None
     dispatch.clock.now_ms = EARLY_START_MS + 10 * 60_000
     dispatch.opens("bin-005")
-    replanned = dispatch.client.post(f"{PLAN}/replan", headers=dispatch.dispatcher).json()
+    replanned = dispatch.client.post(f"{EARLY_PLAN}/replan", headers=dispatch.dispatcher).json()
     case = dispatch.case_at("bin-005")
     truck, stop = stop_at(replanned, "bin-005")
     assert stop["case_id"] == case["case_id"]

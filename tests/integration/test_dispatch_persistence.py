@@ -36,6 +36,7 @@ from store.relational import RelationalError, open_database
 from store.sqlite_store import SqliteStore
 from tests.support.dispatch import (
     DAY,
+    EARLY_PLAN,
     EARLY_START_MS,
     HOUR_MS,
     dispatch_settings,
@@ -45,7 +46,6 @@ from tests.support.dispatch import (
 
 pytestmark = pytest.mark.integration
 
-PLAN = "/v1/dispatch/plans/2026-12-07.futian.early"
 SETTINGS = dispatch_settings(trucks=2, capacity_bins=4)
 
 
@@ -110,19 +110,19 @@ def test_a_plan_made_through_one_replica_is_reported_on_and_replanned_through_an
     clock = Clock(EARLY_START_MS - HOUR_MS)
     one, two = replica(clock), replica(clock)
     plan = make(one)
-    assert two.get(PLAN).json() == plan
+    assert two.get(EARLY_PLAN).json() == plan
     assert [item["plan_id"] for item in two.get("/v1/dispatch/plans").json()["items"]] == [plan["plan_id"]]
     stop = first_stops(plan)[0]
     clock.now_ms = stop["eta_ms"]
-    reported = two.post(f"{PLAN}/stops/{stop['device_id']}/done")
+    reported = two.post(f"{EARLY_PLAN}/stops/{stop['device_id']}/done")
     assert reported.status_code == 200, reported.text
     assert reported.json()["revision"] == 2 and done(reported.json()) == {stop["device_id"]}
-    assert one.get(PLAN).json() == reported.json()
-    again = one.post(f"{PLAN}/stops/{stop['device_id']}/done")
+    assert one.get(EARLY_PLAN).json() == reported.json()
+    again = one.post(f"{EARLY_PLAN}/stops/{stop['device_id']}/done")
     assert again.status_code == 409 and "already reported done" in again.json()["detail"]
-    replanned = one.post(f"{PLAN}/replan").json()
+    replanned = one.post(f"{EARLY_PLAN}/replan").json()
     assert replanned["revision"] == 3 and done(replanned) == {stop["device_id"]}
-    assert two.get(f"{PLAN}/stops.csv").text == one.get(f"{PLAN}/stops.csv").text
+    assert two.get(f"{EARLY_PLAN}/stops.csv").text == one.get(f"{EARLY_PLAN}/stops.csv").text
 
 
 def test_plans_and_their_reports_survive_a_restart(replica, tmp_path: Path, relational) -> None:
@@ -131,15 +131,15 @@ def test_plans_and_their_reports_survive_a_restart(replica, tmp_path: Path, rela
     plan = make(before)
     stop = first_stops(plan)[0]
     clock.now_ms = stop["eta_ms"]
-    reported = before.post(f"{PLAN}/stops/{stop['device_id']}/done").json()
+    reported = before.post(f"{EARLY_PLAN}/stops/{stop['device_id']}/done").json()
     before.__exit__(None, None, None)  # the API process stops: its board and database connection close
 
     after = replica(clock)
-    assert after.get(PLAN).json() == reported
-    assert after.post(f"{PLAN}/stops/{stop['device_id']}/done").status_code == 409
+    assert after.get(EARLY_PLAN).json() == reported
+    assert after.post(f"{EARLY_PLAN}/stops/{stop['device_id']}/done").status_code == 409
     other = next(s for s in first_stops(reported) if s["device_id"] != stop["device_id"])
     clock.now_ms = max(clock.now_ms, other["eta_ms"])
-    assert done(after.post(f"{PLAN}/stops/{other['device_id']}/done").json()) == {
+    assert done(after.post(f"{EARLY_PLAN}/stops/{other['device_id']}/done").json()) == {
         stop["device_id"], other["device_id"]}
 
 
@@ -169,13 +169,13 @@ def test_a_report_through_another_replica_while_one_replans_is_not_lost(replica)
     plan = make(one)
     first, second = first_stops(plan)[:2]
     clock.now_ms = max(first["eta_ms"], second["eta_ms"])
-    meanwhile.report = lambda: two.post(f"{PLAN}/stops/{second['device_id']}/done")
-    answer = one.post(f"{PLAN}/stops/{first['device_id']}/done")
+    meanwhile.report = lambda: two.post(f"{EARLY_PLAN}/stops/{second['device_id']}/done")
+    answer = one.post(f"{EARLY_PLAN}/stops/{first['device_id']}/done")
     assert meanwhile.answer is not None and meanwhile.answer.status_code == 200, meanwhile.answer
     assert answer.status_code == 200, answer.text
     assert done(meanwhile.answer.json()) == {first["device_id"], second["device_id"]}
     # Replica two's re-plan came first and holds both reports: replica one answers that one.
-    assert answer.json() == meanwhile.answer.json() == two.get(PLAN).json()
+    assert answer.json() == meanwhile.answer.json() == two.get(EARLY_PLAN).json()
 
 
 def test_reports_made_at_the_same_time_through_two_replicas_are_all_kept(replica) -> None:
@@ -188,7 +188,7 @@ def test_reports_made_at_the_same_time_through_two_replicas_are_all_kept(replica
 
     def report(client: TestClient, device_id: str) -> None:
         start.wait()
-        answers[device_id] = client.post(f"{PLAN}/stops/{device_id}/done").status_code
+        answers[device_id] = client.post(f"{EARLY_PLAN}/stops/{device_id}/done").status_code
 
     threads = [threading.Thread(target=report, args=(client, stop["device_id"]))
                for client, stop in zip((one, two), stops, strict=False)]
@@ -198,7 +198,7 @@ def test_reports_made_at_the_same_time_through_two_replicas_are_all_kept(replica
         thread.join()
     reported = {stop["device_id"] for stop in stops[:2]}
     assert answers == dict.fromkeys(reported, 200)
-    assert done(one.get(PLAN).json()) == done(two.get(PLAN).json()) == reported
+    assert done(one.get(EARLY_PLAN).json()) == done(two.get(EARLY_PLAN).json()) == reported
 
 
 def _plan(now_ms: int = EARLY_START_MS - HOUR_MS):
@@ -243,15 +243,15 @@ def test_a_plan_made_again_for_its_shift_forgets_its_reports_and_only_the_newest
                       store=PlanStore.open(relational, tmp_path), clock=clock)
     with TestClient(create_app(ApiServices(store=store, metrics=Metrics(), dispatch=board))) as client:
         stop = first_stops(make(client))[0]
-        assert client.post(f"{PLAN}/stops/{stop['device_id']}/done").status_code == 200
+        assert client.post(f"{EARLY_PLAN}/stops/{stop['device_id']}/done").status_code == 200
         assert done(make(client)) == set()
-        assert client.post(f"{PLAN}/stops/{stop['device_id']}/done").status_code == 200
+        assert client.post(f"{EARLY_PLAN}/stops/{stop['device_id']}/done").status_code == 200
         for shift_id, date in (("late", "2026-12-07"), ("early", "2026-12-08")):
             assert client.post("/v1/dispatch/plans", json={"depot_id": "futian", "shift_id": shift_id,
                                                            "date": date}).status_code == 201
         assert [item["plan_id"] for item in client.get("/v1/dispatch/plans").json()["items"]] == [
             "2026-12-08.futian.early", "2026-12-07.futian.late"]
-        assert client.get(PLAN).status_code == 404
+        assert client.get(EARLY_PLAN).status_code == 404
 
 
 def test_a_report_a_replan_did_not_see_is_shown_done_on_its_truck(tmp_path: Path, relational) -> None:
@@ -314,7 +314,7 @@ def test_one_stop_reported_through_two_replicas_at_once_is_accepted_once(replica
 
     def report(client: TestClient) -> None:
         start.wait()
-        answers.append(client.post(f"{PLAN}/stops/{stop['device_id']}/done").status_code)
+        answers.append(client.post(f"{EARLY_PLAN}/stops/{stop['device_id']}/done").status_code)
 
     threads = [threading.Thread(target=report, args=(client,)) for client in (one, two)]
     for thread in threads:
@@ -322,4 +322,4 @@ def test_one_stop_reported_through_two_replicas_at_once_is_accepted_once(replica
     for thread in threads:
         thread.join()
     assert sorted(answers) == [200, 409]
-    assert done(one.get(PLAN).json()) == {stop["device_id"]}
+    assert done(one.get(EARLY_PLAN).json()) == {stop["device_id"]}

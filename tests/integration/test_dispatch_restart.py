@@ -9,25 +9,17 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.dispatch import EARLY_PLAN, ONE_TRUCK_CONFIG
 from tests.support.process import CitywatchProcess
 
 pytestmark = pytest.mark.integration
 
-DISPATCH = {
-    "time_zone": "Asia/Shanghai",
-    "depots": [{
-        "depot_id": "futian", "lat": 22.535, "lon": 114.02,
-        "transfer_station": {"station_id": "xiaping", "lat": 22.56, "lon": 114.0, "unload_s": 600},
-        "trucks": [{"truck_id": "FT-01", "capacity_bins": 10}],
-        "shifts": [{"shift_id": "early", "start": "06:00", "end": "14:00"}],
-    }],
-}
-PLAN = "/v1/dispatch/plans/2026-12-07.futian.early"
 
 
 @pytest.fixture
 def app(mosquitto_url: str, tmp_path: Path) -> Iterator[CitywatchProcess]:
-    config = {"dispatch": DISPATCH, "mqtt": {"url": mosquitto_url, "client_id": f"citywatch-{tmp_path.name}"}}
+    config = {"dispatch": ONE_TRUCK_CONFIG,
+              "mqtt": {"url": mosquitto_url, "client_id": f"citywatch-{tmp_path.name}"}}
     process = CitywatchProcess(tmp_path, config).start()
     yield process
     process.kill()
@@ -42,8 +34,8 @@ def test_a_plan_made_before_a_restart_is_served_and_replanned_after_it(app: City
     assert (tmp_path / "data" / "dispatch.sqlite3").exists()
 
     app.start()
-    assert app.get(PLAN) == made.json()
+    assert app.get(EARLY_PLAN) == made.json()
     assert [item["plan_id"] for item in app.get("/v1/dispatch/plans")["items"]] == [made.json()["plan_id"]]
-    replanned = httpx.post(f"{app.base_url}{PLAN}/replan", timeout=30)
+    replanned = httpx.post(f"{app.base_url}{EARLY_PLAN}/replan", timeout=30)
     assert replanned.status_code == 200 and replanned.json()["revision"] == 2
     assert app.stop() == 0

@@ -14,6 +14,18 @@ DAY = dt.date(2026, 12, 7)
 EARLY_START_MS = int(dt.datetime(2026, 12, 6, 22, 0, tzinfo=dt.UTC).timestamp() * 1000)
 HOUR_MS = 3_600_000
 DEPOT = (22.535, 114.02)
+# The plan of the early shift of DAY at the Futian depot, as the API names it.
+EARLY_PLAN = "/v1/dispatch/plans/2026-12-07.futian.early"
+# A `dispatch` configuration section with one truck, for tests that run citywatch as a process.
+ONE_TRUCK_CONFIG: dict[str, Any] = {
+    "time_zone": "Asia/Shanghai",
+    "depots": [{
+        "depot_id": "futian", "lat": DEPOT[0], "lon": DEPOT[1],
+        "transfer_station": {"station_id": "xiaping", "lat": 22.56, "lon": 114.0, "unload_s": 600},
+        "trucks": [{"truck_id": "FT-01", "capacity_bins": 10}],
+        "shifts": [{"shift_id": "early", "start": "06:00", "end": "14:00"}],
+    }],
+}
 
 
 def dispatch_settings(*, trucks: int = 2, capacity_bins: int | None = 10, capacity_l: float | None = None,

@@ -18,6 +18,7 @@ from processors.dispatch.board import PlanBoard
 from processors.outputs.feed import ViolationFeed
 from store.sqlite_store import SqliteStore
 from tests.support.dispatch import (
+    EARLY_PLAN,
     EARLY_START_MS,
     HOUR_MS,
     dispatch_settings,
@@ -26,8 +27,6 @@ from tests.support.dispatch import (
     open_violation,
 )
 from tests.support.wait import wait_for
-
-PLAN = "/v1/dispatch/plans/2026-12-07.futian.early"
 
 
 class Clock:
@@ -81,13 +80,13 @@ def test_a_shift_is_planned_from_the_stored_forecasts_and_read_back_in_three_for
     assert first["status"] == "planned" and first["case_id"] is None
     assert 50 <= first["expected_fill_pct"] <= 100
 
-    assert client.get(PLAN).json() == plan
+    assert client.get(EARLY_PLAN).json() == plan
     assert [item["plan_id"] for item in client.get("/v1/dispatch/plans").json()["items"]] == [plan["plan_id"]]
-    as_csv = client.get(f"{PLAN}/stops.csv")
+    as_csv = client.get(f"{EARLY_PLAN}/stops.csv")
     assert as_csv.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(as_csv.text)))
     assert [row["device_id"] for row in rows] == [stop["device_id"] for stop in stops]
-    as_map = client.get(f"{PLAN}/map.geojson")
+    as_map = client.get(f"{EARLY_PLAN}/map.geojson")
     assert as_map.headers["content-type"] == "application/geo+json"
     kinds = [feature["properties"]["kind"] for feature in as_map.json()["features"]]
     assert kinds.count("route") == sum(1 for route in plan["routes"] if route["stops"])
@@ -104,7 +103,7 @@ def test_a_stop_reported_done_stays_done_and_the_rest_is_replanned_with_new_fore
     store.write_predictions([forecast("bin-new", full_in_h=4, lat_offset=0.002, lon_offset=0.002,
                                       at_ms=clock.now_ms)])
     store.flush()
-    answer = client.post(f"{PLAN}/stops/{done['device_id']}/done")
+    answer = client.post(f"{EARLY_PLAN}/stops/{done['device_id']}/done")
     assert answer.status_code == 200, answer.text
     after = answer.json()
     same_truck = next(r for r in after["routes"] if r["truck_id"] == route["truck_id"])
@@ -112,11 +111,11 @@ def test_a_stop_reported_done_stays_done_and_the_rest_is_replanned_with_new_fore
     assert same_truck["stops"][1] == {**next_stop, "status": "under_way"}
     assert after["revision"] == 2 and after["figures"]["mandatory_missed"] == 0
     assert "bin-new" in {s["device_id"] for r in after["routes"] for s in r["stops"] if s["mandatory"]}
-    assert client.get(PLAN).json() == after
+    assert client.get(EARLY_PLAN).json() == after
 
-    again = client.post(f"{PLAN}/stops/{done['device_id']}/done")
+    again = client.post(f"{EARLY_PLAN}/stops/{done['device_id']}/done")
     assert again.status_code == 409 and again.json()["type"] == "urn:citywatch:problem:conflict"
-    replanned = client.post(f"{PLAN}/replan").json()
+    replanned = client.post(f"{EARLY_PLAN}/replan").json()
     assert replanned["revision"] == 3
     assert next(r for r in replanned["routes"] if r["truck_id"] == route["truck_id"])["stops"][:2] == \
         same_truck["stops"][:2]
@@ -133,7 +132,7 @@ def test_what_does_not_exist_is_a_not_found_problem(client) -> None:
         assert client.get(path).status_code == 404
     assert client.post("/v1/dispatch/plans/x/replan").status_code == 404
     make(client)
-    missing = client.post(f"{PLAN}/stops/not-a-stop/done")
+    missing = client.post(f"{EARLY_PLAN}/stops/not-a-stop/done")
     assert missing.status_code == 404 and "not-a-stop" in missing.json()["detail"]
 
 
@@ -163,5 +162,5 @@ def test_a_bin_crossing_a_threshold_mid_shift_replans_the_running_plan(store, cl
             return {stop.device_id for route in plan.routes for stop in route.stops}
 
         wait_for(lambda: "bin-new" in planned_now(), message="the re-plan with bin-new")
-        after = client.get(PLAN).json()
+        after = client.get(EARLY_PLAN).json()
     assert after["revision"] == 2 and after["figures"]["mandatory_missed"] == 0

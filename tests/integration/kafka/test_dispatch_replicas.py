@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from core.settings import KafkaSettings, PostgresSettings
+from tests.support.dispatch import EARLY_PLAN, ONE_TRUCK_CONFIG
 from tests.support.postgres import PASSWORD
 from tests.support.process import REPO
 from tests.support.roles import RoleProcess
@@ -20,16 +21,6 @@ from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 
-DISPATCH = {
-    "time_zone": "Asia/Shanghai",
-    "depots": [{
-        "depot_id": "futian", "lat": 22.535, "lon": 114.02,
-        "transfer_station": {"station_id": "xiaping", "lat": 22.56, "lon": 114.0, "unload_s": 600},
-        "trucks": [{"truck_id": "FT-01", "capacity_bins": 10}],
-        "shifts": [{"shift_id": "early", "start": "06:00", "end": "14:00"}],
-    }],
-}
-PLAN = "/v1/dispatch/plans/2026-12-07.futian.early"
 
 
 def test_a_plan_made_through_one_api_replica_is_replanned_through_another(
@@ -39,7 +30,7 @@ def test_a_plan_made_through_one_api_replica_is_replanned_through_another(
         "relational": {"kind": "postgresql", "postgresql": {**postgres.model_dump(mode="json"),
                                                             "password": PASSWORD}},
         "api": {"auth": "required"},
-        "dispatch": DISPATCH,
+        "dispatch": ONE_TRUCK_CONFIG,
     }
     configs = {name: {**shared, "store": {"data_dir": str(tmp_path / name)}} for name in ("a", "b")}
     api_a = RoleProcess(tmp_path, "api", configs["a"], name="api-a").start(wait_ready=False)
@@ -55,10 +46,10 @@ def test_a_plan_made_through_one_api_replica_is_replanned_through_another(
         made = httpx.post(api_a.base_url + "/v1/dispatch/plans", headers=depot, timeout=30,
                           json={"depot_id": "futian", "shift_id": "early", "date": "2026-12-07"})
         assert made.status_code == 201, made.text
-        assert httpx.get(api_b.base_url + PLAN, headers=depot, timeout=10).json() == made.json()
-        replanned = httpx.post(api_b.base_url + PLAN + "/replan", headers=depot, timeout=30)
+        assert httpx.get(api_b.base_url + EARLY_PLAN, headers=depot, timeout=10).json() == made.json()
+        replanned = httpx.post(api_b.base_url + EARLY_PLAN + "/replan", headers=depot, timeout=30)
         assert replanned.status_code == 200 and replanned.json()["revision"] == 2
-        assert httpx.get(api_a.base_url + PLAN, headers=depot, timeout=10).json() == replanned.json()
+        assert httpx.get(api_a.base_url + EARLY_PLAN, headers=depot, timeout=10).json() == replanned.json()
     finally:
         for api in (api_a, api_b):
             if api.process is not None:
