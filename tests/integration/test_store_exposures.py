@@ -74,3 +74,21 @@ def test_sums_per_place_follow_the_device_tags_and_the_day_range(store: Store) -
 def test_an_unknown_place_kind_is_refused_by_name(store: Store) -> None:
     with pytest.raises(ValueError, match="cannot be grouped by 'street'"):
         sums(store, "street")
+
+
+def test_a_device_moved_to_another_grid_leaves_no_total_behind_in_the_old_one(store: Store) -> None:
+    moved = {"intersection": "x-1", "grid": "g-2", "district": "north"}
+    store.write_exposures([total("2026-11-03", "cam-1", "stop_line_crossings", 10, NORTH_A)])
+    store.write_exposures([total("2026-11-03", "cam-1", "stop_line_crossings", 12, moved)])
+    settle(store)
+    assert sums(store, "grid") == [ExposureSum("g-2", "stop_line_crossings", 12.0)]
+    assert sums(store, "city") == [ExposureSum("", "stop_line_crossings", 12.0)]
+
+
+def test_names_with_spaces_commas_and_quotes_are_kept_exactly(store: Store) -> None:
+    odd = {"intersection": "Main St, \"north\" gate", "grid": "g=1", "district": "old town"}
+    store.write_exposures([total("2026-11-03", "cam 1,a=b", "stop_line_crossings", 3, odd)])
+    settle(store)
+    assert sums(store, "device") == [ExposureSum("cam 1,a=b", "stop_line_crossings", 3.0)]
+    assert sums(store, "intersection") == [ExposureSum("Main St, \"north\" gate", "stop_line_crossings", 3.0)]
+    assert sums(store, "district") == [ExposureSum("old town", "stop_line_crossings", 3.0)]
