@@ -65,8 +65,10 @@ def exposure_lines(totals: Sequence[ExposureTotal]) -> list[bytes]:
 def exposure_sums(rows: Rows, source: str, query: ExposureQuery) -> list[ExposureSum]:
     """Sums per place and counter from the measurement `source` (qualified with its retention policy)."""
     if query.group_by not in PLACE_KINDS:
-        raise ValueError(f"exposures cannot be grouped by {query.group_by!r}; one of {', '.join(PLACE_KINDS)}")
-    where = [f"time >= {day_start_ns(query.first_day)}", f"time < {day_start_ns(query.last_day) + _NS_PER_DAY}"]
+        raise ValueError(f"exposures cannot be grouped by {query.group_by!r}; "
+                         f"one of {', '.join(PLACE_KINDS)}")
+    where = [f"time >= {day_start_ns(query.first_day)}",
+             f"time < {day_start_ns(query.last_day) + _NS_PER_DAY}"]
     if query.counters:
         where.append("(" + " OR ".join(f'"counter" = {_quote_string(c)}' for c in query.counters) + ")")
     condition = " AND ".join(where)
