@@ -9,7 +9,7 @@ from typing import Any
 from core.models import Event
 from processors.engine import Engine
 from tests.support.delivery import fed_as_delivered, shuffled_with_duplicates
-from tests.support.traffic import CAMERA, rules, signal, track
+from tests.support.traffic import CAMERA, local_s, rules, signal, track
 
 DAY = "2025-11-26"
 
@@ -114,3 +114,51 @@ def test_speeding_counts_each_vehicle_once_per_limit_zone_and_each_first_excess(
         speed(0, None, "c5"),  # no speed: not measured
     ]
     assert counted(events, ["speeding"]) == {"vehicles_measured": 4.0, "vehicles_speeding": 2.0}
+
+
+def parked(at_s: float, track_id: str, zones: Sequence[str] = ("sidewalk_west",), stationary: bool = True,
+           **kwargs: Any) -> Event:
+    return track(at_s, track_id, zones=zones, stationary=stationary, **kwargs)
+
+
+def by_day(events: Sequence[Event], only: list[str]) -> dict[tuple[str, str], float]:
+    engine = Engine(rules(only), allowed_lateness_ms=2000, time_zone="Asia/Shanghai")
+    engine.process(events, now_wall_ms=0)
+    engine.drain()
+    return {(t.day, t.counter): t.value for t in engine.exposures.totals() if t.device_id == CAMERA}
+
+
+def test_parking_counts_standing_minutes_and_the_minutes_of_each_violation() -> None:
+    events = [
+        parked(0, "car1"), parked(100, "car1"), parked(400, "car1", stationary=False),  # 400 s, all illegal
+        parked(0, "car2"), parked(200, "car2", stationary=False),  # 200 s, under the 300 s dwell
+        parked(1000, "car3"), parked(1100, "car3"),  # lost: illegal from 1000 to its opening at 1300
+        parked(0, "walker", label="person"), parked(500, "walker", label="person"),  # not a vehicle
+        parked(0, "car4", zones=["main_road"]), parked(500, "car4", zones=["main_road"]),  # not watched
+        track(3000, "other", zones=[]),  # moves event time past car3's idle time
+    ]
+    assert by_day(events, ["illegal_parking"]) == {
+        ("2025-11-26", "parking_occupied_minutes"): (400 + 200 + 300) / 60,
+        ("2025-11-26", "parking_illegal_minutes"): (400 + 300) / 60,
+    }
+
+
+def test_parking_in_a_scheduled_zone_is_illegal_only_while_the_zone_is_in_force() -> None:
+    # No parking 07:00-09:00 on workdays: standing 06:50-09:30 is 160 minutes, 120 of them illegal.
+    start = local_s("2025-11-26T06:50")
+    events = [parked(start + minute * 60, "car1", zones=["no_parking_peaks"]) for minute in range(0, 160, 5)]
+    events.append(parked(start + 160 * 60, "car1", zones=["no_parking_peaks"], stationary=False))
+    assert by_day(events, ["illegal_parking"]) == {
+        ("2025-11-26", "parking_occupied_minutes"): 160.0,
+        ("2025-11-26", "parking_illegal_minutes"): 120.0,
+    }
+
+
+def test_parking_minutes_are_split_at_local_midnight() -> None:
+    start = local_s("2025-11-26T23:50")
+    events = [parked(start + minute * 60, "car1") for minute in range(0, 20, 5)]
+    events.append(parked(start + 20 * 60, "car1", stationary=False))
+    assert by_day(events, ["illegal_parking"]) == {
+        ("2025-11-26", "parking_occupied_minutes"): 10.0, ("2025-11-27", "parking_occupied_minutes"): 10.0,
+        ("2025-11-26", "parking_illegal_minutes"): 10.0, ("2025-11-27", "parking_illegal_minutes"): 10.0,
+    }
