@@ -45,6 +45,39 @@ def missing_report_between(last_ms: int, time_ms: int, interval_ms: int | None,
     return interval_ms is not None and time_ms - last_ms > max_gap_intervals * interval_ms
 
 
+# Without a registered `expected_interval_s`, the longest gap between two readings that counts as
+# reporting time (docs/denominators.md).
+UNKNOWN_INTERVAL_GAP_MS = 3_600_000
+
+
+class Reporting(msgspec.Struct, array_like=True):
+    """A device's newest reading counted in its rule's sensor minutes: when, and whether the rule held the
+    device out of standard after judging it (an open violation)."""
+
+    time_ms: int
+    breaking: bool
+
+
+def reporting_gap_ms(devices: DeviceLookup, device_id: str, max_gap_intervals: float) -> int:
+    """The longest gap between two readings that counts as reporting time: the rule's own missing-report
+    bound (`max_gap_intervals` expected intervals), or UNKNOWN_INTERVAL_GAP_MS without an interval."""
+    interval_ms = expected_interval_ms(devices, device_id)
+    return UNKNOWN_INTERVAL_GAP_MS if interval_ms is None else int(interval_ms * max_gap_intervals)
+
+
+def count_reporting(out: Emitter, last: Reporting | None, time_ms: int, breaking: bool, max_gap_ms: int,
+                    counters: tuple[str, str]) -> Reporting:
+    """Count the time from the device's previous reading to this one (at most `max_gap_ms`) as reporting
+    time (`counters[0]`), and as out of standard (`counters[1]`) when the device was out of standard after
+    the previous reading; returns this reading's record."""
+    if last is not None and time_ms > last.time_ms:
+        end_ms = min(time_ms, last.time_ms + max_gap_ms)
+        out.count_time(counters[0], last.time_ms, end_ms)
+        if last.breaking:
+            out.count_time(counters[1], last.time_ms, end_ms)
+    return Reporting(time_ms, breaking)
+
+
 def open_violation(type_: str, key: str, event: Event, evidence: list[Reading], severity: Severity,
                    details: dict[str, Any], *, begun_by: tuple[str, int],
                    device_id: str | None = None) -> Violation:
@@ -130,6 +163,8 @@ class Level(msgspec.Struct):
 
 class LevelState(msgspec.Struct):
     channels: dict[str, Level] = {}
+    # The newest reading counted in the rule's sensor minutes (rules with `exposure` only).
+    reporting: Reporting | None = None
 
 
 class LevelRule(Rule[LevelState]):
@@ -144,6 +179,9 @@ class LevelRule(Rule[LevelState]):
     state_type: ClassVar[type[msgspec.Struct]] = LevelState
     consecutive: int = 1
     max_gap_intervals: float = 1.5
+    # (sensor minutes, minutes out of standard) exposure counters, for a rule whose rate is published
+    # (docs/denominators.md): out of standard while any channel has an open violation.
+    exposure: ClassVar[tuple[str, str] | None] = None
 
     def __init__(self, devices: DeviceLookup | None, zones: ZoneThresholds | None, state_ttl_s: int,
                  kinds: ZoneThresholds | None = None) -> None:
@@ -174,6 +212,12 @@ class LevelRule(Rule[LevelState]):
                 state.channels.pop(channel.name, None)
             else:
                 state.channels[channel.name] = level
+        if self.exposure is not None:
+            out_of_standard = any(level.open_violation is not None for level in state.channels.values())
+            max_gap_ms = reporting_gap_ms(self.devices, event.device_id,
+                                          self.setting(event, "max_gap_intervals", self.max_gap_intervals))
+            state.reporting = count_reporting(out, state.reporting, event.event_time_ms, out_of_standard,
+                                              max_gap_ms, self.exposure)
         # Kept even when empty: it remembers the newest judged time, so a late reading is not judged
         # (state still expires after the rule's TTL of silence).
         return state
