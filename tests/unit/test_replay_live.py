@@ -19,8 +19,8 @@ import msgspec
 import pytest
 
 from citywatch.replay import Replayer, read_recording
-from core.metrics import Metrics
 from core.exposures import COUNTERS
+from core.metrics import Metrics
 from core.models import Violation
 from store.base import ExposureQuery, ExposureSum, Store
 from store.sqlite_store import SqliteStore
