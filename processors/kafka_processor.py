@@ -315,7 +315,8 @@ class KafkaProcessor:
                 held = partition.engine.held
                 quiet = partition.engine.process((), now_ms)
                 out.extend(quiet)
-                partition.dirty = partition.dirty or partition.engine.held != held or bool(quiet.violations)
+                partition.dirty = (partition.dirty or partition.engine.held != held or bool(quiet.violations)
+                                   or bool(quiet.exposures))
         rejected.extend(out.dead_letters)
         if self.tag_violation is not None and out.violations:
             out.violations = [self.tag_violation(violation) for violation in out.violations]
