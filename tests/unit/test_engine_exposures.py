@@ -3,8 +3,10 @@ duplicates and too-late events never reach, that survive a snapshot, and that fo
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import ClassVar
+from zoneinfo import ZoneInfo
 
 import msgspec
 
@@ -17,7 +19,7 @@ from processors.rule import Emitter, Rule
 from processors.worker import ProcessorWorker
 from store.base import ExposureQuery, ExposureSum
 from store.sqlite_store import SqliteStore
-from tests.support.events import reading
+from tests.support.events import T0_MS, reading
 
 HOUR_S = 3600
 # T0 is 13:00 in Shanghai (UTC+8): local midnight comes 11 hours later.
@@ -178,3 +180,16 @@ def test_the_embedded_worker_stores_the_totals_with_the_batch(tmp_path: Path) ->
         ]
     finally:
         store.close()
+
+
+def test_a_day_with_a_daylight_saving_change_has_the_minutes_it_really_had() -> None:
+    berlin = ZoneInfo("Europe/Berlin")  # clocks went back on 2025-10-26: a 25-hour day
+
+    def at_local(text: str) -> float:
+        return datetime.fromisoformat(text).replace(tzinfo=berlin).timestamp() - T0_MS / 1000
+
+    counting = Engine([Counting()], allowed_lateness_ms=0, time_zone="Europe/Berlin")
+    out = counting.process([event(at_local("2025-10-26T00:00")), event(at_local("2025-10-27T00:30"))],
+                           now_wall_ms=0)
+    assert totals(out)[("2025-10-26", "cam-1", "air_sensor_minutes")] == 25 * 60
+    assert totals(out)[("2025-10-27", "cam-1", "air_sensor_minutes")] == 30
