@@ -30,7 +30,7 @@ from typing import Any
 import msgspec
 
 from core.models import DeadLetter, Event, ExposureTotal, Violation
-from processors.exposures import ExposureCounts, place_tags
+from processors.exposures import ExposureCounts
 from processors.rule import ANY_KIND, Emitter, Rule
 from processors.state import KeyedState
 
@@ -286,7 +286,7 @@ class Engine:
                     raise ValueError(f"rule {rule.name} counted {counter} without a device outside an event")
                 device_id = event.device_id
                 if tags is None:
-                    tags = place_tags(event.tags)
+                    tags = event.tags
             if end_ms is None:
                 self.exposures.add(device_id, counter, time_ms, amount, tags)
             else:

@@ -42,7 +42,8 @@ class ExposureCounts:
     def __init__(self, time_zone: str, allowed_lateness_ms: int) -> None:
         self.time_zone = zoneinfo.ZoneInfo(time_zone)
         self.keep_ms = allowed_lateness_ms + DAY_MS
-        # key -> [total (count, or ms for time counters), place tags]
+        # key -> [total (count, or ms for time counters), the device's tags as counted (the place tags
+        # are picked from them on output: most counts are never output, a newer one replaces them)]
         self._totals: dict[Key, list[Any]] = {}
         self._changed: dict[Key, None] = {}
         # Days before this one are closed: forgotten, and nothing more is counted for them.
@@ -71,6 +72,10 @@ class ExposureCounts:
     def add_time(self, device_id: str, counter: str, start_ms: int, end_ms: int,
                  tags: dict[str, str] | None) -> None:
         """Count the time [start_ms, end_ms), split at local midnight."""
+        day_start_ms, day_end_ms, day = self._day
+        if day_start_ms <= start_ms and end_ms <= day_end_ms:  # most spans: within the day last looked up
+            self._add(day, device_id, counter, end_ms - start_ms, tags)
+            return
         while start_ms < end_ms:
             _, day_end_ms, day = self.day_of(start_ms)
             piece_end_ms = min(end_ms, day_end_ms)
@@ -114,7 +119,8 @@ class ExposureCounts:
         day, device_id, counter = key
         total, tags = self._totals[key]
         value = total / MINUTE_MS if counter in TIME_COUNTERS else float(total)
-        return ExposureTotal(day=day, device_id=device_id, counter=counter, value=value, tags=tags)
+        return ExposureTotal(day=day, device_id=device_id, counter=counter, value=value,
+                             tags=place_tags(tags))
 
     def totals(self) -> list[ExposureTotal]:
         """Every total held (tests, and what a snapshot restores)."""
@@ -122,7 +128,7 @@ class ExposureCounts:
 
     def snapshot(self) -> dict[str, Any]:
         return {"oldest_day": self.oldest_day,
-                "totals": [(day, device, counter, total, tags)
+                "totals": [(day, device, counter, total, place_tags(tags))
                            for (day, device, counter), (total, tags) in self._totals.items()]}
 
     def restore(self, data: dict[str, Any] | None) -> None:

@@ -74,7 +74,8 @@ class Emitter:
     def count(self, counter: str, time_ms: int, amount: int = 1, *, device_id: str | None = None,
               tags: dict[str, str] | None = None) -> None:
         """Add `amount` to an exposure counter (core/exposures.py) on the local day of `time_ms` (event
-        time). The device and its place are the judged event's unless given (a timer must give them).
+        time). The device and its tags (the engine keeps their place tags) are the judged event's unless
+        given (a timer must give them).
         Counted from `on_event` and `on_timer` only (the engine reads no counts from clock calls)."""
         self.counts.append((counter, time_ms, None, amount, device_id, tags))
         self.used = True

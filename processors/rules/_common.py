@@ -5,7 +5,7 @@ run of readings from readings with a missing report between them, and a threshol
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -58,24 +58,32 @@ class Reporting(msgspec.Struct, array_like=True):
     breaking: bool
 
 
-def reporting_gap_ms(devices: DeviceLookup, device_id: str, max_gap_intervals: float) -> int:
-    """The longest gap between two readings that counts as reporting time: the rule's own missing-report
-    bound (`max_gap_intervals` expected intervals), or UNKNOWN_INTERVAL_GAP_MS without an interval."""
-    interval_ms = expected_interval_ms(devices, device_id)
-    return UNKNOWN_INTERVAL_GAP_MS if interval_ms is None else int(interval_ms * max_gap_intervals)
+def count_reporting(out: Emitter, last: Reporting | None, event: Event, breaking: bool,
+                    counters: tuple[str, str], devices: DeviceLookup,
+                    max_gap_intervals: Callable[[], float]) -> Reporting:
+    """Count the time from the device's previous reading to this one as reporting time (`counters[0]`),
+    and as out of standard (`counters[1]`) when the device was out of standard after the previous reading;
+    returns this reading's record (`last`, updated).
 
-
-def count_reporting(out: Emitter, last: Reporting | None, time_ms: int, breaking: bool, max_gap_ms: int,
-                    counters: tuple[str, str]) -> Reporting:
-    """Count the time from the device's previous reading to this one (at most `max_gap_ms`) as reporting
-    time (`counters[0]`), and as out of standard (`counters[1]`) when the device was out of standard after
-    the previous reading; returns this reading's record."""
-    if last is not None and time_ms > last.time_ms:
-        end_ms = min(time_ms, last.time_ms + max_gap_ms)
+    A gap counts up to the rule's own missing-report bound, `max_gap_intervals` expected intervals, or
+    UNKNOWN_INTERVAL_GAP_MS for a device without an interval. The bound is asked for only for a gap longer
+    than one interval (it is above one interval: the settings require `max_gap_intervals` > 1), since
+    resolving a threshold costs more than the rest of a bin reading's judgement."""
+    time_ms = event.event_time_ms
+    if last is None:
+        return Reporting(time_ms, breaking)
+    if time_ms > last.time_ms:
+        end_ms = time_ms
+        interval_ms = expected_interval_ms(devices, event.device_id)
+        if interval_ms is None:
+            end_ms = min(time_ms, last.time_ms + UNKNOWN_INTERVAL_GAP_MS)
+        elif time_ms - last.time_ms > interval_ms:
+            end_ms = min(time_ms, last.time_ms + int(interval_ms * max_gap_intervals()))
         out.count_time(counters[0], last.time_ms, end_ms)
         if last.breaking:
             out.count_time(counters[1], last.time_ms, end_ms)
-    return Reporting(time_ms, breaking)
+    last.time_ms, last.breaking = time_ms, breaking
+    return last
 
 
 def open_violation(type_: str, key: str, event: Event, evidence: list[Reading], severity: Severity,
@@ -214,10 +222,9 @@ class LevelRule(Rule[LevelState]):
                 state.channels[channel.name] = level
         if self.exposure is not None:
             out_of_standard = any(level.open_violation is not None for level in state.channels.values())
-            max_gap_ms = reporting_gap_ms(self.devices, event.device_id,
-                                          self.setting(event, "max_gap_intervals", self.max_gap_intervals))
-            state.reporting = count_reporting(out, state.reporting, event.event_time_ms, out_of_standard,
-                                              max_gap_ms, self.exposure)
+            state.reporting = count_reporting(
+                out, state.reporting, event, out_of_standard, self.exposure, self.devices,
+                lambda: self.setting(event, "max_gap_intervals", self.max_gap_intervals))
         # Kept even when empty: it remembers the newest judged time, so a late reading is not judged
         # (state still expires after the rule's TTL of silence).
         return state

@@ -27,7 +27,6 @@ from processors.rules._common import (
     count_reporting,
     number,
     open_violation,
-    reporting_gap_ms,
 )
 from processors.rules.rolling_mean import RollingMean, daily_window, hourly_window
 
@@ -121,9 +120,8 @@ class AirQualityRule(Rule[AirState]):
         # Out of standard while the 24-hour mean of a pollutant is judged above its limit.
         out_of_standard = any(p.open_violation is not None for p in state.pollutants.values())
         state.reporting = count_reporting(
-            out, state.reporting, event.event_time_ms, out_of_standard,
-            reporting_gap_ms(self.thresholds.devices, event.device_id, REPORTING_GAP_INTERVALS),
-            (EXPOSURE.observed, EXPOSURE.breaking))
+            out, state.reporting, event, out_of_standard, (EXPOSURE.observed, EXPOSURE.breaking),
+            self.thresholds.devices, lambda: REPORTING_GAP_INTERVALS)
         return state
 
     def summary(self, state: AirState, event: Event) -> dict[str, Any]:

@@ -22,12 +22,12 @@ from processors.rules._common import (
     count_reporting,
     expected_interval_ms,
     missing_report_between,
-    reporting_gap_ms,
 )
 from processors.rules.bin_fill import fill_pct_of
 
 TYPE = "bin_overflow"
 EXPOSURE = next(pair for pair in EXPOSURE_PAIRS if pair.rule == TYPE)
+COUNTERS = (EXPOSURE.observed, EXPOSURE.breaking)
 
 
 class BinState(msgspec.Struct):
@@ -64,11 +64,9 @@ class BinOverflowRule(Rule[BinState]):
             return state
         state = state or BinState()
         self._judge(state, event, fill, out)
-        max_gap_ms = reporting_gap_ms(self.devices, event.device_id, self.setting(
-            event, "max_gap_intervals", self.settings.max_gap_intervals))
-        state.reporting = count_reporting(out, state.reporting, event.event_time_ms,
-                                          state.open_violation is not None, max_gap_ms,
-                                          (EXPOSURE.observed, EXPOSURE.breaking))
+        state.reporting = count_reporting(
+            out, state.reporting, event, state.open_violation is not None, COUNTERS, self.devices,
+            lambda: self.setting(event, "max_gap_intervals", self.settings.max_gap_intervals))
         # Kept between fills: it holds the last reading, where the bin's next minutes start (state
         # still expires after `state_ttl_s` of silence).
         return state

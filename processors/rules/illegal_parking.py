@@ -18,7 +18,6 @@ import msgspec
 from core.exposures import EXPOSURE_PAIRS
 from core.models import Event, Severity, Violation, ViolationStatus
 from core.traffic_settings import IllegalParkingSettings, ZoneType
-from processors.exposures import place_tags
 from processors.rule import Emitter, Rule
 from processors.traffic import Track, TrafficContext, track_violation
 from processors.zones import FOREVER_MS, Zone, dwell_due, in_force_until
@@ -180,7 +179,7 @@ def _count_standing(state: ParkingState, to_ms: int, out: Emitter) -> None:
     """Count the vehicle's standing time up to `to_ms` as occupied, and as illegal while its violation is
     open, on its camera (the state outlives messages: timers count too)."""
     event = state.last_event
-    tags = place_tags(event.tags)
+    tags = event.tags
     occupied_to_ms = state.since_ms if state.occupied_to_ms is None else state.occupied_to_ms
     if to_ms > occupied_to_ms:
         out.count_time(EXPOSURE.observed, occupied_to_ms, to_ms, device_id=event.device_id, tags=tags)

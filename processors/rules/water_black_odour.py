@@ -39,7 +39,6 @@ from processors.rules._common import (
     missing_report_between,
     number,
     open_violation,
-    reporting_gap_ms,
 )
 
 TYPE = "water_black_odour"
@@ -141,9 +140,8 @@ class WaterBlackOdourRule(Rule[WaterState]):
         self._judge(state, event, settings, judged, out)
         # A probe's minutes are out of standard while its body is flagged black-odorous.
         state.probes[event.device_id] = count_reporting(
-            out, state.probes.get(event.device_id), event.event_time_ms, state.open_violation is not None,
-            reporting_gap_ms(self.devices, event.device_id, settings.max_gap_intervals),
-            (EXPOSURE.observed, EXPOSURE.breaking))
+            out, state.probes.get(event.device_id), event, state.open_violation is not None,
+            (EXPOSURE.observed, EXPOSURE.breaking), self.devices, lambda: settings.max_gap_intervals)
         return state
 
     def _judge(self, state: WaterState, event: Event, settings: WaterBlackOdourSettings,
