@@ -38,12 +38,13 @@ def registry(*devices: tuple[str, str, float | None]) -> Registry:
 def test_bin_minutes_run_from_reading_to_reading_capped_and_overflowing_while_the_violation_is_open() -> None:
     # Every 10 minutes: a gap counts up to 15 minutes (max_gap_intervals 1.5).
     rule = BinOverflowRule(BinOverflowSettings(), registry(("bin-1", "bin", 600)))
-    fills = [(0, 50), (600, 95), (1200, 95), (1800, 95), (2400, 20), (4200, 20), (5400, 20)]
+    fills = [(0, 50), (600, 95), (1200, 95), (1800, 95), (2400, 20), (4200, 20), (5400, 20), (6240, 20)]
     events = [reading("bin-1", at_s, fill_pct=fill) for at_s, fill in fills]
     events.append(reading("bin-1", 4800, battery_pct=80))  # no fill: not a reading of this rule
-    # Minutes: 10 + 10 (not yet open) + 10 + 10 (open from 1200 to the clear at 2400) + 15 + 15 (capped).
+    # Minutes: 10 + 10 (not yet open) + 10 + 10 (open from 1200 to the clear at 2400) + 15 + 15 (capped)
+    # + 14 (late, but within the 15).
     assert counted(rule, events) == {
-        ("2025-11-26", "bin-1", "bin_minutes"): 70.0,
+        ("2025-11-26", "bin-1", "bin_minutes"): 84.0,
         ("2025-11-26", "bin-1", "bin_overflow_minutes"): 20.0,
     }
 
