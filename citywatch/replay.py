@@ -25,7 +25,7 @@ from typing import Any
 
 import msgspec
 
-from core.models import DeadLetter, Event, Violation
+from core.models import DeadLetter, Event, ExposureTotal, Violation
 from core.settings import ConfigError, Settings
 from ingest.codecs.catalogue import build_codec
 from ingest.geo import GeoError, GeoTagger
@@ -120,7 +120,8 @@ class Replayer:
         rules = build_rules(settings.rules, registry, settings.devices, traffic=settings.traffic)
         self.engine = Engine(rules,
                              allowed_lateness_ms=settings.pipeline.allowed_lateness_ms,
-                             dedup_capacity=settings.pipeline.dedup_window_events)
+                             dedup_capacity=settings.pipeline.dedup_window_events,
+                             time_zone=settings.traffic.time_zone)
         self.store = store
         # Between messages the engine is ticked at least every `rules.device_offline.max_tick_gap_s` of
         # recorded time: a longer gap between ticks counts as a stalled process (only its start counts as
@@ -165,6 +166,8 @@ class _Run:
         self.events: list[Event] = []
         self.letters: list[DeadLetter] = []
         self.violations: list[Violation] = []
+        # The newest exposure total per (day, device, counter) not yet written (the store keeps the latest).
+        self.exposures: dict[tuple[str, str, str], ExposureTotal] = {}
         self.unwritten = 0
 
     def message(self, message: Message) -> None:
@@ -227,6 +230,8 @@ class _Run:
         self.result.late_events += len(out.late_events)
         self.letters.extend(out.dead_letters)
         self.violations.extend(violations)
+        for total in out.exposures:
+            self.exposures[(total.day, total.device_id, total.counter)] = total
         if violations and self.on_violations is not None:
             self.on_violations(violations)
 
@@ -239,5 +244,7 @@ class _Run:
                 store.write_dead_letters(self.letters)
             if self.violations:
                 store.write_violations(self.violations)
-        self.events, self.letters, self.violations = [], [], []
+            if self.exposures:
+                store.write_exposures(list(self.exposures.values()))
+        self.events, self.letters, self.violations, self.exposures = [], [], [], {}
         self.unwritten = 0

@@ -198,7 +198,8 @@ class ProcessRole:
         capacity = max(10_000, pipeline.dedup_window_events // partitions)
         return Engine(build_rules(self.settings.rules, self.registry, registered,
                                   traffic=self.settings.traffic),
-                      allowed_lateness_ms=pipeline.allowed_lateness_ms, dedup_capacity=capacity)
+                      allowed_lateness_ms=pipeline.allowed_lateness_ms, dedup_capacity=capacity,
+                      time_zone=self.settings.traffic.time_zone)
 
     def start(self) -> None:
         ensure_topics(self.kafka)

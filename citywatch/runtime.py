@@ -70,7 +70,8 @@ class EmbeddedRuntime:
         self.engine = Engine(build_rules(settings.rules, self.registry, settings.devices,
                                          traffic=settings.traffic),
                              allowed_lateness_ms=settings.pipeline.allowed_lateness_ms,
-                             dedup_capacity=settings.pipeline.dedup_window_events)
+                             dedup_capacity=settings.pipeline.dedup_window_events,
+                             time_zone=settings.traffic.time_zone)
         self.rate = RateMeter()
         self.metrics.events_per_second.labels("up").set_function(self.rate.rate)
         self.alerts = AlertComponents(settings, self.data_dir)

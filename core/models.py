@@ -168,6 +168,23 @@ class Prediction(msgspec.Struct, frozen=True, kw_only=True):
     tags: dict[str, str] = {}
 
 
+class ExposureTotal(msgspec.Struct, frozen=True, kw_only=True):
+    """How much one device observed of what a rule judges, on one local day: a denominator of a rate.
+
+    `value` is the day's running total, not an increment: the processor emits the new total whenever it
+    changes and stores keep the latest per (day, device_id, counter), so a replay or a redelivery writes
+    the same totals again and never counts twice. Counter names and meanings: core/exposures.py.
+    """
+
+    # The calendar day in the city's time zone, "YYYY-MM-DD" (sorts as text in time order).
+    day: str
+    device_id: str
+    counter: str
+    value: float
+    # Where the device was when counted, from the registry: grid, district, intersection (when known).
+    tags: dict[str, str] = {}
+
+
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     """Input that could not be accepted, kept with the reason so that it can be fixed and replayed.
 

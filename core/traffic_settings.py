@@ -260,6 +260,10 @@ class YieldCrosswalkSettings(_Section):
     labels: list[str] = Field(default_factory=lambda: list(VEHICLE_LABELS),
                               description="Track labels judged as vehicles.")
     person_labels: list[str] = Field(default_factory=lambda: ["person"], description="Labels of pedestrians.")
+    encounter_s: float = Field(10, ge=0, description="A vehicle entering a crosswalk within this long after "
+                               "a person was last in it met that pedestrian: it counts in the yield rate "
+                               "(docs/denominators.md), as yielding unless it entered while persons were "
+                               "inside.")
     state_ttl_s: int = Field(24 * 3600, gt=0, description="Forget a camera silent this long.")
 
 

@@ -29,7 +29,8 @@ from typing import Any
 
 import msgspec
 
-from core.models import DeadLetter, Event, Violation
+from core.models import DeadLetter, Event, ExposureTotal, Violation
+from processors.exposures import ExposureCounts
 from processors.rule import ANY_KIND, Emitter, Rule
 from processors.state import KeyedState
 
@@ -50,9 +51,12 @@ class EngineOutput:
     suspect_events: list[Event] = field(default_factory=list)
     # Derived records rules published (e.g. predictions), for the store.
     records: list[msgspec.Struct] = field(default_factory=list)
+    # Exposure totals counted in this call: the latest of each (day, device, counter), for the store.
+    exposures: list[ExposureTotal] = field(default_factory=list)
 
     def extend(self, other: EngineOutput) -> None:
         self.violations.extend(other.violations)
+        self.exposures.extend(other.exposures)
         self.suspect_events.extend(other.suspect_events)
         self.records.extend(other.records)
         self.late_events.extend(other.late_events)
@@ -85,7 +89,8 @@ class _RecentIds:
 
 class Engine:
     def __init__(self, rules: Sequence[Rule[Any]], *, allowed_lateness_ms: int,
-                 dedup_capacity: int = 200_000) -> None:
+                 dedup_capacity: int = 200_000, time_zone: str = "UTC") -> None:
+        """`time_zone`: the city's (`traffic.time_zone`), whose calendar days exposures are counted on."""
         names = [rule.name for rule in rules]
         if len(set(names)) != len(names):
             raise ValueError(f"rule names must be unique, got {names}")
@@ -108,6 +113,7 @@ class Engine:
         self.clock_ms = NEVER
         # Event-time timers: (at_ms, seq, rule name, key).
         self._timers: list[tuple[int, int, str, str]] = []
+        self.exposures = ExposureCounts(time_zone, allowed_lateness_ms)
 
     @property
     def held(self) -> int:
@@ -156,6 +162,7 @@ class Engine:
             rule.on_clock(self.states[rule.name], now_wall_ms, input_live, emitter)
             out.violations.extend(emitter.violations)
             out.records.extend(emitter.records)
+        out.exposures = self.exposures.take_changed()
         return out
 
     def next_step_ms(self) -> int | None:
@@ -198,6 +205,7 @@ class Engine:
         out = EngineOutput()
         self._arrivals.clear()
         self._advance(self._max_event_time_ms, out)
+        out.exposures = self.exposures.take_changed()
         return out
 
     def _advance(self, watermark_ms: int, out: EngineOutput) -> None:
@@ -214,6 +222,7 @@ class Engine:
         if changed:  # an idle tick has nothing new to expire (and ticks are most of the steps)
             for state in self.states.values():
                 state.expire(self.watermark_ms)
+            self.exposures.close_days(self.watermark_ms)
 
     def _judge(self, event: Event, out: EngineOutput) -> None:
         late = False
@@ -249,7 +258,7 @@ class Engine:
             store.replace(key, entry, new_state, time_ms)
             if not emitter.used:
                 continue
-            self._collect(rule, key, emitter, out)
+            self._collect(rule, key, emitter, out, event)
             out.dead_letters.extend(_rejected(rule.name, event, reason, detail)
                                     for reason, detail in emitter.rejections)
             if emitter.suspect_reason is not None:
@@ -265,11 +274,23 @@ class Engine:
         if late:
             out.late_events.append(event)
 
-    def _collect(self, rule: Rule[Any], key: str, emitter: Emitter, out: EngineOutput) -> None:
+    def _collect(self, rule: Rule[Any], key: str, emitter: Emitter, out: EngineOutput,
+                 event: Event | None) -> None:
         out.violations.extend(emitter.violations)
         out.records.extend(emitter.records)
         for at_ms in emitter.timers:
             heapq.heappush(self._timers, (at_ms, next(self._seq), rule.name, key))
+        for counter, time_ms, end_ms, amount, device_id, tags in emitter.counts:
+            if device_id is None:
+                if event is None:
+                    raise ValueError(f"rule {rule.name} counted {counter} without a device outside an event")
+                device_id = event.device_id
+                if tags is None:
+                    tags = event.tags
+            if end_ms is None:
+                self.exposures.add(device_id, counter, time_ms, amount, tags)
+            else:
+                self.exposures.add_time(device_id, counter, time_ms, end_ms, tags)
 
     def _fire_timers(self, up_to_ms: int, out: EngineOutput) -> None:
         timers = self._timers
@@ -280,7 +301,7 @@ class Engine:
             emitter = Emitter()
             new_state = rule.on_timer(store.get(key), key, at_ms, emitter)
             store.set(key, new_state, at_ms)
-            self._collect(rule, key, emitter, out)
+            self._collect(rule, key, emitter, out, None)
 
     def snapshot(self) -> bytes:
         """Rule state, pending timers, recent ids and the events still held for ordering.
@@ -298,6 +319,7 @@ class Engine:
             "recent_ids": self._recent.snapshot(),
             "held": [event for _, _, event in sorted(self._held)],
             "arrivals": list(self._arrivals),
+            "exposures": self.exposures.snapshot(),
         })
 
     def restore(self, snapshot: bytes) -> None:
@@ -318,6 +340,8 @@ class Engine:
                       for event in msgspec.convert(data.get("held", []), list[Event])]
         heapq.heapify(self._held)
         self._arrivals = deque((wall_ms, time_ms) for wall_ms, time_ms in data.get("arrivals", []))
+        # Snapshots taken before exposures were counted have none: counting starts from nothing.
+        self.exposures.restore(data.get("exposures"))
 
 
 def _rule_failure(rule_name: str, event: Event, exc: Exception) -> DeadLetter:

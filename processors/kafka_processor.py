@@ -315,11 +315,13 @@ class KafkaProcessor:
                 held = partition.engine.held
                 quiet = partition.engine.process((), now_ms)
                 out.extend(quiet)
-                partition.dirty = partition.dirty or partition.engine.held != held or bool(quiet.violations)
+                partition.dirty = (partition.dirty or partition.engine.held != held or bool(quiet.violations)
+                                   or bool(quiet.exposures))
         rejected.extend(out.dead_letters)
         if self.tag_violation is not None and out.violations:
             out.violations = [self.tag_violation(violation) for violation in out.violations]
-        if events or dead_letters or rejected or offsets or out.violations or out.late_events or out.records:
+        if (events or dead_letters or rejected or offsets or out.violations or out.late_events or out.records
+                or out.exposures):
             self._jobs.put(_WriteJob(events, dead_letters, rejected, out, offsets, started))
         self.commit_durable(wait=False)
         self._refresh_status()
@@ -407,7 +409,9 @@ class KafkaProcessor:
         predictions = newest_per_device(out.records)
         if predictions:
             store.write_predictions(predictions)
-        if events or dead_letters or out.violations or predictions:
+        if out.exposures:  # running totals, in the checkpointed engine state: a replay writes them again
+            store.write_exposures(out.exposures)
+        if events or dead_letters or out.violations or predictions or out.exposures:
             store.flush()
 
     def _send_outputs(self, rejected: list[DeadLetter], out: EngineOutput) -> list[Any]:

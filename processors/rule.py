@@ -25,8 +25,8 @@ ANY_KIND = "*"
 class Emitter:
     """What a rule may do besides returning its state: emit violations and ask for event-time timers."""
 
-    __slots__ = ("records", "rejections", "suspect_hidden_from", "suspect_reason", "timers", "used",
-                 "violations")
+    __slots__ = ("counts", "records", "rejections", "suspect_hidden_from", "suspect_reason", "timers",
+                 "used", "violations")
 
     def __init__(self) -> None:
         # Whether the rule emitted anything: most calls emit nothing, and the engine reuses the emitter
@@ -37,6 +37,9 @@ class Emitter:
         self.rejections: list[tuple[str, str]] = []
         # Derived values a rule publishes besides violations (e.g. a forecast), written by the worker.
         self.records: list[msgspec.Struct] = []
+        # Exposure counts (docs/denominators.md): (counter, time or span start, span end or None for an
+        # amount, amount, device id or None for the judged event's, place tags or None for its tags).
+        self.counts: list[tuple[str, int, int | None, int, str | None, dict[str, str] | None]] = []
         self.suspect_reason: str | None = None
         # The rules that must not see a suspect event (None: every rule that does not inspect readings).
         self.suspect_hidden_from: frozenset[str] | None = None
@@ -67,6 +70,22 @@ class Emitter:
         """Publish a derived record (e.g. a Prediction); the worker hands it to the store."""
         self.records.append(record)
         self.used = True
+
+    def count(self, counter: str, time_ms: int, amount: int = 1, *, device_id: str | None = None,
+              tags: dict[str, str] | None = None) -> None:
+        """Add `amount` to an exposure counter (core/exposures.py) on the local day of `time_ms` (event
+        time). The device and its tags (the engine keeps their place tags) are the judged event's unless
+        given (a timer must give them).
+        Counted from `on_event` and `on_timer` only (the engine reads no counts from clock calls)."""
+        self.counts.append((counter, time_ms, None, amount, device_id, tags))
+        self.used = True
+
+    def count_time(self, counter: str, start_ms: int, end_ms: int, *, device_id: str | None = None,
+                   tags: dict[str, str] | None = None) -> None:
+        """Add the time [start_ms, end_ms) to a time counter (minutes), split at local midnight."""
+        if end_ms > start_ms:
+            self.counts.append((counter, start_ms, end_ms, 0, device_id, tags))
+            self.used = True
 
     def suspect(self, reason: str, hide_from: frozenset[str] | None = None) -> None:
         """Only for rules with `inspects_readings`: the event is a sensor fault. The rules named in

@@ -140,6 +140,8 @@ class TrackMemory(msgspec.Struct):
     plate: str | None = None
     # Incidents already reported for this track (e.g. an approach or a crosswalk): one violation each.
     judged: list[str] = []
+    # Incidents already counted in the rule's exposures (docs/denominators.md): one count each.
+    counted: list[str] = []
 
 
 class TrackBook(msgspec.Struct):
@@ -169,7 +171,7 @@ class TrackBook(msgspec.Struct):
         memory.last_ms = time_ms
         memory.last_event_id = event.event_id
         memory.plate = track.plate or memory.plate
-        if zones or memory.judged:
+        if zones or memory.judged or memory.counted:
             self.tracks[track.key] = memory
         else:
             self.tracks.pop(track.key, None)
@@ -221,6 +223,13 @@ def red_for_ms(phases: dict[str, PhaseState], phase: str | None, time_ms: int, s
     if current is None or current.state != "red" or time_ms - current.since_ms > stale_ms:
         return None
     return time_ms - current.since_ms
+
+
+def phase_known(phases: dict[str, PhaseState], phase: str | None, time_ms: int, stale_ms: int) -> bool:
+    """Whether a track entering at `time_ms` can be judged against `phase`: its state is known, and a red
+    is not stale (`red_for_ms` gives None for a stale red as for green)."""
+    current = phases.get(phase) if phase else None
+    return current is not None and (current.state != "red" or time_ms - current.since_ms <= stale_ms)
 
 
 def phase_details(phases: dict[str, PhaseState], phase: str | None, time_ms: int) -> dict[str, Any]:

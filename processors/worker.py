@@ -101,7 +101,9 @@ class ProcessorWorker:
         predictions = _newest_per_device(out.records)
         if predictions:
             self.store.write_predictions(predictions)
-        if batch.events or dead_letters or out.violations or predictions:
+        if out.exposures:  # running totals: the store keeps the latest (docs/denominators.md)
+            self.store.write_exposures(out.exposures)
+        if batch.events or dead_letters or out.violations or predictions or out.exposures:
             self.store.flush()
         if out.violations:
             self._publish_violations(tagged)

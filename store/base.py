@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Generic, TypeVar
 
-from core.models import DeadLetter, Event, LifecycleEntry, Prediction, Violation, ViolationStatus
+from core.models import (
+    DeadLetter,
+    Event,
+    ExposureTotal,
+    LifecycleEntry,
+    Prediction,
+    Violation,
+    ViolationStatus,
+)
 
 T = TypeVar("T")
 
@@ -244,6 +252,27 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
     return time_ms, tiebreak
 
 
+@dataclass(frozen=True)
+class ExposureQuery:
+    """Exposure totals summed over the local days [first_day, last_day] ("YYYY-MM-DD", both included) per
+    place: `group_by` is one of core.exposures.PLACE_KINDS. A device without the grouping tag (a bin has no
+    intersection) is left out of that grouping; every device counts towards "city"."""
+
+    first_day: str
+    last_day: str
+    group_by: str
+    # Only these counters; empty: all.
+    counters: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExposureSum:
+    # The device id, intersection, grid or district; "" for the city.
+    place: str
+    counter: str
+    value: float
+
+
 class Store(ABC):
     """A thread-safe store: one writer (the processor) and any number of readers (the API)."""
 
@@ -264,6 +293,14 @@ class Store(ABC):
     @abstractmethod
     def query_predictions(self, type: str, limit: int = 1000) -> list[Prediction]:
         """The newest forecast per device of a type, soonest predicted time first, none-yet last."""
+
+    @abstractmethod
+    def write_exposures(self, totals: Sequence[ExposureTotal]) -> None:
+        """Upsert by (day, device_id, counter): the latest total written wins (totals, not increments)."""
+
+    @abstractmethod
+    def exposure_sums(self, query: ExposureQuery) -> list[ExposureSum]:
+        """Sums of the stored totals per (place, counter), ordered by place then counter."""
 
     @abstractmethod
     def flush(self) -> None:

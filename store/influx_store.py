@@ -27,6 +27,7 @@ from core.models import (
     DeadLetter,
     Event,
     Evidence,
+    ExposureTotal,
     LifecycleChange,
     LifecycleEntry,
     Location,
@@ -40,6 +41,7 @@ from core.models import (
 from core.redaction import redact_url, redact_urls
 from core.settings import InfluxApi, InfluxDBSettings
 from store import buckets
+from store import influx_exposures as exposures
 from store import influx_lines as lines
 from store.base import (
     Bucket,
@@ -47,6 +49,8 @@ from store.base import (
     DeadLetterQuery,
     Dimension,
     EventQuery,
+    ExposureQuery,
+    ExposureSum,
     InvalidCursor,
     LatestReadingsQuery,
     Page,
@@ -373,6 +377,14 @@ class InfluxStore(Store):
         # Soonest first; devices without a forecast (no rising trend) last, as on the embedded store.
         predictions.sort(key=lambda p: (p.predicted_time_ms is None, p.predicted_time_ms or 0, p.device_id))
         return predictions[:limit]
+
+    # Exposure totals: the measurement and its queries are in store/influx_exposures.py.
+    def write_exposures(self, totals: Sequence[ExposureTotal]) -> None:
+        if totals:
+            self._writer.put(RP_ROLLUP, exposures.exposure_lines(totals))
+
+    def exposure_sums(self, query: ExposureQuery) -> list[ExposureSum]:
+        return exposures.exposure_sums(self._rows, self._measurement(RP_ROLLUP, exposures.EXPOSURES), query)
 
     def flush(self) -> None:
         """Everything written is acknowledged by InfluxDB or spooled to disk when this returns."""

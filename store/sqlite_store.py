@@ -27,6 +27,7 @@ from core.models import (
     DeadLetter,
     Event,
     Evidence,
+    ExposureTotal,
     LifecycleChange,
     LifecycleEntry,
     Location,
@@ -45,6 +46,8 @@ from store.base import (
     DeadLetterQuery,
     Dimension,
     EventQuery,
+    ExposureQuery,
+    ExposureSum,
     InvalidCursor,
     LatestReadingsQuery,
     Page,
@@ -185,6 +188,35 @@ ON CONFLICT (type, device_id) DO UPDATE SET
     tags = excluded.tags
 WHERE excluded.computed_time_ms >= predictions.computed_time_ms
 """
+
+# The denominators of the indices (core/exposures.py): the latest running total per device, local day and
+# counter, with the device's place tags ('' when it has none) so sums per place need no join. Created on
+# every open (IF NOT EXISTS), like the predictions, so an older file gains it without a version change.
+_EXPOSURES_SCHEMA: Final = (
+    """CREATE TABLE IF NOT EXISTS exposure_totals (
+    day          TEXT NOT NULL,
+    device_id    TEXT NOT NULL,
+    counter      TEXT NOT NULL,
+    value        REAL NOT NULL,
+    intersection TEXT NOT NULL,
+    grid         TEXT NOT NULL,
+    district     TEXT NOT NULL,
+    PRIMARY KEY (day, device_id, counter)
+) WITHOUT ROWID""",
+)
+
+_UPSERT_EXPOSURE: Final = """
+INSERT INTO exposure_totals (day, device_id, counter, value, intersection, grid, district)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (day, device_id, counter) DO UPDATE SET
+    value = excluded.value, intersection = excluded.intersection, grid = excluded.grid,
+    district = excluded.district
+"""
+
+# The column each place kind is summed by; the city is every row.
+_EXPOSURE_PLACE_COLUMNS: Final = {"device": "device_id", "intersection": "intersection", "grid": "grid",
+                                  "district": "district", "city": "''"}
+
 
 # Version 2: the control-centre queries. Tag columns on violations (filters without JSON parsing), rollup
 # tables maintained on write (in the writer's transaction, from the rows that were really new: a duplicate
@@ -732,6 +764,8 @@ class SqliteStore(Store):
         finally:
             conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         conn.execute(_PREDICTIONS_SCHEMA)
+        for statement in _EXPOSURES_SCHEMA:
+            conn.execute(statement)
         for statement in _WRITER_TEMP_TABLES:
             conn.execute(statement)
 
@@ -860,6 +894,29 @@ class SqliteStore(Store):
                        details=_decode_attributes(row[7]), tags=_decode_tags(row[8]))
             for row in rows
         ]
+
+    def write_exposures(self, totals: Sequence[ExposureTotal]) -> None:
+        self._write(_UPSERT_EXPOSURE, [
+            (t.day, t.device_id, t.counter, float(t.value), t.tags.get("intersection", ""),
+             t.tags.get("grid", ""), t.tags.get("district", ""))
+            for t in totals])
+
+    def exposure_sums(self, query: ExposureQuery) -> list[ExposureSum]:
+        column = _EXPOSURE_PLACE_COLUMNS.get(query.group_by)
+        if column is None:
+            raise ValueError(f"exposures cannot be grouped by {query.group_by!r}; "
+                             f"one of {', '.join(_EXPOSURE_PLACE_COLUMNS)}")
+        where = ["day BETWEEN ? AND ?"]
+        params: list[Any] = [query.first_day, query.last_day]
+        if query.counters:
+            where.append(f"counter IN ({_placeholders(len(query.counters))})")
+            params.extend(query.counters)
+        if query.group_by not in ("device", "city"):
+            where.append(f"{column} != ''")
+        rows = self._read(
+            f"SELECT {column}, counter, sum(value) FROM exposure_totals WHERE {' AND '.join(where)} "
+            f"GROUP BY 1, 2 ORDER BY 1, 2", params)
+        return [ExposureSum(place=row[0], counter=row[1], value=row[2]) for row in rows]
 
     def flush(self) -> None:
         with self._write_lock:

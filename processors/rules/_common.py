@@ -5,7 +5,7 @@ run of readings from readings with a missing report between them, and a threshol
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -43,6 +43,47 @@ def missing_report_between(last_ms: int, time_ms: int, interval_ms: int | None,
     `max_gap_intervals` intervals. A run of readings "in a row" ends there: the missing report is not
     evidence either way. Without a known interval nothing can be said to be missing."""
     return interval_ms is not None and time_ms - last_ms > max_gap_intervals * interval_ms
+
+
+# Without a registered `expected_interval_s`, the longest gap between two readings that counts as
+# reporting time (docs/denominators.md).
+UNKNOWN_INTERVAL_GAP_MS = 3_600_000
+
+
+class Reporting(msgspec.Struct, array_like=True):
+    """A device's newest reading counted in its rule's sensor minutes: when, and whether the rule held the
+    device out of standard after judging it (an open violation)."""
+
+    time_ms: int
+    breaking: bool
+
+
+def count_reporting(out: Emitter, last: Reporting | None, event: Event, breaking: bool,
+                    counters: tuple[str, str], devices: DeviceLookup,
+                    max_gap_intervals: Callable[[], float]) -> Reporting:
+    """Count the time from the device's previous reading to this one as reporting time (`counters[0]`),
+    and as out of standard (`counters[1]`) when the device was out of standard after the previous reading;
+    returns this reading's record (`last`, updated).
+
+    A gap counts up to the rule's own missing-report bound, `max_gap_intervals` expected intervals, or
+    UNKNOWN_INTERVAL_GAP_MS for a device without an interval. The bound is asked for only for a gap longer
+    than one interval (it is above one interval: the settings require `max_gap_intervals` > 1), since
+    resolving a threshold costs more than the rest of a bin reading's judgement."""
+    time_ms = event.event_time_ms
+    if last is None:
+        return Reporting(time_ms, breaking)
+    if time_ms > last.time_ms:
+        end_ms = time_ms
+        interval_ms = expected_interval_ms(devices, event.device_id)
+        if interval_ms is None:
+            end_ms = min(time_ms, last.time_ms + UNKNOWN_INTERVAL_GAP_MS)
+        elif time_ms - last.time_ms > interval_ms:
+            end_ms = min(time_ms, last.time_ms + int(interval_ms * max_gap_intervals()))
+        out.count_time(counters[0], last.time_ms, end_ms)
+        if last.breaking:
+            out.count_time(counters[1], last.time_ms, end_ms)
+    last.time_ms, last.breaking = time_ms, breaking
+    return last
 
 
 def open_violation(type_: str, key: str, event: Event, evidence: list[Reading], severity: Severity,
@@ -130,6 +171,8 @@ class Level(msgspec.Struct):
 
 class LevelState(msgspec.Struct):
     channels: dict[str, Level] = {}
+    # The newest reading counted in the rule's sensor minutes (rules with `exposure` only).
+    reporting: Reporting | None = None
 
 
 class LevelRule(Rule[LevelState]):
@@ -144,6 +187,9 @@ class LevelRule(Rule[LevelState]):
     state_type: ClassVar[type[msgspec.Struct]] = LevelState
     consecutive: int = 1
     max_gap_intervals: float = 1.5
+    # (sensor minutes, minutes out of standard) exposure counters, for a rule whose rate is published
+    # (docs/denominators.md): out of standard while any channel has an open violation.
+    exposure: ClassVar[tuple[str, str] | None] = None
 
     def __init__(self, devices: DeviceLookup | None, zones: ZoneThresholds | None, state_ttl_s: int,
                  kinds: ZoneThresholds | None = None) -> None:
@@ -174,6 +220,11 @@ class LevelRule(Rule[LevelState]):
                 state.channels.pop(channel.name, None)
             else:
                 state.channels[channel.name] = level
+        if self.exposure is not None:
+            out_of_standard = any(level.open_violation is not None for level in state.channels.values())
+            state.reporting = count_reporting(
+                out, state.reporting, event, out_of_standard, self.exposure, self.devices,
+                lambda: self.setting(event, "max_gap_intervals", self.max_gap_intervals))
         # Kept even when empty: it remembers the newest judged time, so a late reading is not judged
         # (state still expires after the rule's TTL of silence).
         return state

@@ -14,17 +14,29 @@ from typing import Any, ClassVar
 
 import msgspec
 
+from core.exposures import EXPOSURE_PAIRS
 from core.models import Event, Severity, Violation
 from core.sanitation_settings import AirQualitySettings
 from processors.devices import DeviceLookup, Thresholds
 from processors.rule import Emitter, Rule
 from processors.rules import air_standards
-from processors.rules._common import ZoneThresholds, clear_violation, number, open_violation
+from processors.rules._common import (
+    Reporting,
+    ZoneThresholds,
+    clear_violation,
+    count_reporting,
+    number,
+    open_violation,
+)
 from processors.rules.rolling_mean import RollingMean, daily_window, hourly_window
 
 TYPE = "air_quality_exceedance"
 POLLUTANTS = ("pm25_ugm3", "pm10_ugm3")
 _RECENT = 10
+EXPOSURE = next(pair for pair in EXPOSURE_PAIRS if pair.rule == "air_quality")
+# Readings further apart than this many expected intervals leave a gap that is not sensor time (the
+# missing-report bound the other sanitation rules default to).
+REPORTING_GAP_INTERVALS = 1.5
 
 
 class PollutantState(msgspec.Struct):
@@ -37,6 +49,8 @@ class AirState(msgspec.Struct):
     pollutants: dict[str, PollutantState] = {}
     # Newest readings, as evidence: (event id, event time, pm2.5 or -1, pm10 or -1).
     recent: list[tuple[str, int, float, float]] = []
+    # The newest reading counted in the air-sensor minutes (docs/denominators.md).
+    reporting: Reporting | None = None
 
 
 class AirQualityRule(Rule[AirState]):
@@ -103,6 +117,11 @@ class AirQualityRule(Rule[AirState]):
             elif not exceeded and pollutant.open_violation is not None:
                 out.violation(clear_violation(pollutant.open_violation, event, {"cleared": details}))
                 pollutant.open_violation = None
+        # Out of standard while the 24-hour mean of a pollutant is judged above its limit.
+        out_of_standard = any(p.open_violation is not None for p in state.pollutants.values())
+        state.reporting = count_reporting(
+            out, state.reporting, event, out_of_standard, (EXPOSURE.observed, EXPOSURE.breaking),
+            self.thresholds.devices, lambda: REPORTING_GAP_INTERVALS)
         return state
 
     def summary(self, state: AirState, event: Event) -> dict[str, Any]:

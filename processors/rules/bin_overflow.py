@@ -12,14 +12,22 @@ from typing import ClassVar
 
 import msgspec
 
+from core.exposures import EXPOSURE_PAIRS
 from core.models import Event, Evidence, Severity, Violation, ViolationStatus, stable_id
 from core.settings import BinOverflowSettings
 from processors.devices import DeviceLookup, GroupedThresholds, Thresholds
 from processors.rule import Emitter, Rule
-from processors.rules._common import expected_interval_ms, missing_report_between
+from processors.rules._common import (
+    Reporting,
+    count_reporting,
+    expected_interval_ms,
+    missing_report_between,
+)
 from processors.rules.bin_fill import fill_pct_of
 
 TYPE = "bin_overflow"
+EXPOSURE = next(pair for pair in EXPOSURE_PAIRS if pair.rule == TYPE)
+COUNTERS = (EXPOSURE.observed, EXPOSURE.breaking)
 
 
 class BinState(msgspec.Struct):
@@ -28,6 +36,8 @@ class BinState(msgspec.Struct):
     run: list[tuple[str, int, float]] = []
     open_violation: Violation | None = None
     since: tuple[str, int] | None = None
+    # The newest fill reading counted in the bin minutes (docs/denominators.md).
+    reporting: Reporting | None = None
 
 
 class BinOverflowRule(Rule[BinState]):
@@ -53,6 +63,15 @@ class BinOverflowRule(Rule[BinState]):
         if fill is None:  # a bin message without a fill level (e.g. only battery) says nothing here
             return state
         state = state or BinState()
+        self._judge(state, event, fill, out)
+        state.reporting = count_reporting(
+            out, state.reporting, event, state.open_violation is not None, COUNTERS, self.devices,
+            lambda: self.setting(event, "max_gap_intervals", self.settings.max_gap_intervals))
+        # Kept between fills: it holds the last reading, where the bin's next minutes start (state
+        # still expires after `state_ttl_s` of silence).
+        return state
+
+    def _judge(self, state: BinState, event: Event, fill: float, out: Emitter) -> None:
         open_pct = self.setting(event, "open_pct", self.settings.open_pct)
         clear_pct = self.setting(event, "clear_pct", self.settings.clear_pct)
         if fill >= open_pct:
@@ -70,13 +89,11 @@ class BinOverflowRule(Rule[BinState]):
             if state.open_violation is None and len(state.run) >= consecutive and state.since is not None:
                 state.open_violation = self._open(event, state.run, state.since, open_pct, consecutive)
                 out.violation(state.open_violation)
-            return state
+            return
         state.run, state.since = [], None
         if fill < clear_pct and state.open_violation is not None:
             out.violation(self._clear(state.open_violation, event, fill, clear_pct))
             state.open_violation = None
-        # Nothing worth remembering: let the key go until the bin fills up again.
-        return state if state.open_violation is not None else None
 
     def _open(self, event: Event, run: list[tuple[str, int, float]], since: tuple[str, int],
               open_pct: float, consecutive: int) -> Violation:

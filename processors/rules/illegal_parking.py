@@ -15,6 +15,7 @@ from typing import ClassVar
 
 import msgspec
 
+from core.exposures import EXPOSURE_PAIRS
 from core.models import Event, Severity, Violation, ViolationStatus
 from core.traffic_settings import IllegalParkingSettings, ZoneType
 from processors.rule import Emitter, Rule
@@ -24,6 +25,7 @@ from processors.zones import FOREVER_MS, Zone, dwell_due, in_force_until
 TYPE = "illegal_parking"
 # The kind of the events judged, for kind overrides (the dwell is also looked up without an event).
 TRACK = "track"
+EXPOSURE = next(pair for pair in EXPOSURE_PAIRS if pair.rule == TYPE)
 
 
 class ParkingState(msgspec.Struct):
@@ -42,6 +44,10 @@ class ParkingState(msgspec.Struct):
     # The latest plate read and snapshot of the track (often on one message only).
     plate: str | None = None
     snapshot_url: str | None = None
+    # Exposures (docs/denominators.md): standing time counted up to here (None: up to `since_ms`), and
+    # while a violation is open, illegal time counted up to here.
+    occupied_to_ms: int | None = None
+    illegal_to_ms: int | None = None
 
 
 class IllegalParkingRule(Rule[ParkingState]):
@@ -72,6 +78,9 @@ class IllegalParkingRule(Rule[ParkingState]):
         time_ms = event.event_time_ms
         parked = track.stationary and not track.ended
         zones = self.context.zones.zones_of(track.device_id, track.zones, *self.zone_types) if parked else []
+        if state is not None:
+            # Standing until this message (or, for a lost track, until its last one).
+            _count_standing(state, time_ms, out)
         if state is not None and state.zone not in {zone.name for zone in zones}:
             if state.open is not None:
                 reason = "track_ended" if track.ended else "moved" if not track.stationary else "left_zone"
@@ -98,9 +107,13 @@ class IllegalParkingRule(Rule[ParkingState]):
             return None
         if state.open is None and state.due_ms == at_ms:
             self._open(state, zone, at_ms, out)
+            # Illegal from where the dwell began counting: the violation's start.
+            state.illegal_to_ms = state.open.start_time_ms if state.open is not None else None
+            _count_standing(state, at_ms, out)
         elif state.open is not None and state.until_ms == at_ms:
+            _count_standing(state, at_ms, out)
             out.violation(_clear(state.open, at_ms, at_ms, [], "zone_not_in_force"))
-            state.open, state.until_ms = None, None
+            state.open, state.until_ms, state.illegal_to_ms = None, None, None
             self._arm(state, zone, at_ms, out)
         if state.idle_due_ms == at_ms:
             last_ms = state.last_event.event_time_ms
@@ -109,6 +122,7 @@ class IllegalParkingRule(Rule[ParkingState]):
                     # Its last message is the last proof it stood there, but the opening assumed it
                     # still stood there at the dwell limit.
                     end_ms = max(last_ms, state.open.updated_time_ms)
+                    _count_standing(state, end_ms, out)
                     out.violation(_clear(state.open, end_ms, at_ms, [], "track_lost"))
                 return None
             state.idle_due_ms = last_ms + self.context.track_idle_ms
@@ -159,6 +173,20 @@ class IllegalParkingRule(Rule[ParkingState]):
             details={"stationary_since_ms": state.since_ms, "dwell_s": dwell_s,
                      "schedule": zone.schedule.name if zone.schedule else None},
         )
+
+
+def _count_standing(state: ParkingState, to_ms: int, out: Emitter) -> None:
+    """Count the vehicle's standing time up to `to_ms` as occupied, and as illegal while its violation is
+    open, on its camera (the state outlives messages: timers count too)."""
+    event = state.last_event
+    tags = event.tags
+    occupied_to_ms = state.since_ms if state.occupied_to_ms is None else state.occupied_to_ms
+    if to_ms > occupied_to_ms:
+        out.count_time(EXPOSURE.observed, occupied_to_ms, to_ms, device_id=event.device_id, tags=tags)
+        state.occupied_to_ms = to_ms
+    if state.open is not None and state.illegal_to_ms is not None and to_ms > state.illegal_to_ms:
+        out.count_time(EXPOSURE.breaking, state.illegal_to_ms, to_ms, device_id=event.device_id, tags=tags)
+        state.illegal_to_ms = to_ms
 
 
 def _clear(opened: Violation, end_ms: int, at_ms: int, event_ids: list[str], reason: str) -> Violation:

@@ -11,12 +11,14 @@ from typing import ClassVar
 
 import msgspec
 
+from core.exposures import EXPOSURE_PAIRS
 from core.models import Event, Severity
 from core.traffic_settings import NoHelmetSettings
 from processors.rule import Emitter
 from processors.traffic import TrackRule, TrafficContext, track_violation
 
 TYPE = "no_helmet"
+EXPOSURE = next(pair for pair in EXPOSURE_PAIRS if pair.rule == TYPE)
 
 
 class HelmetState(msgspec.Struct):
@@ -25,6 +27,8 @@ class HelmetState(msgspec.Struct):
     reported: bool = False
     # Event time of the first message of the run: where the incident began.
     since_ms: int | None = None
+    # Whether the rider was counted as observed (its first helmet classification; docs/denominators.md).
+    counted: bool = False
 
 
 class NoHelmetRule(TrackRule[HelmetState]):
@@ -45,6 +49,9 @@ class NoHelmetRule(TrackRule[HelmetState]):
         if track is None:
             return state
         state = state or HelmetState()
+        if track.helmet is not None and not state.counted:
+            state.counted = True
+            out.count(EXPOSURE.observed, event.event_time_ms)
         if not state.reported and track.helmet is not None:
             if track.helmet:
                 state.event_ids, state.since_ms = [], None
@@ -56,6 +63,7 @@ class NoHelmetRule(TrackRule[HelmetState]):
                 state.event_ids = [*state.event_ids, event.event_id][-needed:]
                 if len(state.event_ids) >= needed:
                     state.reported = True
+                    out.count(EXPOSURE.breaking, event.event_time_ms)
                     out.violation(track_violation(
                         self.context, violation_type=TYPE, severity=Severity.MEDIUM, event=event, track=track,
                         zone=None, incident="helmet", start_time_ms=state.since_ms,
@@ -63,4 +71,4 @@ class NoHelmetRule(TrackRule[HelmetState]):
                     ))
         if track.ended:
             return None
-        return state if state.reported or state.event_ids else None
+        return state if state.reported or state.event_ids or state.counted else None

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
+from core.exposures import EXPOSURE_PAIRS
 from core.models import Event, Severity
 from core.traffic_settings import PedestrianRedSettings, RedLightSettings, ZoneType
 from processors.rule import Emitter, Rule
@@ -20,6 +21,7 @@ from processors.traffic import (
     TrackBook,
     TrafficContext,
     phase_details,
+    phase_known,
     red_for_ms,
     track_violation,
     update_phase,
@@ -27,6 +29,7 @@ from processors.traffic import (
 from processors.zones import Zone
 
 TYPE = "red_light"
+EXPOSURE = next(pair for pair in EXPOSURE_PAIRS if pair.rule == TYPE)
 
 
 class IntersectionState(msgspec.Struct):
@@ -45,6 +48,8 @@ class EnteringOnRedRule(Rule[IntersectionState]):
     state_type: ClassVar[type[msgspec.Struct]] = IntersectionState
     zone_type: ClassVar[ZoneType]
     severity: ClassVar[Severity]
+    # (observed, breaking) exposure counters, for a rule whose rate is published (docs/denominators.md).
+    exposure: ClassVar[tuple[str, str] | None] = None
 
     def __init__(self, settings: RedLightSettings | PedestrianRedSettings, context: TrafficContext) -> None:
         self.settings = settings
@@ -82,10 +87,16 @@ class EnteringOnRedRule(Rule[IntersectionState]):
                                         device_id=track.device_id, kind=event.kind, zone=zone)
             stale_s = threshold(self.name, "signal_stale_s", self.settings.signal_stale_s,
                                 device_id=track.device_id, kind=event.kind, zone=zone)
+            if (self.exposure is not None and incident not in memory.counted
+                    and phase_known(state.phases, zone.phase, event.event_time_ms, int(stale_s * 1000))):
+                memory.counted = [*memory.counted, incident]  # a crossing the rule could judge
+                out.count(self.exposure[0], event.event_time_ms)
             red_ms = red_for_ms(state.phases, zone.phase, event.event_time_ms, int(stale_s * 1000))
             if red_ms is None or red_ms <= grace_ms:
                 continue
             memory.judged = [*memory.judged, incident]
+            if self.exposure is not None:
+                out.count(self.exposure[1], event.event_time_ms)
             signal: dict[str, Any] = phase_details(state.phases, zone.phase, event.event_time_ms)
             out.violation(track_violation(
                 self.context, violation_type=self.name, severity=self.severity, event=event, track=track,
@@ -102,6 +113,7 @@ class RedLightRule(EnteringOnRedRule):
     name: ClassVar[str] = TYPE
     zone_type: ClassVar[ZoneType] = ZoneType.STOP_LINE
     severity: ClassVar[Severity] = Severity.HIGH
+    exposure: ClassVar[tuple[str, str] | None] = (EXPOSURE.observed, EXPOSURE.breaking)
 
     def incident_of(self, zone: Zone) -> str:
         return zone.settings.approach or zone.name  # one violation per track and approach

@@ -13,12 +13,14 @@ from typing import ClassVar
 
 import msgspec
 
+from core.exposures import EXPOSURE_PAIRS
 from core.models import Event, Violation
 from core.traffic_settings import SpeedingBandSettings, SpeedingSettings, ZoneType
 from processors.rule import Emitter
 from processors.traffic import TrackRule, TrafficContext, track_violation
 
 TYPE = "speeding"
+EXPOSURE = next(pair for pair in EXPOSURE_PAIRS if pair.rule == TYPE)
 
 
 class SpeedIncident(msgspec.Struct):
@@ -29,6 +31,8 @@ class SpeedIncident(msgspec.Struct):
 
 class SpeedingState(msgspec.Struct):
     incidents: dict[str, SpeedIncident] = {}
+    # Zones whose limit this track's speed was measured against (counted once each; docs/denominators.md).
+    measured: list[str] = []
 
 
 class SpeedingRule(TrackRule[SpeedingState]):
@@ -57,6 +61,10 @@ class SpeedingRule(TrackRule[SpeedingState]):
                   if zone.in_force(time_ms) and (limit := zone.speed_limit_kmh(time_ms)) is not None]
         if limits:
             limit, zone = min(limits, key=lambda pair: (pair[0], pair[1].name))
+            state = state or SpeedingState()
+            if zone.name not in state.measured:
+                state.measured = [*state.measured, zone.name]
+                out.count(EXPOSURE.observed, time_ms)
             tolerance = self.context.zones.threshold(TYPE, "tolerance_pct", self.settings.tolerance_pct,
                                                      device_id=track.device_id, kind=event.kind, zone=zone)
             speed = track.speed_kmh
@@ -64,8 +72,9 @@ class SpeedingRule(TrackRule[SpeedingState]):
             if speed * 100 > limit * (100 + tolerance):
                 over_pct = (speed - limit) * 100 / limit
                 band = self.band_of(over_pct)
-                state = state or SpeedingState()
                 incident = state.incidents.get(zone.name)
+                if incident is None:
+                    out.count(EXPOSURE.breaking, time_ms)
                 if incident is None or band.over_pct > incident.band_pct:
                     event_ids = [*(incident.event_ids if incident else []), event.event_id]
                     violation = track_violation(
@@ -81,4 +90,4 @@ class SpeedingRule(TrackRule[SpeedingState]):
                     out.violation(violation)
         if track.ended:
             return None
-        return state if state is not None and state.incidents else None
+        return state if state is not None and (state.incidents or state.measured) else None

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from core.exposures import EXPOSURE_PAIRS
 from core.models import Event, Severity
 from core.sanitation_settings import ToiletOdourSettings
 from processors.devices import DeviceLookup
 from processors.rules._common import Channel, Direction, LevelRule, ZoneThresholds, number
 
 TYPE = "toilet_odour"
+EXPOSURE = next(pair for pair in EXPOSURE_PAIRS if pair.rule == TYPE)
 
 # g/mol
 MOLAR_MASS = {"nh3": 17.031, "h2s": 34.08}
@@ -35,6 +37,7 @@ class ToiletOdourRule(LevelRule):
     name: ClassVar[str] = TYPE
     kinds: ClassVar[frozenset[str]] = frozenset({"odour"})
     reads_attributes: ClassVar[frozenset[str]] = frozenset({"nh3_mgm3", "h2s_mgm3", "nh3_ppm", "h2s_ppm"})
+    exposure: ClassVar[tuple[str, str] | None] = (EXPOSURE.observed, EXPOSURE.breaking)
 
     def __init__(self, settings: ToiletOdourSettings, devices: DeviceLookup | None = None,
                  zones: ZoneThresholds | None = None, *, kinds: ZoneThresholds | None = None) -> None:

@@ -24,14 +24,17 @@ from typing import ClassVar
 
 import msgspec
 
+from core.exposures import EXPOSURE_PAIRS
 from core.models import Event, Severity, Violation
 from core.sanitation_settings import WaterBlackOdourSettings
 from processors.devices import DeviceLookup, Thresholds
 from processors.rule import Emitter, Rule
 from processors.rules._common import (
     Reading,
+    Reporting,
     ZoneThresholds,
     clear_violation,
+    count_reporting,
     expected_interval_ms,
     missing_report_between,
     number,
@@ -39,6 +42,7 @@ from processors.rules._common import (
 )
 
 TYPE = "water_black_odour"
+EXPOSURE = next(pair for pair in EXPOSURE_PAIRS if pair.rule == TYPE)
 # Settings a device or zone may override.
 _THRESHOLDS = ("transparency_light_cm", "transparency_heavy_cm", "shallow_depth_cm", "shallow_ratio",
                "do_light_mgl", "do_heavy_mgl", "orp_light_mv", "orp_heavy_mv", "nh3n_light_mgl",
@@ -93,6 +97,8 @@ class WaterState(msgspec.Struct):
     clean_since_ms: int | None = None
     # The newest judged reading of the body (event time), to tell a missing report.
     last_ms: int | None = None
+    # Per probe, its newest reading counted in the water-sensor minutes (docs/denominators.md).
+    probes: dict[str, Reporting] = {}
 
 
 class WaterBlackOdourRule(Rule[WaterState]):
@@ -130,8 +136,17 @@ class WaterBlackOdourRule(Rule[WaterState]):
         judged = classify(event, settings)
         if judged is None:
             return state
-        grade, indicators = judged
         state = state or WaterState()
+        self._judge(state, event, settings, judged, out)
+        # A probe's minutes are out of standard while its body is flagged black-odorous.
+        state.probes[event.device_id] = count_reporting(
+            out, state.probes.get(event.device_id), event, state.open_violation is not None,
+            (EXPOSURE.observed, EXPOSURE.breaking), self.devices, lambda: settings.max_gap_intervals)
+        return state
+
+    def _judge(self, state: WaterState, event: Event, settings: WaterBlackOdourSettings,
+               judged: tuple[Grade, dict[str, str]], out: Emitter) -> None:
+        grade, indicators = judged
         body = self.key_of(event) or event.device_id
         time_ms = event.event_time_ms
         if state.last_ms is not None and missing_report_between(
@@ -150,7 +165,7 @@ class WaterBlackOdourRule(Rule[WaterState]):
                 out.violation(clear_violation(state.open_violation, event, cleared,
                                               ended_at_ms=state.clean_since_ms))
                 state.open_violation = None
-            return state
+            return
         state.clean_run, state.clean_since_ms = 0, None
         reading = (event.event_id, time_ms, float(grade))
         if not state.run:
@@ -167,4 +182,3 @@ class WaterBlackOdourRule(Rule[WaterState]):
                  "latest_indicators": indicators, "consecutive": settings.consecutive},
                 begun_by=state.since, device_id=event.device_id)
             out.violation(state.open_violation)
-        return state

@@ -14,6 +14,7 @@ from typing import ClassVar
 
 import msgspec
 
+from core.exposures import EXPOSURE_PAIRS
 from core.models import Event, Severity
 from core.traffic_settings import YieldCrosswalkSettings, ZoneType
 from processors.rule import Emitter, Rule
@@ -21,6 +22,7 @@ from processors.traffic import Track, TrackBook, TrafficContext, track_violation
 
 TYPE = "yield_crosswalk"
 EVIDENCE_PERSONS = 10
+EXPOSURE = next(pair for pair in EXPOSURE_PAIRS if pair.rule == TYPE)
 
 
 class PersonInside(msgspec.Struct, array_like=True):
@@ -34,6 +36,9 @@ class CameraState(msgspec.Struct):
     # crosswalk -> person track -> its latest message there, ordered by that message's time.
     inside: dict[str, dict[str, PersonInside]] = {}
     pruned_ms: int = 0
+    # crosswalk -> the newest time a person was in it (a message inside, or the one showing it gone): a
+    # vehicle entering within `encounter_s` of it met a pedestrian (docs/denominators.md).
+    person_seen_ms: dict[str, int] = {}
 
 
 class YieldCrosswalkRule(Rule[CameraState]):
@@ -49,6 +54,7 @@ class YieldCrosswalkRule(Rule[CameraState]):
         self.vehicles = frozenset(settings.labels)
         self.persons = frozenset(settings.person_labels)
         self.state_ttl_ms = settings.state_ttl_s * 1000
+        self.encounter_ms = int(settings.encounter_s * 1000)
 
     def key_of(self, event: Event) -> str | None:
         # Only cameras with a crosswalk keep state here.
@@ -61,13 +67,13 @@ class YieldCrosswalkRule(Rule[CameraState]):
             return state
         state = state or CameraState()
         idle_ms = self.context.track_idle_ms
-        self._prune(state, event.event_time_ms, idle_ms)
+        self._prune(state, event.event_time_ms, idle_ms, self.encounter_ms)
         crosswalks = self.context.zones.zone_names(track.device_id, ZoneType.CROSSWALK)
         if track.label in self.persons:
             self._person(state, track, event, idle_ms, crosswalks)
         else:
             self._vehicle(state, track, event, idle_ms, crosswalks, out)
-        return state if state.book.tracks or state.inside else None
+        return state if state.book.tracks or state.inside or state.person_seen_ms else None
 
     def _person(self, state: CameraState, track: Track, event: Event, idle_ms: int,
                 crosswalks: frozenset[str]) -> None:
@@ -75,6 +81,8 @@ class YieldCrosswalkRule(Rule[CameraState]):
         was_in = set(previous.zones) if previous is not None else set()
         memory, _ = state.book.observe(track, event, idle_ms, crosswalks)
         now_in = set() if track.ended else set(memory.zones)
+        for zone in was_in | now_in:
+            state.person_seen_ms[zone] = event.event_time_ms
         for zone in was_in - now_in:
             state.inside.get(zone, {}).pop(track.key, None)
             if not state.inside.get(zone, True):
@@ -103,10 +111,18 @@ class YieldCrosswalkRule(Rule[CameraState]):
                 if person.last_ms <= event.event_time_ms - idle_ms or len(present) >= enough:
                     break
                 present.append((key, person))
+            seen_ms = state.person_seen_ms.get(zone.name)
+            met = bool(present) or (seen_ms is not None
+                                    and event.event_time_ms - seen_ms <= self.encounter_ms)
+            if met and zone.name not in memory.counted:
+                memory.counted = [*memory.counted, zone.name]
+                state.book.tracks[track.key] = memory
+                out.count(EXPOSURE.observed, event.event_time_ms)
             if len(present) < needed:
                 continue
             memory.judged = [*memory.judged, zone.name]
             state.book.tracks[track.key] = memory
+            out.count(EXPOSURE.breaking, event.event_time_ms)
             present.reverse()
             out.violation(track_violation(
                 self.context, violation_type=TYPE, severity=Severity.HIGH, event=event, track=track,
@@ -119,10 +135,12 @@ class YieldCrosswalkRule(Rule[CameraState]):
             state.book.forget(track)
 
     @staticmethod
-    def _prune(state: CameraState, time_ms: int, idle_ms: int) -> None:
+    def _prune(state: CameraState, time_ms: int, idle_ms: int, encounter_ms: int) -> None:
         if time_ms - state.pruned_ms < idle_ms // 2:
             return
         state.pruned_ms = time_ms
         horizon = time_ms - idle_ms
+        state.person_seen_ms = {zone: seen_ms for zone, seen_ms in state.person_seen_ms.items()
+                                if seen_ms >= time_ms - encounter_ms}
         state.inside = {zone: kept for zone, persons in state.inside.items()
                         if (kept := {key: p for key, p in persons.items() if p.last_ms > horizon})}

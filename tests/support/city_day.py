@@ -148,7 +148,8 @@ def live_run(settings: Settings, messages: Iterable[Message], data_dir: Path,
     bus = InProcessBus(settings.bus.queue_events)
     engine = Engine(build_rules(settings.rules, registry, settings.devices, traffic=settings.traffic),
                     allowed_lateness_ms=settings.pipeline.allowed_lateness_ms,
-                    dedup_capacity=settings.pipeline.dedup_window_events)
+                    dedup_capacity=settings.pipeline.dedup_window_events,
+                    time_zone=settings.traffic.time_zone)
     store = SqliteStore.in_directory(data_dir)
     metrics = Metrics()
     published: list[Violation] = []

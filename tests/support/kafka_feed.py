@@ -48,6 +48,22 @@ def reference_violations(events: list[Event], config: dict[str, Any]) -> dict[st
     return final
 
 
+def reference_exposures(events: list[Event], config: dict[str, Any]) -> dict[tuple[str, str, str], float]:
+    """The exposure totals (local day, device, counter) -> value of one engine that never stopped."""
+    settings = Settings.model_validate(config)
+    engine = Engine(build_rules(settings.rules, NoDevices(), settings.devices),
+                    allowed_lateness_ms=LATENESS_MS, time_zone=settings.traffic.time_zone)
+    engine.process(events, now_wall_ms=0)
+    engine.drain()
+    return {(t.day, t.device_id, t.counter): t.value for t in engine.exposures.totals()}
+
+
+def exposures_stored(data_dir: Path) -> dict[tuple[str, str, str], float]:
+    with sqlite3.connect(data_dir / "citywatch.sqlite3") as db:
+        return {(day, device, counter): value for day, device, counter, value in
+                db.execute("SELECT day, device_id, counter, value FROM exposure_totals")}
+
+
 def stored(data_dir: Path) -> tuple[int, dict[str, dict[str, Any]]]:
     with sqlite3.connect(data_dir / "citywatch.sqlite3") as db:
         events = db.execute("SELECT count(*) FROM events").fetchone()[0]

@@ -19,8 +19,11 @@ import msgspec
 import pytest
 
 from citywatch.replay import Replayer, read_recording
+from core.exposures import COUNTERS
 from core.metrics import Metrics
 from core.models import Violation
+from store.base import ExposureQuery, ExposureSum, Store
+from store.sqlite_store import SqliteStore
 from tests.support.city_day import BEACON, CityDay, city_day, live_run
 
 
@@ -30,10 +33,15 @@ def day() -> CityDay:
 
 
 @pytest.fixture(scope="module")
-def live(day: CityDay, tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Violation], Metrics]:
+def live_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The live run's data directory: its SQLite store, closed after the run."""
+    return tmp_path_factory.mktemp("live")
+
+
+@pytest.fixture(scope="module")
+def live(day: CityDay, live_dir: Path) -> tuple[list[Violation], Metrics]:
     rng = random.Random(5)
-    return live_run(day.settings, day.messages, tmp_path_factory.mktemp("live"),
-                    lambda now_ms: now_ms + rng.randint(50, 15_000))
+    return live_run(day.settings, day.messages, live_dir, lambda now_ms: now_ms + rng.randint(50, 15_000))
 
 
 def assert_same(replayed: list[Violation], live: list[Violation]) -> None:
@@ -108,3 +116,38 @@ def test_a_1x_replay_of_a_window_gives_the_live_violations_on_time(day, tmp_path
     # Out when it fell due in the recording's time, not before (nor at the end of the replay).
     due_s = (offline.start_time_ms - window[0].received_ms) / 1000
     assert due_s <= emitted_s < (window[-1].received_ms - window[0].received_ms) / 1000
+
+
+# The generated day is 2025-11-26 in the city's time zone; its late messages may fall on the days around.
+DAYS = ("2025-11-25", "2025-11-26", "2025-11-27")
+
+
+def exposure_totals(store: Store) -> dict[str, list[ExposureSum]]:
+    """Each local day's totals per device and counter."""
+    return {day: store.exposure_sums(ExposureQuery(day, day, "device")) for day in DAYS}
+
+
+def test_a_replay_stores_the_exposure_totals_of_the_live_day_and_replaying_it_again_changes_none(
+        day, live, live_dir: Path, tmp_path: Path):
+    live_store = SqliteStore.in_directory(live_dir)
+    try:
+        live_totals = exposure_totals(live_store)
+        # No total fell outside those days.
+        assert live_store.exposure_sums(ExposureQuery("2000-01-01", "2099-12-31", "city")) == \
+            live_store.exposure_sums(ExposureQuery(DAYS[0], DAYS[-1], "city"))
+    finally:
+        live_store.close()
+    counted = {total.counter for totals in live_totals.values() for total in totals}
+    # Every denominator but odour minutes out of standard (no toilet smells that day) was counted.
+    assert counted == COUNTERS - {"odour_out_of_standard_minutes"}
+    recording = tmp_path / "day.jsonl"
+    day.write(recording)
+    store = SqliteStore.in_directory(tmp_path / "replay")
+    try:
+        Replayer(day.settings, store=store).run(read_recording(recording))
+        assert exposure_totals(store) == live_totals
+        # The same recording again into the same store: totals are rewritten, never added to.
+        Replayer(day.settings, store=store).run(read_recording(recording))
+        assert exposure_totals(store) == live_totals
+    finally:
+        store.close()

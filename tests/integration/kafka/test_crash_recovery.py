@@ -1,4 +1,5 @@
-"""kill -9 a processor mid-stream, start another: the store ends exactly as if nothing had crashed.
+"""kill -9 a processor mid-stream, start another: the store ends exactly as if nothing had crashed, its
+violations and its exposure totals (the denominators of the indices, docs/denominators.md) alike.
 
 The reference is the same events judged by one engine that never stopped. Real processes (`citywatch
 process`), a real Kafka-protocol broker, a real SQLite file.
@@ -20,8 +21,10 @@ from tests.support.kafka_feed import (
     dead_letters_stored,
     events_stored,
     expected_rows,
+    exposures_stored,
     feed,
     produce_steadily,
+    reference_exposures,
     reference_violations,
     stored,
 )
@@ -85,6 +88,12 @@ def test_kill_9_mid_stream_then_another_processor_ends_with_the_uncrashed_result
         wait_for(lambda: dead_letters_stored(data_dir) >= poisoned, 30, 0.1,
                  "every poison record dead-lettered")
         assert dead_letters_stored(data_dir) == poisoned
+        # The replay after the crash rewrote the totals the first processor had already stored after its
+        # checkpoint: the same running totals again, never added to them.
+        exposures = reference_exposures(events, config)
+        assert {counter for _, _, counter in exposures} == {"bin_minutes", "bin_overflow_minutes"}
+        wait_for(lambda: exposures_stored(data_dir) == exposures, 30, 0.1,
+                 "the exposure totals to match the uncrashed run")
         # The second processor resumed from the first one's checkpoints rather than from the start.
         assert "restored from its checkpoint" in second.log()
         status = second.get("/v1/status")
