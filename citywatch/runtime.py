@@ -9,6 +9,7 @@ stop and restored at start, so an open violation can still be cleared after a re
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -21,7 +22,7 @@ from citywatch.config_findings import log_findings
 from citywatch.mqtt_publisher import MqttPublisher
 from citywatch.simulator import FeedGenerator, Simulator
 from core.metrics import Metrics
-from core.models import Event
+from core.models import Event, ExposureTotal
 from core.rate import RateMeter
 from core.settings import ConfigError, Settings
 from ingest.codecs.catalogue import build_codec
@@ -37,7 +38,7 @@ from processors.dispatch.board import PlanBoard
 from processors.engine import Engine
 from processors.inprocess_bus import InProcessBus
 from processors.worker import ProcessorWorker
-from store.base import Store
+from store.base import ExposureQuery, Store
 from store.factory import RetentionSweeper, build_store
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ class EmbeddedRuntime:
     def start(self) -> None:
         self._restore_rule_state()
         self.store.start()
+        self._resume_exposure_totals()
         self.retention_sweeper.start()
         if self.mqtt_url is None:
             self.mqtt_url = self._start_embedded_broker()
@@ -162,6 +164,19 @@ class EmbeddedRuntime:
         if snapshot.exists():
             self.engine.restore(snapshot.read_bytes())
             log.info("restored rule state from %s", snapshot)
+
+    def _resume_exposure_totals(self) -> None:
+        """After a crash the rule state is the last clean stop's (or none) while the store holds the totals
+        written since: the engine counts on from those instead of replacing them with smaller ones."""
+        counts = self.engine.exposures
+        stored = [ExposureTotal(day=day, device_id=row.place, counter=row.counter, value=row.value)
+                  for day in counts.open_days(int(time.time() * 1000))
+                  for row in self.store.exposure_sums(ExposureQuery(first_day=day, last_day=day,
+                                                                    group_by="device"))]
+        taken = counts.resume(stored)
+        if taken:
+            log.warning("the rule state was older than the stored exposure totals (an unclean stop?): "
+                        "counting on from %d stored totals", taken)
 
     def _start_simulator(self) -> None:
         assert self.mqtt_url is not None

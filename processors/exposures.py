@@ -16,10 +16,11 @@ few days per device.
 from __future__ import annotations
 
 import zoneinfo
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from core.exposures import EXPOSURE_PAIRS
+from core.exposures import COUNTERS, EXPOSURE_PAIRS
 from core.models import ExposureTotal
 from processors.local_hours import local_instant_ms
 
@@ -125,6 +126,39 @@ class ExposureCounts:
     def totals(self) -> list[ExposureTotal]:
         """Every total held (tests, and what a snapshot restores)."""
         return [self._total(key) for key in sorted(self._totals)]
+
+    def open_days(self, now_ms: int) -> list[str]:
+        """The local days that may still change at `now_ms` (event time): those not closed by then."""
+        days: list[str] = []
+        time_ms = now_ms - self.keep_ms
+        while time_ms < now_ms + DAY_MS:
+            _, end_ms, day = self.day_of(time_ms)
+            if day >= self.oldest_day:
+                days.append(day)
+            time_ms = end_ms
+        return days
+
+    def resume(self, stored: Iterable[ExposureTotal]) -> int:
+        """Take over the stored totals that are ahead of this state's; returns how many.
+
+        After an unclean stop the state is older than what was written (the last clean stop's snapshot, or
+        none): counting on from the stored totals keeps the day's counts so far, where counting from the
+        older state would replace them with smaller totals. Totals only grow, so the larger one is the
+        later. Closed days are left alone."""
+        taken = 0
+        for total in stored:
+            if total.day < self.oldest_day or total.counter not in COUNTERS:
+                continue
+            amount = round(total.value * MINUTE_MS) if total.counter in TIME_COUNTERS else round(total.value)
+            key = (total.day, total.device_id, total.counter)
+            entry = self._totals.get(key)
+            if entry is None:
+                self._totals[key] = [amount, dict(total.tags)]
+                taken += 1
+            elif entry[0] < amount:
+                entry[0] = amount
+                taken += 1
+        return taken
 
     def snapshot(self) -> dict[str, Any]:
         return {"oldest_day": self.oldest_day,

@@ -138,6 +138,28 @@ def test_a_restored_snapshot_continues_the_totals_and_a_replay_from_it_rewrites_
     }
 
 
+def test_after_an_unclean_stop_counting_goes_on_from_the_stored_totals_that_are_ahead() -> None:
+    stale = engine()
+    stale.process([event(0)], now_wall_ms=0)  # the state of the last clean stop: 1 crossing
+    stored = [
+        ExposureTotal(day="2025-11-26", device_id="cam-1", counter="stop_line_crossings", value=7),
+        ExposureTotal(day="2025-11-26", device_id="cam-2", counter="air_sensor_minutes", value=2.5),
+        ExposureTotal(day="2025-11-26", device_id="cam-1", counter="not_a_counter", value=1),
+    ]
+    assert stale.exposures.resume(stored) == 2
+    assert stale.exposures.resume([msgspec.structs.replace(stored[0], value=3)]) == 0  # behind: kept
+    counted = totals(stale.process([event(10), event(20, device="cam-2")], now_wall_ms=0))
+    assert counted[("2025-11-26", "cam-1", "stop_line_crossings")] == 8.0
+    assert counted[("2025-11-26", "cam-2", "stop_line_crossings")] == 1.0
+    assert "not_a_counter" not in {total.counter for total in stale.exposures.totals()}
+
+
+def test_the_open_days_are_the_ones_an_event_could_still_reach() -> None:
+    counting = engine(lateness_ms=60_000)
+    # 13:00 in Shanghai: yesterday is still open (lateness plus a day), and tomorrow may begin.
+    assert counting.exposures.open_days(T0_MS) == ["2025-11-25", "2025-11-26", "2025-11-27"]
+
+
 def test_closed_days_are_forgotten_and_a_count_for_one_is_dropped() -> None:
     counting = engine(lateness_ms=60_000)
     counting.process([event(0), event(0, device="cam-2")], now_wall_ms=0)
