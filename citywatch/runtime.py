@@ -19,7 +19,7 @@ from api.alerts.components import AlertComponents
 from api.services import ApiServices, ComponentStatus
 from citywatch.config_findings import log_findings
 from citywatch.mqtt_publisher import MqttPublisher
-from citywatch.simulator import FeedGenerator, Simulator
+from citywatch.simulation import FeedGenerator, Simulator
 from core.metrics import Metrics
 from core.models import Event
 from core.rate import RateMeter
@@ -165,7 +165,8 @@ class EmbeddedRuntime:
     def _start_simulator(self) -> None:
         assert self.mqtt_url is not None
         self._simulator_client = MqttPublisher(self.mqtt_url, "citywatch-simulator").connect()
-        generator = FeedGenerator(self.settings.devices, self.settings.simulator)
+        generator = FeedGenerator(self.settings.devices, self.settings.simulator,
+                                  self.settings.traffic)
         self.simulator = Simulator(generator, self._simulator_client.publish,
                                    self.settings.simulator.interval_s)
         self.simulator.start()

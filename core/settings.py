@@ -583,7 +583,8 @@ class LoggingSettings(_Section):
 
 
 class SimulatorSettings(_Section):
-    """The simulator plays every registered device of kind bin, air and detector."""
+    """The demo city feed (docs/demo.md): every registered bin, air, water, odour, detector, signal and
+    camera device, cameras with zones under `traffic.cameras`."""
 
     interval_s: float = Field(1.0, gt=0, description="Seconds between two readings of one device.")
     seed: int = Field(7, description="Random seed: the same seed gives the same feed.")
