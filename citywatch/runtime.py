@@ -190,5 +190,5 @@ class EmbeddedRuntime:
             access=self.alerts.access, feed=self.alerts.feed, webhooks=self.alerts.webhooks,
             alerts=self.settings.alerts, violation_actions=self.alerts.violation_actions,
             cases=self.alerts.cases, dispatch=self.dispatch,
-            open311=self.alerts.open311, geo=self.alerts.geo,
+            open311=self.alerts.open311, geo=self.alerts.geo, time_zone=self.settings.traffic.time_zone,
         )
