@@ -73,6 +73,22 @@ def test_every_rule_fires_within_a_minute_of_the_demo():
     assert sum(result.dead_letters.values()) <= 0.01 * result.messages
 
 
+def test_the_shipped_registry_plays_the_incidents_docs_demo_md_lists():
+    result = run_demo(load_settings())
+    played = {(v.type, v.device_id) for v in result.violations if v.status.value == "open"}
+    assert {("bin_fire", "bin-0001"), ("bin_tilt", "bin-0002"), ("bin_lid_open", "bin-0003"),
+            ("low_battery", "bin-0301"), ("device_offline", "bin-0301"), ("sensor_stuck", "bin-0101"),
+            ("sensor_implausible", "bin-0201"), ("water_black_odour", "water-0001"),
+            ("toilet_odour", "wc-0001"), ("air_quality_exceedance", "air-0001"),
+            ("construction_dust", "site-0001"), ("congestion", "det-0001"),
+            ("camera_violation", "epolice-0001")} <= {
+        ("camera_violation" if t == "red_light" and d == "epolice-0001" else t, d) for t, d in played}
+    # Incidents that end within the minute are seen to end (the fire cools, the bin is set upright, the
+    # lid is closed, the car leaves the bus stop).
+    cleared = {v.type for v in result.violations if v.status.value == "cleared"}
+    assert {"bin_fire", "bin_tilt", "bin_lid_open", "illegal_parking"} <= cleared
+
+
 def test_the_traffic_scenes_break_the_rules_once_each_per_cycle_and_keep_them_otherwise():
     """Both cameras play the same scenes; only the rule breakers are judged: one red-light runner per
     camera (the car on green is not), one pedestrian on red, one car not yielding (the car that waited
