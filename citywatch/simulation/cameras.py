@@ -9,7 +9,7 @@ its zones allow, timed against the controller's fixed-time plan (citywatch/simul
   turning car drives into the crosswalk while they are in it (yield_crosswalk) and the next one waits;
 - no_parking or sidewalk: a car stops there and stands for 48 s before driving off (illegal_parking
   where the zone's dwell limit is shorter, as at the demo's bus stop);
-- speed_limit: a car at 85% of the limit; a car at 140% of it (speeding);
+- speed_limit: a car at 85% of the zone's lowest limit; a car at 140% of its posted limit (speeding);
 - one_way: an e-bike rider with a helmet rides the allowed way; one without a helmet (no_helmet); one
   rides against it (wrong_way).
 
@@ -148,14 +148,20 @@ class Camera:
         ], plate=True)
 
     def _speed_keeper(self, stage_s: float) -> list[tuple[float, wire.Message]]:
-        return self._speed_track(stage_s + 12, 0.85)
+        # Within the lowest limit the zone ever has (a school-hours limit, say), so never judged.
+        assert self.speed_zone is not None and self.speed_zone.speed_limit_kmh is not None
+        lowest = min([self.speed_zone.speed_limit_kmh,
+                      *(limit.speed_limit_kmh for limit in self.speed_zone.scheduled_limits)])
+        return self._speed_track(stage_s + 12, lowest * 0.85)
 
     def _speeder(self, stage_s: float) -> list[tuple[float, wire.Message]]:
-        return self._speed_track(stage_s + 18, 1.4)
-
-    def _speed_track(self, start_s: float, share_of_limit: float) -> list[tuple[float, wire.Message]]:
+        # Over the posted limit, so judged whatever lower limit is in force.
         assert self.speed_zone is not None and self.speed_zone.speed_limit_kmh is not None
-        speed = round(self.speed_zone.speed_limit_kmh * share_of_limit * self.rng.uniform(0.98, 1.02), 1)
+        return self._speed_track(stage_s + 18, self.speed_zone.speed_limit_kmh * 1.4)
+
+    def _speed_track(self, start_s: float, speed_kmh: float) -> list[tuple[float, wire.Message]]:
+        assert self.speed_zone is not None
+        speed = round(speed_kmh * self.rng.uniform(0.98, 1.02), 1)
         zone = (self.speed_zone.name,)
         return self._track("car", start_s, [
             (0, (1400, 200, 1560, 300), zone, {"speed_kmh": speed}),
