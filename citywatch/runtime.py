@@ -167,8 +167,11 @@ class EmbeddedRuntime:
         self._simulator_client = MqttPublisher(self.mqtt_url, "citywatch-simulator").connect()
         generator = FeedGenerator(self.settings.devices, self.settings.simulator,
                                   self.settings.traffic)
+        # Ingest subscribes in the background: the simulator waits for it, so that the history it sends
+        # first (the readings the 24-hour air means need) reaches the rules.
         self.simulator = Simulator(generator, self._simulator_client.publish,
-                                   self.settings.simulator.interval_s)
+                                   self.settings.simulator.interval_s,
+                                   ready=lambda: self.ingest is not None and self.ingest.subscribed)
         self.simulator.start()
 
     def readiness(self) -> list[ComponentStatus]:

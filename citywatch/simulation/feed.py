@@ -91,8 +91,12 @@ class Simulator:
     on a thread."""
 
     def __init__(self, generator: FeedGenerator, publish: Callable[[str, bytes], object], interval_s: float,
-                 now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000) -> None:
+                 now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+                 ready: Callable[[], bool] = lambda: True) -> None:
+        """`ready`: whether the receiving side listens; nothing is published before (the history would be
+        lost on a broker that keeps nothing for a subscriber that has not subscribed yet)."""
         self.generator = generator
+        self.ready = ready
         self.publish = publish
         self.interval_s = interval_s
         self.now_ms = now_ms
@@ -110,6 +114,9 @@ class Simulator:
             self._thread.join(5)
 
     def _run(self) -> None:
+        while not self.ready():
+            if self._stop.wait(0.05):
+                return
         history = self.generator.history(self.now_ms())
         for topic, payload in history:
             self.publish(topic, payload)

@@ -8,13 +8,16 @@ shows must have raised at least one violation by then.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
 
 from citywatch.replay import Message, Replayer, ReplayResult
-from citywatch.simulation import FeedGenerator
+from citywatch.simulation import FeedGenerator, Simulator
 from core.models import Violation
 from core.settings import Settings, load_settings
 from processors.catalogue import RULE_SECTIONS
+from tests.support.wait import wait_for
 
 # 11:00 local time on a Wednesday (Asia/Shanghai): outside the rush hours, so congestion comes from the
 # demo's roadworks approach, not from the peak.
@@ -122,3 +125,22 @@ def test_the_feed_is_the_same_for_a_seed_and_whatever_the_step_of_the_clock():
         return sorted((m.topic, m.payload.decode()) for m in messages if m.topic.startswith(scripted))
 
     assert script(demo_messages(settings, step_s=10)) == script(demo_messages(settings))
+
+
+def test_the_simulator_publishes_nothing_before_ingest_listens_and_then_the_history_first():
+    settings = load_settings()
+    published: list[tuple[str, bytes]] = []
+    listening = threading.Event()
+    simulator = Simulator(FeedGenerator(settings.devices, settings.simulator, settings.traffic),
+                          lambda topic, payload: published.append((topic, payload)), 0.05,
+                          now_ms=lambda: START_MS, ready=listening.is_set)
+    simulator.start()
+    try:
+        time.sleep(0.3)  # a broker that keeps nothing for a late subscriber would lose all of this
+        assert published == []
+        listening.set()
+        wait_for(lambda: len(published) > 1000, 10, message="the history and the first rounds")
+    finally:
+        simulator.stop()
+    history = FeedGenerator(settings.devices, settings.simulator, settings.traffic).history(START_MS)
+    assert published[:len(history)] == history
