@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
 import core
@@ -17,7 +18,7 @@ from api.alerts import streams
 from api.alerts.openapi import register_openapi_webhooks
 from api.alerts.webhooks import routes as webhook_routes
 from api.error_handlers import install_problem_handlers
-from api.observability import install_observability
+from api.observability import REQUEST_ID_HEADER, install_observability
 from api.openapi import install_problem_docs, serve_offline_docs
 from api.problems import problem_response_doc
 from api.routes import (
@@ -108,4 +109,27 @@ def create_app(services: ApiServices) -> FastAPI:
     app.include_router(status.router, dependencies=[Depends(require(Scope.METRICS_READ))])
     # The webhook delivery and the WebSocket frames, as schemas in the same OpenAPI document.
     register_openapi_webhooks(app)
+    install_cors(app, services.settings.cors_origins)
     return app
+
+
+# What a page on an allowed origin may send and read. Keys travel in a header (never a cookie), so no
+# credentials mode is needed; Last-Event-ID lets an SSE client built on fetch resume the stream (the
+# browser's EventSource cannot set headers and resumes with `since` or its own reconnect). The API pages
+# in the body (`next_cursor`), so no paging header needs exposing; what a page may want to read is the
+# request id to quote in a report, how long to wait after a 429 or 503, and an export's file name.
+CORS_ALLOWED_HEADERS = ["Authorization", "X-API-Key", "Content-Type", "Last-Event-ID", REQUEST_ID_HEADER]
+CORS_EXPOSED_HEADERS = [REQUEST_ID_HEADER, "Retry-After", "Content-Disposition"]
+CORS_MAX_AGE_S = 600
+
+
+def install_cors(app: FastAPI, origins: list[str]) -> None:
+    """CORS for `api.cors_origins` (none: no CORS headers at all). Added last, so it is the outermost
+    middleware: a preflight is answered before any key is asked for, and refusals (401, 403, 429) carry
+    the headers too, so the page can read why it was refused."""
+    if not origins:
+        return
+    app.add_middleware(CORSMiddleware, allow_origins=origins, allow_credentials=False,
+                       allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                       allow_headers=CORS_ALLOWED_HEADERS, expose_headers=CORS_EXPOSED_HEADERS,
+                       max_age=CORS_MAX_AGE_S)

@@ -11,6 +11,7 @@ from api.alerts.waiter import FeedWaiter
 from api.violation_actions import ViolationActions
 from core.metrics import Metrics
 from core.settings import AlertSettings, ApiSettings
+from core.traffic_settings import TrafficSettings
 from ingest.device_admin import DeviceManager
 from processors.dispatch.board import PlanBoard
 from processors.outputs.feed import ViolationFeed
@@ -63,6 +64,8 @@ class ApiServices:
     geo: GeoTagger | None = None
     # Dispatch plans made by this instance, with the `dispatch` settings (/v1/dispatch, docs/dispatch.md).
     dispatch: PlanBoard = field(default_factory=PlanBoard)
+    # The city's time zone (`traffic.time_zone`): CSV exports add local times in it next to epoch ms.
+    time_zone: str = TrafficSettings.model_fields["time_zone"].default
 
     def __post_init__(self) -> None:
         if self.feed is not None and self.feed_waiter is None:

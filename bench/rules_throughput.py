@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.district_week import all_events, generate_week
-from citywatch.simulator import FeedGenerator
+from citywatch.simulation import FeedGenerator
+from citywatch.simulation.wire import NATIVE_PREFIX
 from core.models import Event, stable_id
 from core.settings import DeviceSettings, Settings, load_settings
 from ingest.registry import DeviceRegistry
@@ -40,7 +41,9 @@ def simulated_feed(settings: Settings, events: int) -> list[Event]:
     feed: list[Event] = []
     now_ms = 1_795_996_800_000
     while len(feed) < events:
-        for _, payload in generator.round(now_ms):
+        for topic, payload in generator.round(now_ms):
+            if not topic.startswith(NATIVE_PREFIX):
+                continue  # signal, detector and camera messages need their codecs: the native feed only
             body = json.loads(payload)
             feed.append(Event(event_id=stable_id(body["device_id"], body["time"]),
                               device_id=body["device_id"], kind=body["kind"], event_time_ms=body["time"],

@@ -139,12 +139,12 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from citywatch.mqtt_publisher import MqttPublisher
-    from citywatch.simulator import FeedGenerator, Simulator
+    from citywatch.simulation import FeedGenerator, Simulator
 
     settings = _load(args)
     publisher = MqttPublisher(args.mqtt_url, "citywatch-simulator").connect()
-    simulator = Simulator(FeedGenerator(settings.devices, settings.simulator), publisher.publish,
-                          settings.simulator.interval_s)
+    generator = FeedGenerator(settings.devices, settings.simulator, settings.traffic)
+    simulator = Simulator(generator, publisher.publish, settings.simulator.interval_s)
     simulator.start()
     try:
         deadline = None if args.duration_s is None else time.monotonic() + args.duration_s

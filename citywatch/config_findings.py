@@ -68,6 +68,7 @@ def find(settings: Settings) -> list[Finding]:
         *_kind_thresholds(settings),
         *_stuck_sensor_kinds(settings),
         *_case_routes(settings),
+        *_cors_any_origin(settings),
     ]
     order = list(Severity)
     return sorted(found, key=lambda finding: order.index(finding.severity))
@@ -91,6 +92,17 @@ def _case_routes(settings: Settings) -> Iterator[Finding]:
                           f"never takes a violation: routes[{earlier}] matches every violation it matches "
                           f"and the first matching route takes it ({routes[earlier].department})",
                           f"move routes[{index}] above routes[{earlier}], or narrow routes[{earlier}].match")
+
+
+def _cors_any_origin(settings: Settings) -> Iterator[Finding]:
+    """`api.cors_origins: ["*"]`: every web page may call the API from its visitors' browsers."""
+    if "*" in settings.api.cors_origins:
+        yield Finding(Severity.WARNING, "api.cors_origins",
+                      "\"*\" lets a page on any web site call the API: an API key works from every page "
+                      "that has it (pasted by a user, or in a page's script), and nothing ties it to your "
+                      "own console",
+                      "list the origins of your own pages instead, e.g. [\"https://console.city.example\"] "
+                      "(docs/security.md, Browsers and CORS)")
 
 
 def _match_covers(general: CaseRouteMatch, specific: CaseRouteMatch) -> bool:

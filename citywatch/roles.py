@@ -322,6 +322,7 @@ class ApiRole:
                            violation_actions=self.alerts.components.violation_actions,
                            cases=self.alerts.components.cases, dispatch=self.dispatch,
                            open311=self.alerts.components.open311, geo=self.alerts.components.geo,
+                           time_zone=self.settings.traffic.time_zone,
                            on_startup=[self.start], on_shutdown=[self.stop])
 
 
@@ -379,4 +380,5 @@ class KafkaUpRuntime:
                            violation_actions=self.api.alerts.components.violation_actions,
                            cases=self.api.alerts.components.cases, dispatch=self.api.dispatch,
                            open311=self.api.alerts.components.open311, geo=self.api.alerts.components.geo,
+                           time_zone=self.settings.traffic.time_zone,
                            on_startup=[self.start], on_shutdown=[self.stop])

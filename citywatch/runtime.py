@@ -20,7 +20,7 @@ from api.alerts.components import AlertComponents
 from api.services import ApiServices, ComponentStatus
 from citywatch.config_findings import log_findings
 from citywatch.mqtt_publisher import MqttPublisher
-from citywatch.simulator import FeedGenerator, Simulator
+from citywatch.simulation import FeedGenerator, Simulator
 from core.metrics import Metrics
 from core.models import Event, ExposureTotal
 from core.rate import RateMeter
@@ -181,9 +181,13 @@ class EmbeddedRuntime:
     def _start_simulator(self) -> None:
         assert self.mqtt_url is not None
         self._simulator_client = MqttPublisher(self.mqtt_url, "citywatch-simulator").connect()
-        generator = FeedGenerator(self.settings.devices, self.settings.simulator)
+        generator = FeedGenerator(self.settings.devices, self.settings.simulator,
+                                  self.settings.traffic)
+        # Ingest subscribes in the background: the simulator waits for it, so that the history it sends
+        # first (the readings the 24-hour air means need) reaches the rules.
         self.simulator = Simulator(generator, self._simulator_client.publish,
-                                   self.settings.simulator.interval_s)
+                                   self.settings.simulator.interval_s,
+                                   ready=lambda: self.ingest is not None and self.ingest.subscribed)
         self.simulator.start()
 
     def readiness(self) -> list[ComponentStatus]:
@@ -205,5 +209,5 @@ class EmbeddedRuntime:
             access=self.alerts.access, feed=self.alerts.feed, webhooks=self.alerts.webhooks,
             alerts=self.settings.alerts, violation_actions=self.alerts.violation_actions,
             cases=self.alerts.cases, dispatch=self.dispatch,
-            open311=self.alerts.open311, geo=self.alerts.geo,
+            open311=self.alerts.open311, geo=self.alerts.geo, time_zone=self.settings.traffic.time_zone,
         )

@@ -11,6 +11,7 @@ import itertools
 import re
 import zoneinfo
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Literal
 
 _HHMM = re.compile(r"^(?P<h1>\d{2}):(?P<m1>\d{2})-(?P<h2>\d{2}):(?P<m2>\d{2})\Z")
@@ -49,3 +50,11 @@ def check_time_zone(name: str) -> str:
     except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
         raise ValueError(f"unknown time zone {name!r} (expected an IANA name like Asia/Shanghai)") from exc
     return name
+
+
+def iso_local(time_ms: int | None, zone: zoneinfo.ZoneInfo) -> str:
+    """An epoch-ms instant as ISO 8601 local time with its UTC offset (2026-03-08T03:00:00.000-04:00),
+    the offset in force at that instant (daylight-saving time included); "" for no time."""
+    if time_ms is None:
+        return ""
+    return datetime.fromtimestamp(time_ms / 1000, zone).isoformat(timespec="milliseconds")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import os
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
@@ -450,6 +451,10 @@ class AuthMode(StrEnum):
     DISABLED = "disabled"
 
 
+# scheme://host[:port] as browsers send it in Origin (RFC 6454): no path, query or trailing slash.
+_ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?")
+
+
 class ApiSettings(_Section):
     host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
     port: int = Field(8000, ge=0, le=65535, description="Port the HTTP API listens on.")
@@ -465,6 +470,25 @@ class ApiSettings(_Section):
         20, gt=0, description="Unknown API keys one client address may send within `auth_failure_window_s` "
         "before it is answered 429 until that window ends.")
     auth_failure_window_s: float = Field(60.0, gt=0, description="Window of `auth_failure_limit`.")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Web origins (scheme://host[:port]) whose pages may call the API from a browser (CORS); "
+        "empty: none, no CORS headers are sent. [\"*\"]: any page (check-config warns: a key then works "
+        "from any page that has it). docs/security.md.",
+    )
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        # A browser sends the Origin header as scheme://host[:port], nothing after it: an origin with a
+        # path or a trailing slash would never match, so it is refused rather than silently useless.
+        if "*" in origins and len(origins) > 1:
+            raise ValueError('"*" already allows every origin: list it alone')
+        for origin in origins:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(f"{origin!r} is not an origin: write scheme://host[:port] with no path "
+                                 "or trailing slash, e.g. https://console.city.example")
+        return origins
 
     @model_validator(mode="after")
     def _open_access_only_on_loopback(self) -> ApiSettings:
@@ -583,7 +607,8 @@ class LoggingSettings(_Section):
 
 
 class SimulatorSettings(_Section):
-    """The simulator plays every registered device of kind bin, air and detector."""
+    """The demo city feed (docs/demo.md): every registered bin, air, water, odour, detector, signal and
+    camera device, cameras with zones under `traffic.cameras`."""
 
     interval_s: float = Field(1.0, gt=0, description="Seconds between two readings of one device.")
     seed: int = Field(7, description="Random seed: the same seed gives the same feed.")

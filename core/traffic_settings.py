@@ -185,8 +185,8 @@ class CodeTableSettings(_Section):
 
 
 class TrafficSettings(_Section):
-    time_zone: str = Field("Asia/Shanghai", description="The city's IANA time zone; schedules are local "
-                           "times in it.")
+    time_zone: str = Field("Asia/Shanghai", description="The city's IANA time zone; schedules and case "
+                           "route hours are local times in it, and CSV exports add local times in it.")
     track_idle_s: float = Field(
         600, gt=0, description="A camera track with no message for this long (event time) is over: its "
         "state is dropped and an open parking violation is cleared at its last message.",

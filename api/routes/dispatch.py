@@ -272,8 +272,10 @@ def get_plan(plan_id: PlanId, board: BoardDep) -> PlanOut:
 @router.get("/plans/{plan_id}/stops.csv", dependencies=READ, response_class=Response,
             responses={**NO_PLAN, 200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
             summary="A plan's stops as CSV, one row per stop in visiting order")
-def get_plan_csv(plan_id: PlanId, board: BoardDep) -> Response:
-    return Response(plan_csv(_plan_or_404(board, plan_id)), media_type="text/csv")
+def get_plan_csv(plan_id: PlanId, board: BoardDep, services: ServicesDep) -> Response:
+    """`eta_local`: the arrival in the city's time zone (`traffic.time_zone`), next to `eta_ms`."""
+    return Response(plan_csv(_plan_or_404(board, plan_id), ZoneInfo(services.time_zone)),
+                    media_type="text/csv")
 
 
 @router.get("/plans/{plan_id}/map.geojson", dependencies=READ, response_class=Response,

@@ -8,13 +8,15 @@ import io
 import json
 from collections.abc import Iterator
 from typing import Annotated, Final
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
-from api.deps import StoreDep
+from api.deps import ServicesDep, StoreDep
 from api.personal_data import ViolationData
 from api.routes.violations import ViolationSelection
+from core.local_time import iso_local
 from core.masking import VIOLATIONS
 from core.models import Violation
 from store.base import Store, ViolationQuery
@@ -24,6 +26,8 @@ router = APIRouter(prefix="/v1/exports", tags=["exports"])
 # Exports read the store in pages of this size, newest first, up to `limit` violations.
 EXPORT_PAGE: Final = 1000
 MAX_EXPORT: Final = 100_000
+# Each epoch-ms time is followed by the same instant in the city's time zone (`traffic.time_zone`), ISO
+# 8601 with the offset in force then: what a spreadsheet user reads, without converting.
 CSV_COLUMNS: Final = (
     "violation_id",
     "type",
@@ -31,9 +35,13 @@ CSV_COLUMNS: Final = (
     "status",
     "device_id",
     "start_time_ms",
+    "start_time_local",
     "end_time_ms",
+    "end_time_local",
     "updated_time_ms",
+    "updated_time_local",
     "detected_time_ms",
+    "detected_time_local",
     "lat",
     "lon",
     "grid",
@@ -64,7 +72,7 @@ def _violations(store: Store, query: ViolationQuery, limit: int) -> Iterator[Vio
         cursor = page.next_cursor
 
 
-def _csv_rows(violations: Iterator[Violation]) -> Iterator[str]:
+def _csv_rows(violations: Iterator[Violation], zone: ZoneInfo) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(CSV_COLUMNS)
@@ -77,9 +85,13 @@ def _csv_rows(violations: Iterator[Violation]) -> Iterator[str]:
                 v.status.value,
                 v.device_id,
                 v.start_time_ms,
+                iso_local(v.start_time_ms, zone),
                 v.end_time_ms if v.end_time_ms is not None else "",
+                iso_local(v.end_time_ms, zone),
                 v.updated_time_ms,
+                iso_local(v.updated_time_ms, zone),
                 v.detected_time_ms if v.detected_time_ms is not None else "",
+                iso_local(v.detected_time_ms, zone),
                 v.location.lat if v.location else "",
                 v.location.lon if v.location else "",
                 v.tags.get("grid", ""),
@@ -153,13 +165,15 @@ def _first_page_checked(store: Store, query: ViolationQuery, limit: int) -> Iter
 )
 def export_csv(
     store: StoreDep,
+    services: ServicesDep,
     personal: ViolationData,
     selection: ViolationSelection,
     limit: ExportLimit = 10_000,
 ) -> StreamingResponse:
+    """Times in epoch ms, each followed by the same instant in the city's time zone (`*_local`)."""
     query = dataclasses.replace(selection, limit=EXPORT_PAGE)
     violations = personal.show_stream(_first_page_checked(store, query, limit), VIOLATIONS)
-    rows = _csv_rows(violations)
+    rows = _csv_rows(violations, ZoneInfo(services.time_zone))
     return StreamingResponse(
         rows, media_type="text/csv", headers={"Content-Disposition": 'attachment; filename="violations.csv"'}
     )

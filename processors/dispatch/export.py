@@ -7,19 +7,22 @@ import csv
 import datetime as dt
 import io
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from core.local_time import iso_local
 from processors.dispatch.model import Place, Plan, Route
 
 CSV_COLUMNS = ("plan_id", "revision", "shift_id", "truck_id", "sequence", "device_id", "lat", "lon",
-               "eta_utc", "eta_ms", "expected_fill_pct", "load_after", "capacity_unit", "mandatory",
-               "status", "case_id")
+               "eta_utc", "eta_ms", "eta_local", "expected_fill_pct", "load_after", "capacity_unit",
+               "mandatory", "status", "case_id")
 
 
 def iso_utc(time_ms: int) -> str:
     return dt.datetime.fromtimestamp(time_ms / 1000, dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def plan_csv(plan: Plan) -> str:
+def plan_csv(plan: Plan, zone: ZoneInfo) -> str:
+    """One row per stop; `eta_local`: the arrival in `zone` (the city's time zone), with its offset."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
@@ -27,6 +30,7 @@ def plan_csv(plan: Plan) -> str:
         for sequence, stop in enumerate(route.stops, start=1):
             writer.writerow((plan.plan_id, plan.revision, plan.shift.shift_id, route.truck_id, sequence,
                              stop.device_id, stop.lat, stop.lon, iso_utc(stop.eta_ms), stop.eta_ms,
+                             iso_local(stop.eta_ms, zone),
                              stop.expected_fill_pct, stop.load_after, plan.capacity_unit.value,
                              str(stop.mandatory).lower(), stop.status.value, stop.case_id or ""))
     return out.getvalue()

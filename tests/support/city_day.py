@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 
 from bench.intersection_feed import generate, scenario_config
 from citywatch.replay import Message
-from citywatch.simulator import FeedGenerator
+from citywatch.simulation import FeedGenerator
 from core.metrics import Metrics
 from core.models import Violation
 from core.settings import Settings, load_settings

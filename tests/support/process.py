@@ -99,7 +99,8 @@ class CitywatchCommand:
 class CitywatchProcess(CitywatchCommand):
     """`citywatch up`: the whole embedded stack."""
 
-    def __init__(self, tmp_path: Path, config: dict[str, Any]) -> None:
+    def __init__(self, tmp_path: Path, config: dict[str, Any], *, simulate: bool = False) -> None:
+        self.simulate = simulate  # `--simulate`: also publish the demo city's feed
         port = free_port()
         # Open access unless the test configures auth: these processes listen on loopback only.
         api = {"auth": "disabled", **config.get("api", {}), "host": "127.0.0.1", "port": port}
@@ -108,4 +109,4 @@ class CitywatchProcess(CitywatchCommand):
         super().__init__(tmp_path, "citywatch", config, port)
 
     def arguments(self) -> list[str]:
-        return ["up", "--config", str(self.config_path)]
+        return ["up", "--config", str(self.config_path), *(["--simulate"] if self.simulate else [])]

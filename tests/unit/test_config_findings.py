@@ -113,6 +113,9 @@ CASES: dict[str, tuple[dict[str, Any], Severity, str, str]] = {
             {"match": {"types": ["bin_overflow"], "grids": ["FT-11"]}, "department": "parks",
              "category": "0101"}]}},
         Severity.ERROR, "cases.routes[1].match", "move routes[1] above routes[0]"),
+    "CORS for every web page": (
+        {"api": {"auth": "required", "cors_origins": ["*"]}},
+        Severity.WARNING, "api.cors_origins", "list the origins of your own pages instead"),
 }
 
 
@@ -156,6 +159,8 @@ CLEAN: dict[str, dict[str, Any]] = {
         {"match": {"types": ["bin_overflow"], "grids": ["FT-11"]}, "department": "sanitation",
          "category": "0101"},
         {"match": {"types": ["bin_overflow", "illegal_parking"]}, "department": "city", "category": "09"}]}},
+    "CORS for the city's own console": {"api": {"auth": "required",
+                                                "cors_origins": ["https://console.city.example"]}},
 }
 
 

@@ -7,7 +7,9 @@ import dataclasses
 import json
 import random
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from pydantic import ValidationError
@@ -142,7 +144,8 @@ def test_the_same_inputs_give_the_same_plan() -> None:
     predictions = grid_of_bins(30, full_in_h=3) + grid_of_bins(9, full_in_h=30, prefix="spare")
     first, second = make_plan(settings, predictions), make_plan(settings, list(reversed(predictions)))
     assert without_timing(first) == without_timing(second)
-    assert plan_csv(first) == plan_csv(second)
+    city = ZoneInfo("Asia/Shanghai")
+    assert plan_csv(first, city) == plan_csv(second, city)
 
 
 def test_the_nearest_neighbour_fallback_keeps_capacity_and_time() -> None:
@@ -183,10 +186,14 @@ def test_replanning_keeps_done_stops_and_the_one_under_way_and_adds_a_bin_that_c
 def test_plans_as_csv_and_geojson() -> None:
     settings = dispatch_settings(trucks=1, capacity_bins=10)
     plan = make_plan(settings, grid_of_bins(3, full_in_h=2), [open_violation("bin-002", "bin_fire")])
-    rows = plan_csv(plan).splitlines()
+    rows = plan_csv(plan, ZoneInfo("Asia/Shanghai")).splitlines()
     assert rows[0] == ",".join(CSV_COLUMNS)
     assert [row.split(",")[4:6] for row in rows[1:]] == [
         [str(number), stop.device_id] for number, stop in enumerate(plan.routes[0].stops, start=1)]
+    # The arrival in the city's time zone, next to its epoch ms: the same instant, UTC+8 in Shenzhen.
+    eta_ms, eta_local = (rows[1].split(",")[CSV_COLUMNS.index(name)] for name in ("eta_ms", "eta_local"))
+    assert eta_local.endswith("+08:00")
+    assert datetime.fromisoformat(eta_local).timestamp() * 1000 == int(eta_ms)
     features = plan_geojson(plan)["features"]
     kinds = [feature["properties"]["kind"] for feature in features]
     assert kinds == ["depot", "transfer_station", "route", "stop", "stop", "flagged"]
