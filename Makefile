@@ -9,7 +9,7 @@ DEV_LOCK := requirements/dev.txt
 # The resolver `make lock` runs (only there: installs use pip with the lock files).
 UV_VERSION := 0.13.9
 # System packages the integration tests run for real (command:package).
-TEST_SERVICES := mosquitto:mosquitto openssl:openssl influxd:influxdb kubectl:kubectl postgresql
+TEST_SERVICES := mosquitto:mosquitto openssl:openssl influxd:influxdb kubectl:kubectl postgresql chromium:chromium
 
 .PHONY: run test lint unit bench bench-store lock clean help
 

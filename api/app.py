@@ -16,6 +16,7 @@ from api.access.keys import Scope
 from api.alerts import streams
 from api.alerts.openapi import register_openapi_webhooks
 from api.alerts.webhooks import routes as webhook_routes
+from api.console.serve import serve_console
 from api.error_handlers import install_problem_handlers
 from api.observability import install_observability
 from api.openapi import install_problem_docs, serve_offline_docs
@@ -24,6 +25,7 @@ from api.routes import (
     aggregates,
     bin_predictions,
     cases,
+    console,
     dead_letters,
     devices,
     dispatch,
@@ -106,6 +108,10 @@ def create_app(services: ApiServices) -> FastAPI:
     app.include_router(webhook_routes.router, responses=not_running)
     app.include_router(access_routes.router)
     app.include_router(status.router, dependencies=[Depends(require(Scope.METRICS_READ))])
+    # What the browser console needs beyond the other routes: scopes per route (docs/console.md).
+    app.include_router(console.router)
+    if services.console.enabled:
+        serve_console(app)
     # The webhook delivery and the WebSocket frames, as schemas in the same OpenAPI document.
     register_openapi_webhooks(app)
     return app

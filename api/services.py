@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from api.access.control import AccessControl
 from api.alerts.waiter import FeedWaiter
+from api.console.config import ConsoleMap
 from api.violation_actions import ViolationActions
 from core.metrics import Metrics
 from core.settings import AlertSettings, ApiSettings
@@ -63,6 +64,8 @@ class ApiServices:
     geo: GeoTagger | None = None
     # Dispatch plans made by this instance, with the `dispatch` settings (/v1/dispatch, docs/dispatch.md).
     dispatch: PlanBoard = field(default_factory=PlanBoard)
+    # Layers, tiles, intersections and the time zone of the browser console (docs/console.md).
+    console: ConsoleMap = field(default_factory=ConsoleMap)
 
     def __post_init__(self) -> None:
         if self.feed is not None and self.feed_waiter is None:

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from api.alerts.kafka_feed import KafkaAlerts
+from api.console.config import ConsoleMap
 from api.services import ApiServices, ComponentStatus
 from api.status_app import RoleServices
 from citywatch.config_findings import log_findings
@@ -321,6 +322,7 @@ class ApiRole:
                            violation_actions=self.alerts.components.violation_actions,
                            cases=self.alerts.components.cases, dispatch=self.dispatch,
                            open311=self.alerts.components.open311, geo=self.alerts.components.geo,
+                           console=ConsoleMap.from_settings(self.settings),
                            on_startup=[self.start], on_shutdown=[self.stop])
 
 
@@ -378,4 +380,5 @@ class KafkaUpRuntime:
                            violation_actions=self.api.alerts.components.violation_actions,
                            cases=self.api.alerts.components.cases, dispatch=self.api.dispatch,
                            open311=self.api.alerts.components.open311, geo=self.api.alerts.components.geo,
+                           console=ConsoleMap.from_settings(self.settings),
                            on_startup=[self.start], on_shutdown=[self.stop])

@@ -1,0 +1,37 @@
+// Charts with uPlot (canvas): sparklines in map popups, time series in the statistics view.
+
+import { fmtDateTime, fmtTime } from "./format.js";
+
+const uPlot = window.uPlot;
+export const PALETTE = ["#2457c5", "#c62828", "#2e7d32", "#ef6c00", "#6a1b9a", "#00838f", "#8d6e63",
+  "#ad1457", "#558b2f", "#37474f"];
+
+export function sparkline(holder, times, values, width = 260, height = 60) {
+  return new uPlot({
+    width, height, legend: { show: false }, cursor: { show: false },
+    scales: { x: { time: false } },
+    axes: [{ show: false }, { show: false }],
+    series: [{}, { stroke: "#2457c5", width: 1.5, fill: "rgba(36,87,197,.12)" }],
+  }, [times, values], holder);
+}
+
+// A time chart with one series per name; x in epoch ms, labels in the city's time zone.
+export function timeChart(holder, title, times, seriesByName, { width = 760, height = 240, bars = false } = {}) {
+  const names = Object.keys(seriesByName);
+  const options = {
+    title, width, height,
+    scales: { x: { time: false } },
+    axes: [
+      { values: (_, ticks) => ticks.map((t) => (times.length && times[times.length - 1] - times[0] > 2 * 86400000
+        ? fmtDateTime(t).slice(5, 10) : fmtTime(t).slice(0, 5))) },
+      {},
+    ],
+    series: [{ label: "time", value: (_, t) => (t == null ? "—" : fmtDateTime(t)) },
+      ...names.map((name, i) => ({
+        label: name, stroke: PALETTE[i % PALETTE.length], width: 1.5,
+        fill: bars ? `${PALETTE[i % PALETTE.length]}33` : undefined,
+        paths: bars ? uPlot.paths.bars({ size: [0.8, 40] }) : undefined,
+      }))],
+  };
+  return new uPlot(options, [times, ...names.map((name) => seriesByName[name])], holder);
+}

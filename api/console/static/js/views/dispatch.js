@@ -1,0 +1,5 @@
+export function mount(element) {
+  element.textContent = "todo";
+  element.dataset.ready = "true";
+  return () => {};
+}

@@ -1,0 +1,129 @@
+"""The console in a browser: it loads offline, signs in, follows the key's scopes and stays live."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from playwright.sync_api import Browser, expect
+
+from tests.browser.conftest import City
+from tests.support.browser import WatchedPage, watched_page
+
+pytestmark = pytest.mark.integration
+
+
+def sign_in(watched: WatchedPage, url: str, key: str, view: str = "map") -> None:
+    watched.page.goto(f"{url}/#/{view}")
+    expect(watched.page.locator("#sign-in")).to_be_visible()
+    watched.page.fill("#key", key)
+    watched.page.click("#sign-in button[type=submit]")
+    expect(watched.page.locator("#nav")).to_be_visible()
+
+
+def test_the_console_loads_without_errors_or_requests_off_this_machine(browser: Browser, city: City) -> None:
+    with watched_page(browser) as watched:
+        sign_in(watched, city.url, city.admin_key)
+        for view in ("map", "queue", "intersections", "dispatch", "stats"):
+            watched.page.click(f"#nav a[data-view={view}]")
+            expect(watched.page.locator(f"#nav a[data-view={view}]")).to_have_class("active")
+            expect(watched.page.locator(".view[data-ready]")).to_have_count(1)
+        expect(watched.page.locator("#live")).to_have_text("● live")
+        watched.assert_clean()
+
+
+def test_an_unknown_key_is_refused_and_the_key_is_kept_in_the_tab_only(browser: Browser, city: City) -> None:
+    with watched_page(browser) as watched:
+        page = watched.page
+        page.goto(city.url)
+        expect(page.locator("#sign-in")).to_be_visible()  # auth required: no request before a key
+        page.fill("#key", "cw_nosuchkey_" + "x" * 43)
+        page.click("#sign-in button[type=submit]")
+        expect(page.locator("#sign-in-error")).to_have_text("This key is not valid.")
+        page.fill("#key", city.admin_key)
+        page.click("#sign-in button[type=submit]")
+        expect(page.locator("#who")).to_have_text("key console-admin")
+        assert page.evaluate("sessionStorage.getItem('citywatch.key')") == city.admin_key
+        assert page.evaluate("localStorage.length") == 0
+        assert not any(city.admin_key in c.get("value", "") for c in watched.context.cookies())
+        page.click("#sign-out")
+        expect(page.locator("#sign-in")).to_be_visible()
+        assert page.evaluate("sessionStorage.getItem('citywatch.key')") is None
+
+
+def test_a_key_without_the_plates_scope_sees_masked_plates_and_no_actions(browser: Browser,
+                                                                          city: City) -> None:
+    city.red_light("t-mask", "粤B12345")
+    with watched_page(browser) as watched:
+        sign_in(watched, city.url, city.reader_key, "queue")
+        page = watched.page
+        page.select_option("select[name=type]", "red_light")
+        row = page.locator("#queue tbody tr").first
+        expect(row).to_contain_text("red_light", timeout=10_000)
+        row.click()
+        expect(page.locator("#detail .plate")).to_have_text("粤B1****")
+        expect(page.locator("#detail")).not_to_contain_text("nvr.example")
+        expect(page.locator("#detail")).to_contain_text("hidden: the key lacks the plates scope")
+        expect(page.locator("#detail .actions")).to_contain_text("Read only")
+        expect(page.locator("#detail .actions button")).to_have_count(0)
+        watched.assert_clean()
+    with watched_page(browser) as watched:
+        sign_in(watched, city.url, city.admin_key, "queue")
+        page = watched.page
+        page.select_option("select[name=type]", "red_light")
+        page.locator("#queue tbody tr").first.click()
+        expect(page.locator("#detail .plate")).to_have_text("粤B12345")
+        expect(page.locator("#detail .signal")).to_contain_text("north_through red")
+        expect(page.locator("#detail a", has_text="snapshot")).to_have_attribute(
+            "href", "http://nvr.example/t-mask.jpg")
+        for action in ("Acknowledge", "Dismiss as false", "Dispatch", "Close"):
+            expect(page.locator("#detail .actions button", has_text=action)).to_have_count(1)
+        watched.assert_clean()
+
+
+def test_a_violation_published_over_mqtt_is_on_the_map_and_in_the_queue_within_2_s(
+        browser: Browser, city: City) -> None:
+    with watched_page(browser) as map_page, watched_page(browser) as queue_page:
+        sign_in(map_page, city.url, city.admin_key, "map")
+        sign_in(queue_page, city.url, city.admin_key, "queue")
+        for watched in (map_page, queue_page):
+            expect(watched.page.locator("#live")).to_have_text("● live")
+        markers_before = int(map_page.page.locator("#map").get_attribute("data-violation-markers") or 0)
+        city.overflow("bin-b1")
+        published = time.monotonic()
+        on_map = map_page.page.locator("#open-list tr[data-id]", has_text="bin-b1")
+        in_queue = queue_page.page.locator("#queue tbody tr", has_text="bin-b1")
+        expect(on_map).to_have_count(1, timeout=2000)
+        expect(in_queue).to_have_count(1, timeout=2000)
+        assert time.monotonic() - published < 2.0
+        expect(map_page.page.locator("#map")).to_have_attribute("data-violation-markers",
+                                                                 str(markers_before + 1))
+        [stored] = city.api("/v1/violations", device="bin-b1", type="bin_overflow", status="open")["items"]
+        for watched, rows in ((map_page, "#open-list tr"), (queue_page, "#queue tbody tr")):
+            expect(watched.page.locator(f"{rows}[data-id='{stored['violation_id']}']")).to_have_count(1)
+        map_page.assert_clean()
+        queue_page.assert_clean()
+
+
+def test_filters_change_the_list(browser: Browser, city: City) -> None:
+    city.overflow("bin-b2")
+    city.red_light("t-filter", "粤B77777")
+    with watched_page(browser) as watched:
+        sign_in(watched, city.url, city.admin_key, "queue")
+        page = watched.page
+        rows = page.locator("#queue tbody tr")
+        page.select_option("select[name=status]", "")
+        page.select_option("select[name=type]", "red_light")
+        expect(rows.first).to_be_visible()
+        expect(rows.filter(has_not_text="red_light")).to_have_count(0)
+        page.select_option("select[name=type]", "bin_overflow")
+        expect(rows.filter(has_text="bin-b2")).to_have_count(1)
+        expect(rows.filter(has_not_text="bin_overflow")).to_have_count(0)
+        page.fill("input[name=grid]", "FT-99")
+        expect(rows).to_have_count(0)
+        page.fill("input[name=grid]", "FT-11")
+        expect(rows.filter(has_text="bin-b2")).to_have_count(1)
+        page.fill("input[name=grid]", "")
+        page.select_option("select[name=severity]", "high")
+        expect(rows.filter(has_text="bin-b2")).to_have_count(0)
+        watched.assert_clean()
