@@ -127,3 +127,42 @@ def test_filters_change_the_list(browser: Browser, city: City) -> None:
         page.select_option("select[name=severity]", "high")
         expect(rows.filter(has_text="bin-b2")).to_have_count(0)
         watched.assert_clean()
+
+
+def test_violations_stored_while_the_connection_was_down_appear_after_it_returns(
+        browser: Browser, city: City) -> None:
+    with watched_page(browser) as watched:
+        sign_in(watched, city.url, city.admin_key, "queue")
+        page = watched.page
+        live = page.locator("#live")
+        rows = page.locator("#queue tbody tr")
+        expect(live).to_have_text("● live")
+        city.overflow("bin-b3")  # received live: the page now has a position in the feed
+        expect(rows.filter(has_text="bin-b3")).to_have_count(1, timeout=2000)
+        list_reads: list[str] = []
+        page.on("request", lambda r: list_reads.append(r.url) if "/v1/violations?" in r.url else None)
+
+        watched.context.set_offline(True)
+        expect(live).to_have_text("○ reconnecting", timeout=5000)
+        city.overflow("bin-b4")
+        city.send("bin-b3", "bin", int(time.time() * 1000), fill_pct=5.0)  # emptied: its violation clears
+        [opened] = wait_until_stored(city, "bin-b4")
+        expect(rows.filter(has_text="bin-b4")).to_have_count(0)
+        watched.context.set_offline(False)
+
+        expect(live).to_have_text("● live", timeout=10_000)
+        expect(page.locator(f"#queue tbody tr[data-id='{opened['violation_id']}']")).to_have_count(1)
+        expect(rows.filter(has_text="bin-b3")).to_have_count(0)  # the clearing was not missed either
+        # Resumed from the last id received (Last-Event-ID): the list was not read again.
+        assert list_reads == []
+        watched.assert_clean()
+
+
+def wait_until_stored(city: City, device: str) -> list[dict[str, object]]:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        items: list[dict[str, object]] = city.api("/v1/violations", device=device, status="open")["items"]
+        if items:
+            return items
+        time.sleep(0.1)
+    raise AssertionError(f"no open violation of {device} was stored")

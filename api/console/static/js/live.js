@@ -3,7 +3,8 @@
 // The stream is opened first and the list of open violations read after it, so a change stored between
 // the two is in one or the other; whichever copy was updated last wins. After a drop the stream is
 // reopened with Last-Event-ID = the last id received: the API sends every change after it (no gap). A
-// cursor the API no longer holds (410, e.g. after a restart) re-reads the list and starts afresh.
+// cursor the API no longer holds (410, e.g. after a restart), or a drop before any change arrived,
+// re-reads the list and starts afresh.
 
 import { ApiError, authHeaders, getAll } from "./api.js";
 
@@ -23,15 +24,24 @@ export class LiveViolations extends EventTarget {
     this.stopped = false;
     this.controller = null;
     this.retryMs = RETRY_MIN_MS;
+    this.wake = null;
+    // The browser knows when its network went away (a laptop off the Wi-Fi): drop the stream at once
+    // rather than wait for the silence watchdog, and reconnect as soon as the network is back.
+    this.onOffline = () => this.controller?.abort();
+    this.onOnline = () => { this.retryMs = RETRY_MIN_MS; this.wake?.(); };
   }
 
   async start() {
     this.stopped = false;
+    window.addEventListener("offline", this.onOffline);
+    window.addEventListener("online", this.onOnline);
     this.run();
   }
 
   stop() {
     this.stopped = true;
+    window.removeEventListener("offline", this.onOffline);
+    window.removeEventListener("online", this.onOnline);
     this.controller?.abort();
   }
 
@@ -84,7 +94,13 @@ export class LiveViolations extends EventTarget {
       }
       this.setConnected(false);
       if (this.stopped) return;
-      await new Promise((resolve) => setTimeout(resolve, this.retryMs));
+      // Nothing received before the drop: no position to resume from, so the list is read again.
+      if (!this.lastId) needList = true;
+      await new Promise((resolve) => {
+        const timer = setTimeout(resolve, this.retryMs);
+        this.wake = () => { clearTimeout(timer); resolve(); };
+      });
+      this.wake = null;
       this.retryMs = Math.min(this.retryMs * 2, RETRY_MAX_MS);
     }
   }
