@@ -22,7 +22,7 @@ from tests.support.process import REPO, CitywatchProcess
 
 GEO = REPO / "configs" / "geo"
 BIN_TAGS = {"grid": "FT-11", "district": "futian", "department": "sanitation"}
-BINS = [f"bin-b{n}" for n in range(1, 5)]
+BINS = [f"bin-b{n}" for n in range(1, 8)]
 
 
 def create_key(config: Path, scopes: str) -> str:
@@ -65,18 +65,31 @@ class City:
         self.publisher.publish(f"citywatch/events/{device}", json.dumps(body, ensure_ascii=False).encode(),
                                wait=True)
 
-    def red_light(self, track_id: str, plate: str) -> int:
-        """A car entering the north stop line on red: a red_light violation (with its plate and phase)."""
+    def red_light(self, track_id: str, plate: str) -> None:
+        """A car entering the north stop line 0.4 s into red: a red_light violation with its plate and phase.
+        Times from now on: the rules judge on event time, and older events would come too late."""
         now_ms = int(time.time() * 1000)
-        self.send(SIGNALS, "signal", now_ms - 5000, intersection=INTERSECTION, phase="north_through",
-                  state="red")
-        self.send(CAMERA, "track", now_ms, track_id=track_id, stage="new", label="car", zones=["stop_north"],
-                  plate=plate, snapshot_url=f"http://nvr.example/{track_id}.jpg")
-        return now_ms
+        self.send(SIGNALS, "signal", now_ms, intersection=INTERSECTION, phase="north_through", state="red")
+        self.send(CAMERA, "track", now_ms + 400, track_id=track_id, stage="new", label="car",
+                  zones=["stop_north"], plate=plate, snapshot_url=f"http://nvr.example/{track_id}.jpg")
+
+    def filling(self, device: str, start_pct: float, pct_per_step: float) -> None:
+        """Readings of a bin filling at a steady rate: enough for a forecast of when it is full."""
+        now_ms = int(time.time() * 1000)
+        for step in range(5):
+            self.send(device, "bin", now_ms + step * 100, fill_pct=start_pct + step * pct_per_step)
+
+    def signal_changes(self, *changes: tuple[int, str, str]) -> None:
+        """(seconds ago, phase, state) changes of the demo intersection's signal controller: stored for the
+        timeline (too old for the rules to judge, which these tests do not need)."""
+        now_ms = int(time.time() * 1000)
+        for ago_s, phase, state in changes:
+            self.send(SIGNALS, "signal", now_ms - ago_s * 1000, intersection=INTERSECTION, phase=phase,
+                      state=state)
 
     def overflow(self, device: str) -> None:
         now_ms = int(time.time() * 1000)
-        for offset, fill in ((-2000, 95.0), (-1000, 96.0), (0, 97.0)):
+        for offset, fill in ((0, 95.0), (100, 96.0), (200, 97.0)):
             self.send(device, "bin", now_ms + offset, fill_pct=fill)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, expect
@@ -142,12 +143,16 @@ def test_violations_stored_while_the_connection_was_down_appear_after_it_returns
         list_reads: list[str] = []
         page.on("request", lambda r: list_reads.append(r.url) if "/v1/violations?" in r.url else None)
 
+        # The network goes away: the browser says so (offline), and the stream cannot be reopened until
+        # it is back (new stream requests fail).
+        watched.context.route("**/v1/stream/violations*", lambda route: route.abort("internetdisconnected"))
         watched.context.set_offline(True)
         expect(live).to_have_text("○ reconnecting", timeout=5000)
         city.overflow("bin-b4")
         city.send("bin-b3", "bin", int(time.time() * 1000), fill_pct=5.0)  # emptied: its violation clears
         [opened] = wait_until_stored(city, "bin-b4")
         expect(rows.filter(has_text="bin-b4")).to_have_count(0)
+        watched.context.unroute("**/v1/stream/violations*")
         watched.context.set_offline(False)
 
         expect(live).to_have_text("● live", timeout=10_000)
@@ -166,3 +171,60 @@ def wait_until_stored(city: City, device: str) -> list[dict[str, object]]:
             return items
         time.sleep(0.1)
     raise AssertionError(f"no open violation of {device} was stored")
+
+
+def test_the_dispatch_list_orders_bins_as_the_predictions_api_does(browser: Browser, city: City) -> None:
+    city.filling("bin-b5", 92.0, 1.0)  # over 90% twice in a row: overflowing
+    city.filling("bin-b6", 60.0, 4.0)
+    city.filling("bin-b7", 20.0, 0.5)
+    predicted = wait_for_predictions(city, {"bin-b5", "bin-b6", "bin-b7"})
+    with watched_page(browser) as watched:
+        sign_in(watched, city.url, city.admin_key, "dispatch")
+        page = watched.page
+        expect(page.locator(".view[data-ready]")).to_have_count(1)
+        shown = page.locator("#bins-to-empty tbody tr[data-device]")
+        expect(shown).to_have_count(len(predicted))
+        assert [row.get_attribute("data-device") for row in shown.all()] == predicted
+        # The overflowing bin first, then the one filling fastest.
+        assert predicted.index("bin-b5") < predicted.index("bin-b6") < predicted.index("bin-b7")
+        expect(page.locator("#bins-to-empty tr[data-device='bin-b5'] td").nth(4)).to_have_text("overflowing")
+        with page.expect_download() as download:
+            page.click("#csv")
+        lines = Path(download.value.path()).read_text().splitlines()
+        assert lines[0].startswith("rank,device_id,fill_pct,predicted_full_local")
+        assert [line.split(",")[1] for line in lines[1:]] == predicted
+        page.emulate_media(media="print")
+        expect(page.locator("header.top")).to_be_hidden()
+        expect(page.locator("#bins-to-empty")).to_be_visible()
+        watched.assert_clean()
+
+
+def wait_for_predictions(city: City, devices: set[str]) -> list[str]:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        order = [p["device_id"] for p in city.api("/v1/bins/predictions")["items"]]
+        ready = {p["device_id"] for p in city.api("/v1/bins/predictions")["items"]
+                 if p["predicted_full_time_ms"] is not None}
+        if devices <= ready:
+            return order
+        time.sleep(0.2)
+    raise AssertionError(f"no forecast for {devices}")
+
+
+def test_the_intersection_view_shows_approaches_phases_and_device_health(browser: Browser,
+                                                                         city: City) -> None:
+    # Only this test changes the east phase (the red-light tests turn north red).
+    city.signal_changes((90, "east_through", "green"), (60, "east_through", "amber"),
+                        (57, "east_through", "red"))
+    with watched_page(browser) as watched:
+        sign_in(watched, city.url, city.admin_key, "intersections")
+        page = watched.page
+        expect(page.locator("#intersection")).to_have_value("ix-demo")
+        expect(page.locator("#approaches tr[data-approach]")).to_have_count(2)
+        expect(page.locator("#approaches tr[data-approach='north'] td").nth(1)).to_have_text("north_through")
+        east = page.locator("#signal-timeline .row[data-phase='east_through'] .seg")
+        expect(east).to_have_count(3)
+        assert [s.get_attribute("class") for s in east.all()] == ["seg green", "seg amber", "seg red"]
+        expect(page.locator("#health tr[data-device='sig-ix-demo'] td").nth(3)).to_have_text("reporting")
+        expect(page.locator("#health tr[data-device='cam-ix-demo']")).to_have_count(1)
+        watched.assert_clean()

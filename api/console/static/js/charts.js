@@ -22,7 +22,9 @@ export function timeChart(holder, title, times, seriesByName, { width = 760, hei
     title, width, height,
     scales: { x: { time: false } },
     axes: [
-      { values: (_, ticks) => ticks.map((t) => (times.length && times[times.length - 1] - times[0] > 2 * 86400000
+      // Whole hours and days (the city's zones are whole hours off UTC in practice).
+      { incrs: [3600000, 7200000, 10800000, 21600000, 43200000, 86400000, 172800000, 604800000],
+        values: (_, ticks) => ticks.map((t) => (times.length && times[times.length - 1] - times[0] > 2 * 86400000
         ? fmtDateTime(t).slice(5, 10) : fmtTime(t).slice(0, 5))) },
       {},
     ],
