@@ -16,7 +16,9 @@ from api.access.keys import Scope
 from api.console.config import ConsoleApproach, ConsoleMap
 from api.console.serve import STATIC
 from core.models import Event, stable_id
+from core.settings import ConfigError, Settings
 from tests.support.alerts import AlertApi, alert_api, bearer
+from tests.support.process import REPO
 
 PLATE = "粤B12345"
 GRIDS = {"type": "FeatureCollection", "features": [
@@ -134,3 +136,37 @@ def test_each_vendored_package_is_pinned_and_ships_its_licence() -> None:
         assert re.fullmatch(r"\d+\.\d+\.\d+", pin["version"]), name
         assert pin["integrity"].startswith("sha512-"), name
         assert (vendor / name / "LICENSE").stat().st_size > 500, name
+
+
+def test_the_console_files_are_sent_compressed(client: TestClient) -> None:
+    answer = client.get("/console/vendor/leaflet/leaflet.js", headers={"Accept-Encoding": "gzip"})
+    assert answer.status_code == 200
+    assert answer.headers["content-encoding"] == "gzip"
+
+
+@pytest.mark.parametrize(("tile_url", "problem"), [
+    ("tile.example/{z}/{x}/{y}.png", "must be an http(s) URL or a path on this server"),
+    ("https://tile.example/{z}/{x}.png", "must contain {y}"),
+])
+def test_a_tile_url_without_a_scheme_or_a_placeholder_is_refused_at_load(tile_url: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        Settings().with_overrides(console__tile_url=tile_url)
+    assert "console.tile_url" in str(refused.value) and problem in str(refused.value)
+
+
+def test_the_map_reads_the_configured_layers_and_intersections(tmp_path: Path) -> None:
+    roads = tmp_path / "roads.geojson"
+    roads.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"name": "Shennan"},
+         "geometry": {"type": "LineString", "coordinates": [[114.0, 22.5], [114.1, 22.5]]}}]}))
+    grids = REPO / "configs" / "geo" / "grids.geojson"
+    settings = Settings().with_overrides(console__roads_file=str(roads), geo__grids_file=str(grids),
+                                         console__tile_url="https://tile.example/{z}/{x}/{y}.png",
+                                         traffic__intersections=[{"id": "ix-1", "approaches": [
+                                             {"name": "north", "phase": "north_through"}]}])
+    shown = ConsoleMap.from_settings(settings)
+    assert set(shown.layers) == {"grids", "roads"}
+    assert shown.layers["roads"]["features"][0]["properties"]["name"] == "Shennan"
+    assert len(shown.layers["grids"]["features"]) == len(json.loads(grids.read_text())["features"])
+    assert shown.intersections == {"ix-1": [ConsoleApproach("north", "north_through")]}
+    assert shown.tile_url == "https://tile.example/{z}/{x}/{y}.png"
