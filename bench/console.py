@@ -203,7 +203,8 @@ def transfer(page: Page) -> dict[str, int]:
         ...performance.getEntriesByType('resource').map((e) => ['resource', e.name, e.transferSize])]""")
     paths = [(kind, urlsplit(url).path, size) for kind, url, size in entries]
     files = sum(size for kind, path, size in paths if kind == "page" or path.startswith("/console/"))
-    data = sum(size for kind, path, size in paths if path.startswith("/v1/") and not path.startswith("/v1/stream/"))
+    data = sum(size for _, path, size in paths
+               if path.startswith("/v1/") and not path.startswith("/v1/stream/"))
     return {"transferred_console_files_bytes": files, "transferred_data_bytes": data,
             "transferred_total_bytes": files + data}
 
