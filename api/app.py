@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware.gzip import GZipMiddleware
 
 import core
 from api.access import routes as access_routes
@@ -79,6 +80,9 @@ def create_app(services: ApiServices) -> FastAPI:
     install_problem_handlers(app)
     open311.install_error_handler(app)
     install_observability(app, services.metrics)
+    # Answers of 1 KB or more are gzip-compressed for clients that accept it: JSON shrinks about tenfold
+    # (the console's map of 10,000 devices reads 7 MB of it). Event streams are never compressed.
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
     install_problem_docs(app)
     serve_offline_docs(app)
 

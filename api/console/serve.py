@@ -10,7 +10,6 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
-from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
@@ -24,9 +23,8 @@ _POLICY = ("default-src 'self'; img-src 'self' data: blob: https: http:; style-s
 
 
 def serve_console(app: FastAPI) -> None:
-    # Compressed: Leaflet and the modules shrink to a third, so a first load stays far under 1 MB.
-    app.mount(ASSETS, GZipMiddleware(StaticFiles(directory=str(STATIC)), minimum_size=1024),
-              name="console-assets")
+    # Compressed by the app's GZip middleware: Leaflet and the modules shrink to a third.
+    app.mount(ASSETS, StaticFiles(directory=str(STATIC)), name="console-assets")
 
     page = (STATIC / "index.html").read_text(encoding="utf-8")
 
