@@ -20,9 +20,11 @@ pytestmark = pytest.mark.integration
 
 SCREENSHOTS = os.environ.get("CONSOLE_SCREENSHOTS")
 # (view, file name, what the view must show before it is taken)
-VIEWS = [("map", "map.png", "#open-list tr[data-id]"), ("queue", "queue.png", "#queue tbody tr[data-id]"),
+VIEWS = [("map", "map.png", "#open-list tr[data-id]"),
+         ("queue", "queue.png", "#queue tbody tr[data-id]"),
          ("intersections", "intersection.png", "#intersection"),
-         ("dispatch", "dispatch.png", "#bins-to-empty tr[data-device]"), ("stats", "statistics.png", "#by-type")]
+         ("dispatch", "dispatch.png", "#bins-to-empty tr[data-device]"),
+         ("stats", "statistics.png", "#by-type")]
 
 
 class DemoProcess(CitywatchCommand):

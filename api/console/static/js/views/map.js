@@ -129,8 +129,10 @@ export function mount(element, context) {
     } else {
       const position = positionOf(violation);
       if (position && !existing) {
-        const marker = L.circleMarker(position, { renderer, radius: 8, weight: 2, color: "#fff",
-          fillColor: SEVERITY_COLOUR[violation.severity] || "#c62828", fillOpacity: 0.95 });
+        // A ring around the device, so that its own colour (a bin's fill) stays visible inside.
+        const colour = SEVERITY_COLOUR[violation.severity] || "#c62828";
+        const marker = L.circleMarker(position, { renderer, radius: 10, weight: 3, color: colour,
+          fillColor: colour, fillOpacity: 0.12, opacity: 0.95 });
         marker.on("click", () => marker.bindPopup(violationPopup(violation)).openPopup());
         marker.addTo(violationLayer);
         violationMarkers.set(id, marker);
@@ -150,7 +152,7 @@ export function mount(element, context) {
     const step = (now) => {
       const left = 1 - (now - start) / FADE_MS;
       if (left <= 0) { violationLayer.removeLayer(marker); return; }
-      marker.setStyle({ fillOpacity: 0.95 * left, opacity: left });
+      marker.setStyle({ fillOpacity: 0.12 * left, opacity: 0.95 * left });
       requestAnimationFrame(step);
     };
     requestAnimationFrame(step);
@@ -270,15 +272,15 @@ function drawLayers(map, layers, bounds) {
 }
 
 function legend() {
-  const control = L.control({ position: "bottomleft" });
+  const control = L.control({ position: "bottomright" });
   control.onAdd = () => {
     const div = L.DomUtil.create("div", "legend");
     div.innerHTML = `<b>Bins</b> (fill)<br><i style="background:#2e7d32"></i>&lt; 50%
       <i style="background:#f9c825"></i>50–75 <i style="background:#ef6c00"></i>75–90
       <i style="background:#c62828"></i>≥ 90<br>dark ring: full within 1 h, orange ring: within 4 h<br>
       <b>Sensors</b> <i style="background:#2e7d32"></i>normal <i style="background:#ef6c00"></i>exceeding<br>
-      <b>Violations</b> <i style="background:#c62828;border:2px solid #fff"></i>high
-      <i style="background:#ef6c00"></i>medium <i style="background:#f9a825"></i>low`;
+      <b>Violations</b> (ring) <i style="border:2px solid #c62828"></i>high
+      <i style="border:2px solid #ef6c00"></i>medium <i style="border:2px solid #f9a825"></i>low`;
     return div;
   };
   return control;
