@@ -169,10 +169,11 @@ def test_violations_stored_while_the_connection_was_down_appear_after_it_returns
         watched.assert_clean()
 
 
-def wait_until_stored(city: City, device: str) -> list[dict[str, object]]:
+def wait_until_stored(city: City, device: str, type: str = "bin_overflow") -> list[dict[str, object]]:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        items: list[dict[str, object]] = city.api("/v1/violations", device=device, status="open")["items"]
+        items: list[dict[str, object]] = city.api("/v1/violations", device=device, type=type,
+                                                  status="open")["items"]
         if items:
             return items
         time.sleep(0.1)
@@ -233,4 +234,34 @@ def test_the_intersection_view_shows_approaches_phases_and_device_health(browser
         assert [s.get_attribute("class") for s in east.all()] == ["seg green", "seg amber", "seg red"]
         expect(page.locator("#health tr[data-device='sig-ix-demo'] td").nth(3)).to_have_text("reporting")
         expect(page.locator("#health tr[data-device='cam-ix-demo']")).to_have_count(1)
+        watched.assert_clean()
+
+
+def test_the_control_room_acknowledges_dispatches_and_closes_from_the_queue(browser: Browser,
+                                                                            city: City) -> None:
+    city.overflow("bin-b6")
+    [violation] = wait_until_stored(city, "bin-b6")
+    violation_id = str(violation["violation_id"])
+    with watched_page(browser) as watched:
+        sign_in(watched, city.url, city.admin_key, f"queue?violation={violation_id}")
+        page = watched.page
+        row = page.locator(f"#queue tbody tr[data-id='{violation_id}']")
+        actions = page.locator("#detail .actions")
+        expect(row).to_have_class("selected")
+        actions.get_by_role("button", name="Acknowledge").click()
+        expect(row.locator("td").nth(7)).to_have_text("acknowledged")
+        expect(actions.get_by_role("button", name="Acknowledge")).to_be_disabled()
+        expect(page.locator("#detail")).to_contain_text("acknowledged")  # in the history
+        actions.get_by_role("button", name="Dispatch").click()
+        expect(page.locator("#detail .evidence")).to_contain_text("dispatched · sanitation")
+        expect(row.locator("td").nth(7)).to_have_text("acknowledged → sanitation")
+        [case] = [c for c in city.api("/v1/cases", type="bin_overflow")["items"]
+                  if violation_id in c["description"]]
+        assert (case["state"], case["department"]) == ("dispatched", "sanitation")
+        page.on("dialog", lambda dialog: dialog.accept("lid sensor fault"))
+        actions.get_by_role("button", name="Dismiss as false").click()
+        expect(row.locator("td").nth(7)).to_have_text("dismissed")
+        history = city.api(f"/v1/violations/{violation_id}/history")["entries"]
+        assert [(e["change"], e["note"]) for e in history if e["change"] == "dismissed"] == [
+            ("dismissed", "lid sensor fault")]
         watched.assert_clean()

@@ -180,7 +180,14 @@ export function mount(element, context) {
     }
     if (can("cases:write")) {
       const canDispatch = !kase || kase.allowed_transitions.includes("dispatched");
-      add("Dispatch", () => dispatchCase(violation, kase), canDispatch && !dismissed);
+      add("Dispatch", async () => {
+        await dispatchCase(violation, kase);
+        // The violation says who has it, too (its handling), when the key may record that.
+        const assignee = violation.tags?.department;
+        if (assignee && can("violations:write") && handling.assignee !== assignee) {
+          await act(violation, { action: "assign", assignee, note: "dispatched as a case" });
+        }
+      }, canDispatch && !dismissed);
       add("Close", () => post(`/v1/cases/${encodeURIComponent(kase.case_id)}/transitions`,
         { to: "closed", note: "closed from the console" }), !!kase && kase.allowed_transitions.includes("closed"));
     }
@@ -231,11 +238,16 @@ async function act(violation, body) {
   return post(`/v1/violations/${encodeURIComponent(violation.violation_id)}/actions`, body);
 }
 
-// The open case of a violation: cases de-duplicate on type and place (the violation's device).
+// The description of a case the console makes for a violation: how the case is found again.
+const caseNote = (violation) => `(violation ${violation.violation_id})`;
+
+// The open case of a violation: one routing opened (cases de-duplicate on type and place, the violation's
+// device), or one the console made for it (its description names the violation).
 async function caseOf(violation) {
   try {
     const page = await get("/v1/cases", { type: violation.type, limit: 100 });
-    return page.items.find((c) => c.place === violation.device_id && c.state !== "closed") || null;
+    return page.items.find((c) => c.state !== "closed"
+      && (c.place === violation.device_id || c.description.includes(caseNote(violation)))) || null;
   } catch (error) {
     if (error instanceof ApiError && error.status === 503) return null; // this instance runs no cases
     throw error;
@@ -248,7 +260,7 @@ async function dispatchCase(violation, kase) {
   let target = kase;
   if (!target) {
     target = await post("/v1/cases", {
-      type: violation.type, description: `${violation.type} at ${violation.device_id} (violation ${violation.violation_id})`,
+      type: violation.type, description: `${violation.type} at ${violation.device_id} ${caseNote(violation)}`,
       department, grid: violation.tags?.grid, district: violation.tags?.district,
       location: violation.location || undefined,
     });
