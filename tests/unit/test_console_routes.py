@@ -16,7 +16,7 @@ from api.access.keys import Scope
 from api.console.config import ConsoleApproach, ConsoleMap
 from api.console.serve import STATIC
 from core.models import Event, stable_id
-from core.settings import ConfigError, Settings
+from core.settings import ConfigError, Settings, load_settings
 from tests.support.alerts import AlertApi, alert_api, bearer
 from tests.support.process import REPO
 
@@ -170,3 +170,14 @@ def test_the_map_reads_the_configured_layers_and_intersections(tmp_path: Path) -
     assert len(shown.layers["grids"]["features"]) == len(json.loads(grids.read_text())["features"])
     assert shown.intersections == {"ix-1": [ConsoleApproach("north", "north_through")]}
     assert shown.tile_url == "https://tile.example/{z}/{x}/{y}.png"
+
+
+def test_the_roads_file_is_found_beside_the_configuration_or_refused(tmp_path: Path) -> None:
+    config = tmp_path / "city.yaml"
+    config.write_text("console:\n  roads_file: geo/roads.geojson\n")
+    with pytest.raises(ConfigError) as missing:
+        load_settings(config, environ={})
+    assert f"console.roads_file: {tmp_path / 'geo' / 'roads.geojson'} does not exist" in str(missing.value)
+    (tmp_path / "geo").mkdir()
+    (tmp_path / "geo" / "roads.geojson").write_text('{"type": "FeatureCollection", "features": []}')
+    assert load_settings(config, environ={}).console.roads_file == tmp_path / "geo" / "roads.geojson"
