@@ -11,15 +11,20 @@ export const MAIN_ATTRIBUTE = { bin: "fill_pct", air: "pm25_ugm3", odour: "nh3_p
 export const SENSOR_VIOLATIONS = ["air_quality_exceedance", "construction_dust", "water_black_odour", "toilet_odour"];
 
 export async function loadDevices(can) {
-  if (!can("readings:read")) return { devices: [], latest: new Map(), predictions: [] };
-  const [devices, predictions, ...latestByKind] = await Promise.all([
-    get("/v1/console/devices").then((answer) => answer.items),
+  if (!can("readings:read")) return [];
+  return (await get("/v1/console/devices")).items;
+}
+
+// The newest reading of every reading device, and the bins' fill forecasts.
+export async function loadReadings(can) {
+  if (!can("readings:read")) return { latest: new Map(), predictions: [] };
+  const [predictions, ...latestByKind] = await Promise.all([
     get("/v1/bins/predictions", { limit: 10000 }).then((answer) => answer.items),
     ...READING_KINDS.map((kind) => getAll("/v1/readings/latest", { kind }, 20000)),
   ]);
   const latest = new Map();
   for (const events of latestByKind) for (const event of events) latest.set(event.device_id, event);
-  return { devices, latest, predictions };
+  return { latest, predictions };
 }
 
 export function mainAttribute(kind, attributes = {}) {

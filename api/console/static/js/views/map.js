@@ -5,7 +5,7 @@
 
 import { get } from "../api.js";
 import { esc, fmtDateTime, fmtTime, duration, rfc3339 } from "../format.js";
-import { loadDevices, mainAttribute, SENSOR_KINDS, SENSOR_VIOLATIONS } from "../devices.js";
+import { loadDevices, loadReadings, mainAttribute, SENSOR_KINDS, SENSOR_VIOLATIONS } from "../devices.js";
 import { sparkline } from "../charts.js";
 
 const L = window.L;
@@ -60,31 +60,37 @@ export function mount(element, context) {
   const violationMarkers = new Map();
   const listBody = element.querySelector("#open-list tbody");
 
+  // Devices are drawn as soon as the registry is read (grey), and coloured once their readings and
+  // forecasts arrive: with 10,000 devices the readings take the longer part.
   async function refreshDevices(first) {
     const started = performance.now();
-    const { devices, latest, predictions } = await loadDevices(can);
-    state.latest = latest;
-    state.predictions = new Map(predictions.map((p) => [p.device_id, p]));
-    for (const device of devices) {
+    const devices = loadDevices(can);
+    const readings = loadReadings(can);
+    readings.catch(() => {}); // its failure is reported where it is awaited, below
+    for (const device of await devices) {
       if (device.lat == null || device.lon == null) continue;
       state.devices.set(device.device_id, device);
-      let marker = state.markers.get(device.device_id);
-      if (!marker) {
-        marker = L.circleMarker([device.lat, device.lon], { renderer, radius: 5, weight: 1.5, fillOpacity: 0.9 });
+      if (!state.markers.has(device.device_id)) {
+        const marker = L.circleMarker([device.lat, device.lon], { renderer, radius: 5, weight: 1.5,
+          fillOpacity: 0.9, fillColor: "#98a2b3", color: "#fff" });
         marker.on("click", () => openDevicePopup(marker, device));
         marker.addTo(deviceLayer);
         state.markers.set(device.device_id, marker);
         if (first && !bounds.isValid()) bounds.extend(marker.getLatLng());
       }
-      styleDevice(device);
     }
     mapElement.dataset.devices = String(state.markers.size);
     if (first) {
-      if (!map.getBounds().isValid() || (!Object.keys(session.layers).length && bounds.isValid())) {
-        map.fitBounds(bounds, { padding: [10, 10] });
-      }
+      if (!Object.keys(session.layers).length && bounds.isValid()) map.fitBounds(bounds, { padding: [10, 10] });
       performance.mark("citywatch:map-devices-drawn", { detail: { devices: state.markers.size,
         ms: performance.now() - started } });
+    }
+    const { latest, predictions } = await readings;
+    state.latest = latest;
+    state.predictions = new Map(predictions.map((p) => [p.device_id, p]));
+    for (const device of state.devices.values()) styleDevice(device);
+    if (first) {
+      performance.mark("citywatch:map-devices-coloured", { detail: { ms: performance.now() - started } });
     }
   }
 
