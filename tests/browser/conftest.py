@@ -22,7 +22,7 @@ from tests.support.process import REPO, CitywatchProcess
 
 GEO = REPO / "configs" / "geo"
 BIN_TAGS = {"grid": "FT-11", "district": "futian", "department": "sanitation"}
-BINS = [f"bin-b{n}" for n in range(1, 8)]
+BINS = [f"bin-b{n}" for n in range(1, 9)]
 
 
 def create_key(config: Path, scopes: str) -> str:

@@ -265,3 +265,23 @@ def test_the_control_room_acknowledges_dispatches_and_closes_from_the_queue(brow
         assert [(e["change"], e["note"]) for e in history if e["change"] == "dismissed"] == [
             ("dismissed", "lid sensor fault")]
         watched.assert_clean()
+
+
+def test_a_device_popup_has_its_latest_reading_open_violations_and_a_sparkline(browser: Browser,
+                                                                              city: City) -> None:
+    now_ms = int(time.time() * 1000)
+    for minutes_ago, fill in ((3, 40.0), (2, 60.0), (1, 80.0)):  # stored for the sparkline
+        city.send("bin-b8", "bin", now_ms - minutes_ago * 60_000, fill_pct=fill)
+    city.overflow("bin-b8")
+    with watched_page(browser) as watched:
+        sign_in(watched, city.url, city.admin_key, "map")
+        page = watched.page
+        expect(page.locator(".view[data-ready]")).to_have_count(1)
+        page.locator("#open-list tr[data-id]", has_text="bin-b8").first.click()
+        popup = page.locator(".leaflet-popup-content .popup")
+        expect(popup.locator("h4")).to_have_text("bin-b8")
+        expect(popup.locator("table.reading")).to_contain_text("fill_pct")
+        expect(popup.locator(".open a", has_text="bin_overflow")).to_have_count(1)
+        expect(popup.locator(".spark canvas")).to_have_count(1)
+        expect(popup.locator(".spark")).to_contain_text("fill_pct, mean per minute, last 6 h")
+        watched.assert_clean()

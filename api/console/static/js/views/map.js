@@ -172,9 +172,14 @@ export function mount(element, context) {
       row = document.createElement("tr");
       row.dataset.id = id;
       row.className = "fresh";
+      // The device's popup (its reading, open violations and sparkline), or the violation's own.
       row.addEventListener("click", () => {
-        const marker = violationMarkers.get(id);
-        if (marker) { map.setView(marker.getLatLng(), Math.max(map.getZoom(), 16)); marker.fire("click"); }
+        const deviceMarker = state.markers.get(violation.device_id);
+        const marker = deviceMarker || violationMarkers.get(id);
+        if (!marker) return;
+        map.setView(marker.getLatLng(), Math.max(map.getZoom(), 16));
+        if (deviceMarker) openDevicePopup(deviceMarker, state.devices.get(violation.device_id));
+        else marker.fire("click");
       });
     }
     row.dataset.start = String(violation.start_time_ms);
@@ -214,11 +219,13 @@ export function mount(element, context) {
     content.className = "popup";
     content.innerHTML = `<h4>${esc(device.device_id)}</h4>
       <div class="muted">${esc(device.kind)} · ${esc(device.tags.grid || "")} ${esc(device.tags.district || "")}</div>
-      ${reading ? `<div>latest reading ${fmtDateTime(reading.event_time_ms)}</div><table>${rows}</table>`
+      ${reading ? `<div>latest reading ${fmtDateTime(reading.event_time_ms)}</div><table class="reading">${rows}</table>`
         : `<div class="muted">no reading stored</div>`}
       ${full != null ? `<div>predicted full ${fmtDateTime(full)} (in ${duration(full - Date.now())})</div>` : ""}
-      <div><b>${open.length}</b> open violation${open.length === 1 ? "" : "s"}${open.map((v) =>
-        `<br><span class="sev ${esc(v.severity)}">${esc(v.severity)}</span> ${esc(v.type)} since ${fmtTime(v.start_time_ms)}`).join("")}</div>
+      <div class="open"><b>${open.length}</b> open violation${open.length === 1 ? "" : "s"}${open.map((v) =>
+        `<br><span class="sev ${esc(v.severity)}">${esc(v.severity)}</span>
+        <a href="#/queue?violation=${encodeURIComponent(v.violation_id)}">${esc(v.type)}</a>
+        since ${fmtTime(v.start_time_ms)}`).join("")}</div>
       <div class="spark"></div>`;
     marker.bindPopup(content, { maxWidth: 320 }).openPopup();
     const attribute = mainAttribute(device.kind, reading?.attributes);
