@@ -284,4 +284,6 @@ def test_a_device_popup_has_its_latest_reading_open_violations_and_a_sparkline(b
         expect(popup.locator(".open a", has_text="bin_overflow")).to_have_count(1)
         expect(popup.locator(".spark canvas")).to_have_count(1)
         expect(popup.locator(".spark")).to_contain_text("fill_pct, mean per minute, last 6 h")
+        # The demo intersection is drawn where its tagged camera is (traffic.cameras names it).
+        expect(page.locator("#map")).to_have_attribute("data-intersections", "1")
         watched.assert_clean()

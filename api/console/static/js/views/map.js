@@ -49,8 +49,10 @@ export function mount(element, context) {
   const bounds = L.latLngBounds([]);
   const layers = drawLayers(map, session.layers, bounds);
   const deviceLayer = L.layerGroup().addTo(map);
+  const intersectionLayer = L.layerGroup().addTo(map);
   const violationLayer = L.layerGroup().addTo(map);
-  const overlays = { ...layers, Devices: deviceLayer, "Open violations": violationLayer };
+  const overlays = { ...layers, Intersections: intersectionLayer, Devices: deviceLayer,
+    "Open violations": violationLayer };
   L.control.layers(null, overlays, { collapsed: true }).addTo(map);
   legend().addTo(map);
   if (bounds.isValid()) map.fitBounds(bounds, { padding: [10, 10] });
@@ -80,6 +82,7 @@ export function mount(element, context) {
       }
     }
     mapElement.dataset.devices = String(state.markers.size);
+    if (first) drawIntersections();
     if (first) {
       if (!Object.keys(session.layers).length && bounds.isValid()) map.fitBounds(bounds, { padding: [10, 10] });
       performance.mark("citywatch:map-devices-drawn", { detail: { devices: state.markers.size,
@@ -92,6 +95,27 @@ export function mount(element, context) {
     if (first) {
       performance.mark("citywatch:map-devices-coloured", { detail: { ms: performance.now() - started } });
     }
+  }
+
+  // An intersection where its devices are (those tagged with it: cameras, signals, detectors).
+  function drawIntersections() {
+    const places = new Map();
+    for (const device of state.devices.values()) {
+      const id = device.tags.intersection;
+      if (!id) continue;
+      const place = places.get(id) || { lat: 0, lon: 0, n: 0 };
+      place.lat += device.lat; place.lon += device.lon; place.n += 1;
+      places.set(id, place);
+    }
+    for (const [id, place] of places) {
+      L.circleMarker([place.lat / place.n, place.lon / place.n], { renderer, radius: 14, weight: 2,
+        color: "#4b3f8f", dashArray: "4 3", fill: true, fillOpacity: 0 })
+        .bindTooltip(esc(id))
+        .bindPopup(`<div class="popup"><h4>${esc(id)}</h4>
+          <a href="#/intersections?id=${encodeURIComponent(id)}">Open the intersection view</a></div>`)
+        .addTo(intersectionLayer);
+    }
+    mapElement.dataset.intersections = String(places.size);
   }
 
   function styleDevice(device) {
