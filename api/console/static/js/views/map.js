@@ -40,7 +40,7 @@ export function mount(element, context) {
     <table class="list" id="open-list"><tbody></tbody></table></aside>`;
   const mapElement = element.querySelector("#map");
   const renderer = L.canvas({ padding: 0.3 });
-  const map = L.map(mapElement, { preferCanvas: true, renderer, zoomControl: true, attributionControl: true });
+  const map = L.map(mapElement, { preferCanvas: true, renderer, zoomSnap: 0.25, attributionControl: true });
   map.attributionControl.setPrefix(false);
   if (session.tiles.url) {
     L.tileLayer(session.tiles.url, { maxZoom: session.tiles.max_zoom, attribution: session.tiles.attribution })
@@ -55,7 +55,9 @@ export function mount(element, context) {
     "Open violations": violationLayer };
   L.control.layers(null, overlays, { collapsed: true }).addTo(map);
   legend().addTo(map);
-  if (bounds.isValid()) map.fitBounds(bounds, { padding: [10, 10] });
+  // Room at the bottom for the legend, so that it covers no marker of the first view.
+  const FIT = { paddingTopLeft: [10, 10], paddingBottomRight: [10, 120] };
+  if (bounds.isValid()) map.fitBounds(bounds, FIT);
   else map.setView([22.54, 114.06], 13);
 
   const state = { devices: new Map(), markers: new Map(), latest: new Map(), predictions: new Map() };
@@ -84,7 +86,7 @@ export function mount(element, context) {
     mapElement.dataset.devices = String(state.markers.size);
     if (first) drawIntersections();
     if (first) {
-      if (!Object.keys(session.layers).length && bounds.isValid()) map.fitBounds(bounds, { padding: [10, 10] });
+      if (!Object.keys(session.layers).length && bounds.isValid()) map.fitBounds(bounds, FIT);
       performance.mark("citywatch:map-devices-drawn", { detail: { devices: state.markers.size,
         ms: performance.now() - started } });
     }
