@@ -207,15 +207,19 @@ def test_the_dispatch_list_orders_bins_as_the_predictions_api_does(browser: Brow
 
 
 def wait_for_predictions(city: City, devices: set[str]) -> list[str]:
-    deadline = time.monotonic() + 10
+    """The bins in the order of /v1/bins/predictions, once `devices` have a forecast and the order has
+    stopped changing (the last readings may still be on their way through the rules)."""
+    deadline = time.monotonic() + 15
+    previous: list[str] = []
     while time.monotonic() < deadline:
-        order = [p["device_id"] for p in city.api("/v1/bins/predictions")["items"]]
-        ready = {p["device_id"] for p in city.api("/v1/bins/predictions")["items"]
-                 if p["predicted_full_time_ms"] is not None}
-        if devices <= ready:
+        items = city.api("/v1/bins/predictions")["items"]
+        order = [p["device_id"] for p in items]
+        ready = {p["device_id"] for p in items if p["predicted_full_time_ms"] is not None}
+        if devices <= ready and order == previous:
             return order
-        time.sleep(0.2)
-    raise AssertionError(f"no forecast for {devices}")
+        previous = order
+        time.sleep(0.5)
+    raise AssertionError(f"no steady forecast for {devices}")
 
 
 def test_the_intersection_view_shows_approaches_phases_and_device_health(browser: Browser,
