@@ -9,15 +9,17 @@ DEV_LOCK := requirements/dev.txt
 # The resolver `make lock` runs (only there: installs use pip with the lock files).
 UV_VERSION := 0.13.9
 # System packages the integration tests run for real (command:package).
-TEST_SERVICES := mosquitto:mosquitto openssl:openssl influxd:influxdb kubectl:kubectl postgresql
+TEST_SERVICES := mosquitto:mosquitto openssl:openssl influxd:influxdb kubectl:kubectl postgresql chromium:chromium
 
-.PHONY: run test lint unit bench bench-store lock clean help
+.PHONY: run test lint unit bench bench-store bench-console screenshots lock clean help
 
 help:
 	@echo "make run    set up and run the embedded stack with its simulator (API on 127.0.0.1:8000)"
 	@echo "make test   set up (virtualenv, packages, real services) and run lint and every test"
 	@echo "make bench  end-to-end throughput and latency (embedded, then Kafka), per-rule throughput, dispatch plans; figures go in BENCHMARKS.md"
 	@echo "make bench-store  store write rates and dashboard query latencies, embedded and InfluxDB"
+	@echo "make screenshots  the console's views against the demo, written to docs/console/*.png"
+	@echo "make bench-console  the console's map with 10,000 devices in headless Chromium (BENCHMARKS.md)"
 	@echo "make lock   re-resolve requirements/*.txt from pyproject.toml (UPGRADE=1: newest allowed versions)"
 
 $(BIN)/python:
@@ -78,6 +80,13 @@ bench: $(VENV)/.installed-dev services
 # Store mode: write rates per backend and dashboard query latencies (STORE_BENCH_ARGS, e.g. --rows 10000000).
 bench-store: $(VENV)/.installed-dev services
 	$(BIN)/python -m bench.store $(STORE_BENCH_ARGS)
+
+# The console's views in headless Chromium against `citywatch up --simulate` (README.md, docs/console.md).
+screenshots: $(VENV)/.installed-dev services
+	CONSOLE_SCREENSHOTS=docs/console $(BIN)/pytest tests/browser/test_screenshots.py -q
+
+bench-console: $(VENV)/.installed-dev services
+	$(BIN)/python -m bench.console
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

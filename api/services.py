@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from api.access.control import AccessControl
 from api.alerts.waiter import FeedWaiter
+from api.console.config import ConsoleMap
 from api.violation_actions import ViolationActions
 from core.metrics import Metrics
 from core.settings import AlertSettings, ApiSettings
@@ -66,6 +67,8 @@ class ApiServices:
     dispatch: PlanBoard = field(default_factory=PlanBoard)
     # The city's time zone (`traffic.time_zone`): CSV exports add local times in it next to epoch ms.
     time_zone: str = TrafficSettings.model_fields["time_zone"].default
+    # Layers, tiles, intersections and the time zone of the browser console (docs/console.md).
+    console: ConsoleMap = field(default_factory=ConsoleMap)
 
     def __post_init__(self) -> None:
         if self.feed is not None and self.feed_waiter is None:

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from api.alerts.kafka_feed import KafkaAlerts
+from api.console.config import ConsoleMap
 from api.services import ApiServices, ComponentStatus
 from api.status_app import RoleServices
 from citywatch.config_findings import log_findings
@@ -323,6 +324,7 @@ class ApiRole:
                            cases=self.alerts.components.cases, dispatch=self.dispatch,
                            open311=self.alerts.components.open311, geo=self.alerts.components.geo,
                            time_zone=self.settings.traffic.time_zone,
+                           console=ConsoleMap.from_settings(self.settings),
                            on_startup=[self.start], on_shutdown=[self.stop])
 
 
@@ -381,4 +383,5 @@ class KafkaUpRuntime:
                            cases=self.api.alerts.components.cases, dispatch=self.api.dispatch,
                            open311=self.api.alerts.components.open311, geo=self.api.alerts.components.geo,
                            time_zone=self.settings.traffic.time_zone,
+                           console=ConsoleMap.from_settings(self.settings),
                            on_startup=[self.start], on_shutdown=[self.stop])

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from api.alerts.components import AlertComponents
+from api.console.config import ConsoleMap
 from api.services import ApiServices, ComponentStatus
 from citywatch.config_findings import log_findings
 from citywatch.mqtt_publisher import MqttPublisher
@@ -210,4 +211,5 @@ class EmbeddedRuntime:
             alerts=self.settings.alerts, violation_actions=self.alerts.violation_actions,
             cases=self.alerts.cases, dispatch=self.dispatch,
             open311=self.alerts.open311, geo=self.alerts.geo, time_zone=self.settings.traffic.time_zone,
+            console=ConsoleMap.from_settings(self.settings),
         )

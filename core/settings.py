@@ -35,6 +35,7 @@ from pydantic import (
 from core import rule_overrides, settings_env
 from core import sanitation_settings as san
 from core.case_settings import CaseSettings
+from core.console_settings import ConsoleSettings
 from core.dispatch_settings import DispatchSettings
 from core.ingest_config import (
     FRIGATE_DERIVED_ATTRIBUTES,
@@ -742,6 +743,8 @@ class Settings(_Section):
     cases: CaseSettings = Field(default_factory=CaseSettings, description="Case routing and verification "
                                 "(docs/cases.md).")
     logging: LoggingSettings = LoggingSettings()
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings, description="The browser console at / "
+                                     "(docs/console.md): base map tiles and roads of interest.")
 
     def with_overrides(self, *, source: str = "the overridden settings", **dotted: Any) -> Settings:
         """A copy with `section__field=value` overrides applied and validated again; ConfigError (naming
@@ -922,6 +925,12 @@ def _with_side_files(settings: Settings, raw: dict[str, Any], path: Path) -> Set
         if not resolved.is_file():
             raise ConfigError(f"{path}: dispatch.road_graph_file: {resolved} does not exist")
         updates["dispatch"] = settings.dispatch.model_copy(update={"road_graph_file": resolved})
+    roads = settings.console.roads_file
+    if roads is not None:
+        resolved = roads if roads.is_absolute() else path.parent / roads
+        if not resolved.is_file():
+            raise ConfigError(f"{path}: console.roads_file: {resolved} does not exist")
+        updates["console"] = settings.console.model_copy(update={"roads_file": resolved})
     settings = settings.model_copy(update=updates) if updates else settings
     return _with_paths_from(settings, path.parent)
 

@@ -198,6 +198,12 @@ NOT_PERSONAL: dict[str, tuple[str, str]] = {
     "/v1/admin/audit": ("/v1/admin/audit", "which records were read, by id, never their plates"),
     "/openapi.json": ("/openapi.json", "the API description"),
     "/docs": ("/docs", "the interactive API docs"),
+    "/": ("/", "the console's page"),
+    "/v1/console/session": ("/v1/console/session", "the key's name and scopes, map layers and tiles"),
+    "/v1/console/devices": ("/v1/console/devices", "the device registry"),
+    "/v1/console/intersections": ("/v1/console/intersections", "intersection ids"),
+    "/v1/console/intersections/{intersection_id}": (
+        "/v1/console/intersections/ix-1", "signal phases, detector numbers, when cameras were last seen"),
 }
 
 
