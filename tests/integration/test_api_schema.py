@@ -59,6 +59,8 @@ def schemathesis(base_url: str, report: Path, *headers: str) -> subprocess.Compl
                           env={**os.environ, "NO_COLOR": "1"})
 
 
+# The run grows with the number of operations (about 0.5-1 s each): the subprocess has its own bound.
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("with_key", [True, False], ids=["admin-key", "no-key"])
 def test_every_response_matches_the_openapi_document(api: AlertApi, tmp_path: Path, with_key: bool) -> None:
     headers = [f"Authorization: Bearer {api.key(Scope.ADMIN)}"] if with_key else []
