@@ -40,6 +40,10 @@ class DemoProcess(CitywatchCommand):
         return ["up", "--simulate"]
 
 
+def violation_types(process: DemoProcess) -> set[str]:
+    return {item["type"] for item in process.get("/v1/violations", limit=500)["items"]}
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoProcess]:
     process = DemoProcess(tmp_path_factory.mktemp("demo")).start()
@@ -47,6 +51,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoProcess]:
         # Bins fill within seconds in the simulated district: wait for forecasts and open violations.
         wait_for(lambda: len(process.get("/v1/bins/predictions")["items"]) >= 10, 60, 0.5, "bin forecasts")
         wait_for(lambda: process.get("/v1/violations", status="open")["items"], 60, 0.5, "open violations")
+        if SCREENSHOTS:  # pictures of the whole city: the camera and sensor incidents come within a minute
+            wait_for(lambda: len(violation_types(process)) >= 10, 90, 1, "ten kinds of violation")
         yield process
     finally:
         process.stop()
