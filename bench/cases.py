@@ -234,7 +234,7 @@ def run_pipeline(events: int, routed: bool, workload: str) -> dict[str, Any]:
             assert clock.first_ns is not None and clock.last_ns is not None
             stored_s = (clock.last_ns - clock.first_ns) / 1e9
             intake = runtime.alerts.case_intake
-            queued_at_end = intake._queue.qsize() if intake is not None else 0  # not yet taken by the cases
+            queued_at_end = intake.queued() if intake is not None else 0  # not yet taken by the cases
             if intake is not None:
                 intake.barrier()
             cpu_after = resource.getrusage(resource.RUSAGE_SELF)

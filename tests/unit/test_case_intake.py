@@ -144,3 +144,23 @@ def test_a_refused_change_fails_alone_and_the_rest_of_its_chunk_is_applied(
     [refused] = [r for r in caplog.records if r.levelname == "ERROR"]
     assert refused.getMessage().startswith("cases: the change v0002:open:")
     assert refused.getMessage().endswith(" was refused")
+
+
+def test_a_large_hand_off_is_applied_in_order_in_chunks_of_at_most_500(service: CaseService) -> None:
+    """The feed hands changes over in lists; one larger than a chunk is split, and the order holds across
+    the split: an overflow that clears and opens again at the same bin makes a second case."""
+    counting = RefusingService(service, refused_id="none")
+    intake = CaseIntake(counting)
+    opened = changes(*(f"bin-{n}" for n in range(1, 600)))  # v0001..v0599
+    cleared = FeedEntry(600, violation(1, type="bin_overflow", device="bin-1",
+                                       status=ViolationStatus.CLEARED, updated_offset_ms=1), 0)
+    again = FeedEntry(601, violation(700, type="bin_overflow", device="bin-1"), 0)
+    intake([*opened, cleared, again])
+    intake.start()
+    try:
+        intake.barrier()
+    finally:
+        intake.stop()
+    assert (counting.transactions, intake.applied) == (2, 601)
+    at_bin_1 = [c for c in service.store.query(CaseQuery(limit=1000)).items if c.place == "bin-1"]
+    assert sorted(c.state for c in at_bin_1) == [CaseState.CLOSED, CaseState.REGISTERED]
