@@ -113,6 +113,13 @@ CREATE TABLE IF NOT EXISTS case_events (
     published_ms     {int}
 );
 CREATE INDEX IF NOT EXISTS case_events_unpublished ON case_events (seq) WHERE published_ms IS NULL;
+CREATE TABLE IF NOT EXISTS case_column_snapshot (
+    id               INTEGER PRIMARY KEY,
+    format           INTEGER NOT NULL,
+    seen_seq         {int} NOT NULL,
+    names            TEXT NOT NULL,
+    columns          {blob} NOT NULL
+);
 """
 # Version 2: (column, SQLite type, PostgreSQL type) added to a version 1 `cases` table.
 _ADDED_COLUMNS: Final = (
@@ -134,8 +141,8 @@ _SLA_INDEXES: Final = (
     "CREATE INDEX IF NOT EXISTS cases_warning_due ON cases (warning_ms) WHERE warning_signalled_ms IS NULL",
     "CREATE INDEX IF NOT EXISTS cases_breach_due ON cases (deadline_ms) WHERE breach_signalled_ms IS NULL",
 )
-SCHEMA: Final = Schema("cases", _TABLES.format(int="INTEGER", real="REAL"),
-                       _TABLES.format(int="BIGINT", real="DOUBLE PRECISION"))
+SCHEMA: Final = Schema("cases", _TABLES.format(int="INTEGER", real="REAL", blob="BLOB"),
+                       _TABLES.format(int="BIGINT", real="DOUBLE PRECISION", blob="BYTEA"))
 
 _CASE_COLUMNS: Final = (
     "case_id", "type", "state", "priority", "verify", "origin", "created_by", "created_time_ms",
@@ -230,8 +237,13 @@ class CaseTransaction:
             "ON CONFLICT (violation_id) DO NOTHING", (violation_id, case_id, now_ms)).rowcount == 1
 
     def is_linked(self, violation_id: str) -> bool:
-        return self._tx.execute("SELECT 1 FROM case_violations WHERE violation_id = ?",
-                                (violation_id,)).one() is not None
+        return self.case_of(violation_id) is not None
+
+    def case_of(self, violation_id: str) -> str | None:
+        """The id of the case the violation belongs to, if any."""
+        row = self._tx.execute("SELECT case_id FROM case_violations WHERE violation_id = ?",
+                               (violation_id,)).one()
+        return str(row[0]) if row is not None else None
 
     def clear_violation(self, violation_id: str, now_ms: int) -> str | None:
         """The case of a violation that cleared just now; None when it has none or cleared before."""
@@ -559,8 +571,13 @@ class CaseStore:
         return self._evaluation.columns(from_ms, to_ms, now_ms)
 
     def warm_evaluation(self) -> None:
-        """The evaluation's first read of every case, done ahead of the first request (at start-up)."""
+        """The evaluation's first read of the cases, done ahead of the first request (at start-up)."""
         self._evaluation.warm()
+
+    def checkpoint_evaluation(self, min_changes: int = 100_000) -> bool:
+        """Store a snapshot of the evaluation's columns when `min_changes` cases were written since the
+        newest (store/case_columns.py); whether one was stored."""
+        return self._evaluation.checkpoint(min_changes)
 
     def close(self) -> None:
         self._db.close()
@@ -650,14 +667,32 @@ def _case_row(case: Case) -> tuple[Any, ...]:
             case.suspended_since_ms)
 
 
+_STATES: Final = {state.value: state for state in CaseState}
+_PRIORITIES: Final = {priority.value: priority for priority in CasePriority}
+_VERIFICATIONS: Final = {verify.value: verify for verify in Verification}
+_ORIGINS: Final = {origin.value: origin for origin in CaseOrigin}
+_RESOLUTIONS: Final = {resolution.value: resolution for resolution in Resolution}
+
+
 def _case_from_row(row: tuple[Any, ...]) -> Case:
+    """The case of a row, its enums looked up by value; built like model.replaced builds a copy (the
+    dataclass constructor's checks cost more than the rest when the intake reads hundreds of cases a
+    second). A value the enums do not know raises ValueError, as the constructor would."""
     data = dict(zip(_CASE_COLUMNS, row, strict=True))
-    return Case(**{
-        **data, "state": CaseState(data["state"]), "priority": CasePriority(data["priority"]),
-        "verify": Verification(data["verify"]), "origin": CaseOrigin(data["origin"]),
-        "resolution": Resolution(data["resolution"]) if data["resolution"] is not None else None,
-        "suspended_from": CaseState(data["suspended_from"]) if data["suspended_from"] is not None else None,
-    })
+    try:
+        data["state"] = _STATES[data["state"]]
+        data["priority"] = _PRIORITIES[data["priority"]]
+        data["verify"] = _VERIFICATIONS[data["verify"]]
+        data["origin"] = _ORIGINS[data["origin"]]
+        if data["resolution"] is not None:
+            data["resolution"] = _RESOLUTIONS[data["resolution"]]
+        if data["suspended_from"] is not None:
+            data["suspended_from"] = _STATES[data["suspended_from"]]
+    except KeyError as exc:
+        raise ValueError(f"case {row[0]!r} has an unknown value {exc.args[0]!r}") from None
+    case = object.__new__(Case)
+    case.__dict__.update(data)
+    return case
 
 
 def _entry_from_row(row: tuple[Any, ...]) -> HistoryEntry:

@@ -30,6 +30,12 @@ from store.open311 import Open311Store
 
 log = logging.getLogger(__name__)
 
+# A new snapshot of the evaluation's columns (store/case_columns.py) is stored when this many cases were
+# written since the last one, looked at this often: the first read of a process then reads at most about
+# this many rows beyond the snapshot.
+EVALUATION_SNAPSHOT_CHANGES = 50_000
+EVALUATION_SNAPSHOT_INTERVAL_S = 60.0
+
 
 class AlertComponents:
     def __init__(self, settings: Settings, data_dir: Path, *, feed: ViolationFeed | None = None,
@@ -70,6 +76,8 @@ class AlertComponents:
         self.case_event_feeds = [self.feed]
         # Claimed events wait in the cases' outbox until handed to the feeds (docs/cases.md, "Delivery of
         # SLA events"): one claimed just before a crash goes out after the restart, or from another replica.
+        self._stopping = threading.Event()
+        self._evaluation_keeper: threading.Thread | None = None
         self.sla_signals = SlaSignals(self.cases.claim_sla_signals,
                                       lambda: self.cases.publish_case_events(self._publish_case_events),
                                       interval_s=settings.cases.sla_check_interval_s)
@@ -101,21 +109,35 @@ class AlertComponents:
             log.info("violation changes published to MQTT %s under %s/", url, out.topic_prefix)
         # Last: the outputs listen before the first case event goes out.
         self.sla_signals.start()
-        # A year of a city's cases takes seconds to read the first time; read them now, off the startup
-        # path, so that the first evaluation asked for answers as fast as the later ones.
-        threading.Thread(target=self._warm_evaluation, name="case-evaluation-warm-up", daemon=True).start()
+        # The evaluation's columns: read now, off the startup path (from the stored snapshot and what
+        # changed since), and a new snapshot stored now and then, so that the first evaluation of this
+        # process, or of the next one, answers as fast as the later ones.
+        self._evaluation_keeper = threading.Thread(target=self._keep_evaluation, name="case-evaluation",
+                                                   daemon=True)
+        self._evaluation_keeper.start()
 
-    def _warm_evaluation(self) -> None:
+    def _keep_evaluation(self) -> None:
         started = time.monotonic()
         try:
             self.case_store.warm_evaluation()
         except Exception as exc:  # a store down or closed at a stop: the first evaluation reads them instead
             log.warning("cases: the evaluation could not read the cases ahead: %s", exc)
-            return
-        log.info("cases: evaluation columns read in %.1f s", time.monotonic() - started)
+        else:
+            log.info("cases: evaluation columns read in %.1f s", time.monotonic() - started)
+        while True:
+            try:
+                if self.case_store.checkpoint_evaluation(EVALUATION_SNAPSHOT_CHANGES):
+                    log.info("cases: evaluation snapshot stored")
+            except Exception as exc:  # the next pass tries again; the snapshot is only a cache
+                log.warning("cases: the evaluation snapshot could not be stored: %s", exc)
+            if self._stopping.wait(EVALUATION_SNAPSHOT_INTERVAL_S):
+                return
 
     def stop(self) -> None:
         """After the processor stopped: what it published last is still sent."""
+        self._stopping.set()
+        if self._evaluation_keeper is not None:
+            self._evaluation_keeper.join(timeout=30)  # a snapshot being written finishes first
         self.sla_signals.stop()
         for output in (self.mqtt, self.kafka):
             if output is not None:
