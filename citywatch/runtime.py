@@ -96,6 +96,7 @@ class EmbeddedRuntime:
         if self.mqtt_url is None:
             self.mqtt_url = self._start_embedded_broker()
         self.alerts.start(self.mqtt_url)
+        self.alerts.reconcile_cases(self.store)
         self.worker.start()
         normalizer = Normalizer(self.settings.ingest, self.settings.mqtt.max_payload_bytes, self.registry,
                                 partial(build_codec, devices=self.registry,

@@ -20,7 +20,6 @@ and every later write of a case overwrites its place.
 
 from __future__ import annotations
 
-import io
 import itertools
 import json
 import threading
@@ -78,15 +77,20 @@ class EvaluationColumns:
             seen_seq, present = self._seen_seq, self._present.copy()
             columns = {name: column.copy() for name, column in self._columns.items()}
             names = {level: list(codes) for level, codes in self._codes.items()}
-        buffer = io.BytesIO()  # serialised outside the lock: evaluations go on meanwhile
-        np.savez(buffer, present=present, **{name: column.astype(_NARROW.get(name, np.int64))
-                                             for name, column in columns.items()})
+        # Serialised outside the lock (evaluations go on meanwhile): the arrays' bytes one after the other,
+        # little-endian, their names and types in the layout, so that a load is one copy per column.
+        arrays = {"present": present.astype("<i1"),
+                  **{name: column.astype(np.dtype(_NARROW.get(name, np.int64)).newbyteorder("<"))
+                     for name, column in columns.items()}}
+        layout = {"names": names, "rows": len(present),
+                  "columns": [[name, array.dtype.str] for name, array in arrays.items()]}
+        blob = b"".join(array.tobytes() for array in arrays.values())
         stored = self._db.execute(
-            "INSERT INTO case_column_snapshot (id, format, seen_seq, names, columns) VALUES (1, ?, ?, ?, ?) "
+            "INSERT INTO case_column_snapshot (id, format, seen_seq, layout, columns) VALUES (1, ?, ?, ?, ?) "
             "ON CONFLICT (id) DO UPDATE SET format = excluded.format, seen_seq = excluded.seen_seq, "
-            "names = excluded.names, columns = excluded.columns "
+            "layout = excluded.layout, columns = excluded.columns "
             "WHERE case_column_snapshot.seen_seq < excluded.seen_seq OR case_column_snapshot.format <> ?",
-            (SNAPSHOT_FORMAT, seen_seq, json.dumps(names), buffer.getvalue(), SNAPSHOT_FORMAT)).rowcount == 1
+            (SNAPSHOT_FORMAT, seen_seq, json.dumps(layout), blob, SNAPSHOT_FORMAT)).rowcount == 1
         with self._lock:
             self._snapshot_seq = max(self._snapshot_seq, seen_seq)
         return stored
@@ -94,7 +98,7 @@ class EvaluationColumns:
     def _load_snapshot(self) -> None:
         """Start from the stored snapshot, if there is one of this format (its fields read in one
         statement: another replica may replace it meanwhile)."""
-        sql = "SELECT format, seen_seq, names, columns FROM case_column_snapshot WHERE id = 1"
+        sql = "SELECT format, seen_seq, layout, columns FROM case_column_snapshot WHERE id = 1"
         if isinstance(self._db, PostgresDatabase):
             # Binary copy: the large field as raw bytes, not a text encoding of them.
             fields = _binary_copy_row(self._db.copy_out(sql))
@@ -102,18 +106,23 @@ class EvaluationColumns:
                 return
             snapshot_format = int.from_bytes(fields[0], "big", signed=True)
             seen_seq = int.from_bytes(fields[1], "big", signed=True)
-            names_text, blob = bytes(fields[2]).decode(), fields[3]
+            layout_text, blob = bytes(fields[2]).decode(), fields[3]
         else:
             row = self._db.execute(sql).one()
             if row is None:
                 return
-            snapshot_format, seen_seq, names_text, blob = int(row[0]), int(row[1]), row[2], memoryview(row[3])
+            snapshot_format, seen_seq, layout_text, blob = int(row[0]), int(row[1]), row[2], row[3]
         if snapshot_format != SNAPSHOT_FORMAT:
             return
-        names = json.loads(names_text)
-        with np.load(io.BytesIO(blob), allow_pickle=False) as stored:
-            self._present = stored["present"].astype(bool)
-            self._columns = {name: stored[name].astype(np.int64) for name in _KEPT}
+        layout = json.loads(layout_text)
+        rows, arrays, offset = int(layout["rows"]), {}, 0
+        for name, dtype_text in layout["columns"]:
+            dtype = np.dtype(dtype_text)
+            arrays[name] = np.frombuffer(blob, dtype=dtype, count=rows, offset=offset)
+            offset += rows * dtype.itemsize
+        self._present = arrays["present"].astype(bool)  # copies: the columns are written in place later
+        self._columns = {name: arrays[name].astype(np.int64) for name in _KEPT}
+        names = layout["names"]
         self._codes = {level: {name: code for code, name in enumerate(names[level])} for level in _LEVELS}
         self._seen_seq = self._snapshot_seq = seen_seq
 

@@ -117,7 +117,7 @@ CREATE TABLE IF NOT EXISTS case_column_snapshot (
     id               INTEGER PRIMARY KEY,
     format           INTEGER NOT NULL,
     seen_seq         {int} NOT NULL,
-    names            TEXT NOT NULL,
+    layout           TEXT NOT NULL,
     columns          {blob} NOT NULL
 );
 """
@@ -526,6 +526,16 @@ class CaseStore:
     def unpublished_events(self) -> int:
         row = self._db.execute("SELECT COUNT(*) FROM case_events WHERE published_ms IS NULL").one()
         return int(row[0]) if row is not None else 0
+
+    def linked_violations(self) -> int:
+        """How many violations belong to cases."""
+        row = self._db.execute("SELECT COUNT(*) FROM case_violations").one()
+        return int(row[0]) if row is not None else 0
+
+    def uncleared_violation_ids(self) -> list[str]:
+        """The violations in cases whose clearing has not reached their case."""
+        return [str(row[0]) for row in self._db.execute(
+            "SELECT violation_id FROM case_violations WHERE cleared_time_ms IS NULL").rows]
 
     def history(self, case_id: str) -> list[HistoryEntry]:
         rows = self._db.execute(f"SELECT {', '.join(_HISTORY_COLUMNS)} FROM case_history WHERE case_id = ? "

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from api.access.control import AccessControl
@@ -15,6 +15,7 @@ from api.alerts.webhooks.dispatcher import WebhookDispatcher
 from api.alerts.webhooks.store import WebhookStore
 from api.violation_actions import ViolationActions
 from api.violation_types import known_violation_types
+from core.models import Violation, ViolationStatus
 from core.settings import Settings
 from ingest.geo import GeoTagger
 from processors.cases.intake import CaseIntake
@@ -25,6 +26,7 @@ from processors.outputs.feed import ViolationFeed
 from processors.outputs.kafka_out import KafkaViolationOutput
 from processors.outputs.mqtt_out import MqttViolationOutput
 from processors.outputs.queued import QueuedOutput
+from store.base import Store, ViolationQuery
 from store.cases import CaseStore
 from store.open311 import Open311Store
 
@@ -116,6 +118,22 @@ class AlertComponents:
                                                    daemon=True)
         self._evaluation_keeper.start()
 
+    def reconcile_cases(self, violations: Store) -> None:
+        """`citywatch up`, at start, before the processor publishes: the violation changes the cases may
+        have missed (queued when the process was killed, dropped by a full queue) re-derived from the
+        violation store (CaseService.reconcile). A failure is logged: the cases then miss them."""
+        if self.case_intake is None:
+            return
+        started = time.monotonic()
+        try:
+            linked, cleared = self.cases.reconcile(_open_violations(violations), violations.get_violation)
+        except Exception as exc:
+            log.warning("cases: the open violations could not be checked against the cases: %s", exc)
+            return
+        if linked or cleared:
+            log.warning("cases: %d violations missing from cases and %d missed clearings applied from the "
+                        "violation store (in %.1f s)", linked, cleared, time.monotonic() - started)
+
     def _keep_evaluation(self) -> None:
         started = time.monotonic()
         try:
@@ -150,3 +168,14 @@ class AlertComponents:
         self.open311.close()
         self.case_store.close()
         self.access.close()
+
+
+def _open_violations(violations: Store) -> Iterator[Violation]:
+    cursor: str | None = None
+    while True:
+        page = violations.query_violations(ViolationQuery(status=ViolationStatus.OPEN, limit=1000,
+                                                          cursor=cursor))
+        yield from page.items
+        if page.next_cursor is None:
+            return
+        cursor = page.next_cursor

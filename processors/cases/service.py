@@ -23,7 +23,7 @@ import dataclasses
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -160,6 +160,30 @@ class CaseService:
             case = self.clock.moved(before, case, now, lambda: _finished_suspensions(tx, case_id))
         tx.update(case, entries)
         return case if entries else None
+
+    def reconcile(self, open_violations: Iterable[Violation], stored: Callable[[str], Violation | None],
+                  chunk: int = 500) -> tuple[int, int]:
+        """The changes a restart may find missing, re-derived from the violation store (which holds every
+        change before the intake is handed it): those queued when `citywatch up` was killed, or dropped by
+        a full queue. Each violation still open is applied as an opening (one in a case already changes
+        nothing), and each membership not cleared whose violation the store has cleared as its clearing.
+        Run before the processor publishes again, so that no live change of the same violation comes
+        first. The violations newly linked to cases, and the clearings applied."""
+        linked_before = self.store.linked_violations()
+        pending: list[Violation] = []
+        for violation in open_violations:
+            if violation.status is ViolationStatus.OPEN and self.router.may_take(violation.type):
+                pending.append(violation)
+            if len(pending) >= chunk:
+                self.violation_changes(pending)
+                pending = []
+        if pending:
+            self.violation_changes(pending)
+        cleared = [violation for violation in map(stored, self.store.uncleared_violation_ids())
+                   if violation is not None and violation.status is not ViolationStatus.OPEN]
+        for start in range(0, len(cleared), chunk):
+            self.violation_changes(cleared[start:start + chunk])
+        return self.store.linked_violations() - linked_before, len(cleared)
 
     # People
 
