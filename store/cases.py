@@ -497,12 +497,23 @@ class CaseStore:
                 "WHERE published_ms IS NULL AND (lease_until_ms IS NULL OR lease_until_ms <= ?) "
                 "ORDER BY seq LIMIT ?",
                 (now_ms, limit)).rows
-            events = [StoredCaseEvent(seq=row[0], kind=row[1], case=_case_from_row(tuple(json.loads(row[2]))),
-                                      due_ms=row[3], signalled_ms=row[4]) for row in rows]
+            events = [_stored_event(row) for row in rows]
             for chunk in _seq_chunks([event.seq for event in events]):
                 tx.execute(f"UPDATE case_events SET lease_owner = ?, lease_until_ms = ? "
                            f"WHERE seq IN ({_marks(chunk)})", (owner, now_ms + lease_ms, *chunk))
         return events
+
+    def events_after(self, seq: int, limit: int) -> list[StoredCaseEvent]:
+        """The outbox's events numbered after `seq`, oldest first, published or not (committed claims:
+        numbers become visible in order)."""
+        rows = self._db.execute("SELECT seq, kind, case_row, due_ms, signalled_ms FROM case_events "
+                                "WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)).rows
+        return [_stored_event(row) for row in rows]
+
+    def last_event_seq(self) -> int:
+        """The number of the newest event in the outbox (0 when there is none)."""
+        row = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM case_events").one()
+        return int(row[0]) if row is not None else 0
 
     def events_published(self, owner: str, seqs: Sequence[int], now_ms: int) -> None:
         """The leased events were handed to the feed; the oldest published ones beyond
@@ -591,6 +602,12 @@ class CaseStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _stored_event(row: tuple[Any, ...]) -> StoredCaseEvent:
+    seq, kind, case_row, due_ms, signalled_ms = row
+    return StoredCaseEvent(seq=seq, kind=kind, case=_case_from_row(tuple(json.loads(case_row))),
+                           due_ms=due_ms, signalled_ms=signalled_ms)
 
 
 def _seq_chunks(seqs: Sequence[int]) -> Iterator[list[int]]:

@@ -73,8 +73,8 @@ class AlertComponents:
                             else None)
         if self.case_intake is not None:
             self.feed.add_listener(self.case_intake)
-        # Warning times and deadlines reached go out on the feed(s) as case events; the Kafka set-up adds
-        # its stream feed, so that this replica's SSE and WebSocket clients see them too.
+        # Warning times and deadlines reached go out on the feed as case events. (The Kafka set-up's api
+        # replicas stream them from the case store instead: api/alerts/case_event_relay.py.)
         self.case_event_feeds = [self.feed]
         # Claimed events wait in the cases' outbox until handed to the feeds (docs/cases.md, "Delivery of
         # SLA events"): one claimed just before a crash goes out after the restart, or from another replica.
