@@ -116,7 +116,8 @@ def filled_store(kind: str, columns: CaseColumns) -> Iterator[tuple[CaseStore, C
 
         server = PostgresServer().start()
         try:
-            relational = RelationalSettings(kind=RelationalKind.POSTGRESQL, postgresql=server.create_database())
+            relational = RelationalSettings(kind=RelationalKind.POSTGRESQL,
+                                            postgresql=server.create_database())
             store = CaseStore.open(relational, Path(directory))
             database = store._db
             assert isinstance(database, PostgresDatabase)

@@ -62,7 +62,8 @@ def test_one_router_decides_each_violation_as_a_fresh_one_would_across_window_ed
     violations all day long, in any order, answers what a fresh router answers for each, also where a
     window ends off the hour (by the minute) and for tags it saw at another time."""
     edges = CaseSettings.model_validate({"routes": [
-        {"match": {"types": ["bin_overflow"], "hours": ["06:30-22:15"]}, "department": "day", "category": "0101"},
+        {"match": {"types": ["bin_overflow"], "hours": ["06:30-22:15"]}, "department": "day",
+         "category": "0101"},
         {"match": {"types": ["bin_overflow"], "grids": ["FT-11"]}, "department": "grid", "category": "0101"},
         {"match": {}, "department": "rest", "category": "0199"},
     ]})

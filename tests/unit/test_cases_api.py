@@ -305,7 +305,8 @@ def test_linking_an_unknown_violation_is_refused_naming_it_and_makes_no_case(api
     api.store.write_violations([violation(1)])
     api.store.flush()
     headers = worker(api)
-    response = client.post("/v1/cases", json={**POTHOLE, "violation_ids": ["v0001", "v9999"]}, headers=headers)
+    body = {**POTHOLE, "violation_ids": ["v0001", "v9999"]}
+    response = client.post("/v1/cases", json=body, headers=headers)
     assert response.status_code == 422
     problem = response.json()
     assert problem["type"] == "urn:citywatch:problem:invalid-input"
