@@ -73,7 +73,7 @@ class EmbeddedRuntime:
                              dedup_capacity=settings.pipeline.dedup_window_events)
         self.rate = RateMeter()
         self.metrics.events_per_second.labels("up").set_function(self.rate.rate)
-        self.alerts = AlertComponents(settings, self.data_dir)
+        self.alerts = AlertComponents(settings, self.data_dir, case_intake_process=True)
         # Dispatch plans, in the relational database with the cases (docs/dispatch.md).
         self.dispatch = PlanBoard.open(settings.dispatch, settings.relational, self.data_dir)
         self.worker = ProcessorWorker(self.bus.consumer(), self.engine, self.store, self.metrics,

@@ -19,6 +19,7 @@ from core.models import Violation, ViolationStatus
 from core.settings import Settings
 from ingest.geo import GeoTagger
 from processors.cases.intake import CaseIntake
+from processors.cases.intake_process import CaseIntakeProcess
 from processors.cases.routing import CaseRouter
 from processors.cases.service import CaseService
 from processors.cases.sla import CaseSlaEvent, SlaSignals
@@ -41,8 +42,11 @@ EVALUATION_SNAPSHOT_INTERVAL_S = 60.0
 
 class AlertComponents:
     def __init__(self, settings: Settings, data_dir: Path, *, feed: ViolationFeed | None = None,
-                 owns: Callable[[str], bool] | None = None, shared_store: bool = False) -> None:
-        """`owns`, `shared_store`: for api replicas that split the deliveries (api/alerts/kafka_feed.py)."""
+                 owns: Callable[[str], bool] | None = None, shared_store: bool = False,
+                 case_intake_process: bool = False) -> None:
+        """`owns`, `shared_store`: for api replicas that split the deliveries (api/alerts/kafka_feed.py).
+        `case_intake_process`: the case intake applies violation changes in a child process, off the
+        interpreter that runs the pipeline (`citywatch up`: processors/cases/intake_process.py)."""
         self.settings = settings
         alerts = settings.alerts
         self.feed = feed if feed is not None else ViolationFeed(alerts.feed_retention)
@@ -69,8 +73,10 @@ class AlertComponents:
         # Without routes no violation opens a case: cases are then only made through the API.
         # Shared (the api replicas of the Kafka set-up): the violations topic holds what waits, so the
         # topic's reader waits for the cases rather than dropping a change.
-        self.case_intake = (CaseIntake(self.cases, wait_when_full=shared_store) if self.cases.router.enabled
-                            else None)
+        self.case_intake: CaseIntake | None = None
+        if self.cases.router.enabled:
+            self.case_intake = (CaseIntakeProcess(self.cases, settings, data_dir) if case_intake_process
+                                else CaseIntake(self.cases, wait_when_full=shared_store))
         if self.case_intake is not None:
             self.feed.add_listener(self.case_intake)
         # Warning times and deadlines reached go out on the feed as case events. (The Kafka set-up's api

@@ -209,12 +209,22 @@ class CaseIntake:
 
     def _counted(self, entries: list[FeedEntry], outcome: str) -> None:
         if outcome == "applied":
-            self.applied += len(entries)
+            self._tally(len(entries), 0)
         else:
-            self.failed += len(entries)
+            self._tally(0, len(entries))
+
+    def _tally(self, applied: int, failed: int) -> None:
+        self.applied += applied
+        self.failed += failed
         if self._metrics is not None:
-            self._metrics.case_changes.labels("applied" if outcome == "applied" else "failed").inc(
-                len(entries))
+            if applied:
+                self._metrics.case_changes.labels("applied").inc(applied)
+            if failed:
+                self._metrics.case_changes.labels("failed").inc(failed)
+
+    def _wait_to_retry(self, seconds: float) -> None:
+        """Between two tries while the store is unreachable; returns early when the intake gives up."""
+        self._giving_up.wait(seconds)
 
     def _attempt(self, entries: list[FeedEntry]) -> str:
         """Apply the changes in one transaction; while the store is unreachable, retry (the queue fills
@@ -237,7 +247,7 @@ class CaseIntake:
                     return "given_up"
                 if backoff_s == RETRY_MIN_S:
                     log.warning("cases: %s; retrying", exc)
-                self._giving_up.wait(backoff_s)
+                self._wait_to_retry(backoff_s)
                 backoff_s = min(backoff_s * 2, RETRY_MAX_S)
             except Exception:
                 if len(entries) == 1:
