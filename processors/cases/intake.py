@@ -1,8 +1,9 @@
 """Violation changes into cases, off the pipeline's thread: a feed listener with its own worker.
 
 The feed calls listeners on the publishing thread (the processor's, or the api role's topic reader), so
-the listener only enqueues into a bounded queue; the worker applies the changes to the case store in
-order. In `citywatch up` a full queue drops the change (counted and logged, as the alert outputs do), so
+the listener only enqueues into a bounded queue (each hand-off as one list); the worker applies the
+changes to the case store in order, in chunks (in `citywatch up` through a child process:
+processors/cases/intake_process.py). In `citywatch up` a full queue drops the change (counted and logged, as the alert outputs do), so
 the processor never waits for the database. The api role's violations reader can wait instead
 (`wait_when_full`): the topic keeps the changes, and its reader only falls behind. It calls `barrier()`,
 which waits until everything enqueued so far is applied, before it commits its offsets, so a restart
@@ -127,13 +128,14 @@ class CaseIntake:
         """Return once every change enqueued before the call has been applied (or failed); raise
         IntakeStopped when the intake gave up on changes at a stop (the store was still unreachable), so
         that the caller does not commit the offsets of changes the cases never took."""
-        if self._thread is not None:
+        worker = self._thread
+        if worker is not None:
             with self._changed:
                 target = self._enqueued
                 self._barriers += 1
                 self._hurry.set()
                 try:
-                    while self._done < target and self._thread is not None and self._thread.is_alive():
+                    while self._done < target and worker.is_alive():
                         self._changed.wait(0.5)
                 finally:
                     self._barriers -= 1
