@@ -15,7 +15,7 @@ from core.metrics import Metrics
 from core.models import Violation, ViolationStatus
 from core.settings import RelationalSettings, Settings
 from processors.cases.intake import CaseIntake
-from processors.cases.intake_process import CaseIntakeProcess
+from processors.cases.intake_process import CaseIntakeProcess, CaseIntakeProcessError
 from processors.cases.model import CaseState
 from processors.cases.routing import CaseRouter
 from processors.cases.service import CaseService
@@ -234,3 +234,15 @@ def process_alive(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_child_that_cannot_open_the_case_store_fails_the_start(service: CaseService,
+                                                                 tmp_path: Path) -> None:
+    not_a_directory = tmp_path / "data"
+    not_a_directory.write_text("a file where the data directory should be")
+    settings = Settings.model_validate({"cases": SETTINGS.model_dump(mode="json"),
+                                        "store": {"data_dir": str(not_a_directory)}})
+    intake = CaseIntakeProcess(service, settings, not_a_directory)
+    with pytest.raises(CaseIntakeProcessError) as refused:
+        intake.start()
+    assert str(refused.value).startswith("the case intake process exited at start (exit code 1)")
