@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import threading
 from collections.abc import Sequence
 from typing import Any, Final
@@ -42,6 +43,7 @@ _NUMBER_SQL: Final = (
     "COALESCE(suspended_since_ms, -1)", "CASE WHEN state = 'suspended' THEN 1 ELSE 0 END")
 _KEPT: Final = _NUMBERS[2:] + _LEVELS
 Int64s = npt.NDArray[np.int64]
+log = logging.getLogger(__name__)
 # The snapshot's layout; a snapshot of another format is ignored (the first read then reads every row).
 SNAPSHOT_FORMAT: Final = 1
 # Stored narrower than in memory (counts and group codes fit 32 bits, the flag 8): a smaller row to read.
@@ -114,16 +116,21 @@ class EvaluationColumns:
             snapshot_format, seen_seq, layout_text, blob = int(row[0]), int(row[1]), row[2], row[3]
         if snapshot_format != SNAPSHOT_FORMAT:
             return
-        layout = json.loads(layout_text)
-        rows, arrays, offset = int(layout["rows"]), {}, 0
-        for name, dtype_text in layout["columns"]:
-            dtype = np.dtype(dtype_text)
-            arrays[name] = np.frombuffer(blob, dtype=dtype, count=rows, offset=offset)
-            offset += rows * dtype.itemsize
-        self._present = arrays["present"].astype(bool)  # copies: the columns are written in place later
-        self._columns = {name: arrays[name].astype(np.int64) for name in _KEPT}
-        names = layout["names"]
-        self._codes = {level: {name: code for code, name in enumerate(names[level])} for level in _LEVELS}
+        try:
+            layout = json.loads(layout_text)
+            rows, arrays, offset = int(layout["rows"]), {}, 0
+            for name, dtype_text in layout["columns"]:
+                dtype = np.dtype(dtype_text)
+                arrays[name] = np.frombuffer(blob, dtype=dtype, count=rows, offset=offset)
+                offset += rows * dtype.itemsize
+            present = arrays["present"].astype(bool)  # copies: the columns are written in place later
+            columns = {name: arrays[name].astype(np.int64) for name in _KEPT}
+            codes = {level: {name: code for code, name in enumerate(layout["names"][level])}
+                     for level in _LEVELS}
+        except (ValueError, KeyError, TypeError) as exc:  # a cache: without it, every row is read
+            log.warning("cases: the evaluation snapshot could not be read (%s); reading every case", exc)
+            return
+        self._present, self._columns, self._codes = present, columns, codes
         self._seen_seq = self._snapshot_seq = seen_seq
 
     def columns(self, from_ms: int, to_ms: int, now_ms: int) -> CaseColumns:
@@ -147,8 +154,8 @@ class EvaluationColumns:
 
     def _refresh(self) -> None:
         if not self._started:
-            self._started = True
             self._load_snapshot()
+            self._started = True  # only once it was read (or found missing): a failed read is tried again
         if self._seen_seq == 0 and isinstance(self._db, PostgresDatabase):
             self._apply(*self._postgres_copy())
         rows = self._db.execute(

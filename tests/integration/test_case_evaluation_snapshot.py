@@ -5,6 +5,7 @@ format is ignored."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from processors.cases.model import CaseState
 from processors.cases.routing import CaseRouter
 from processors.cases.service import CaseService, NewCase
 from processors.cases.states import TransitionRequest
+from store.case_columns import SNAPSHOT_FORMAT
 from store.cases import CaseQuery, CaseStore
 
 DAY_MS = 86_400_000
@@ -119,8 +121,9 @@ def test_a_replica_never_replaces_a_newer_snapshot_with_an_older_one(
     assert figures(opened(stores, relational, tmp_path)) == figures(ahead)
 
 
-def test_a_snapshot_of_another_format_is_ignored(stores: list[CaseStore], relational: RelationalSettings,
-                                                 tmp_path: Path) -> None:
+def test_a_snapshot_of_another_format_or_unreadable_is_ignored(
+        stores: list[CaseStore], relational: RelationalSettings, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
     clock = Clock()
     first = opened(stores, relational, tmp_path)
     service = CaseService(first, CaseRouter(CaseSettings(), "Asia/Shanghai"), now_ms=clock)
@@ -128,3 +131,10 @@ def test_a_snapshot_of_another_format_is_ignored(stores: list[CaseStore], relati
     assert first.checkpoint_evaluation(min_changes=1)
     first._db.execute("UPDATE case_column_snapshot SET format = 99, columns = ?", (b"not columns",))
     assert figures(opened(stores, relational, tmp_path)) == figures(first)
+    # Of this format but unreadable (cut short): ignored as well, with a warning.
+    first._db.execute("UPDATE case_column_snapshot SET format = ?, columns = ?",
+                      (SNAPSHOT_FORMAT, b"cut short"))
+    with caplog.at_level(logging.WARNING, logger="store.case_columns"):
+        assert figures(opened(stores, relational, tmp_path)) == figures(first)
+    assert [r.getMessage().split(" (")[0] for r in caplog.records] == [
+        "cases: the evaluation snapshot could not be read"]
