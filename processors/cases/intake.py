@@ -3,12 +3,12 @@
 The feed calls listeners on the publishing thread (the processor's, or the api role's topic reader), so
 the listener only enqueues into a bounded queue (each hand-off as one list); the worker applies the
 changes to the case store in order, in chunks (in `citywatch up` through a child process:
-processors/cases/intake_process.py). In `citywatch up` a full queue drops the change (counted and logged, as the alert outputs do), so
-the processor never waits for the database. The api role's violations reader can wait instead
-(`wait_when_full`): the topic keeps the changes, and its reader only falls behind. It calls `barrier()`,
-which waits until everything enqueued so far is applied, before it commits its offsets, so a restart
-never skips a change the cases had not taken yet; the barrier raises when the intake gave changes up at a
-stop, so their offsets are not committed either.
+processors/cases/intake_process.py). In `citywatch up` a full queue drops the change (counted and
+logged, as the alert outputs do), so the processor never waits for the database. The api role's
+violations reader can wait instead (`wait_when_full`): the topic keeps the changes, and its reader only
+falls behind. It calls `barrier()`, which waits until everything enqueued so far is applied, before it
+commits its offsets, so a restart never skips a change the cases had not taken yet; the barrier raises
+when the intake gave changes up at a stop, so their offsets are not committed either.
 """
 
 from __future__ import annotations
