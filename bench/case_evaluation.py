@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from core.settings import RelationalKind, RelationalSettings
-from processors.cases.evaluation import NEVER_MS, CaseColumns, CaseRecord, evaluate
+from processors.cases.evaluation import NEVER_MS, CaseColumns, CaseRecord, Evaluation, evaluate
 from processors.cases.model import CaseState
 from store.cases import CaseQuery, CaseStore
 from store.relational import PostgresDatabase, SqliteDatabase
@@ -95,8 +95,9 @@ def store_rows(columns: CaseColumns) -> Iterator[tuple[object, ...]]:
 
 
 @contextmanager
-def filled_store(kind: str, columns: CaseColumns) -> Iterator[CaseStore]:
-    """A case store holding the generated cases (written in bulk, not case by case)."""
+def filled_store(kind: str, columns: CaseColumns) -> Iterator[tuple[CaseStore, Callable[[], CaseStore]]]:
+    """A case store holding the generated cases (written in bulk, not case by case), and a way to open
+    the same database again, as another api process would."""
     sql = (f"INSERT INTO cases ({', '.join(_INSERT_COLUMNS)}) "
            f"VALUES ({', '.join('?' for _ in _INSERT_COLUMNS)})")
     with tempfile.TemporaryDirectory(prefix="citywatch-bench-") as directory:
@@ -107,7 +108,7 @@ def filled_store(kind: str, columns: CaseColumns) -> Iterator[CaseStore]:
             with database.transaction():
                 database.connection.executemany(sql, store_rows(columns))
             try:
-                yield store
+                yield store, lambda: CaseStore.open(RelationalSettings(), Path(directory))
             finally:
                 store.close()
             return
@@ -115,8 +116,9 @@ def filled_store(kind: str, columns: CaseColumns) -> Iterator[CaseStore]:
 
         server = PostgresServer().start()
         try:
-            store = CaseStore.open(RelationalSettings(kind=RelationalKind.POSTGRESQL,
-                                                      postgresql=server.create_database()), Path(directory))
+            relational = RelationalSettings(kind=RelationalKind.POSTGRESQL,
+                                            postgresql=server.create_database())
+            store = CaseStore.open(relational, Path(directory))
             database = store._db
             assert isinstance(database, PostgresDatabase)
             with database._pool.connection() as connection, connection.cursor() as cursor, \
@@ -125,7 +127,7 @@ def filled_store(kind: str, columns: CaseColumns) -> Iterator[CaseStore]:
                     copy.write_row(row)
             database.execute("ANALYZE cases")
             try:
-                yield store
+                yield store, lambda: CaseStore.open(relational, Path(directory))
             finally:
                 store.close()
         finally:
@@ -183,10 +185,10 @@ def through_store(args: argparse.Namespace) -> None:
     month_from = YEAR_FROM_MS + 181 * DAY_MS
     print(f"python {platform.python_version()}, numpy {np.__version__}, {args.cases:,} cases in {args.store}")
     started = time.perf_counter()
-    with filled_store(args.store, columns) as store:
+    with filled_store(args.store, columns) as (store, reopen):
         print(f"written in {time.perf_counter() - started:.0f} s")
         walls, cpus = timed(lambda: store.evaluation_columns(YEAR_FROM_MS, year_to, year_to), 1)
-        print(f"first read of every case (once per api process): {summary(walls, cpus)}")
+        print(f"first read of every case, without a snapshot: {summary(walls, cpus)}")
         for label, start, end in (("year", YEAR_FROM_MS, year_to),
                                   ("month", month_from, month_from + 31 * DAY_MS)):
             def run(s: int = start, e: int = end) -> object:
@@ -205,6 +207,27 @@ def through_store(args: argparse.Namespace) -> None:
         walls, cpus = timed(lambda: evaluate(store.evaluation_columns(YEAR_FROM_MS, year_to, year_to),
                                              YEAR_FROM_MS, year_to), 1)
         print(f"year after 3,000 changes: {summary(walls, cpus)}")
+        walls, cpus = timed(lambda: store.checkpoint_evaluation(1), 1)
+        print(f"snapshot stored: {summary(walls, cpus)}")
+        # Another process (a restart, a new replica): the snapshot, then a day of changes written after it.
+        worked = store.query(CaseQuery(states=[CaseState.IN_PROGRESS], limit=3000)).items
+        with store.transaction() as tx:
+            for case in worked:
+                tx.update(dataclasses.replace(case, state=CaseState.CLOSED, closed_time_ms=year_to - 2), [])
+        expected = evaluate(store.evaluation_columns(YEAR_FROM_MS, year_to, year_to), YEAR_FROM_MS, year_to)
+        for label in ("first evaluation of a new process (snapshot + 3,000 changes since)",
+                      "the same, again"):
+            def first_evaluation() -> Evaluation:
+                other = reopen()
+                try:
+                    return evaluate(other.evaluation_columns(YEAR_FROM_MS, year_to, year_to),
+                                    YEAR_FROM_MS, year_to)
+                finally:
+                    other.close()
+
+            walls, cpus = timed(first_evaluation, 1)
+            assert first_evaluation().city == expected.city, "the figures from the snapshot differ"
+            print(f"{label}: {summary(walls, cpus)}")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from core.case_settings import CaseSettings
 from core.models import Evidence, Location, Severity, Violation, ViolationStatus
 from core.settings import DeviceSettings, PostgresSettings, RelationalKind, RelationalSettings, Settings
 from processors.cases.intake import CaseIntake
+from processors.cases.intake_process import CaseIntakeProcess
 from processors.cases.routing import CaseRouter
 from processors.cases.service import CaseService
 from processors.outputs.feed import FeedEntry
@@ -234,7 +235,7 @@ def run_pipeline(events: int, routed: bool, workload: str) -> dict[str, Any]:
             assert clock.first_ns is not None and clock.last_ns is not None
             stored_s = (clock.last_ns - clock.first_ns) / 1e9
             intake = runtime.alerts.case_intake
-            queued_at_end = intake._queue.qsize() if intake is not None else 0  # not yet taken by the cases
+            queued_at_end = intake.queued() if intake is not None else 0  # not yet taken by the cases
             if intake is not None:
                 intake.barrier()
             cpu_after = resource.getrusage(resource.RUSAGE_SELF)
@@ -253,12 +254,19 @@ def run_pipeline(events: int, routed: bool, workload: str) -> dict[str, Any]:
 
 
 def thread_cpu_s(intake: CaseIntake | None) -> float:
-    """CPU time (user and system) of the intake's worker thread so far, from /proc (Linux)."""
+    """CPU time (user and system) of the intake's worker thread so far, and of its child process where
+    it has one (`citywatch up`: CaseIntakeProcess), from /proc (Linux)."""
     thread = intake._thread if intake is not None else None
     if thread is None or thread.native_id is None:
         return 0.0
-    fields = Path(f"/proc/self/task/{thread.native_id}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    paths = [Path(f"/proc/self/task/{thread.native_id}/stat")]
+    if isinstance(intake, CaseIntakeProcess) and intake.child_pid is not None:
+        paths.append(Path(f"/proc/{intake.child_pid}/stat"))
+    total = 0.0
+    for path in paths:
+        fields = path.read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return total
 
 
 def pipeline_part(args: argparse.Namespace) -> list[dict[str, Any]]:

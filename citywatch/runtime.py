@@ -76,7 +76,7 @@ class EmbeddedRuntime:
                              time_zone=settings.traffic.time_zone)
         self.rate = RateMeter()
         self.metrics.events_per_second.labels("up").set_function(self.rate.rate)
-        self.alerts = AlertComponents(settings, self.data_dir)
+        self.alerts = AlertComponents(settings, self.data_dir, case_intake_process=True)
         # Dispatch plans, in the relational database with the cases (docs/dispatch.md).
         self.dispatch = PlanBoard.open(settings.dispatch, settings.relational, self.data_dir)
         self.worker = ProcessorWorker(self.bus.consumer(), self.engine, self.store, self.metrics,
@@ -100,6 +100,7 @@ class EmbeddedRuntime:
         if self.mqtt_url is None:
             self.mqtt_url = self._start_embedded_broker()
         self.alerts.start(self.mqtt_url)
+        self.alerts.reconcile_cases(self.store)
         self.worker.start()
         normalizer = Normalizer(self.settings.ingest, self.settings.mqtt.max_payload_bytes, self.registry,
                                 partial(build_codec, devices=self.registry,

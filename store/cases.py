@@ -113,6 +113,13 @@ CREATE TABLE IF NOT EXISTS case_events (
     published_ms     {int}
 );
 CREATE INDEX IF NOT EXISTS case_events_unpublished ON case_events (seq) WHERE published_ms IS NULL;
+CREATE TABLE IF NOT EXISTS case_column_snapshot (
+    id               INTEGER PRIMARY KEY,
+    format           INTEGER NOT NULL,
+    seen_seq         {int} NOT NULL,
+    layout           TEXT NOT NULL,
+    columns          {blob} NOT NULL
+);
 """
 # Version 2: (column, SQLite type, PostgreSQL type) added to a version 1 `cases` table.
 _ADDED_COLUMNS: Final = (
@@ -134,8 +141,8 @@ _SLA_INDEXES: Final = (
     "CREATE INDEX IF NOT EXISTS cases_warning_due ON cases (warning_ms) WHERE warning_signalled_ms IS NULL",
     "CREATE INDEX IF NOT EXISTS cases_breach_due ON cases (deadline_ms) WHERE breach_signalled_ms IS NULL",
 )
-SCHEMA: Final = Schema("cases", _TABLES.format(int="INTEGER", real="REAL"),
-                       _TABLES.format(int="BIGINT", real="DOUBLE PRECISION"))
+SCHEMA: Final = Schema("cases", _TABLES.format(int="INTEGER", real="REAL", blob="BLOB"),
+                       _TABLES.format(int="BIGINT", real="DOUBLE PRECISION", blob="BYTEA"))
 
 _CASE_COLUMNS: Final = (
     "case_id", "type", "state", "priority", "verify", "origin", "created_by", "created_time_ms",
@@ -230,8 +237,13 @@ class CaseTransaction:
             "ON CONFLICT (violation_id) DO NOTHING", (violation_id, case_id, now_ms)).rowcount == 1
 
     def is_linked(self, violation_id: str) -> bool:
-        return self._tx.execute("SELECT 1 FROM case_violations WHERE violation_id = ?",
-                                (violation_id,)).one() is not None
+        return self.case_of(violation_id) is not None
+
+    def case_of(self, violation_id: str) -> str | None:
+        """The id of the case the violation belongs to, if any."""
+        row = self._tx.execute("SELECT case_id FROM case_violations WHERE violation_id = ?",
+                               (violation_id,)).one()
+        return str(row[0]) if row is not None else None
 
     def clear_violation(self, violation_id: str, now_ms: int) -> str | None:
         """The case of a violation that cleared just now; None when it has none or cleared before."""
@@ -485,12 +497,23 @@ class CaseStore:
                 "WHERE published_ms IS NULL AND (lease_until_ms IS NULL OR lease_until_ms <= ?) "
                 "ORDER BY seq LIMIT ?",
                 (now_ms, limit)).rows
-            events = [StoredCaseEvent(seq=row[0], kind=row[1], case=_case_from_row(tuple(json.loads(row[2]))),
-                                      due_ms=row[3], signalled_ms=row[4]) for row in rows]
+            events = [_stored_event(row) for row in rows]
             for chunk in _seq_chunks([event.seq for event in events]):
                 tx.execute(f"UPDATE case_events SET lease_owner = ?, lease_until_ms = ? "
                            f"WHERE seq IN ({_marks(chunk)})", (owner, now_ms + lease_ms, *chunk))
         return events
+
+    def events_after(self, seq: int, limit: int) -> list[StoredCaseEvent]:
+        """The outbox's events numbered after `seq`, oldest first, published or not (committed claims:
+        numbers become visible in order)."""
+        rows = self._db.execute("SELECT seq, kind, case_row, due_ms, signalled_ms FROM case_events "
+                                "WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)).rows
+        return [_stored_event(row) for row in rows]
+
+    def last_event_seq(self) -> int:
+        """The number of the newest event in the outbox (0 when there is none)."""
+        row = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM case_events").one()
+        return int(row[0]) if row is not None else 0
 
     def events_published(self, owner: str, seqs: Sequence[int], now_ms: int) -> None:
         """The leased events were handed to the feed; the oldest published ones beyond
@@ -514,6 +537,16 @@ class CaseStore:
     def unpublished_events(self) -> int:
         row = self._db.execute("SELECT COUNT(*) FROM case_events WHERE published_ms IS NULL").one()
         return int(row[0]) if row is not None else 0
+
+    def linked_violations(self) -> int:
+        """How many violations belong to cases."""
+        row = self._db.execute("SELECT COUNT(*) FROM case_violations").one()
+        return int(row[0]) if row is not None else 0
+
+    def uncleared_violation_ids(self) -> list[str]:
+        """The violations in cases whose clearing has not reached their case."""
+        return [str(row[0]) for row in self._db.execute(
+            "SELECT violation_id FROM case_violations WHERE cleared_time_ms IS NULL").rows]
 
     def history(self, case_id: str) -> list[HistoryEntry]:
         rows = self._db.execute(f"SELECT {', '.join(_HISTORY_COLUMNS)} FROM case_history WHERE case_id = ? "
@@ -559,11 +592,22 @@ class CaseStore:
         return self._evaluation.columns(from_ms, to_ms, now_ms)
 
     def warm_evaluation(self) -> None:
-        """The evaluation's first read of every case, done ahead of the first request (at start-up)."""
+        """The evaluation's first read of the cases, done ahead of the first request (at start-up)."""
         self._evaluation.warm()
+
+    def checkpoint_evaluation(self, min_changes: int = 100_000) -> bool:
+        """Store a snapshot of the evaluation's columns when `min_changes` cases were written since the
+        newest (store/case_columns.py); whether one was stored."""
+        return self._evaluation.checkpoint(min_changes)
 
     def close(self) -> None:
         self._db.close()
+
+
+def _stored_event(row: tuple[Any, ...]) -> StoredCaseEvent:
+    seq, kind, case_row, due_ms, signalled_ms = row
+    return StoredCaseEvent(seq=seq, kind=kind, case=_case_from_row(tuple(json.loads(case_row))),
+                           due_ms=due_ms, signalled_ms=signalled_ms)
 
 
 def _seq_chunks(seqs: Sequence[int]) -> Iterator[list[int]]:
@@ -650,14 +694,32 @@ def _case_row(case: Case) -> tuple[Any, ...]:
             case.suspended_since_ms)
 
 
+_STATES: Final = {state.value: state for state in CaseState}
+_PRIORITIES: Final = {priority.value: priority for priority in CasePriority}
+_VERIFICATIONS: Final = {verify.value: verify for verify in Verification}
+_ORIGINS: Final = {origin.value: origin for origin in CaseOrigin}
+_RESOLUTIONS: Final = {resolution.value: resolution for resolution in Resolution}
+
+
 def _case_from_row(row: tuple[Any, ...]) -> Case:
+    """The case of a row, its enums looked up by value; built like model.replaced builds a copy (the
+    dataclass constructor's checks cost more than the rest when the intake reads hundreds of cases a
+    second). A value the enums do not know raises ValueError, as the constructor would."""
     data = dict(zip(_CASE_COLUMNS, row, strict=True))
-    return Case(**{
-        **data, "state": CaseState(data["state"]), "priority": CasePriority(data["priority"]),
-        "verify": Verification(data["verify"]), "origin": CaseOrigin(data["origin"]),
-        "resolution": Resolution(data["resolution"]) if data["resolution"] is not None else None,
-        "suspended_from": CaseState(data["suspended_from"]) if data["suspended_from"] is not None else None,
-    })
+    try:
+        data["state"] = _STATES[data["state"]]
+        data["priority"] = _PRIORITIES[data["priority"]]
+        data["verify"] = _VERIFICATIONS[data["verify"]]
+        data["origin"] = _ORIGINS[data["origin"]]
+        if data["resolution"] is not None:
+            data["resolution"] = _RESOLUTIONS[data["resolution"]]
+        if data["suspended_from"] is not None:
+            data["suspended_from"] = _STATES[data["suspended_from"]]
+    except KeyError as exc:
+        raise ValueError(f"case {row[0]!r} has an unknown value {exc.args[0]!r}") from None
+    case = object.__new__(Case)
+    case.__dict__.update(data)
+    return case
 
 
 def _entry_from_row(row: tuple[Any, ...]) -> HistoryEntry:

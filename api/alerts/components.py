@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from api.access.control import AccessControl
@@ -15,9 +15,11 @@ from api.alerts.webhooks.dispatcher import WebhookDispatcher
 from api.alerts.webhooks.store import WebhookStore
 from api.violation_actions import ViolationActions
 from api.violation_types import known_violation_types
+from core.models import Violation, ViolationStatus
 from core.settings import Settings
 from ingest.geo import GeoTagger
 from processors.cases.intake import CaseIntake
+from processors.cases.intake_process import CaseIntakeProcess
 from processors.cases.routing import CaseRouter
 from processors.cases.service import CaseService
 from processors.cases.sla import CaseSlaEvent, SlaSignals
@@ -25,16 +27,26 @@ from processors.outputs.feed import ViolationFeed
 from processors.outputs.kafka_out import KafkaViolationOutput
 from processors.outputs.mqtt_out import MqttViolationOutput
 from processors.outputs.queued import QueuedOutput
+from store.base import Store, ViolationQuery
 from store.cases import CaseStore
 from store.open311 import Open311Store
 
 log = logging.getLogger(__name__)
 
+# A new snapshot of the evaluation's columns (store/case_columns.py) is stored when this many cases were
+# written since the last one, looked at this often: the first read of a process then reads at most about
+# this many rows beyond the snapshot.
+EVALUATION_SNAPSHOT_CHANGES = 50_000
+EVALUATION_SNAPSHOT_INTERVAL_S = 60.0
+
 
 class AlertComponents:
     def __init__(self, settings: Settings, data_dir: Path, *, feed: ViolationFeed | None = None,
-                 owns: Callable[[str], bool] | None = None, shared_store: bool = False) -> None:
-        """`owns`, `shared_store`: for api replicas that split the deliveries (api/alerts/kafka_feed.py)."""
+                 owns: Callable[[str], bool] | None = None, shared_store: bool = False,
+                 case_intake_process: bool = False) -> None:
+        """`owns`, `shared_store`: for api replicas that split the deliveries (api/alerts/kafka_feed.py).
+        `case_intake_process`: the case intake applies violation changes in a child process, off the
+        interpreter that runs the pipeline (`citywatch up`: processors/cases/intake_process.py)."""
         self.settings = settings
         alerts = settings.alerts
         self.feed = feed if feed is not None else ViolationFeed(alerts.feed_retention)
@@ -61,15 +73,19 @@ class AlertComponents:
         # Without routes no violation opens a case: cases are then only made through the API.
         # Shared (the api replicas of the Kafka set-up): the violations topic holds what waits, so the
         # topic's reader waits for the cases rather than dropping a change.
-        self.case_intake = (CaseIntake(self.cases, wait_when_full=shared_store) if self.cases.router.enabled
-                            else None)
+        self.case_intake: CaseIntake | None = None
+        if self.cases.router.enabled:
+            self.case_intake = (CaseIntakeProcess(self.cases, settings, data_dir) if case_intake_process
+                                else CaseIntake(self.cases, wait_when_full=shared_store))
         if self.case_intake is not None:
             self.feed.add_listener(self.case_intake)
-        # Warning times and deadlines reached go out on the feed(s) as case events; the Kafka set-up adds
-        # its stream feed, so that this replica's SSE and WebSocket clients see them too.
+        # Warning times and deadlines reached go out on the feed as case events. (The Kafka set-up's api
+        # replicas stream them from the case store instead: api/alerts/case_event_relay.py.)
         self.case_event_feeds = [self.feed]
         # Claimed events wait in the cases' outbox until handed to the feeds (docs/cases.md, "Delivery of
         # SLA events"): one claimed just before a crash goes out after the restart, or from another replica.
+        self._stopping = threading.Event()
+        self._evaluation_keeper: threading.Thread | None = None
         self.sla_signals = SlaSignals(self.cases.claim_sla_signals,
                                       lambda: self.cases.publish_case_events(self._publish_case_events),
                                       interval_s=settings.cases.sla_check_interval_s)
@@ -101,21 +117,51 @@ class AlertComponents:
             log.info("violation changes published to MQTT %s under %s/", url, out.topic_prefix)
         # Last: the outputs listen before the first case event goes out.
         self.sla_signals.start()
-        # A year of a city's cases takes seconds to read the first time; read them now, off the startup
-        # path, so that the first evaluation asked for answers as fast as the later ones.
-        threading.Thread(target=self._warm_evaluation, name="case-evaluation-warm-up", daemon=True).start()
+        # The evaluation's columns: read now, off the startup path (from the stored snapshot and what
+        # changed since), and a new snapshot stored now and then, so that the first evaluation of this
+        # process, or of the next one, answers as fast as the later ones.
+        self._evaluation_keeper = threading.Thread(target=self._keep_evaluation, name="case-evaluation",
+                                                   daemon=True)
+        self._evaluation_keeper.start()
 
-    def _warm_evaluation(self) -> None:
+    def reconcile_cases(self, violations: Store) -> None:
+        """`citywatch up`, at start, before the processor publishes: the violation changes the cases may
+        have missed (queued when the process was killed, dropped by a full queue) re-derived from the
+        violation store (CaseService.reconcile). A failure is logged: the cases then miss them."""
+        if self.case_intake is None:
+            return
+        started = time.monotonic()
+        try:
+            linked, cleared = self.cases.reconcile(_open_violations(violations), violations.get_violation)
+        except Exception as exc:
+            log.warning("cases: the open violations could not be checked against the cases: %s", exc)
+            return
+        if linked or cleared:
+            log.warning("cases: %d violations missing from cases and %d missed clearings applied from the "
+                        "violation store (in %.1f s)", linked, cleared, time.monotonic() - started)
+
+    def _keep_evaluation(self) -> None:
         started = time.monotonic()
         try:
             self.case_store.warm_evaluation()
         except Exception as exc:  # a store down or closed at a stop: the first evaluation reads them instead
             log.warning("cases: the evaluation could not read the cases ahead: %s", exc)
-            return
-        log.info("cases: evaluation columns read in %.1f s", time.monotonic() - started)
+        else:
+            log.info("cases: evaluation columns read in %.1f s", time.monotonic() - started)
+        while True:
+            try:
+                if self.case_store.checkpoint_evaluation(EVALUATION_SNAPSHOT_CHANGES):
+                    log.info("cases: evaluation snapshot stored")
+            except Exception as exc:  # the next pass tries again; the snapshot is only a cache
+                log.warning("cases: the evaluation snapshot could not be stored: %s", exc)
+            if self._stopping.wait(EVALUATION_SNAPSHOT_INTERVAL_S):
+                return
 
     def stop(self) -> None:
         """After the processor stopped: what it published last is still sent."""
+        self._stopping.set()
+        if self._evaluation_keeper is not None:
+            self._evaluation_keeper.join(timeout=30)  # a snapshot being written finishes first
         self.sla_signals.stop()
         for output in (self.mqtt, self.kafka):
             if output is not None:
@@ -128,3 +174,14 @@ class AlertComponents:
         self.open311.close()
         self.case_store.close()
         self.access.close()
+
+
+def _open_violations(violations: Store) -> Iterator[Violation]:
+    cursor: str | None = None
+    while True:
+        page = violations.query_violations(ViolationQuery(status=ViolationStatus.OPEN, limit=1000,
+                                                          cursor=cursor))
+        yield from page.items
+        if page.next_cursor is None:
+            return
+        cursor = page.next_cursor

@@ -32,6 +32,7 @@ from typing import Any
 
 import msgspec
 
+from api.alerts.case_event_relay import CaseEventRelay
 from api.alerts.components import AlertComponents
 from api.services import ComponentStatus
 from core.models import Violation
@@ -96,7 +97,10 @@ class KafkaAlerts:
         # Webhooks and the outputs hang off the dispatch feed: once per change across the replicas.
         self.components = AlertComponents(settings, data_dir, feed=dispatch_feed, owns=self.owns,
                                           shared_store=True)
-        self.components.case_event_feeds.append(self.stream_feed)
+        # SLA events reach this replica's streams from the shared case store, whichever replica claimed
+        # and published them (api/alerts/case_event_relay.py).
+        self.case_events = CaseEventRelay(self.components.case_store, self.stream_feed,
+                                          settings.cases.sla_check_interval_s)
         self._stream_decoder = _Decoder(topic)
         self._dispatch_decoder = _Decoder(topic)
         self.streams = TopicReader(kafka, topic, self._stream, client_id=f"{client_id}-streams", start="end")
@@ -131,12 +135,15 @@ class KafkaAlerts:
     def start(self, mqtt_url: str | None) -> None:
         """`mqtt_url`: the ingest broker, where the MQTT alert output publishes unless it has its own."""
         self.components.start(mqtt_url)
+        self.case_events.poll()  # from here on
+        self.case_events.start()
         self.streams.start()
         self.dispatch.start()
 
     def stop(self) -> None:
         self.dispatch.stop()
         self.streams.stop()
+        self.case_events.stop()
         self.components.stop()
 
     def readiness(self) -> list[ComponentStatus]:

@@ -27,6 +27,7 @@ from api.links import http_url
 from api.params import CursorParam, FromParam, LimitParam, ToParam, time_range_ms
 from api.personal_data import PersonalData
 from api.problems import (
+    CONFLICT,
     ILLEGAL_TRANSITION,
     NOT_FOUND,
     UNAVAILABLE,
@@ -37,10 +38,11 @@ from api.problems import (
 from api.schemas import LocationOut, ViolationOut
 from core.case_settings import CasePriority, Verification
 from core.masking import Masker, mask_data
+from core.models import Violation
 from processors.cases.calendar import SlaStatus
 from processors.cases.evaluation import Evaluation, evaluate
 from processors.cases.model import Case, CaseOrigin, CaseState, HistoryEntry, Resolution
-from processors.cases.service import CaseNotFound, CaseService, NewCase
+from processors.cases.service import CaseNotFound, CaseService, NewCase, ViolationInAnotherCase
 from processors.cases.sla import sla_status
 from processors.cases.states import TransitionRefused, TransitionRequest, allowed_from
 from store.cases import CaseQuery, InvalidCaseCursor
@@ -118,6 +120,10 @@ class CaseIn(StrictModel):
     district: str | None = Field(None, min_length=1)
     location: LocationIn | None = None
     photo_url: str | None = Field(None, description="A photo of what was reported (an evidence link).")
+    violation_ids: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=100,
+        description="Existing violations the case is about, by id: each must be one the store holds and "
+        "must belong to no other case. A cleared one joins as cleared; the case is verified by a person.")
 
     _url = field_validator("photo_url")(http_url)
 
@@ -279,17 +285,31 @@ def list_cases(
             "next_cursor": page.next_cursor}
 
 
-@router.post("", status_code=201, response_model=CaseDetail, summary="Make a case by hand")
+@router.post("", status_code=201, response_model=CaseDetail, summary="Make a case by hand",
+             responses={409: problem_response_doc("A violation in `violation_ids` belongs to another case "
+                                                  "(`conflict`)")})
 def create_case(body: CaseIn, key: CaseWriter, service: CasesDep, store: StoreDep,
                 access: AccessDep, connection: HTTPConnection) -> dict[str, Any]:
-    """A case made by hand has no violations: a person verifies it (`verify: person`)."""
+    """A case made by hand is verified by a person (`verify: person`); it may link existing violations
+    (`violation_ids`): an unknown id is a 422 naming it, one that belongs to another case a 409."""
     location = body.location
-    case = service.create(NewCase(
-        type=body.type, description=body.description, department=body.department, category=body.category,
-        priority=body.priority, grid=body.grid, district=body.district,
-        lat=location.lat if location is not None else None,
-        lon=location.lon if location is not None else None,
-        photo_url=body.photo_url), key.key_id)
+    violations: dict[str, Violation] = {}
+    for index, violation_id in enumerate(body.violation_ids):
+        if violation_id in violations:
+            continue  # named twice: linked once
+        violation = store.get_violation(violation_id)
+        if violation is None:
+            raise invalid(f"violation_ids.{index}", f"no violation {violation_id!r}", location="body")
+        violations[violation_id] = violation
+    try:
+        case = service.create(NewCase(
+            type=body.type, description=body.description, department=body.department,
+            category=body.category, priority=body.priority, grid=body.grid, district=body.district,
+            lat=location.lat if location is not None else None,
+            lon=location.lon if location is not None else None,
+            photo_url=body.photo_url), key.key_id, list(violations.values()))
+    except ViolationInAnotherCase as exc:
+        raise ProblemError(CONFLICT, str(exc)) from exc
     return _shown_detail(service, store, case, key, access, connection)
 
 

@@ -41,6 +41,8 @@ class WorkingCalendar:
         self._holidays = frozenset(settings.holidays)
         self._makeup = frozenset(settings.makeup_workdays)
         self._hours = LocalHours(self.time_zone, self._windows_on)
+        # add_working_ms without suspensions, per (amount, minute of the start): see _by_minute.
+        self._minutes: dict[tuple[int, int], tuple[int, int] | None] = {}
 
     @classmethod
     def every_minute(cls) -> WorkingCalendar:
@@ -104,12 +106,53 @@ class WorkingCalendar:
             raise ValueError(f"an amount of working time cannot be negative ({amount_ms} ms)")
         if amount_ms == 0:
             return start_ms
+        if not suspended:
+            return self._by_minute(start_ms, amount_ms)
+        return self._walk(start_ms, amount_ms, suspended)
+
+    def _walk(self, start_ms: int, amount_ms: int, suspended: Iterable[Suspension] = ()) -> int | None:
         remaining = amount_ms
         for start, end in self._running(start_ms, suspended):
             if end - start >= remaining:
                 return start + remaining
             remaining -= end - start
         return None
+
+    def _by_minute(self, start_ms: int, amount_ms: int) -> int:
+        """add_working_ms without suspensions, from what is known of the start's whole minute: every new
+        case asks it (a deadline and a warning time), and cases come in thousands a minute. Within a
+        minute [m, m + 1 min) the result is exact arithmetic on the minute's own result D(m) when
+        - the minute is all working time and so is [D(m), D(m) + 1 min): D(t) = D(m) + (t - m), or
+        - the minute has no working time at all: D(t) = D(m) (the clock starts at the same later instant).
+        Otherwise (a window starts or ends inside either minute) the walk answers it."""
+        minute = start_ms - start_ms % MINUTE_MS
+        key = (amount_ms, minute)
+        if key not in self._minutes:
+            if len(self._minutes) >= _CACHED_MINUTES:
+                self._minutes.clear()
+            self._minutes[key] = self._minute_rule(minute, amount_ms)
+        rule = self._minutes[key]
+        if rule is not None:
+            base, slope = rule
+            return base + slope * (start_ms - minute)
+        found = self._walk(start_ms, amount_ms)
+        assert found is not None  # no suspension: validation guarantees every week has working time
+        return found
+
+    def _minute_rule(self, minute: int, amount_ms: int) -> tuple[int, int] | None:
+        """(D(m), 1) or (D(m), 0) as _by_minute explains; None when neither holds."""
+        base = self._walk(minute, amount_ms)
+        assert base is not None
+        working = self.working_ms(minute, minute + MINUTE_MS)
+        if working == 0:
+            return base, 0
+        if working == MINUTE_MS and self.working_ms(base, base + MINUTE_MS) == MINUTE_MS:
+            return base, 1
+        return None
+
+
+# Minutes remembered by WorkingCalendar._by_minute (per amount): about a week of registrations.
+_CACHED_MINUTES = 20_000
 
 
 def _merged(suspended: Iterable[Suspension]) -> list[tuple[int, int]]:

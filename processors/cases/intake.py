@@ -1,20 +1,20 @@
 """Violation changes into cases, off the pipeline's thread: a feed listener with its own worker.
 
 The feed calls listeners on the publishing thread (the processor's, or the api role's topic reader), so
-the listener only enqueues into a bounded queue; the worker applies the changes to the case store in
-order. In `citywatch up` a full queue drops the change (counted and logged, as the alert outputs do), so
-the processor never waits for the database. The api role's violations reader can wait instead
-(`wait_when_full`): the topic keeps the changes, and its reader only falls behind. It calls `barrier()`,
-which waits until everything enqueued so far is applied, before it commits its offsets, so a restart
-never skips a change the cases had not taken yet; the barrier raises when the intake gave changes up at a
-stop, so their offsets are not committed either.
+the listener only enqueues into a bounded queue (each hand-off as one list); the worker applies the
+changes to the case store in order, in chunks (in `citywatch up` through a child process:
+processors/cases/intake_process.py). In `citywatch up` a full queue drops the change (counted and
+logged, as the alert outputs do), so the processor never waits for the database. The api role's
+violations reader can wait instead (`wait_when_full`): the topic keeps the changes, and its reader only
+falls behind. It calls `barrier()`, which waits until everything enqueued so far is applied, before it
+commits its offsets, so a restart never skips a change the cases had not taken yet; the barrier raises
+when the intake gave changes up at a stop, so their offsets are not committed either.
 """
 
 from __future__ import annotations
 
-import contextlib
+import collections
 import logging
-import queue
 import threading
 from collections.abc import Sequence
 
@@ -26,7 +26,6 @@ from store.relational import RelationalUnavailable
 
 log = logging.getLogger(__name__)
 
-_STOP = object()
 _BATCH = 500
 # After the first change of a chunk, the worker waits this long for more before applying it (unless a
 # barrier or a stop is waiting): a chunk costs a transaction and a few queries whatever its size, so at
@@ -45,8 +44,17 @@ class CaseIntake:
     def __init__(self, service: CaseService, capacity: int = 100_000, *,
                  wait_when_full: bool = False) -> None:
         self.service = service
+        self.capacity = capacity
         self._wait_when_full = wait_when_full
-        self._queue: queue.Queue[object] = queue.Queue(capacity)
+        # Hand-offs as the feed gave them (lists of changes), taken whole: the publishing thread pays one
+        # lock and one append per hand-off, not a queue operation per change.
+        self._handed: collections.deque[list[FeedEntry]] = collections.deque()
+        self._changed = threading.Condition()
+        self._queued = 0  # changes in `_handed`
+        self._enqueued = 0  # changes ever queued, and of those applied or failed: the barrier's counts
+        self._done = 0
+        self._stopping = False
+        self._barriers = 0  # barriers waiting: the worker does not wait to gather more meanwhile
         self._thread: threading.Thread | None = None
         self._giving_up = threading.Event()
         self._hurry = threading.Event()  # a barrier or a stop waits: apply what is queued now
@@ -58,31 +66,44 @@ class CaseIntake:
 
     def report_to(self, metrics: Metrics) -> None:
         self._metrics = metrics
-        metrics.case_intake_queue.set_function(self._queue.qsize)
+        metrics.case_intake_queue.set_function(self.queued)
 
-    def _count(self, outcome: str) -> None:
+    def queued(self) -> int:
+        """Changes handed over and not yet taken by the worker."""
+        return self._queued
+
+    def _count(self, outcome: str, amount: int = 1) -> None:
         if self._metrics is not None:
-            self._metrics.case_changes.labels(outcome).inc()
+            self._metrics.case_changes.labels(outcome).inc(amount)
 
     def __call__(self, entries: Sequence[FeedEntry]) -> None:
         may_take = self.service.router.may_take
-        for entry in entries:
-            violation = entry.violation
-            if violation is None:
-                continue  # a case event: made by the cases, nothing for them to apply
-            if violation.status is ViolationStatus.OPEN and not may_take(violation.type):
-                continue  # no route takes its type. A clearing is always queued: only the store knows
-                # whether its violation joined a case (under the routes of an earlier start, say).
-            if self._wait_when_full:
-                self._queue.put(entry)
-                continue
-            try:
-                self._queue.put_nowait(entry)
-            except queue.Full:
-                self.dropped += 1
-                self._count("dropped")
-                if self.dropped == 1 or self.dropped % 1000 == 0:
-                    log.warning("case intake queue full: %d violation changes dropped so far", self.dropped)
+        # A case event is made by the cases: nothing for them to apply. An opening whose type no route
+        # takes is left out; a clearing is always queued: only the store knows whether its violation
+        # joined a case (under the routes of an earlier start, say).
+        taken = [entry for entry in entries if entry.violation is not None
+                 and (entry.violation.status is not ViolationStatus.OPEN or may_take(entry.violation.type))]
+        while taken:
+            with self._changed:
+                room = self.capacity - self._queued
+                if room <= 0 and self._wait_when_full and not self._giving_up.is_set():
+                    self._changed.wait(1.0)
+                    continue
+                part, taken = taken[:max(0, room)], taken[max(0, room):]
+                if part:
+                    self._handed.append(part)
+                    self._queued += len(part)
+                    self._enqueued += len(part)
+                    if self._queued == len(part):
+                        self._changed.notify_all()  # the worker may be waiting for a first change
+                if not taken or self._wait_when_full:
+                    continue
+                dropped = len(taken)
+                taken = []
+            self.dropped += dropped
+            self._count("dropped", dropped)
+            if self.dropped == dropped or self.dropped // 1000 > (self.dropped - dropped) // 1000:
+                log.warning("case intake queue full: %d violation changes dropped so far", self.dropped)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="citywatch-cases", daemon=True)
@@ -94,8 +115,9 @@ class CaseIntake:
         if self._thread is None:
             return
         self._hurry.set()
-        with contextlib.suppress(queue.Full):  # full while the store is down: given up on below
-            self._queue.put(_STOP, timeout=timeout_s)
+        with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
         self._thread.join(timeout_s)
         if self._thread.is_alive():
             self._giving_up.set()
@@ -106,57 +128,74 @@ class CaseIntake:
         """Return once every change enqueued before the call has been applied (or failed); raise
         IntakeStopped when the intake gave up on changes at a stop (the store was still unreachable), so
         that the caller does not commit the offsets of changes the cases never took."""
-        if self._thread is not None:
-            self._hurry.set()
-            self._queue.join()
+        worker = self._thread
+        if worker is not None:
+            with self._changed:
+                target = self._enqueued
+                self._barriers += 1
+                self._hurry.set()
+                try:
+                    while self._done < target and worker.is_alive():
+                        self._changed.wait(0.5)
+                finally:
+                    self._barriers -= 1
         if self._giving_up.is_set():
             raise IntakeStopped("the case intake stopped before the case store took every change")
 
+    def _take(self) -> list[FeedEntry] | None:
+        """The next chunk, up to _BATCH changes (a hand-off larger than that is split); None at a stop
+        with nothing queued. After the first change of a chunk, waits up to GATHER_S for more unless a
+        barrier or a stop waits or a full chunk is queued already."""
+        with self._changed:
+            while not self._handed:
+                if self._stopping:
+                    return None
+                self._changed.wait()
+            gather = self._queued < _BATCH and not self._stopping and not self._barriers
+        if gather:
+            self._hurry.wait(GATHER_S)  # an event's wait sleeps: nothing polls meanwhile
+        self._hurry.clear()
+        chunk: list[FeedEntry] = []
+        with self._changed:
+            while self._handed and len(chunk) < _BATCH:
+                handed = self._handed[0]
+                room = _BATCH - len(chunk)
+                if len(handed) <= room:
+                    chunk.extend(self._handed.popleft())
+                else:
+                    chunk.extend(handed[:room])
+                    self._handed[0] = handed[room:]
+            self._queued -= len(chunk)
+            self._changed.notify_all()  # a reader waiting for room
+        return chunk
+
+    def _finished(self, count: int) -> None:
+        with self._changed:
+            self._done += count
+            self._changed.notify_all()
+
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
-            batch: list[FeedEntry] = []
-            stop = item is _STOP
-            if isinstance(item, FeedEntry):
-                batch.append(item)
-                if self._queue.qsize() < _BATCH:
-                    self._hurry.wait(GATHER_S)  # an event's wait sleeps: nothing polls meanwhile
-                self._hurry.clear()
-            taken = 1
-            while not stop and len(batch) < _BATCH:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                taken += 1
-                if more is _STOP:
-                    stop = True
-                elif isinstance(more, FeedEntry):
-                    batch.append(more)
-            self._apply(batch)
-            for _ in range(taken):
-                self._queue.task_done()
-            if stop:
-                return
             if self._giving_up.is_set():
                 self._give_up_queued()
                 return
+            chunk = self._take()
+            if chunk is None:
+                return
+            self._apply(chunk)
+            self._finished(len(chunk))
 
     def _give_up_queued(self) -> None:
         """At a stop that timed out: what is still queued is counted as failed and logged, not tried."""
-        given_up = 0
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(item, FeedEntry):
-                given_up += 1
-                self.failed += 1
-                self._count("failed")
-            self._queue.task_done()
+        with self._changed:
+            given_up = self._queued
+            self._handed.clear()
+            self._queued = 0
         if given_up:
+            self.failed += given_up
+            self._count("failed", given_up)
             log.error("cases: %d queued violation changes were given up on at stop", given_up)
+        self._finished(given_up)
 
     def _apply(self, batch: list[FeedEntry]) -> None:
         """The chunk in one transaction; when the store refuses it, one change at a time, so that only the
@@ -172,12 +211,22 @@ class CaseIntake:
 
     def _counted(self, entries: list[FeedEntry], outcome: str) -> None:
         if outcome == "applied":
-            self.applied += len(entries)
+            self._tally(len(entries), 0)
         else:
-            self.failed += len(entries)
+            self._tally(0, len(entries))
+
+    def _tally(self, applied: int, failed: int) -> None:
+        self.applied += applied
+        self.failed += failed
         if self._metrics is not None:
-            self._metrics.case_changes.labels("applied" if outcome == "applied" else "failed").inc(
-                len(entries))
+            if applied:
+                self._metrics.case_changes.labels("applied").inc(applied)
+            if failed:
+                self._metrics.case_changes.labels("failed").inc(failed)
+
+    def _wait_to_retry(self, seconds: float) -> None:
+        """Between two tries while the store is unreachable; returns early when the intake gives up."""
+        self._giving_up.wait(seconds)
 
     def _attempt(self, entries: list[FeedEntry]) -> str:
         """Apply the changes in one transaction; while the store is unreachable, retry (the queue fills
@@ -200,7 +249,7 @@ class CaseIntake:
                     return "given_up"
                 if backoff_s == RETRY_MIN_S:
                     log.warning("cases: %s; retrying", exc)
-                self._giving_up.wait(backoff_s)
+                self._wait_to_retry(backoff_s)
                 backoff_s = min(backoff_s * 2, RETRY_MAX_S)
             except Exception:
                 if len(entries) == 1:

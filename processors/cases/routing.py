@@ -52,6 +52,14 @@ class CaseRouter:
         self._types: frozenset[str] | None = (
             None if any(not route.match.types for route in settings.routes)
             else frozenset(t for route in settings.routes for t in route.match.types))
+        # The decision depends only on the type, the three tags and the local time of day, so it is
+        # remembered per (type, grid, district, department, part of the day): by the hour when every
+        # window starts and ends on the hour, else by the minute. The local minute of an epoch minute is
+        # remembered too (a time zone's offset only changes on a whole minute).
+        edges = [edge for compiled in self._routes for window in compiled.windows for edge in window]
+        self._day_part_minutes = 60 if all(edge % 60 == 0 for edge in edges) else 1
+        self._decisions: dict[tuple[str, str | None, str | None, str | None, int], CaseRoute | None] = {}
+        self._local_minutes: dict[int, int] = {}
 
     def may_take(self, case_type: str) -> bool:
         """Whether some route could take a violation of this type (its tags and time decide which)."""
@@ -73,7 +81,32 @@ class CaseRouter:
     def route_facts(self, case_type: str, tags: Mapping[str, str], time_ms: int) -> CaseRoute | None:
         """The first route taking a case of this type with these `grid`, `district` and `department` tags
         at this time (a violation's start, a citizen's report), or None."""
-        local = datetime.fromtimestamp(time_ms / 1000, UTC).astimezone(self._zone)
-        minute = local.hour * 60 + local.minute
-        return next((compiled.route for compiled in self._routes
-                     if compiled.matches(case_type, tags, minute)), None)
+        minute = self._local_minute(time_ms)
+        key = (case_type, tags.get("grid"), tags.get("district"), tags.get("department"),
+               minute // self._day_part_minutes)
+        try:
+            return self._decisions[key]
+        except KeyError:
+            pass
+        found = next((compiled.route for compiled in self._routes
+                      if compiled.matches(case_type, tags, minute)), None)
+        if len(self._decisions) >= _CACHED_DECISIONS:
+            self._decisions.clear()
+        self._decisions[key] = found
+        return found
+
+    def _local_minute(self, time_ms: int) -> int:
+        """Minutes after local midnight of the local time at `time_ms`."""
+        epoch_minute = time_ms // 60_000
+        minute = self._local_minutes.get(epoch_minute)
+        if minute is None:
+            local = datetime.fromtimestamp(epoch_minute * 60, UTC).astimezone(self._zone)
+            minute = local.hour * 60 + local.minute
+            if len(self._local_minutes) >= _CACHED_DECISIONS:
+                self._local_minutes.clear()
+            self._local_minutes[epoch_minute] = minute
+        return minute
+
+
+# Decisions and local minutes remembered (each a small tuple): cleared when full, refilled as needed.
+_CACHED_DECISIONS = 50_000

@@ -23,7 +23,7 @@ import dataclasses
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -34,7 +34,7 @@ from processors.cases.calendar import SlaPolicy
 from processors.cases.model import SLA_ACTOR, Case, CaseOrigin, CaseState, HistoryEntry, replaced
 from processors.cases.routing import CaseRouter, Routed
 from processors.cases.sla import CaseClock, CaseEventKind, CaseSlaEvent, suspensions_of
-from processors.cases.states import TransitionRequest, closed_by_sensor, transition
+from processors.cases.states import TransitionRefused, TransitionRequest, closed_by_sensor, transition
 from store.cases import CaseBatch, CaseStore, CaseTransaction, new_case_id
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,15 @@ EVENT_LEASE_MS: Final = 60_000
 
 class CaseNotFound(LookupError):
     pass
+
+
+class ViolationInAnotherCase(ValueError):
+    """A violation asked to join a case belongs to another one already (a violation joins one case)."""
+
+    def __init__(self, violation_id: str, case_id: str) -> None:
+        super().__init__(f"violation {violation_id} belongs to case {case_id} already")
+        self.violation_id = violation_id
+        self.case_id = case_id
 
 
 @dataclass(frozen=True)
@@ -152,20 +161,56 @@ class CaseService:
         tx.update(case, entries)
         return case if entries else None
 
+    def reconcile(self, open_violations: Iterable[Violation], stored: Callable[[str], Violation | None],
+                  chunk: int = 500) -> tuple[int, int]:
+        """The changes a restart may find missing, re-derived from the violation store (which holds every
+        change before the intake is handed it): those queued when `citywatch up` was killed, or dropped by
+        a full queue. Each violation still open is applied as an opening (one in a case already changes
+        nothing), and each membership not cleared whose violation the store has cleared as its clearing.
+        Run before the processor publishes again, so that no live change of the same violation comes
+        first. The violations newly linked to cases, and the clearings applied."""
+        linked_before = self.store.linked_violations()
+        pending: list[Violation] = []
+        for violation in open_violations:
+            if violation.status is ViolationStatus.OPEN and self.router.may_take(violation.type):
+                pending.append(violation)
+            if len(pending) >= chunk:
+                self.violation_changes(pending)
+                pending = []
+        if pending:
+            self.violation_changes(pending)
+        cleared = [violation for violation in map(stored, self.store.uncleared_violation_ids())
+                   if violation is not None and violation.status is not ViolationStatus.OPEN]
+        for start in range(0, len(cleared), chunk):
+            self.violation_changes(cleared[start:start + chunk])
+        return self.store.linked_violations() - linked_before, len(cleared)
+
     # People
 
-    def create(self, new: NewCase, actor: str) -> Case:
+    def create(self, new: NewCase, actor: str, violations: Sequence[Violation] = ()) -> Case:
+        """A case made by hand, linking `violations` (existing ones, looked up by the caller): a cleared
+        one joins as cleared, the open ones are the case's open violations. ViolationInAnotherCase, and no
+        case made, when one belongs to a case already."""
         now = self.now_ms()
+        still_open = sum(1 for violation in violations if violation.status is ViolationStatus.OPEN)
         case = self.clock.started(Case(
                     case_id=new_case_id(), type=new.type, state=CaseState.REGISTERED, priority=new.priority,
                     verify=Verification.PERSON, origin=CaseOrigin.MANUAL, created_by=actor,
                     created_time_ms=now, updated_time_ms=now, description=new.description,
                     department=new.department, category=new.category, grid=new.grid, district=new.district,
-                    lat=new.lat, lon=new.lon, photo_url=new.photo_url))
+                    lat=new.lat, lon=new.lon, photo_url=new.photo_url, open_violations=still_open))
         with self.store.transaction() as tx:
+            for violation in violations:
+                owner = tx.case_of(violation.violation_id)
+                if owner is not None:
+                    raise ViolationInAnotherCase(violation.violation_id, owner)
             tx.insert(case, [HistoryEntry(time_ms=now, actor=actor, from_state=None,
                                           to_state=CaseState.REGISTERED, note=new.description,
                                           department=new.department, photo_url=new.photo_url)])
+            for violation in violations:
+                tx.link_violation(case.case_id, violation.violation_id, now)
+                if violation.status is not ViolationStatus.OPEN:
+                    tx.clear_violation(violation.violation_id, now)
         return case
 
     def routed(self, new: NewCase, tags: Mapping[str, str]) -> NewCase:
@@ -186,6 +231,13 @@ class CaseService:
         with self.store.transaction() as tx:
             case = _existing(tx, case_id)
             updated, entry = transition(case, request, actor, now)
+            if case.state is CaseState.CLOSED and case.place is not None:
+                # One open case per type and place: a newer one there already holds the recurrence.
+                newer = tx.open_case_at(case.type, case.place)
+                if newer is not None:
+                    raise TransitionRefused(
+                        case, request.to, f"case {newer.case_id} is open for {case.type} at {case.place}: "
+                        f"the problem's recurrence is in that case, so {case.case_id} stays closed")
             updated = self.clock.moved(case, updated, now, lambda: _finished_suspensions(tx, case_id))
             tx.update(updated, [entry])
         return updated

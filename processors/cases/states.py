@@ -6,6 +6,7 @@
                                                                                    accepted or in_progress)
     dispatched, accepted -> returned (wrong department) -> dispatched to another department
     any open state but reported_done and verified -> suspended (with a reason) -> back where it was
+    closed -> reopened (the problem recurred: a person with a note; rework, as a failed verification is)
 
 A refused transition names the case's state and the transitions it allows (`TransitionRefused`); the
 API answers it as a problem. The sensors close a case apart from these rules (`closed_by_sensor`).
@@ -26,7 +27,7 @@ ALLOWED: Final[dict[CaseState, tuple[CaseState, ...]]] = {
     S.IN_PROGRESS: (S.REPORTED_DONE, S.SUSPENDED),
     S.REPORTED_DONE: (S.VERIFIED, S.REOPENED),
     S.VERIFIED: (S.CLOSED, S.REOPENED),
-    S.CLOSED: (),
+    S.CLOSED: (S.REOPENED,),
     S.REOPENED: (S.DISPATCHED, S.ACCEPTED, S.IN_PROGRESS, S.SUSPENDED),
     S.RETURNED: (S.DISPATCHED, S.SUSPENDED),
     S.SUSPENDED: (),  # back to the state it was suspended in: allowed_from()
@@ -129,7 +130,8 @@ def _changes(case: Case, request: TransitionRequest) -> dict[str, Any]:
         return {"suspended_from": case.state}
     if to is S.REOPENED:
         _require(case, request, "note", "say what needs rework")
-        return {}
+        # A closed case is open again: its closing and how it was closed no longer hold.
+        return {"closed_time_ms": None, "resolution": None} if case.state is S.CLOSED else {}
     if to is S.CLOSED:
         return {"resolution": Resolution.VERIFIED_BY_PERSON}
     return {}

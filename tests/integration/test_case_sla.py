@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from api.alerts.case_event_relay import CaseEventRelay
 from core.case_settings import CasePriority, CaseSettings
 from core.settings import RelationalKind, RelationalSettings
 from processors.cases.calendar import SlaStatus
@@ -475,3 +476,33 @@ def test_a_version_2_database_gains_the_outbox(tmp_path: Path, relational: Relat
     store.close()
     with pytest.raises(NewerCaseSchema, match="schema version 4"):
         CaseStore.open(relational, tmp_path)
+
+
+def test_every_replica_streams_each_event_once_whichever_replica_published_it(
+        open_service: Callable[..., CaseService], clock: Clock) -> None:
+    """The Kafka set-up's api replicas stream SLA events from the shared outbox (CaseEventRelay): one
+    replica publishes an event to its dispatch feed, and both replicas' stream feeds get it, once."""
+    a, b = open_service(), open_service()
+    before = new_case(a)
+    clock.at("2026-12-08 15:00")  # its deadline passed before the relays started: not streamed
+    a.claim_sla_signals()
+    streams = [ViolationFeed(100), ViolationFeed(100)]
+    relays = [CaseEventRelay(service.store, feed, 0.1) for service, feed in zip((a, b), streams, strict=True)]
+    for relay in relays:
+        relay.poll()
+    case_id = new_case(b)
+    timed = b.store.get(case_id)
+    assert timed is not None
+    clock.at("2026-12-10 15:00")
+    assert keys(b.claim_sla_signals()) == [f"{case_id}:case_sla_warning:{timed.warning_ms}",
+                                           f"{case_id}:case_sla_breach:{timed.deadline_ms}"]
+    dispatched: list[CaseSlaEvent] = []
+    a.publish_case_events(collect(dispatched))  # a publishes, also the events before the relays
+    assert before in {event.case.case_id for event in dispatched}
+    for relay in relays:
+        assert relay.poll() == 2
+        assert relay.poll() == 0
+    for feed in streams:
+        streamed = [entry.case_event for entry in feed.read_after(0, 100)]
+        assert [(e.case.case_id, e.kind) for e in streamed if e is not None] == [
+            (case_id, CaseEventKind.SLA_WARNING), (case_id, CaseEventKind.SLA_BREACH)]

@@ -3,6 +3,8 @@ dropping (embedded) or waiting (the api role's topic reader), and a barrier befo
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -11,14 +13,16 @@ import pytest
 from core.case_settings import CaseSettings
 from core.metrics import Metrics
 from core.models import Violation, ViolationStatus
-from core.settings import RelationalSettings
+from core.settings import RelationalSettings, Settings
 from processors.cases.intake import CaseIntake
+from processors.cases.intake_process import CaseIntakeProcess, CaseIntakeProcessError
 from processors.cases.model import CaseState
 from processors.cases.routing import CaseRouter
 from processors.cases.service import CaseService
 from processors.outputs.feed import FeedEntry
 from store.cases import CaseQuery, CaseStore
 from tests.support.alerts import violation
+from tests.support.wait import wait_for
 
 SETTINGS = CaseSettings.model_validate({"routes": [
     {"match": {"types": ["bin_overflow"]}, "department": "sanitation", "category": "0101"}]})
@@ -144,3 +148,101 @@ def test_a_refused_change_fails_alone_and_the_rest_of_its_chunk_is_applied(
     [refused] = [r for r in caplog.records if r.levelname == "ERROR"]
     assert refused.getMessage().startswith("cases: the change v0002:open:")
     assert refused.getMessage().endswith(" was refused")
+
+
+def test_a_large_hand_off_is_applied_in_order_in_chunks_of_at_most_500(service: CaseService) -> None:
+    """The feed hands changes over in lists; one larger than a chunk is split, and the order holds across
+    the split: an overflow that clears and opens again at the same bin makes a second case."""
+    counting = RefusingService(service, refused_id="none")
+    intake = CaseIntake(counting)
+    opened = changes(*(f"bin-{n}" for n in range(1, 600)))  # v0001..v0599
+    cleared = FeedEntry(600, violation(1, type="bin_overflow", device="bin-1",
+                                       status=ViolationStatus.CLEARED, updated_offset_ms=1), 0)
+    again = FeedEntry(601, violation(700, type="bin_overflow", device="bin-1"), 0)
+    intake([*opened, cleared, again])
+    intake.start()
+    try:
+        intake.barrier()
+    finally:
+        intake.stop()
+    assert (counting.transactions, intake.applied) == (2, 601)
+    at_bin_1 = [c for c in service.store.query(CaseQuery(limit=1000)).items if c.place == "bin-1"]
+    assert sorted(c.state for c in at_bin_1) == [CaseState.CLOSED, CaseState.REGISTERED]
+
+
+# `citywatch up`: the same intake, its chunks applied in a child process (processors/cases/intake_process.py).
+
+def process_intake(service: CaseService, tmp_path: Path) -> CaseIntakeProcess:
+    settings = Settings.model_validate({"cases": SETTINGS.model_dump(mode="json"),
+                                        "store": {"data_dir": str(tmp_path)}})
+    return CaseIntakeProcess(service, settings, tmp_path)
+
+
+def test_a_child_process_applies_the_chunks_and_the_barrier_waits_for_it(service: CaseService,
+                                                                         tmp_path: Path) -> None:
+    metrics = Metrics()
+    intake = process_intake(service, tmp_path)
+    service.report_to(metrics)
+    intake.start()
+    try:
+        intake(changes("bin-1", "bin-2"))
+        intake([FeedEntry(3, violation(1, type="bin_overflow", device="bin-1", status=ViolationStatus.CLEARED,
+                                       updated_offset_ms=1), 0)])
+        intake.barrier()
+        cases = {c.place: c for c in service.store.query(CaseQuery()).items}  # read in this process
+        assert (cases["bin-1"].state, cases["bin-2"].state) == (CaseState.CLOSED, CaseState.REGISTERED)
+        assert (intake.applied, intake.failed) == (3, 0)
+        assert metrics.registry.get_sample_value("citywatch_case_changes_total", {"outcome": "applied"}) == 3
+        child = intake.child_pid
+        assert child is not None and child != os.getpid()
+    finally:
+        intake.stop()
+    assert intake.child_pid is None
+
+
+def test_stopping_drains_the_queue_through_the_child(service: CaseService, tmp_path: Path) -> None:
+    intake = process_intake(service, tmp_path)
+    intake.start()
+    intake(changes(*(f"bin-{n}" for n in range(40))))
+    intake.stop()
+    assert len(service.store.query(CaseQuery(limit=100)).items) == 40 and intake.applied == 40
+
+
+def test_a_killed_child_is_replaced_for_the_next_chunk(service: CaseService, tmp_path: Path) -> None:
+    intake = process_intake(service, tmp_path)
+    intake.start()
+    try:
+        intake(changes("bin-1"))
+        intake.barrier()
+        first = intake.child_pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: not process_alive(first), 10, 0.05, "the child to die")
+        intake(changes("bin-1", "bin-2")[1:])
+        intake.barrier()
+        assert intake.child_pid not in (None, first)
+        assert sorted(c.place or "" for c in service.store.query(CaseQuery()).items) == ["bin-1", "bin-2"]
+        assert (intake.applied, intake.failed) == (2, 0)
+    finally:
+        intake.stop()
+
+
+def process_alive(pid: int) -> bool:
+    """Whether `pid` is still running (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_child_that_cannot_open_the_case_store_fails_the_start(service: CaseService,
+                                                                 tmp_path: Path) -> None:
+    not_a_directory = tmp_path / "data"
+    not_a_directory.write_text("a file where the data directory should be")
+    settings = Settings.model_validate({"cases": SETTINGS.model_dump(mode="json"),
+                                        "store": {"data_dir": str(not_a_directory)}})
+    intake = CaseIntakeProcess(service, settings, not_a_directory)
+    with pytest.raises(CaseIntakeProcessError) as refused:
+        intake.start()
+    assert str(refused.value).startswith("the case intake process exited at start (exit code 1)")

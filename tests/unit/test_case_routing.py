@@ -57,6 +57,28 @@ def test_the_time_of_day_is_local_and_windows_may_be_split_across_midnight(hour:
     assert routed is not None and routed.department == department
 
 
+def test_one_router_decides_each_violation_as_a_fresh_one_would_across_window_edges() -> None:
+    """The router remembers its decisions per type, tags and part of the day: one router asked about
+    violations all day long, in any order, answers what a fresh router answers for each, also where a
+    window ends off the hour (by the minute) and for tags it saw at another time."""
+    edges = CaseSettings.model_validate({"routes": [
+        {"match": {"types": ["bin_overflow"], "hours": ["06:30-22:15"]}, "department": "day",
+         "category": "0101"},
+        {"match": {"types": ["bin_overflow"], "grids": ["FT-11"]}, "department": "grid", "category": "0101"},
+        {"match": {}, "department": "rest", "category": "0199"},
+    ]})
+    remembering = CaseRouter(edges, "Asia/Shanghai")
+    asked = [(hour, minute, grid, kind) for hour in (0, 6, 12, 22, 23) for minute in (0, 14, 15, 29, 30, 59)
+             for grid in ("FT-11", "FT-12") for kind in ("bin_overflow", "bin_fire")]
+    for hour, minute, grid, kind in asked + asked[::-1]:
+        v = at_local(violation(1, type=kind, grid=grid, device="bin-1"), hour, minute)
+        fresh = CaseRouter(edges, "Asia/Shanghai").route(v)
+        assert remembering.route(v) == fresh, (hour, minute, grid, kind)
+    night = at_local(violation(1, type="bin_overflow", grid="FT-12"), 22, 15)
+    day = at_local(violation(1, type="bin_overflow", grid="FT-12"), 22, 14)
+    assert [remembering.route(v).department for v in (day, night)] == ["day", "rest"]  # type: ignore[union-attr]
+
+
 def test_a_route_may_match_on_the_department_tag_alone() -> None:
     routed = route(at_local(violation(1, type="illegal_parking", department="traffic"), 9))
     assert routed is not None

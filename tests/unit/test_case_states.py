@@ -45,7 +45,7 @@ def test_the_whole_loop_by_hand_ends_closed_and_verified_by_a_person() -> None:
     assert (updated.state, updated.resolution, updated.closed_time_ms) == (
         S.CLOSED, Resolution.VERIFIED_BY_PERSON, T0 + 5000)
     assert (entry.actor, entry.from_state, entry.to_state, entry.note) == ("k2", S.VERIFIED, S.CLOSED, "ok")
-    assert allowed_from(updated) == ()
+    assert allowed_from(updated) == (S.REOPENED,)
 
 
 def test_an_illegal_transition_names_the_state_and_what_it_allows() -> None:
@@ -58,9 +58,23 @@ def test_an_illegal_transition_names_the_state_and_what_it_allows() -> None:
                                   "accepted, returned, suspended")
 
 
-def test_a_closed_case_allows_nothing() -> None:
-    with pytest.raises(TransitionRefused, match="allowed from closed: none"):
-        move(case(S.CLOSED), S.REOPENED, note="again")
+def test_a_closed_case_can_only_be_reopened_with_a_note_and_is_open_again() -> None:
+    closed = case(S.CLOSED, resolution=Resolution.VERIFIED_BY_SENSOR, closed_time_ms=T0 + 500,
+                  open_violations=0)
+    assert allowed_from(closed) == (S.REOPENED,)
+    with pytest.raises(TransitionRefused) as refused:
+        move(closed, S.DISPATCHED)
+    assert str(refused.value) == ("case c_1 is closed: it cannot go to dispatched; allowed from closed: "
+                                  "reopened")
+    with pytest.raises(TransitionRefused) as missing:
+        move(closed, S.REOPENED)
+    assert missing.value.field == "note"
+    reopened, entry = transition(closed, TransitionRequest(to=S.REOPENED, note="overflowing again"), "k3",
+                                 T0 + 9000)
+    assert (reopened.state, reopened.closed_time_ms, reopened.resolution) == (S.REOPENED, None, None)
+    assert (entry.actor, entry.from_state, entry.to_state, entry.note) == (
+        "k3", S.CLOSED, S.REOPENED, "overflowing again")
+    assert allowed_from(reopened) == (S.DISPATCHED, S.ACCEPTED, S.IN_PROGRESS, S.SUSPENDED)
 
 
 @pytest.mark.parametrize(("state", "to", "field"), [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -221,3 +222,107 @@ def test_photos_are_links_shown_only_with_the_plates_scope_and_audited(api: Aler
     assert api.access.audit_log is not None
     assert [(r.action, r.what) for r in api.access.audit_log.query(key_id=key_id(token))] == [
         (f"GET /v1/cases/{case_id}", f"plates/evidence of cases {case_id}")]
+
+
+CLOSING: list[tuple[str, dict[str, str]]] = [
+    ("dispatched", {"assignee": "li"}), ("accepted", {}), ("in_progress", {}),
+    ("reported_done", {"note": "filled", "photo_url": "https://photos.example/ok.jpg"}), ("verified", {}),
+    ("closed", {})]
+
+
+def test_a_closed_case_is_reopened_by_a_writer_with_a_note_and_counts_as_rework(api: AlertApi,
+                                                                                client: TestClient) -> None:
+    token = api.key(Scope.CASES_READ, Scope.CASES_WRITE)
+    headers = bearer(token)
+    case_id = client.post("/v1/cases", json=POTHOLE, headers=headers).json()["case_id"]
+    for to, fields in CLOSING:
+        assert move(client, headers, case_id, to, **fields).status_code == 200
+    assert client.get(f"/v1/cases/{case_id}", headers=headers).json()["allowed_transitions"] == ["reopened"]
+    reader = bearer(api.key(Scope.CASES_READ))
+    assert move(client, reader, case_id, "reopened", note="the hole is back").status_code == 403
+    missing = move(client, headers, case_id, "reopened")
+    assert missing.status_code == 422 and missing.json()["errors"][0]["field"] == "note"
+
+    response = move(client, headers, case_id, "reopened", note="the hole is back after the rain")
+    assert response.status_code == 200, response.text
+    case = response.json()
+    assert (case["state"], case["closed_time_ms"], case["resolution"]) == ("reopened", None, None)
+    assert case["allowed_transitions"] == ["dispatched", "accepted", "in_progress", "suspended"]
+    last = case["history"][-1]
+    assert (last["actor"], last["from_state"], last["to_state"], last["note"]) == (
+        key_id(token), "closed", "reopened", "the hole is back after the rain")
+    # Evaluation: sent back for rework, and no longer closed (due once its deadline has passed).
+    now_s = api.cases.now_ms() // 1000
+    period = {"from": _rfc3339(now_s - 86_400), "to": _rfc3339(now_s + 30 * 86_400)}
+    city = client.get("/v1/cases/evaluation", params=period, headers=headers).json()["city"]
+    assert (city["registered"], city["due"], city["closed"], city["reworked"]) == (1, 1, 0, 1)
+
+
+def test_a_closed_case_stays_closed_while_a_newer_case_is_open_at_its_place(api: AlertApi,
+                                                                           client: TestClient) -> None:
+    headers = worker(api)
+    api.cases.violation_changes([violation(1)])
+    [first] = client.get("/v1/cases", headers=headers).json()["items"]
+    for to, fields in CLOSING:
+        assert move(client, headers, first["case_id"], to, **fields).status_code == 200
+    api.cases.violation_changes([violation(2)])  # the same camera again: a new case
+    newer = [c for c in client.get("/v1/cases", headers=headers).json()["items"]
+             if c["case_id"] != first["case_id"]]
+    assert [c["state"] for c in newer] == ["registered"]
+    response = move(client, headers, first["case_id"], "reopened", note="parked there again")
+    assert response.status_code == 409
+    assert response.json()["type"] == "urn:citywatch:problem:illegal-transition"
+    assert response.json()["detail"] == (
+        f"case {newer[0]['case_id']} is open for parking at cam-1: the problem's recurrence is in that "
+        f"case, so {first['case_id']} stays closed")
+    assert client.get(f"/v1/cases/{first['case_id']}", headers=headers).json()["state"] == "closed"
+
+
+def _rfc3339(epoch_s: int) -> str:
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat()
+
+
+def test_a_case_made_by_hand_links_existing_violations_by_id(api: AlertApi, client: TestClient) -> None:
+    api.store.write_violations([violation(1), violation(2, status=ViolationStatus.CLEARED)])
+    api.store.flush()
+    headers = worker(api)
+    body = {**POTHOLE, "type": "parking", "violation_ids": ["v0001", "v0002", "v0001"]}
+    response = client.post("/v1/cases", json=body, headers=headers)
+    assert response.status_code == 201, response.text
+    case = response.json()
+    assert [(m["violation_id"], m["cleared_time_ms"] is not None) for m in case["violations"]] == [
+        ("v0001", False), ("v0002", True)]
+    assert (case["open_violations"], case["verify"], case["origin"]) == (1, "person", "manual")
+    # The routed opening arriving now finds v0001 in a case already: no second case. Its clearing reaches
+    # the case, which a person still verifies.
+    api.cases.violation_changes([violation(1), violation(1, status=ViolationStatus.CLEARED)])
+    [only] = client.get("/v1/cases", headers=headers).json()["items"]
+    assert (only["case_id"], only["open_violations"], only["state"]) == (case["case_id"], 0, "registered")
+
+
+def test_linking_an_unknown_violation_is_refused_naming_it_and_makes_no_case(api: AlertApi,
+                                                                            client: TestClient) -> None:
+    api.store.write_violations([violation(1)])
+    api.store.flush()
+    headers = worker(api)
+    body = {**POTHOLE, "violation_ids": ["v0001", "v9999"]}
+    response = client.post("/v1/cases", json=body, headers=headers)
+    assert response.status_code == 422
+    problem = response.json()
+    assert problem["type"] == "urn:citywatch:problem:invalid-input"
+    assert problem["errors"][0]["field"] == "violation_ids.1"
+    assert problem["errors"][0]["message"] == "no violation 'v9999'"
+    assert client.get("/v1/cases", headers=headers).json()["items"] == []
+
+
+def test_a_violation_of_another_case_cannot_be_linked_again(api: AlertApi, client: TestClient) -> None:
+    api.store.write_violations([violation(1)])
+    api.store.flush()
+    api.cases.violation_changes([violation(1)])  # routed: its own case
+    headers = worker(api)
+    [routed] = client.get("/v1/cases", headers=headers).json()["items"]
+    response = client.post("/v1/cases", json={**POTHOLE, "violation_ids": ["v0001"]}, headers=headers)
+    assert response.status_code == 409
+    assert response.json()["type"] == "urn:citywatch:problem:conflict"
+    assert response.json()["detail"] == f"violation v0001 belongs to case {routed['case_id']} already"
+    assert len(client.get("/v1/cases", headers=headers).json()["items"]) == 1

@@ -130,6 +130,31 @@ def test_calendar_time_across_daylight_saving_is_elapsed_time():
     assert every_minute.add_working_ms(half_past_one_est, 2 * HOUR_MS) == utc("2026-03-08T08:30")  # 04:30 EDT
 
 
+@pytest.mark.parametrize("calendar, edges", [
+    (CITY_HALL, ["2026-12-07T08:30", "2026-12-07T12:00", "2026-12-07T14:00", "2026-12-07T17:30",
+                 "2026-12-11T17:30", "2026-09-30T17:30", "2026-10-09T17:30"]),
+    (NEW_YORK_OFFICE, ["2026-03-06T21:00", "2026-03-06T22:00", "2026-03-09T12:00", "2026-11-02T13:00"]),
+])
+def test_deadlines_from_every_instant_near_a_window_edge_are_exact(calendar, edges):
+    """Cases registered in the same minute share the arithmetic of that minute; a minute where a window
+    opens or closes, at the start or at the deadline, must still give each instant its own exact answer:
+    `amount` of working time from the start, and not a millisecond earlier."""
+    zone = "Asia/Shanghai" if calendar is CITY_HALL else "UTC"
+    for edge in edges:
+        around = local(edge, zone) if zone != "UTC" else utc(edge)
+        for amount in (30_000, MINUTE_MS, 90 * MINUTE_MS + 1_234, 4 * HOUR_MS):
+            # The deadline's own minute straddles a window edge too for these starts.
+            for start in (around + offset for offset in range(-150_000, 150_000, 7_001)):
+                deadline = calendar.add_working_ms(start, amount)
+                assert calendar.working_ms(start, deadline) == amount, (edge, amount, start)
+                assert calendar.working_ms(start, deadline - 1) < amount, (edge, amount, start)
+            end_of_window = around - amount  # starts whose deadline falls on the edge
+            for start in (end_of_window + offset for offset in range(-90_000, 90_000, 3_001)):
+                deadline = calendar.add_working_ms(start, amount)
+                assert calendar.working_ms(start, deadline) == amount, (edge, amount, start)
+                assert calendar.working_ms(start, deadline - 1) < amount, (edge, amount, start)
+
+
 def test_suspended_time_does_not_count():
     monday_nine = local("2026-12-07T09:00")
     suspended = [(local("2026-12-07T10:00"), local("2026-12-08T10:00"))]

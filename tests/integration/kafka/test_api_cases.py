@@ -7,6 +7,7 @@ Real processes, real Mosquitto, real Kafka-protocol broker (Tansu), one shared S
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,65 @@ def test_two_api_replicas_open_one_case_and_the_sensor_closes_it(
             ("sensor", "closed")]
     finally:
         publisher.close()
+        for role in reversed(roles):
+            if role.process is not None:
+                assert role.stop() == 0, role.log()
+
+
+def _listen(base_url: str, into: list[tuple[str, dict[str, Any]]], connected: threading.Event) -> None:
+    """The replica's SSE stream of case SLA events, collected until two have come."""
+    try:
+        with httpx.stream("GET", f"{base_url}/v1/stream/violations",
+                          params={"events": ["case_sla_warning", "case_sla_breach"]},
+                          timeout=httpx.Timeout(10, read=60)) as response:
+            connected.set()
+            event = ""
+            for line in response.iter_lines():
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: "):
+                    into.append((event, json.loads(line[6:])))
+                    if len(into) == 2:
+                        return
+    except httpx.HTTPError:
+        return  # the replica stopped
+
+
+def test_every_api_replica_streams_the_sla_events_of_a_case_made_through_another(
+        kafka_settings: KafkaSettings, tmp_path: Path) -> None:
+    """One replica claims and publishes each SLA event; the SSE clients of both see it, once."""
+    config: dict[str, Any] = {
+        "bus": {"kind": "kafka", "kafka": kafka_settings.model_dump(mode="json")},
+        "store": {"data_dir": str(tmp_path / "data")},  # one data directory: one case store
+        "alerts": {"stream_heartbeat_s": 0.5},
+        "cases": {"sla": {"calendars": {"always": {"around_the_clock": True}}, "calendar": "always",
+                          "warn_at": 0.5, "priorities": {"high": {"allowance_minutes": 0.1}}},  # six seconds
+                  "sla_check_interval_s": 0.3},
+    }
+    roles: list[RoleProcess] = []
+    try:
+        api_a = RoleProcess(tmp_path, "api", config, name="api-a").start(wait_ready=False)
+        api_b = RoleProcess(tmp_path, "api", config, name="api-b").start(wait_ready=False)
+        roles += [api_a, api_b]
+        wait_for(lambda: api_a.ready() and api_b.ready(), 30, 0.1, "both api replicas to be ready")
+        streamed: list[list[tuple[str, dict[str, Any]]]] = [[], []]
+        listeners = []
+        for api, into in zip((api_a, api_b), streamed, strict=True):
+            connected = threading.Event()
+            listener = threading.Thread(target=_listen, args=(api.base_url, into, connected), daemon=True)
+            listener.start()
+            assert connected.wait(10), "the SSE stream did not open"
+            listeners.append(listener)
+        created = httpx.post(f"{api_a.base_url}/v1/cases", timeout=10, json={
+            "type": "pothole", "description": "a hole at the school gate", "priority": "high"})
+        assert created.status_code == 201, created.text
+        case_id = created.json()["case_id"]
+        for listener in listeners:
+            listener.join(30)
+        for into in streamed:
+            assert [(event, message["change"], message["case"]["case_id"]) for event, message in into] == [
+                ("case", "case_sla_warning", case_id), ("case", "case_sla_breach", case_id)]
+    finally:
         for role in reversed(roles):
             if role.process is not None:
                 assert role.stop() == 0, role.log()

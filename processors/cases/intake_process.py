@@ -1,0 +1,182 @@
+"""The case intake of `citywatch up` with the case store's work in a process of its own.
+
+In one process the intake's thread competes with ingest and the rules for the interpreter's lock: at 1,000
+violation changes/s its routing, SLA clock and SQLite transactions cost the pipeline about a tenth of its
+events/s (BENCHMARKS.md, "Case intake"). Here the feed's hand-off, the bounded queue, the chunks, the
+barrier and the counts stay as in CaseIntake, in this process; only applying a chunk moves: the worker
+thread sends the chunk's violations (msgpack) to a child process, which applies them to the case store
+exactly as CaseIntake does (one transaction a chunk; a refused chunk one change at a time; retries while
+the store is unreachable) and answers how many it applied and how many failed. The worker waits for the
+answer without the interpreter's lock, so the pipeline's threads run meanwhile.
+
+Each chunk is applied once: the child answers after its transaction committed. If the child dies (killed,
+out of memory), the chunk it held is counted as failed and logged; a new child takes the next chunk, and
+the next start of `citywatch up` re-derives what was lost from the violation store
+(CaseService.reconcile). If this process dies, the child sees its pipe close and exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import signal
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+
+import msgspec
+
+from core.log_format import LogFormat, configure_logging, json_logs_on
+from core.models import Violation
+from core.settings import Settings
+from processors.cases.intake import CaseIntake
+from processors.cases.routing import CaseRouter
+from processors.cases.service import CaseService
+from processors.outputs.feed import FeedEntry
+from store.cases import CaseStore
+
+log = logging.getLogger(__name__)
+
+_GIVE_UP = b"give-up"
+_STOP = b"stop"
+_READY = b"ready"
+# How long a new child may take to import and open the case store.
+_READY_S = 60.0
+# How often the worker looks whether the intake is giving up while the child applies a chunk.
+_POLL_S = 0.2
+
+
+class CaseIntakeProcessError(RuntimeError):
+    """The child process could not be started."""
+
+
+class CaseIntakeProcess(CaseIntake):
+    def __init__(self, service: CaseService, settings: Settings, data_dir: Path,
+                 capacity: int = 100_000) -> None:
+        super().__init__(service, capacity)
+        self._settings = settings
+        self._data_dir = data_dir
+        self._child: BaseProcess | None = None
+        self._conn: Connection | None = None
+        self._encoder = msgspec.msgpack.Encoder()
+
+    @property
+    def child_pid(self) -> int | None:
+        return self._child.pid if self._child is not None else None
+
+    def start(self) -> None:
+        self._spawn()
+        super().start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        super().stop(timeout_s)
+        conn, child = self._conn, self._child
+        self._conn = self._child = None
+        if conn is not None:
+            with contextlib.suppress(OSError):  # the child is gone already
+                conn.send_bytes(_STOP)
+        if child is not None:
+            child.join(timeout_s)
+            if child.is_alive():
+                child.kill()
+                child.join(timeout_s)
+        if conn is not None:
+            conn.close()
+
+    def _spawn(self) -> None:
+        # Spawned, not forked: this process runs threads (and holds locks) a fork would copy half-way.
+        context = multiprocessing.get_context("spawn")
+        ours, theirs = context.Pipe()
+        # Its log lines as this process writes them: the same level and format.
+        log_format: LogFormat = "json" if json_logs_on() else "text"
+        logs = (logging.getLevelName(logging.getLogger().getEffectiveLevel()), log_format)
+        child = context.Process(target=_child_main, args=(theirs, self._settings, self._data_dir, logs),
+                                name="citywatch-cases", daemon=True)
+        child.start()
+        theirs.close()
+        # Ready once it opened the case store: a child that cannot is an error at start, not a chunk later.
+        try:
+            if not ours.poll(_READY_S) or ours.recv_bytes() != _READY:
+                raise CaseIntakeProcessError(f"the case intake process did not start within {_READY_S:.0f} s")
+        except (EOFError, OSError):
+            child.join(_READY_S)
+            raise CaseIntakeProcessError(f"the case intake process exited at start (exit code "
+                                         f"{child.exitcode}); its error is in the log above") from None
+        self._conn, self._child = ours, child
+
+    def _apply(self, batch: list[FeedEntry]) -> None:
+        if not batch:
+            return
+        if self._conn is None or self._child is None or not self._child.is_alive():
+            try:
+                self._spawn()
+            except CaseIntakeProcessError as exc:
+                log.error("cases: %d changes from %s on were not applied: %s", len(batch),
+                          batch[0].idempotency_key, exc)
+                self._tally(0, len(batch))
+                return
+        assert self._conn is not None
+        try:
+            self._conn.send_bytes(self._encoder.encode([entry.violation for entry in batch]))
+            told_to_give_up = False
+            while not self._conn.poll(_POLL_S):
+                if self._giving_up.is_set() and not told_to_give_up:
+                    self._conn.send_bytes(_GIVE_UP)
+                    told_to_give_up = True
+            applied, failed = (int(count) for count in self._conn.recv_bytes().split())
+        except (EOFError, OSError) as exc:
+            log.error("cases: the case intake process ended while applying %d changes from %s on (%s); "
+                      "they are counted as failed, and the next start re-derives them from the violation "
+                      "store", len(batch), batch[0].idempotency_key, exc)
+            self._conn = None
+            self._tally(0, len(batch))
+            return
+        self._tally(applied, failed)
+
+
+class _ChildIntake(CaseIntake):
+    """The applying half, in the child: CaseIntake's chunk logic, told to give up through the pipe."""
+
+    def __init__(self, service: CaseService, conn: Connection) -> None:
+        super().__init__(service)
+        self._conn = conn
+
+    def _wait_to_retry(self, seconds: float) -> None:
+        if self._conn.poll(seconds) and self._conn.recv_bytes() == _GIVE_UP:
+            self._giving_up.set()
+
+    def apply(self, violations: list[Violation]) -> tuple[int, int]:
+        self._giving_up.clear()
+        applied, failed = self.applied, self.failed
+        self._apply([FeedEntry(0, violation, 0) for violation in violations])
+        return self.applied - applied, self.failed - failed
+
+
+def _child_main(conn: Connection, settings: Settings, data_dir: Path, logs: tuple[str, LogFormat]) -> None:
+    # Ctrl-C reaches the whole process group: this process stops when the parent says so (after the
+    # queue drained), or when the parent is gone.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    configure_logging(*logs)
+    store = CaseStore.open(settings.relational, data_dir)
+    try:
+        service = CaseService(store, CaseRouter(settings.cases, settings.traffic.time_zone))
+        intake = _ChildIntake(service, conn)
+        decoder = msgspec.msgpack.Decoder(list[Violation])
+        conn.send_bytes(_READY)
+        while True:
+            try:
+                message = conn.recv_bytes()
+            except (EOFError, OSError):
+                return  # the parent is gone
+            if message == _STOP:
+                return
+            if message == _GIVE_UP:
+                continue  # a chunk already answered
+            applied, failed = intake.apply(decoder.decode(message))
+            try:
+                conn.send_bytes(f"{applied} {failed}".encode())
+            except OSError:
+                return  # the parent is gone: what was applied is in the store
+    finally:
+        store.close()
