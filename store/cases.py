@@ -187,6 +187,8 @@ class CaseQuery:
     types: Sequence[str] = ()
     grids: Sequence[str] = ()
     districts: Sequence[str] = ()
+    # The cases these violations belong to.
+    violations: Sequence[str] = ()
     # Created in [from_ms, to_ms).
     from_ms: int | None = None
     to_ms: int | None = None
@@ -568,6 +570,10 @@ class CaseStore:
             if values:
                 where.append(f"{column} IN ({', '.join('?' for _ in values)})")
                 params.extend(values)
+        if query.violations:
+            where.append("case_id IN (SELECT case_id FROM case_violations WHERE violation_id IN "
+                         f"({', '.join('?' for _ in query.violations)}))")
+            params.extend(query.violations)
         if query.from_ms is not None:
             where.append("created_time_ms >= ?")
             params.append(query.from_ms)

@@ -267,6 +267,8 @@ def list_cases(
     type: Annotated[list[str] | None, Query(description="The case type (repeatable).")] = None,
     grid: Annotated[list[str] | None, Query(description="The grid (repeatable).")] = None,
     district: Annotated[list[str] | None, Query(description="The district (repeatable).")] = None,
+    violation: Annotated[list[str] | None, Query(
+        description="A violation id (repeatable): the case it belongs to.")] = None,
     from_: FromParam = None,
     to: ToParam = None,
     limit: LimitParam = 100,
@@ -275,7 +277,8 @@ def list_cases(
     """`from` and `to` bound the time the case was created."""
     from_ms, to_ms = time_range_ms(from_, to)
     query = CaseQuery(states=state or (), departments=department or (), types=type or (), grids=grid or (),
-                      districts=district or (), from_ms=from_ms, to_ms=to_ms, limit=limit, cursor=cursor)
+                      districts=district or (), violations=violation or (), from_ms=from_ms, to_ms=to_ms,
+                      limit=limit, cursor=cursor)
     now = service.now_ms()
     try:
         page = service.store.query(query)

@@ -259,8 +259,7 @@ def test_the_control_room_acknowledges_dispatches_and_closes_from_the_queue(brow
         actions.get_by_role("button", name="Dispatch").click()
         expect(page.locator("#detail .evidence")).to_contain_text("dispatched · sanitation")
         expect(row.locator("td").nth(7)).to_have_text("acknowledged → sanitation")
-        [case] = [c for c in city.api("/v1/cases", type="bin_overflow")["items"]
-                  if violation_id in c["description"]]
+        [case] = city.api("/v1/cases", violation=violation_id)["items"]  # a case made for it links it
         assert (case["state"], case["department"]) == ("dispatched", "sanitation")
         page.on("dialog", lambda dialog: dialog.accept("lid sensor fault"))
         actions.get_by_role("button", name="Dismiss as false").click()

@@ -298,6 +298,12 @@ def test_a_case_made_by_hand_links_existing_violations_by_id(api: AlertApi, clie
     api.cases.violation_changes([violation(1), violation(1, status=ViolationStatus.CLEARED)])
     [only] = client.get("/v1/cases", headers=headers).json()["items"]
     assert (only["case_id"], only["open_violations"], only["state"]) == (case["case_id"], 0, "registered")
+    # The case of a violation is found by its id; a violation in no case finds none.
+    found = client.get("/v1/cases", params={"violation": "v0002"}, headers=headers).json()["items"]
+    assert [c["case_id"] for c in found] == [case["case_id"]]
+    api.store.write_violations([violation(3)])
+    api.store.flush()
+    assert client.get("/v1/cases", params={"violation": "v0003"}, headers=headers).json()["items"] == []
 
 
 def test_linking_an_unknown_violation_is_refused_naming_it_and_makes_no_case(api: AlertApi,

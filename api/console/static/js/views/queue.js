@@ -238,29 +238,25 @@ async function act(violation, body) {
   return post(`/v1/violations/${encodeURIComponent(violation.violation_id)}/actions`, body);
 }
 
-// The description of a case the console makes for a violation: how the case is found again.
-const caseNote = (violation) => `(violation ${violation.violation_id})`;
-
-// The open case of a violation: one routing opened (cases de-duplicate on type and place, the violation's
-// device), or one the console made for it (its description names the violation).
+// The case of a violation: one routing opened for it, or one made for it by hand (here or elsewhere).
 async function caseOf(violation) {
   try {
-    const page = await get("/v1/cases", { type: violation.type, limit: 100 });
-    return page.items.find((c) => c.state !== "closed"
-      && (c.place === violation.device_id || c.description.includes(caseNote(violation)))) || null;
+    const page = await get("/v1/cases", { violation: violation.violation_id, limit: 1 });
+    return page.items[0] || null;
   } catch (error) {
     if (error instanceof ApiError && error.status === 503) return null; // this instance runs no cases
     throw error;
   }
 }
 
-// Dispatch to the violation's department: its case when there is one, a new case made for it otherwise.
+// Dispatch to the violation's department: its case when there is one, a new case linking it otherwise.
 async function dispatchCase(violation, kase) {
   const department = violation.tags?.department || undefined;
   let target = kase;
   if (!target) {
     target = await post("/v1/cases", {
-      type: violation.type, description: `${violation.type} at ${violation.device_id} ${caseNote(violation)}`,
+      type: violation.type, description: `${violation.type} at ${violation.device_id}`,
+      violation_ids: [violation.violation_id],
       department, grid: violation.tags?.grid, district: violation.tags?.district,
       location: violation.location || undefined,
     });
