@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import partial
+
+from prometheus_client import Counter
 
 from core.metrics import Metrics
 from core.settings import MqttSettings
@@ -51,6 +52,10 @@ class IngestService:
         self._metrics = metrics
         self._kind_labels: set[str] = set()
         self._kind_labels_lock = threading.Lock()
+        # Labelled counter children by kind and by reason, looked up once: labels() per message took a
+        # lock and built a key on the network thread. Both are bounded (MAX_KIND_LABELS, the reasons).
+        self._accepted_by_kind: dict[str, Counter] = {}
+        self._dead_letters_by_reason: dict[str, Counter] = {}
         # Two routes may share a filter; subscribing once is enough.
         unique_topics = list(dict.fromkeys(topics))
         self._source = MqttSource(
@@ -133,10 +138,26 @@ class IngestService:
             # BusClosed only during shutdown, if the bus was closed before ingest stopped.
             self._not_accepted(topic, exc, settle)
             return
-        for kind, count in Counter(event.kind for event in result.events).items():
-            self._metrics.events_accepted.labels(kind=self._kind_label(kind)).inc(count)
-        for reason, count in Counter(letter.reason for letter in result.dead_letters).items():
-            self._metrics.dead_letters.labels(reason=reason).inc(count)
+        # Most messages carry one event: counted directly, without building a Counter for it.
+        for event in result.events:
+            self._accepted_counter(event.kind).inc()
+        for letter in result.dead_letters:
+            self._dead_letter_counter(letter.reason).inc()
+
+    def _accepted_counter(self, kind: str) -> Counter:
+        counter = self._accepted_by_kind.get(kind)
+        if counter is None:
+            label = self._kind_label(kind)
+            counter = self._metrics.events_accepted.labels(kind=label)
+            if label == kind:  # the kinds beyond MAX_KIND_LABELS ("other") are not remembered one by one
+                self._accepted_by_kind[kind] = counter
+        return counter
+
+    def _dead_letter_counter(self, reason: str) -> Counter:
+        counter = self._dead_letters_by_reason.get(reason)
+        if counter is None:
+            counter = self._dead_letters_by_reason[reason] = self._metrics.dead_letters.labels(reason=reason)
+        return counter
 
     def _confirmed(self, settle: Settle, topic: str, error: BaseException | None) -> None:
         """The bus's verdict on one message's records (on the bus's own thread for Kafka)."""

@@ -127,9 +127,11 @@ class NativeCodec:
         event_id = reading.event_id
         if event_id is None:
             # The same reading delivered twice (QoS 1 redelivery, a device retrying) gets the same id,
-            # so it is dropped downstream instead of being counted twice.
+            # so it is dropped downstream instead of being counted twice. One part joined here is the same
+            # text, so the same id, as stable_id(device_id, kind, time, canonical), without its per-part
+            # generator and str() calls on every event.
             canonical = msgspec.json.encode(attributes, order="sorted").decode()
-            event_id = stable_id(reading.device_id, reading.kind, event_time_ms, canonical)
+            event_id = stable_id(f"{reading.device_id}\x1f{reading.kind}\x1f{event_time_ms}\x1f{canonical}")
         location = reading.location
         return Event(
             event_id=event_id,
@@ -164,12 +166,11 @@ def _event_time_ms(value: int | datetime, where: str, received_time_ms: int) -> 
             )
         # Integer arithmetic, not timestamp(): a float would round some milliseconds the wrong way.
         time_ms = (value - _EPOCH) // _ONE_MS
-        shown = repr(value.isoformat())
     else:
         time_ms = value
-        shown = f"{value} ms"
     latest_ms = received_time_ms + MAX_FUTURE_MS
     if time_ms < MIN_EVENT_TIME_MS or time_ms > latest_ms:
+        shown = repr(value.isoformat()) if isinstance(value, datetime) else f"{value} ms"
         # A number in another unit (seconds, nanoseconds) is named as such; a date-time has no unit.
         hint = "" if isinstance(value, datetime) else scale_hint(value, "milliseconds", MIN_EVENT_TIME_MS,
                                                                    latest_ms)
