@@ -318,6 +318,9 @@ def kafka_side_by_side(events: int, rounds: int) -> dict[str, Any]:
             for r in range(rounds):
                 rates["raw"].append(raw_consumer_rate(bootstrap, events, workload))
                 run = bench_kafka.throughput(bootstrap, 1, events, Path(work), workload)
+                if run["events_per_s"] <= 0:
+                    raise SystemExit(f"the citywatch process read all {events} events before its clock "
+                                     "started (it starts once partitions are assigned): use more --events")
                 rates["citywatch"].append(float(run["events_per_s"]))
                 print(f"kafka {workload} round {r + 1}: raw consumer {rates['raw'][-1]:,.0f}/s, "
                       f"citywatch process {rates['citywatch'][-1]:,.0f}/s", flush=True)
