@@ -110,6 +110,10 @@ def main() -> int:
     out_dir = Path(__file__).resolve().parent / "results"
     out_dir.mkdir(exist_ok=True)
     (out_dir / "soak.json").write_text(json.dumps(result, indent=2))
+    if stored < events:
+        # The embedded Mosquitto queues at most MOSQUITTO_MAX_QUEUED_MESSAGES for a subscriber that is behind.
+        print(f"{events - stored} of {events} events were never stored: the pipeline stopped, or fell so far "
+              "behind that the broker's queue for it overflowed (see the latency above)", file=sys.stderr)
     return 0 if stored == events else 1
 
 
