@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 
 from prometheus_client import Counter
@@ -138,11 +138,14 @@ class IngestService:
             # BusClosed only during shutdown, if the bus was closed before ingest stopped.
             self._not_accepted(topic, exc, settle)
             return
-        # Most messages carry one event: counted directly, without building a Counter for it.
-        for event in result.events:
-            self._accepted_counter(event.kind).inc()
-        for letter in result.dead_letters:
-            self._dead_letter_counter(letter.reason).inc()
+        events = result.events
+        if len(events) == 1:  # most messages: counted without tallying them first
+            self._accepted_counter(events[0].kind).inc()
+        else:
+            for kind, count in _tally(event.kind for event in events).items():
+                self._accepted_counter(kind).inc(count)
+        for reason, count in _tally(letter.reason for letter in result.dead_letters).items():
+            self._dead_letter_counter(reason).inc(count)
 
     def _accepted_counter(self, kind: str) -> Counter:
         counter = self._accepted_by_kind.get(kind)
@@ -181,3 +184,10 @@ class IngestService:
                 self._kind_labels.add(kind)
                 return kind
         return OTHER_KIND_LABEL
+
+
+def _tally(values: Iterable[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return counts
