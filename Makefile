@@ -11,12 +11,14 @@ UV_VERSION := 0.13.9
 # System packages the integration tests run for real (command:package).
 TEST_SERVICES := mosquitto:mosquitto openssl:openssl influxd:influxdb kubectl:kubectl postgresql chromium:chromium
 
-.PHONY: run test lint unit bench bench-store bench-console screenshots lock clean help
+.PHONY: run test lint unit bench bench-services bench-peers bench-soak bench-store bench-console screenshots lock clean help
 
 help:
 	@echo "make run    set up and run the embedded stack with its simulator (API on 127.0.0.1:8000)"
 	@echo "make test   set up (virtualenv, packages, real services) and run lint and every test"
-	@echo "make bench  end-to-end throughput and latency (embedded, then Kafka), per-rule throughput, dispatch plans; figures go in BENCHMARKS.md"
+	@echo "make bench  every figure of BENCHMARKS.md at its defaults: end to end (embedded, Kafka), alerts, memory, InfluxDB, rules, dispatch, and side by side with Node-RED and a raw Kafka consumer"
+	@echo "make bench-peers  citywatch side by side with Node-RED, a paho subscriber and a raw Kafka consumer (installs Node-RED)"
+	@echo "make bench-soak   one hour at 2,500 events/s: memory and latency over time"
 	@echo "make bench-store  store write rates and dashboard query latencies, embedded and InfluxDB"
 	@echo "make screenshots  the console's views against the demo, written to docs/console/*.png"
 	@echo "make bench-console  the console's map with 10,000 devices in headless Chromium (BENCHMARKS.md)"
@@ -69,13 +71,35 @@ unit: $(VENV)/.installed-dev
 test: $(VENV)/.installed-dev services lint
 	$(BIN)/pytest -q -n 2 --dist loadfile
 
-bench: $(VENV)/.installed-dev services
+# What the benchmarks run beyond the test services: the C MQTT publisher of the side-by-side run, and
+# Node-RED (from npm, into NODE_RED_DIR) to run beside.
+BENCH_SERVICES := mosquitto_pub:mosquitto-clients node:nodejs npm:npm
+NODE_RED_DIR ?= .node-red
+NODE_RED_VERSION := 4.1.15
+
+bench: $(VENV)/.installed-dev services bench-services
 	$(BIN)/python -m bench.e2e
+	$(BIN)/python -m bench.alerts --type bin_overflow
+	$(BIN)/python -m bench.soak --minutes 5 --sample-s 30
+	$(BIN)/python -m bench.store --backends influxdb --rows 200000 --repeats 10
 	$(BIN)/python -m bench.rules
 	$(BIN)/python -m bench.rules_throughput
 	$(BIN)/python -m bench.kafka
 	$(BIN)/python -m bench.kafka --workload filling --skip-latency
 	$(BIN)/python -m bench.dispatch --solvers nearest,pyvrp
+	NODE_RED_DIR=$(NODE_RED_DIR) $(BIN)/python -m bench.peers
+
+bench-services: services
+	@deploy/scripts/ensure-packages.sh $(BENCH_SERVICES)
+	@test -x $(NODE_RED_DIR)/node_modules/.bin/node-red || { mkdir -p $(NODE_RED_DIR) \
+	  && cd $(NODE_RED_DIR) && npm install --no-audit --no-fund -q node-red@$(NODE_RED_VERSION); }
+
+bench-peers: $(VENV)/.installed-dev bench-services
+	NODE_RED_DIR=$(NODE_RED_DIR) $(BIN)/python -m bench.peers
+
+# The issue-13 soak: an hour at half the sustained rate (`make bench` runs five minutes of it).
+bench-soak: $(VENV)/.installed-dev services
+	$(BIN)/python -m bench.soak --minutes 60 --sample-s 60
 
 # Store mode: write rates per backend and dashboard query latencies (STORE_BENCH_ARGS, e.g. --rows 10000000).
 bench-store: $(VENV)/.installed-dev services

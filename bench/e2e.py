@@ -73,7 +73,8 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
 
 
-def publish(url: str, events: int, rate: float, client_id: str, workload: str) -> dict[str, float]:
+def publish(url: str, events: int, rate: float, client_id: str,
+            workload: str = "filling") -> dict[str, float]:
     command = [sys.executable, "-m", "bench.publisher", "--url", url, "--events", str(events),
                "--rate", str(rate), "--client-id", client_id, "--workload", workload]
     result = subprocess.run(command, check=True, capture_output=True, text=True, timeout=600)

@@ -11,10 +11,62 @@ import json
 import random
 import sys
 import time
+from collections import deque
+
+import paho.mqtt.client as mqtt
 
 from citywatch.mqtt_publisher import MqttPublisher
 
 OVERFLOW_CYCLE = (95.0, 97.0, 5.0, 12.0, 21.0, 33.0, 45.0, 58.0, 70.0, 82.0)
+# QoS 1 publishes accepted by paho and not acknowledged yet, at most. paho gives each one a 16-bit packet id
+# as it is queued (not as it is sent), so past 65,535 outstanding publishes the ids collide and paho
+# refuses the new ones with MQTT_ERR_QUEUE_SIZE, which a publisher that does not check loses silently.
+ACK_WINDOW = 10_000
+
+
+class WindowedPublisher:
+    """Publishes through `publisher` with at most `window` QoS 1 messages unacknowledged: when the window
+    is full, waits for the oldest PUBACK before queueing the next message (backpressure, not loss).
+
+    Every publish's return code is checked, so a message paho refused fails the run instead of being
+    silently missing from it.
+    """
+
+    def __init__(self, publisher: MqttPublisher, window: int = ACK_WINDOW, timeout_s: float = 60.0) -> None:
+        if not 0 < window < 65_536:
+            raise ValueError(f"the ack window must be 1-65,535 publishes (paho's packet ids), got {window}")
+        self.window = window
+        self._publisher = publisher
+        self._timeout_s = timeout_s
+        self._pending: deque[mqtt.MQTTMessageInfo] = deque()
+        self.most_outstanding = 0
+
+    @property
+    def outstanding(self) -> int:
+        """Publishes handed to paho and not acknowledged as far as this publisher has waited."""
+        return len(self._pending)
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        while len(self._pending) >= self.window:
+            self._wait_for_oldest()
+        info = self._publisher.publish(topic, payload)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise RuntimeError(f"the MQTT client refused publish {info.mid}: {mqtt.error_string(info.rc)}")
+        if self._publisher.qos > 0:
+            self._pending.append(info)
+            self.most_outstanding = max(self.most_outstanding, len(self._pending))
+
+    def drain(self) -> None:
+        """Waits until every message published so far is acknowledged."""
+        while self._pending:
+            self._wait_for_oldest()
+
+    def _wait_for_oldest(self) -> None:
+        oldest = self._pending[0]
+        oldest.wait_for_publish(self._timeout_s)
+        if not oldest.is_published():
+            raise TimeoutError(f"publish {oldest.mid} not acknowledged within {self._timeout_s:.0f} s")
+        self._pending.popleft()
 
 
 def main() -> int:
@@ -28,12 +80,14 @@ def main() -> int:
     parser.add_argument("--workload", choices=["filling", "churn", "overflow"], default="filling",
                         help="filling: bins fill and are emptied; churn: random fill, constant state "
                         "changes; overflow: every bin overflows and is emptied every tenth reading")
+    parser.add_argument("--window", type=int, default=ACK_WINDOW,
+                        help="QoS 1 publishes outstanding at most (paho's packet ids allow 65,535)")
     args = parser.parse_args()
 
     rng = random.Random(1)
     publisher = MqttPublisher(args.url, args.client_id, qos=args.qos).connect()
+    windowed = WindowedPublisher(publisher, args.window)
     started = time.perf_counter()
-    last_info = None
     for i in range(args.events):
         if args.rate:
             ahead_s = i / args.rate - (time.perf_counter() - started)
@@ -53,12 +107,12 @@ def main() -> int:
             fill = ((i // args.devices + (i % args.devices) * 37) * 0.5) % 100.5
         body = {"device_id": device_id, "kind": "bin", "time": now_ns // 1_000_000,
                 "attributes": {"fill_pct": round(min(fill, 100.0), 1), "sent_ns": now_ns, "seq": i}}
-        last_info = publisher.publish(f"citywatch/events/{device_id}", json.dumps(body).encode())
-    if last_info is not None:
-        last_info.wait_for_publish(60)
+        windowed.publish(f"citywatch/events/{device_id}", json.dumps(body).encode())
+    windowed.drain()
     elapsed_s = time.perf_counter() - started
     publisher.close()
-    print(json.dumps({"published": args.events, "elapsed_s": elapsed_s}), flush=True)
+    print(json.dumps({"published": args.events, "elapsed_s": elapsed_s,
+                      "most_unacked": windowed.most_outstanding}), flush=True)
     return 0
 
 

@@ -43,6 +43,18 @@ def window_row(started: float, clock: StoredClock, stored_total: int) -> dict[st
             "p50_ms": round(float(p50), 1), "p99_ms": round(float(p99), 1)}
 
 
+def drain(clock: StoredClock, remaining: int, stall_s: float = 60) -> None:
+    """Waits for the backlog left when the publisher ends, for as long as it keeps shrinking: a slower
+    machine shows it as latency, and only events that stop arriving fail the run."""
+    stored_before = -1
+    while not clock.wait_for(remaining, stall_s):
+        with clock.lock:
+            stored = len(clock.latencies_ms)
+        if stored == stored_before:
+            return
+        stored_before = stored
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -80,7 +92,7 @@ def main() -> int:
                 rows.append(row)
                 print(f"| {row['minute']} | {row['rss_mb']} | {row['stored']} | {row['p50_ms']} "
                       f"| {row['p99_ms']} |", flush=True)
-            clock.wait_for(events - stored_total, 60)
+            drain(clock, events - stored_total)
             rows.append(window_row(started, clock, stored_total))
         finally:
             runtime.stop()
@@ -98,6 +110,10 @@ def main() -> int:
     out_dir = Path(__file__).resolve().parent / "results"
     out_dir.mkdir(exist_ok=True)
     (out_dir / "soak.json").write_text(json.dumps(result, indent=2))
+    if stored < events:
+        # The embedded Mosquitto queues at most MOSQUITTO_MAX_QUEUED_MESSAGES for a subscriber that is behind.
+        print(f"{events - stored} of {events} events were never stored: the pipeline stopped, or fell so far "
+              "behind that the broker's queue for it overflowed (see the latency above)", file=sys.stderr)
     return 0 if stored == events else 1
 
 

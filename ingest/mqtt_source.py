@@ -61,6 +61,9 @@ OnMessage = Callable[[str, bytes, int], None]
 Settle = Callable[[bool], None]
 OnMessageToAck = Callable[[str, bytes, int, Settle], None]
 
+# Packets read per wake-up of paho's network thread (see _BurstReadingClient).
+READ_BURST_PACKETS = 64
+
 # CONNACK reason codes retrying cannot fix: bad user name or password (134), not authorised (135),
 # banned (138), bad authentication method (140). MQTT 3.1.1 return codes 4 and 5 map to 134 and 135.
 AUTH_REFUSED_CODES = frozenset({134, 135, 138, 140})
@@ -128,7 +131,7 @@ class MqttSource:
         # CONNECT attempts so far (each CONNACK or failed TCP connect): shows whether retrying goes on.
         self.connect_attempts = 0
 
-        client = mqtt.Client(
+        client = _BurstReadingClient(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             clean_session=clean_session,
@@ -148,6 +151,10 @@ class MqttSource:
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         self._client = client
+        if metrics is not None:
+            # Read when scraped: setting it on every hand-over and acknowledgement cost two gauge locks a
+            # message on the network thread.
+            metrics.mqtt_unacked.set_function(lambda: self._unacked)
 
     @property
     def connected(self) -> bool:
@@ -314,7 +321,6 @@ class MqttSource:
             if not self._accepting:
                 return  # not acknowledged: the broker redelivers it to the next session
             self._unacked += 1
-            self._publish_unacked()
             settle = _Settlement(self, self._generation, message.mid, message.qos)
         try:
             handler(message.topic, payload, self._now_ms(), settle)
@@ -327,7 +333,6 @@ class MqttSource:
     def _settle(self, generation: int, mid: int, qos: int, ok: bool) -> None:
         with self._acks:
             self._unacked -= 1
-            self._publish_unacked()
             self._acks.notify_all()
             current = generation == self._generation and not self._stopping
             if ok:
@@ -347,16 +352,34 @@ class MqttSource:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
-    def _publish_unacked(self) -> None:
-        if self._metrics is not None:
-            self._metrics.mqtt_unacked.set(self._unacked)
-
     def _set_connected(self, connected: bool) -> None:
         self._connected = connected
         if not connected:
             self._subscribed = False
         if self._metrics is not None:
             self._metrics.mqtt_connected.set(1 if connected else 0)
+
+
+class _BurstReadingClient(mqtt.Client):
+    """paho's client, reading up to READ_BURST_PACKETS packets each time its network thread wakes up.
+
+    paho 2.2's loop_read() reads one packet per wake-up when it has no QoS 2 or outgoing messages in
+    flight (our case: a subscriber), so every incoming message cost a select() and a pass through the
+    loop's bookkeeping. The socket is non-blocking: the burst ends as soon as nothing complete is left to
+    read (paho keeps a partial packet for the next wake-up), so PUBACKs queued meanwhile, keepalives and
+    reconnects wait for at most one burst. The body is paho's own loop_read with a larger bound.
+    """
+
+    def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
+        for _ in range(max(max_packets, READ_BURST_PACKETS)):
+            if self._sock is None:
+                return mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN
+            rc = self._packet_read()
+            if rc > 0:
+                return self._loop_rc_handle(rc)
+            if rc == mqtt.MQTTErrorCode.MQTT_ERR_AGAIN:
+                break
+        return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
 
 
 class _Settlement:

@@ -79,6 +79,11 @@ def _filter_regex(pattern: str) -> str:
     return regex
 
 
+# Topics whose route is remembered; devices often publish on a topic of their own.
+ROUTE_CACHE_TOPICS = 100_000
+_UNSEEN = object()
+
+
 @dataclass(frozen=True, slots=True)
 class _Route:
     topic_filter: TopicFilter
@@ -113,13 +118,24 @@ class Normalizer:
         self._dead_letter_bytes = settings.dead_letter_payload_bytes
         self._accept_unknown_devices = settings.accept_unknown_devices
         self._registry = registry
+        # Topic -> its route's codec (None: no route), so each topic is matched against the filters once
+        # instead of on every message. Only the network thread writes it.
+        self._routed: dict[str, Codec | None] = {}
 
     def route(self, topic: str) -> Codec | None:
         """The codec of the first route whose filter matches the topic."""
+        known = self._routed.get(topic, _UNSEEN)
+        if known is not _UNSEEN:
+            return known  # type: ignore[return-value]  # a Codec or None: the sentinel is not stored
+        codec = None
         for route in self._routes:
             if route.topic_filter.matches(topic):
-                return route.codec
-        return None
+                codec = route.codec
+                break
+        if len(self._routed) >= ROUTE_CACHE_TOPICS:
+            self._routed.clear()  # topics come from devices: memory stays bounded, matching starts over
+        self._routed[topic] = codec
+        return codec
 
     def unencodable(self, topic: str, payload: bytes, received_time_ms: int, accepted: IngestResult,
                     why: str) -> IngestResult:

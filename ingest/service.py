@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
+
+from prometheus_client import Counter
 
 from core.metrics import Metrics
 from core.settings import MqttSettings
@@ -51,6 +52,10 @@ class IngestService:
         self._metrics = metrics
         self._kind_labels: set[str] = set()
         self._kind_labels_lock = threading.Lock()
+        # Labelled counter children by kind and by reason, looked up once: labels() per message took a
+        # lock and built a key on the network thread. Both are bounded (MAX_KIND_LABELS, the reasons).
+        self._accepted_by_kind: dict[str, Counter] = {}
+        self._dead_letters_by_reason: dict[str, Counter] = {}
         # Two routes may share a filter; subscribing once is enough.
         unique_topics = list(dict.fromkeys(topics))
         self._source = MqttSource(
@@ -133,10 +138,29 @@ class IngestService:
             # BusClosed only during shutdown, if the bus was closed before ingest stopped.
             self._not_accepted(topic, exc, settle)
             return
-        for kind, count in Counter(event.kind for event in result.events).items():
-            self._metrics.events_accepted.labels(kind=self._kind_label(kind)).inc(count)
-        for reason, count in Counter(letter.reason for letter in result.dead_letters).items():
-            self._metrics.dead_letters.labels(reason=reason).inc(count)
+        events = result.events
+        if len(events) == 1:  # most messages: counted without tallying them first
+            self._accepted_counter(events[0].kind).inc()
+        else:
+            for kind, count in _tally(event.kind for event in events).items():
+                self._accepted_counter(kind).inc(count)
+        for reason, count in _tally(letter.reason for letter in result.dead_letters).items():
+            self._dead_letter_counter(reason).inc(count)
+
+    def _accepted_counter(self, kind: str) -> Counter:
+        counter = self._accepted_by_kind.get(kind)
+        if counter is None:
+            label = self._kind_label(kind)
+            counter = self._metrics.events_accepted.labels(kind=label)
+            if label == kind:  # the kinds beyond MAX_KIND_LABELS ("other") are not remembered one by one
+                self._accepted_by_kind[kind] = counter
+        return counter
+
+    def _dead_letter_counter(self, reason: str) -> Counter:
+        counter = self._dead_letters_by_reason.get(reason)
+        if counter is None:
+            counter = self._dead_letters_by_reason[reason] = self._metrics.dead_letters.labels(reason=reason)
+        return counter
 
     def _confirmed(self, settle: Settle, topic: str, error: BaseException | None) -> None:
         """The bus's verdict on one message's records (on the bus's own thread for Kafka)."""
@@ -160,3 +184,10 @@ class IngestService:
                 self._kind_labels.add(kind)
                 return kind
         return OTHER_KIND_LABEL
+
+
+def _tally(values: Iterable[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return counts

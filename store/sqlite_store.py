@@ -264,7 +264,7 @@ CREATE INDEX latest_readings_by_kind ON latest_readings (kind, device_id);
 
 -- Backfill from a version-1 file (no-ops on a new one).
 INSERT INTO reading_stats_hourly
-    SELECT device_id, j.key, event_time_ms / 3600000 * 3600000, kind, count(*), sum(j.value), min(j.value),
+    SELECT device_id, j.key, event_time_ms / 3600000 * 3600000, kind, count(*), total(j.value), min(j.value),
            max(j.value)
     FROM events, json_each(events.attributes) AS j WHERE j.type IN ('integer', 'real')
     GROUP BY device_id, j.key, event_time_ms / 3600000;
@@ -425,12 +425,15 @@ WHERE excluded.updated_time_ms > violations.updated_time_ms
 """
 
 # Every numeric attribute (JSON integers and reals: booleans and nulls are other JSON types, and msgspec
-# writes NaN and infinities as null) per device and hour, from the batch's new events.
+# writes NaN and infinities as null) per device and hour, from the batch's new events. total(), not sum():
+# sum() of integers raises "integer overflow" past 2^63, which a few large integer readings (nanosecond
+# clocks, counters) in one batch reached and which stopped the processor; total() sums as a REAL, the
+# column's type.
 _UPSERT_READING_STATS: Final = f"""
 INSERT INTO reading_stats_hourly
     (device_id, attribute, hour_ms, kind, count, sum_value, min_value, max_value)
 SELECT device_id, attribute.key, {_floor_to("event_time_ms", buckets.HOUR_MS)} AS hour_ms, min(kind),
-       count(*), sum(attribute.value), min(attribute.value), max(attribute.value)
+       count(*), total(attribute.value), min(attribute.value), max(attribute.value)
 FROM temp.batch_events AS batch, json_each(batch.attributes) AS attribute
 WHERE attribute.type IN ('integer', 'real')
 GROUP BY device_id, attribute.key, hour_ms

@@ -7,6 +7,8 @@ express (time zone present, time plausible, topic agrees with body) are checked 
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
@@ -52,8 +54,10 @@ class NativeReason(StrEnum):
 
 
 # `\Z`, not `$`: `$` also matches before a trailing newline, which would let "bin-1\n" through.
-DeviceId = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+\Z")]
-Kind = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[a-z0-9_.]+\Z")]
+DEVICE_ID_PATTERN = r"^[A-Za-z0-9._:-]+\Z"
+KIND_PATTERN = r"^[a-z0-9_.]+\Z"
+DeviceId = Annotated[str, Meta(min_length=1, max_length=128, pattern=DEVICE_ID_PATTERN)]
+Kind = Annotated[str, Meta(min_length=1, max_length=64, pattern=KIND_PATTERN)]
 EventId = Annotated[str, Meta(min_length=1, max_length=128)]
 
 
@@ -77,6 +81,31 @@ class NativeReading(msgspec.Struct, forbid_unknown_fields=True):
 NativePayload = NativeReading | list[NativeReading]
 
 
+class UncheckedReading(msgspec.Struct, forbid_unknown_fields=True):
+    """NativeReading without the device_id and kind patterns, for the fast path of `decode`.
+
+    msgspec checks a pattern by calling Python's `re` on every value, which was most of the time it took
+    to decode a reading. The fast path checks the two patterns itself, once per distinct value, and
+    hands every payload it does not accept to NativeReading, so what is refused, and why, does not change.
+    tests/unit/test_native_codec.py holds the two structs to the same fields and limits.
+    """
+
+    device_id: Annotated[str, Meta(min_length=1, max_length=128)]
+    kind: Annotated[str, Meta(min_length=1, max_length=64)]
+    time: int | datetime
+    event_id: EventId | None = None
+    location: NativeLocation | None = None
+    attributes: dict[str, Any] | None = None
+
+
+_DEVICE_ID = re.compile(DEVICE_ID_PATTERN)
+_KIND = re.compile(KIND_PATTERN)
+# Device ids and kinds that passed their pattern; cleared when full, so memory stays bounded.
+CHECKED_VALUES_LIMIT = 100_000
+Reading = NativeReading | UncheckedReading
+Decoded = NativeReading | UncheckedReading | list[NativeReading] | list[UncheckedReading]
+
+
 class NativeCodec:
     """Decodes the native JSON format; see docs/native-format.md."""
 
@@ -84,17 +113,53 @@ class NativeCodec:
 
     def __init__(self) -> None:
         self._decoder = msgspec.json.Decoder(NativePayload)
+        self._unchecked_decoder = msgspec.json.Decoder(UncheckedReading | list[UncheckedReading])
+        self._checked_device_ids: set[str] = set()
+        self._checked_kinds: set[str] = set()
         self._reading_fields = [field.encode_name for field in msgspec.structs.fields(NativeReading)]
         self._location_fields = [field.encode_name for field in msgspec.structs.fields(NativeLocation)]
 
     def decode(self, topic: str, payload: bytes, received_time_ms: int) -> list[Event]:
+        decoded: Decoded | None = self._decode_fast(payload)
+        if decoded is None:
+            decoded = self._decode_checked(payload)
+        return self._events(decoded, topic, received_time_ms)
+
+    def _decode_fast(self, payload: bytes) -> Decoded | None:
+        """The payload decoded when it is valid JSON of the format whose device ids and kinds match their
+        patterns; None for anything else, which `_decode_checked` then decodes or refuses with the reason."""
         try:
-            decoded = self._decoder.decode(payload)
+            decoded = self._unchecked_decoder.decode(payload)
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # ValidationError included
+            return None
+        for reading in decoded if isinstance(decoded, list) else (decoded,):
+            if not self._matches(reading.device_id, _DEVICE_ID, self._checked_device_ids):
+                return None
+            if not self._matches(reading.kind, _KIND, self._checked_kinds):
+                return None
+        return decoded
+
+    @staticmethod
+    def _matches(value: str, pattern: re.Pattern[str], checked: set[str]) -> bool:
+        if value in checked:
+            return True
+        if pattern.search(value) is None:
+            return False
+        if len(checked) >= CHECKED_VALUES_LIMIT:
+            checked.clear()
+        checked.add(value)
+        return True
+
+    def _decode_checked(self, payload: bytes) -> Decoded:
+        try:
+            decoded: Decoded = self._decoder.decode(payload)
         except msgspec.ValidationError:
             raise explain(NativePayload, payload, _FIELD_RULES) from None
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise malformed(payload, exc) from None
+        return decoded
 
+    def _events(self, decoded: Decoded, topic: str, received_time_ms: int) -> list[Event]:
         if isinstance(decoded, list):
             if not decoded:
                 raise CodecError(NativeReason.EMPTY_BATCH, "payload: the batch array has no events")
@@ -103,7 +168,8 @@ class NativeCodec:
                     NativeReason.BATCH_TOO_LARGE,
                     f"payload: batch of {len(decoded)} events, at most {MAX_BATCH_EVENTS} are allowed",
                 )
-            readings, batch = decoded, True
+            readings: Sequence[Reading] = decoded
+            batch = True
         else:
             readings, batch = [decoded], False
 
@@ -114,7 +180,7 @@ class NativeCodec:
         ]
 
     def _to_event(
-        self, reading: NativeReading, where: str, topic_device: str | None, received_time_ms: int
+        self, reading: Reading, where: str, topic_device: str | None, received_time_ms: int
     ) -> Event:
         if topic_device is not None and reading.device_id != topic_device:
             raise CodecError(
@@ -127,9 +193,11 @@ class NativeCodec:
         event_id = reading.event_id
         if event_id is None:
             # The same reading delivered twice (QoS 1 redelivery, a device retrying) gets the same id,
-            # so it is dropped downstream instead of being counted twice.
+            # so it is dropped downstream instead of being counted twice. One part joined here is the same
+            # text, so the same id, as stable_id(device_id, kind, time, canonical), without its per-part
+            # generator and str() calls on every event.
             canonical = msgspec.json.encode(attributes, order="sorted").decode()
-            event_id = stable_id(reading.device_id, reading.kind, event_time_ms, canonical)
+            event_id = stable_id(f"{reading.device_id}\x1f{reading.kind}\x1f{event_time_ms}\x1f{canonical}")
         location = reading.location
         return Event(
             event_id=event_id,
@@ -164,12 +232,11 @@ def _event_time_ms(value: int | datetime, where: str, received_time_ms: int) -> 
             )
         # Integer arithmetic, not timestamp(): a float would round some milliseconds the wrong way.
         time_ms = (value - _EPOCH) // _ONE_MS
-        shown = repr(value.isoformat())
     else:
         time_ms = value
-        shown = f"{value} ms"
     latest_ms = received_time_ms + MAX_FUTURE_MS
     if time_ms < MIN_EVENT_TIME_MS or time_ms > latest_ms:
+        shown = repr(value.isoformat()) if isinstance(value, datetime) else f"{value} ms"
         # A number in another unit (seconds, nanoseconds) is named as such; a date-time has no unit.
         hint = "" if isinstance(value, datetime) else scale_hint(value, "milliseconds", MIN_EVENT_TIME_MS,
                                                                    latest_ms)

@@ -12,7 +12,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from ingest.mqtt_source import MqttSource, Settle
+from core.metrics import Metrics
+from ingest.mqtt_source import READ_BURST_PACKETS, MqttSource, Settle
 from tests.conftest import PublisherFactory
 from tests.support.wait import wait_for
 
@@ -51,12 +52,12 @@ def sources() -> Iterator[list[MqttSource]]:
 
 
 def start_source(url: str, client_id: str, topic: str, handler: Held, sources: list[MqttSource],
-                 max_unacked: int = 1000) -> MqttSource:
+                 max_unacked: int = 1000, metrics: Metrics | None = None) -> MqttSource:
     parsed = urlparse(url)
     assert parsed.hostname and parsed.port
     source = MqttSource(host=parsed.hostname, port=parsed.port, client_id=client_id, topics=[topic], qos=1,
                         keepalive_s=5, reconnect_min_s=0.1, reconnect_max_s=0.5,
-                        on_message_to_ack=handler, max_unacked=max_unacked)
+                        on_message_to_ack=handler, max_unacked=max_unacked, metrics=metrics)
     handler.source = source
     sources.append(source)
     source.start()
@@ -146,3 +147,42 @@ def test_unsettled_messages_are_bounded(
     assert held.payloads() == [f"b{i}".encode() for i in range(6)]
     assert max(held.unacked_seen) == 2  # counted on arrival, itself included
     wait_for(lambda: source.unacked == 0, 5, message="all settled")
+
+
+def test_the_unacked_gauge_counts_the_messages_waiting_to_be_settled(
+        mosquitto_url: str, topic_prefix: str, mqtt_publisher: PublisherFactory,
+        sources: list[MqttSource]) -> None:
+    client_id, topic = f"ingest-{uuid.uuid4().hex[:10]}", f"{topic_prefix}/events"
+    held, metrics = Held(), Metrics()
+    start_source(mosquitto_url, client_id, topic, held, sources, metrics=metrics)
+
+    def gauge() -> float | None:
+        return metrics.registry.get_sample_value("citywatch_mqtt_unacked_messages")
+
+    assert gauge() == 0
+    publish(mqtt_publisher, mosquitto_url, topic, b"g0", b"g1", b"g2")
+    wait_for(lambda: len(held.payloads()) == 3, 5, message="3 messages")
+    assert gauge() == 3
+    held.messages[0][1](True)
+    held.messages[2][1](True)
+    assert gauge() == 1
+
+
+def test_a_burst_of_messages_arrives_in_order_each_acknowledged_once(
+        mosquitto_url: str, topic_prefix: str, mqtt_publisher: PublisherFactory,
+        sources: list[MqttSource]) -> None:
+    # Many more than one read burst, published without waiting: they reach the socket back to back.
+    count = 20 * READ_BURST_PACKETS
+    client_id, topic = f"ingest-{uuid.uuid4().hex[:10]}", f"{topic_prefix}/events"
+    held = Held("ack")
+    source = start_source(mosquitto_url, client_id, topic, held, sources)
+    publisher = mqtt_publisher(mosquitto_url)
+    infos = [publisher.publish(topic, f"burst{i}".encode(), qos=1) for i in range(count)]
+    infos[-1].wait_for_publish(10)
+    expected = [f"burst{i}".encode() for i in range(count)]
+    wait_for(lambda: len(held.payloads()) >= count, 20, message=f"{count} messages")
+    assert held.payloads() == expected
+    wait_for(lambda: source.unacked == 0, 5, message="all settled")
+    assert source.connect_attempts == 1
+    source.stop()
+    assert nothing_redelivered(mosquitto_url, client_id, topic, mqtt_publisher, sources) == []

@@ -8,12 +8,15 @@ import msgspec
 import pytest
 
 from core.models import Event, Location, stable_id
+from ingest.codecs import native
 from ingest.codecs.base import CodecError
 from ingest.codecs.native import (
     MAX_BATCH_EVENTS,
     MAX_FUTURE_MS,
     MIN_EVENT_TIME_MS,
     NativeCodec,
+    NativeReading,
+    UncheckedReading,
     device_from_topic,
 )
 
@@ -288,3 +291,37 @@ def test_codec_error_carries_reason_and_detail_as_plain_strings() -> None:
 )
 def test_device_from_topic(topic: str, device: str | None) -> None:
     assert device_from_topic(topic) == device
+
+
+# --- the fast path: patterns checked once per value -----------------------------------------------
+
+
+def test_the_fast_path_struct_is_the_format_without_its_two_patterns() -> None:
+    def limits(struct: type[msgspec.Struct]) -> list[tuple[Any, ...]]:
+        rows = []
+        for field in msgspec.structs.fields(struct):
+            annotation = field.type
+            metas = [m for m in getattr(annotation, "__metadata__", ()) if isinstance(m, msgspec.Meta)]
+            shown = [(m.min_length, m.max_length, m.ge, m.le) for m in metas]
+            rows.append((field.name, annotation.__origin__ if metas else annotation, field.default, shown))
+        return rows
+
+    assert limits(UncheckedReading) == limits(NativeReading)
+    assert UncheckedReading.__struct_config__.forbid_unknown_fields
+
+
+def test_a_device_id_or_kind_against_its_pattern_is_refused_however_often_valid_ones_came_before(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(native, "CHECKED_VALUES_LIMIT", 3)  # the remembered values are forgotten often
+    codec = NativeCodec()
+    for n in range(10):
+        device = f"bin-{n % 5:04d}"
+        [event] = codec.decode(f"citywatch/events/{device}", msgspec.json.encode(body(device_id=device)),
+                               RECEIVED_MS)
+        assert event.device_id == device
+        for bad in (body(device_id="bin-0001\n"), body(kind="Bin"), [body(), body(device_id="bin 1")]):
+            with pytest.raises(CodecError) as caught:
+                codec.decode("citywatch/events", msgspec.json.encode(bad), RECEIVED_MS)
+            assert caught.value.reason == "invalid_field"
+            assert caught.value.detail.startswith(("device_id: expected", "kind: expected",
+                                                   "[1].device_id: expected")), caught.value.detail

@@ -12,6 +12,7 @@ import pytest
 from core.metrics import Metrics
 from core.models import DeadLetter, Event, Location
 from core.settings import DeviceSettings, IngestSettings, MqttSettings, TopicRoute
+from ingest import normalizer as normalizer_module
 from ingest.codecs.base import Codec
 from ingest.codecs.native import NativeCodec
 from ingest.normalizer import IngestResult, Normalizer, TopicFilter
@@ -119,6 +120,23 @@ def test_first_matching_route_decodes() -> None:
     norm.handle("vendor/x/1", b"{}", RECEIVED_MS)
     norm.handle("vendor/y/1", b"{}", RECEIVED_MS)
     assert (first.topics, second.topics) == (["vendor/x/1"], ["vendor/y/1"])
+
+
+def test_routes_stay_right_for_topics_seen_again_and_after_the_remembered_ones_are_forgotten(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(normalizer_module, "ROUTE_CACHE_TOPICS", 2)
+    first = StaticCodec("first", [])
+    second = StaticCodec("second", [])
+    routes = [TopicRoute.model_construct(pattern="vendor/x/#", codec="first"),
+              TopicRoute.model_construct(pattern="vendor/#", codec="second")]
+    norm = normalizer(routes=routes, codecs={"first": first, "second": second})
+    topics = ["vendor/x/1", "vendor/y/1", "other/1", "vendor/x/2", "vendor/x/1", "other/1", "vendor/y/1"]
+    reasons = [[letter.reason for letter in norm.handle(topic, b"{}", RECEIVED_MS).dead_letters]
+               for topic in topics]
+    assert first.topics == ["vendor/x/1", "vendor/x/2", "vendor/x/1"]
+    assert second.topics == ["vendor/y/1", "vendor/y/1"]
+    assert reasons == [[], [], ["unknown_topic"], [], [], ["unknown_topic"], []]
+    assert len(norm._routed) <= 2  # the memory of routed topics stays bounded
 
 
 def test_route_naming_a_missing_codec_is_a_construction_error() -> None:

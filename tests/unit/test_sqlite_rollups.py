@@ -102,3 +102,23 @@ def test_a_version_1_file_is_migrated_with_its_rollups_backfilled(tmp_path: Path
     series = store.reading_series(ReadingSeriesQuery("bin-1", "fill_pct", NOW, NOW + DAY, Bucket.HOUR))
     assert [(b.count, b.mean) for b in series.buckets] == [(1, 40.0)]
     store.close()
+
+
+def test_large_integer_readings_in_one_batch_are_summarised_without_overflow(tmp_path: Path) -> None:
+    # Three readings of one device and hour whose sum is beyond 64 bits (each is within them, as ingest
+    # requires): a nanosecond clock attribute does this.
+    big = 4_000_000_000_000_000_000
+    store = SqliteStore.in_directory(tmp_path)
+    events = [Event(event_id=f"n{n}", device_id="bin-1", kind="bin", event_time_ms=NOW + n,
+                    ingest_time_ms=NOW + n, attributes={"sent_ns": big + n}) for n in range(3)]
+    store.write_events(events)
+    store.write_events([Event(event_id="n3", device_id="bin-1", kind="bin", event_time_ms=NOW + 3,
+                              ingest_time_ms=NOW + 3, attributes={"sent_ns": big + 3})])
+    store.flush()
+    series = store.reading_series(ReadingSeriesQuery("bin-1", "sent_ns", NOW, NOW + DAY, Bucket.HOUR))
+    [hour] = series.buckets
+    assert hour.count == 4
+    assert hour.mean == float(big)
+    assert (hour.min, hour.max) == (float(big), float(big + 3))
+    assert len(store.query_events(EventQuery()).items) == 4
+    store.close()
