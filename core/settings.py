@@ -35,6 +35,7 @@ from core import rule_overrides, settings_env
 from core import sanitation_settings as san
 from core.case_settings import CaseSettings
 from core.dispatch_settings import DispatchSettings
+from core.index_settings import IndexSettings
 from core.ingest_config import (
     FRIGATE_DERIVED_ATTRIBUTES,
     FrigateAttribute,
@@ -716,6 +717,8 @@ class Settings(_Section):
     alerts: AlertSettings = AlertSettings()
     cases: CaseSettings = Field(default_factory=CaseSettings, description="Case routing and verification "
                                 "(docs/cases.md).")
+    indices: IndexSettings = Field(default_factory=IndexSettings, description="Civility indices, rankings "
+                                   "and published reports (docs/indices.md).")
     logging: LoggingSettings = LoggingSettings()
 
     def with_overrides(self, *, source: str = "the overridden settings", **dotted: Any) -> Settings:
