@@ -136,7 +136,8 @@ def test_every_index_equals_the_documented_formulas(service: IndexService, city:
         index_of = got[place]
         assert (index_of.score, index_of.grade) == (expected["score"], expected["grade"]), place
         assert index_of.coverage == pytest.approx(expected["coverage"])
-        shown = {c.name: (c.rate, None if c.score is None else round(c.score, 2)) for c in index_of.components}
+        shown = {c.name: (c.rate, None if c.score is None else round(c.score, 2))
+                 for c in index_of.components}
         assert shown == {name: (rate, None if score is None else round(score, 2))
                          for name, (rate, score) in expected["components"].items()}, place
 
