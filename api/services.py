@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from api.alerts.webhooks.dispatcher import WebhookDispatcher
     from ingest.geo import GeoTagger
     from processors.cases.service import CaseService
+    from processors.indices.service import IndexService
     from store.open311 import Open311Store
 
 
@@ -63,6 +64,9 @@ class ApiServices:
     geo: GeoTagger | None = None
     # Dispatch plans made by this instance, with the `dispatch` settings (/v1/dispatch, docs/dispatch.md).
     dispatch: PlanBoard = field(default_factory=PlanBoard)
+    # Civility indices, rankings and published reports (/v1/indices, /v1/rankings, /v1/reports; None: those
+    # answer 503).
+    indices: IndexService | None = None
 
     def __post_init__(self) -> None:
         if self.feed is not None and self.feed_waiter is None:

@@ -1,5 +1,5 @@
-"""Index settings (`indices:`): the defaults load, and a wrong weight, band order or counter is refused at load
-with a message that names what is wrong."""
+"""Index settings (`indices:`): the defaults load, and a wrong weight, band order or counter is refused at
+load with a message that names what is wrong."""
 
 from __future__ import annotations
 
