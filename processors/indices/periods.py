@@ -21,6 +21,8 @@ _KEYS = {
     PeriodKind.QUARTER: re.compile(r"(\d{4})-Q([1-4])"),
     PeriodKind.HALF: re.compile(r"(\d{4})-H([12])"),
 }
+# Periods of these years (their neighbours, for the previous period's changes, stay within the calendar).
+FIRST_YEAR, LAST_YEAR = 1900, 9998
 KEY_FORMS = {PeriodKind.DAY: "2026-11-03", PeriodKind.WEEK: "2026-W45", PeriodKind.MONTH: "2026-11",
              PeriodKind.QUARTER: "2026-Q4", PeriodKind.HALF: "2026-H2"}
 
@@ -103,6 +105,8 @@ def parse_period(kind: PeriodKind, key: str) -> Period:
     if match is None:
         raise InvalidPeriod(problem)
     year, number = int(match[1]), int(match[2])
+    if not FIRST_YEAR <= year <= LAST_YEAR:
+        raise InvalidPeriod(f"{problem}: years {FIRST_YEAR} to {LAST_YEAR}")
     try:
         if kind is PeriodKind.DAY:
             return period_of(kind, date(year, number, int(match[3])))

@@ -166,6 +166,12 @@ def test_a_key_that_names_no_period_is_refused_with_the_expected_form() -> None:
         parse_period(PeriodKind.MONTH, "2026-13")
     with pytest.raises(InvalidPeriod, match=r"'2026-Q5' is not a quarter"):
         parse_period(PeriodKind.QUARTER, "2026-Q5")
+    with pytest.raises(InvalidPeriod, match=r"'2025-W53' is not a week"):  # 2025 has 52 ISO weeks, 2026 53
+        parse_period(PeriodKind.WEEK, "2025-W53")
+    assert parse_period(PeriodKind.WEEK, "2026-W53").last_day == "2027-01-03"
+    with pytest.raises(InvalidPeriod, match=r"'0001-01-01' is not a day \(like '2026-11-03'\): years 1900 to "
+                                            r"9998"):
+        parse_period(PeriodKind.DAY, "0001-01-01")
 
 
 def scored(place: str, score: float | None, coverage: float = 1.0) -> PlaceIndex:
