@@ -154,7 +154,7 @@ def _figures(service: IndexService, index: str, period: Period, level: str) -> I
     if index not in service.settings.definitions:
         raise ProblemError(NOT_FOUND, f"no index named {index!r}; defined: "
                            f"{', '.join(sorted(service.settings.definitions))}")
-    return service.figures(period, (level,))[index]
+    return service.figures(period, (level,), (index,))[index]
 
 
 @indices_router.get("", response_model=DefinitionsAnswer, summary="The indices, their components and method")

@@ -43,11 +43,15 @@ class IndexFigures:
 
 
 def compute(settings: IndexSettings, period: Period, current: LevelDenominators,
-            previous: LevelDenominators, levels: tuple[str, ...] = LEVELS) -> dict[str, IndexFigures]:
-    """The indices of `period` (and of the period before, for the changes) at `levels`."""
+            previous: LevelDenominators, levels: tuple[str, ...] = LEVELS,
+            indices: tuple[str, ...] | None = None) -> dict[str, IndexFigures]:
+    """The indices of `period` (and of the period before, for the changes) at `levels`; only `indices`
+    when given."""
     found = {}
     days, previous_days = period.days, period.previous().days
     for name, definition in settings.definitions.items():
+        if indices is not None and name not in indices:
+            continue
         now = {level: level_indices(definition, current.get(level, {}), days) for level in levels}
         rankings: dict[str, Ranking] = {}
         for level in RANKED_LEVELS:

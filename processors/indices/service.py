@@ -60,11 +60,10 @@ class IndexService:
         self.reports = reports
         self.cases = cases
         self.now_ms = now_ms
-        self._counters = tuple(sorted({name for definition in settings.definitions.values()
-                                       for component in definition.components if component.case_rate is None
-                                       for name in figures_of(component)}))
-        self._uses_cases = any(component.case_rate is not None for definition in settings.definitions.values()
-                               for component in definition.components)
+        self._counters = {index: tuple(sorted({name for component in definition.components
+                                               if component.case_rate is None
+                                               for name in figures_of(component)}))
+                          for index, definition in settings.definitions.items()}
 
     @property
     def method_version(self) -> str:
@@ -73,17 +72,24 @@ class IndexService:
     def period_of_now(self, kind: PeriodKind) -> Period:
         return period_of(kind, local_day(self.now_ms(), self.time_zone))
 
-    def denominators(self, period: Period, levels: tuple[str, ...] = LEVELS) -> dict[str, dict[str, dict[str,
-                                                                                                        float]]]:
-        """Level -> place -> figure -> its sum over the period, as stored now."""
+    def denominators(self, period: Period, levels: tuple[str, ...] = LEVELS,
+                     indices: tuple[str, ...] | None = None) -> dict[str, dict[str, dict[str, float]]]:
+        """Level -> place -> figure -> its sum over the period, as stored now (the figures of `indices`:
+        default all)."""
+        names = tuple(self.settings.definitions) if indices is None else indices
+        counters = tuple(sorted({counter for name in names for counter in self._counters[name]}))
+        uses_cases = any(component.case_rate is not None for name in names
+                         for component in self.settings.definitions[name].components)
         found: dict[str, dict[str, dict[str, float]]] = {level: {} for level in levels}
         for level in levels:
+            if not counters:
+                break
             query = ExposureQuery(first_day=period.first_day, last_day=period.last_day, group_by=level,
-                                  counters=self._counters)
+                                  counters=counters)
             for item in self.store.exposure_sums(query):
                 place = CITY if level == "city" else item.place
                 found[level].setdefault(place, {})[item.counter] = item.value
-        if self.cases is not None and self._uses_cases and any(level in levels for level in _CASE_LEVELS):
+        if self.cases is not None and uses_cases and any(level in levels for level in _CASE_LEVELS):
             self._add_cases(period, found)
         return found
 
@@ -107,9 +113,11 @@ class IndexService:
                 found[level].setdefault(place, {}).update(
                     {name: float(values[name]) for name in CASE_FIGURES})
 
-    def figures(self, period: Period, levels: tuple[str, ...] = LEVELS) -> dict[str, IndexFigures]:
-        return compute(self.settings, period, self.denominators(period, levels),
-                       self.denominators(period.previous(), levels), levels)
+    def figures(self, period: Period, levels: tuple[str, ...] = LEVELS,
+                indices: tuple[str, ...] | None = None) -> dict[str, IndexFigures]:
+        """Every index of `indices` (default: all) at `levels`, with the previous period's for the ranks."""
+        return compute(self.settings, period, self.denominators(period, levels, indices),
+                       self.denominators(period.previous(), levels, indices), levels, indices)
 
     # Reports
 
