@@ -9,6 +9,7 @@ not count is refused with its name (the list is core/exposures.py).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from enum import StrEnum
 from typing import Final, Literal
@@ -75,8 +76,9 @@ class BandSettings(_Section):
     min_score: float = Field(ge=0, le=100, description="Scores from this (included) up to the next band.")
 
 
-DEFAULT_BANDS: Final = (BandSettings(grade="excellent", min_score=90), BandSettings(grade="good", min_score=80),
-                        BandSettings(grade="pass", min_score=60), BandSettings(grade="fail", min_score=0))
+DEFAULT_BANDS: Final = (
+    BandSettings(grade="excellent", min_score=90), BandSettings(grade="good", min_score=80),
+    BandSettings(grade="pass", min_score=60), BandSettings(grade="fail", min_score=0))
 
 
 class IndexDefinition(_Section):
@@ -92,9 +94,9 @@ class IndexDefinition(_Section):
         if repeated:
             raise ValueError(f"component names repeat: {', '.join(repeated)}")
         scores = [band.min_score for band in self.bands]
-        if not scores or any(a <= b for a, b in zip(scores, scores[1:], strict=False)) or scores[-1] != 0:
-            raise ValueError(f"bands must be ordered from the highest min_score down, each lower than the one "
-                             f"before, the last at 0; got {scores}")
+        if not scores or any(a <= b for a, b in itertools.pairwise(scores)) or scores[-1] != 0:
+            raise ValueError(f"bands must be ordered from the highest min_score down, each lower than the "
+                             f"one before, the last at 0; got {scores}")
         return self
 
 
@@ -112,11 +114,13 @@ def _default_definitions() -> dict[str, IndexDefinition]:
             _exposure("yield_crosswalk", "crosswalk_encounters", "crosswalk_not_yielded", 25, 0.20, 200),
             _exposure("no_helmet", "riders_observed", "riders_without_helmet", 20, 0.30, 200),
             _exposure("speeding", "vehicles_measured", "vehicles_speeding", 15, 0.10, 1000),
-            _exposure("illegal_parking", "parking_occupied_minutes", "parking_illegal_minutes", 10, 0.30, 600),
+            _exposure("illegal_parking", "parking_occupied_minutes", "parking_illegal_minutes", 10, 0.30,
+                      600),
         ]),
         "sanitation": IndexDefinition(title="Environmental sanitation index", components=[
             _exposure("bin_overflow", "bin_minutes", "bin_overflow_minutes", 30, 0.10, 1440),
-            _exposure("toilet_odour", "odour_sensor_minutes", "odour_out_of_standard_minutes", 15, 0.10, 1440),
+            _exposure("toilet_odour", "odour_sensor_minutes", "odour_out_of_standard_minutes", 15, 0.10,
+                      1440),
             ComponentSettings(name="case_closure", weight=25, case_rate="closure_rate", best_rate=1,
                               worst_rate=0.6, min_volume_per_day=0.2),
             ComponentSettings(name="case_on_time", weight=20, case_rate="on_time_rate", best_rate=1,
