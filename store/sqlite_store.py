@@ -219,28 +219,27 @@ _EXPOSURE_PLACE_COLUMNS: Final = {"device": "device_id", "intersection": "inters
                                   "district": "district", "city": "''"}
 
 # The month's sums per place, kept by triggers in the writer's transaction, so that a month (or a quarter,
-# a half-year) of a city's totals is read from a few rows per place instead of summed over every device-day
-# (BENCHMARKS.md, "Civility indices"). A replaced total takes its old value out of its old places and adds
-# the new one to its new places; a deleted total is taken out. The city's place is ''.
+# a half-year) of a city's totals is read from one row per (counter, intersection, grid, district) instead
+# of one per device-day (BENCHMARKS.md, "Civility indices"). One upsert per written total: a replaced total
+# takes its old value out of its old place and adds the new one to its new place; a deleted one is taken out.
 _EXPOSURE_ROLLUP_KINDS: Final = ("intersection", "grid", "district", "city")
 _EXPOSURE_ROLLUP_TABLE: Final = """CREATE TABLE IF NOT EXISTS exposure_month_sums (
-    month    TEXT NOT NULL,
-    kind     TEXT NOT NULL,
-    place    TEXT NOT NULL,
-    counter  TEXT NOT NULL,
-    value    REAL NOT NULL,
-    PRIMARY KEY (month, kind, counter, place)
+    month        TEXT NOT NULL,
+    counter      TEXT NOT NULL,
+    intersection TEXT NOT NULL,
+    grid         TEXT NOT NULL,
+    district     TEXT NOT NULL,
+    value        REAL NOT NULL,
+    PRIMARY KEY (month, counter, intersection, grid, district)
 ) WITHOUT ROWID"""
 
 
 def _exposure_rollup_add(row: str, sign: str) -> str:
-    """The statement adding `row`'s (NEW or OLD) value, times `sign`, to the sums of its month's places."""
-    return f"""INSERT INTO exposure_month_sums (month, kind, place, counter, value)
-    SELECT substr({row}.day, 1, 7), kind, place, {row}.counter, {sign}{row}.value
-    FROM (SELECT 'intersection' AS kind, {row}.intersection AS place UNION ALL SELECT 'grid', {row}.grid
-          UNION ALL SELECT 'district', {row}.district UNION ALL SELECT 'city', '')
-    WHERE place != '' OR kind = 'city'
-    ON CONFLICT (month, kind, counter, place) DO UPDATE SET value = value + excluded.value;"""
+    """The statement adding `row`'s (NEW or OLD) value, times `sign`, to its month's sum at its place."""
+    return (f"INSERT INTO exposure_month_sums (month, counter, intersection, grid, district, value) "
+            f"VALUES (substr({row}.day, 1, 7), {row}.counter, {row}.intersection, {row}.grid, "
+            f"{row}.district, {sign}{row}.value) ON CONFLICT (month, counter, intersection, grid, district) "
+            f"DO UPDATE SET value = value + excluded.value;")
 
 
 _EXPOSURE_ROLLUP_TRIGGERS: Final = (
@@ -251,12 +250,11 @@ _EXPOSURE_ROLLUP_TRIGGERS: Final = (
     f"CREATE TRIGGER IF NOT EXISTS exposure_month_sums_delete AFTER DELETE ON exposure_totals BEGIN "
     f"{_exposure_rollup_add('OLD', '-')} END",
 )
-# A file that has totals from before the rollup existed: its sums, once, when the table is created.
-_EXPOSURE_ROLLUP_BACKFILL: Final = tuple(
-    f"INSERT INTO exposure_month_sums (month, kind, place, counter, value) "
-    f"SELECT substr(day, 1, 7), '{kind}', {_EXPOSURE_PLACE_COLUMNS[kind]}, counter, sum(value) "
-    f"FROM exposure_totals {'' if kind == 'city' else f'WHERE {kind} != ' + repr('')} GROUP BY 1, 3, 4"
-    for kind in _EXPOSURE_ROLLUP_KINDS)
+# A file that has totals from before the sums existed: its sums, once, when the table is created.
+_EXPOSURE_ROLLUP_BACKFILL: Final = (
+    "INSERT INTO exposure_month_sums (month, counter, intersection, grid, district, value) "
+    "SELECT substr(day, 1, 7), counter, intersection, grid, district, sum(value) FROM exposure_totals "
+    "GROUP BY 1, 2, 3, 4, 5",)
 
 
 def _whole_months(first_day: str, last_day: str) -> tuple[list[str], list[tuple[str, str]]]:
@@ -979,13 +977,13 @@ class SqliteStore(Store):
         counters = f" AND counter IN ({_placeholders(len(query.counters))})" if query.counters else ""
         parts: list[str] = []
         params: list[Any] = []
+        placed = "" if query.group_by in ("device", "city") else f" AND {column} != ''"
         if months:
-            parts.append(f"SELECT place, counter, value FROM exposure_month_sums WHERE kind = ? "
-                         f"AND month IN ({_placeholders(len(months))}){counters}")
-            params += [query.group_by, *months, *query.counters]
+            parts.append(f"SELECT {column} AS place, counter, value FROM exposure_month_sums "
+                         f"WHERE month IN ({_placeholders(len(months))}){counters}{placed}")
+            params += [*months, *query.counters]
         if day_ranges:
             where = " OR ".join("day BETWEEN ? AND ?" for _ in day_ranges)
-            placed = "" if query.group_by in ("device", "city") else f" AND {column} != ''"
             parts.append(f"SELECT {column} AS place, counter, value FROM exposure_totals "
                          f"WHERE ({where}){counters}{placed}")
             params += [day for day_range in day_ranges for day in day_range] + list(query.counters)
