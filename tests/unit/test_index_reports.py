@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from api.report_page import render_report
 from core.index_settings import IndexSettings, PeriodKind, ReportSettings
 from core.models import ExposureTotal
 from core.settings import RelationalSettings
@@ -192,3 +193,14 @@ def test_equal_scores_share_a_rank_and_movers_need_both_periods() -> None:
     # Before: a 95, c 79.5, d 71, b 70, e 10 (fully covered then).
     assert (by_place["b"].previous_rank, by_place["b"].rank_change) == (4, 2)
     assert (by_place["g"].previous_score, by_place["g"].rank_change) == (None, None)
+
+
+def test_the_printable_page_states_the_late_data_of_the_previous_report(running: Running) -> None:
+    running.service.publish(NOVEMBER, "request")
+    late_crossings(running, "2026-11-28", 5000)
+    running.clock.now_ms = local_ms(date(2027, 1, 5))
+    december = running.service.publish(parse_period(PeriodKind.MONTH, "2026-12"), "request")
+    page = render_report(december.content)
+    assert "arrived for the previous period after its report (month-2026-11)" in page
+    assert "<td>stop_line_crossings</td>" in page and "<td>5,000</td>" in page
+    assert "<td>red_light_crossings</td>" not in page  # only the figures that changed
