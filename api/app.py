@@ -34,6 +34,7 @@ from api.routes import (
     events,
     exports,
     health,
+    indices,
     open311,
     readings,
     status,
@@ -104,6 +105,10 @@ def create_app(services: ApiServices) -> FastAPI:
     app.include_router(cases.router)
     # Reading plans needs readings:read, planning and reporting stops dispatch:write (per route).
     app.include_router(dispatch.router)
+    # indices:read to read indices, rankings and reports; reports:write to publish one (docs/indices.md).
+    app.include_router(indices.indices_router)
+    app.include_router(indices.rankings_router)
+    app.include_router(indices.reports_router)
     # GeoReport v2: its own key handling (api_key in the form) and error format (docs/cases.md).
     app.include_router(open311.router)
     # Without a violation feed or a webhook dispatcher (an instance that runs neither), these answer 503.

@@ -74,6 +74,8 @@ ALREADY_ASSIGNED: Final = ProblemKind("already-assigned", 409,
 VIOLATION_DISMISSED: Final = ProblemKind("violation-dismissed", 409,
                                          "The violation was dismissed as false; only notes can be added")
 ILLEGAL_TRANSITION: Final = ProblemKind("illegal-transition", 409, "Case transition not allowed")
+# A report asked for a period still running (docs/indices.md).
+PERIOD_NOT_ENDED: Final = ProblemKind("period-not-ended", 409, "The period has not ended")
 RATE_LIMITED: Final = ProblemKind("rate-limited", 429, "Rate limit exceeded")
 AUTH_THROTTLED: Final = ProblemKind("auth-throttled", 429, "Too many unknown API keys from this address")
 STORE_UNAVAILABLE: Final = ProblemKind("store-unavailable", 503, "Store unavailable")
@@ -82,8 +84,8 @@ INTERNAL: Final = ProblemKind("internal", 500, "Internal error")
 
 PROBLEM_KINDS: Final = (INVALID_INPUT, QUERY_TOO_LARGE, UNAUTHORIZED, FORBIDDEN, NOT_FOUND,
                         METHOD_NOT_ALLOWED, CONFLICT, LAST_ADMIN_KEY, ALREADY_ACKNOWLEDGED, ALREADY_ASSIGNED,
-                        VIOLATION_DISMISSED, ILLEGAL_TRANSITION, RATE_LIMITED, AUTH_THROTTLED,
-                        STORE_UNAVAILABLE, UNAVAILABLE, INTERNAL)
+                        VIOLATION_DISMISSED, ILLEGAL_TRANSITION, PERIOD_NOT_ENDED, RATE_LIMITED,
+                        AUTH_THROTTLED, STORE_UNAVAILABLE, UNAVAILABLE, INTERNAL)
 # The kind of an HTTPException raised with a bare status code.
 _KIND_OF_STATUS: Final = {kind.status: kind for kind in (
     INVALID_INPUT, UNAUTHORIZED, FORBIDDEN, NOT_FOUND, METHOD_NOT_ALLOWED, CONFLICT, RATE_LIMITED,

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from api.alerts.webhooks.dispatcher import WebhookDispatcher
     from ingest.geo import GeoTagger
     from processors.cases.service import CaseService
+    from processors.indices.service import IndexService
     from store.open311 import Open311Store
 
 
@@ -69,6 +70,9 @@ class ApiServices:
     time_zone: str = TrafficSettings.model_fields["time_zone"].default
     # Layers, tiles, intersections and the time zone of the browser console (docs/console.md).
     console: ConsoleMap = field(default_factory=ConsoleMap)
+    # Civility indices, rankings and published reports (/v1/indices, /v1/rankings, /v1/reports; None: those
+    # answer 503).
+    indices: IndexService | None = None
 
     def __post_init__(self) -> None:
         if self.feed is not None and self.feed_waiter is None:

@@ -22,6 +22,7 @@ from api.console.config import ConsoleMap
 from api.services import ApiServices, ComponentStatus
 from api.status_app import RoleServices
 from citywatch.config_findings import log_findings
+from citywatch.indices import IndexComponents
 from core.metrics import Metrics
 from core.models import DeadLetter, Event
 from core.rate import RateMeter
@@ -280,6 +281,8 @@ class ApiRole:
         # Dispatch plans: in the PostgreSQL database every replica shares (`relational.kind`), so any
         # replica serves any plan (docs/dispatch.md).
         self.dispatch = PlanBoard.open(settings.dispatch, settings.relational, Path(settings.store.data_dir))
+        # Indices, rankings and reports; every replica may publish a report due, it is stored once.
+        self.indices = IndexComponents(settings, self.store, self.alerts.components.cases.store)
 
     def start(self, mqtt_url: str | None = None) -> None:
         """`mqtt_url`: the ingest broker, for the MQTT alert output (default: mqtt.url)."""
@@ -288,6 +291,7 @@ class ApiRole:
         self.device_changes.start()
         self.monitor.start()
         self.alerts.start(mqtt_url or self.settings.mqtt.url)
+        self.indices.start()
 
     def _publish_device(self, device: DeviceSettings) -> None:
         if self.device_publisher is None:
@@ -306,6 +310,7 @@ class ApiRole:
         return {**self.monitor.status(), "alerts": self.alerts.status()}
 
     def stop(self) -> None:
+        self.indices.stop()  # first: its publisher reads the stores closed below
         self.alerts.stop()
         self.device_changes.stop()
         if self.device_publisher is not None:
@@ -322,6 +327,7 @@ class ApiRole:
                            alerts=self.settings.alerts, devices=self.devices,
                            violation_actions=self.alerts.components.violation_actions,
                            cases=self.alerts.components.cases, dispatch=self.dispatch,
+                           indices=self.indices.service,
                            open311=self.alerts.components.open311, geo=self.alerts.components.geo,
                            time_zone=self.settings.traffic.time_zone,
                            console=ConsoleMap.from_settings(self.settings),
@@ -381,6 +387,7 @@ class KafkaUpRuntime:
                            alerts=self.settings.alerts, devices=self.api.devices,
                            violation_actions=self.api.alerts.components.violation_actions,
                            cases=self.api.alerts.components.cases, dispatch=self.api.dispatch,
+                           indices=self.api.indices.service,
                            open311=self.api.alerts.components.open311, geo=self.api.alerts.components.geo,
                            time_zone=self.settings.traffic.time_zone,
                            console=ConsoleMap.from_settings(self.settings),

@@ -20,6 +20,7 @@ from api.alerts.components import AlertComponents
 from api.console.config import ConsoleMap
 from api.services import ApiServices, ComponentStatus
 from citywatch.config_findings import log_findings
+from citywatch.indices import IndexComponents
 from citywatch.mqtt_publisher import MqttPublisher
 from citywatch.simulation import FeedGenerator, Simulator
 from core.metrics import Metrics
@@ -79,6 +80,8 @@ class EmbeddedRuntime:
         self.alerts = AlertComponents(settings, self.data_dir, case_intake_process=True)
         # Dispatch plans, in the relational database with the cases (docs/dispatch.md).
         self.dispatch = PlanBoard.open(settings.dispatch, settings.relational, self.data_dir)
+        # Indices, rankings and reports published on schedule (docs/indices.md).
+        self.indices = IndexComponents(settings, self.store, self.alerts.cases.store)
         self.worker = ProcessorWorker(self.bus.consumer(), self.engine, self.store, self.metrics,
                                       batch_events=settings.pipeline.batch_events, on_stored=self._stored,
                                       tag_violation=self.geo.tag_violation,
@@ -101,6 +104,7 @@ class EmbeddedRuntime:
             self.mqtt_url = self._start_embedded_broker()
         self.alerts.start(self.mqtt_url)
         self.alerts.reconcile_cases(self.store)
+        self.indices.start()
         self.worker.start()
         normalizer = Normalizer(self.settings.ingest, self.settings.mqtt.max_payload_bytes, self.registry,
                                 partial(build_codec, devices=self.registry,
@@ -119,6 +123,7 @@ class EmbeddedRuntime:
             self._start_simulator()
 
     def stop(self) -> None:
+        self.indices.stop()  # first: its publisher reads the stores closed below
         if self.simulator is not None:
             self.simulator.stop()
         if self._simulator_client is not None:
@@ -210,7 +215,7 @@ class EmbeddedRuntime:
             status=self.status,
             access=self.alerts.access, feed=self.alerts.feed, webhooks=self.alerts.webhooks,
             alerts=self.settings.alerts, violation_actions=self.alerts.violation_actions,
-            cases=self.alerts.cases, dispatch=self.dispatch,
+            cases=self.alerts.cases, dispatch=self.dispatch, indices=self.indices.service,
             open311=self.alerts.open311, geo=self.alerts.geo, time_zone=self.settings.traffic.time_zone,
             console=ConsoleMap.from_settings(self.settings),
         )

@@ -37,6 +37,7 @@ from core import sanitation_settings as san
 from core.case_settings import CaseSettings
 from core.console_settings import ConsoleSettings
 from core.dispatch_settings import DispatchSettings
+from core.index_settings import IndexSettings
 from core.ingest_config import (
     FRIGATE_DERIVED_ATTRIBUTES,
     FrigateAttribute,
@@ -742,6 +743,8 @@ class Settings(_Section):
     alerts: AlertSettings = AlertSettings()
     cases: CaseSettings = Field(default_factory=CaseSettings, description="Case routing and verification "
                                 "(docs/cases.md).")
+    indices: IndexSettings = Field(default_factory=IndexSettings, description="Civility indices, rankings "
+                                   "and published reports (docs/indices.md).")
     logging: LoggingSettings = LoggingSettings()
     console: ConsoleSettings = Field(default_factory=ConsoleSettings, description="The browser console at / "
                                      "(docs/console.md): base map tiles and roads of interest.")

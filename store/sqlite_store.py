@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import Any, Final
 
 import msgspec
@@ -216,6 +217,68 @@ ON CONFLICT (day, device_id, counter) DO UPDATE SET
 # The column each place kind is summed by; the city is every row.
 _EXPOSURE_PLACE_COLUMNS: Final = {"device": "device_id", "intersection": "intersection", "grid": "grid",
                                   "district": "district", "city": "''"}
+
+# The month's sums per place, kept by triggers in the writer's transaction, so that a month (or a quarter,
+# a half-year) of a city's totals is read from one row per (counter, intersection, grid, district) instead
+# of one per device-day (BENCHMARKS.md, "Civility indices"). One upsert per written total: a replaced total
+# takes its old value out of its old place and adds the new one to its new place; a deleted one is taken out.
+_EXPOSURE_ROLLUP_KINDS: Final = ("intersection", "grid", "district", "city")
+_EXPOSURE_ROLLUP_TABLE: Final = """CREATE TABLE IF NOT EXISTS exposure_month_sums (
+    month        TEXT NOT NULL,
+    counter      TEXT NOT NULL,
+    intersection TEXT NOT NULL,
+    grid         TEXT NOT NULL,
+    district     TEXT NOT NULL,
+    value        REAL NOT NULL,
+    PRIMARY KEY (month, counter, intersection, grid, district)
+) WITHOUT ROWID"""
+
+
+def _exposure_rollup_add(row: str, sign: str) -> str:
+    """The statement adding `row`'s (NEW or OLD) value, times `sign`, to its month's sum at its place."""
+    return (f"INSERT INTO exposure_month_sums (month, counter, intersection, grid, district, value) "
+            f"VALUES (substr({row}.day, 1, 7), {row}.counter, {row}.intersection, {row}.grid, "
+            f"{row}.district, {sign}{row}.value) ON CONFLICT (month, counter, intersection, grid, district) "
+            f"DO UPDATE SET value = value + excluded.value;")
+
+
+_EXPOSURE_ROLLUP_TRIGGERS: Final = (
+    f"CREATE TRIGGER IF NOT EXISTS exposure_month_sums_insert AFTER INSERT ON exposure_totals BEGIN "
+    f"{_exposure_rollup_add('NEW', '')} END",
+    f"CREATE TRIGGER IF NOT EXISTS exposure_month_sums_update AFTER UPDATE ON exposure_totals BEGIN "
+    f"{_exposure_rollup_add('OLD', '-')} {_exposure_rollup_add('NEW', '')} END",
+    f"CREATE TRIGGER IF NOT EXISTS exposure_month_sums_delete AFTER DELETE ON exposure_totals BEGIN "
+    f"{_exposure_rollup_add('OLD', '-')} END",
+)
+# A file that has totals from before the sums existed: its sums, once, when the table is created.
+_EXPOSURE_ROLLUP_BACKFILL: Final = (
+    "INSERT INTO exposure_month_sums (month, counter, intersection, grid, district, value) "
+    "SELECT substr(day, 1, 7), counter, intersection, grid, district, sum(value) FROM exposure_totals "
+    "GROUP BY 1, 2, 3, 4, 5",)
+
+
+def _whole_months(first_day: str, last_day: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """[first_day, last_day] as the whole months in it ("YYYY-MM") and the day ranges left at its ends."""
+    first, last = date.fromisoformat(first_day), date.fromisoformat(last_day)
+    months: list[str] = []
+    start = first if first.day == 1 else _next_month(first)
+    while start <= last and _next_month(start) - timedelta(days=1) <= last:
+        months.append(start.isoformat()[:7])
+        start = _next_month(start)
+    if not months:
+        return [], [(first_day, last_day)] if first <= last else []
+    edges = []
+    month_start = date.fromisoformat(months[0] + "-01")
+    if first < month_start:
+        edges.append((first_day, (month_start - timedelta(days=1)).isoformat()))
+    after = _next_month(date.fromisoformat(months[-1] + "-01"))
+    if after <= last:
+        edges.append((after.isoformat(), last_day))
+    return months, edges
+
+
+def _next_month(day: date) -> date:
+    return date(day.year + 1, 1, 1) if day.month == 12 else date(day.year, day.month + 1, 1)
 
 
 # Version 2: the control-centre queries. Tag columns on violations (filters without JSON parsing), rollup
@@ -769,6 +832,7 @@ class SqliteStore(Store):
         conn.execute(_PREDICTIONS_SCHEMA)
         for statement in _EXPOSURES_SCHEMA:
             conn.execute(statement)
+        self._create_exposure_rollup(conn)
         for statement in _WRITER_TEMP_TABLES:
             conn.execute(statement)
 
@@ -909,17 +973,47 @@ class SqliteStore(Store):
         if column is None:
             raise ValueError(f"exposures cannot be grouped by {query.group_by!r}; "
                              f"one of {', '.join(_EXPOSURE_PLACE_COLUMNS)}")
-        where = ["day BETWEEN ? AND ?"]
-        params: list[Any] = [query.first_day, query.last_day]
-        if query.counters:
-            where.append(f"counter IN ({_placeholders(len(query.counters))})")
-            params.extend(query.counters)
-        if query.group_by not in ("device", "city"):
-            where.append(f"{column} != ''")
-        rows = self._read(
-            f"SELECT {column}, counter, sum(value) FROM exposure_totals WHERE {' AND '.join(where)} "
-            f"GROUP BY 1, 2 ORDER BY 1, 2", params)
+        # Whole months from their sums (not per device); the days left at either end from the totals.
+        months, day_ranges = (_whole_months(query.first_day, query.last_day)
+                              if query.group_by in _EXPOSURE_ROLLUP_KINDS
+                              else ([], [(query.first_day, query.last_day)]))
+        counters = f" AND counter IN ({_placeholders(len(query.counters))})" if query.counters else ""
+        parts: list[str] = []
+        params: list[Any] = []
+        placed = "" if query.group_by in ("device", "city") else f" AND {column} != ''"
+        if months:
+            parts.append(f"SELECT {column} AS place, counter, value FROM exposure_month_sums "
+                         f"WHERE month IN ({_placeholders(len(months))}){counters}{placed}")
+            params += [*months, *query.counters]
+        if day_ranges:
+            where = " OR ".join("day BETWEEN ? AND ?" for _ in day_ranges)
+            parts.append(f"SELECT {column} AS place, counter, value FROM exposure_totals "
+                         f"WHERE ({where}){counters}{placed}")
+            params += [day for day_range in day_ranges for day in day_range] + list(query.counters)
+        if not parts:
+            return []
+        rows = self._read(f"SELECT place, counter, sum(value) FROM ({' UNION ALL '.join(parts)}) "
+                          f"GROUP BY 1, 2 ORDER BY 1, 2", params)
         return [ExposureSum(place=row[0], counter=row[1], value=row[2]) for row in rows]
+
+    @staticmethod
+    def _create_exposure_rollup(conn: sqlite3.Connection) -> None:
+        """The month sums and their triggers, filled from the totals already stored when first created
+        (in one transaction, so two processes opening the file together fill it once)."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
+                                  "AND name = 'exposure_month_sums'").fetchone() is not None
+            conn.execute(_EXPOSURE_ROLLUP_TABLE)
+            if not exists:
+                for statement in _EXPOSURE_ROLLUP_BACKFILL:
+                    conn.execute(statement)
+            for statement in _EXPOSURE_ROLLUP_TRIGGERS:
+                conn.execute(statement)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     def flush(self) -> None:
         with self._write_lock:

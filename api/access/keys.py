@@ -44,6 +44,11 @@ class Scope(StrEnum):
     CASES_WRITE = "cases:write"
     # Sanitation dispatch: make and re-plan shift plans, report stops done (reading plans: readings:read).
     DISPATCH_WRITE = "dispatch:write"
+    # Civility indices, rankings and published reports (docs/indices.md): rates per place, no personal
+    # data; its own scope so that a key given to a publishing site opens nothing else.
+    INDICES_READ = "indices:read"
+    # Publishing a period's report on request (POST /v1/reports).
+    REPORTS_WRITE = "reports:write"
     # Every scope above, plus keys, the audit log and dead letters.
     ADMIN = "admin"
 

@@ -16,6 +16,7 @@ from api.app import create_app
 from api.services import ApiServices
 from api.violation_actions import ViolationActions
 from core.case_settings import CaseSettings
+from core.index_settings import IndexSettings
 from core.ingest_config import GeoSettings
 from core.metrics import Metrics
 from core.models import Evidence, Location, Severity, Violation, ViolationStatus
@@ -23,9 +24,11 @@ from core.settings import AlertSettings, ApiSettings, AuthMode, RelationalSettin
 from ingest.geo import GeoTagger
 from processors.cases.routing import CaseRouter
 from processors.cases.service import CaseService
+from processors.indices.service import IndexService
 from processors.outputs.feed import ViolationFeed
 from store.cases import CaseStore
 from store.open311 import Open311Store
+from store.reports import ReportStore
 from store.sqlite_store import SqliteStore
 from tests.support.events import T0_MS
 
@@ -80,6 +83,8 @@ class AlertApi:
         if self.services.open311 is not None:
             self.services.open311.close()
         self.cases.store.close()
+        if self.services.indices is not None and self.services.indices.reports is not None:
+            self.services.indices.reports.close()
         self.access.close()
         self.store.close()
 
@@ -106,7 +111,10 @@ def alert_api(tmp_path: Path, *, webhooks: WebhookSettings | None = None, alerts
     services = ApiServices(store=store, metrics=Metrics(), settings=api, access=access, feed=feed,
                            webhooks=dispatcher, alerts=alerts,
                            violation_actions=ViolationActions.open(relational, tmp_path), cases=case_service,
-                           open311=open311, geo=GeoTagger.from_settings(geo or GeoSettings()))
+                           open311=open311, geo=GeoTagger.from_settings(geo or GeoSettings()),
+                           indices=IndexService(IndexSettings(), "Asia/Shanghai", store,
+                                                reports=ReportStore.open(relational, tmp_path),
+                                                cases=case_service.store))
     return AlertApi(services, feed, access, store, dispatcher, create_app(services), case_service)
 
 

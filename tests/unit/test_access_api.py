@@ -41,6 +41,10 @@ SCOPED = [
     ("GET", "/v1/status", Scope.METRICS_READ),
     # This app has no device registry: past the scope check the devices API answers 503.
     ("GET", "/v1/devices", Scope.DEVICES_MANAGE),
+    ("GET", "/v1/indices", Scope.INDICES_READ),
+    ("GET", "/v1/indices/traffic/month/2025-11?level=intersection", Scope.INDICES_READ),
+    ("GET", "/v1/rankings/traffic/month/2025-11", Scope.INDICES_READ),
+    ("GET", "/v1/reports", Scope.INDICES_READ),
 ]
 
 

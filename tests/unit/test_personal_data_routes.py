@@ -181,6 +181,15 @@ NOT_PERSONAL: dict[str, tuple[str, str]] = {
         "/v1/cases/evaluation.csv?from=2025-11-26T00:00:00Z&to=2025-11-27T00:00:00Z",
         "counts and rates per department, grid and district"),
     "/v1/devices": ("/v1/devices", "the device registry"),
+    "/v1/indices": ("/v1/indices", "index definitions"),
+    "/v1/indices/{index}/{period_kind}/{period_key}": (
+        "/v1/indices/traffic/month/2025-11?level=intersection", "rates and scores per place"),
+    "/v1/rankings/{index}/{period_kind}/{period_key}": (
+        "/v1/rankings/traffic/month/2025-11?level=intersection", "ranks per place"),
+    "/v1/reports": ("/v1/reports", "report ids and dates"),
+    "/v1/reports/{report_id}": ("/v1/reports/month-2025-11", "rates, scores, ranks and sums per place"),
+    "/v1/reports/{report_id}.csv": ("/v1/reports/month-2025-11.csv", "rates, scores, ranks per place"),
+    "/v1/reports/{report_id}.html": ("/v1/reports/month-2025-11.html", "rates, scores, ranks per place"),
     "/open311/v2/services.{format}": ("/open311/v2/services.json", "the services citizens file under"),
     "/open311/v2/services/{service_code}.{format}": (
         "/open311/v2/services/traffic-signal-broken.json", "a service's questions"),

@@ -1,0 +1,1 @@
+"""Civility indices from rates with their denominators, rankings and published reports (docs/indices.md)."""
