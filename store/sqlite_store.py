@@ -229,17 +229,22 @@ _EXPOSURE_ROLLUP_TABLE: Final = """CREATE TABLE IF NOT EXISTS exposure_month_sum
     intersection TEXT NOT NULL,
     grid         TEXT NOT NULL,
     district     TEXT NOT NULL,
-    value        REAL NOT NULL,
+    ticks        INTEGER NOT NULL,
     PRIMARY KEY (month, counter, intersection, grid, district)
 ) WITHOUT ROWID"""
+# Sums are kept in whole ticks of 1/60,000 of a unit (a millisecond of a minute; totals of time are whole
+# milliseconds, counts whole numbers), so that adding and taking out totals in any order leaves exactly
+# the sum of the current totals: a replay gives identical figures, a moved device leaves exactly zero.
+_TICKS_PER_UNIT: Final = 60_000
 
 
 def _exposure_rollup_add(row: str, sign: str) -> str:
     """The statement adding `row`'s (NEW or OLD) value, times `sign`, to its month's sum at its place."""
-    return (f"INSERT INTO exposure_month_sums (month, counter, intersection, grid, district, value) "
+    return (f"INSERT INTO exposure_month_sums (month, counter, intersection, grid, district, ticks) "
             f"VALUES (substr({row}.day, 1, 7), {row}.counter, {row}.intersection, {row}.grid, "
-            f"{row}.district, {sign}{row}.value) ON CONFLICT (month, counter, intersection, grid, district) "
-            f"DO UPDATE SET value = value + excluded.value;")
+            f"{row}.district, {sign}round({row}.value * {_TICKS_PER_UNIT})) "
+            f"ON CONFLICT (month, counter, intersection, grid, district) "
+            f"DO UPDATE SET ticks = ticks + excluded.ticks;")
 
 
 _EXPOSURE_ROLLUP_TRIGGERS: Final = (
@@ -252,8 +257,9 @@ _EXPOSURE_ROLLUP_TRIGGERS: Final = (
 )
 # A file that has totals from before the sums existed: its sums, once, when the table is created.
 _EXPOSURE_ROLLUP_BACKFILL: Final = (
-    "INSERT INTO exposure_month_sums (month, counter, intersection, grid, district, value) "
-    "SELECT substr(day, 1, 7), counter, intersection, grid, district, sum(value) FROM exposure_totals "
+    "INSERT INTO exposure_month_sums (month, counter, intersection, grid, district, ticks) "
+    f"SELECT substr(day, 1, 7), counter, intersection, grid, district, sum(round(value * {_TICKS_PER_UNIT})) "
+    "FROM exposure_totals "
     "GROUP BY 1, 2, 3, 4, 5",)
 
 
@@ -982,19 +988,21 @@ class SqliteStore(Store):
         params: list[Any] = []
         placed = "" if query.group_by in ("device", "city") else f" AND {column} != ''"
         if months:
-            parts.append(f"SELECT {column} AS place, counter, value FROM exposure_month_sums "
+            parts.append(f"SELECT {column} AS place, counter, ticks FROM exposure_month_sums "
                          f"WHERE month IN ({_placeholders(len(months))}){counters}{placed}")
             params += [*months, *query.counters]
         if day_ranges:
             where = " OR ".join("day BETWEEN ? AND ?" for _ in day_ranges)
-            parts.append(f"SELECT {column} AS place, counter, value FROM exposure_totals "
+            parts.append(f"SELECT {column} AS place, counter, round(value * {_TICKS_PER_UNIT}) AS ticks "
+                         f"FROM exposure_totals "
                          f"WHERE ({where}){counters}{placed}")
             params += [day for day_range in day_ranges for day in day_range] + list(query.counters)
         if not parts:
             return []
-        rows = self._read(f"SELECT place, counter, sum(value) FROM ({' UNION ALL '.join(parts)}) "
-                          f"GROUP BY 1, 2 ORDER BY 1, 2", params)
-        return [ExposureSum(place=row[0], counter=row[1], value=row[2]) for row in rows]
+        # A place whose devices all moved away keeps a sum of exactly zero: not a place of this range.
+        rows = self._read(f"SELECT place, counter, sum(ticks) FROM ({' UNION ALL '.join(parts)}) "
+                          f"GROUP BY 1, 2 HAVING sum(ticks) != 0 ORDER BY 1, 2", params)
+        return [ExposureSum(place=row[0], counter=row[1], value=row[2] / _TICKS_PER_UNIT) for row in rows]
 
     @staticmethod
     def _create_exposure_rollup(conn: sqlite3.Connection) -> None:

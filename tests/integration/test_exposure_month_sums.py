@@ -34,22 +34,24 @@ def written(rng: random.Random, days: int = 92) -> list[ExposureTotal]:
             tags = rng.choice(PLACES)  # a device may move between days
             for counter in ("stop_line_crossings", "red_light_crossings"):
                 totals.append(ExposureTotal(day=day, device_id=device, counter=counter,
-                                            value=float(rng.randint(0, 500)), tags=tags))
+                                            value=float(rng.randint(1, 500)), tags=tags))
+            # Time in minutes of whole milliseconds, as the engine reports it: not exact in binary.
+            totals.append(ExposureTotal(day=day, device_id=device, counter="air_sensor_minutes",
+                                        value=rng.randint(1, 86_400_000) / 60_000, tags=tags))
     return totals
 
 
 def expected(latest: dict[tuple[str, str, str], ExposureTotal], group_by: str, first: str,
              last: str) -> dict[tuple[str, str], float]:
-    sums: dict[tuple[str, str], float] = defaultdict(float)
+    # Summed in whole milliseconds (integers): the exact sum, whatever the order of additions.
+    ms: dict[tuple[str, str], int] = defaultdict(int)
     for total in latest.values():
         if first <= total.day <= last:
             place = "" if group_by == "city" else total.tags.get(group_by) if group_by != "device" \
                 else total.device_id
-            if place:
-                sums[(place, total.counter)] += total.value
-            elif group_by == "city":
-                sums[("", total.counter)] += total.value
-    return dict(sums)
+            if place or group_by == "city":
+                ms[(place or "", total.counter)] += round(total.value * 60_000)
+    return {key: value / 60_000 for key, value in ms.items()}
 
 
 def sums(store: SqliteStore, group_by: str, first: str, last: str) -> dict[tuple[str, str], float]:
