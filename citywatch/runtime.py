@@ -40,7 +40,7 @@ from processors.dispatch.board import PlanBoard
 from processors.engine import Engine
 from processors.inprocess_bus import InProcessBus
 from processors.worker import ProcessorWorker
-from store.base import ExposureQuery, Store
+from store.base import ExposureQuery, Store, StoreUnavailable
 from store.factory import RetentionSweeper, build_store
 
 log = logging.getLogger(__name__)
@@ -176,10 +176,15 @@ class EmbeddedRuntime:
         """After a crash the rule state is the last clean stop's (or none) while the store holds the totals
         written since: the engine counts on from those instead of replacing them with smaller ones."""
         counts = self.engine.exposures
-        stored = [ExposureTotal(day=day, device_id=row.place, counter=row.counter, value=row.value)
-                  for day in counts.open_days(int(time.time() * 1000))
-                  for row in self.store.exposure_sums(ExposureQuery(first_day=day, last_day=day,
-                                                                    group_by="device"))]
+        try:
+            stored = [ExposureTotal(day=day, device_id=row.place, counter=row.counter, value=row.value)
+                      for day in counts.open_days(int(time.time() * 1000))
+                      for row in self.store.exposure_sums(ExposureQuery(first_day=day, last_day=day,
+                                                                        group_by="device"))]
+        except StoreUnavailable as exc:
+            # Starting matters more: the store may come back before anything is counted.
+            log.warning("could not read the stored exposure totals (%s): counting from the rule state", exc)
+            return
         taken = counts.resume(stored)
         if taken:
             log.warning("the rule state was older than the stored exposure totals (an unclean stop?): "

@@ -384,6 +384,8 @@ class InfluxStore(Store):
             self._writer.put(RP_ROLLUP, exposures.exposure_lines(totals))
 
     def exposure_sums(self, query: ExposureQuery) -> list[ExposureSum]:
+        # Read before anything was written (at start-up, to resume counting): the database may not exist yet.
+        self.ensure_schema()
         return exposures.exposure_sums(self._rows, self._measurement(RP_ROLLUP, exposures.EXPOSURES), query)
 
     def flush(self) -> None:

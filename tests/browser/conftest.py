@@ -33,7 +33,9 @@ def create_key(config: Path, scopes: str) -> str:
     return out.split("token (shown once, only its hash is stored): ")[1].strip()
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's sync API keeps an event loop running in the test process
+# while it is open, and tests of other modules run after these in the same process (asyncio.run refuses).
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:
         browser = launch(playwright)
