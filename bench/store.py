@@ -10,6 +10,12 @@ districts, 3 departments and 200 intersections. They go through the same `Store`
 (batches of 5,000, a flush per batch); the InfluxDB time includes waiting until every point is
 acknowledged. Each query then runs `--repeats` times; p50 and p95 are reported in milliseconds. The
 InfluxDB backend runs against a throw-away `influxd` (Debian's 1.6) started in a temp directory.
+
+For InfluxDB the same run first measures InfluxDB's own `/write` rate: the same readings and violation
+states, one prepared line each (the store's own line format), POSTed in batches of 5,000 through one HTTP
+connection into a scratch database. The store's rate (records per second, every record once) is reported
+as a ratio to it, with the series cardinality the store's schema left behind and the time its violation
+count rollups took to catch up after the load (what a live processor does every `rollup_interval_s`).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from typing import Any
 from core.metrics import Metrics
 from core.models import Event, Evidence, Location, Severity, Violation, ViolationStatus
 from core.settings import InfluxDBSettings
-from store import buckets
+from store import buckets, influx_lines
 from store.base import (
     Bucket,
     Dimension,
@@ -154,6 +160,47 @@ def write(store: Store, rows: int, end_ms: int) -> dict[str, float]:
     return {"points": points, "seconds": round(spent, 1), "points_per_s": round(points / spent)}
 
 
+def raw_write_rate(url: str, rows: int, end_ms: int) -> dict[str, float]:
+    """InfluxDB's own `/write` rate for the workload: one prepared line per record, 5,000 per request."""
+    import urllib3
+
+    http = urllib3.PoolManager(maxsize=1)
+    database = "raw_write"
+
+    def query(statement: str) -> Any:
+        response = http.request("POST", f"{url}/query", fields={"q": statement}, encode_multipart=False)
+        assert response.status == 200, response.data[:300]
+        return json.loads(response.data)
+
+    query(f"CREATE DATABASE {database}")
+    prepared: list[bytes] = []
+    for events, violations in generate(rows, end_ms):
+        prepared += [influx_lines.event_line(e) for e in events]
+        prepared += [influx_lines.violation_line(v) for v in violations]
+    started = time.perf_counter()
+    for first in range(0, len(prepared), BATCH):
+        response = http.request(
+            "POST",
+            f"{url}/write?db={database}&precision=ns",
+            body=b"\n".join(prepared[first : first + BATCH]),
+            headers={"Content-Type": "text/plain; charset=utf-8"},
+        )
+        assert response.status == 204, response.data[:300]
+    spent = time.perf_counter() - started
+    query(f"DROP DATABASE {database}")  # the store's run starts from the same empty server
+    http.clear()
+    return {"points": len(prepared), "seconds": round(spent, 1), "points_per_s": round(len(prepared) / spent)}
+
+
+def series_cardinality(store: InfluxStore) -> dict[str, int]:
+    """Series per measurement (exact) in the store's database."""
+    out: dict[str, int] = {}
+    for series in store.query("SHOW SERIES EXACT CARDINALITY"):
+        out[series["name"]] = int(series["values"][0][0])
+    out["total"] = sum(out.values())
+    return out
+
+
 def dashboard_queries(end_ms: int) -> dict[str, Callable[[Store], object]]:
     end = buckets.floor_ms(end_ms, Bucket.HOUR)
     day_end = buckets.floor_ms(end_ms, Bucket.DAY)
@@ -223,13 +270,28 @@ def run_backend(kind: str, rows: int, repeats: int, workdir: Path) -> dict[str, 
         influx = InfluxStore(settings, workdir / "influx-data", KEEP, metrics=Metrics())
         influx.start()
         store = influx
+    report: dict[str, Any] = {}
     try:
-        written = write(store, rows, end_ms)
+        if server is not None:
+            report["influxdb_own_write"] = raw_write_rate(server.url, rows, end_ms)
+            print(f"{kind}: InfluxDB's own /write: {report['influxdb_own_write']}", flush=True)
+        report["write"] = written = write(store, rows, end_ms)
         print(f"{kind}: wrote {written}", flush=True)
-        latencies = measure(store, end_ms, repeats)
+        if isinstance(store, InfluxStore):
+            own = report["influxdb_own_write"]["points_per_s"]
+            report["ratio_to_influxdb_write"] = round(written["points_per_s"] / own, 3)
+            print(f"{kind}: store / InfluxDB's own /write = {report['ratio_to_influxdb_write']}", flush=True)
+            started = time.perf_counter()
+            store.compute_rollups()
+            store.wait_until_sent(timeout_s=3600)
+            report["rollup_catch_up_s"] = round(time.perf_counter() - started, 1)
+            report["series"] = series_cardinality(store)
+            print(f"{kind}: rollups caught up in {report['rollup_catch_up_s']} s; series {report['series']}",
+                  flush=True)
+        report["queries"] = latencies = measure(store, end_ms, repeats)
         for name, figures in latencies.items():
             print(f"{kind}: {name}: {figures}", flush=True)
-        return {"write": written, "queries": latencies}
+        return report
     finally:
         store.close()
         if server is not None:
