@@ -3,25 +3,25 @@
 InfluxDB 1.x pays per series and per point an aggregate touches: counting a month of violations grouped
 by hour reads every violation point of every series the filter matches (0.7-2.2 s for ~200k violations),
 whatever tags the points carry. So the counts the dashboards ask for are kept pre-aggregated: for each
-rollup shape (a time bucket size and the tags it keeps) and each bucket, ONE point holds the counts of every
-tag combination of that bucket as a JSON array of rows (`[[type, district, department, 17], ...]`). A
-30-day query reads 30 (daily) or 720 (hourly) points of one series and adds up in Python.
+rollup shape (a time bucket size, hour or day, and the tags it keeps) and each day, ONE point holds the
+counts of every bucket and tag combination of that day as a JSON array of rows (`[[bucket start ms, type,
+district, department, 17], ...]`). A 30-day query reads 30 points of one series and adds up in Python.
 
 Rollups are recomputed, never incremented, so they stay exact under replays: a pass recomputes a whole day
 from the raw `violations` points (one `GROUP BY time(1h), *` query) and overwrites that day's rollup points
 (same series and timestamp). Which days need it is kept in InfluxDB itself, so every process (the
 processor that writes, an API that only reads) agrees on it:
 
-- every violation write also writes a *mark* per hour it touched (`violation_writes`, field `version`, a
+- every violation write also writes a *mark* per day it touched (`violation_writes`, field `version`, a
   random number per write batch), after the violation points;
-- a pass snapshots the marks, recomputes the days with an hour whose mark differs from the version recorded
-  when it was last rolled up (`violation_rollup_done`), then records the snapshot's versions;
-- a query counts an hour from the rollups only when its mark equals the recorded version (or it has no
-  mark: nothing written, or expired); other hours are counted from the raw points, so answers are exact
-  before the next pass too, only slower.
+- a pass snapshots the marks, recomputes the days whose mark differs from the version recorded when they
+  were last rolled up (`violation_rollup_done`), then records the snapshot's versions;
+- a query counts a day from the rollups only when its mark equals the recorded version (or it has no mark:
+  nothing written, or expired); other days are counted from the raw points, so answers are exact before
+  the next pass too, only slower.
 
 `violation_rollup_state` says the marks cover the whole database: it is written once the first pass of a
-process found every hour holding violations (a database from a version without rollups gets marks for
+process found every day holding violations (a database from a version without rollups gets marks for
 them, so it is migrated in the background at start-up). Without it, queries count from the raw points as
 before. docs/store-influxdb.md has the design and the measurements.
 """
@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
@@ -51,7 +51,7 @@ _NS_PER_MS: Final = 1_000_000
 _PART_BYTES: Final = 48_000
 
 _encode = msgspec.json.Encoder().encode
-_decode_rows = msgspec.json.Decoder(list[list[str | int]]).decode
+_decode_rows = msgspec.json.Decoder(list[list[Any]]).decode
 
 
 @dataclass(frozen=True)
@@ -93,8 +93,8 @@ def choose(needed: set[str], from_ms: int, to_ms: int, bucket: Bucket | None) ->
     return None
 
 
-def mark_lines(hours_ms: Iterable[int], version: int) -> list[bytes]:
-    return [f"{WRITE_MARKS} version={version}i {hour * _NS_PER_MS}".encode() for hour in sorted(hours_ms)]
+def mark_lines(days_ms: Iterable[int], version: int) -> list[bytes]:
+    return [f"{WRITE_MARKS} version={version}i {day * _NS_PER_MS}".encode() for day in sorted(days_ms)]
 
 
 def done_lines(versions: Mapping[int, int]) -> list[bytes]:
@@ -109,20 +109,21 @@ def _string_field(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def rollup_lines(shape: Shape, bucket_ms: int, counts: Mapping[tuple[str, ...], int]) -> list[bytes]:
-    """The points of one bucket: part 0 at the bucket start says how many parts there are; part i is i ns
-    later (parts left over from a larger earlier version of the bucket are ignored by readers)."""
+def rollup_lines(shape: Shape, day_ms: int, counts: Mapping[tuple[int, tuple[str, ...]], int]) -> list[bytes]:
+    """The points of one day, from counts per (bucket start, tag values): part 0 at the day's start says how
+    many parts there are; part i is i ns later (parts left over from a larger earlier version of the day are
+    ignored by readers)."""
     parts: list[list[list[str | int]]] = [[]]
     size = 0
-    for dims, n in sorted(counts.items()):
-        row: list[str | int] = [*dims, n]
+    for (bucket_ms, dims), n in sorted(counts.items()):
+        row: list[str | int] = [bucket_ms, *dims, n]
         row_size = len(_encode(row)) + 1
         if parts[-1] and size + row_size > _PART_BYTES:
             parts.append([])
             size = 0
         parts[-1].append(row)
         size += row_size
-    start_ns = bucket_ms * _NS_PER_MS
+    start_ns = day_ms * _NS_PER_MS
     out = []
     for index, rows in enumerate(parts):
         fields = f"rows={_string_field(_encode(rows).decode())}"
@@ -132,8 +133,9 @@ def rollup_lines(shape: Shape, bucket_ms: int, counts: Mapping[tuple[str, ...], 
     return out
 
 
-def decode_rollup_points(points: Iterable[Mapping[str, object]]) -> dict[int, list[list[str | int]]]:
-    """Rows per bucket start (ms) from the points of one shape (columns `time` in ns, `parts`, `rows`)."""
+def decode_rollup_points(points: Iterable[Mapping[str, object]]) -> dict[int, list[list[Any]]]:
+    """Rows (`[bucket start ms, tag values..., count]`) per day (start ms) from the points of one shape
+    (columns `time` in ns, `parts`, `rows`)."""
     by_bucket: dict[int, dict[int, str]] = defaultdict(dict)
     parts: dict[int, int] = {}
     for point in points:
@@ -142,7 +144,7 @@ def decode_rollup_points(points: Iterable[Mapping[str, object]]) -> dict[int, li
         by_bucket[bucket_ms][index] = str(point["rows"])
         if index == 0:
             parts[bucket_ms] = int(point["parts"])  # type: ignore[call-overload]
-    out: dict[int, list[list[str | int]]] = {}
+    out: dict[int, list[list[Any]]] = {}
     for bucket_ms, chunks in by_bucket.items():
         count = parts.get(bucket_ms)
         if count is None:
@@ -155,22 +157,19 @@ def decode_rollup_points(points: Iterable[Mapping[str, object]]) -> dict[int, li
 
 def shape_counts(
     hourly: Iterable[tuple[int, Mapping[str, str], int]],
-) -> dict[tuple[Shape, int], dict[tuple[str, ...], int]]:
-    """Every shape's counts per bucket from (hour start ms, tags of a `violations` series, count) rows."""
-    out: dict[tuple[Shape, int], dict[tuple[str, ...], int]] = defaultdict(lambda: defaultdict(int))
+) -> dict[Shape, dict[tuple[int, tuple[str, ...]], int]]:
+    """Every shape's counts per (bucket start, tag values) from (hour start ms, tags of a `violations`
+    series, count) rows of one day."""
+    out: dict[Shape, dict[tuple[int, tuple[str, ...]], int]] = defaultdict(lambda: defaultdict(int))
     for hour_ms, tags, n in hourly:
         day_ms = hour_ms - hour_ms % buckets.DAY_MS
         for shape in SHAPES:
             bucket_ms = hour_ms if shape.size_ms == buckets.HOUR_MS else day_ms
-            out[(shape, bucket_ms)][tuple(tags.get(d) or "" for d in shape.dims)] += n
+            out[shape][(bucket_ms, tuple(tags.get(d) or "" for d in shape.dims))] += n
     return out
 
 
-def dirty_hours(marks: Mapping[int, int], done: Mapping[int, int]) -> set[int]:
-    """Hours (start ms) written since they were last rolled up."""
-    return {hour_ms for hour_ms, version in marks.items() if done.get(hour_ms) != version}
-
-
-def dirty_buckets(dirty: Iterable[int], size_ms: int) -> set[int]:
-    return {hour_ms - hour_ms % size_ms for hour_ms in dirty}
+def dirty_days(marks: Mapping[int, int], done: Mapping[int, int]) -> set[int]:
+    """Days (start ms) written since they were last rolled up."""
+    return {day_ms for day_ms, version in marks.items() if done.get(day_ms) != version}
 

@@ -372,13 +372,14 @@ class InfluxStore(Store):
     def write_violations(self, violations: Sequence[Violation]) -> None:
         if not violations:
             return
-        # A third of an event slice: a violation state is three lines (influx_lines.violation_lines).
-        step = WRITE_SLICE // 3
+        # A violation state is three lines (influx_lines.violation_lines): a slice of them as long as an
+        # event slice, so it too is sent at once (influx_writer.EAGER_SEND_POINTS).
+        step = WRITE_SLICE // 3 + 1
         for first in range(0, len(violations), step):
             self._writer.put(RP_VIOLATIONS, lines.violation_lines(violations[first : first + step]))
         # After the points they mark: a reader that sees the mark sees the points (influx_counts).
-        hours = {v.start_time_ms - v.start_time_ms % buckets.HOUR_MS for v in violations}
-        self._writer.put(RP_VIOLATIONS, counts.mark_lines(hours, random.getrandbits(62)))
+        days = {v.start_time_ms - v.start_time_ms % buckets.DAY_MS for v in violations}
+        self._writer.put(RP_VIOLATIONS, counts.mark_lines(days, random.getrandbits(62)))
 
     def write_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> None:
         if dead_letters:
@@ -434,11 +435,11 @@ class InfluxStore(Store):
         return f'SELECT "version" FROM {self._measurement(rp, measurement)}{where.sql()}'
 
     @staticmethod
-    def _by_hour(answer: list[dict[str, Any]]) -> dict[int, int]:
+    def _by_time(answer: list[dict[str, Any]]) -> dict[int, int]:
         return {_ms(r["time"]): int(r["version"]) for r in InfluxStore._merge_rows(answer)}
 
     def _mark_complete(self) -> bool:
-        """Whether every hour holding violations has a write mark (cached once it does)."""
+        """Whether every day holding violations has a write mark (cached once it does)."""
         if not self._marks_complete:
             state = self.query(
                 f'SELECT last("marked") FROM {self._measurement(RP_ROLLUP, counts.ROLLUP_STATE)}'
@@ -446,9 +447,9 @@ class InfluxStore(Store):
             self._marks_complete = bool(state)
         return self._marks_complete
 
-    def mark_unrolled_hours(self) -> int:
-        """Give every hour that holds violations but no mark one (the violations of a database written
-        before the count rollups existed), then record that the marks are complete; returns the hours marked.
+    def mark_unrolled_days(self) -> int:
+        """Give every day that holds violations but no mark one (the violations of a database written
+        before the count rollups existed), then record that the marks are complete; returns the days marked.
 
         Runs at the first rollup pass of a process until it succeeds once; queries count from the raw
         points until it has."""
@@ -461,42 +462,41 @@ class InfluxStore(Store):
         held, marks = self._query_many([
             f'SELECT count("violation_id") AS n FROM {self._measurement(RP_VIOLATIONS, lines.VIOLATIONS)} '
             f"WHERE time >= {from_ms * NS_PER_MS} AND time < {to_ms * NS_PER_MS} "
-            "GROUP BY time(1h) fill(none)",
+            "GROUP BY time(1d) fill(none)",
             self._versions(RP_VIOLATIONS, counts.WRITE_MARKS),
         ])
-        marked = self._by_hour(marks)
+        marked = self._by_time(marks)
         unmarked = {_ms(r["time"]) for r in self._merge_rows(held) if r["n"]} - marked.keys()
         if unmarked:
             # Version 0: never one a write batch uses (those are random and almost never 0) nor a done one.
             self._writer.put(RP_VIOLATIONS, counts.mark_lines(unmarked, 0))
-            log.info("violation count rollups: %d hours written before them will be rolled up", len(unmarked))
+            log.info("violation count rollups: %d days written before them will be rolled up", len(unmarked))
         # After the marks (the writer sends in order): a reader that sees it sees them.
         self._writer.put(RP_ROLLUP, [counts.state_line(now_ms)])
         return len(unmarked)
 
     def compute_violation_rollups(self) -> int:
-        """Recompute the count rollups of every day with an hour written since its last pass; returns the
-        days recomputed. Exact whatever was replayed: a day is counted again from its raw points."""
-        self.mark_unrolled_hours()
+        """Recompute the count rollups of every day written since its last pass; returns the days
+        recomputed. Exact whatever was replayed: a day is counted again from its raw points."""
+        self.ensure_schema()  # a store that has not written yet: its database may not exist
+        self.mark_unrolled_days()
         marks_answer, done_answer = self._query_many([
             self._versions(RP_VIOLATIONS, counts.WRITE_MARKS), self._versions(RP_ROLLUP, counts.ROLLUP_DONE)
         ])
-        marks = self._by_hour(marks_answer)
-        dirty = counts.dirty_hours(marks, self._by_hour(done_answer))
-        days = sorted(counts.dirty_buckets(dirty, buckets.DAY_MS))
+        marks = self._by_time(marks_answer)
+        days = sorted(counts.dirty_days(marks, self._by_time(done_answer)))
         violations = self._measurement(RP_VIOLATIONS, lines.VIOLATIONS)
         for day_ms in days:
-            end_ms = day_ms + buckets.DAY_MS
             rows = self._rows(
                 f'SELECT count("violation_id") AS n FROM {violations} WHERE time >= {day_ms * NS_PER_MS} '
-                f"AND time < {end_ms * NS_PER_MS} GROUP BY time(1h), * fill(none)"
+                f"AND time < {(day_ms + buckets.DAY_MS) * NS_PER_MS} GROUP BY time(1h), * fill(none)"
             )
             hourly = [(_ms(r["time"]), r, int(r["n"])) for r in rows if r["n"]]
             out: list[bytes] = []
-            for (shape, bucket_ms), rolled in counts.shape_counts(hourly).items():
-                out += counts.rollup_lines(shape, bucket_ms, rolled)
-            # The versions seen before counting: a write since then changed its mark, so it is done again.
-            out += counts.done_lines({h: marks[h] for h in dirty if day_ms <= h < end_ms})
+            for shape, rolled in counts.shape_counts(hourly).items():
+                out += counts.rollup_lines(shape, day_ms, rolled)
+            # The version seen before counting: a write since then changed the mark, so it is done again.
+            out += counts.done_lines({day_ms: marks[day_ms]})
             self._writer.put(RP_ROLLUP, out)
         return len(days)
 
@@ -745,40 +745,47 @@ class InfluxStore(Store):
 
     def _rolled_up_counts(
         self, filter_: ViolationFilter, from_ms: int, to_ms: int, group_tags: list[str], bucket: Bucket | None
-    ) -> list[tuple[int, tuple[str, ...], int]] | None:
-        """(bucket start, group, count) rows from the count rollups (store/influx_counts.py), the hours
-        written since their last pass counted from the raw points; None when no rollup can answer."""
+    ) -> dict[tuple[int, tuple[str, ...]], int] | None:
+        """Counts per (bucket start, group) from the count rollups (store/influx_counts.py), the days
+        written since their last pass counted from the raw points; None when no rollup can answer. Without
+        `bucket` (a top-N), every bucket start is 0."""
         wanted = _filter_values(filter_)
         shape = counts.choose(set(group_tags) | wanted.keys(), from_ms, to_ms, bucket)
         if shape is None or not self._mark_complete():
             return None
+        first_day, end_day = buckets.floor_ms(from_ms, Bucket.DAY), buckets.ceil_ms(to_ms, Bucket.DAY)
         marks, done, points = self._query_many([
-            self._versions(RP_VIOLATIONS, counts.WRITE_MARKS, from_ms, to_ms),
-            self._versions(RP_ROLLUP, counts.ROLLUP_DONE, from_ms, to_ms),
+            self._versions(RP_VIOLATIONS, counts.WRITE_MARKS, first_day, end_day),
+            self._versions(RP_ROLLUP, counts.ROLLUP_DONE, first_day, end_day),
             f'SELECT "parts", "rows" FROM {self._measurement(RP_ROLLUP, counts.ROLLUPS)} '
-            f'WHERE "shape" = {quote_string(shape.name)} AND time >= {from_ms * NS_PER_MS} '
-            f"AND time < {to_ms * NS_PER_MS}",
+            f'WHERE "shape" = {quote_string(shape.name)} AND time >= {first_day * NS_PER_MS} '
+            f"AND time < {end_day * NS_PER_MS}",
         ])
-        written = counts.dirty_hours(self._by_hour(marks), self._by_hour(done))
-        dirty = counts.dirty_buckets(written, shape.size_ms)
-        column = {dim: i for i, dim in enumerate(shape.dims)}
+        dirty = counts.dirty_days(self._by_time(marks), self._by_time(done))
+        column = {dim: i + 1 for i, dim in enumerate(shape.dims)}  # rows start with their bucket
         checks = [(column[dim], set(values)) for dim, values in wanted.items()]
         groups = [column[tag] for tag in group_tags]
         totals: dict[tuple[int, tuple[str, ...]], int] = defaultdict(int)
-        for bucket_ms, rows in counts.decode_rollup_points(self._merge_rows(points)).items():
-            if bucket_ms in dirty:
+        for day_ms, rows in counts.decode_rollup_points(self._merge_rows(points)).items():
+            if day_ms in dirty:
                 continue
+            whole_day = from_ms <= day_ms and day_ms + buckets.DAY_MS <= to_ms
             for entry in rows:
-                if all(entry[i] in values for i, values in checks):
-                    totals[(bucket_ms, tuple(str(entry[i]) for i in groups))] += int(entry[-1])
+                if not whole_day and not from_ms <= entry[0] < to_ms:
+                    continue
+                if checks and not all(entry[i] in values for i, values in checks):
+                    continue
+                key = (entry[0] if bucket is not None else 0, tuple([entry[i] for i in groups]))
+                totals[key] += entry[-1]
         if dirty:
             interval = "1h" if shape.size_ms == buckets.HOUR_MS else "1d"
-            first, last = min(dirty), max(dirty) + shape.size_ms
+            first, last = max(from_ms, min(dirty)), min(to_ms, max(dirty) + buckets.DAY_MS)
             for row in self._grouped_counts(filter_, first, last, group_tags, interval):
                 bucket_ms = _ms(row["time"])
-                if row["count"] and bucket_ms in dirty:
-                    totals[(bucket_ms, tuple(row.get(t) or "" for t in group_tags))] += int(row["count"])
-        return [(b, group, n) for (b, group), n in totals.items()]
+                if row["count"] and bucket_ms - bucket_ms % buckets.DAY_MS in dirty:
+                    group = tuple(row.get(t) or "" for t in group_tags)
+                    totals[(bucket_ms if bucket is not None else 0, group)] += int(row["count"])
+        return totals
 
     def count_violations(self, query: ViolationCountQuery) -> list[CountRow]:
         from_ms, to_ms = buckets.widen(query.from_ms, query.to_ms, query.bucket)
@@ -794,7 +801,7 @@ class InfluxStore(Store):
         totals: dict[tuple[int, tuple[str, ...]], int] = defaultdict(int)
         rolled = self._rolled_up_counts(query.filter, from_ms, to_ms, group_tags, query.bucket)
         if rolled is not None:
-            for bucket_ms, group, n in rolled:
+            for (bucket_ms, group), n in rolled.items():
                 totals[(buckets.floor_ms(bucket_ms, query.bucket), group)] += n
         else:
             for row in self._grouped_counts(query.filter, from_ms, to_ms, group_tags, interval):
@@ -811,7 +818,7 @@ class InfluxStore(Store):
         rolled = self._rolled_up_counts(query.filter, query.from_ms, query.to_ms, [tag], None)
         counted: dict[str, int] = defaultdict(int)
         if rolled is not None:
-            for _, (key,), n in rolled:
+            for (_, (key,)), n in rolled.items():
                 counted[key] += n
         else:
             for r in self._grouped_counts(query.filter, query.from_ms, query.to_ms, [tag], None):

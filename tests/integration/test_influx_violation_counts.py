@@ -130,10 +130,10 @@ def test_a_database_written_before_the_rollups_is_migrated_at_start_up(
         # Before the first pass the marks are not known to cover the data: raw points answer, exactly.
         for query in ROLLED_UP_COUNTS:
             assert store.count_violations(query) == reference_counts(query), query
-        hours = len({v.start_time_ms // 3_600_000 for v in VIOLATIONS})
-        assert store.mark_unrolled_hours() == hours
+        days = len({v.start_time_ms // 86_400_000 for v in VIOLATIONS})
+        assert store.mark_unrolled_days() == days
         settle(store)
-        assert store.mark_unrolled_hours() == 0  # done once: this process knows the marks are complete
+        assert store.mark_unrolled_days() == 0  # done once: this process knows the marks are complete
         assert store.compute_violation_rollups() > 0
         settle(store)
         drop_raw_violations(store)
