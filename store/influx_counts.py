@@ -70,6 +70,7 @@ SHAPES: Final = (
     Shape("hour_type", buckets.HOUR_MS, ("type",)),  # 8 rows an hour, 192 a day
     Shape("day_type_district", buckets.DAY_MS, ("type", "district", "department")),  # 240
     Shape("hour_type_severity", buckets.HOUR_MS, ("type", "severity")),  # 32 an hour, 768 a day
+    Shape("day_grid", buckets.DAY_MS, ("grid", "district", "department")),  # 100
     Shape("day_type_grid", buckets.DAY_MS, ("type", "severity", "grid", "district", "department")),  # 3.2k
     Shape("day_intersection", buckets.DAY_MS, ("type", "intersection")),  # 1.6k
     Shape("day_device", buckets.DAY_MS, ("device",)),  # 2k

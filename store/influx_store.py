@@ -773,10 +773,12 @@ class InfluxStore(Store):
             for entry in rows:
                 if not whole_day and not from_ms <= entry[0] < to_ms:
                     continue
-                if checks and not all(entry[i] in values for i, values in checks):
-                    continue
-                key = (entry[0] if bucket is not None else 0, tuple([entry[i] for i in groups]))
-                totals[key] += entry[-1]
+                for i, values in checks:
+                    if entry[i] not in values:
+                        break
+                else:
+                    key = (entry[0] if bucket is not None else 0, tuple([entry[i] for i in groups]))
+                    totals[key] += entry[-1]
         if dirty:
             interval = "1h" if shape.size_ms == buckets.HOUR_MS else "1d"
             first, last = max(from_ms, min(dirty)), min(to_ms, max(dirty) + buckets.DAY_MS)
