@@ -10,6 +10,13 @@ districts, 3 departments and 200 intersections. They go through the same `Store`
 (batches of 5,000, a flush per batch); the InfluxDB time includes waiting until every point is
 acknowledged. Each query then runs `--repeats` times; p50 and p95 are reported in milliseconds. The
 InfluxDB backend runs against a throw-away `influxd` (Debian's 1.6) started in a temp directory.
+
+For InfluxDB the same run also measures InfluxDB's own `/write` rate: each batch of readings and violation
+states, one prepared line per record (the store's own line format), is POSTed as one request through one
+HTTP connection into a scratch database just before the store writes the same batch, so both see the same
+load. The store's rate (records per second) is reported as a ratio to it, with the series cardinality the
+store's schema left behind and the time its violation count rollups took to catch up after the load (what a
+live processor does every `rollup_interval_s`).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import random
 import statistics
 import tempfile
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +36,7 @@ from typing import Any
 from core.metrics import Metrics
 from core.models import Event, Evidence, Location, Severity, Violation, ViolationStatus
 from core.settings import InfluxDBSettings
-from store import buckets
+from store import buckets, influx_lines
 from store.base import (
     Bucket,
     Dimension,
@@ -137,10 +145,50 @@ def generate(rows: int, end_ms: int, seed: int = 11) -> Iterator[tuple[list[Even
         yield events, violations
 
 
-def write(store: Store, rows: int, end_ms: int) -> dict[str, float]:
-    spent = 0.0
+class RawWriter:
+    """InfluxDB's own `/write`: prepared lines POSTed as they are, through one HTTP connection."""
+
+    def __init__(self, url: str, database: str = "raw_write") -> None:
+        import urllib3
+
+        self.url = url
+        self.database = database
+        self.http = urllib3.PoolManager(maxsize=1)
+        self._query(f"CREATE DATABASE {database}")
+
+    def _query(self, statement: str) -> None:
+        response = self.http.request(
+            "POST", f"{self.url}/query", fields={"q": statement}, encode_multipart=False
+        )
+        assert response.status == 200, response.data[:300]
+
+    def post(self, lines: list[bytes]) -> None:
+        response = self.http.request(
+            "POST",
+            f"{self.url}/write?db={self.database}&precision=ns",
+            body=b"\n".join(lines),
+            headers={"Content-Type": "text/plain; charset=utf-8"},
+        )
+        assert response.status == 204, response.data[:300]
+
+    def close(self) -> None:
+        self._query(f"DROP DATABASE {self.database}")
+        self.http.clear()
+
+
+def write(store: Store, rows: int, end_ms: int, raw: RawWriter | None = None) -> dict[str, Any]:
+    """The store's write rate; with `raw`, each batch is also POSTed to InfluxDB as prepared lines (one
+    line per record, built before the clock starts) just before the store writes it, so that both rates
+    are measured under the same load of the machine."""
+    spent = raw_spent = 0.0
     points = 0
     for events, violations in generate(rows, end_ms):
+        if raw is not None:
+            prepared = [influx_lines.event_line(e) for e in events]
+            prepared += [influx_lines.violation_line(v) for v in violations]
+            started = time.perf_counter()
+            raw.post(prepared)
+            raw_spent += time.perf_counter() - started
         started = time.perf_counter()
         store.write_events(events)
         store.write_violations(violations)
@@ -151,7 +199,24 @@ def write(store: Store, rows: int, end_ms: int) -> dict[str, float]:
     if isinstance(store, InfluxStore):
         store.wait_until_sent(timeout_s=3600)
     spent += time.perf_counter() - started
-    return {"points": points, "seconds": round(spent, 1), "points_per_s": round(points / spent)}
+    out: dict[str, Any] = {
+        "points": points, "seconds": round(spent, 1), "points_per_s": round(points / spent)
+    }
+    if raw is not None:
+        own = points / raw_spent
+        out["influxdb_own_write"] = {"seconds": round(raw_spent, 1), "points_per_s": round(own)}
+        out["ratio_to_influxdb_write"] = round(points / spent / own, 3)
+    return out
+
+
+def series_cardinality(store: InfluxStore) -> dict[str, int]:
+    """Series per measurement in the store's database (every retention policy)."""
+    out: dict[str, int] = defaultdict(int)
+    for series in store.query("SHOW SERIES"):
+        for (key,) in series.get("values", []):
+            out[key.split(",", 1)[0]] += 1
+    out["total"] = sum(out.values())
+    return dict(out)
 
 
 def dashboard_queries(end_ms: int) -> dict[str, Callable[[Store], object]]:
@@ -223,13 +288,26 @@ def run_backend(kind: str, rows: int, repeats: int, workdir: Path) -> dict[str, 
         influx = InfluxStore(settings, workdir / "influx-data", KEEP, metrics=Metrics())
         influx.start()
         store = influx
+    report: dict[str, Any] = {}
     try:
-        written = write(store, rows, end_ms)
+        raw = None if server is None else RawWriter(server.url)
+        report["write"] = written = write(store, rows, end_ms, raw)
+        if raw is not None:
+            raw.close()
         print(f"{kind}: wrote {written}", flush=True)
-        latencies = measure(store, end_ms, repeats)
+        if isinstance(store, InfluxStore):
+            started = time.perf_counter()
+            if hasattr(store, "compute_violation_rollups"):
+                store.compute_violation_rollups()
+            store.wait_until_sent(timeout_s=3600)
+            report["rollup_catch_up_s"] = round(time.perf_counter() - started, 1)
+            report["series"] = series_cardinality(store)
+            print(f"{kind}: rollups caught up in {report['rollup_catch_up_s']} s; series {report['series']}",
+                  flush=True)
+        report["queries"] = latencies = measure(store, end_ms, repeats)
         for name, figures in latencies.items():
             print(f"{kind}: {name}: {figures}", flush=True)
-        return {"write": written, "queries": latencies}
+        return report
     finally:
         store.close()
         if server is not None:

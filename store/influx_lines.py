@@ -15,12 +15,12 @@ import base64
 import functools
 import hashlib
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 import msgspec
 
-from core.models import DeadLetter, Event, LifecycleEntry, Prediction, Violation, ViolationStatus
+from core.models import DeadLetter, Event, LifecycleEntry, Prediction, Violation, ViolationStatus, rule_change
 
 READINGS: Final = "readings"
 VIOLATIONS: Final = "violations"
@@ -117,14 +117,15 @@ def event_line(event: Event) -> bytes:
     )
 
 
-def violation_line(violation: Violation) -> bytes:
-    tags = _tags(
-        [
+def violation_line(violation: Violation, time_ns: int | None = None) -> bytes:
+    key = _series_key(
+        VIOLATIONS,
+        (
             ("type", violation.type),
             ("device", violation.device_id),
             ("severity", violation.severity.value),
             *((name, violation.tags.get(name)) for name in VIOLATION_TAGS),
-        ]
+        ),
     )
     fields = [
         f"violation_id={string_field(violation.violation_id)}",
@@ -147,8 +148,9 @@ def violation_line(violation: Violation) -> bytes:
         fields += [f"open_evidence={evidence}", f"open_updated_ms={violation.updated_time_ms}i"]
     if violation.detected_time_ms is not None:
         fields.append(f"detected_time_ms={violation.detected_time_ms}i")
-    time_ns = point_time_ns(violation.start_time_ms, violation.violation_id)
-    return f"{VIOLATIONS}{tags} {','.join(fields)} {time_ns}".encode()
+    if time_ns is None:
+        time_ns = point_time_ns(violation.start_time_ms, violation.violation_id)
+    return f"{key} {','.join(fields)} {time_ns}".encode()
 
 
 def rule_change_line(entry: LifecycleEntry) -> bytes:
@@ -156,24 +158,21 @@ def rule_change_line(entry: LifecycleEntry) -> bytes:
     time + the violation id's offset): a replay overwrites it with the same values, never adds one. The id
     is a field, not a tag, for the same reason as in `violations` (one series per violation would not
     scale)."""
-    tags = _tags([("change", entry.change.value)])
-    fields = [f"violation_id={string_field(entry.violation_id)}", f"actor={string_field(entry.actor)}",
-              f"time_ms={entry.time_ms}i"]
+    key = _series_key(VIOLATION_HISTORY, (("change", entry.change.value),))
     time_ns = point_time_ns(entry.time_ms, entry.violation_id)
-    return f"{VIOLATION_HISTORY}{tags} {','.join(fields)} {time_ns}".encode()
+    return (
+        f"{key} violation_id={string_field(entry.violation_id)},actor={string_field(entry.actor)},"
+        f"time_ms={entry.time_ms}i {time_ns}"
+    ).encode()
 
 
-# Narrow copies of each violation for counting: InfluxDB 1.x aggregates slowly over many short series, and
-# `violations` has one series per (type, device, severity, area). Each copy keeps the violation's timestamp
-# (start time + id offset), so a replay overwrites it like the main point: counts stay idempotent.
-# Ordered narrowest first; a count reads the first one holding every tag it groups or filters by.
-COUNT_MEASUREMENTS: Final = (
-    ("violation_counts_type", ("type", "district", "department")),
-    ("violation_counts_intersection", ("type", "intersection")),
-    ("violation_counts_device", ("device",)),
-    ("violation_counts_grid", ("type", "grid", "district", "department")),
-    ("violation_counts_device_type", ("type", "device")),
-)
+# A narrow copy of each violation for counting the hours not rolled up yet (store/influx_counts.py): InfluxDB
+# 1.x aggregates slowly over many short series, and `violations` has one series per (type, device, severity,
+# area). The copy keeps the violation's timestamp (start time + id offset), so a replay overwrites it like the
+# main point: counts stay idempotent. A count reads it when it has every tag the count groups or filters by.
+# (Versions before the rollups also wrote `violation_counts_intersection`, `_device`, `_grid` and
+# `_device_type`; they are no longer written or read.)
+COUNT_MEASUREMENTS: Final = (("violation_counts_type", ("type", "district", "department")),)
 
 
 def violation_count_lines(violation: Violation) -> list[bytes]:
@@ -187,6 +186,90 @@ def violation_count_lines(violation: Violation) -> list[bytes]:
         f"{name}{_tags((tag, values[tag]) for tag in tags)} n=1i {time_ns}".encode()
         for name, tags in COUNT_MEASUREMENTS
     ]
+
+
+# -- whole batches: the write path ------------------------------------------------------------------------
+# The same lines as the one-record functions above, built for a batch at a time: a series' key (measurement
+# and escaped, sorted tags) is the same for every record of a device, so it is built once and cached, and
+# everything else of a line is one f-string. This is most of the Python time a write spends.
+
+
+@functools.lru_cache(maxsize=65536)
+def _series_key(measurement: str, pairs: tuple[tuple[str, str | None], ...]) -> str:
+    return measurement + _tags(pairs)
+
+
+@functools.lru_cache(maxsize=4096)
+def _float_field_prefix(name: str) -> str:
+    return f",{_escape_key(name)}="
+
+
+def _numeric_fields(attributes: dict[str, Any]) -> str:
+    out = ""
+    for name, value in attributes.items():
+        kind = type(value)
+        if (kind is float or kind is int) and name not in READING_META_FIELDS:
+            if kind is float and not math.isfinite(value):
+                continue
+            out += f"{_float_field_prefix(name)}{float(value)!r}"
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            # Subclasses of int and float (rare: enums, numpy scalars) take the one-record path's rules.
+            number = float(value)
+            if math.isfinite(number) and name not in READING_META_FIELDS:
+                out += f"{_float_field_prefix(name)}{number!r}"
+    return out
+
+
+def event_lines(events: Sequence[Event]) -> list[bytes]:
+    """`event_line` of each event."""
+    out: list[bytes] = []
+    append = out.append
+    for event in events:
+        tags = event.tags
+        key = _series_key(
+            READINGS,
+            (
+                ("device", event.device_id),
+                ("kind", event.kind),
+                ("grid", tags.get("grid")),
+                ("district", tags.get("district")),
+                ("department", tags.get("department")),
+            ),
+        )
+        location = event.location
+        where = "" if location is None else f",lat={_float(location.lat)},lon={_float(location.lon)}"
+        append(
+            f"{key} event_id={string_field(event.event_id)},ingest_time_ms={event.ingest_time_ms}i,"
+            f"source={string_field(event.source)},"
+            f"attributes_json={string_field(_encode_json(event.attributes).decode())},"
+            f"tags_json={string_field(_encode_json(tags).decode())}{where}"
+            f"{_numeric_fields(event.attributes)} {point_time_ns(event.event_time_ms, event.event_id)}"
+            .encode()
+        )
+    return out
+
+
+@functools.lru_cache(maxsize=65536)
+def _count_keys(type_: str, device: str, area: tuple[str | None, ...]) -> tuple[str, ...]:
+    """The series keys of a violation's copies in every COUNT_MEASUREMENTS, in that order."""
+    values = {"type": type_, "device": device, **dict(zip(VIOLATION_TAGS, area, strict=True))}
+    return tuple(name + _tags((tag, values[tag]) for tag in tags) for name, tags in COUNT_MEASUREMENTS)
+
+
+def violation_lines(violations: Sequence[Violation]) -> list[bytes]:
+    """Everything a batch of violation states writes: each state's `violation_line`, its
+    `violation_count_lines` and the `rule_change_line` of its change."""
+    out: list[bytes] = []
+    append = out.append
+    for violation in violations:
+        tags = violation.tags
+        area = tuple(tags.get(name) for name in VIOLATION_TAGS)
+        time_ns = point_time_ns(violation.start_time_ms, violation.violation_id)
+        append(violation_line(violation, time_ns))
+        for key in _count_keys(violation.type, violation.device_id, area):
+            append(f"{key} n=1i {time_ns}".encode())
+        append(rule_change_line(rule_change(violation)))
+    return out
 
 
 def dead_letter_line(letter: DeadLetter) -> bytes:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import random
 import threading
 import time
 from collections import defaultdict
@@ -36,11 +37,11 @@ from core.models import (
     Violation,
     ViolationStatus,
     history_order,
-    rule_change,
 )
 from core.redaction import redact_url, redact_urls
 from core.settings import InfluxApi, InfluxDBSettings
 from store import buckets
+from store import influx_counts as counts
 from store import influx_exposures as exposures
 from store import influx_lines as lines
 from store.base import (
@@ -80,6 +81,9 @@ RP_VIOLATIONS: Final = "violations"
 RP_ROLLUP: Final = "rollup"
 
 NS_PER_MS: Final = 1_000_000
+# Records whose lines are built and handed to the writer at a time: the writer sends one slice while the
+# next is built (InfluxDB parses on the other core), instead of sending only once the whole write is built.
+WRITE_SLICE: Final = 1000
 # Rows fetched per InfluxQL request when a page is assembled in Python.
 SCAN_CHUNK: Final = 5000
 MAX_RESULT_ROWS: Final = 50_000
@@ -149,13 +153,18 @@ def _violation_conditions(filter_: ViolationFilter) -> _Conditions:
 
 
 def _filter_tags(filter_: ViolationFilter) -> set[str]:
+    return set(_filter_values(filter_))
+
+
+def _filter_values(filter_: ViolationFilter) -> dict[str, tuple[str, ...]]:
+    """The values each filtered tag may have (tags not filtered are left out)."""
     named = {
         "type": filter_.types,
         "device": filter_.device_ids,
         "severity": filter_.severities,
         **filter_.tag_values(),
     }
-    return {tag for tag, values in named.items() if values}
+    return {tag: values for tag, values in named.items() if values}
 
 
 def _ms(ns: int) -> int:
@@ -201,6 +210,8 @@ class InfluxStore(Store):
         # Hours of readings written since their rollup was last computed, with the attributes seen.
         self._dirty_hours: dict[int, set[str]] = defaultdict(set)
         self._dirty_lock = threading.Lock()
+        # Set once this process saw that every hour holding violations has a mark (influx_counts).
+        self._marks_complete = False
         self._maintenance_stop = threading.Event()
         self._maintenance: threading.Thread | None = None
         self._closed = False
@@ -274,6 +285,11 @@ class InfluxStore(Store):
 
     def query(self, influxql: str, *, method: str = "GET") -> list[dict[str, Any]]:
         """The series of one InfluxQL statement (epoch ns times)."""
+        return self._query_many([influxql], method=method)[0]
+
+    def _query_many(self, statements: list[str], *, method: str = "GET") -> list[list[dict[str, Any]]]:
+        """The series of each statement, asked in one request."""
+        influxql = ";".join(statements)
         response = self._request(method, "/query", {"db": self.database, "q": influxql, "epoch": "ns"})
         if response.status != 200:
             error = InfluxUnavailable if response.status >= 500 else InfluxQueryError
@@ -281,16 +297,17 @@ class InfluxStore(Store):
         body = json.loads(response.data)
         if "error" in body:
             raise InfluxQueryError(f"{body['error']} in {influxql[:200]!r}")
-        result = body["results"][0]
-        if "error" in result:
-            raise InfluxQueryError(f"{result['error']} in {influxql[:200]!r}")
-        series: list[dict[str, Any]] = result.get("series", [])
-        return series
+        answers: list[list[dict[str, Any]]] = [[] for _ in statements]
+        for result in body["results"]:
+            if "error" in result:
+                raise InfluxQueryError(f"{result['error']} in {influxql[:200]!r}")
+            answers[result.get("statement_id", 0)] = result.get("series", [])
+        return answers
 
-    def _rows(self, influxql: str) -> list[dict[str, Any]]:
-        """Rows as dicts (tags merged in), across all series of the answer."""
+    @staticmethod
+    def _merge_rows(answer: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
-        for series in self.query(influxql):
+        for series in answer:
             columns = series["columns"]
             tags = series.get("tags") or {}
             for values in series.get("values", []):
@@ -298,6 +315,10 @@ class InfluxStore(Store):
                 row.update(tags)
                 rows.append(row)
         return rows
+
+    def _rows(self, influxql: str) -> list[dict[str, Any]]:
+        """Rows as dicts (tags merged in), across all series of the answer."""
+        return self._merge_rows(self.query(influxql))
 
     def api(self) -> InfluxApi:
         """The write API this server speaks (asked once from /ping's version header when set to auto)."""
@@ -349,15 +370,20 @@ class InfluxStore(Store):
                 self._dirty_hours[event.event_time_ms // buckets.HOUR_MS * buckets.HOUR_MS].update(
                     lines.numeric_attributes(event.attributes)
                 )
-        self._writer.put(RP_RAW, [lines.event_line(e) for e in events])
+        for first in range(0, len(events), WRITE_SLICE):
+            self._writer.put(RP_RAW, lines.event_lines(events[first : first + WRITE_SLICE]))
 
     def write_violations(self, violations: Sequence[Violation]) -> None:
-        if violations:
-            out = [lines.violation_line(v) for v in violations]
-            for violation in violations:
-                out += lines.violation_count_lines(violation)
-                out.append(lines.rule_change_line(rule_change(violation)))
-            self._writer.put(RP_VIOLATIONS, out)
+        if not violations:
+            return
+        # A violation state is three lines (influx_lines.violation_lines): a slice of them as long as an
+        # event slice, so it too is sent at once (influx_writer.EAGER_SEND_POINTS).
+        step = WRITE_SLICE // 3 + 1
+        for first in range(0, len(violations), step):
+            self._writer.put(RP_VIOLATIONS, lines.violation_lines(violations[first : first + step]))
+        # After the points they mark: a reader that sees the mark sees the points (influx_counts).
+        days = {v.start_time_ms - v.start_time_ms % buckets.DAY_MS for v in violations}
+        self._writer.put(RP_VIOLATIONS, counts.mark_lines(days, random.getrandbits(62)))
 
     def write_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> None:
         if dead_letters:
@@ -410,6 +436,83 @@ class InfluxStore(Store):
                 self.compute_rollups()
             except Exception as exc:  # InfluxDB down: the hours stay dirty and are tried again
                 log.warning("hourly rollups not computed: %s", redact_urls(str(exc)))
+            try:
+                self.compute_violation_rollups()
+            except Exception as exc:  # the marks stay, so the same days are tried again
+                log.warning("violation count rollups not computed: %s", redact_urls(str(exc)))
+
+    def _versions(
+        self, rp: str, measurement: str, from_ms: int | None = None, to_ms: int | None = None
+    ) -> str:
+        where = _Conditions()
+        where.time_range_ns(_ms_to_ns(from_ms), _ms_to_ns(to_ms))
+        return f'SELECT "version" FROM {self._measurement(rp, measurement)}{where.sql()}'
+
+    @staticmethod
+    def _by_time(answer: list[dict[str, Any]]) -> dict[int, int]:
+        return {_ms(r["time"]): int(r["version"]) for r in InfluxStore._merge_rows(answer)}
+
+    def _mark_complete(self) -> bool:
+        """Whether every day holding violations has a write mark (cached once it does)."""
+        if not self._marks_complete:
+            state = self.query(
+                f'SELECT last("marked") FROM {self._measurement(RP_ROLLUP, counts.ROLLUP_STATE)}'
+            )
+            self._marks_complete = bool(state)
+        return self._marks_complete
+
+    def mark_unrolled_days(self) -> int:
+        """Give every day that holds violations but no mark one (the violations of a database written
+        before the count rollups existed), then record that the marks are complete; returns the days marked.
+
+        Runs at the first rollup pass of a process until it succeeds once; queries count from the raw
+        points until it has."""
+        if self._mark_complete():
+            return 0
+        now_ms = self.now_ms()
+        # InfluxDB refuses points older than a retention policy's duration: nothing older can be stored.
+        kept_days = max(self.retention.violations_days, self.retention.dead_letters_days) + 1
+        from_ms, to_ms = now_ms - kept_days * buckets.DAY_MS, now_ms + 366 * buckets.DAY_MS
+        held, marks = self._query_many([
+            f'SELECT count("violation_id") AS n FROM {self._measurement(RP_VIOLATIONS, lines.VIOLATIONS)} '
+            f"WHERE time >= {from_ms * NS_PER_MS} AND time < {to_ms * NS_PER_MS} "
+            "GROUP BY time(1d) fill(none)",
+            self._versions(RP_VIOLATIONS, counts.WRITE_MARKS),
+        ])
+        marked = self._by_time(marks)
+        unmarked = {_ms(r["time"]) for r in self._merge_rows(held) if r["n"]} - marked.keys()
+        if unmarked:
+            # Version 0: never one a write batch uses (those are random and almost never 0) nor a done one.
+            self._writer.put(RP_VIOLATIONS, counts.mark_lines(unmarked, 0))
+            log.info("violation count rollups: %d days written before them will be rolled up", len(unmarked))
+        # After the marks (the writer sends in order): a reader that sees it sees them.
+        self._writer.put(RP_ROLLUP, [counts.state_line(now_ms)])
+        return len(unmarked)
+
+    def compute_violation_rollups(self) -> int:
+        """Recompute the count rollups of every day written since its last pass; returns the days
+        recomputed. Exact whatever was replayed: a day is counted again from its raw points."""
+        self.ensure_schema()  # a store that has not written yet: its database may not exist
+        self.mark_unrolled_days()
+        marks_answer, done_answer = self._query_many([
+            self._versions(RP_VIOLATIONS, counts.WRITE_MARKS), self._versions(RP_ROLLUP, counts.ROLLUP_DONE)
+        ])
+        marks = self._by_time(marks_answer)
+        days = sorted(counts.dirty_days(marks, self._by_time(done_answer)))
+        violations = self._measurement(RP_VIOLATIONS, lines.VIOLATIONS)
+        for day_ms in days:
+            rows = self._rows(
+                f'SELECT count("violation_id") AS n FROM {violations} WHERE time >= {day_ms * NS_PER_MS} '
+                f"AND time < {(day_ms + buckets.DAY_MS) * NS_PER_MS} GROUP BY time(1h), * fill(none)"
+            )
+            hourly = [(_ms(r["time"]), r, int(r["n"])) for r in rows if r["n"]]
+            out: list[bytes] = []
+            for shape, rolled in counts.shape_counts(hourly).items():
+                out += counts.rollup_lines(shape, day_ms, rolled)
+            # The version seen before counting: a write since then changed the mark, so it is done again.
+            out += counts.done_lines({day_ms: marks[day_ms]})
+            self._writer.put(RP_ROLLUP, out)
+        return len(days)
 
     def compute_rollups(self) -> int:
         """Recompute the hourly rollups of every hour written since the last run; returns the hours done.
@@ -654,6 +757,59 @@ class InfluxStore(Store):
             + (" fill(none)" if interval else "")
         )
 
+    def _rolled_up_counts(
+        self, filter_: ViolationFilter, from_ms: int, to_ms: int, group_tags: list[str], bucket: Bucket | None
+    ) -> dict[tuple[int, tuple[str, ...]], int] | None:
+        """Counts per (bucket start, group) from the count rollups (store/influx_counts.py), the days
+        written since their last pass counted from the raw points; None when no rollup can answer. Without
+        `bucket` (a top-N), every bucket start is 0."""
+        wanted = _filter_values(filter_)
+        shape = counts.choose(set(group_tags) | wanted.keys(), from_ms, to_ms, bucket)
+        if shape is None or not self._mark_complete():
+            return None
+        first_day, end_day = buckets.floor_ms(from_ms, Bucket.DAY), buckets.ceil_ms(to_ms, Bucket.DAY)
+        marks, done, points = self._query_many([
+            self._versions(RP_VIOLATIONS, counts.WRITE_MARKS, first_day, end_day),
+            self._versions(RP_ROLLUP, counts.ROLLUP_DONE, first_day, end_day),
+            f'SELECT "parts", "rows" FROM {self._measurement(RP_ROLLUP, counts.ROLLUPS)} '
+            f'WHERE "shape" = {quote_string(shape.name)} AND time >= {first_day * NS_PER_MS} '
+            f"AND time < {end_day * NS_PER_MS}",
+        ])
+        dirty = counts.dirty_days(self._by_time(marks), self._by_time(done))
+        column = {dim: i + 1 for i, dim in enumerate(shape.dims)}  # rows start with their bucket
+        checks = [(column[dim], set(values)) for dim, values in wanted.items()]
+        groups = [column[tag] for tag in group_tags]
+        # The hot loop (a top-N by device adds up 60,000 rows a month): one tag is keyed by its value alone,
+        # and the keys become (bucket, group) tuples once per distinct key at the end.
+        single = groups[0] if len(groups) == 1 else None
+        summed: dict[Any, int] = defaultdict(int)
+        for day_ms, rows in counts.decode_rollup_points(self._merge_rows(points)).items():
+            if day_ms in dirty:
+                continue
+            whole_day = from_ms <= day_ms and day_ms + buckets.DAY_MS <= to_ms
+            for entry in rows:
+                if not whole_day and not from_ms <= entry[0] < to_ms:
+                    continue
+                for i, values in checks:
+                    if entry[i] not in values:
+                        break
+                else:
+                    group = entry[single] if single is not None else tuple([entry[i] for i in groups])
+                    summed[(entry[0], group) if bucket is not None else group] += entry[-1]
+        totals: dict[tuple[int, tuple[str, ...]], int] = defaultdict(int)
+        for key, n in summed.items():
+            bucket_ms, group = key if bucket is not None else (0, key)
+            totals[(bucket_ms, (group,) if single is not None else group)] += n
+        if dirty:
+            interval = "1h" if shape.size_ms == buckets.HOUR_MS else "1d"
+            first, last = max(from_ms, min(dirty)), min(to_ms, max(dirty) + buckets.DAY_MS)
+            for row in self._grouped_counts(filter_, first, last, group_tags, interval):
+                bucket_ms = _ms(row["time"])
+                if row["count"] and bucket_ms - bucket_ms % buckets.DAY_MS in dirty:
+                    group = tuple(row.get(t) or "" for t in group_tags)
+                    totals[(bucket_ms if bucket is not None else 0, group)] += int(row["count"])
+        return totals
+
     def count_violations(self, query: ViolationCountQuery) -> list[CountRow]:
         from_ms, to_ms = buckets.widen(query.from_ms, query.to_ms, query.bucket)
         group_tags = [_tag(d) for d in query.group_by]
@@ -666,10 +822,15 @@ class InfluxStore(Store):
             Bucket.MONTH: "1d",
         }[query.bucket]
         totals: dict[tuple[int, tuple[str, ...]], int] = defaultdict(int)
-        for row in self._grouped_counts(query.filter, from_ms, to_ms, group_tags, interval):
-            if row["count"]:
-                bucket_ms = buckets.floor_ms(_ms(row["time"]), query.bucket)
-                totals[(bucket_ms, tuple(row.get(t) or "" for t in group_tags))] += int(row["count"])
+        rolled = self._rolled_up_counts(query.filter, from_ms, to_ms, group_tags, query.bucket)
+        if rolled is not None:
+            for (bucket_ms, group), n in rolled.items():
+                totals[(buckets.floor_ms(bucket_ms, query.bucket), group)] += n
+        else:
+            for row in self._grouped_counts(query.filter, from_ms, to_ms, group_tags, interval):
+                if row["count"]:
+                    bucket_ms = buckets.floor_ms(_ms(row["time"]), query.bucket)
+                    totals[(bucket_ms, tuple(row.get(t) or "" for t in group_tags))] += int(row["count"])
         if len(totals) > MAX_RESULT_ROWS:
             raise QueryTooLarge(f"more than {MAX_RESULT_ROWS} rows: use a larger bucket or fewer groups")
         return [CountRow(b, g, n) for (b, g), n in sorted(totals.items())]
@@ -677,9 +838,15 @@ class InfluxStore(Store):
     def top_violations(self, query: TopQuery) -> list[TopRow]:
         _check_limit(query.limit)
         tag = _tag(query.dimension)
-        rows = self._grouped_counts(query.filter, query.from_ms, query.to_ms, [tag], None)
-        counted = [(r.get(tag) or "", int(r["count"])) for r in rows]
-        ranked = sorted(((k, n) for k, n in counted if k and n), key=lambda kn: (-kn[1], kn[0]))
+        rolled = self._rolled_up_counts(query.filter, query.from_ms, query.to_ms, [tag], None)
+        counted: dict[str, int] = defaultdict(int)
+        if rolled is not None:
+            for (_, (key,)), n in rolled.items():
+                counted[key] += n
+        else:
+            for r in self._grouped_counts(query.filter, query.from_ms, query.to_ms, [tag], None):
+                counted[r.get(tag) or ""] += int(r["count"])
+        ranked = sorted(((k, n) for k, n in counted.items() if k and n), key=lambda kn: (-kn[1], kn[0]))
         return [TopRow(k, n) for k, n in ranked[: query.limit]]
 
     def reading_series(self, query: ReadingSeriesQuery) -> ReadingSeries:

@@ -33,6 +33,11 @@ from core.redaction import redact_urls
 log = logging.getLogger(__name__)
 
 
+# A put of at least this many lines wakes the sender at once instead of waiting for a full batch, so that
+# InfluxDB parses one slice of a large write while the caller builds the next (see InfluxStore.write_events).
+EAGER_SEND_POINTS = 1000
+
+
 class StoreBackpressure(RuntimeError):
     """The write buffer stayed full for `backpressure_timeout_s`: the store cannot take more now."""
 
@@ -204,7 +209,7 @@ class BufferedWriter:
                 self._memory.append(chunk)
                 self._memory_count += len(chunk.lines)
                 self._publish_levels()
-            if self._memory_count >= self.batch_points:
+            if self._memory_count >= self.batch_points or len(chunk.lines) >= EAGER_SEND_POINTS:
                 self._wake_sender.set()
 
     def flush(self) -> None:

@@ -246,6 +246,10 @@ TOP_CASES = [
 
 @pytest.mark.parametrize("query", TOP_CASES, ids=[f"{q.dimension}-{q.limit}" for q in TOP_CASES])
 def test_top_n(loaded: Store, query: TopQuery) -> None:
+    assert loaded.top_violations(query) == reference_top(query)
+
+
+def reference_top(query: TopQuery) -> list[TopRow]:
     counted = Counter(
         tag_of(v, query.dimension)
         for v in VIOLATIONS
@@ -253,7 +257,7 @@ def test_top_n(loaded: Store, query: TopQuery) -> None:
     )
     counted.pop("", None)
     expected = sorted(counted.items(), key=lambda kv: (-kv[1], kv[0]))[: query.limit]
-    assert loaded.top_violations(query) == [TopRow(k, n) for k, n in expected]
+    return [TopRow(k, n) for k, n in expected]
 
 
 # -- readings ----------------------------------------------------------------------------------------------
