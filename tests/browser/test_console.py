@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, expect
 
@@ -289,4 +290,24 @@ def test_a_device_popup_has_its_latest_reading_open_violations_and_a_sparkline(b
         expect(popup.locator(".spark")).to_contain_text("fill_pct, mean per minute, last 6 h")
         # The demo intersection is drawn where its tagged camera is (traffic.cameras names it).
         expect(page.locator("#map")).to_have_attribute("data-intersections", "1")
+        watched.assert_clean()
+
+
+def test_statistics_link_the_published_reports_printable_page_and_csv(browser: Browser, city: City) -> None:
+    published = httpx.post(city.url + "/v1/reports", json={"period_kind": "month", "period_key": "2026-01"},
+                           headers={"Authorization": f"Bearer {city.admin_key}"}, timeout=30)
+    assert published.status_code in (200, 201), published.text
+    with watched_page(browser) as watched:
+        sign_in(watched, city.url, city.admin_key, "stats")
+        page = watched.page
+        row = page.locator("#reports tr[data-report='month-2026-01']")
+        expect(row).to_contain_text("month 2026-01")
+        with page.expect_popup() as opened:
+            row.get_by_role("link", name="printable page").click()
+        report_page = opened.value
+        report_page.wait_for_load_state()
+        expect(report_page.locator("body")).to_contain_text("2026-01")
+        with page.expect_download() as downloaded:
+            row.get_by_role("link", name="CSV").click()
+        assert downloaded.value.suggested_filename == "month-2026-01.csv"
         watched.assert_clean()

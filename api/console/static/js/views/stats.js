@@ -1,7 +1,8 @@
 // Statistics: violations per hour or day by type and by district (the aggregates API), the top
-// intersections and grids, and how cases were closed (the cases evaluation API); local times.
+// intersections and grids, how cases were closed (the cases evaluation API), and the published index
+// reports (/v1/reports); local times.
 
-import { ApiError, get } from "../api.js";
+import { ApiError, authHeaders, get } from "../api.js";
 import { timeChart } from "../charts.js";
 import { duration, esc, fmtDateTime, rfc3339 } from "../format.js";
 
@@ -23,7 +24,8 @@ export function mount(element, context) {
       <div style="flex:1;min-width:260px"><h3>Top intersections</h3><table class="list" id="top-intersections"></table></div>
       <div style="flex:1;min-width:260px"><h3>Top grids</h3><table class="list" id="top-grids"></table></div>
     </div>
-    <h3>Cases</h3><div id="cases"></div></div>`;
+    <h3>Cases</h3><div id="cases"></div>
+    <h3>Published index reports</h3><table class="list" id="reports"></table></div>`;
   const charts = [];
 
   async function load() {
@@ -61,8 +63,36 @@ export function mount(element, context) {
       : `<p class="empty">${can("cases:read") ? "No cases in this instance." : "Case figures need cases:read."}</p>`;
   }
 
+  element.querySelector("#reports").addEventListener("click", (event) => {
+    const link = event.target.closest("a[data-report]");
+    if (!link) return;
+    event.preventDefault();
+    openReport(link.dataset.report, link.dataset.format).catch(showError);
+  });
+  loadReports().catch(showError);
   element.querySelector("#range").addEventListener("change", () => load().catch(showError));
   load().catch(showError).finally(() => { element.dataset.ready = "true"; });
+  async function loadReports() {
+    const table = element.querySelector("#reports");
+    if (!can("indices:read")) {
+      table.innerHTML = `<tr><td class="empty">Reports need indices:read.</td></tr>`;
+      return;
+    }
+    let answer;
+    try {
+      answer = await get("/v1/reports", { limit: 24 });
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 503) { answer = { items: [] }; } else throw error;
+    }
+    table.innerHTML = answer.items.length === 0
+      ? `<tr><td class="empty">No report published yet: one is published when a period has ended.</td></tr>`
+      : `<thead><tr><th>period</th><th>published</th><th>method</th><th></th></tr></thead><tbody>${answer.items
+        .map((r) => `<tr data-report="${esc(r.report_id)}"><td>${esc(r.period_kind)} ${esc(r.period_key)}</td>
+          <td>${fmtDateTime(r.published_ms)}</td><td class="muted">${esc(r.method_version)}</td>
+          <td><a href="#" data-report="${esc(r.report_id)}" data-format="html">printable page</a> ·
+            <a href="#" data-report="${esc(r.report_id)}" data-format="csv">CSV</a></td></tr>`).join("")}</tbody>`;
+  }
+
   function showError(error) { element.querySelector("#totals").innerHTML = `<p class="error">${esc(error.message)}</p>`; }
   return () => { for (const c of charts) c?.destroy(); };
 }
@@ -106,4 +136,20 @@ function cases(evaluation) {
       <td>${pct(f.closure_rate)}</td><td>${pct(f.on_time_rate)}</td><td>${pct(f.rework_rate)}</td>
       <td>${time(f.close_time_p50_ms)}</td><td>${f.backlog_total}</td></tr>`).join("")
       || `<tr><td colspan="8" class="empty">No cases in this period.</td></tr>`}</tbody></table>`;
+}
+
+// A report's page or CSV, fetched with the signed-in key (a plain link would carry none) and opened in a
+// new tab as a local copy: the printable page is self-contained.
+async function openReport(reportId, format) {
+  const response = await fetch(`/v1/reports/${encodeURIComponent(reportId)}.${format}`, { headers: authHeaders() });
+  if (!response.ok) throw new ApiError(response.status, null);
+  const type = format === "html" ? "text/html" : "text/csv";
+  const url = URL.createObjectURL(new Blob([await response.text()], { type }));
+  if (format === "csv") {
+    const link = Object.assign(document.createElement("a"), { href: url, download: `${reportId}.csv` });
+    link.click();
+  } else {
+    window.open(url, "_blank");
+  }
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
 }
