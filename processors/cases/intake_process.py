@@ -108,31 +108,40 @@ class CaseIntakeProcess(CaseIntake):
     def _apply(self, batch: list[FeedEntry]) -> None:
         if not batch:
             return
-        if self._conn is None or self._child is None or not self._child.is_alive():
+        # A child found dead when the chunk is handed over (killed between chunks: the pipe tells only now)
+        # is replaced and given the chunk again; one that dies again fails the chunk. Applying a change
+        # twice changes nothing (docs/cases.md), so a chunk the first child had half applied is safe to give.
+        for last_try in (False, True):
+            if self._conn is None or self._child is None or not self._child.is_alive():
+                try:
+                    self._spawn()
+                except CaseIntakeProcessError as exc:
+                    log.error("cases: %d changes from %s on were not applied: %s", len(batch),
+                              batch[0].idempotency_key, exc)
+                    self._tally(0, len(batch))
+                    return
+            assert self._conn is not None
             try:
-                self._spawn()
-            except CaseIntakeProcessError as exc:
-                log.error("cases: %d changes from %s on were not applied: %s", len(batch),
-                          batch[0].idempotency_key, exc)
+                self._conn.send_bytes(self._encoder.encode([entry.violation for entry in batch]))
+                told_to_give_up = False
+                while not self._conn.poll(_POLL_S):
+                    if self._giving_up.is_set() and not told_to_give_up:
+                        self._conn.send_bytes(_GIVE_UP)
+                        told_to_give_up = True
+                applied, failed = (int(count) for count in self._conn.recv_bytes().split())
+            except (EOFError, OSError) as exc:
+                self._conn = None
+                if not last_try:
+                    log.warning("cases: the case intake process had ended (%s); a new one takes the %d "
+                                "changes from %s on", exc, len(batch), batch[0].idempotency_key)
+                    continue
+                log.error("cases: the case intake process ended while applying %d changes from %s on (%s); "
+                          "they are counted as failed, and the next start re-derives them from the violation "
+                          "store", len(batch), batch[0].idempotency_key, exc)
                 self._tally(0, len(batch))
                 return
-        assert self._conn is not None
-        try:
-            self._conn.send_bytes(self._encoder.encode([entry.violation for entry in batch]))
-            told_to_give_up = False
-            while not self._conn.poll(_POLL_S):
-                if self._giving_up.is_set() and not told_to_give_up:
-                    self._conn.send_bytes(_GIVE_UP)
-                    told_to_give_up = True
-            applied, failed = (int(count) for count in self._conn.recv_bytes().split())
-        except (EOFError, OSError) as exc:
-            log.error("cases: the case intake process ended while applying %d changes from %s on (%s); "
-                      "they are counted as failed, and the next start re-derives them from the violation "
-                      "store", len(batch), batch[0].idempotency_key, exc)
-            self._conn = None
-            self._tally(0, len(batch))
+            self._tally(applied, failed)
             return
-        self._tally(applied, failed)
 
 
 class _ChildIntake(CaseIntake):
