@@ -31,7 +31,7 @@ from core.settings import RelationalKind, RelationalSettings
 from processors.cases.evaluation import CaseColumns
 from processors.cases.model import Case, CaseOrigin, CaseState, CaseViolation, HistoryEntry, Resolution
 from store.case_columns import EvaluationColumns
-from store.relational import Database, Executor, Schema, open_database
+from store.relational import Database, Executor, Schema, open_database, stored_schema_version
 
 FILE_NAME: Final = "cases.sqlite3"
 SCHEMA_VERSION: Final = 3
@@ -621,18 +621,10 @@ def _seq_chunks(seqs: Sequence[int]) -> Iterator[list[int]]:
         yield list(seqs[start:start + _IN_CHUNK])
 
 
-class NewerCaseSchema(RuntimeError):
-    """The database was written by a newer citywatch."""
-
-
 def _migrate(database: Database) -> None:
     """Bring the tables to SCHEMA_VERSION, once however many replicas open them together."""
     with database.transaction(exclusive="schema:cases-version") as tx:
-        row = tx.execute("SELECT MAX(version) FROM case_schema").one()
-        version = row[0] if row is not None and row[0] is not None else None
-        if version is not None and version > SCHEMA_VERSION:
-            raise NewerCaseSchema(f"the cases tables are at schema version {version}; this citywatch "
-                                  f"understands up to {SCHEMA_VERSION}")
+        version = stored_schema_version(tx, "case_schema", "cases", SCHEMA_VERSION)
         if version == SCHEMA_VERSION:
             return
         if database.kind is RelationalKind.SQLITE:

@@ -86,6 +86,21 @@ class Schema:
     postgresql: str
 
 
+class NewerSchema(RuntimeError):
+    """A database written by a newer citywatch: opening it could damage what that version keeps."""
+
+
+def stored_schema_version(tx: Executor, version_table: str, tables: str, understood: int) -> int | None:
+    """The schema version recorded in `version_table` (None: new tables), refused with NewerSchema when it
+    is newer than `understood`; `tables` names them in the message."""
+    row = tx.execute(f"SELECT MAX(version) FROM {version_table}").one()
+    version = row[0] if row is not None and row[0] is not None else None
+    if version is not None and version > understood:
+        raise NewerSchema(f"the {tables} tables are at schema version {version}; this citywatch "
+                          f"understands up to {understood}")
+    return version
+
+
 class SqliteDatabase:
     kind = RelationalKind.SQLITE
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from core.settings import RelationalSettings
-from store.relational import Database, Schema, open_database
+from store.relational import Database, Schema, open_database, stored_schema_version
 
 FILE_NAME: Final = "reports.sqlite3"
 SCHEMA_VERSION: Final = 1
@@ -37,10 +37,6 @@ CREATE TABLE IF NOT EXISTS report_schema (
 );
 """
 SCHEMA: Final = Schema("reports", _TABLES.format(int="INTEGER"), _TABLES.format(int="BIGINT"))
-
-
-class NewerReportSchema(RuntimeError):
-    """The database was written by a newer citywatch."""
 
 
 @dataclass(frozen=True)
@@ -108,10 +104,6 @@ class ReportStore:
 
 def _migrate(database: Database) -> None:
     with database.transaction(exclusive="schema:reports-version") as tx:
-        row = tx.execute("SELECT MAX(version) FROM report_schema").one()
-        version = row[0] if row is not None and row[0] is not None else None
-        if version is not None and version > SCHEMA_VERSION:
-            raise NewerReportSchema(f"the report tables are at schema version {version}; this citywatch "
-                                    f"understands up to {SCHEMA_VERSION}")
+        version = stored_schema_version(tx, "report_schema", "report", SCHEMA_VERSION)
         if version is None:
             tx.execute("INSERT INTO report_schema (version) VALUES (?)", (SCHEMA_VERSION,))

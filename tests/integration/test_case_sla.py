@@ -23,8 +23,8 @@ from processors.cases.service import EVENT_LEASE_MS, CaseService, NewCase
 from processors.cases.sla import CaseEventKind, CaseSlaEvent, SlaSignals, sla_status
 from processors.cases.states import TransitionRequest
 from processors.outputs.feed import ViolationFeed
-from store.cases import SCHEMA_VERSION, CaseStore, NewerCaseSchema
-from store.relational import Schema, open_database
+from store.cases import SCHEMA_VERSION, CaseStore
+from store.relational import NewerSchema, Schema, open_database
 
 S = CaseState
 ZONE = ZoneInfo("Asia/Shanghai")
@@ -474,7 +474,7 @@ def test_a_version_2_database_gains_the_outbox(tmp_path: Path, relational: Relat
     store = CaseStore.open(relational, tmp_path)
     store._db.execute("UPDATE case_schema SET version = 4")
     store.close()
-    with pytest.raises(NewerCaseSchema, match="schema version 4"):
+    with pytest.raises(NewerSchema, match="schema version 4"):
         CaseStore.open(relational, tmp_path)
 
 

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from core.settings import RelationalSettings
-from store.reports import NewerReportSchema, ReportStore
+from store.relational import NewerSchema
+from store.reports import ReportStore
 
 pytestmark = pytest.mark.integration
 
@@ -40,5 +41,5 @@ def test_a_newer_schema_is_refused(relational: RelationalSettings, tmp_path: Pat
     store = ReportStore.open(relational, tmp_path)
     store._db.execute("UPDATE report_schema SET version = 99")
     store.close()
-    with pytest.raises(NewerReportSchema, match="schema version 99; this citywatch understands up to 1"):
+    with pytest.raises(NewerSchema, match="schema version 99; this citywatch understands up to 1"):
         ReportStore.open(relational, tmp_path)
