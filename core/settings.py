@@ -657,6 +657,23 @@ class WebhookSettings(_Section):
         return tuple(networks)
 
 
+# What a push output may send: violation changes and the two case SLA events (docs/alerts.md).
+OutputEvent = Literal["violation", "case_sla_warning", "case_sla_breach"]
+ALL_OUTPUT_EVENTS: tuple[OutputEvent, ...] = ("violation", "case_sla_warning", "case_sla_breach")
+
+
+def _output_events_field() -> Any:
+    return Field(list(ALL_OUTPUT_EVENTS),
+                 description="What to publish: violation changes (`violation`) and case SLA events "
+                             "(`case_sla_warning`, `case_sla_breach`); all three by default.")
+
+
+def _some_output_events(events: list[OutputEvent]) -> list[OutputEvent]:
+    if not events:
+        raise ValueError("lists nothing to publish: leave it out for every kind, or set enabled: false")
+    return events
+
+
 class MqttOutputSettings(_Section):
     enabled: bool = Field(False, description="Publish violation state changes to MQTT.")
     url: str | None = Field(None, description="Broker mqtt://host:port; unset: the broker ingest uses.")
@@ -666,6 +683,8 @@ class MqttOutputSettings(_Section):
     qos: Literal[0, 1] = Field(1, description="QoS of the published messages.")
     client_id: str = Field("citywatch-violations-out", description="MQTT client id of the publisher.")
     plates: bool = Field(False, description="Publish unmasked plates and evidence links (else masked).")
+    events: list[OutputEvent] = _output_events_field()
+    _events_listed = field_validator("events")(_some_output_events)
 
     @field_validator("url")
     @classmethod
@@ -681,6 +700,8 @@ class KafkaOutputSettings(_Section):
     bootstrap_servers: str = Field("127.0.0.1:9092", description="host:port[,host:port] of the brokers.")
     topic: str = Field("citywatch.violations", description="Topic; the key is the violation id.")
     plates: bool = Field(False, description="Publish unmasked plates and evidence links (else masked).")
+    events: list[OutputEvent] = _output_events_field()
+    _events_listed = field_validator("events")(_some_output_events)
 
 
 class AlertSettings(_Section):

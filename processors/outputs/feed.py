@@ -60,6 +60,12 @@ class FeedEntry:
         return "opened" if self.violation.status is ViolationStatus.OPEN else "cleared"
 
     @property
+    def event(self) -> str:
+        """`violation` for a violation change, else the case event's kind: what filters and outputs'
+        `events` select on."""
+        return "violation" if self.case_event is None else self.case_event.kind.value
+
+    @property
     def idempotency_key(self) -> str:
         if self.case_event is not None:
             return self.case_event.idempotency_key

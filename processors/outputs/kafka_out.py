@@ -27,7 +27,7 @@ class KafkaViolationOutput(QueuedOutput):
     name = "kafka"
 
     def __init__(self, settings: KafkaOutputSettings, feed: ViolationFeed) -> None:
-        super().__init__()
+        super().__init__(events=settings.events)
         self.settings = settings
         self.feed = feed
         self._producer: KafkaProducer | None = None

@@ -50,7 +50,7 @@ class MqttViolationOutput(QueuedOutput):
 
     def __init__(self, settings: MqttOutputSettings, url: str, feed: ViolationFeed,
                  connection: MqttSettings | None = None) -> None:
-        super().__init__()
+        super().__init__(events=settings.events)
         self.settings = settings
         self.feed = feed
         parsed = urlparse(url)

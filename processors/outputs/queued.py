@@ -10,7 +10,7 @@ import logging
 import queue
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from processors.outputs.feed import FeedEntry
 
@@ -22,15 +22,19 @@ _STOP = object()
 class QueuedOutput(ABC):
     name = "output"
 
-    def __init__(self, capacity: int = 100_000) -> None:
+    def __init__(self, capacity: int = 100_000, events: Collection[str] | None = None) -> None:
         self._queue: queue.Queue[object] = queue.Queue(capacity)
         self._thread: threading.Thread | None = None
+        # The kinds of change this output sends (FeedEntry.event); None: every kind.
+        self._events = frozenset(events) if events is not None else None
         self.sent = 0
         self.dropped = 0
         self.failed = 0
 
     def __call__(self, entries: Sequence[FeedEntry]) -> None:
         for entry in entries:
+            if self._events is not None and entry.event not in self._events:
+                continue
             try:
                 self._queue.put_nowait(entry)
             except queue.Full:
