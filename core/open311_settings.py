@@ -113,6 +113,10 @@ class Open311Settings(_Section):
         False, description="Let anyone read the services and the filed requests without an API key (as "
         "most Open311 servers do). Requests never carry the reporter's contact details; without `plates` "
         "their media_url is left out. Off: reading needs `cases:read`.")
+    reporter_retention_days: int | None = Field(
+        30, gt=0, description="The reporter's contact details (email, phone, names, device and account "
+        "ids) are erased this many days after the request's case closed: kept no longer than calling the "
+        "citizen back needs (docs/cases.md). null keeps them.")
     services: list[Open311Service] = Field(
         default_factory=lambda: list(DEFAULT_SERVICES),
         description="The services requests are filed under; the default has one each for overflowing "

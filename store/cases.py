@@ -208,6 +208,11 @@ class CaseTransaction:
     def __init__(self, executor: Executor) -> None:
         self._tx = executor
 
+    @property
+    def executor(self) -> Executor:
+        """The transaction's statements, for the tables kept with the cases (store/open311.py)."""
+        return self._tx
+
     def get(self, case_id: str) -> Case | None:
         row = self._tx.execute(f"{_SELECT_CASE} WHERE case_id = ?", (case_id,)).one()
         return _case_from_row(row) if row is not None else None

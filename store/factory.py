@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Protocol
 
 from core.metrics import Metrics
 from core.settings import RetentionSettings, StoreKind, StoreSettings
@@ -34,17 +35,24 @@ def build_store(settings: StoreSettings, metrics: Metrics) -> Store:
     return SqliteStore.in_directory(settings.data_dir, policy)
 
 
+class Retained(Protocol):
+    """A store that deletes what is past its retention when asked."""
+
+    def apply_retention(self, now_ms: int) -> object: ...
+
+
 class RetentionSweeper:
     """Calls `store.apply_retention(now)` at start and then every `interval_s`."""
 
-    def __init__(self, store: Store, interval_s: float) -> None:
+    def __init__(self, store: Retained, interval_s: float, name: str = "citywatch-retention") -> None:
         self.store = store
         self.interval_s = interval_s
+        self.name = name
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="citywatch-retention", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:

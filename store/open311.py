@@ -10,6 +10,7 @@ for the department to call the citizen back, and can be erased on their own.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any, Final
 from core.settings import RelationalSettings
 from processors.cases.model import CaseState, Resolution
 from store.cases import FILE_NAME
-from store.relational import Database, Schema, open_database
+from store.relational import Database, Executor, Schema, open_database
 
 _TABLES: Final = """
 CREATE TABLE IF NOT EXISTS open311_requests (
@@ -41,6 +42,8 @@ CREATE TABLE IF NOT EXISTS open311_reporters (
     account_id  TEXT
 );
 """
+log = logging.getLogger(__name__)
+
 SCHEMA: Final = Schema("open311", _TABLES.format(int="INTEGER"), _TABLES.format(int="BIGINT"))
 # GeoReport v2 "Response Volume": at most 1000 requests per answer.
 MAX_REQUESTS: Final = 1000
@@ -111,26 +114,47 @@ _SELECT: Final = (
 
 
 class Open311Store:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, reporter_retention_days: int | None = None) -> None:
         self._db = database
+        # None: reporters' contact details are kept.
+        self.reporter_retention_days = reporter_retention_days
 
     @classmethod
-    def open(cls, relational: RelationalSettings, data_dir: Path) -> Open311Store:
+    def open(cls, relational: RelationalSettings, data_dir: Path,
+             reporter_retention_days: int | None = None) -> Open311Store:
         """In the cases' database, which must be opened first (store.cases.CaseStore.open)."""
-        return cls(open_database(relational, data_dir, FILE_NAME, SCHEMA))
+        return cls(open_database(relational, data_dir, FILE_NAME, SCHEMA), reporter_retention_days)
 
-    def add(self, request: FiledRequest, reporter: Reporter) -> None:
-        with self._db.transaction() as tx:
-            tx.execute("INSERT INTO open311_requests (case_id, service_code, requested_time_ms, address, "
-                       "address_id, media_url, attributes) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (request.case_id, request.service_code, request.requested_time_ms, request.address,
-                        request.address_id, request.media_url,
-                        json.dumps(dict(request.attributes), ensure_ascii=False)))
-            if not reporter.is_empty():
-                tx.execute("INSERT INTO open311_reporters (case_id, email, phone, first_name, last_name, "
-                           "device_id, account_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                           (request.case_id, reporter.email, reporter.phone, reporter.first_name,
-                            reporter.last_name, reporter.device_id, reporter.account_id))
+    def apply_retention(self, now_ms: int) -> int:
+        """Erase the contact details of the reporters whose case closed `reporter_retention_days` or more
+        before `now_ms`; how many were erased. A case reopened before then keeps them (it is not closed)."""
+        if self.reporter_retention_days is None:
+            return 0
+        closed_before_ms = now_ms - self.reporter_retention_days * 86_400_000
+        erased = self._db.execute(
+            "DELETE FROM open311_reporters WHERE case_id IN "
+            "(SELECT case_id FROM cases WHERE state = 'closed' AND closed_time_ms <= ?)",
+            (closed_before_ms,)).rowcount
+        if erased:
+            log.info("open311: the contact details of %d reporters were erased, %d days after their cases "
+                     "closed", erased, self.reporter_retention_days)
+        return erased
+
+    @staticmethod
+    def add_in(tx: Executor, request: FiledRequest, reporter: Reporter) -> None:
+        """The request's records in a transaction of the cases' database: the one that makes its case
+        (CaseService.create's `along`), so that a request is never stored without its case or a case
+        filed through Open311 without its request."""
+        tx.execute("INSERT INTO open311_requests (case_id, service_code, requested_time_ms, address, "
+                   "address_id, media_url, attributes) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                   (request.case_id, request.service_code, request.requested_time_ms, request.address,
+                    request.address_id, request.media_url,
+                    json.dumps(dict(request.attributes), ensure_ascii=False)))
+        if not reporter.is_empty():
+            tx.execute("INSERT INTO open311_reporters (case_id, email, phone, first_name, last_name, "
+                       "device_id, account_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (request.case_id, reporter.email, reporter.phone, reporter.first_name,
+                        reporter.last_name, reporter.device_id, reporter.account_id))
 
     def reporter(self, case_id: str) -> Reporter | None:
         row = self._db.execute("SELECT email, phone, first_name, last_name, device_id, account_id "

@@ -29,6 +29,7 @@ from processors.outputs.mqtt_out import MqttViolationOutput
 from processors.outputs.queued import QueuedOutput
 from store.base import Store, ViolationQuery
 from store.cases import CaseStore
+from store.factory import RetentionSweeper
 from store.open311 import Open311Store
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,11 @@ class AlertComponents:
         self.cases = CaseService(self.case_store, CaseRouter(settings.cases, settings.traffic.time_zone))
         # Requests filed through Open311, in the cases' database; their points are tagged as violations
         # are (geo), so that they are routed to the department of their grid.
-        self.open311 = Open311Store.open(settings.relational, data_dir)
+        self.open311 = Open311Store.open(settings.relational, data_dir,
+                                         settings.cases.open311.reporter_retention_days)
+        # Reporters' contact details are erased once their case has been closed long enough.
+        self.open311_retention = RetentionSweeper(self.open311, settings.store.retention.sweep_interval_s,
+                                                  name="open311-retention")
         self.geo = GeoTagger.from_settings(settings.geo)
         # Without routes no violation opens a case: cases are then only made through the API.
         # Shared (the api replicas of the Kafka set-up): the violations topic holds what waits, so the
@@ -117,6 +122,7 @@ class AlertComponents:
             log.info("violation changes published to MQTT %s under %s/", url, out.topic_prefix)
         # Last: the outputs listen before the first case event goes out.
         self.sla_signals.start()
+        self.open311_retention.start()
         # The evaluation's columns: read now, off the startup path (from the stored snapshot and what
         # changed since), and a new snapshot stored now and then, so that the first evaluation of this
         # process, or of the next one, answers as fast as the later ones.
@@ -171,6 +177,7 @@ class AlertComponents:
         self.violation_actions.close()
         if self.case_intake is not None:
             self.case_intake.stop()
+        self.open311_retention.stop()
         self.open311.close()
         self.case_store.close()
         self.access.close()

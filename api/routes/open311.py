@@ -368,16 +368,16 @@ async def create_request(request: Request, format: FormatParam) -> JSONResponse:
     as `attribute[code]` or `{"attribute": {"code": value}}`); a location is `lat` and `long`,
     `address_string` or `address_id`. The key (`cases:write`) as `api_key` or in a header."""
     _json_only(format)
-    cases, store, settings = _open311(request)
+    cases, _, settings = _open311(request)
     fields = _fields(await request.body(), request.headers.get("content-type", ""))
     token = _one(fields, "api_key") or token_of(request)
     key = _key(request, token, Scope.CASES_WRITE)
     with _database_outage_as_error():
-        created = await run_in_threadpool(_file, request, cases, store, settings, fields, key)
+        created = await run_in_threadpool(_file, request, cases, settings, fields, key)
     return JSONResponse([created], 201)
 
 
-def _file(request: Request, cases: CaseService, store: Open311Store, settings: Open311Settings,
+def _file(request: Request, cases: CaseService, settings: Open311Settings,
           fields: dict[str, list[str]], key: ApiKey) -> dict[str, Any]:
     code = _one(fields, "service_code")
     if not code:
@@ -401,11 +401,10 @@ def _file(request: Request, cases: CaseService, store: Open311Store, settings: O
         and lon is not None else {}
     new = cases.routed(NewCase(type=service.case_type, description=description, lat=lat, lon=lon,
                                photo_url=media_url), tags)
-    case = cases.create(new, key.key_id)
-    # Should this fail, the case stays (in /v1/cases, not under Open311) and the client gets the error.
-    store.add(FiledRequest(case_id=case.case_id, service_code=service.code,
-                           requested_time_ms=case.created_time_ms, address=address, address_id=address_id,
-                           media_url=media_url, attributes=attributes), reporter)
+    # The case and the request's records in one transaction: both stored, or neither.
+    case = cases.create(new, key.key_id, along=lambda tx, case: Open311Store.add_in(tx.executor, FiledRequest(
+        case_id=case.case_id, service_code=service.code, requested_time_ms=case.created_time_ms,
+        address=address, address_id=address_id, media_url=media_url, attributes=attributes), reporter))
     return CreatedOut(service_request_id=case.case_id, service_notice=service.notice,
                       account_id=reporter.account_id).model_dump(mode="json")
 

@@ -126,12 +126,26 @@ class CaseService:
         for case in closed:
             log.debug("case %s closed: %s", case.case_id, case.resolution)
 
+    def _event_time(self, violation: Violation) -> int:
+        """When a violation change happened, for the case it touches: the event time the rule decided it at
+        (opened: `detected_time_ms`; cleared: `updated_time_ms`), so that a case registered from a change
+        applied late (a restart's reconciliation, a reader that fell behind, a replay) carries the same
+        times as one applied at once. Never later than now: a device clock running ahead does not move a
+        case into the future."""
+        decided = violation.updated_time_ms
+        if violation.status is ViolationStatus.OPEN and violation.detected_time_ms is not None:
+            decided = violation.detected_time_ms
+        return min(decided, self.now_ms())
+
     def _opened(self, tx: CaseBatch, violation: Violation, routed: Routed) -> None:
-        now = self.now_ms()
         if tx.is_linked(violation.violation_id):
             return
+        now = self._event_time(violation)
         case = tx.open_case_at(violation.type, routed.place)
         if case is not None:
+            # A case's times never go back: a violation that happened before the case's last change joins
+            # at that change's time.
+            now = max(now, case.updated_time_ms)
             tx.link_violation(case.case_id, violation.violation_id, now)
             tx.update(replaced(case, open_violations=case.open_violations + 1, updated_time_ms=now), [])
             log.debug("violation %s joined case %s", violation.violation_id, case.case_id)
@@ -146,13 +160,16 @@ class CaseService:
 
     def _cleared(self, tx: CaseBatch, violation: Violation) -> Case | None:
         """The case, when the clearing closed it."""
-        now = self.now_ms()
-        case_id = tx.clear_violation(violation.violation_id, now)
+        cleared = self._event_time(violation)
+        case_id = tx.clear_violation(violation.violation_id, cleared)
         if case_id is None:
             return None
         before = tx.get(case_id)
         if before is None:  # the membership outlived its case: nothing to close
             return None
+        # The sensors verify at the clearing's time, unless a person moved the case after it (the bin was
+        # emptied before the dispatch reached the crew): then at once, never before the last transition.
+        now = max(cleared, before.updated_time_ms)
         case = replaced(before, open_violations=max(0, before.open_violations - 1), updated_time_ms=now)
         entries: list[HistoryEntry] = []
         if case.open_violations == 0 and case.verify is Verification.SENSOR:
@@ -187,10 +204,12 @@ class CaseService:
 
     # People
 
-    def create(self, new: NewCase, actor: str, violations: Sequence[Violation] = ()) -> Case:
+    def create(self, new: NewCase, actor: str, violations: Sequence[Violation] = (), *,
+               along: Callable[[CaseTransaction, Case], None] | None = None) -> Case:
         """A case made by hand, linking `violations` (existing ones, looked up by the caller): a cleared
         one joins as cleared, the open ones are the case's open violations. ViolationInAnotherCase, and no
-        case made, when one belongs to a case already."""
+        case made, when one belongs to a case already. `along` writes what belongs with the case (an
+        Open311 request's record) in the same transaction: both are stored, or neither."""
         now = self.now_ms()
         still_open = sum(1 for violation in violations if violation.status is ViolationStatus.OPEN)
         case = self.clock.started(Case(
@@ -211,6 +230,8 @@ class CaseService:
                 tx.link_violation(case.case_id, violation.violation_id, now)
                 if violation.status is not ViolationStatus.OPEN:
                     tx.clear_violation(violation.violation_id, now)
+            if along is not None:
+                along(tx, case)
         return case
 
     def routed(self, new: NewCase, tags: Mapping[str, str]) -> NewCase:

@@ -26,7 +26,7 @@ from core.masking import DEAD_LETTERS, EVENTS, VIOLATIONS
 from core.models import DeadLetter, Event
 from core.settings import ApiSettings, AuthMode
 from processors.cases.model import Case, CaseOrigin, CaseState
-from store.open311 import FiledRequest, Reporter
+from store.open311 import FiledRequest, Open311Store, Reporter
 from tests.support.alerts import AlertApi, alert_api, bearer, violation
 from tests.support.events import T0_MS, reading
 from tests.support.servers import ApiServer
@@ -227,12 +227,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     with api.cases.store.transaction() as tx:
         tx.insert(WORKED_CASE, [])
         tx.link_violation(WORKED_CASE.case_id, CAMERA_VIOLATION.violation_id, T0_MS)
-    # The case was also filed through Open311, with a photo and the reporter's contact details.
-    assert api.services.open311 is not None
-    api.services.open311.add(FiledRequest(
-        case_id=WORKED_CASE.case_id, service_code="traffic-illegal-parking", requested_time_ms=time_ms(),
-        media_url=f"https://{EVIDENCE_HOST}/report.jpg"),
-        Reporter(email="li@example.com", phone="13800138000"))
+        # The case was also filed through Open311, with a photo and the reporter's contact details.
+        Open311Store.add_in(tx.executor, FiledRequest(
+            case_id=WORKED_CASE.case_id, service_code="traffic-illegal-parking", requested_time_ms=time_ms(),
+            media_url=f"https://{EVIDENCE_HOST}/report.jpg"),
+            Reporter(email="li@example.com", phone="13800138000"))
     with ApiServer(api.app) as server, httpx.Client(base_url=server.base_url, timeout=10) as http:
         yield Served(api, server, http)
     api.close()
