@@ -10,10 +10,14 @@ Two parts:
    The changes are handed over all at once and the figure is changes applied per second until the
    intake's barrier returns. Then (SQLite) the same changes paced at 1,000/s, ten every 10 ms as the
    feed hands them over: the intake thread's CPU per change and the chunks it applied them in.
-2. **pipeline**: `citywatch up`'s embedded runtime (as bench/e2e.py), a publisher process sending
-   random bin fill levels (the `churn` workload: violations open and clear all the time) as fast as the
-   pipeline takes them, once without case routes and once with every violation routed into cases;
-   reports stored events/s both ways, the violation changes the cases took and what was left queued.
+2. **pipeline**: `citywatch up`'s embedded runtime (as bench/e2e.py), a publisher process sending bin
+   readings (`--workload`, by default `overflow`: every bin overflows and is emptied every tenth reading)
+   as fast as the pipeline takes them, once without case routes and once with every violation routed
+   into cases; reports stored events/s both ways, the violation changes the cases took and what was left
+   queued.
+   With `--rate`, the publisher offers that many events a second instead (4,000/s of the `overflow`
+   workload make 1,000 violation changes/s): the question is then whether ingest's publish-to-stored
+   latency and CPU per event change when the cases take every violation.
 
 Prints Markdown tables; results also go to bench/results/cases.json.
 """
@@ -212,9 +216,9 @@ def intake_part(args: argparse.Namespace) -> list[dict[str, Any]]:
     return results
 
 
-def run_pipeline(events: int, routed: bool, workload: str) -> dict[str, Any]:
-    """One embedded runtime, a publisher sending `events` bin readings flat out; with `routed`, every
-    violation the rules open (whatever its type) is routed into a case."""
+def run_pipeline(events: int, routed: bool, workload: str, rate: float = 0) -> dict[str, Any]:
+    """One embedded runtime, a publisher sending `events` bin readings flat out (or `rate` a second);
+    with `routed`, every violation the rules open (whatever its type) is routed into a case."""
     devices = [DeviceSettings(device_id=f"bench-{i:05d}", kind="bin",
                               tags={"grid": GRIDS[i % len(GRIDS)], "district": "futian"})
                for i in range(1000)]
@@ -229,7 +233,7 @@ def run_pipeline(events: int, routed: bool, workload: str) -> dict[str, Any]:
             assert runtime.mqtt_url is not None
             cpu_before = resource.getrusage(resource.RUSAGE_SELF)
             intake_cpu_before = thread_cpu_s(runtime.alerts.case_intake)
-            publish(runtime.mqtt_url, events, 0, f"bench-cases-{int(routed)}", workload)
+            publish(runtime.mqtt_url, events, rate, f"bench-cases-{int(routed)}", workload)
             if not clock.wait_for(events, 300):
                 raise SystemExit(f"only {len(clock.latencies_ms)} of {events} events were stored")
             assert clock.first_ns is not None and clock.last_ns is not None
@@ -246,8 +250,11 @@ def run_pipeline(events: int, routed: bool, workload: str) -> dict[str, Any]:
                 changes.update(applied=intake.applied, dropped=intake.dropped, failed=intake.failed)
         finally:
             runtime.stop()
-    return {"routed": routed, "workload": workload, "events": events,
+    latencies = sorted(clock.latencies_ms)
+    return {"routed": routed, "workload": workload, "events": events, "offered_per_s": rate or None,
             "stored_events_per_s": round(events / max(1e-9, stored_s)),
+            "latency_ms": {name: round(latencies[min(len(latencies) - 1, int(len(latencies) * q))], 1)
+                           for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))},
             "case_changes_per_s": round(changes["applied"] / max(1e-9, stored_s)),
             "process_cpu_ms_per_1000_events": round(cpu_s * 1e6 / events),
             "intake_cpu_s": round(intake_cpu_s, 2), "process_cpu_s": round(cpu_s, 2), **changes}
@@ -273,15 +280,18 @@ def pipeline_part(args: argparse.Namespace) -> list[dict[str, Any]]:
     results = []
     for _ in range(args.repeats):
         for routed in (False, True):
-            results.append(run_pipeline(args.events, routed, args.workload))
+            results.append(run_pipeline(args.events, routed, args.workload, args.rate))
             print(json.dumps(results[-1]), flush=True)
-    print("\n| case routes | workload | events | stored events/s | violation changes to cases/s "
-          "| dropped | queued when the last event was stored | process CPU ms / 1,000 events "
-          "| intake thread CPU s / process CPU s |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n| case routes | workload | events | offered/s | stored events/s | publish-to-stored p50 / p90 / "
+          "p99 ms | violation changes to cases/s | dropped | queued when the last event was stored "
+          "| process CPU ms / 1,000 events | intake thread CPU s / process CPU s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
+        latency = r["latency_ms"]
         print(f"| {'every violation' if r['routed'] else 'none'} | {r['workload']} | {r['events']:,} "
-              f"| **{r['stored_events_per_s']:,}** | {r['case_changes_per_s']:,} | {r['dropped']:,} "
+              f"| {r['offered_per_s'] or 'flat out'} | **{r['stored_events_per_s']:,}** "
+              f"| {latency['p50']} / {latency['p90']} / {latency['p99']} "
+              f"| {r['case_changes_per_s']:,} | {r['dropped']:,} "
               f"| {r['queued_at_end']:,} | {r['process_cpu_ms_per_1000_events']:,} "
               f"| {r['intake_cpu_s']} / {r['process_cpu_s']} |")
     return results
@@ -298,6 +308,9 @@ def main() -> int:
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--events", type=int, default=60_000, help="events published in the pipeline part")
     parser.add_argument("--repeats", type=int, default=1, help="pipeline runs each way")
+    parser.add_argument("--rate", type=float, default=0,
+                        help="events/s the pipeline part's publisher offers (0: flat out); the overflow "
+                             "workload makes a violation change of every fourth event")
     parser.add_argument("--workload", choices=["filling", "churn", "overflow"], default="overflow",
                         help="the publisher's (bench/publisher.py); overflow: two violation changes every "
                         "ten readings")

@@ -13,6 +13,9 @@ Each chunk is applied once: the child answers after its transaction committed. I
 out of memory), the chunk it held is counted as failed and logged; a new child takes the next chunk, and
 the next start of `citywatch up` re-derives what was lost from the violation store
 (CaseService.reconcile). If this process dies, the child sees its pipe close and exits.
+
+The child runs niced (CHILD_NICENESS): under a full load of the cores, ingest keeps its CPU and the cases
+trail by the changes still queued.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
 import signal
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -45,6 +49,10 @@ _READY = b"ready"
 _READY_S = 60.0
 # How often the worker looks whether the intake is giving up while the child applies a chunk.
 _POLL_S = 0.2
+# The child runs at a lower CPU priority than the pipeline: when ingest, the rules and the broker want
+# every core (a burst, a machine of two), the cases wait a little (their queue holds the changes) instead
+# of taking CPU from ingest; on a machine with a core to spare the child gets it all the same.
+CHILD_NICENESS = 10
 
 
 class CaseIntakeProcessError(RuntimeError):
@@ -166,6 +174,7 @@ def _child_main(conn: Connection, settings: Settings, data_dir: Path, logs: tupl
     # Ctrl-C reaches the whole process group: this process stops when the parent says so (after the
     # queue drained), or when the parent is gone.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.nice(CHILD_NICENESS)
     configure_logging(*logs)
     store = CaseStore.open(settings.relational, data_dir)
     try:
