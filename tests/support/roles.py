@@ -5,7 +5,28 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from core.settings import KafkaSettings, PostgresSettings
+from tests.support.postgres import PASSWORD
 from tests.support.process import CitywatchCommand, free_port
+
+
+def kafka_config(kafka: KafkaSettings, workdir: Path, mosquitto_url: str | None = None,
+                 **sections: Any) -> dict[str, Any]:
+    """A configuration for processes in the Kafka set-up: the bus; one data directory under `workdir`
+    (processes given the same one share the embedded relational stores, as api replicas on one host do);
+    with `mosquitto_url`, ingest's broker and a client id of the test's own; windows that close 200 ms
+    after their events, so that violations come within a test. `sections` add or replace sections."""
+    config: dict[str, Any] = {"bus": {"kind": "kafka", "kafka": kafka.model_dump(mode="json")},
+                              "store": {"data_dir": str(workdir / "data")},
+                              "pipeline": {"allowed_lateness_ms": 200}}
+    if mosquitto_url is not None:
+        config["mqtt"] = {"url": mosquitto_url, "client_id": f"citywatch-{workdir.name}"}
+    return {**config, **sections}
+
+
+def postgres_relational(postgres: PostgresSettings) -> dict[str, Any]:
+    """The `relational` section for a test's PostgreSQL database (the settings hold no password)."""
+    return {"kind": "postgresql", "postgresql": {**postgres.model_dump(mode="json"), "password": PASSWORD}}
 
 
 class RoleProcess(CitywatchCommand):

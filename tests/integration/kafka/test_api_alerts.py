@@ -19,7 +19,7 @@ from citywatch.mqtt_publisher import MqttPublisher
 from core.settings import KafkaSettings
 from tests.conftest import connect_client
 from tests.support.process import bins
-from tests.support.roles import RoleProcess
+from tests.support.roles import RoleProcess, kafka_config
 from tests.support.servers import Receiver
 from tests.support.sse import StreamClient
 from tests.support.wait import wait_for
@@ -61,11 +61,9 @@ def replay_violation_records(settings: KafkaSettings) -> int:
 
 def test_two_api_replicas_stream_every_change_and_deliver_each_webhook_once(
         kafka_settings: KafkaSettings, mosquitto_url: str, tmp_path: Path) -> None:
-    config: dict[str, Any] = {
-        "bus": {"kind": "kafka", "kafka": kafka_settings.model_dump(mode="json")},
-        "store": {"data_dir": str(tmp_path / "data")},  # one data directory: one webhook store
-        "mqtt": {"url": mosquitto_url, "client_id": f"citywatch-{tmp_path.name}"},
-        "pipeline": {"allowed_lateness_ms": 200},
+    config = {
+        # One data directory: one webhook store.
+        **kafka_config(kafka_settings, tmp_path, mosquitto_url),
         "devices": bins("bin-a"),
         "alerts": {"stream_heartbeat_s": 0.5,
                    "webhooks": {"sync_interval_s": 0.2, "allowed_private_networks": ["127.0.0.0/8"]},

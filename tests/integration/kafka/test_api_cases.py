@@ -19,7 +19,7 @@ from citywatch.mqtt_publisher import MqttPublisher
 from core.settings import KafkaSettings
 from tests.integration.kafka.test_api_alerts import dispatch_partitions, replay_violation_records
 from tests.support.process import bins
-from tests.support.roles import RoleProcess
+from tests.support.roles import RoleProcess, kafka_config
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
@@ -32,15 +32,9 @@ def reading(device_id: str, time_ms: int, fill_pct: float) -> bytes:
 
 def test_two_api_replicas_open_one_case_and_the_sensor_closes_it(
         kafka_settings: KafkaSettings, mosquitto_url: str, tmp_path: Path) -> None:
-    config: dict[str, Any] = {
-        "bus": {"kind": "kafka", "kafka": kafka_settings.model_dump(mode="json")},
-        "store": {"data_dir": str(tmp_path / "data")},  # one data directory: one case store
-        "mqtt": {"url": mosquitto_url, "client_id": f"citywatch-{tmp_path.name}"},
-        "pipeline": {"allowed_lateness_ms": 200},
-        "devices": bins("bin-a"),
-        "cases": {"routes": [{"match": {"types": ["bin_overflow"]}, "department": "sanitation",
-                              "category": "0101"}]},
-    }
+    # One data directory: one case store.
+    config = kafka_config(kafka_settings, tmp_path, mosquitto_url, devices=bins("bin-a"), cases={
+        "routes": [{"match": {"types": ["bin_overflow"]}, "department": "sanitation", "category": "0101"}]})
     roles = [RoleProcess(tmp_path, "process", config).start()]
     publisher = MqttPublisher(mosquitto_url, f"test-api-cases-{tmp_path.name}").connect()
     try:
@@ -107,14 +101,10 @@ def _listen(base_url: str, into: list[tuple[str, dict[str, Any]]], connected: th
 def test_every_api_replica_streams_the_sla_events_of_a_case_made_through_another(
         kafka_settings: KafkaSettings, tmp_path: Path) -> None:
     """One replica claims and publishes each SLA event; the SSE clients of both see it, once."""
-    config: dict[str, Any] = {
-        "bus": {"kind": "kafka", "kafka": kafka_settings.model_dump(mode="json")},
-        "store": {"data_dir": str(tmp_path / "data")},  # one data directory: one case store
-        "alerts": {"stream_heartbeat_s": 0.5},
-        "cases": {"sla": {"calendars": {"always": {"around_the_clock": True}}, "calendar": "always",
-                          "warn_at": 0.5, "priorities": {"high": {"allowance_minutes": 0.1}}},  # six seconds
-                  "sla_check_interval_s": 0.3},
-    }
+    config = kafka_config(kafka_settings, tmp_path, alerts={"stream_heartbeat_s": 0.5}, cases={
+        "sla": {"calendars": {"always": {"around_the_clock": True}}, "calendar": "always",
+                "warn_at": 0.5, "priorities": {"high": {"allowance_minutes": 0.1}}},  # six seconds
+        "sla_check_interval_s": 0.3})
     roles: list[RoleProcess] = []
     try:
         api_a = RoleProcess(tmp_path, "api", config, name="api-a").start(wait_ready=False)

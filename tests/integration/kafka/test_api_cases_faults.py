@@ -28,7 +28,7 @@ from core.settings import KafkaSettings, PostgresSettings
 from tests.integration.kafka.test_api_alerts import dispatch_partitions
 from tests.support.postgres import PASSWORD
 from tests.support.process import bins
-from tests.support.roles import RoleProcess
+from tests.support.roles import RoleProcess, kafka_config, postgres_relational
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
@@ -136,13 +136,9 @@ def test_an_api_replica_stopped_mid_stream_loses_and_duplicates_no_case(
         kafka_settings: KafkaSettings, postgres: PostgresSettings, mosquitto_url: str, tmp_path: Path,
         how: str) -> None:
     data_dir = tmp_path / "data"
-    config: dict[str, Any] = {
-        "bus": {"kind": "kafka", "kafka": kafka_settings.model_dump(mode="json")},
-        "relational": {"kind": "postgresql", "postgresql": {**postgres.model_dump(mode="json"),
-                                                            "password": PASSWORD}},
-        "store": {"data_dir": str(data_dir)},
-        "mqtt": {"url": mosquitto_url, "client_id": f"citywatch-{tmp_path.name}"},
-        "pipeline": {"allowed_lateness_ms": 200},
+    config = {
+        **kafka_config(kafka_settings, tmp_path, mosquitto_url),
+        "relational": postgres_relational(postgres),
         "devices": bins(*BINS),
         "devices_file": None,
         "cases": {"routes": [{"match": {"types": ["bin_overflow"]}, "department": "sanitation",

@@ -14,9 +14,8 @@ import pytest
 
 from api.access.keys import CACHE_TTL_S
 from core.settings import KafkaSettings, PostgresSettings
-from tests.support.postgres import PASSWORD
 from tests.support.process import REPO, bins
-from tests.support.roles import RoleProcess
+from tests.support.roles import RoleProcess, postgres_relational
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
@@ -33,8 +32,7 @@ def test_api_replicas_with_their_own_disks_share_keys_subscriptions_and_devices(
         kafka_settings: KafkaSettings, postgres: PostgresSettings, tmp_path: Path) -> None:
     shared: dict[str, Any] = {
         "bus": {"kind": "kafka", "kafka": kafka_settings.model_dump(mode="json")},
-        "relational": {"kind": "postgresql", "postgresql": {**postgres.model_dump(mode="json"),
-                                                            "password": PASSWORD}},
+        "relational": postgres_relational(postgres),
         "api": {"auth": "required"},
         "devices": bins("bin-config"),
         # The subscription's receiver is never sent anything here: a local address, allowed.

@@ -20,9 +20,8 @@ import pytest
 from citywatch.mqtt_publisher import MqttPublisher
 from core.settings import KafkaSettings, PostgresSettings
 from tests.support.influxdb import InfluxServer
-from tests.support.postgres import PASSWORD
 from tests.support.process import REPO, bins
-from tests.support.roles import RoleProcess
+from tests.support.roles import RoleProcess, postgres_relational
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
@@ -45,8 +44,7 @@ def test_ingest_two_processors_and_two_api_replicas_share_nothing_but_the_servic
     shared: dict[str, Any] = {
         "bus": {"kind": "kafka", "kafka": kafka_settings.model_dump(mode="json")},
         "mqtt": {"url": mosquitto_url, "client_id": f"citywatch-{uuid.uuid4().hex[:8]}"},
-        "relational": {"kind": "postgresql", "postgresql": {**postgres.model_dump(mode="json"),
-                                                            "password": PASSWORD}},
+        "relational": postgres_relational(postgres),
         "api": {"auth": "required"},
         "devices": bins("bin-config"),
         "devices_file": None,

@@ -9,7 +9,6 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -19,7 +18,7 @@ from core.settings import DeviceSettings, KafkaSettings
 from ingest.device_sync import DeviceChangePublisher, DeviceChangeReader
 from processors.kafka_bus import ensure_topics
 from tests.support.process import bins
-from tests.support.roles import RoleProcess
+from tests.support.roles import RoleProcess, kafka_config
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
@@ -34,13 +33,7 @@ def distance_reading(device_id: str, time_ms: int, distance_mm: float) -> bytes:
 
 def test_a_bin_registered_through_the_api_role_is_judged_by_the_running_processors(
         kafka_settings: KafkaSettings, mosquitto_url: str, tmp_path: Path) -> None:
-    config: dict[str, Any] = {
-        "bus": {"kind": "kafka", "kafka": kafka_settings.model_dump(mode="json")},
-        "store": {"data_dir": str(tmp_path / "data")},
-        "mqtt": {"url": mosquitto_url, "client_id": f"citywatch-{tmp_path.name}"},
-        "pipeline": {"allowed_lateness_ms": 200},
-        "devices": bins("bin-config"),
-    }
+    config = kafka_config(kafka_settings, tmp_path, mosquitto_url, devices=bins("bin-config"))
     roles = [RoleProcess(tmp_path, "process", config).start()]
     publisher = MqttPublisher(mosquitto_url, f"test-devices-{tmp_path.name}").connect()
     try:

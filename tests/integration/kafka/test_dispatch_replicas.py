@@ -14,9 +14,8 @@ import pytest
 
 from core.settings import KafkaSettings, PostgresSettings
 from tests.support.dispatch import EARLY_PLAN, ONE_TRUCK_CONFIG
-from tests.support.postgres import PASSWORD
 from tests.support.process import REPO
-from tests.support.roles import RoleProcess
+from tests.support.roles import RoleProcess, postgres_relational
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
@@ -27,8 +26,7 @@ def test_a_plan_made_through_one_api_replica_is_replanned_through_another(
         kafka_settings: KafkaSettings, postgres: PostgresSettings, tmp_path: Path) -> None:
     shared: dict[str, Any] = {
         "bus": {"kind": "kafka", "kafka": kafka_settings.model_dump(mode="json")},
-        "relational": {"kind": "postgresql", "postgresql": {**postgres.model_dump(mode="json"),
-                                                            "password": PASSWORD}},
+        "relational": postgres_relational(postgres),
         "api": {"auth": "required"},
         "dispatch": ONE_TRUCK_CONFIG,
     }

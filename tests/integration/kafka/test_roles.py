@@ -20,7 +20,7 @@ from core.models import Event
 from core.settings import KafkaSettings, Settings
 from processors.catalogue import partition_key
 from tests.support.process import CitywatchProcess, bins
-from tests.support.roles import RoleProcess
+from tests.support.roles import RoleProcess, kafka_config
 from tests.support.servers import Receiver
 from tests.support.sse import StreamClient
 from tests.support.wait import wait_for
@@ -53,13 +53,7 @@ def test_roles_scale_apart_and_a_partition_moves_with_its_state(
     for device in devices:
         by_partition.setdefault(partition_of(device, 2), device)
     bin_0, bin_1 = by_partition[0], by_partition[1]
-    config: dict[str, Any] = {
-        "bus": {"kind": "kafka", "kafka": kafka_settings.model_dump(mode="json")},
-        "store": {"data_dir": str(tmp_path / "data")},
-        "mqtt": {"url": mosquitto_url, "client_id": f"citywatch-{tmp_path.name}"},
-        "pipeline": {"allowed_lateness_ms": 200},
-        "devices": bins(bin_0, bin_1),
-    }
+    config = kafka_config(kafka_settings, tmp_path, mosquitto_url, devices=bins(bin_0, bin_1))
     events_topic = kafka_settings.topics.events
     roles = [RoleProcess(tmp_path, "process", config, name="process-a").start()]
     try:

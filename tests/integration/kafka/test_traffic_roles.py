@@ -19,7 +19,7 @@ from bench.intersection_feed import CAMERA, INTERSECTION, SIGNALS, scenario_conf
 from citywatch.mqtt_publisher import MqttPublisher
 from core.settings import KafkaSettings
 from processors.kafka_bus import partition_for
-from tests.support.roles import RoleProcess
+from tests.support.roles import RoleProcess, kafka_config
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
@@ -36,13 +36,8 @@ def test_red_light_runner_is_judged_once_across_ingest_and_process_roles(
     # keying by intersection brings them together.
     kafka_settings = kafka_settings.model_copy(update={"partitions": 3})
     assert partition_for(CAMERA, 3) != partition_for(SIGNALS, 3)
-    config: dict[str, Any] = {
-        **scenario_config(),
-        "bus": {"kind": "kafka", "kafka": kafka_settings.model_dump(mode="json")},
-        "store": {"data_dir": str(tmp_path / "data")},
-        "mqtt": {"url": mosquitto_url, "client_id": f"citywatch-{tmp_path.name}"},
-        "pipeline": {"allowed_lateness_ms": 300},
-    }
+    config = {**scenario_config(), **kafka_config(kafka_settings, tmp_path, mosquitto_url,
+                                                 pipeline={"allowed_lateness_ms": 300})}
     roles = [RoleProcess(tmp_path, "process", config).start()]
     try:
         roles.append(RoleProcess(tmp_path, "ingest", config).start())
