@@ -179,7 +179,8 @@ def test_a_key_over_its_rate_gets_429_with_retry_after(tmp_path) -> None:
         assert [client.get("/v1/violations", headers=key).status_code for _ in range(3)] == [200] * 3
         limited = client.get("/v1/violations", headers=key)
         assert limited.status_code == 429
-        assert limited.headers["retry-after"] == "2"
+        # One token takes 2 s at 0.5/s; less when the four requests themselves took a while (a busy machine).
+        assert limited.headers["retry-after"] in ("1", "2")
         assert limited.json()["type"] == "urn:citywatch:problem:rate-limited"
         assert limited.json()["detail"].startswith("rate limit of 0.5 requests/s (burst 3) exceeded for key ")
         assert client.get("/v1/violations", headers=other).status_code == 200  # limits are per key
