@@ -37,6 +37,7 @@ from api.access.deps import ViolationReader, authorize_connection, get_access, t
 from api.access.keys import ApiKey, Scope
 from api.alerts.filters import ViolationFilter, filter_from_query
 from api.alerts.key_state import KeyState, stream_refusal
+from api.alerts.stream_hub import Route, wait_detached
 from api.alerts.waiter import FeedWaiter
 from api.services import ApiServices
 from processors.outputs.feed import CursorExpired, FeedEntry, InvalidFeedCursor, ViolationFeed, violations_of
@@ -106,8 +107,19 @@ class StreamSession:
                 raise StreamEnded("invalid_cursor", str(exc)) from exc
 
     async def pump(self, queue: asyncio.Queue[_Queued]) -> None:
-        """Feed -> filter -> the client's queue, until the client is too far behind."""
+        """Feed -> filter -> the client's queue, until the client is too far behind. Once caught up, the
+        feed's hub routes the changes into the queue instead (api/alerts/stream_hub.py), until the queue
+        is full."""
+        hub = self.waiter.hub
         while True:
+            route = hub.attach(self.cursor, self.filter, queue)
+            if route is not None:
+                try:
+                    await self._while_routed(route, queue)
+                finally:
+                    hub.detach(route)
+                self.cursor = route.cursor
+                continue
             await self.waiter.wait_after(self.cursor, self.heartbeat_s)
             try:
                 entries = self.feed.read_after(self.cursor, READ_BATCH)
@@ -121,6 +133,14 @@ class StreamSession:
             for entry in entries:
                 if self.filter.matches_entry(entry):
                     await self._put(queue, entry)
+
+    async def _while_routed(self, route: Route, queue: asyncio.Queue[_Queued]) -> None:
+        """Until the hub detaches the client: a heartbeat when nothing came for `heartbeat_s`."""
+        routed = route.routed
+        while not await wait_detached(route, self.heartbeat_s):
+            if route.routed == routed and queue.empty():
+                queue.put_nowait(None)
+            routed = route.routed
 
     async def _put(self, queue: asyncio.Queue[_Queued], entry: FeedEntry) -> None:
         """Wait for room in the client's queue, but not once the client is too far behind."""

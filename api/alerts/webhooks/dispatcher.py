@@ -58,7 +58,7 @@ from yarl import URL
 
 from api.access.control import AccessControl
 from api.access.keys import ApiKey, Scope
-from api.alerts.filters import ViolationFilter
+from api.alerts.filters import FilterIndex, ViolationFilter
 from api.alerts.key_state import DELIVERY_KEY_AGE_S, KeyState, subscription_refusal
 from api.alerts.webhooks.destinations import DestinationPolicy, DestinationRefused, GuardedResolver
 from api.alerts.webhooks.signing import (
@@ -115,6 +115,8 @@ class WebhookDispatcher:
         self._thread: threading.Thread | None = None
         self._client: aiohttp.ClientSession | None = None
         self._workers: dict[str, _Worker] = {}
+        # The subscriptions by filter: a change is matched only against those that can want it.
+        self._index: FilterIndex[str] = FilterIndex()
         self._background: set[asyncio.Task[None]] = set()
         # Counted in a registry of its own until report_to names the one the process serves.
         self.metrics = Metrics()
@@ -171,6 +173,7 @@ class WebhookDispatcher:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._workers.clear()
+        self._index = FilterIndex()
         if self._client is not None:
             await self._client.close()
 
@@ -288,6 +291,7 @@ class WebhookDispatcher:
         worker = _Worker(subscription, asyncio.Queue(self.settings.queue_per_subscription))
         worker.task = asyncio.ensure_future(self._run(worker))
         self._workers[subscription.subscription_id] = worker
+        self._index.add(subscription.subscription_id, subscription.filter)
 
     def _replace_subscription(self, subscription: Subscription) -> None:
         worker = self._workers.get(subscription.subscription_id)
@@ -296,10 +300,13 @@ class WebhookDispatcher:
             return
         if subscription.enabled and not worker.subscription.enabled:
             worker.consecutive_failures = 0
+        if subscription.filter != worker.subscription.filter:
+            self._index.add(subscription.subscription_id, subscription.filter)
         worker.subscription = subscription
 
     def _remove_worker(self, subscription_id: str) -> None:
         worker = self._workers.pop(subscription_id, None)
+        self._index.remove(subscription_id)
         if worker is not None and worker.task is not None:
             worker.task.cancel()
             while not worker.queue.empty():
@@ -312,20 +319,28 @@ class WebhookDispatcher:
     def _fan_out(self, entries: list[FeedEntry]) -> None:
         if self._shared:
             self._sync_subscriptions()
+        owners = self.active_keys()
+        # Whether each subscription may be sent changes now, and with plates; a refused one is disabled.
+        plates_of: dict[str, bool | None] = {}
+        if owners is not None:
+            for worker in list(self._workers.values()):
+                if worker.subscription.enabled:
+                    refusal, plates = self._owner_access(worker.subscription, owners)
+                    if refusal is not None:
+                        self._disable(worker, refusal)
+                    plates_of[worker.subscription.subscription_id] = None if refusal is not None else plates
         bodies: dict[tuple[int, bool], bytes] = {}
         new: list[NewDelivery] = []
-        owners = self.active_keys()
-        for worker in list(self._workers.values()):
-            subscription = worker.subscription
-            if not subscription.enabled:
-                continue
-            refusal, plates = self._owner_access(subscription, owners)
-            if refusal is not None:
-                self._disable(worker, refusal)
-                continue
-            for entry in entries:
-                if not subscription.filter.matches_entry(entry):
+        for entry in entries:
+            # In the order of the entries, so each subscription's deliveries keep the changes' order.
+            for subscription_id in self._index.matching(entry):
+                subscription = self._workers[subscription_id].subscription
+                if not subscription.enabled:
                     continue
+                allowed = subscription.plates if owners is None else plates_of.get(subscription_id)
+                if allowed is None:
+                    continue  # its owner key was refused above
+                plates = allowed
                 if entry.published_time_ms < subscription.created_time_ms:
                     # Published before the subscription existed: read again from the violations topic
                     # (a new alerts group starts at its beginning), never news to this subscriber.
@@ -334,8 +349,8 @@ class WebhookDispatcher:
                 if body is None:
                     body = self._body(entry, plates)
                     bodies[(entry.seq, plates)] = body
-                new.append(NewDelivery(subscription.subscription_id, entry.idempotency_key,
-                                       self.feed.cursor(entry.seq), body))
+                new.append(NewDelivery(subscription_id, entry.idempotency_key, self.feed.cursor(entry.seq),
+                                       body))
         if new:
             for delivery in self.store.add_deliveries(new):
                 self._enqueue(delivery)
