@@ -68,7 +68,14 @@ from api.alerts.webhooks.signing import (
     SIGNATURE_HEADER,
     signature_header,
 )
-from api.alerts.webhooks.store import Delivery, DeliveryStatus, NewDelivery, Subscription, WebhookStore
+from api.alerts.webhooks.store import (
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    NewDelivery,
+    Subscription,
+    WebhookStore,
+)
 from api.violation_types import default_violation_types
 from core.masking import discloses, present_violation
 from core.metrics import Metrics
@@ -82,6 +89,8 @@ PRUNE_INTERVAL_S = 30.0
 USER_AGENT = "citywatch-webhooks/1"
 # Read and thrown away from an answer so its connection can be reused; never stored or shown.
 _DRAIN_BYTES = 4096
+# Destination checks remembered (one per subscription URL in practice).
+_MAX_CHECKED_URLS = 10_000
 
 
 @dataclass
@@ -118,6 +127,11 @@ class WebhookDispatcher:
         # The subscriptions by filter: a change is matched only against those that can want it.
         self._index: FilterIndex[str] = FilterIndex()
         self._background: set[asyncio.Task[None]] = set()
+        # Outcomes not yet written: written together, one transaction per pass of the loop (a commit per
+        # delivery was a large share of a delivery's cost).
+        self._outcomes: list[Attempt] = []
+        # Destinations already checked, by URL (the policy does not change while running).
+        self._refusals: dict[str, str | None] = {}
         # Counted in a registry of its own until report_to names the one the process serves.
         self.metrics = Metrics()
         feed.add_listener(self._on_publish)
@@ -172,6 +186,7 @@ class WebhookDispatcher:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self._write_outcomes()
         self._workers.clear()
         self._index = FilterIndex()
         if self._client is not None:
@@ -259,6 +274,7 @@ class WebhookDispatcher:
         return self._owns is None or self._owns(delivery.idempotency_key)
 
     def _claim_pending(self) -> None:
+        self._write_outcomes()  # a delivery done here but not yet written must not look pending
         for delivery in self.store.pending():
             if delivery.delivery_id not in self._queued and self._owned(delivery):
                 self._enqueue(delivery)
@@ -379,7 +395,7 @@ class WebhookDispatcher:
             self._queued.add(delivery.delivery_id)
         except asyncio.QueueFull:
             self._dead_lettered("queue_full")
-            self.store.record_attempt(
+            self._record(
                 delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=delivery.attempts,
                 status_code=None, error=f"queue full ({self.settings.queue_per_subscription} waiting): "
                                         "the endpoint is slower than the changes")
@@ -405,7 +421,7 @@ class WebhookDispatcher:
             subscription = worker.subscription
             if not subscription.enabled:
                 self._dead_lettered("subscription_disabled")
-                self.store.record_attempt(delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=attempts,
+                self._record(delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=attempts,
                                           status_code=None,
                                           error=f"subscription disabled: {subscription.disabled_reason}")
                 return
@@ -414,7 +430,7 @@ class WebhookDispatcher:
             if refusal is not None:
                 self._disable(worker, refusal)
                 self._dead_lettered("owner_key")
-                self.store.record_attempt(delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=attempts,
+                self._record(delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=attempts,
                                           status_code=None, error=refusal)
                 return
             attempts += 1
@@ -422,7 +438,7 @@ class WebhookDispatcher:
             self._count_attempt(error, duration_ms)
             if error is None:
                 worker.consecutive_failures = 0
-                self.store.record_attempt(delivery.delivery_id, status=DeliveryStatus.DELIVERED,
+                self._record(delivery.delivery_id, status=DeliveryStatus.DELIVERED,
                                           attempts=attempts, status_code=status_code, error=None,
                                           duration_ms=duration_ms)
                 return
@@ -432,17 +448,33 @@ class WebhookDispatcher:
                           f"last error: {error}")
                 self._disable(worker, reason)
                 self._dead_lettered("subscription_disabled")
-                self.store.record_attempt(delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=attempts,
+                self._record(delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=attempts,
                                           status_code=status_code, error=error, duration_ms=duration_ms)
                 return
             if attempts >= settings.max_attempts:
                 self._dead_lettered("attempts_exhausted")
-                self.store.record_attempt(delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=attempts,
+                self._record(delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=attempts,
                                           status_code=status_code, error=error, duration_ms=duration_ms)
                 return
-            self.store.record_attempt(delivery.delivery_id, status=DeliveryStatus.PENDING, attempts=attempts,
+            self._record(delivery.delivery_id, status=DeliveryStatus.PENDING, attempts=attempts,
                                       status_code=status_code, error=error, duration_ms=duration_ms)
             await asyncio.sleep(self.backoff_s(attempts))
+
+    def _record(self, delivery_id: int, *, status: DeliveryStatus, attempts: int, status_code: int | None,
+                error: str | None, duration_ms: int | None = None) -> None:
+        """Record an outcome with the others of this pass of the loop (written right after it)."""
+        if not self._outcomes:
+            asyncio.get_running_loop().call_soon(self._write_outcomes)
+        self._outcomes.append(Attempt(delivery_id, status, attempts, status_code, error, duration_ms))
+
+    def _write_outcomes(self) -> None:
+        outcomes, self._outcomes = self._outcomes, []
+        if not outcomes:
+            return
+        try:
+            self.store.record_attempts(outcomes)
+        except Exception:  # the rows stay pending: delivered again after a restart (at least once)
+            log.exception("%d webhook delivery outcomes could not be recorded", len(outcomes))
 
     def _count_attempt(self, error: str | None, duration_ms: int | None) -> None:
         # An attempt without a duration sent nothing: its destination was refused (see _attempt).
@@ -472,13 +504,15 @@ class WebhookDispatcher:
         """The body to send now and its change (opened/cleared). A body stored with unmasked plates is
         masked when the owner key lost `plates` since; one about to be sent unmasked is audited under the
         owner key (each attempt is a disclosure to the receiver)."""
+        change = change_of(delivery.idempotency_key)
+        if not subscription.plates or change not in ("opened", "cleared"):
+            return delivery.body, change  # stored masked, or a case event (nothing personal in it)
         try:
             message = json.loads(delivery.body)
         except ValueError:
-            return delivery.body, ""
-        change = str(message.get("change", ""))
-        if not subscription.plates or "violation" not in message:
-            return delivery.body, change  # stored masked, or a case event (nothing personal in it)
+            return delivery.body, change
+        if "violation" not in message:
+            return delivery.body, change
         violation = msgspec.convert(message["violation"], Violation)
         if not plates:
             message["violation"] = present_violation(violation, plates=False)
@@ -489,7 +523,15 @@ class WebhookDispatcher:
         return delivery.body, change
 
     def _refused_destination(self, url: str) -> str | None:
-        """A URL with a literal address never reaches the resolver: check it here."""
+        """A URL with a literal address never reaches the resolver: check it here (once per URL)."""
+        if url in self._refusals:
+            return self._refusals[url]
+        if len(self._refusals) > _MAX_CHECKED_URLS:
+            self._refusals.clear()
+        refusal = self._refusals[url] = self._check_destination(url)
+        return refusal
+
+    def _check_destination(self, url: str) -> str | None:
         host = URL(url).host or ""
         try:
             self.policy.check_host_name(host)
@@ -545,6 +587,15 @@ class WebhookDispatcher:
             await asyncio.sleep(PRUNE_INTERVAL_S)
             for subscription_id in list(self._workers):
                 self.store.prune(subscription_id, self.settings.delivery_log_per_subscription)
+
+
+def change_of(idempotency_key: str) -> str:
+    """The change a delivery carries, from its idempotency key: `<violation id>:<open|cleared>:<ms>` for a
+    violation change (opened, cleared), `<case id>:<kind>:<due ms>` for a case event (its kind)."""
+    parts = idempotency_key.rsplit(":", 2)
+    if len(parts) != 3:
+        return ""
+    return {"open": "opened", "cleared": "cleared"}.get(parts[1], parts[1])
 
 
 def _elapsed_ms(started: float) -> int:
