@@ -1,14 +1,14 @@
 """Delivers violation changes to webhook subscriptions, each through its own bounded queue and worker.
 
 All deliveries run on one asyncio loop in a dedicated thread. The processor thread only hands a batch
-of feed entries to that loop (`call_soon_threadsafe`), so webhooks never block the pipeline. Each
-subscription has its own queue (bounded by `queue_per_subscription`) and its own task that delivers one
-change at a time, in order, retrying with exponential backoff and jitter; a slow or failing endpoint
-therefore only delays its own queue. The HTTP client has no global connection cap for the same reason:
-connections are bounded by the number of subscriptions, one in flight each. (aiohttp rather than httpx:
-with a thousand subscriptions httpx's pool spends O(connections) per request; measured here, 1,000
-posts over 100 connections took ~10 s with one httpx client, 2.9 s with one per subscription, 0.5 s
-with aiohttp.)
+of feed entries to that loop (`call_soon_threadsafe`), so webhooks never block the pipeline. A change is
+matched only against the subscriptions whose filter can want it (api/alerts/filters.py, FilterIndex),
+its body encoded once per change (and plates visibility). Each subscription has its own queue (bounded
+by `queue_per_subscription`) and its own task that delivers one change at a time, in order, retrying with
+exponential backoff and jitter; a slow or failing endpoint therefore only delays its own queue. The HTTP
+requests go through api/alerts/webhooks/sender.py: aiohttp on this loop, or (`sender_process`, as
+`citywatch up` and the api role run) in a child process, so that the HTTP client's work does not hold the
+pipeline's interpreter. Outcomes are written to the store together, one transaction per pass of the loop.
 
 Outcomes: a 2xx answer is delivered; anything else (other status, connection error, no answer within
 `timeout_s`) is a failed attempt, retried until `max_attempts`, then dead-lettered (listed per
@@ -52,7 +52,6 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import msgspec
 from yarl import URL
 
@@ -60,7 +59,8 @@ from api.access.control import AccessControl
 from api.access.keys import ApiKey, Scope
 from api.alerts.filters import FilterIndex, ViolationFilter
 from api.alerts.key_state import DELIVERY_KEY_AGE_S, KeyState, subscription_refusal
-from api.alerts.webhooks.destinations import DestinationPolicy, DestinationRefused, GuardedResolver
+from api.alerts.webhooks.destinations import DestinationPolicy, DestinationRefused
+from api.alerts.webhooks.sender import HttpSender, Outcome, Sender, SenderProcess
 from api.alerts.webhooks.signing import (
     DELIVERY_HEADER,
     EVENT_HEADER,
@@ -86,9 +86,6 @@ from processors.outputs.feed import FeedEntry, ViolationFeed
 log = logging.getLogger(__name__)
 
 PRUNE_INTERVAL_S = 30.0
-USER_AGENT = "citywatch-webhooks/1"
-# Read and thrown away from an answer so its connection can be reused; never stored or shown.
-_DRAIN_BYTES = 4096
 # Destination checks remembered (one per subscription URL in practice).
 _MAX_CHECKED_URLS = 10_000
 
@@ -105,9 +102,10 @@ class WebhookDispatcher:
     def __init__(self, store: WebhookStore, settings: WebhookSettings, feed: ViolationFeed,
                  access: AccessControl, *, rng: Callable[[], float] = random.random,
                  owns: Callable[[str], bool] | None = None, shared_store: bool = False,
-                 violation_types: frozenset[str] | None = None) -> None:
+                 violation_types: frozenset[str] | None = None, sender_process: bool = False) -> None:
         """`violation_types`: what filters may name (default: the rules' types and the default code
-        table's; api/alerts/violation_types.py)."""
+        table's; api/alerts/violation_types.py). `sender_process`: the HTTP requests are made by a child
+        process (api/alerts/webhooks/sender.py), off the interpreter that runs the pipeline."""
         self.store = store
         self.violation_types = violation_types if violation_types is not None else default_violation_types()
         self.settings = settings
@@ -122,7 +120,7 @@ class WebhookDispatcher:
         self._queued: set[int] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._client: aiohttp.ClientSession | None = None
+        self._sender: Sender = SenderProcess(settings) if sender_process else HttpSender(settings)
         self._workers: dict[str, _Worker] = {}
         # The subscriptions by filter: a change is matched only against those that can want it.
         self._index: FilterIndex[str] = FilterIndex()
@@ -135,6 +133,11 @@ class WebhookDispatcher:
         # Counted in a registry of its own until report_to names the one the process serves.
         self.metrics = Metrics()
         feed.add_listener(self._on_publish)
+
+    @property
+    def sender_pid(self) -> int | None:
+        """The process id of the sender process (None: requests are made in this process)."""
+        return self._sender.child_pid if isinstance(self._sender, SenderProcess) else None
 
     def report_to(self, metrics: Metrics) -> None:
         """Count deliveries in `metrics`, the registry served at the process's /metrics."""
@@ -170,10 +173,7 @@ class WebhookDispatcher:
             self._thread.join(timeout_s)
 
     async def _startup(self) -> None:
-        self._client = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, resolver=GuardedResolver(self.policy)),
-            timeout=aiohttp.ClientTimeout(total=self.settings.timeout_s),
-            headers={"User-Agent": USER_AGENT})
+        await self._sender.start()
         for subscription in self.store.subscriptions():
             self._add_worker(subscription)
         self._claim_pending()  # left over from the last run: at least once
@@ -189,8 +189,7 @@ class WebhookDispatcher:
         self._write_outcomes()
         self._workers.clear()
         self._index = FilterIndex()
-        if self._client is not None:
-            await self._client.close()
+        await self._sender.close()
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -542,10 +541,9 @@ class WebhookDispatcher:
         return None
 
     async def _attempt(self, subscription: Subscription, delivery: Delivery,
-                       plates: bool) -> tuple[int | None, str | None, int | None]:
+                       plates: bool) -> Outcome:
         """(status code, error or None, duration in ms) of one POST; no duration when the destination was
         refused and nothing was sent."""
-        assert self._client is not None
         refused = self._refused_destination(subscription.url)
         if refused is not None:
             return None, refused, None
@@ -559,28 +557,7 @@ class WebhookDispatcher:
             DELIVERY_HEADER: str(delivery.delivery_id),
             EVENT_HEADER: f"case.{change}" if change.startswith("case_") else f"violation.{change}",
         }
-        timeout_s = self.settings.timeout_s
-        started = time.monotonic()
-        try:
-            async with self._client.post(subscription.url, data=body, headers=headers,
-                                         allow_redirects=False) as response:
-                status = response.status
-                # Read a bounded part of the answer so the connection can be reused, and drop it.
-                await response.content.read(_DRAIN_BYTES)
-        except TimeoutError:
-            return None, f"no answer within {timeout_s:g} s", _elapsed_ms(started)
-        except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc.os_error, DestinationRefused):
-                return None, str(exc.os_error), None
-            return None, f"{type(exc).__name__}: {exc}"[:500], _elapsed_ms(started)
-        except aiohttp.ClientError as exc:
-            return None, f"{type(exc).__name__}: {exc}"[:500], _elapsed_ms(started)
-        duration_ms = _elapsed_ms(started)
-        if 200 <= status < 300:
-            return status, None, duration_ms
-        if 300 <= status < 400:
-            return status, f"HTTP {status}: redirects are not followed; subscribe the final URL", duration_ms
-        return status, f"HTTP {status}", duration_ms
+        return await self._sender.post(subscription.url, body, headers)
 
     async def _prune_forever(self) -> None:
         while True:
@@ -597,6 +574,3 @@ def change_of(idempotency_key: str) -> str:
         return ""
     return {"open": "opened", "cleared": "cleared"}.get(parts[1], parts[1])
 
-
-def _elapsed_ms(started: float) -> int:
-    return round((time.monotonic() - started) * 1000)
