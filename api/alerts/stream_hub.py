@@ -1,5 +1,6 @@
-"""Routes each new change once to the live stream clients that want it, instead of every client reading
-and filtering the whole feed.
+"""What the live stream clients of one feed share: the routing of each new change once to the clients that
+want it, instead of every client reading and filtering the whole feed, and each change's message,
+presented and encoded once instead of once per client.
 
 A stream client (api/alerts/streams.py) that has caught up with the feed attaches here with its filter and
 its queue. One task per event loop reads each new change once, finds the attached clients whose filter
@@ -8,16 +9,22 @@ on one grid, a change costs a lookup and the few queues of its grid, not 500 fil
 wake-ups. A client whose queue is full is detached at the change it missed and reads the feed on its own
 again from there, as before: it waits for room, is cut off with `too_slow` once it falls more than
 `stream_max_lag` behind, or attaches again once it has caught up. The hub never waits for a client.
+
+Messages (`SharedMessages`): a change is presented (masked, or not for a key with `plates`) and encoded as
+JSON once per visibility, kept for the last few thousand changes, and the same text is written to every
+client that is sent it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from api.alerts.filters import FilterIndex, ViolationFilter
+from core.masking import present_violation
 from processors.outputs.feed import CursorExpired, FeedEntry, ViolationFeed
 
 if TYPE_CHECKING:
@@ -27,6 +34,40 @@ if TYPE_CHECKING:
 READ_BATCH = 500
 # How long the routing task waits for a change before it looks whether anyone is still attached.
 _IDLE_CHECK_S = 1.0
+# Messages kept presented and encoded (per visibility): more than the clients' queues hold together
+# are read at once, so a client rarely presents a change itself.
+SHARED_MESSAGES = 4096
+
+
+class Outgoing(NamedTuple):
+    """A change as it goes out: its id, its message, and the message as JSON text."""
+
+    id: str
+    message: dict[str, Any]
+    text: str
+
+
+class SharedMessages:
+    """Each change's message presented and encoded once per plates visibility, for every client. The
+    messages are shared: nothing may change them."""
+
+    def __init__(self, feed: ViolationFeed, size: int = SHARED_MESSAGES) -> None:
+        self.feed = feed
+        self.size = size
+        self._items: dict[tuple[int, bool], Outgoing] = {}
+
+    def get(self, entry: FeedEntry, plates: bool) -> Outgoing:
+        key = (entry.seq, plates)
+        item = self._items.get(key)
+        if item is None:
+            change_id = self.feed.cursor(entry.seq)
+            violation = None if entry.violation is None else present_violation(entry.violation, plates=plates)
+            message = entry.message(change_id, violation)
+            item = Outgoing(change_id, message, json.dumps(message, ensure_ascii=False))
+            if len(self._items) >= self.size:
+                del self._items[next(iter(self._items))]  # the oldest kept
+            self._items[key] = item
+        return item
 
 
 @dataclass(eq=False)
@@ -47,6 +88,7 @@ class StreamHub:
     def __init__(self, feed: ViolationFeed, waiter: FeedWaiter) -> None:
         self.feed = feed
         self.waiter = waiter
+        self.messages = SharedMessages(feed)
         self._index: FilterIndex[Route] = FilterIndex()
         # The last change routed (every change up to it was offered to every attached client).
         self._cursor = 0
