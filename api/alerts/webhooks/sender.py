@@ -188,6 +188,9 @@ class SenderProcess:
 
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> Outcome:
         if self._conn is None or self._child is None or not self._child.is_alive():
+            # What the dead child held is lost (its pipe's end may not have been read yet).
+            self._conn = None
+            self._fail_waiting("the webhook sender process ended")
             try:
                 self._spawn()
             except SenderProcessError as exc:
@@ -242,6 +245,8 @@ class SenderProcess:
             future.set_result(outcome)
 
     def _child_gone(self, conn: Connection) -> None:
+        with contextlib.suppress(OSError):
+            conn.close()
         if conn is not self._conn:
             return  # an earlier child's pipe, already replaced or closed
         log.warning("the webhook sender process ended (exit code %s); %d requests in flight are failed "
