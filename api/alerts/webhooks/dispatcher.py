@@ -421,8 +421,8 @@ class WebhookDispatcher:
             if not subscription.enabled:
                 self._dead_lettered("subscription_disabled")
                 self._record(delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=attempts,
-                                          status_code=None,
-                                          error=f"subscription disabled: {subscription.disabled_reason}")
+                             status_code=None,
+                             error=f"subscription disabled: {subscription.disabled_reason}")
                 return
             refusal, plates = self._owner_access(
                 subscription, self.keys.active_by_id(DELIVERY_KEY_AGE_S) if self.keys.enforced else None)
@@ -430,7 +430,7 @@ class WebhookDispatcher:
                 self._disable(worker, refusal)
                 self._dead_lettered("owner_key")
                 self._record(delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=attempts,
-                                          status_code=None, error=refusal)
+                             status_code=None, error=refusal)
                 return
             attempts += 1
             status_code, error, duration_ms = await self._attempt(subscription, delivery, plates)
@@ -438,8 +438,8 @@ class WebhookDispatcher:
             if error is None:
                 worker.consecutive_failures = 0
                 self._record(delivery.delivery_id, status=DeliveryStatus.DELIVERED,
-                                          attempts=attempts, status_code=status_code, error=None,
-                                          duration_ms=duration_ms)
+                             attempts=attempts, status_code=status_code, error=None,
+                             duration_ms=duration_ms)
                 return
             worker.consecutive_failures += 1
             if worker.consecutive_failures >= settings.disable_after_failures:
@@ -448,15 +448,15 @@ class WebhookDispatcher:
                 self._disable(worker, reason)
                 self._dead_lettered("subscription_disabled")
                 self._record(delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=attempts,
-                                          status_code=status_code, error=error, duration_ms=duration_ms)
+                             status_code=status_code, error=error, duration_ms=duration_ms)
                 return
             if attempts >= settings.max_attempts:
                 self._dead_lettered("attempts_exhausted")
                 self._record(delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=attempts,
-                                          status_code=status_code, error=error, duration_ms=duration_ms)
+                             status_code=status_code, error=error, duration_ms=duration_ms)
                 return
             self._record(delivery.delivery_id, status=DeliveryStatus.PENDING, attempts=attempts,
-                                      status_code=status_code, error=error, duration_ms=duration_ms)
+                         status_code=status_code, error=error, duration_ms=duration_ms)
             await asyncio.sleep(self.backoff_s(attempts))
 
     def _record(self, delivery_id: int, *, status: DeliveryStatus, attempts: int, status_code: int | None,
