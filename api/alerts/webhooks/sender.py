@@ -1,8 +1,8 @@
 """The HTTP side of webhook delivery: one POST, its answer's status, or why it failed.
 
-`HttpSender` posts from the dispatcher's own event loop. `SenderProcess` makes the same posts in a child
-process of its own: at thousands of deliveries a second the HTTP client's work (aiohttp builds, writes and
-parses each request in Python) held the interpreter that the pipeline runs in. The dispatcher keeps
+`HttpSender` posts from the dispatcher's own event loop (api/alerts/webhooks/http1.py). `SenderProcess`
+makes the same posts in a child process of its own: at a thousand and more deliveries a second the HTTP
+client's work held the interpreter that the pipeline runs in. The dispatcher keeps
 everything else (queues, ordering, retries, signing, the store, metrics); the child only sends, and answers
 each request with the same outcome HttpSender gives. Requests and answers cross one pipe in batches (one
 message per pass of either event loop), msgpack-encoded; a thread on each side reads the pipe, so neither
@@ -27,10 +27,10 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Protocol
 
-import aiohttp
 import msgspec
 
 from api.alerts.webhooks.destinations import DestinationPolicy, DestinationRefused, GuardedResolver
+from api.alerts.webhooks.http1 import Http1Client
 from core.log_format import LogFormat, configure_logging, json_logs_on
 from core.settings import WebhookSettings
 
@@ -53,20 +53,17 @@ class Sender(Protocol):
 
 
 class HttpSender:
-    """POSTs with aiohttp through the guarded resolver, redirects not followed, within `timeout_s`."""
+    """POSTs through the guarded resolver (api/alerts/webhooks/http1.py), redirects not followed, within
+    `timeout_s`; connections to a receiver are kept open and reused."""
 
     def __init__(self, settings: WebhookSettings) -> None:
         self.settings = settings
         self.policy = DestinationPolicy(settings.allowed_private_networks)
-        self._client: aiohttp.ClientSession | None = None
+        self._client: Http1Client | None = None
 
     async def start(self) -> None:
-        # No global connection cap: connections are bounded by the subscriptions, one in flight each; an
-        # answered connection is kept open and reused for the next delivery to the same receiver.
-        self._client = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, resolver=GuardedResolver(self.policy)),
-            timeout=aiohttp.ClientTimeout(total=self.settings.timeout_s),
-            headers={"User-Agent": USER_AGENT})
+        self._client = Http1Client(GuardedResolver(self.policy), self.settings.timeout_s, USER_AGENT,
+                                   drain_bytes=_DRAIN_BYTES)
 
     async def close(self) -> None:
         if self._client is not None:
@@ -77,17 +74,12 @@ class HttpSender:
         timeout_s = self.settings.timeout_s
         started = time.monotonic()
         try:
-            async with self._client.post(url, data=body, headers=headers, allow_redirects=False) as response:
-                status = response.status
-                # Read a bounded part of the answer so the connection can be reused, and drop it.
-                await response.content.read(_DRAIN_BYTES)
+            status = await self._client.post(url, body, headers)
         except TimeoutError:
             return None, f"no answer within {timeout_s:g} s", _elapsed_ms(started)
-        except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc.os_error, DestinationRefused):
-                return None, str(exc.os_error), None
-            return None, f"{type(exc).__name__}: {exc}"[:500], _elapsed_ms(started)
-        except aiohttp.ClientError as exc:
+        except DestinationRefused as exc:
+            return None, str(exc), None
+        except OSError as exc:  # refused or broken connections, TLS failures, answers that are not HTTP
             return None, f"{type(exc).__name__}: {exc}"[:500], _elapsed_ms(started)
         duration_ms = _elapsed_ms(started)
         if 200 <= status < 300:
