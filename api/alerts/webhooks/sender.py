@@ -16,6 +16,7 @@ pipe close and exits.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
@@ -131,6 +132,9 @@ class SenderProcess:
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[Outcome]] = {}
         self._outgoing: list[_Request] = []
+        # (when to give up waiting, request id), in the order sent: the deadlines are increasing.
+        self._deadlines: collections.deque[tuple[float, int]] = collections.deque()
+        self._expiry: asyncio.Task[None] | None = None
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder = msgspec.msgpack.Decoder(list[_Answer])
 
@@ -141,8 +145,13 @@ class SenderProcess:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._spawn()
+        self._expiry = self._loop.create_task(self._expire_forever())
 
     async def close(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry
         conn, child = self._conn, self._child
         self._conn = self._child = None
         if conn is not None:
@@ -179,7 +188,7 @@ class SenderProcess:
         self._reader.start()
 
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> Outcome:
-        if self._conn is None or self._child is None or not self._child.is_alive():
+        if self._conn is None or self._child is None:  # the reader thread saw the child's pipe close
             # What the dead child held is lost (its pipe's end may not have been read yet).
             self._conn = None
             self._fail_waiting("the webhook sender process ended")
@@ -188,19 +197,29 @@ class SenderProcess:
             except SenderProcessError as exc:
                 return None, str(exc), None
         request_id = next(self._ids)
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Outcome] = loop.create_future()
         self._waiting[request_id] = future
+        self._deadlines.append((loop.time() + self.settings.timeout_s + _ANSWER_GRACE_S, request_id))
         if not self._outgoing:
-            asyncio.get_running_loop().call_soon(self._send_outgoing)
+            loop.call_soon(self._send_outgoing)
         self._outgoing.append(_Request(request_id, url, body, headers))
         try:
-            async with asyncio.timeout(self.settings.timeout_s + _ANSWER_GRACE_S):
-                return await future
-        except TimeoutError:
-            return None, f"no answer from the webhook sender process within " \
-                         f"{self.settings.timeout_s + _ANSWER_GRACE_S:g} s", None
+            return await future
         finally:
             self._waiting.pop(request_id, None)
+
+    async def _expire_forever(self) -> None:
+        """The child answers every request within its timeout; one it never answers (a hung child) fails
+        here, checked once a second rather than with a timer per request."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(1.0)
+            now = loop.time()
+            while self._deadlines and self._deadlines[0][0] <= now:
+                _, request_id = self._deadlines.popleft()
+                self._answer(request_id, (None, f"no answer from the webhook sender process within "
+                                                f"{self.settings.timeout_s + _ANSWER_GRACE_S:g} s", None))
 
     def _send_outgoing(self) -> None:
         batch, self._outgoing = self._outgoing, []
