@@ -5,8 +5,10 @@ makes the same posts in a child process of its own: at a thousand and more deliv
 client's work held the interpreter that the pipeline runs in. The dispatcher keeps
 everything else (queues, ordering, retries, signing, the store, metrics); the child only sends, and answers
 each request with the same outcome HttpSender gives. Requests and answers cross one pipe in batches (one
-message per pass of either event loop), msgpack-encoded; a thread on each side reads the pipe, so neither
-loop blocks on it.
+message per pass of either event loop), msgpack-encoded. This process's loop reads the answers when the
+pipe is readable (no thread in between: here, under load, every hand-over between threads waits for the
+interpreter's lock, which the pipeline holds); the child reads the requests on a thread of its own, so
+that neither side can block the other for good while both write.
 
 If the child dies, the requests it held fail as attempts ("the webhook sender process ended"), retried
 like any failed attempt; the next request starts a new child. If this process dies, the child sees its
@@ -127,7 +129,6 @@ class SenderProcess:
         self.settings = settings
         self._conn: Connection | None = None
         self._child: BaseProcess | None = None
-        self._reader: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[Outcome]] = {}
@@ -162,7 +163,7 @@ class SenderProcess:
             if child.is_alive():
                 child.kill()
         if conn is not None:
-            conn.close()
+            self._close_pipe(conn)
         self._fail_waiting("the webhook sender process was stopped")
 
     def _spawn(self) -> None:
@@ -183,13 +184,12 @@ class SenderProcess:
             raise SenderProcessError(f"the webhook sender process exited at start (exit code "
                                      f"{child.exitcode}); its error is in the log above") from None
         self._conn, self._child = ours, child
-        self._reader = threading.Thread(target=self._read_answers, args=(ours,),
-                                        name="citywatch-webhook-answers", daemon=True)
-        self._reader.start()
+        assert self._loop is not None
+        self._loop.add_reader(ours.fileno(), self._read_answers, ours)
 
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> Outcome:
-        if self._conn is None or self._child is None:  # the reader thread saw the child's pipe close
-            # What the dead child held is lost (its pipe's end may not have been read yet).
+        if self._conn is None or self._child is None:  # the child's pipe closed
+            # What the dead child held is lost.
             self._conn = None
             self._fail_waiting("the webhook sender process ended")
             try:
@@ -233,18 +233,12 @@ class SenderProcess:
                 self._answer(request.request_id, (None, f"the webhook sender process ended ({exc})", None))
 
     def _read_answers(self, conn: Connection) -> None:
-        """On the reader thread: hand each batch of answers to the loop, until the pipe closes."""
-        loop = self._loop
-        assert loop is not None
-        while True:
-            try:
-                data = conn.recv_bytes()
-            except (EOFError, OSError):
-                break
-            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
-                loop.call_soon_threadsafe(self._answered, data)
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(self._child_gone, conn)
+        """On the loop, when the pipe is readable: the batches of answers waiting, or the child's end."""
+        try:
+            while conn.poll():
+                self._answered(conn.recv_bytes())
+        except (EOFError, OSError):
+            self._child_gone(conn)
 
     def _answered(self, data: bytes) -> None:
         for answer in self._decoder.decode(data):
@@ -256,8 +250,7 @@ class SenderProcess:
             future.set_result(outcome)
 
     def _child_gone(self, conn: Connection) -> None:
-        with contextlib.suppress(OSError):
-            conn.close()
+        self._close_pipe(conn)
         if conn is not self._conn:
             return  # an earlier child's pipe, already replaced or closed
         log.warning("the webhook sender process ended (exit code %s); %d requests in flight are failed "
@@ -265,6 +258,13 @@ class SenderProcess:
                     self._child.exitcode if self._child is not None else None, len(self._waiting))
         self._conn = None
         self._fail_waiting("the webhook sender process ended")
+
+    def _close_pipe(self, conn: Connection) -> None:
+        if self._loop is not None and not conn.closed:
+            with contextlib.suppress(ValueError, OSError):  # the loop or the pipe closed already
+                self._loop.remove_reader(conn.fileno())
+        with contextlib.suppress(OSError):
+            conn.close()
 
     def _fail_waiting(self, error: str) -> None:
         waiting, self._waiting = self._waiting, {}
@@ -293,7 +293,7 @@ async def _serve(conn: Connection, settings: WebhookSettings) -> None:
     def send_answers() -> None:
         batch = answers.copy()
         answers.clear()
-        with contextlib.suppress(OSError):  # the parent is gone: the reader thread ends the loop
+        with contextlib.suppress(OSError):  # the parent is gone: the reading thread ends the loop
             conn.send_bytes(encoder.encode(batch))
 
     async def post(request: _Request) -> None:
@@ -313,6 +313,8 @@ async def _serve(conn: Connection, settings: WebhookSettings) -> None:
             stopped.set_result(None)
 
     def read_requests() -> None:
+        """On a thread of its own, so that the parent's requests are always taken from the pipe, even while
+        this loop waits to write answers (neither side can then block the other for good)."""
         while True:
             try:
                 data = conn.recv_bytes()
