@@ -6,9 +6,10 @@ matched only against the subscriptions whose filter can want it (api/alerts/filt
 its body encoded once per change (and plates visibility). Each subscription has its own queue (bounded
 by `queue_per_subscription`) and its own task that delivers one change at a time, in order, retrying with
 exponential backoff and jitter; a slow or failing endpoint therefore only delays its own queue. The HTTP
-requests go through api/alerts/webhooks/sender.py: aiohttp on this loop, or (`sender_process`, as
-`citywatch up` and the api role run) in a child process, so that the HTTP client's work does not hold the
-pipeline's interpreter. Outcomes are written to the store together, one transaction per pass of the loop.
+requests go through api/alerts/webhooks/sender.py (a small keep-alive HTTP/1.1 client, http1.py): on this
+loop, or (`sender_process`, as `citywatch up` and the api role run) in a child process, so that the HTTP
+client's work does not hold the pipeline's interpreter. Outcomes are written to the store together, one
+transaction per pass of the loop.
 
 Outcomes: a 2xx answer is delivered; anything else (other status, connection error, no answer within
 `timeout_s`) is a failed attempt, retried until `max_attempts`, then dead-lettered (listed per
