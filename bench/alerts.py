@@ -6,7 +6,9 @@ every violation change fans out to 10 webhook deliveries and 5 stream messages. 
 real HTTP servers (4 ports, in their own process), stream clients real SSE connections (in another
 process); the pipeline and the API run here, as `citywatch up` runs them. Latency is measured from the
 moment the change is published to the feed (right after the store made it durable) to its arrival at
-the receiver or client, on the same wall clock. Results also go to bench/results/alerts.json.
+the receiver or client, on the same wall clock. What the alerts cost the pipeline shows in the events it
+stored per second during the run (first to last stored event) and its publish-to-stored latency: compare a
+run with `--subscriptions 0 --stream-clients 0`. Results also go to bench/results/alerts.json.
 
     .venv/bin/python -m bench.alerts [--subscriptions 1000] [--stream-clients 500] [--rate 5000] [--type T]
 """
@@ -30,7 +32,7 @@ import uvicorn
 from api.alerts.filters import ViolationFilter
 from api.alerts.webhooks.store import DeliveryStatus
 from api.app import create_app
-from bench.e2e import machine, publish
+from bench.e2e import StoredClock, machine, publish
 from citywatch.runtime import EmbeddedRuntime
 from core.settings import DeviceSettings, Settings
 from ingest.embedded_broker import free_port
@@ -52,7 +54,7 @@ def finish(process: subprocess.Popen[str]) -> dict[str, Any]:
     return result
 
 
-def percentiles(values: list[int]) -> tuple[float, float, float]:
+def percentiles(values: list[int] | list[float]) -> tuple[float, float, float]:
     if not values:
         return (float("nan"),) * 3  # type: ignore[return-value]
     p50, p99, top = np.percentile(np.array(values), [50, 99, 100])
@@ -82,7 +84,8 @@ def main() -> int:
             store__data_dir=data_dir, mqtt__embedded_port=0, api__port=api_port, api__auth="disabled",
             alerts__stream_max_lag=100_000,
             alerts__webhooks__allowed_private_networks=["127.0.0.0/8"])  # the receivers are local
-        runtime = EmbeddedRuntime(settings)
+        clock = StoredClock()
+        runtime = EmbeddedRuntime(settings, on_stored=clock)
         server = uvicorn.Server(uvicorn.Config(create_app(runtime.api_services()), host="127.0.0.1",
                                                port=api_port, log_level="warning", ws="websockets-sansio"))
         thread = threading.Thread(target=server.run, daemon=True)
@@ -107,6 +110,11 @@ def main() -> int:
             started = time.monotonic()
             sent = publish(runtime.mqtt_url, offered, args.rate, "bench-alerts")
             publish_s = time.monotonic() - started
+            clock.wait_for(offered, 60)
+            with clock.lock:
+                stored = len(clock.latencies_ms)
+                stored_s = (clock.last_ns - clock.first_ns) / 1e9 if clock.first_ns and clock.last_ns else 0.0
+                stored_p50, stored_p99, _ = percentiles(clock.latencies_ms)
             # Let deliveries drain (bounded wait), then count what the dispatcher recorded. The receivers
             # stop before the pipeline does: the changes its shutdown drain emits are not steady state.
             deadline = time.monotonic() + 60
@@ -130,6 +138,8 @@ def main() -> int:
         "machine": machine(), "subscriptions": args.subscriptions, "stream_clients": args.stream_clients,
         "offered_events_per_s": args.rate, "events": offered, "publish_s": round(publish_s, 1),
         "published_events_per_s": round(offered / sent["elapsed_s"]),
+        "stored_events": stored, "stored_events_per_s": round(stored / stored_s) if stored_s else 0,
+        "stored_latency_p50_ms": stored_p50, "stored_latency_p99_ms": stored_p99,
         "violation_changes": changes, "changes_by_type": dict(by_type), "type_filter": args.type,
         "webhook_deliveries": webhook_result["messages"], "webhook_unique": webhook_result["unique"],
         "deliveries_by_status": {s.value: n for s, n in statuses.items()},
@@ -139,10 +149,11 @@ def main() -> int:
         "stream_latency_p50_ms": stream_p50, "stream_latency_p99_ms": stream_p99,
         "stream_latency_max_ms": stream_max,
     }
-    print("\n| subscriptions | stream clients | events/s | changes | webhook deliveries "
-          "| webhook p50 / p99 ms | stream messages | stream p50 / p99 ms |")
-    print("|---|---|---|---|---|---|---|---|")
-    print(f"| {args.subscriptions} | {args.stream_clients} | {result['published_events_per_s']} | {changes} "
+    print("\n| subscriptions | stream clients | events/s | stored/s | stored p50 / p99 ms | changes "
+          "| webhook deliveries | webhook p50 / p99 ms | stream messages | stream p50 / p99 ms |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| {args.subscriptions} | {args.stream_clients} | {result['published_events_per_s']} "
+          f"| {result['stored_events_per_s']} | {stored_p50} / {stored_p99} | {changes} "
           f"| {result['webhook_deliveries']} ({statuses[DeliveryStatus.DEAD]} dead) "
           f"| {hook_p50} / {hook_p99} "
           f"| {result['stream_messages']} | {stream_p50} / {stream_p99} |")

@@ -56,9 +56,12 @@ class AlertComponents:
         # What people did about violations: in the relational database, like the keys, so that every api
         # replica sees every action.
         self.violation_actions = ViolationActions.open(settings.relational, data_dir)
+        # The HTTP requests of the deliveries are made by a process of their own, off the interpreter that
+        # runs the pipeline (api/alerts/webhooks/sender.py).
         self.webhooks = WebhookDispatcher(self.webhook_store, alerts.webhooks, self.feed, self.access,
                                           owns=owns, shared_store=shared_store,
-                                          violation_types=known_violation_types(settings.traffic.codes))
+                                          violation_types=known_violation_types(settings.traffic.codes),
+                                          sender_process=True)
         self.kafka: KafkaViolationOutput | None = None
         self.mqtt: MqttViolationOutput | None = None
         if alerts.kafka.enabled:

@@ -13,9 +13,10 @@ fields and do not restrict case events.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Hashable, Iterator
 from enum import StrEnum
-from typing import Annotated, Any, Self
+from math import prod
+from typing import Annotated, Any, Generic, Self, TypeVar
 
 from fastapi import HTTPException, Query
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -139,6 +140,101 @@ class ViolationFilter(StrictModel):
             if location is None or not self.bbox.contains(location.lat, location.lon):
                 return False
         return True
+
+
+# The filter fields a FilterIndex looks up directly: each names exactly one value of a violation change.
+_INDEXED_FIELDS = ("type", "device", "grid", "district", "department")
+# A filter with more value combinations than this over its indexed fields is indexed on fewer of them (the
+# fields left out are still checked by `matches_entry`), so one filter never fills the index.
+_MAX_INDEX_KEYS = 256
+
+Item = TypeVar("Item", bound=Hashable)
+_Shape = tuple[int, ...]
+_Key = tuple[str | None, ...]
+
+
+def _indexed_values(violation: Violation) -> tuple[str | None, ...]:
+    """A violation's value for each of _INDEXED_FIELDS, in that order."""
+    tags = violation.tags
+    return (violation.type, violation.device_id, tags.get("grid"), tags.get("district"),
+            tags.get("department"))
+
+
+class FilterIndex(Generic[Item]):
+    """Items (webhook subscriptions, stream clients) by their filter, so that a change is checked only
+    against the filters that can want it, not against every one.
+
+    A filter is filed under the combinations of values it asks for in type, device, grid, district and
+    department (its "shape" is the set of those fields it restricts): a change looks up its own values once
+    per shape in use, and only the items found there are checked in full (`matches_entry`: severity,
+    status, bounding box and the rest). With a thousand subscriptions each on one grid, a change is
+    checked against the ten of its grid instead of a thousand. Case SLA events are rare and match on other
+    fields: the items whose filter asks for them are checked in full.
+    """
+
+    def __init__(self) -> None:
+        self._filters: dict[Item, ViolationFilter] = {}
+        # Where each item is filed: its shape and its keys there (none when no violation change is wanted).
+        self._where: dict[Item, tuple[_Shape, list[_Key]]] = {}
+        # Per shape (the indexes of the restricted fields), items by their values in those fields.
+        self._shapes: dict[_Shape, dict[_Key, dict[Item, None]]] = {}
+        self._case_items: dict[Item, None] = {}
+
+    def __len__(self) -> int:
+        return len(self._filters)
+
+    def __iter__(self) -> Iterator[Item]:
+        return iter(list(self._filters))
+
+    def add(self, item: Item, filter: ViolationFilter) -> None:
+        """File `item` under `filter` (replacing the filter it had)."""
+        self.remove(item)
+        self._filters[item] = filter
+        if any(kind is not EventKind.VIOLATION for kind in filter.events):
+            self._case_items[item] = None
+        if filter.events and EventKind.VIOLATION not in filter.events:
+            self._where[item] = ((), [])  # no violation change is wanted
+            return
+        values = [getattr(filter, name) for name in _INDEXED_FIELDS]
+        shape = [i for i, value in enumerate(values) if value]
+        while prod(len(values[i]) for i in shape) > _MAX_INDEX_KEYS:
+            shape.remove(max(shape, key=lambda i: len(values[i])))
+        keys: list[_Key] = [()]
+        for i in shape:
+            keys = [(*key, value) for key in keys for value in values[i]]
+        table = self._shapes.setdefault(tuple(shape), {})
+        for key in keys:
+            table.setdefault(key, {})[item] = None
+        self._where[item] = (tuple(shape), keys)
+
+    def remove(self, item: Item) -> None:
+        filter = self._filters.pop(item, None)
+        if filter is None:
+            return
+        self._case_items.pop(item, None)
+        shape, keys = self._where.pop(item)
+        if not keys:
+            return
+        table = self._shapes[shape]
+        for key in keys:
+            del table[key][item]
+            if not table[key]:
+                del table[key]
+        if not table:
+            del self._shapes[shape]
+
+    def matching(self, entry: FeedEntry) -> list[Item]:
+        """The items whose filter wants `entry`."""
+        if entry.case_event is not None:
+            return [item for item in self._case_items if self._filters[item].matches_entry(entry)]
+        assert entry.violation is not None
+        values = _indexed_values(entry.violation)
+        found: list[Item] = []
+        for shape, table in self._shapes.items():
+            items = table.get(tuple([values[i] for i in shape]))
+            if items:
+                found.extend(item for item in items if self._filters[item].matches_entry(entry))
+        return found
 
 
 def refuse_unknown_types(filter: ViolationFilter, known: Collection[str], where: str) -> None:

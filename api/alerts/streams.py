@@ -37,8 +37,10 @@ from api.access.deps import ViolationReader, authorize_connection, get_access, t
 from api.access.keys import ApiKey, Scope
 from api.alerts.filters import ViolationFilter, filter_from_query
 from api.alerts.key_state import KeyState, stream_refusal
+from api.alerts.stream_hub import Outgoing, Route, wait_detached
 from api.alerts.waiter import FeedWaiter
 from api.services import ApiServices
+from core.masking import discloses
 from processors.outputs.feed import CursorExpired, FeedEntry, InvalidFeedCursor, ViolationFeed, violations_of
 
 log = logging.getLogger(__name__)
@@ -62,8 +64,9 @@ class StreamEnded(Exception):
         self.detail = detail
 
 
-# What a session hands to the socket: (id, message), or None for "idle for a heartbeat interval".
-StreamItem = tuple[str, dict[str, Any]] | None
+# What a session hands to the socket: (id, message, message as JSON), or None for "idle for a heartbeat
+# interval".
+StreamItem = Outgoing | None
 # What waits in a client's queue: a matching feed entry, presented (masked or not) only when it goes out.
 _Queued = FeedEntry | None
 _END_TIMEOUT_S = 1.0
@@ -106,8 +109,19 @@ class StreamSession:
                 raise StreamEnded("invalid_cursor", str(exc)) from exc
 
     async def pump(self, queue: asyncio.Queue[_Queued]) -> None:
-        """Feed -> filter -> the client's queue, until the client is too far behind."""
+        """Feed -> filter -> the client's queue, until the client is too far behind. Once caught up, the
+        feed's hub routes the changes into the queue instead (api/alerts/stream_hub.py), until the queue
+        is full."""
+        hub = self.waiter.hub
         while True:
+            route = hub.attach(self.cursor, self.filter, queue)
+            if route is not None:
+                try:
+                    await self._while_routed(route, queue)
+                finally:
+                    hub.detach(route)
+                self.cursor = route.cursor
+                continue
             await self.waiter.wait_after(self.cursor, self.heartbeat_s)
             try:
                 entries = self.feed.read_after(self.cursor, READ_BATCH)
@@ -121,6 +135,14 @@ class StreamSession:
             for entry in entries:
                 if self.filter.matches_entry(entry):
                     await self._put(queue, entry)
+
+    async def _while_routed(self, route: Route, queue: asyncio.Queue[_Queued]) -> None:
+        """Until the hub detaches the client: a heartbeat when nothing came for `heartbeat_s`."""
+        routed = route.routed
+        while not await wait_detached(route, self.heartbeat_s):
+            if route.routed == routed and queue.empty():
+                queue.put_nowait(None)
+            routed = route.routed
 
     async def _put(self, queue: asyncio.Queue[_Queued], entry: FeedEntry) -> None:
         """Wait for room in the client's queue, but not once the client is too far behind."""
@@ -148,28 +170,30 @@ class StreamSession:
         return key
 
     async def send_batch(self, items: list[_Queued], send: Callable[[StreamItem], Awaitable[None]]) -> None:
-        """Present and send queued entries, checking the key before each one goes out (and before a
-        heartbeat, so an idle stream of a revoked key ends too)."""
+        """Send queued entries, checking the key before each one goes out (and before a heartbeat, so an
+        idle stream of a revoked key ends too). The messages are presented and encoded once for all clients
+        (stream_hub.SharedMessages); a disclosure of plates or evidence links is audited under the key, for
+        the rest of the batch, before the first of them goes out (as AccessControl.present does)."""
         entries = [item for item in items if item is not None]
         if not entries:
             self.key_now()
             await send(None)
             return
-        shown: list[dict[str, Any]] = []
-        next_shown = 0
+        messages = self.waiter.hub.messages
         shown_plates: bool | None = None
         for index, entry in enumerate(entries):
             key = self.key_now()
             plates = key.allows(Scope.PLATES)
             if plates != shown_plates:  # first message, or the key's plates scope changed since
-                shown = self.access.present(key, violations_of(entries[index:]), self.action)
-                shown_plates, next_shown = plates, 0
-            change_id = self.feed.cursor(entry.seq)
-            if entry.violation is None:  # a case event: nothing personal in it
-                await send((change_id, entry.message(change_id, None)))
-                continue
-            await send((change_id, entry.message(change_id, shown[next_shown])))
-            next_shown += 1
+                if plates:
+                    self._audit_disclosures(key, entries[index:])
+                shown_plates = plates
+            await send(messages.get(entry, plates))
+
+    def _audit_disclosures(self, key: ApiKey, entries: list[FeedEntry]) -> None:
+        disclosed = [v.violation_id for v in violations_of(entries) if discloses(v)]
+        if disclosed:
+            self.access.audit(key, self.action, "plates/evidence of violations " + ",".join(disclosed))
 
     async def run(self, send: Callable[[StreamItem], Awaitable[None]],
                   client_gone: Awaitable[None]) -> StreamEnded | None:
@@ -232,6 +256,10 @@ def _started_session(services: ApiServices, waiter: FeedWaiter, key: ApiKey, tok
     return session
 
 
+def _sse_frame(item: Outgoing) -> bytes:
+    return f"id: {item.id}\nevent: {_event_of(item.message)}\ndata: {item.text}\n\n".encode()
+
+
 def _sse(event: str, data: dict[str, Any], event_id: str | None = None) -> bytes:
     head = f"id: {event_id}\n" if event_id else ""
     return f"{head}event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
@@ -257,7 +285,7 @@ class EventStreamResponse(Response):
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
         async def send_item(item: StreamItem) -> None:
-            await body(b": keep-alive\n\n" if item is None else _sse(_event_of(item[1]), item[1], item[0]))
+            await body(b": keep-alive\n\n" if item is None else _sse_frame(item))
 
         async def client_gone() -> None:
             while (await receive())["type"] != "http.disconnect":
@@ -335,7 +363,8 @@ async def websocket_violations(
 
     async def send_item(item: StreamItem) -> None:
         if item is not None:  # uvicorn's WebSocket pings keep idle connections alive
-            await websocket.send_text(json.dumps({"type": _event_of(item[1]), **item[1]}, ensure_ascii=False))
+            # {"type": ..., then the message's own fields}: the shared JSON text, not encoded again.
+            await websocket.send_text(f'{{"type": "{_event_of(item.message)}", {item.text[1:]}')
 
     ended = await session.run(send_item, _until_closed(websocket))
     if ended is not None:

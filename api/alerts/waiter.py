@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 
+from api.alerts.stream_hub import StreamHub
 from processors.outputs.feed import FeedEntry, ViolationFeed
 
 
@@ -18,6 +19,8 @@ class FeedWaiter:
         self.feed = feed
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event = asyncio.Event()
+        # Routes new changes to the stream clients that caught up, once each (api/alerts/stream_hub.py).
+        self.hub = StreamHub(feed, self)
         feed.add_listener(self._on_publish)
 
     def _on_publish(self, entries: Sequence[FeedEntry]) -> None:

@@ -91,11 +91,13 @@ class AlertApi:
 
 def alert_api(tmp_path: Path, *, webhooks: WebhookSettings | None = None, alerts: AlertSettings | None = None,
               api: ApiSettings | None = None, relational: RelationalSettings | None = None,
-              cases: CaseSettings | None = None, geo: GeoSettings | None = None) -> AlertApi:
+              cases: CaseSettings | None = None, geo: GeoSettings | None = None,
+              sender_process: bool = False) -> AlertApi:
     """`relational`: where keys, audit log, webhooks, people's actions on violations and cases live
     (default: SQLite files in `tmp_path`); `cases`: case routing (default: none, cases are only made
     through the API or `AlertApi.cases`); `geo`: the grids and departments Open311 requests are tagged
-    with (default: none)."""
+    with (default: none); `sender_process`: webhook requests made by a child process, as `citywatch up`
+    makes them."""
     api = api or ApiSettings(auth=AuthMode.REQUIRED, rate_limit_per_s=1000, rate_limit_burst=1000)
     alerts = alerts or AlertSettings(feed_retention=1000, stream_heartbeat_s=0.2)
     feed = ViolationFeed(alerts.feed_retention)
@@ -103,7 +105,7 @@ def alert_api(tmp_path: Path, *, webhooks: WebhookSettings | None = None, alerts
     access = AccessControl.in_directory(tmp_path, api, relational)
     store = SqliteStore.in_directory(tmp_path)
     dispatcher = WebhookDispatcher(WebhookStore.open(relational, tmp_path), webhooks or alerts.webhooks, feed,
-                                   access)
+                                   access, sender_process=sender_process)
     dispatcher.start()
     case_service = CaseService(CaseStore.open(relational, tmp_path),
                                CaseRouter(cases or CaseSettings(), "Asia/Shanghai"))

@@ -114,3 +114,88 @@ def test_a_key_that_lost_violations_read_ends_an_idle_stream_at_the_next_heartbe
 
     ended = asyncio.run(scenario())
     assert ended is not None and ended.code == "key_lacks_scope" and "violations:read" in ended.detail
+
+
+def test_clients_on_different_grids_each_get_only_their_grid_in_order_and_a_resuming_client_misses_none(
+) -> None:
+    grids = [f"G-{n:02d}" for n in range(20)]
+
+    async def scenario() -> tuple[dict[tuple[str, int], list[str]], list[str], int]:
+        feed = ViolationFeed(10_000)
+        waiter = FeedWaiter(feed)
+        loop = asyncio.get_running_loop()
+
+        def client(grid: str | None, since: str | None) -> tuple[list[str], asyncio.Task[StreamEnded | None]]:
+            s = StreamSession(feed=feed, waiter=waiter, access=AccessControl.open(), key=ANONYMOUS,
+                              filter=ViolationFilter(grid=(grid,) if grid else ()), max_lag=10_000,
+                              heartbeat_s=0.02, action="test")
+            s.start_at(since)
+            into: list[str] = []
+
+            async def send(item: StreamItem) -> None:
+                if item is not None:
+                    into.append(item[1]["violation"]["violation_id"])
+
+            return into, asyncio.create_task(s.run(send, loop.create_future()))
+
+        clients = {(grid, n): client(grid, None) for grid in grids for n in range(3)}
+        while waiter.hub.attached < len(clients):  # every live client is routed by the hub
+            await asyncio.sleep(0.001)
+        resumed: list[str] = []
+        for start in range(1, 2001, 50):
+            feed.publish([violation(n, grid=grids[n % len(grids)]) for n in range(start, start + 50)])
+            await asyncio.sleep(0)
+            if start == 1001:
+                # A client reconnecting from the start reads the backlog itself, then joins the live ones.
+                resumed, task = client(None, "earliest")
+                clients[("all", 0)] = resumed, task
+        while len(resumed) < 2000 or any(len(into) < 100 for into, _ in clients.values()):
+            await asyncio.sleep(0.001)
+        attached = waiter.hub.attached
+        for _, task in clients.values():
+            task.cancel()
+        return {name: into for name, (into, _) in clients.items() if name[0] != "all"}, resumed, attached
+
+    received, resumed, attached = asyncio.run(asyncio.wait_for(scenario(), 60))
+    for (grid, _), into in received.items():
+        assert into == [f"v{n:04d}" for n in range(1, 2001) if grids[n % len(grids)] == grid]
+    assert resumed == [f"v{n:04d}" for n in range(1, 2001)]
+    assert attached == 3 * len(grids) + 1
+
+
+def test_a_client_that_connects_between_a_publish_and_its_routing_gets_only_later_changes() -> None:
+    async def scenario() -> tuple[list[str], list[str]]:
+        feed = ViolationFeed(100)
+        waiter = FeedWaiter(feed)
+        loop = asyncio.get_running_loop()
+
+        def client() -> list[str]:
+            s = StreamSession(feed=feed, waiter=waiter, access=AccessControl.open(), key=ANONYMOUS,
+                              filter=ViolationFilter(), max_lag=100, heartbeat_s=0.02, action="test")
+            s.start_at(None)  # from the next change on
+            into: list[str] = []
+
+            async def send(item: StreamItem) -> None:
+                if item is not None:
+                    into.append(item[1]["violation"]["violation_id"])
+
+            tasks.append(asyncio.create_task(s.run(send, loop.create_future())))
+            return into
+
+        tasks: list[asyncio.Task[StreamEnded | None]] = []
+        first = client()
+        while waiter.hub.attached < 1:
+            await asyncio.sleep(0.001)
+        feed.publish([violation(1)])
+        second = client()  # the hub has not routed v0001 yet: the second client must not get it
+        while waiter.hub.attached < 2:
+            await asyncio.sleep(0)
+        feed.publish([violation(2)])
+        while len(first) < 2 or len(second) < 1:
+            await asyncio.sleep(0.001)
+        for task in tasks:
+            task.cancel()
+        return first, second
+
+    first, second = asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert first == ["v0001", "v0002"] and second == ["v0002"]

@@ -1,14 +1,15 @@
 """Delivers violation changes to webhook subscriptions, each through its own bounded queue and worker.
 
 All deliveries run on one asyncio loop in a dedicated thread. The processor thread only hands a batch
-of feed entries to that loop (`call_soon_threadsafe`), so webhooks never block the pipeline. Each
-subscription has its own queue (bounded by `queue_per_subscription`) and its own task that delivers one
-change at a time, in order, retrying with exponential backoff and jitter; a slow or failing endpoint
-therefore only delays its own queue. The HTTP client has no global connection cap for the same reason:
-connections are bounded by the number of subscriptions, one in flight each. (aiohttp rather than httpx:
-with a thousand subscriptions httpx's pool spends O(connections) per request; measured here, 1,000
-posts over 100 connections took ~10 s with one httpx client, 2.9 s with one per subscription, 0.5 s
-with aiohttp.)
+of feed entries to that loop (`call_soon_threadsafe`), so webhooks never block the pipeline. A change is
+matched only against the subscriptions whose filter can want it (api/alerts/filters.py, FilterIndex),
+its body encoded once per change (and plates visibility). Each subscription has its own queue (bounded
+by `queue_per_subscription`) and its own task that delivers one change at a time, in order, retrying with
+exponential backoff and jitter; a slow or failing endpoint therefore only delays its own queue. The HTTP
+requests go through api/alerts/webhooks/sender.py (a small keep-alive HTTP/1.1 client, http1.py): on this
+loop, or (`sender_process`, as `citywatch up` and the api role run) in a child process, so that the HTTP
+client's work does not hold the pipeline's interpreter. Outcomes are written to the store together, one
+transaction per pass of the loop.
 
 Outcomes: a 2xx answer is delivered; anything else (other status, connection error, no answer within
 `timeout_s`) is a failed attempt, retried until `max_attempts`, then dead-lettered (listed per
@@ -52,15 +53,15 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import msgspec
 from yarl import URL
 
 from api.access.control import AccessControl
 from api.access.keys import ApiKey, Scope
-from api.alerts.filters import ViolationFilter
+from api.alerts.filters import FilterIndex, ViolationFilter
 from api.alerts.key_state import DELIVERY_KEY_AGE_S, KeyState, subscription_refusal
-from api.alerts.webhooks.destinations import DestinationPolicy, DestinationRefused, GuardedResolver
+from api.alerts.webhooks.destinations import DestinationPolicy, DestinationRefused
+from api.alerts.webhooks.sender import HttpSender, Outcome, Sender, SenderProcess
 from api.alerts.webhooks.signing import (
     DELIVERY_HEADER,
     EVENT_HEADER,
@@ -68,7 +69,14 @@ from api.alerts.webhooks.signing import (
     SIGNATURE_HEADER,
     signature_header,
 )
-from api.alerts.webhooks.store import Delivery, DeliveryStatus, NewDelivery, Subscription, WebhookStore
+from api.alerts.webhooks.store import (
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    NewDelivery,
+    Subscription,
+    WebhookStore,
+)
 from api.violation_types import default_violation_types
 from core.masking import discloses, present_violation
 from core.metrics import Metrics
@@ -79,9 +87,8 @@ from processors.outputs.feed import FeedEntry, ViolationFeed
 log = logging.getLogger(__name__)
 
 PRUNE_INTERVAL_S = 30.0
-USER_AGENT = "citywatch-webhooks/1"
-# Read and thrown away from an answer so its connection can be reused; never stored or shown.
-_DRAIN_BYTES = 4096
+# Destination checks remembered (one per subscription URL in practice).
+_MAX_CHECKED_URLS = 10_000
 
 
 @dataclass
@@ -96,9 +103,10 @@ class WebhookDispatcher:
     def __init__(self, store: WebhookStore, settings: WebhookSettings, feed: ViolationFeed,
                  access: AccessControl, *, rng: Callable[[], float] = random.random,
                  owns: Callable[[str], bool] | None = None, shared_store: bool = False,
-                 violation_types: frozenset[str] | None = None) -> None:
+                 violation_types: frozenset[str] | None = None, sender_process: bool = False) -> None:
         """`violation_types`: what filters may name (default: the rules' types and the default code
-        table's; api/alerts/violation_types.py)."""
+        table's; api/alerts/violation_types.py). `sender_process`: the HTTP requests are made by a child
+        process (api/alerts/webhooks/sender.py), off the interpreter that runs the pipeline."""
         self.store = store
         self.violation_types = violation_types if violation_types is not None else default_violation_types()
         self.settings = settings
@@ -113,12 +121,24 @@ class WebhookDispatcher:
         self._queued: set[int] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._client: aiohttp.ClientSession | None = None
+        self._sender: Sender = SenderProcess(settings) if sender_process else HttpSender(settings)
         self._workers: dict[str, _Worker] = {}
+        # The subscriptions by filter: a change is matched only against those that can want it.
+        self._index: FilterIndex[str] = FilterIndex()
         self._background: set[asyncio.Task[None]] = set()
+        # Outcomes not yet written: written together, one transaction per pass of the loop (a commit per
+        # delivery was a large share of a delivery's cost).
+        self._outcomes: list[Attempt] = []
+        # Destinations already checked, by URL (the policy does not change while running).
+        self._refusals: dict[str, str | None] = {}
         # Counted in a registry of its own until report_to names the one the process serves.
         self.metrics = Metrics()
         feed.add_listener(self._on_publish)
+
+    @property
+    def sender_pid(self) -> int | None:
+        """The process id of the sender process (None: requests are made in this process)."""
+        return self._sender.child_pid if isinstance(self._sender, SenderProcess) else None
 
     def report_to(self, metrics: Metrics) -> None:
         """Count deliveries in `metrics`, the registry served at the process's /metrics."""
@@ -154,10 +174,7 @@ class WebhookDispatcher:
             self._thread.join(timeout_s)
 
     async def _startup(self) -> None:
-        self._client = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, resolver=GuardedResolver(self.policy)),
-            timeout=aiohttp.ClientTimeout(total=self.settings.timeout_s),
-            headers={"User-Agent": USER_AGENT})
+        await self._sender.start()
         for subscription in self.store.subscriptions():
             self._add_worker(subscription)
         self._claim_pending()  # left over from the last run: at least once
@@ -170,9 +187,10 @@ class WebhookDispatcher:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self._write_outcomes()
         self._workers.clear()
-        if self._client is not None:
-            await self._client.close()
+        self._index = FilterIndex()
+        await self._sender.close()
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -256,6 +274,7 @@ class WebhookDispatcher:
         return self._owns is None or self._owns(delivery.idempotency_key)
 
     def _claim_pending(self) -> None:
+        self._write_outcomes()  # a delivery done here but not yet written must not look pending
         for delivery in self.store.pending():
             if delivery.delivery_id not in self._queued and self._owned(delivery):
                 self._enqueue(delivery)
@@ -288,6 +307,7 @@ class WebhookDispatcher:
         worker = _Worker(subscription, asyncio.Queue(self.settings.queue_per_subscription))
         worker.task = asyncio.ensure_future(self._run(worker))
         self._workers[subscription.subscription_id] = worker
+        self._index.add(subscription.subscription_id, subscription.filter)
 
     def _replace_subscription(self, subscription: Subscription) -> None:
         worker = self._workers.get(subscription.subscription_id)
@@ -296,10 +316,13 @@ class WebhookDispatcher:
             return
         if subscription.enabled and not worker.subscription.enabled:
             worker.consecutive_failures = 0
+        if subscription.filter != worker.subscription.filter:
+            self._index.add(subscription.subscription_id, subscription.filter)
         worker.subscription = subscription
 
     def _remove_worker(self, subscription_id: str) -> None:
         worker = self._workers.pop(subscription_id, None)
+        self._index.remove(subscription_id)
         if worker is not None and worker.task is not None:
             worker.task.cancel()
             while not worker.queue.empty():
@@ -312,20 +335,28 @@ class WebhookDispatcher:
     def _fan_out(self, entries: list[FeedEntry]) -> None:
         if self._shared:
             self._sync_subscriptions()
+        owners = self.active_keys()
+        # Whether each subscription may be sent changes now, and with plates; a refused one is disabled.
+        plates_of: dict[str, bool | None] = {}
+        if owners is not None:
+            for worker in list(self._workers.values()):
+                if worker.subscription.enabled:
+                    refusal, plates = self._owner_access(worker.subscription, owners)
+                    if refusal is not None:
+                        self._disable(worker, refusal)
+                    plates_of[worker.subscription.subscription_id] = None if refusal is not None else plates
         bodies: dict[tuple[int, bool], bytes] = {}
         new: list[NewDelivery] = []
-        owners = self.active_keys()
-        for worker in list(self._workers.values()):
-            subscription = worker.subscription
-            if not subscription.enabled:
-                continue
-            refusal, plates = self._owner_access(subscription, owners)
-            if refusal is not None:
-                self._disable(worker, refusal)
-                continue
-            for entry in entries:
-                if not subscription.filter.matches_entry(entry):
+        for entry in entries:
+            # In the order of the entries, so each subscription's deliveries keep the changes' order.
+            for subscription_id in self._index.matching(entry):
+                subscription = self._workers[subscription_id].subscription
+                if not subscription.enabled:
                     continue
+                allowed = subscription.plates if owners is None else plates_of.get(subscription_id)
+                if allowed is None:
+                    continue  # its owner key was refused above
+                plates = allowed
                 if entry.published_time_ms < subscription.created_time_ms:
                     # Published before the subscription existed: read again from the violations topic
                     # (a new alerts group starts at its beginning), never news to this subscriber.
@@ -334,8 +365,8 @@ class WebhookDispatcher:
                 if body is None:
                     body = self._body(entry, plates)
                     bodies[(entry.seq, plates)] = body
-                new.append(NewDelivery(subscription.subscription_id, entry.idempotency_key,
-                                       self.feed.cursor(entry.seq), body))
+                new.append(NewDelivery(subscription_id, entry.idempotency_key, self.feed.cursor(entry.seq),
+                                       body))
         if new:
             for delivery in self.store.add_deliveries(new):
                 self._enqueue(delivery)
@@ -364,7 +395,7 @@ class WebhookDispatcher:
             self._queued.add(delivery.delivery_id)
         except asyncio.QueueFull:
             self._dead_lettered("queue_full")
-            self.store.record_attempt(
+            self._record(
                 delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=delivery.attempts,
                 status_code=None, error=f"queue full ({self.settings.queue_per_subscription} waiting): "
                                         "the endpoint is slower than the changes")
@@ -390,26 +421,26 @@ class WebhookDispatcher:
             subscription = worker.subscription
             if not subscription.enabled:
                 self._dead_lettered("subscription_disabled")
-                self.store.record_attempt(delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=attempts,
-                                          status_code=None,
-                                          error=f"subscription disabled: {subscription.disabled_reason}")
+                self._record(delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=attempts,
+                             status_code=None,
+                             error=f"subscription disabled: {subscription.disabled_reason}")
                 return
             refusal, plates = self._owner_access(
                 subscription, self.keys.active_by_id(DELIVERY_KEY_AGE_S) if self.keys.enforced else None)
             if refusal is not None:
                 self._disable(worker, refusal)
                 self._dead_lettered("owner_key")
-                self.store.record_attempt(delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=attempts,
-                                          status_code=None, error=refusal)
+                self._record(delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=attempts,
+                             status_code=None, error=refusal)
                 return
             attempts += 1
             status_code, error, duration_ms = await self._attempt(subscription, delivery, plates)
             self._count_attempt(error, duration_ms)
             if error is None:
                 worker.consecutive_failures = 0
-                self.store.record_attempt(delivery.delivery_id, status=DeliveryStatus.DELIVERED,
-                                          attempts=attempts, status_code=status_code, error=None,
-                                          duration_ms=duration_ms)
+                self._record(delivery.delivery_id, status=DeliveryStatus.DELIVERED,
+                             attempts=attempts, status_code=status_code, error=None,
+                             duration_ms=duration_ms)
                 return
             worker.consecutive_failures += 1
             if worker.consecutive_failures >= settings.disable_after_failures:
@@ -417,17 +448,33 @@ class WebhookDispatcher:
                           f"last error: {error}")
                 self._disable(worker, reason)
                 self._dead_lettered("subscription_disabled")
-                self.store.record_attempt(delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=attempts,
-                                          status_code=status_code, error=error, duration_ms=duration_ms)
+                self._record(delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=attempts,
+                             status_code=status_code, error=error, duration_ms=duration_ms)
                 return
             if attempts >= settings.max_attempts:
                 self._dead_lettered("attempts_exhausted")
-                self.store.record_attempt(delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=attempts,
-                                          status_code=status_code, error=error, duration_ms=duration_ms)
+                self._record(delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=attempts,
+                             status_code=status_code, error=error, duration_ms=duration_ms)
                 return
-            self.store.record_attempt(delivery.delivery_id, status=DeliveryStatus.PENDING, attempts=attempts,
-                                      status_code=status_code, error=error, duration_ms=duration_ms)
+            self._record(delivery.delivery_id, status=DeliveryStatus.PENDING, attempts=attempts,
+                         status_code=status_code, error=error, duration_ms=duration_ms)
             await asyncio.sleep(self.backoff_s(attempts))
+
+    def _record(self, delivery_id: int, *, status: DeliveryStatus, attempts: int, status_code: int | None,
+                error: str | None, duration_ms: int | None = None) -> None:
+        """Record an outcome with the others of this pass of the loop (written right after it)."""
+        if not self._outcomes:
+            asyncio.get_running_loop().call_soon(self._write_outcomes)
+        self._outcomes.append(Attempt(delivery_id, status, attempts, status_code, error, duration_ms))
+
+    def _write_outcomes(self) -> None:
+        outcomes, self._outcomes = self._outcomes, []
+        if not outcomes:
+            return
+        try:
+            self.store.record_attempts(outcomes)
+        except Exception:  # the rows stay pending: delivered again after a restart (at least once)
+            log.exception("%d webhook delivery outcomes could not be recorded", len(outcomes))
 
     def _count_attempt(self, error: str | None, duration_ms: int | None) -> None:
         # An attempt without a duration sent nothing: its destination was refused (see _attempt).
@@ -457,13 +504,15 @@ class WebhookDispatcher:
         """The body to send now and its change (opened/cleared). A body stored with unmasked plates is
         masked when the owner key lost `plates` since; one about to be sent unmasked is audited under the
         owner key (each attempt is a disclosure to the receiver)."""
+        change = change_of(delivery.idempotency_key)
+        if not subscription.plates or change not in ("opened", "cleared"):
+            return delivery.body, change  # stored masked, or a case event (nothing personal in it)
         try:
             message = json.loads(delivery.body)
         except ValueError:
-            return delivery.body, ""
-        change = str(message.get("change", ""))
-        if not subscription.plates or "violation" not in message:
-            return delivery.body, change  # stored masked, or a case event (nothing personal in it)
+            return delivery.body, change
+        if "violation" not in message:
+            return delivery.body, change
         violation = msgspec.convert(message["violation"], Violation)
         if not plates:
             message["violation"] = present_violation(violation, plates=False)
@@ -474,7 +523,15 @@ class WebhookDispatcher:
         return delivery.body, change
 
     def _refused_destination(self, url: str) -> str | None:
-        """A URL with a literal address never reaches the resolver: check it here."""
+        """A URL with a literal address never reaches the resolver: check it here (once per URL)."""
+        if url in self._refusals:
+            return self._refusals[url]
+        if len(self._refusals) > _MAX_CHECKED_URLS:
+            self._refusals.clear()
+        refusal = self._refusals[url] = self._check_destination(url)
+        return refusal
+
+    def _check_destination(self, url: str) -> str | None:
         host = URL(url).host or ""
         try:
             self.policy.check_host_name(host)
@@ -485,10 +542,9 @@ class WebhookDispatcher:
         return None
 
     async def _attempt(self, subscription: Subscription, delivery: Delivery,
-                       plates: bool) -> tuple[int | None, str | None, int | None]:
+                       plates: bool) -> Outcome:
         """(status code, error or None, duration in ms) of one POST; no duration when the destination was
         refused and nothing was sent."""
-        assert self._client is not None
         refused = self._refused_destination(subscription.url)
         if refused is not None:
             return None, refused, None
@@ -502,28 +558,7 @@ class WebhookDispatcher:
             DELIVERY_HEADER: str(delivery.delivery_id),
             EVENT_HEADER: f"case.{change}" if change.startswith("case_") else f"violation.{change}",
         }
-        timeout_s = self.settings.timeout_s
-        started = time.monotonic()
-        try:
-            async with self._client.post(subscription.url, data=body, headers=headers,
-                                         allow_redirects=False) as response:
-                status = response.status
-                # Read a bounded part of the answer so the connection can be reused, and drop it.
-                await response.content.read(_DRAIN_BYTES)
-        except TimeoutError:
-            return None, f"no answer within {timeout_s:g} s", _elapsed_ms(started)
-        except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc.os_error, DestinationRefused):
-                return None, str(exc.os_error), None
-            return None, f"{type(exc).__name__}: {exc}"[:500], _elapsed_ms(started)
-        except aiohttp.ClientError as exc:
-            return None, f"{type(exc).__name__}: {exc}"[:500], _elapsed_ms(started)
-        duration_ms = _elapsed_ms(started)
-        if 200 <= status < 300:
-            return status, None, duration_ms
-        if 300 <= status < 400:
-            return status, f"HTTP {status}: redirects are not followed; subscribe the final URL", duration_ms
-        return status, f"HTTP {status}", duration_ms
+        return await self._sender.post(subscription.url, body, headers)
 
     async def _prune_forever(self) -> None:
         while True:
@@ -532,5 +567,11 @@ class WebhookDispatcher:
                 self.store.prune(subscription_id, self.settings.delivery_log_per_subscription)
 
 
-def _elapsed_ms(started: float) -> int:
-    return round((time.monotonic() - started) * 1000)
+def change_of(idempotency_key: str) -> str:
+    """The change a delivery carries, from its idempotency key: `<violation id>:<open|cleared>:<ms>` for a
+    violation change (opened, cleared), `<case id>:<kind>:<due ms>` for a case event (its kind)."""
+    parts = idempotency_key.rsplit(":", 2)
+    if len(parts) != 3:
+        return ""
+    return {"open": "opened", "cleared": "cleared"}.get(parts[1], parts[1])
+

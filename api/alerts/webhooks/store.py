@@ -150,6 +150,18 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class Attempt:
+    """The outcome of a delivery attempt (or of a delivery given up without one), to be recorded."""
+
+    delivery_id: int
+    status: DeliveryStatus
+    attempts: int
+    status_code: int | None
+    error: str | None
+    duration_ms: int | None = None
+
+
+@dataclass(frozen=True)
 class NewDelivery:
     subscription_id: str
     idempotency_key: str
@@ -169,6 +181,11 @@ _SUBSCRIPTION_COLUMNS = ("subscription_id, url, filter, secret, description, own
                          "disabled_reason, created_time_ms, previous_secret, previous_secret_expires_time_ms")
 _DELIVERY_COLUMNS = ("delivery_id, subscription_id, idempotency_key, change_id, body, status, attempts, "
                      "last_status_code, last_error, created_time_ms, updated_time_ms, last_duration_ms")
+
+
+_RECORD_ATTEMPT: Final = (
+    "UPDATE deliveries SET status = ?, attempts = ?, last_status_code = ?, last_error = ?, "
+    "updated_time_ms = ?, last_duration_ms = COALESCE(?, last_duration_ms) WHERE delivery_id = ?")
 
 
 class WebhookStore:
@@ -292,10 +309,14 @@ class WebhookStore:
 
     def record_attempt(self, delivery_id: int, *, status: DeliveryStatus, attempts: int,
                        status_code: int | None, error: str | None, duration_ms: int | None = None) -> None:
-        self._execute(
-            "UPDATE deliveries SET status = ?, attempts = ?, last_status_code = ?, last_error = ?, "
-            "updated_time_ms = ?, last_duration_ms = COALESCE(?, last_duration_ms) WHERE delivery_id = ?",
-            (status.value, attempts, status_code, error, now_ms(), duration_ms, delivery_id))
+        self.record_attempts([Attempt(delivery_id, status, attempts, status_code, error, duration_ms)])
+
+    def record_attempts(self, outcomes: Sequence[Attempt]) -> None:
+        """Several outcomes in one transaction, in the order given."""
+        now = now_ms()
+        with self._db.transaction() as tx:
+            tx.execute_many(_RECORD_ATTEMPT, [(a.status.value, a.attempts, a.status_code, a.error, now,
+                                               a.duration_ms, a.delivery_id) for a in outcomes])
 
     def deliveries(self, subscription_id: str, *, status: DeliveryStatus | None = None,
                    before_id: int | None = None, limit: int = 100) -> list[Delivery]:

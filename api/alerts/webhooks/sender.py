@@ -1,0 +1,336 @@
+"""The HTTP side of webhook delivery: one POST, its answer's status, or why it failed.
+
+`HttpSender` posts from the dispatcher's own event loop (api/alerts/webhooks/http1.py). `SenderProcess`
+makes the same posts in a child process of its own: at a thousand and more deliveries a second the HTTP
+client's work held the interpreter that the pipeline runs in. The dispatcher keeps
+everything else (queues, ordering, retries, signing, the store, metrics); the child only sends, and answers
+each request with the same outcome HttpSender gives. Requests and answers cross one pipe in batches (one
+message per pass of either event loop), msgpack-encoded. This process's loop reads the answers when the
+pipe is readable (no thread in between: here, under load, every hand-over between threads waits for the
+interpreter's lock, which the pipeline holds); the child reads the requests on a thread of its own, so
+that neither side can block the other for good while both write.
+
+If the child dies, the requests it held fail as attempts ("the webhook sender process ended"), retried
+like any failed attempt; the next request starts a new child. If this process dies, the child sees its
+pipe close and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import logging
+import multiprocessing
+import signal
+import threading
+import time
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Protocol
+
+import msgspec
+
+from api.alerts.webhooks.destinations import DestinationPolicy, DestinationRefused, GuardedResolver
+from api.alerts.webhooks.http1 import Http1Client
+from core.log_format import LogFormat, configure_logging, json_logs_on
+from core.settings import WebhookSettings
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "citywatch-webhooks/1"
+# Read and thrown away from an answer so its connection can be reused; never stored or shown.
+_DRAIN_BYTES = 4096
+
+# (status code or None, error or None, duration in ms or None when nothing was sent)
+Outcome = tuple[int | None, str | None, int | None]
+
+
+class Sender(Protocol):
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> Outcome: ...
+
+
+class HttpSender:
+    """POSTs through the guarded resolver (api/alerts/webhooks/http1.py), redirects not followed, within
+    `timeout_s`; connections to a receiver are kept open and reused."""
+
+    def __init__(self, settings: WebhookSettings) -> None:
+        self.settings = settings
+        self.policy = DestinationPolicy(settings.allowed_private_networks)
+        self._client: Http1Client | None = None
+
+    async def start(self) -> None:
+        self._client = Http1Client(GuardedResolver(self.policy), self.settings.timeout_s, USER_AGENT,
+                                   drain_bytes=_DRAIN_BYTES)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> Outcome:
+        assert self._client is not None
+        timeout_s = self.settings.timeout_s
+        started = time.monotonic()
+        try:
+            status = await self._client.post(url, body, headers)
+        except TimeoutError:
+            return None, f"no answer within {timeout_s:g} s", _elapsed_ms(started)
+        except DestinationRefused as exc:
+            return None, str(exc), None
+        except OSError as exc:  # refused or broken connections, TLS failures, answers that are not HTTP
+            return None, f"{type(exc).__name__}: {exc}"[:500], _elapsed_ms(started)
+        duration_ms = _elapsed_ms(started)
+        if 200 <= status < 300:
+            return status, None, duration_ms
+        if 300 <= status < 400:
+            return status, f"HTTP {status}: redirects are not followed; subscribe the final URL", duration_ms
+        return status, f"HTTP {status}", duration_ms
+
+
+def _elapsed_ms(started: float) -> int:
+    return round((time.monotonic() - started) * 1000)
+
+
+class _Request(msgspec.Struct, array_like=True):
+    request_id: int
+    url: str
+    body: bytes
+    headers: dict[str, str]
+
+
+class _Answer(msgspec.Struct, array_like=True):
+    request_id: int
+    status_code: int | None
+    error: str | None
+    duration_ms: int | None
+
+
+_READY = b"ready"
+_STOP = b"stop"
+# How long a new child may take to import and start.
+_READY_S = 60.0
+# Beyond the request timeout, how long to wait for the child's answer before failing the attempt.
+_ANSWER_GRACE_S = 10.0
+
+
+class SenderProcessError(RuntimeError):
+    """The sender process could not be started."""
+
+
+class SenderProcess:
+    """HttpSender's posts made by a child process; `post` is called on the dispatcher's event loop."""
+
+    def __init__(self, settings: WebhookSettings) -> None:
+        self.settings = settings
+        self._conn: Connection | None = None
+        self._child: BaseProcess | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[Outcome]] = {}
+        self._outgoing: list[_Request] = []
+        # (when to give up waiting, request id), in the order sent: the deadlines are increasing.
+        self._deadlines: collections.deque[tuple[float, int]] = collections.deque()
+        self._expiry: asyncio.Task[None] | None = None
+        self._encoder = msgspec.msgpack.Encoder()
+        self._decoder = msgspec.msgpack.Decoder(list[_Answer])
+
+    @property
+    def child_pid(self) -> int | None:
+        return self._child.pid if self._child is not None else None
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._spawn()
+        self._expiry = self._loop.create_task(self._expire_forever())
+
+    async def close(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry
+        conn, child = self._conn, self._child
+        self._conn = self._child = None
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.send_bytes(_STOP)
+        if child is not None:
+            await asyncio.to_thread(child.join, 10)
+            if child.is_alive():
+                child.kill()
+        if conn is not None:
+            self._close_pipe(conn)
+        self._fail_waiting("the webhook sender process was stopped")
+
+    def _spawn(self) -> None:
+        # Spawned, not forked: this process runs threads (and holds locks) a fork would copy half-way.
+        context = multiprocessing.get_context("spawn")
+        ours, theirs = context.Pipe()
+        log_format: LogFormat = "json" if json_logs_on() else "text"
+        logs = (logging.getLevelName(logging.getLogger().getEffectiveLevel()), log_format)
+        child = context.Process(target=_child_main, args=(theirs, self.settings, logs),
+                                name="citywatch-webhooks", daemon=True)
+        child.start()
+        theirs.close()
+        try:
+            if not ours.poll(_READY_S) or ours.recv_bytes() != _READY:
+                raise SenderProcessError(f"the webhook sender process did not start within {_READY_S:.0f} s")
+        except (EOFError, OSError):
+            child.join(_READY_S)
+            raise SenderProcessError(f"the webhook sender process exited at start (exit code "
+                                     f"{child.exitcode}); its error is in the log above") from None
+        self._conn, self._child = ours, child
+        assert self._loop is not None
+        self._loop.add_reader(ours.fileno(), self._read_answers, ours)
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> Outcome:
+        if self._conn is None or self._child is None:  # the child's pipe closed
+            # What the dead child held is lost.
+            self._conn = None
+            self._fail_waiting("the webhook sender process ended")
+            try:
+                self._spawn()
+            except SenderProcessError as exc:
+                return None, str(exc), None
+        request_id = next(self._ids)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Outcome] = loop.create_future()
+        self._waiting[request_id] = future
+        self._deadlines.append((loop.time() + self.settings.timeout_s + _ANSWER_GRACE_S, request_id))
+        if not self._outgoing:
+            loop.call_soon(self._send_outgoing)
+        self._outgoing.append(_Request(request_id, url, body, headers))
+        try:
+            return await future
+        finally:
+            self._waiting.pop(request_id, None)
+
+    async def _expire_forever(self) -> None:
+        """The child answers every request within its timeout; one it never answers (a hung child) fails
+        here, checked once a second rather than with a timer per request."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(1.0)
+            now = loop.time()
+            while self._deadlines and self._deadlines[0][0] <= now:
+                _, request_id = self._deadlines.popleft()
+                self._answer(request_id, (None, f"no answer from the webhook sender process within "
+                                                f"{self.settings.timeout_s + _ANSWER_GRACE_S:g} s", None))
+
+    def _send_outgoing(self) -> None:
+        batch, self._outgoing = self._outgoing, []
+        conn = self._conn
+        try:
+            if conn is None:
+                raise OSError("no sender process")
+            conn.send_bytes(self._encoder.encode(batch))
+        except OSError as exc:
+            for request in batch:
+                self._answer(request.request_id, (None, f"the webhook sender process ended ({exc})", None))
+
+    def _read_answers(self, conn: Connection) -> None:
+        """On the loop, when the pipe is readable: the batches of answers waiting, or the child's end."""
+        try:
+            while conn.poll():
+                self._answered(conn.recv_bytes())
+        except (EOFError, OSError):
+            self._child_gone(conn)
+
+    def _answered(self, data: bytes) -> None:
+        for answer in self._decoder.decode(data):
+            self._answer(answer.request_id, (answer.status_code, answer.error, answer.duration_ms))
+
+    def _answer(self, request_id: int, outcome: Outcome) -> None:
+        future = self._waiting.pop(request_id, None)
+        if future is not None and not future.done():
+            future.set_result(outcome)
+
+    def _child_gone(self, conn: Connection) -> None:
+        self._close_pipe(conn)
+        if conn is not self._conn:
+            return  # an earlier child's pipe, already replaced or closed
+        log.warning("the webhook sender process ended (exit code %s); %d requests in flight are failed "
+                    "attempts, and a new process takes the next ones",
+                    self._child.exitcode if self._child is not None else None, len(self._waiting))
+        self._conn = None
+        self._fail_waiting("the webhook sender process ended")
+
+    def _close_pipe(self, conn: Connection) -> None:
+        if self._loop is not None and not conn.closed:
+            with contextlib.suppress(ValueError, OSError):  # the loop or the pipe closed already
+                self._loop.remove_reader(conn.fileno())
+        with contextlib.suppress(OSError):
+            conn.close()
+
+    def _fail_waiting(self, error: str) -> None:
+        waiting, self._waiting = self._waiting, {}
+        for future in waiting.values():
+            if not future.done():
+                future.set_result((None, error, None))
+
+
+def _child_main(conn: Connection, settings: WebhookSettings, logs: tuple[str, LogFormat]) -> None:
+    # Ctrl-C reaches the whole process group: this process stops when the parent says so, or is gone.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    configure_logging(*logs)
+    asyncio.run(_serve(conn, settings))
+
+
+async def _serve(conn: Connection, settings: WebhookSettings) -> None:
+    sender = HttpSender(settings)
+    await sender.start()
+    loop = asyncio.get_running_loop()
+    stopped = loop.create_future()
+    encoder = msgspec.msgpack.Encoder()
+    decoder = msgspec.msgpack.Decoder(list[_Request])
+    answers: list[_Answer] = []
+    tasks: set[asyncio.Task[None]] = set()
+
+    def send_answers() -> None:
+        batch = answers.copy()
+        answers.clear()
+        with contextlib.suppress(OSError):  # the parent is gone: the reading thread ends the loop
+            conn.send_bytes(encoder.encode(batch))
+
+    async def post(request: _Request) -> None:
+        status_code, error, duration_ms = await sender.post(request.url, request.body, request.headers)
+        if not answers:
+            loop.call_soon(send_answers)
+        answers.append(_Answer(request.request_id, status_code, error, duration_ms))
+
+    def received(data: bytes) -> None:
+        for request in decoder.decode(data):
+            task = loop.create_task(post(request))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    def stop() -> None:
+        if not stopped.done():
+            stopped.set_result(None)
+
+    def read_requests() -> None:
+        """On a thread of its own, so that the parent's requests are always taken from the pipe, even while
+        this loop waits to write answers (neither side can then block the other for good)."""
+        while True:
+            try:
+                data = conn.recv_bytes()
+            except (EOFError, OSError):
+                data = _STOP  # the parent is gone
+            if data == _STOP:
+                loop.call_soon_threadsafe(stop)
+                return
+            loop.call_soon_threadsafe(received, data)
+
+    conn.send_bytes(_READY)
+    threading.Thread(target=read_requests, name="citywatch-webhook-requests", daemon=True).start()
+    try:
+        await stopped
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await sender.close()
