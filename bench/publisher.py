@@ -73,6 +73,9 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", required=True)
     parser.add_argument("--events", type=int, required=True)
+    parser.add_argument("--first", type=int, default=0,
+                        help="number of the first reading: a later run goes on with the bins' fill levels "
+                        "instead of taking them all back to the start at once")
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=0.0, help="events/s; 0 = as fast as the broker takes")
     parser.add_argument("--qos", type=int, default=1)
@@ -88,9 +91,9 @@ def main() -> int:
     publisher = MqttPublisher(args.url, args.client_id, qos=args.qos).connect()
     windowed = WindowedPublisher(publisher, args.window)
     started = time.perf_counter()
-    for i in range(args.events):
+    for n, i in enumerate(range(args.first, args.first + args.events)):
         if args.rate:
-            ahead_s = i / args.rate - (time.perf_counter() - started)
+            ahead_s = n / args.rate - (time.perf_counter() - started)
             if ahead_s > 0:
                 time.sleep(ahead_s)
         device_id = f"bench-{i % args.devices:05d}"

@@ -4,7 +4,9 @@ The processor thread is the only writer: it writes a batch with `executemany` in
 and calls `flush()` (a commit) once the batch's results must be durable, before it commits its bus offsets.
 Readers (the API's thread pool) each borrow their own connection from a small pool; in WAL mode a reader
 sees the last committed state and never waits for the writer, so the API stays fast while a batch is being
-written. Data written but not yet flushed is invisible to readers.
+written. Data written but not yet flushed is invisible to readers. Once started, a checkpointer copies
+committed pages from the WAL back into the database file on a thread and connection of its own, so that a
+commit never does (see `_WalCheckpointer`).
 
 Times are stored as INTEGER epoch ms; free-form maps (attributes, tags, evidence) as JSON TEXT, so SQLite's
 JSON functions can filter on them later without a schema change.
@@ -13,6 +15,7 @@ JSON functions can filter on them later without a schema change.
 from __future__ import annotations
 
 import contextlib
+import logging
 import pathlib
 import sqlite3
 import threading
@@ -68,12 +71,18 @@ from store.base import (
     encode_cursor,
 )
 
+log = logging.getLogger(__name__)
+
 FILE_NAME: Final = "citywatch.sqlite3"
 SCHEMA_VERSION: Final = 4
 # How long a connection waits for another one's write lock before giving up ("database is locked").
 BUSY_TIMEOUT_MS: Final = 5_000
 # Opening waits longer: another process may be creating or migrating the schema of the same file.
 SCHEMA_LOCK_WAIT_MS: Final = 120_000
+# The WAL is copied back and started over once it holds this many pages (of 4 KiB).
+WAL_RESTART_PAGES: Final = 10_000
+# The checkpointer's thread copies what was committed at most this often.
+CHECKPOINT_INTERVAL_S: Final = 0.2
 
 # Each list query has an index per filter that ends in its newest-first sort key, so a filtered page is an
 # index range scan that stops after `limit` rows instead of a sort of every matching row.
@@ -561,6 +570,84 @@ class StoreClosed(RuntimeError):
     """The store was closed; nothing can be read or written any more."""
 
 
+class _WalCheckpointer:
+    """Copies committed pages from the WAL back into the database file, off the writer's path.
+
+    SQLite's own (automatic) checkpoint runs inside the COMMIT that takes the WAL past its threshold: the
+    writer copies every page written since the last one into the database file and syncs it while the
+    processor waits. With the events' random-key indexes, each small batch rewrites hundreds of pages, so
+    that happened about once a second at 2,500 events/s and held the commit 70-270 ms (BENCHMARKS.md,
+    "Latency at 5,000 events/s"), the largest part of the publish-to-stored tail.
+
+    Here a thread with its own connection runs a PASSIVE checkpoint after commits (at most one every
+    `interval_s`): it copies what is committed while the writer goes on appending to the WAL. SQLite
+    starts writing the WAL from its beginning again only when a write transaction begins with every
+    committed page copied, which a checkpoint running beside a busy writer rarely finishes in time for.
+    So once the WAL holds `restart_pages` pages, the checkpointer copies the rest between two batches
+    (with the writer's lock held and no write transaction open: only the pages of the last commits, as
+    the unlocked passes copied the others), and the next batch starts the WAL over. The WAL file stays
+    about as large as it was with the automatic checkpoint at that threshold.
+    """
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection], writer: sqlite3.Connection,
+                 write_lock: threading.Lock, *, restart_pages: int, interval_s: float) -> None:
+        self._conn = connect()
+        self._writer = writer
+        self._write_lock = write_lock
+        self.restart_pages = restart_pages
+        self.interval_s = interval_s
+        self._committed = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="citywatch-sqlite-checkpoint", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def committed(self) -> None:
+        """The writer committed: there are pages to copy."""
+        self._committed.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._committed.set()
+        self._thread.join(30)
+        if self._thread.is_alive():
+            log.error("the SQLite checkpointer did not stop within 30 s")
+            return
+        self._conn.close()
+
+    def _run(self) -> None:
+        wal_pages = 0
+        while True:
+            self._committed.wait()
+            if self._stopping.is_set():
+                return
+            self._committed.clear()
+            try:
+                wal_pages = self._restart_ready() if wal_pages >= self.restart_pages else self._copy()
+            except sqlite3.Error as exc:  # tried again after the next commit; the WAL grows meanwhile
+                log.warning("SQLite checkpoint failed: %s", exc)
+            if self._stopping.wait(self.interval_s):
+                return
+
+    def _copy(self) -> int:
+        """One PASSIVE checkpoint; returns the pages the WAL holds."""
+        _busy, wal_pages, _copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return int(wal_pages)
+
+    def _restart_ready(self) -> int:
+        """Copy every committed page while no write transaction is open, so that the next one starts the
+        WAL over; returns the pages still to count towards the next restart (0 once it is ready).
+        Most pages are copied first without the lock, so that the writer waits only for the last few."""
+        self._copy()
+        with self._write_lock:
+            if self._writer.in_transaction:  # a batch is being written: after its commit
+                return self.restart_pages
+            _busy, wal_pages, copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        # Not all copied: a reader still uses older pages of the WAL; tried again after the next commit.
+        return 0 if copied == wal_pages else int(wal_pages)
+
+
 def _encode_json(structs: Sequence[msgspec.Struct]) -> str:
     # Text, not bytes: SQLite reads a bound bytes object as a BLOB, which its JSON functions refuse.
     return _json_encoder.encode(structs).decode()
@@ -763,6 +850,7 @@ class SqliteStore(Store):
         self._idle_readers: list[sqlite3.Connection] = []
         self._readers: set[sqlite3.Connection] = set()
         self._closed = False
+        self._checkpointer: _WalCheckpointer | None = None
         self._writer = self._connect()
         try:
             self._init_writer()
@@ -798,8 +886,8 @@ class SqliteStore(Store):
         # Checkpoint every ~40 MB of WAL instead of 4 MB: consecutive batches dirty the same index pages
         # (one leaf per device), and a rarer checkpoint copies each such page back once instead of every
         # time. Measured +25-30% bulk insert rate at 1M readings (bench/store_choice.py); the WAL file
-        # stays below ~80 MB.
-        conn.execute("PRAGMA wal_autocheckpoint=10000")
+        # stays below ~80 MB. Until start(): from then on the checkpointer's thread does it.
+        conn.execute(f"PRAGMA wal_autocheckpoint={WAL_RESTART_PAGES}")
         # The version is read inside the write transaction: another process opening the same new file at
         # the same moment waits here for the schema instead of creating it a second time. A migration
         # of a large file can hold the lock for a while, hence the longer wait for this step only.
@@ -1029,6 +1117,9 @@ class SqliteStore(Store):
                 raise StoreClosed(f"{self.path}: store is closed")
             if self._writer.in_transaction:
                 self._writer.execute("COMMIT")
+                checkpointer = self._checkpointer
+                if checkpointer is not None:
+                    checkpointer.committed()
 
     # -- reads ---------------------------------------------------------------------------------------------
 
@@ -1286,12 +1377,29 @@ class SqliteStore(Store):
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
+    def start(self) -> None:
+        """Checkpoint on a thread of its own from now on, instead of in the commits (see _WalCheckpointer)."""
+        with self._write_lock:
+            if self._closed:
+                raise StoreClosed(f"{self.path}: store is closed")
+            if self._checkpointer is not None:
+                return
+            self._checkpointer = _WalCheckpointer(self._connect, self._writer, self._write_lock,
+                                                  restart_pages=WAL_RESTART_PAGES,
+                                                  interval_s=CHECKPOINT_INTERVAL_S)
+            self._writer.execute("PRAGMA wal_autocheckpoint=0")
+            self._checkpointer.start()
+
     def ping(self) -> None:
         # Touches the file (a read transaction on the schema), unlike a bare `SELECT 1`.
         self._read("SELECT count(*) FROM sqlite_schema")
 
     def close(self) -> None:
-        """Commit what is pending (a clean stop loses nothing), then close every connection. Idempotent."""
+        """Commit what is pending (a clean stop loses nothing), then close every connection. Idempotent.
+        Closing the last connection copies the whole WAL into the database file (SQLite does that)."""
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            checkpointer.stop()  # before the lock: a checkpoint in progress may be holding it
         with self._write_lock:
             if self._closed:
                 return
