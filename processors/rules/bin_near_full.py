@@ -58,11 +58,24 @@ class FillSums(msgspec.Struct):
 
     @classmethod
     def of(cls, points: list[Reading]) -> FillSums:
-        sums = cls(origin_ms=points[0][1])
-        for reading in points:
-            sums.add(reading)
-        sums.updates = 0
-        return sums
+        origin_ms = points[0][1]
+        return cls.of_columns(origin_ms, [(time_ms - origin_ms) / _HOUR_MS for _, time_ms, _ in points],
+                              [fill for _, _, fill in points])
+
+    @classmethod
+    def of_columns(cls, origin_ms: int, hours: list[float], fills: list[float]) -> FillSums:
+        """The sums of readings given as their hours since `origin_ms` and their fills. One pass with
+        local variables: the same additions in the same order as `add` makes, so the same floats, at a
+        third of the cost of a call per reading (this runs on every reading that needs the outlier
+        search)."""
+        sum_x = sum_y = sum_xx = sum_xy = sum_yy = 0.0
+        for x, y in zip(hours, fills, strict=True):
+            sum_x += x
+            sum_y += y
+            sum_xx += x * x
+            sum_xy += x * y
+            sum_yy += y * y
+        return cls(origin_ms=origin_ms, count=len(hours), x=sum_x, y=sum_y, xx=sum_xx, xy=sum_xy, yy=sum_yy)
 
     def hours(self, time_ms: int) -> float:
         return (time_ms - self.origin_ms) / _HOUR_MS
@@ -115,10 +128,11 @@ def fit_fill(points: list[Reading], outlier_pct: float, sums: FillSums | None = 
     if count > 3 and _may_have_outlier(sums, slope, intercept, points, outlier_pct):
         # Searched on sums made afresh: running sums differ from them in the last bits, which could tip a
         # tie between two equally bad readings the other way.
-        sums = FillSums.of(points)
-        slope, intercept = sums.line()
-        hours = [sums.hours(time_ms) for _, time_ms, _ in points]
+        origin_ms = points[0][1]
+        hours = [(time_ms - origin_ms) / _HOUR_MS for _, time_ms, _ in points]
         fills = [fill for _, _, fill in points]
+        sums = FillSums.of_columns(origin_ms, hours, fills)
+        slope, intercept = sums.line()
         sum_x, sum_y, sum_xx, sum_xy = sums.x, sums.y, sums.xx, sums.xy
         # The candidate is the reading whose removal improves the fit most: for least squares the
         # squared error drops by residual^2 / (1 - leverage) (no refit per point needed). It is then
@@ -128,10 +142,13 @@ def fit_fill(points: list[Reading], outlier_pct: float, sums: FillSums | None = 
         mean_x = sum_x / count
         spread = sum_xx - sum_x * sum_x / count
         worst, worst_score, worst_residual, worst_keep = 0, -1.0, 0.0, 1.0
+        own_share = 1.0 / count
         for index, (x, y) in enumerate(zip(hours, fills, strict=True)):
             residual = y - (intercept + slope * x)
-            leverage = 1.0 / count + ((x - mean_x) ** 2 / spread if spread > 0 else 0.0)
-            keep_share = max(1.0 - leverage, 1e-9)
+            leverage = own_share + ((x - mean_x) ** 2 / spread if spread > 0 else 0.0)
+            keep_share = 1.0 - leverage
+            if keep_share < 1e-9:
+                keep_share = 1e-9
             score = residual * residual / keep_share
             if score > worst_score:
                 worst, worst_score, worst_residual, worst_keep = index, score, residual, keep_share
