@@ -31,7 +31,7 @@ from core.settings import RelationalKind, RelationalSettings
 from processors.cases.evaluation import CaseColumns
 from processors.cases.model import Case, CaseOrigin, CaseState, CaseViolation, HistoryEntry, Resolution
 from store.case_columns import EvaluationColumns
-from store.relational import Database, Executor, Schema, open_database, stored_schema_version
+from store.relational import Database, Executor, Schema, open_migrated, stored_schema_version
 
 FILE_NAME: Final = "cases.sqlite3"
 SCHEMA_VERSION: Final = 3
@@ -466,13 +466,7 @@ class CaseStore:
 
     @classmethod
     def open(cls, relational: RelationalSettings, data_dir: Path) -> CaseStore:
-        database = open_database(relational, data_dir, FILE_NAME, SCHEMA)
-        try:
-            _migrate(database)
-        except BaseException:
-            database.close()
-            raise
-        return cls(database)
+        return cls(open_migrated(relational, data_dir, FILE_NAME, SCHEMA, _migrate))
 
     @contextmanager
     def violation_batch(self, violation_ids: Sequence[str],

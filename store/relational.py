@@ -21,7 +21,7 @@ import logging
 import sqlite3
 import threading
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -296,3 +296,16 @@ def open_database(settings: RelationalSettings, data_dir: Path, file_name: str,
     if settings.kind is RelationalKind.POSTGRESQL:
         return PostgresDatabase.open(settings.postgresql, schema)
     return SqliteDatabase.open(data_dir / file_name, schema.sqlite)
+
+
+def open_migrated(settings: RelationalSettings, data_dir: Path, file_name: str, schema: Schema,
+                  migrate: Callable[[Database], None]) -> SqliteDatabase | PostgresDatabase:
+    """`open_database`, then `migrate` brings an older schema up to date; a database whose migration
+    fails is closed again before the error goes on."""
+    database = open_database(settings, data_dir, file_name, schema)
+    try:
+        migrate(database)
+    except BaseException:
+        database.close()
+        raise
+    return database

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from core.settings import RelationalSettings
-from store.relational import Database, Schema, open_database, stored_schema_version
+from store.relational import Database, Schema, open_migrated, stored_schema_version
 
 FILE_NAME: Final = "reports.sqlite3"
 SCHEMA_VERSION: Final = 1
@@ -60,13 +60,7 @@ class ReportStore:
 
     @classmethod
     def open(cls, relational: RelationalSettings, data_dir: Path) -> ReportStore:
-        database = open_database(relational, data_dir, FILE_NAME, SCHEMA)
-        try:
-            _migrate(database)
-        except BaseException:
-            database.close()
-            raise
-        return cls(database)
+        return cls(open_migrated(relational, data_dir, FILE_NAME, SCHEMA, _migrate))
 
     def publish(self, content: dict[str, Any]) -> bool:
         """Stores the report unless one with its id exists; whether this call stored it."""

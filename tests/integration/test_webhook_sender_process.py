@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
 
 import pytest
 
@@ -23,14 +22,6 @@ pytestmark = pytest.mark.integration
 
 LOCAL = WebhookSettings(max_attempts=5, backoff_base_s=0.01, backoff_max_s=0.05, timeout_s=2.0,
                         disable_after_failures=50, allowed_private_networks=("127.0.0.0/8",))
-
-
-@pytest.fixture
-def apis() -> Iterator[list[AlertApi]]:
-    started: list[AlertApi] = []
-    yield started
-    for api in started:
-        api.close()
 
 
 def start(apis: list[AlertApi], tmp_path, settings: WebhookSettings) -> AlertApi:
