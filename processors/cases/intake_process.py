@@ -22,16 +22,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
 import os
-import signal
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 import msgspec
 
-from core.log_format import LogFormat, configure_logging, json_logs_on
+from core.child_process import READY, ChildLogs, spawn_child, start_child
 from core.models import Violation
 from core.settings import Settings
 from processors.cases.intake import CaseIntake
@@ -44,9 +42,6 @@ log = logging.getLogger(__name__)
 
 _GIVE_UP = b"give-up"
 _STOP = b"stop"
-_READY = b"ready"
-# How long a new child may take to import and open the case store.
-_READY_S = 60.0
 # How often the worker looks whether the intake is giving up while the child applies a chunk.
 _POLL_S = 0.2
 # The child runs at a lower CPU priority than the pipeline: when ingest, the rules and the broker want
@@ -93,25 +88,10 @@ class CaseIntakeProcess(CaseIntake):
             conn.close()
 
     def _spawn(self) -> None:
-        # Spawned, not forked: this process runs threads (and holds locks) a fork would copy half-way.
-        context = multiprocessing.get_context("spawn")
-        ours, theirs = context.Pipe()
-        # Its log lines as this process writes them: the same level and format.
-        log_format: LogFormat = "json" if json_logs_on() else "text"
-        logs = (logging.getLevelName(logging.getLogger().getEffectiveLevel()), log_format)
-        child = context.Process(target=_child_main, args=(theirs, self._settings, self._data_dir, logs),
-                                name="citywatch-cases", daemon=True)
-        child.start()
-        theirs.close()
         # Ready once it opened the case store: a child that cannot is an error at start, not a chunk later.
-        try:
-            if not ours.poll(_READY_S) or ours.recv_bytes() != _READY:
-                raise CaseIntakeProcessError(f"the case intake process did not start within {_READY_S:.0f} s")
-        except (EOFError, OSError):
-            child.join(_READY_S)
-            raise CaseIntakeProcessError(f"the case intake process exited at start (exit code "
-                                         f"{child.exitcode}); its error is in the log above") from None
-        self._conn, self._child = ours, child
+        self._conn, self._child = spawn_child(_child_main, (self._settings, self._data_dir),
+                                              name="citywatch-cases", what="case intake process",
+                                              error=CaseIntakeProcessError)
 
     def _apply(self, batch: list[FeedEntry]) -> None:
         if not batch:
@@ -170,18 +150,16 @@ class _ChildIntake(CaseIntake):
         return self.applied - applied, self.failed - failed
 
 
-def _child_main(conn: Connection, settings: Settings, data_dir: Path, logs: tuple[str, LogFormat]) -> None:
-    # Ctrl-C reaches the whole process group: this process stops when the parent says so (after the
-    # queue drained), or when the parent is gone.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _child_main(conn: Connection, settings: Settings, data_dir: Path, logs: ChildLogs) -> None:
+    # The parent stops it after the queue drained (start_child), or it sees the pipe close.
+    start_child(logs)
     os.nice(CHILD_NICENESS)
-    configure_logging(*logs)
     store = CaseStore.open(settings.relational, data_dir)
     try:
         service = CaseService(store, CaseRouter(settings.cases, settings.traffic.time_zone))
         intake = _ChildIntake(service, conn)
         decoder = msgspec.msgpack.Decoder(list[Violation])
-        conn.send_bytes(_READY)
+        conn.send_bytes(READY)
         while True:
             try:
                 message = conn.recv_bytes()

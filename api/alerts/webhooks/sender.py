@@ -22,8 +22,6 @@ import collections
 import contextlib
 import itertools
 import logging
-import multiprocessing
-import signal
 import threading
 import time
 from multiprocessing.connection import Connection
@@ -34,7 +32,7 @@ import msgspec
 
 from api.alerts.webhooks.destinations import DestinationPolicy, DestinationRefused, GuardedResolver
 from api.alerts.webhooks.http1 import Http1Client
-from core.log_format import LogFormat, configure_logging, json_logs_on
+from core.child_process import READY, ChildLogs, spawn_child, start_child
 from core.settings import WebhookSettings
 
 log = logging.getLogger(__name__)
@@ -110,10 +108,7 @@ class _Answer(msgspec.Struct, array_like=True):
     duration_ms: int | None
 
 
-_READY = b"ready"
 _STOP = b"stop"
-# How long a new child may take to import and start.
-_READY_S = 60.0
 # Beyond the request timeout, how long to wait for the child's answer before failing the attempt.
 _ANSWER_GRACE_S = 10.0
 
@@ -167,22 +162,8 @@ class SenderProcess:
         self._fail_waiting("the webhook sender process was stopped")
 
     def _spawn(self) -> None:
-        # Spawned, not forked: this process runs threads (and holds locks) a fork would copy half-way.
-        context = multiprocessing.get_context("spawn")
-        ours, theirs = context.Pipe()
-        log_format: LogFormat = "json" if json_logs_on() else "text"
-        logs = (logging.getLevelName(logging.getLogger().getEffectiveLevel()), log_format)
-        child = context.Process(target=_child_main, args=(theirs, self.settings, logs),
-                                name="citywatch-webhooks", daemon=True)
-        child.start()
-        theirs.close()
-        try:
-            if not ours.poll(_READY_S) or ours.recv_bytes() != _READY:
-                raise SenderProcessError(f"the webhook sender process did not start within {_READY_S:.0f} s")
-        except (EOFError, OSError):
-            child.join(_READY_S)
-            raise SenderProcessError(f"the webhook sender process exited at start (exit code "
-                                     f"{child.exitcode}); its error is in the log above") from None
+        ours, child = spawn_child(_child_main, (self.settings,), name="citywatch-webhooks",
+                                  what="webhook sender process", error=SenderProcessError)
         self._conn, self._child = ours, child
         assert self._loop is not None
         self._loop.add_reader(ours.fileno(), self._read_answers, ours)
@@ -273,10 +254,8 @@ class SenderProcess:
                 future.set_result((None, error, None))
 
 
-def _child_main(conn: Connection, settings: WebhookSettings, logs: tuple[str, LogFormat]) -> None:
-    # Ctrl-C reaches the whole process group: this process stops when the parent says so, or is gone.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    configure_logging(*logs)
+def _child_main(conn: Connection, settings: WebhookSettings, logs: ChildLogs) -> None:
+    start_child(logs)
     asyncio.run(_serve(conn, settings))
 
 
@@ -325,7 +304,7 @@ async def _serve(conn: Connection, settings: WebhookSettings) -> None:
                 return
             loop.call_soon_threadsafe(received, data)
 
-    conn.send_bytes(_READY)
+    conn.send_bytes(READY)
     threading.Thread(target=read_requests, name="citywatch-webhook-requests", daemon=True).start()
     try:
         await stopped
