@@ -60,11 +60,6 @@ def api(tmp_path: Path, relational: RelationalSettings) -> Iterator[AlertApi]:
     api.close()
 
 
-@pytest.fixture
-def client(api: AlertApi) -> TestClient:
-    return api.client()
-
-
 def test_every_endpoint_but_health_needs_a_key(api: AlertApi, client: TestClient) -> None:
     checked = 0
     for route in iter_route_contexts(api.app.routes):  # the routes as included, with their prefixes

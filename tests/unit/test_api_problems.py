@@ -33,11 +33,6 @@ def api(tmp_path: Path) -> Iterator[AlertApi]:
     api.close()
 
 
-@pytest.fixture
-def client(api: AlertApi) -> TestClient:
-    return api.client()
-
-
 def operations(document: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
     for path, item in document["paths"].items():
         for method, operation in item.items():

@@ -32,11 +32,6 @@ def api(tmp_path: Path, relational: RelationalSettings) -> Iterator[AlertApi]:
     api.close()
 
 
-@pytest.fixture
-def client(api: AlertApi) -> TestClient:
-    return api.client()
-
-
 def key_id(token: str) -> str:
     return token.split("_")[1]
 

@@ -57,11 +57,6 @@ def api(tmp_path: Path) -> Iterator[AlertApi]:
     api.close()
 
 
-@pytest.fixture
-def client(api: AlertApi) -> TestClient:
-    return api.client()
-
-
 def test_the_session_names_the_key_its_scopes_and_the_map_settings(api: AlertApi, client: TestClient) -> None:
     reader = client.get("/v1/console/session", headers=bearer(api.key(Scope.VIOLATIONS_READ, name="desk")))
     assert reader.status_code == 200

@@ -105,11 +105,6 @@ def api(tmp_path: Path, relational: RelationalSettings) -> Iterator[AlertApi]:
     api.close()
 
 
-@pytest.fixture
-def client(api: AlertApi) -> TestClient:
-    return api.client()
-
-
 def reader(api: AlertApi, *scopes: Scope) -> dict[str, str]:
     return bearer(api.key(Scope.CASES_READ, *scopes))
 
