@@ -64,6 +64,9 @@ OnMessageToAck = Callable[[str, bytes, int, Settle], None]
 # Packets read per wake-up of paho's network thread (see _BurstReadingClient).
 READ_BURST_PACKETS = 64
 
+# How long stop() waits for the broker to confirm it has read our acknowledgements (see stop()).
+STOP_ROUND_TRIP_S = 2.0
+
 # CONNACK reason codes retrying cannot fix: bad user name or password (134), not authorised (135),
 # banned (138), bad authentication method (140). MQTT 3.1.1 return codes 4 and 5 map to 134 and 135.
 AUTH_REFUSED_CODES = frozenset({134, 135, 138, 140})
@@ -201,7 +204,13 @@ class MqttSource:
         log.info("MQTT source connecting to %s:%d for %s", self._host, self._port, ", ".join(self._desired))
 
     def stop(self) -> None:
-        """Disconnect cleanly and wait for paho's thread to end (at most ~1 s if waiting to reconnect)."""
+        """Disconnect cleanly and wait for paho's thread to end (at most ~1 s if waiting to reconnect).
+
+        First one ping round trip: a broker reads a connection's packets in order, so once it answers, it
+        has processed every PUBACK sent before. Without it, a session that takes over the client id right
+        after (a restart) can be handled by the broker before those PUBACKs (mosquitto reads one packet per
+        connection at a time), and it is sent those messages again: hundreds after a burst, seen in tests.
+        """
         if not self._started:
             return
         with self._acks:
@@ -209,6 +218,11 @@ class MqttSource:
             self._accepting = False
             self._generation += 1  # acknowledgements from now on are dropped: the loop is going away
             self._acks.notify_all()
+            connected = self._connected
+        if connected and not self._client.round_trip(STOP_ROUND_TRIP_S):
+            log.warning("MQTT broker %s:%d did not answer a ping within %.0f s while stopping; messages "
+                        "acknowledged last may be delivered again to the next session", self._host,
+                        self._port, STOP_ROUND_TRIP_S)
         self._client.disconnect()
         # loop_stop also ends a reconnect() that raced with disconnect() (it checks a terminate flag).
         self._client.loop_stop()
@@ -375,7 +389,36 @@ class _BurstReadingClient(mqtt.Client):
     six objects a message that only the cyclic garbage collector frees. They were most of what its young
     passes found (13,000 closures in one pass at 2,500 messages/s), and every pass stops every thread of
     the process: they made those pauses (45-75 ms of CPU each under load) longer and more frequent.
+
+    `round_trip` (paho has no public way to ping) lets MqttSource.stop() know the broker has read what
+    was sent before it.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pings_answered = 0
+        self._pings_condition = threading.Condition()
+
+    def round_trip(self, timeout_s: float) -> bool:
+        """Send a PINGREQ and wait for its PINGRESP (from any thread but paho's). False if none came.
+
+        A PINGREQ paho sent for its keepalive may still be unanswered: PINGRESPs come back in order, so
+        ours is the one after it."""
+        if threading.current_thread() is self._thread:
+            return False  # the PINGRESP would be read by this very thread
+        with self._pings_condition:
+            awaited = self._pings_answered + (2 if self._ping_t else 1)
+        if self._send_pingreq() != mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return False
+        with self._pings_condition:
+            return self._pings_condition.wait_for(lambda: self._pings_answered >= awaited, timeout_s)
+
+    def _handle_pingresp(self) -> mqtt.MQTTErrorCode:
+        rc = super()._handle_pingresp()
+        with self._pings_condition:
+            self._pings_answered += 1
+            self._pings_condition.notify_all()
+        return rc
 
     def _handle_on_message(self, message: mqtt.MQTTMessage) -> None:
         # paho's dispatch without the per-topic lookup. MqttSource's handler catches its own errors.
