@@ -390,6 +390,13 @@ class _BurstReadingClient(mqtt.Client):
     passes found (13,000 closures in one pass at 2,500 messages/s), and every pass stops every thread of
     the process: they made those pauses (45-75 ms of CPU each under load) longer and more frequent.
 
+    Acknowledgements leave in bulk: paho queues one PUBACK per `ack()` and sends each with its own
+    send(), which on a busy broker also meant one wake-up and one read per message on its side. The
+    PUBACKs waiting at the front of the queue are joined into one packet before each write (same bytes,
+    same order). And a packet queued by the network thread itself (a message settled while it is handed
+    over: the embedded mode) does not write paho's wake-up byte to its socket pair: the thread looks at
+    its outgoing queue before it waits again anyway.
+
     `round_trip` (paho has no public way to ping) lets MqttSource.stop() know the broker has read what
     was sent before it.
     """
@@ -412,6 +419,26 @@ class _BurstReadingClient(mqtt.Client):
             return False
         with self._pings_condition:
             return self._pings_condition.wait_for(lambda: self._pings_answered >= awaited, timeout_s)
+
+    def _packet_queue(self, command: int, packet: bytes | bytearray, mid: int, qos: int,
+                      info: mqtt.MQTTMessageInfo | None = None) -> mqtt.MQTTErrorCode:
+        if threading.current_thread() is not self._thread:
+            return super()._packet_queue(command, packet, mid, qos, info)
+        self._out_packet.append({"command": command, "mid": mid, "qos": qos, "pos": 0,
+                                 "to_process": len(packet), "packet": packet, "info": info})
+        return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _packet_write(self) -> mqtt.MQTTErrorCode:
+        queue = self._out_packet
+        if len(queue) > 1 and _is_fresh_puback(queue[0]) and _is_fresh_puback(queue[1]):
+            # Only this thread takes from the front (others append at the back), so what is peeked at
+            # here is what is taken.
+            joined = bytearray()
+            while queue and _is_fresh_puback(queue[0]) and len(joined) < _JOINED_ACKS_MAX_BYTES:
+                joined += queue.popleft()["packet"]
+            queue.appendleft({"command": mqtt.PUBACK, "mid": 0, "qos": 0, "pos": 0,
+                              "to_process": len(joined), "packet": bytes(joined), "info": None})
+        return super()._packet_write()
 
     def _handle_pingresp(self) -> mqtt.MQTTErrorCode:
         rc = super()._handle_pingresp()
@@ -440,6 +467,15 @@ class _BurstReadingClient(mqtt.Client):
             if rc == mqtt.MQTTErrorCode.MQTT_ERR_AGAIN:
                 break
         return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+
+# A joined write of PUBACKs (4 bytes each) stays below a typical socket send buffer.
+_JOINED_ACKS_MAX_BYTES = 16_384
+
+
+def _is_fresh_puback(packet: Any) -> bool:
+    """A PUBACK nothing of which has been written yet."""
+    return (packet["command"] & 0xF0) == mqtt.PUBACK and packet["pos"] == 0
 
 
 class _Settlement:
