@@ -137,7 +137,8 @@ class WebhookDispatcher:
 
     @property
     def sender_pid(self) -> int | None:
-        """The process id of the sender process (None: requests are made in this process)."""
+        """The process id of the sender process (None: requests are made in this process, or none was
+        made yet)."""
         return self._sender.child_pid if isinstance(self._sender, SenderProcess) else None
 
     def report_to(self, metrics: Metrics) -> None:

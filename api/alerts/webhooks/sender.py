@@ -10,8 +10,9 @@ pipe is readable (no thread in between: here, under load, every hand-over betwee
 interpreter's lock, which the pipeline holds); the child reads the requests on a thread of its own, so
 that neither side can block the other for good while both write.
 
-If the child dies, the requests it held fail as attempts ("the webhook sender process ended"), retried
-like any failed attempt; the next request starts a new child. If this process dies, the child sees its
+The child starts with the first request, not with the dispatcher: a city without subscriptions never
+runs it. If the child dies, the requests it held fail as attempts ("the webhook sender process ended"),
+retried like any failed attempt; the next request starts a new child. If this process dies, the child sees its
 pipe close and exits.
 """
 
@@ -140,7 +141,6 @@ class SenderProcess:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._spawn()
         self._expiry = self._loop.create_task(self._expire_forever())
 
     async def close(self) -> None:
@@ -169,8 +169,8 @@ class SenderProcess:
         self._loop.add_reader(ours.fileno(), self._read_answers, ours)
 
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> Outcome:
-        if self._conn is None or self._child is None:  # the child's pipe closed
-            # What the dead child held is lost.
+        if self._conn is None or self._child is None:  # the first request, or the child's pipe closed
+            # What a dead child held is lost.
             self._conn = None
             self._fail_waiting("the webhook sender process ended")
             try:
