@@ -468,6 +468,11 @@ class CaseStore:
     def open(cls, relational: RelationalSettings, data_dir: Path) -> CaseStore:
         return cls(open_migrated(relational, data_dir, FILE_NAME, SCHEMA, _migrate))
 
+    @property
+    def database(self) -> Database:
+        """The cases' database, for the stores whose tables live beside the cases' (store/open311.py)."""
+        return self._db
+
     @contextmanager
     def violation_batch(self, violation_ids: Sequence[str],
                         places: Sequence[tuple[str, str]]) -> Iterator[CaseBatch]:

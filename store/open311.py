@@ -13,13 +13,11 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final
 
-from core.settings import RelationalSettings
 from processors.cases.model import CaseState, Resolution
-from store.cases import FILE_NAME
-from store.relational import Database, Executor, Schema, open_database
+from store.cases import CaseStore
+from store.relational import Database, Executor, Schema
 
 _TABLES: Final = """
 CREATE TABLE IF NOT EXISTS open311_requests (
@@ -114,16 +112,20 @@ _SELECT: Final = (
 
 
 class Open311Store:
+    """Reads and erases through the case store's own database (its connection or pool, which the case
+    store closes): filing writes in the case's transaction anyway, and after an outage one pool
+    reconnecting means filing and reading come back together."""
+
     def __init__(self, database: Database, reporter_retention_days: int | None = None) -> None:
         self._db = database
         # None: reporters' contact details are kept.
         self.reporter_retention_days = reporter_retention_days
 
     @classmethod
-    def open(cls, relational: RelationalSettings, data_dir: Path,
-             reporter_retention_days: int | None = None) -> Open311Store:
-        """In the cases' database, which must be opened first (store.cases.CaseStore.open)."""
-        return cls(open_database(relational, data_dir, FILE_NAME, SCHEMA), reporter_retention_days)
+    def beside(cls, cases: CaseStore, reporter_retention_days: int | None = None) -> Open311Store:
+        """In the cases' database, with the request tables created there if missing."""
+        cases.database.create_tables(SCHEMA)
+        return cls(cases.database, reporter_retention_days)
 
     def apply_retention(self, now_ms: int) -> int:
         """Erase the contact details of the reporters whose case closed `reporter_retention_days` or more
@@ -189,9 +191,6 @@ class Open311Store:
         rows = self._db.execute(f"{sql} ORDER BY r.requested_time_ms DESC, r.case_id DESC LIMIT ?",
                                 (*params, query.limit)).rows
         return [_from_row(row) for row in rows]
-
-    def close(self) -> None:
-        self._db.close()
 
 
 def _from_row(row: Sequence[Any]) -> ServiceRequest:

@@ -74,6 +74,10 @@ class Database(Executor, Protocol):
         process (a read that decides a write, as "is this the last admin key?")."""
         ...
 
+    def create_tables(self, schema: Schema) -> None:
+        """Another store's tables in this database, created if missing (Open311's beside the cases')."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -117,6 +121,10 @@ class SqliteDatabase:
         connection.execute("PRAGMA synchronous=NORMAL")
         connection.executescript(schema)
         return cls(connection)
+
+    def create_tables(self, schema: Schema) -> None:
+        with self._lock:
+            self.connection.executescript(schema.sqlite)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
         with self._lock:

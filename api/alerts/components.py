@@ -72,8 +72,7 @@ class AlertComponents:
         self.cases = CaseService(self.case_store, CaseRouter(settings.cases, settings.traffic.time_zone))
         # Requests filed through Open311, in the cases' database; their points are tagged as violations
         # are (geo), so that they are routed to the department of their grid.
-        self.open311 = Open311Store.open(settings.relational, data_dir,
-                                         settings.cases.open311.reporter_retention_days)
+        self.open311 = Open311Store.beside(self.case_store, settings.cases.open311.reporter_retention_days)
         # Reporters' contact details are erased once their case has been closed long enough.
         self.open311_retention = RetentionSweeper(self.open311, settings.store.retention.sweep_interval_s,
                                                   name="open311-retention")
@@ -181,7 +180,6 @@ class AlertComponents:
         if self.case_intake is not None:
             self.case_intake.stop()
         self.open311_retention.stop()
-        self.open311.close()
         self.case_store.close()
         self.access.close()
 

@@ -226,41 +226,39 @@ def test_a_case_made_by_hand_is_person_verified_and_filtered_like_the_others(
 
 
 def test_a_case_filed_through_open311_is_stored_with_its_request_or_not_at_all(
-        tmp_path: Path, relational: RelationalSettings, open_service: Callable[[], CaseService]) -> None:
+        open_service: Callable[[], CaseService]) -> None:
     service = open_service()
-    open311 = Open311Store.open(relational, tmp_path)
-    try:
-        def filed(tx: CaseTransaction, case: Case) -> None:
-            request = FiledRequest(case.case_id, "sanitation-bin-overflow", case.created_time_ms)
-            Open311Store.add_in(tx.executor, request, Reporter(phone="13800138000"))
+    open311 = Open311Store.beside(service.store)
 
-        made = service.create(NewCase(type="bin_overflow", description="full bin"), "k9", along=filed)
-        request = open311.get(made.case_id)
-        assert request is not None and request.request.service_code == "sanitation-bin-overflow"
-        assert open311.reporter(made.case_id) == Reporter(phone="13800138000")
+    def filed(tx: CaseTransaction, case: Case) -> None:
+        request = FiledRequest(case.case_id, "sanitation-bin-overflow", case.created_time_ms)
+        Open311Store.add_in(tx.executor, request, Reporter(phone="13800138000"))
 
-        def fails_after_the_request(tx: CaseTransaction, case: Case) -> None:
-            filed(tx, case)
-            raise RuntimeError("the server went away")
+    made = service.create(NewCase(type="bin_overflow", description="full bin"), "k9", along=filed)
+    request = open311.get(made.case_id)
+    assert request is not None and request.request.service_code == "sanitation-bin-overflow"
+    assert open311.reporter(made.case_id) == Reporter(phone="13800138000")
 
-        with pytest.raises(RuntimeError):
-            service.create(NewCase(type="bin_overflow", description="another"), "k9",
-                           along=fails_after_the_request)
-        # Neither the second case nor its request was stored.
-        assert [case.case_id for case in service.store.query(CaseQuery()).items] == [made.case_id]
-        assert [r.request.case_id for r in open311.query(RequestQuery())] == [made.case_id]
-    finally:
-        open311.close()
+    def fails_after_the_request(tx: CaseTransaction, case: Case) -> None:
+        filed(tx, case)
+        raise RuntimeError("the server went away")
+
+    with pytest.raises(RuntimeError):
+        service.create(NewCase(type="bin_overflow", description="another"), "k9",
+                       along=fails_after_the_request)
+    # Neither the second case nor its request was stored.
+    assert [case.case_id for case in service.store.query(CaseQuery()).items] == [made.case_id]
+    assert [r.request.case_id for r in open311.query(RequestQuery())] == [made.case_id]
 
 
 def test_reporters_contact_details_are_erased_once_their_case_has_been_closed_long_enough(
-        tmp_path: Path, relational: RelationalSettings, open_service: Callable[[], CaseService]) -> None:
+        open_service: Callable[[], CaseService]) -> None:
     service = open_service()
     day_ms = 86_400_000
     now_ms = 1_800_000_000_000
     closed_at = {"c_old": now_ms - 31 * day_ms, "c_recent": now_ms - 29 * day_ms, "c_open": None}
-    kept = Open311Store.open(relational, tmp_path)  # no retention set: nothing is erased
-    thirty_days = Open311Store.open(relational, tmp_path, reporter_retention_days=30)
+    kept = Open311Store.beside(service.store)  # no retention set: nothing is erased
+    thirty_days = Open311Store.beside(service.store, reporter_retention_days=30)
     with service.store.transaction() as tx:
         for case_id, closed_ms in closed_at.items():
             tx.insert(Case(case_id=case_id, type="bin_overflow", priority=CasePriority.NORMAL,
@@ -270,18 +268,14 @@ def test_reporters_contact_details_are_erased_once_their_case_has_been_closed_lo
                            closed_time_ms=closed_ms), [])
             Open311Store.add_in(tx.executor, FiledRequest(case_id, "sanitation-bin-overflow", now_ms),
                                 Reporter(email=f"{case_id}@example.com"))
-    try:
-        assert kept.apply_retention(now_ms) == 0
-        assert thirty_days.apply_retention(now_ms) == 1
-        assert thirty_days.reporter("c_old") is None
-        assert thirty_days.reporter("c_recent") == Reporter(email="c_recent@example.com")
-        assert thirty_days.reporter("c_open") == Reporter(email="c_open@example.com")
-        # The request itself stays, and reads as before: only the contact details went.
-        assert sorted(r.request.case_id for r in thirty_days.query(RequestQuery())) == sorted(closed_at)
-        assert thirty_days.apply_retention(now_ms) == 0
-    finally:
-        kept.close()
-        thirty_days.close()
+    assert kept.apply_retention(now_ms) == 0
+    assert thirty_days.apply_retention(now_ms) == 1
+    assert thirty_days.reporter("c_old") is None
+    assert thirty_days.reporter("c_recent") == Reporter(email="c_recent@example.com")
+    assert thirty_days.reporter("c_open") == Reporter(email="c_open@example.com")
+    # The request itself stays, and reads as before: only the contact details went.
+    assert sorted(r.request.case_id for r in thirty_days.query(RequestQuery())) == sorted(closed_at)
+    assert thirty_days.apply_retention(now_ms) == 0
 
 
 def test_pages_go_back_in_time_without_gaps(open_service: Callable[[], CaseService]) -> None:

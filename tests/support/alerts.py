@@ -80,9 +80,7 @@ class AlertApi:
         self.dispatcher.stop()
         self.dispatcher.store.close()
         self.services.violation_actions.close()
-        if self.services.open311 is not None:
-            self.services.open311.close()
-        self.cases.store.close()
+        self.cases.store.close()  # also Open311's database
         if self.services.indices is not None and self.services.indices.reports is not None:
             self.services.indices.reports.close()
         self.access.close()
@@ -109,7 +107,7 @@ def alert_api(tmp_path: Path, *, webhooks: WebhookSettings | None = None, alerts
     dispatcher.start()
     case_service = CaseService(CaseStore.open(relational, tmp_path),
                                CaseRouter(cases or CaseSettings(), "Asia/Shanghai"))
-    open311 = Open311Store.open(relational, tmp_path)
+    open311 = Open311Store.beside(case_service.store)
     services = ApiServices(store=store, metrics=Metrics(), settings=api, access=access, feed=feed,
                            webhooks=dispatcher, alerts=alerts,
                            violation_actions=ViolationActions.open(relational, tmp_path), cases=case_service,
