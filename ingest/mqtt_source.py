@@ -122,6 +122,8 @@ class MqttSource:
         self._acks = threading.Condition()
         self._generation = 0
         self._unacked = 0
+        # Whether the network thread waits for a settlement to make room (only then is one worth a notify).
+        self._waiting_for_room = False
         self._accepting = True
         self._metrics = metrics
         self._now_ms = now_ms
@@ -331,7 +333,9 @@ class MqttSource:
         with self._acks:
             # Bounded: blocking here is backpressure (paho reads nothing more; the broker queues).
             while self._accepting and self._unacked >= self._max_unacked:
+                self._waiting_for_room = True
                 self._acks.wait()
+            self._waiting_for_room = False
             if not self._accepting:
                 return  # not acknowledged: the broker redelivers it to the next session
             self._unacked += 1
@@ -344,10 +348,16 @@ class MqttSource:
                           _topic_of(message), payload_preview(payload))
             settle(True)
 
-    def _settle(self, generation: int, mid: int, qos: int, ok: bool) -> None:
+    def _settle(self, settlement: _Settlement, ok: bool) -> None:
         with self._acks:
+            # Under the lock, so two threads settling one message cannot both pass this check.
+            if settlement.settled:
+                return
+            settlement.settled = True
+            generation, mid, qos = settlement.generation, settlement.mid, settlement.qos
             self._unacked -= 1
-            self._acks.notify_all()
+            if self._waiting_for_room:
+                self._acks.notify_all()
             current = generation == self._generation and not self._stopping
             if ok:
                 if current and qos > 0:
@@ -481,22 +491,17 @@ def _is_fresh_puback(packet: Any) -> bool:
 class _Settlement:
     """The `settle` callable of one message: the first call counts, later ones are ignored."""
 
-    __slots__ = ("_generation", "_mid", "_qos", "_settled", "_source")
+    __slots__ = ("_source", "generation", "mid", "qos", "settled")
 
     def __init__(self, source: MqttSource, generation: int, mid: int, qos: int) -> None:
         self._source = source
-        self._generation = generation
-        self._mid = mid
-        self._qos = qos
-        self._settled = False
+        self.generation = generation
+        self.mid = mid
+        self.qos = qos
+        self.settled = False
 
     def __call__(self, ok: bool) -> None:
-        # Settled under the source's lock, so two threads cannot both pass this check.
-        with self._source._acks:
-            if self._settled:
-                return
-            self._settled = True
-        self._source._settle(self._generation, self._mid, self._qos, ok)
+        self._source._settle(self, ok)
 
 
 def configure_tls(client: mqtt.Client, tls: MqttTlsSettings) -> None:

@@ -144,8 +144,9 @@ class IngestService:
         else:
             for kind, count in _tally(event.kind for event in events).items():
                 self._accepted_counter(kind).inc(count)
-        for reason, count in _tally(letter.reason for letter in result.dead_letters).items():
-            self._dead_letter_counter(reason).inc(count)
+        if result.dead_letters:
+            for reason, count in _tally(letter.reason for letter in result.dead_letters).items():
+                self._dead_letter_counter(reason).inc(count)
 
     def _accepted_counter(self, kind: str) -> Counter:
         counter = self._accepted_by_kind.get(kind)

@@ -39,6 +39,12 @@ class InProcessBus:
             self._not_full.notify_all()
 
     def _put(self, items: Sequence[Event | DeadLetter], timeout_s: float | None) -> None:
+        with self._lock:
+            if not self._closed and len(self._items) + len(items) <= self.capacity:
+                # Room for all of them: most hand-overs (one message's events, a bus with room).
+                self._items.extend(items)
+                self._not_empty.notify()
+                return
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         start = 0
         with self._lock:
@@ -84,7 +90,7 @@ class InProcessProducer(BusProducer):
 
     def send(self, events: Sequence[Event], dead_letters: Sequence[DeadLetter] = (), *,
              timeout_s: float | None = None, on_durable: OnDurable | None = None) -> None:
-        items: list[Event | DeadLetter] = [*events, *dead_letters]
+        items: Sequence[Event | DeadLetter] = [*events, *dead_letters] if dead_letters else events
         if items:
             self._bus._put(items, timeout_s)
         if on_durable is not None:

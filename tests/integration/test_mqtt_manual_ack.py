@@ -186,3 +186,23 @@ def test_a_burst_of_messages_arrives_in_order_each_acknowledged_once(
     assert source.connect_attempts == 1
     source.stop()
     assert nothing_redelivered(mosquitto_url, client_id, topic, mqtt_publisher, sources) == []
+
+
+def test_a_message_settled_again_counts_once(
+        mosquitto_url: str, topic_prefix: str, mqtt_publisher: PublisherFactory,
+        sources: list[MqttSource]) -> None:
+    client_id, topic = f"ingest-{uuid.uuid4().hex[:10]}", f"{topic_prefix}/events"
+    held = Held()
+    source = start_source(mosquitto_url, client_id, topic, held, sources)
+    publish(mqtt_publisher, mosquitto_url, topic, b"d0", b"d1")
+    wait_for(lambda: len(held.payloads()) == 2, 5, message="2 messages")
+    attempts = source.connect_attempts
+    first = held.messages[0][1]
+    first(True)
+    first(True)
+    first(False)  # too late: it was acknowledged, so no reconnect to have it redelivered
+    assert source.unacked == 1 and source.connected and source.connect_attempts == attempts
+    held.messages[1][1](True)
+    assert source.unacked == 0
+    source.stop()
+    assert nothing_redelivered(mosquitto_url, client_id, topic, mqtt_publisher, sources) == []
