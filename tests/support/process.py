@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -52,8 +53,10 @@ class CitywatchCommand:
     def start(self, timeout_s: float = 30, wait_ready: bool = True) -> Self:
         command = [sys.executable, "-m", "citywatch.cli", *self.arguments()]
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
+            # A session of its own, so that kill() can end it with everything it started.
             self.process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                            env={**os.environ, **self.environment, "PYTHONUNBUFFERED": "1"})
+                                            env={**os.environ, **self.environment, "PYTHONUNBUFFERED": "1"},
+                                            start_new_session=True)
         if wait_ready:
             wait_for(self.ready, timeout_s, 0.1, f"{self.name} to be ready (log: {self.log_path})")
         return self
@@ -86,9 +89,12 @@ class CitywatchCommand:
         return code
 
     def kill(self) -> None:
-        """SIGKILL: no clean-up, no checkpoint."""
+        """SIGKILL: no clean-up, no checkpoint. To its whole process group, as a service manager or the
+        end of a container does: a killed `citywatch up` cannot stop its embedded Mosquitto, which would
+        otherwise go on running after the test."""
         if self.process is not None:
-            self.process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
             self.process = None
 
