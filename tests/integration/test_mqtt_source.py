@@ -18,7 +18,7 @@ from core.metrics import Metrics
 from core.models import DeadLetter, Event
 from core.settings import DeviceSettings, IngestSettings, MqttSettings, TopicRoute
 from ingest.codecs.native import NativeCodec
-from ingest.embedded_broker import free_port
+from ingest.embedded_broker import find_mosquitto, free_port, wait_for_port
 from ingest.mqtt_source import MqttSource, OnMessage
 from ingest.normalizer import Normalizer
 from ingest.registry import DeviceRegistry
@@ -202,6 +202,52 @@ def test_persistent_session_delivers_what_was_published_while_ingest_was_away(
     sources.append(second)
     second.start()
     wait_for(lambda: inbox.payloads() == [b"while away"], 5, message="the queued message")
+
+
+@pytest.fixture
+def unbounded_broker(tmp_path: Path) -> Iterator[str]:
+    """A Mosquitto that sends a resumed session everything it queued at once (no in-flight window), so
+    that hundreds of messages reach the source's socket back to back."""
+    binary = find_mosquitto()
+    if binary is None:
+        pytest.fail("mosquitto is not installed; run `make test`, which installs it", pytrace=False)
+    port = free_port()
+    config = tmp_path / "mosquitto.conf"
+    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                      "max_inflight_messages 0\nmax_queued_messages 10000\n")
+    process = subprocess.Popen([binary, "-c", str(config)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    assert wait_for_port("127.0.0.1", port, 10, alive=lambda: process.poll() is None)
+    yield f"mqtt://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(10)
+
+
+def test_large_and_small_messages_queued_together_arrive_whole_and_in_order(
+    unbounded_broker: str, topic_prefix: str, mqtt_publisher: PublisherFactory, sources: list[MqttSource],
+) -> None:
+    # Queued while the source is away, then sent back to back: the source reads the socket in chunks of
+    # up to 64 KiB, and these straddle them (one message is several chunks long).
+    client_id = f"ingest-{uuid.uuid4().hex[:10]}"
+    first = make_source(unbounded_broker, [f"{topic_prefix}/#"], Inbox(), client_id=client_id)
+    first.start()
+    wait_for(lambda: first.subscribed, 5, message="first subscription")
+    first.stop()
+    # Ending with many small ones: the last chunk holds far more than one burst of packets.
+    sizes = [10, 70_000, 3, 65_536, 1, 200_000, *range(100, 400), *[5] * 500]
+    payloads = [bytes([65 + n % 26]) * size for n, size in enumerate(sizes)]
+    publisher = mqtt_publisher(unbounded_broker)
+    infos = [publisher.publish(f"{topic_prefix}/big", payload, qos=1) for payload in payloads]
+    infos[-1].wait_for_publish(10)
+
+    inbox = Inbox()
+    second = make_source(unbounded_broker, [f"{topic_prefix}/#"], inbox, client_id=client_id)
+    sources.append(second)
+    second.start()
+    # Within 4 s: bytes left unread in the source's buffer until the socket wakes it again (the next
+    # keepalive, 5 s) would hold messages back.
+    wait_for(lambda: len(inbox.payloads()) >= len(payloads), 4, message=f"{len(payloads)} messages")
+    assert inbox.payloads() == payloads
 
 
 def _password_file(directory: Path, user: str, password: str) -> Path:
