@@ -13,8 +13,8 @@ import pytest
 
 from bench.publisher import WindowedPublisher
 from citywatch.mqtt_publisher import MqttPublisher
-from ingest.embedded_broker import find_mosquitto, free_port, wait_for_port
 from tests.conftest import connect_client
+from tests.support.own_mosquitto import own_mosquitto
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
@@ -27,21 +27,10 @@ WINDOW = 5_000
 @pytest.fixture
 def paused_broker(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A Mosquitto of this test's own, which the test pauses (SIGSTOP) so that no PUBACK comes back."""
-    binary = find_mosquitto()
-    if binary is None:
-        pytest.fail("mosquitto is not installed; run `make test`, which installs it", pytrace=False)
-    port = free_port()
-    config = tmp_path / "mosquitto.conf"
     # The subscriber may fall behind while the publisher runs: the broker keeps every message for it.
-    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                      f"max_queued_messages {2 * MESSAGES}\n")
-    process = subprocess.Popen([binary, "-c", str(config)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    assert wait_for_port("127.0.0.1", port, 10, alive=lambda: process.poll() is None)
-    yield f"mqtt://127.0.0.1:{port}", process
-    process.send_signal(signal.SIGCONT)
-    process.terminate()
-    process.wait(10)
+    with own_mosquitto(tmp_path, f"max_queued_messages {2 * MESSAGES}\n") as (url, process):
+        yield url, process
+        process.send_signal(signal.SIGCONT)
 
 
 def test_more_qos1_messages_than_packet_ids_all_arrive_with_at_most_a_window_outstanding(

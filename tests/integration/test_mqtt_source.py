@@ -18,13 +18,14 @@ from core.metrics import Metrics
 from core.models import DeadLetter, Event
 from core.settings import DeviceSettings, IngestSettings, MqttSettings, TopicRoute
 from ingest.codecs.native import NativeCodec
-from ingest.embedded_broker import find_mosquitto, free_port, wait_for_port
+from ingest.embedded_broker import free_port
 from ingest.mqtt_source import MqttSource, OnMessage
 from ingest.normalizer import Normalizer
 from ingest.registry import DeviceRegistry
 from ingest.service import IngestService
 from processors.inprocess_bus import InProcessBus
 from tests.conftest import MosquittoFactory, PublisherFactory
+from tests.support.own_mosquitto import own_mosquitto
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
@@ -190,12 +191,7 @@ def test_source_reconnects_and_resubscribes_after_a_broker_restart(
 def test_persistent_session_delivers_what_was_published_while_ingest_was_away(
     mosquitto_url: str, topic_prefix: str, mqtt_publisher: PublisherFactory, sources: list[MqttSource],
 ) -> None:
-    client_id = f"ingest-{uuid.uuid4().hex[:10]}"
-    first = make_source(mosquitto_url, [f"{topic_prefix}/#"], Inbox(), client_id=client_id)
-    first.start()
-    wait_for(lambda: first.subscribed, 5, message="first subscription")
-    first.stop()
-
+    client_id = leave_a_session(mosquitto_url, [f"{topic_prefix}/#"])
     mqtt_publisher(mosquitto_url).publish(f"{topic_prefix}/a", b"while away", qos=1).wait_for_publish(5)
     inbox = Inbox()
     second = make_source(mosquitto_url, [f"{topic_prefix}/#"], inbox, client_id=client_id)
@@ -208,19 +204,19 @@ def test_persistent_session_delivers_what_was_published_while_ingest_was_away(
 def unbounded_broker(tmp_path: Path) -> Iterator[str]:
     """A Mosquitto that sends a resumed session everything it queued at once (no in-flight window), so
     that hundreds of messages reach the source's socket back to back."""
-    binary = find_mosquitto()
-    if binary is None:
-        pytest.fail("mosquitto is not installed; run `make test`, which installs it", pytrace=False)
-    port = free_port()
-    config = tmp_path / "mosquitto.conf"
-    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                      "max_inflight_messages 0\nmax_queued_messages 10000\n")
-    process = subprocess.Popen([binary, "-c", str(config)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    assert wait_for_port("127.0.0.1", port, 10, alive=lambda: process.poll() is None)
-    yield f"mqtt://127.0.0.1:{port}"
-    process.terminate()
-    process.wait(10)
+    with own_mosquitto(tmp_path, "max_inflight_messages 0\nmax_queued_messages 10000\n") as (url, _):
+        yield url
+
+
+def leave_a_session(url: str, topics: list[str]) -> str:
+    """A client id whose persistent session is subscribed to `topics` and not connected: the broker
+    queues what is published to them meanwhile."""
+    client_id = f"ingest-{uuid.uuid4().hex[:10]}"
+    first = make_source(url, topics, Inbox(), client_id=client_id)
+    first.start()
+    wait_for(lambda: first.subscribed, 5, message="first subscription")
+    first.stop()
+    return client_id
 
 
 def test_large_and_small_messages_queued_together_arrive_whole_and_in_order(
@@ -228,11 +224,7 @@ def test_large_and_small_messages_queued_together_arrive_whole_and_in_order(
 ) -> None:
     # Queued while the source is away, then sent back to back: the source reads the socket in chunks of
     # up to 64 KiB, and these straddle them (one message is several chunks long).
-    client_id = f"ingest-{uuid.uuid4().hex[:10]}"
-    first = make_source(unbounded_broker, [f"{topic_prefix}/#"], Inbox(), client_id=client_id)
-    first.start()
-    wait_for(lambda: first.subscribed, 5, message="first subscription")
-    first.stop()
+    client_id = leave_a_session(unbounded_broker, [f"{topic_prefix}/#"])
     # Ending with many small ones: the last chunk holds far more than one burst of packets.
     sizes = [10, 70_000, 3, 65_536, 1, 200_000, *range(100, 400), *[5] * 500]
     payloads = [bytes([65 + n % 26]) * size for n, size in enumerate(sizes)]
