@@ -56,9 +56,10 @@ def attribute_error(attributes: dict[str, Any]) -> str | None:
         allowed = PHYSICAL_RANGES.get(name)
         if allowed is not None and not allowed[0] <= value <= allowed[1]:
             return f"attributes.{name}: {value} is outside the physical range {allowed[0]:g}..{allowed[1]:g}"
-        beyond = _beyond_int64(value, f"attributes.{name}")
-        if beyond is not None:
-            return beyond
+        if isinstance(value, int):  # a float is never beyond 64 bits (its path is not made for nothing)
+            beyond = _beyond_int64(value, f"attributes.{name}")
+            if beyond is not None:
+                return beyond
     return None
 
 

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from core.models import Event, Location, stable_id
+from core.models import Event, Location, stable_text_id
 from ingest.codecs.base import CodecError
 from ingest.codecs.explain import explain, malformed
 from ingest.codecs.time_scale import scale_hint
@@ -193,11 +193,12 @@ class NativeCodec:
         event_id = reading.event_id
         if event_id is None:
             # The same reading delivered twice (QoS 1 redelivery, a device retrying) gets the same id,
-            # so it is dropped downstream instead of being counted twice. One part joined here is the same
-            # text, so the same id, as stable_id(device_id, kind, time, canonical), without its per-part
-            # generator and str() calls on every event.
+            # so it is dropped downstream instead of being counted twice. The parts joined here are the
+            # same text, so the same id, as stable_id(device_id, kind, time, canonical), without its
+            # per-part generator and str() calls on every event.
             canonical = msgspec.json.encode(attributes, order="sorted").decode()
-            event_id = stable_id(f"{reading.device_id}\x1f{reading.kind}\x1f{event_time_ms}\x1f{canonical}")
+            event_id = stable_text_id(
+                f"{reading.device_id}\x1f{reading.kind}\x1f{event_time_ms}\x1f{canonical}")
         location = reading.location
         return Event(
             event_id=event_id,
