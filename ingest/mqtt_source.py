@@ -460,8 +460,10 @@ class _BurstReadingClient(mqtt.Client):
         return super()._packet_write()
 
     def _handle_pingresp(self) -> mqtt.MQTTErrorCode:
-        rc = super()._handle_pingresp()
+        # paho clears its outstanding ping here: under the condition, so that round_trip() reads that
+        # and the count of answers as one.
         with self._pings_condition:
+            rc = super()._handle_pingresp()
             self._pings_answered += 1
             self._pings_condition.notify_all()
         return rc
