@@ -39,7 +39,8 @@ class ProcessorWorker:
         self.batch_events = batch_events
         self.poll_timeout_s = poll_timeout_s
         self.now_ms = now_ms
-        # Called with each batch of events once it is durable (benchmarks measure latency with it).
+        # Called with each batch of events once it is durable, before it is judged (benchmarks measure
+        # latency with it).
         self.on_stored = on_stored
         # Called with each batch's violation state changes once they are durable (the alerts feed).
         self.on_violations = list(on_violations)
@@ -80,8 +81,19 @@ class ProcessorWorker:
             self.error = exc
 
     def step(self, batch: Batch) -> EngineOutput:
-        """Judge and store one batch, then commit it (also called with an empty batch to move time)."""
+        """Store one batch's events, judge them, store what the rules made, then commit the batch (also
+        called with an empty batch to move time).
+
+        The events are stored and flushed before the rules run: they are queryable then, whatever the
+        rules take for this batch (the rules judge most events only after the allowed lateness anyway, in
+        a later step). A crash in between leaves stored events whose judging is replayed (Kafka) or lost
+        with the in-memory bus, as a crash after storing always did."""
         started = time.perf_counter()
+        if batch.events:
+            self.store.write_events(batch.events)
+            self.store.flush()
+            if self.on_stored is not None:
+                self.on_stored(batch.events)
         out = self.engine.process(batch.events, self.now_ms(), input_live=self.input_live())
         self._write(batch, out)
         if len(batch):
@@ -89,8 +101,6 @@ class ProcessorWorker:
         return out
 
     def _write(self, batch: Batch, out: EngineOutput) -> None:
-        if batch.events:
-            self.store.write_events(batch.events)
         dead_letters = [*batch.dead_letters, *out.dead_letters]
         if dead_letters:
             self.store.write_dead_letters(dead_letters)
@@ -103,7 +113,7 @@ class ProcessorWorker:
             self.store.write_predictions(predictions)
         if out.exposures:  # running totals: the store keeps the latest (docs/denominators.md)
             self.store.write_exposures(out.exposures)
-        if batch.events or dead_letters or out.violations or predictions or out.exposures:
+        if dead_letters or out.violations or predictions or out.exposures:
             self.store.flush()
         if out.violations:
             self._publish_violations(tagged)
@@ -122,8 +132,6 @@ class ProcessorWorker:
                 self.metrics.rule_errors.labels(letter.source.removeprefix("rule:")).inc()
             else:  # input a rule rejected (Emitter.reject) is bad input like any other dead letter
                 self.metrics.dead_letters.labels(reason=letter.reason).inc()
-        if batch.events and self.on_stored is not None:
-            self.on_stored(batch.events)
 
     def _publish_violations(self, violations: Sequence[Violation]) -> None:
         for callback in self.on_violations:
