@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from bench.e2e import StoredClock, machine
+from citywatch.interpreter_tuning import tune_for_streaming
 from citywatch.runtime import EmbeddedRuntime
 from core.settings import DeviceSettings, Settings
 
@@ -72,6 +73,7 @@ def main() -> int:
         settings = Settings(devices=devices).with_overrides(
             store__data_dir=data_dir, mqtt__embedded_broker=args.broker, mqtt__embedded_port=0)
         runtime = EmbeddedRuntime(settings, on_stored=clock)
+        tune_for_streaming()  # the collector and GIL settings `citywatch up` runs with
         runtime.start()
         try:
             assert runtime.mqtt_url is not None and runtime.broker is not None
