@@ -32,13 +32,14 @@ def start(apis: list[AlertApi], tmp_path, settings: WebhookSettings) -> AlertApi
 
 def test_deliveries_from_the_sender_process_are_signed_retried_and_logged(tmp_path, apis, receivers) -> None:
     api = start(apis, tmp_path, LOCAL)
-    assert api.dispatcher.sender_pid is None  # started with the first delivery, not before
+    assert api.dispatcher.sender_pid is None  # no subscription yet: no sender process
     receiver = Receiver(status_for=lambda n: 503 if n < 2 else 204).start()
     receivers.append(receiver)
     owner = api.key(Scope.SUBSCRIPTIONS_MANAGE).split("_")[1]  # cw_<key id>_<secret>
     subscription = api.dispatcher.create(url=receiver.url, filter=ViolationFilter(grid=("FT-11",)),
                                          secret=None, description="", owner_key_id=owner, plates=False)
     api.dispatcher.barrier()
+    assert api.dispatcher.sender_pid not in (None, os.getpid())  # ready before the first delivery
     api.feed.publish([violation(1, grid="LH-02"), violation(2), violation(3)])
     [first, second] = wait_for(lambda: sorted(api.dispatcher.store.deliveries(
         subscription.subscription_id, status=DeliveryStatus.DELIVERED), key=lambda d: d.delivery_id)
@@ -48,7 +49,6 @@ def test_deliveries_from_the_sender_process_are_signed_retried_and_logged(tmp_pa
     assert [r.json()["violation"]["violation_id"] for r in received] == ["v0002"] * 3 + ["v0003"]
     assert all(verify(subscription.secret, r.headers["X-Citywatch-Signature"], r.body) for r in received)
     assert received[0].headers["X-Citywatch-Event"] == "violation.opened"
-    assert api.dispatcher.sender_pid not in (None, os.getpid())
 
 
 def test_a_refused_destination_is_dead_lettered_with_the_reason_and_nothing_is_sent(tmp_path, apis,
@@ -80,10 +80,10 @@ def test_a_sender_process_that_dies_costs_an_attempt_and_a_new_one_delivers(tmp_
     subscription = api.dispatcher.create(url=receiver.url, filter=ViolationFilter(), secret=None,
                                          description="", owner_key_id=owner, plates=False)
     api.dispatcher.barrier()
-    api.feed.publish([violation(1)])
-    wait_for(lambda: receiver.requests, message="the first request reached the receiver")
     first_pid = api.dispatcher.sender_pid
     assert first_pid is not None
+    api.feed.publish([violation(1)])
+    wait_for(lambda: receiver.requests, message="the first request reached the receiver")
     os.kill(first_pid, signal.SIGKILL)
     [done] = wait_for(lambda: api.dispatcher.store.deliveries(subscription.subscription_id,
                                                               status=DeliveryStatus.DELIVERED),

@@ -309,6 +309,7 @@ class WebhookDispatcher:
         worker.task = asyncio.ensure_future(self._run(worker))
         self._workers[subscription.subscription_id] = worker
         self._index.add(subscription.subscription_id, subscription.filter)
+        self._sender.prepare()
 
     def _replace_subscription(self, subscription: Subscription) -> None:
         worker = self._workers.get(subscription.subscription_id)

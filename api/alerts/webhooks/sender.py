@@ -10,8 +10,8 @@ pipe is readable (no thread in between: here, under load, every hand-over betwee
 interpreter's lock, which the pipeline holds); the child reads the requests on a thread of its own, so
 that neither side can block the other for good while both write.
 
-The child starts with the first request, not with the dispatcher: a city without subscriptions never
-runs it. If the child dies, the requests it held fail as attempts ("the webhook sender process ended"),
+The child starts with the first subscription, not with the dispatcher: a city without subscriptions
+never runs it. If the child dies, the requests it held fail as attempts ("the webhook sender process ended"),
 retried like any failed attempt; the next request starts a new child. If this process dies, the child sees its
 pipe close and exits.
 """
@@ -49,6 +49,10 @@ Outcome = tuple[int | None, str | None, int | None]
 class Sender(Protocol):
     async def start(self) -> None: ...
 
+    def prepare(self) -> None:
+        """Called when a subscription exists: get ready to post, so that no delivery waits for it."""
+        ...
+
     async def close(self) -> None: ...
 
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> Outcome: ...
@@ -66,6 +70,9 @@ class HttpSender:
     async def start(self) -> None:
         self._client = Http1Client(GuardedResolver(self.policy), self.settings.timeout_s, USER_AGENT,
                                    drain_bytes=_DRAIN_BYTES)
+
+    def prepare(self) -> None:
+        """Ready since start()."""
 
     async def close(self) -> None:
         if self._client is not None:
@@ -142,6 +149,17 @@ class SenderProcess:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._expiry = self._loop.create_task(self._expire_forever())
+
+    def prepare(self) -> None:
+        """Start the child with the first subscription rather than the first request, so that no delivery
+        waits the second or two a new interpreter takes; one that cannot start is logged, and the first
+        request tries again."""
+        if self._conn is not None and self._child is not None:
+            return
+        try:
+            self._spawn()
+        except SenderProcessError as exc:
+            log.warning("%s; the first delivery tries again", exc)
 
     async def close(self) -> None:
         if self._expiry is not None:
