@@ -154,14 +154,15 @@ class EmbeddedRuntime:
 
     def _start_embedded_broker(self) -> str:
         mqtt = self.settings.mqtt
-        self.broker = EmbeddedBroker(kind=mqtt.embedded_broker.value, port=mqtt.embedded_port)
+        self.broker = EmbeddedBroker(kind=mqtt.embedded_broker.value, port=mqtt.embedded_port,
+                                     state_dir=self.data_dir)
         try:
             return self.broker.start()
         except PortInUse as exc:
             # Typically a system Mosquitto installed as a service already holds 1883. The demo still
             # runs on another port; devices must then be pointed at the URL logged here.
             log.warning("%s; starting the embedded broker on a free port instead", exc)
-            self.broker = EmbeddedBroker(kind=mqtt.embedded_broker.value, port=0)
+            self.broker = EmbeddedBroker(kind=mqtt.embedded_broker.value, port=0, state_dir=self.data_dir)
             url = self.broker.start()
             log.warning("embedded MQTT broker is on %s (not port %d)", url, mqtt.embedded_port)
             return url

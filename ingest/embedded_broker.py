@@ -12,12 +12,14 @@ import logging
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -27,6 +29,9 @@ log = logging.getLogger(__name__)
 
 # /usr/sbin is often not on a normal user's PATH, and Debian installs the broker there.
 MOSQUITTO_FALLBACK_PATHS = (Path("/usr/sbin/mosquitto"), Path("/usr/local/sbin/mosquitto"))
+# In the state directory while our Mosquitto runs: its pid, its configuration file and the pid of the
+# process that started it, one per line.
+RUNNING_FILE = "embedded-mosquitto.pid"
 # Per-client queue while a subscriber is slow or away (Mosquitto's default of 1000 drops data in a
 # burst): at ~200 bytes per reading this bounds the broker at ~20 MB per client.
 MOSQUITTO_MAX_QUEUED_MESSAGES = 100_000
@@ -95,6 +100,59 @@ def wait_for_port(
     return False
 
 
+@dataclass(frozen=True)
+class LeftBehind:
+    """A Mosquitto that a killed run started and could not stop: its pid and configuration file."""
+
+    pid: int
+    config: Path
+
+
+def find_left_behind(running_file: Path) -> LeftBehind | None:
+    """The Mosquitto a previous run recorded in `running_file`, if it still runs without that run.
+
+    A `citywatch up` killed with SIGKILL (or by the OOM killer) cannot stop its broker, which then keeps
+    the port and the messages it queued for ingest's session. Only the process recorded with its own
+    configuration file counts (the command line is checked, so a pid reused by anything else is left
+    alone), and only once the run that recorded it is gone (a run still alive on the same data directory
+    keeps its broker; a pid of that run reused by another process counts as alive: then nothing is
+    taken). Never fatal: what cannot be read is nothing left behind.
+    """
+    try:
+        pid_text, config, owner_text = running_file.read_text().splitlines()[:3]
+        pid, owner = int(pid_text), int(owner_text)
+    except (OSError, ValueError):
+        return None  # nothing recorded (a clean stop removes the file), or not ours to read
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        command, parent = [], None  # gone
+    if config.encode() not in command or not any(part.endswith(b"mosquitto") for part in command):
+        running_file.unlink(missing_ok=True)
+        return None
+    if parent == owner or Path(f"/proc/{owner}").exists():
+        log.warning("the embedded Mosquitto recorded in %s (pid %d) still belongs to a running citywatch "
+                    "(pid %d): is another `citywatch up` using this data directory?", running_file, pid,
+                    owner)
+        return None
+    return LeftBehind(pid, Path(config))
+
+
+def stop_left_behind(left: LeftBehind) -> None:
+    """SIGTERM, then SIGKILL after _STOP_TIMEOUT_S; its temporary directory goes with it."""
+    try:
+        os.kill(left.pid, signal.SIGTERM)
+        deadline = time.monotonic() + _STOP_TIMEOUT_S
+        while Path(f"/proc/{left.pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if Path(f"/proc/{left.pid}").exists():
+            os.kill(left.pid, signal.SIGKILL)
+    except OSError as exc:  # gone meanwhile, or not ours to signal
+        log.warning("could not stop the embedded Mosquitto left behind (pid %d): %s", left.pid, exc)
+    shutil.rmtree(left.config.parent, ignore_errors=True)
+
+
 class EmbeddedBroker:
     """Start and stop a local broker. `kind_used` tells which one actually runs.
 
@@ -109,12 +167,16 @@ class EmbeddedBroker:
         *,
         password_file: Path | None = None,
         startup_timeout_s: float = 10.0,
+        state_dir: Path | None = None,
     ) -> None:
         self.kind = EmbeddedBrokerKind(kind)
         self.host = host
         self.port = port
         self.password_file = password_file
         self.startup_timeout_s = startup_timeout_s
+        # Where a running Mosquitto is recorded (ORPHAN_FILE), so that the next start can stop one that a
+        # killed run left behind.
+        self.state_dir = state_dir
         self.kind_used: EmbeddedBrokerKind | None = None
         self._runner: _MosquittoRunner | _AmqttRunner | None = None
 
@@ -129,6 +191,13 @@ class EmbeddedBroker:
         kind = self._resolve_kind()
         if self.password_file is not None and kind is not EmbeddedBrokerKind.MOSQUITTO:
             raise ValueError("password_file is only supported by the mosquitto embedded broker")
+        left = find_left_behind(self.state_dir / RUNNING_FILE) if self.state_dir is not None else None
+        if left is not None:
+            taken_over = self._take_over(kind, left)
+            if taken_over is not None:
+                self._runner = taken_over
+                self.kind_used = kind
+                return self.url
         if self.port == 0:
             self.port = free_port(self.host)
         else:
@@ -144,8 +213,28 @@ class EmbeddedBroker:
         runner.start(self.startup_timeout_s)
         self._runner = runner
         self.kind_used = kind
+        if self.state_dir is not None and isinstance(runner, _MosquittoRunner):
+            runner.record(self.state_dir / RUNNING_FILE)
         log.info("embedded %s broker listening on %s", kind.value, self.url)
         return self.url
+
+    def _take_over(self, kind: EmbeddedBrokerKind, left: LeftBehind) -> _MosquittoRunner | None:
+        """Use the broker a killed run left behind when it is the one this start would make (same port,
+        same configuration): it holds what devices published since, queued for ingest's session, which
+        the new ingest then receives. Otherwise stop it and start afresh."""
+        binary = find_mosquitto()
+        if kind is EmbeddedBrokerKind.MOSQUITTO and binary is not None and self.port != 0:
+            runner = _MosquittoRunner(binary, self.host, self.port, self.password_file)
+            if runner.take_over(left, self.startup_timeout_s):
+                log.warning("a previous run was killed before it could stop its embedded Mosquitto (pid %d) "
+                            "on %s: taking it over, with what it queued for ingest since", left.pid, self.url)
+                if self.state_dir is not None:
+                    runner.record(self.state_dir / RUNNING_FILE)
+                return runner
+        log.warning("stopping the embedded Mosquitto (pid %d) that a killed run left behind: this start "
+                    "needs another one", left.pid)
+        stop_left_behind(left)
+        return None
 
     def stop(self) -> None:
         if self._runner is None:
@@ -176,6 +265,28 @@ class _MosquittoRunner:
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
         self._log_file: IO[bytes] | None = None
         self._process: subprocess.Popen[bytes] | None = None
+        self._running_file: Path | None = None
+        # A broker a killed run left behind, taken over (take_over): no Popen of ours to wait for.
+        self._taken_over: LeftBehind | None = None
+
+    @property
+    def _workdir_path(self) -> Path | None:
+        if self._taken_over is not None:
+            return self._taken_over.config.parent
+        return None if self._workdir is None else Path(self._workdir.name)
+
+    def take_over(self, left: LeftBehind, timeout_s: float) -> bool:
+        """Whether `left` is the broker this runner would start (the same configuration, answering on
+        the port); if so it is this runner's from now on."""
+        try:
+            same = left.config.read_text(encoding="utf-8") == self._config()
+        except OSError:
+            same = False
+        alive = lambda: Path(f"/proc/{left.pid}").exists()  # noqa: E731
+        if not same or not wait_for_port(self._host, self._port, timeout_s, alive=alive):
+            return False
+        self._taken_over = left
+        return True
 
     def start(self, timeout_s: float) -> None:
         self._workdir = tempfile.TemporaryDirectory(prefix="citywatch-mosquitto-")
@@ -223,15 +334,36 @@ class _MosquittoRunner:
         return "\n".join(lines) + "\n"
 
     def _log_tail(self) -> str:
-        if self._workdir is None:
+        workdir = self._workdir_path
+        if workdir is None:
             return ""
         try:
-            data = (Path(self._workdir.name) / "mosquitto.log").read_bytes()
+            data = (workdir / "mosquitto.log").read_bytes()
         except OSError:
             return ""
         return data[-_LOG_TAIL_BYTES:].decode("utf-8", "replace")
 
+    def record(self, running_file: Path) -> None:
+        """Write this broker's pid and configuration file where the next start looks (stop_left_behind)."""
+        workdir = self._workdir_path
+        pid = self._taken_over.pid if self._taken_over is not None else (
+            self._process.pid if self._process is not None else None)
+        assert workdir is not None and pid is not None
+        try:
+            running_file.parent.mkdir(parents=True, exist_ok=True)
+            running_file.write_text(f"{pid}\n{workdir / 'mosquitto.conf'}\n{os.getpid()}\n")
+        except OSError as exc:
+            log.warning("could not record the embedded Mosquitto in %s: %s", running_file, exc)
+            return
+        self._running_file = running_file
+
     def stop(self) -> None:
+        if self._running_file is not None:
+            self._running_file.unlink(missing_ok=True)
+            self._running_file = None
+        taken_over, self._taken_over = self._taken_over, None
+        if taken_over is not None:
+            stop_left_behind(taken_over)
         process, self._process = self._process, None
         if process is not None:
             process.terminate()
