@@ -11,9 +11,9 @@ interpreter's lock, which the pipeline holds); the child reads the requests on a
 that neither side can block the other for good while both write.
 
 The child starts with the first subscription, not with the dispatcher: a city without subscriptions
-never runs it. If the child dies, the requests it held fail as attempts ("the webhook sender process ended"),
-retried like any failed attempt; the next request starts a new child. If this process dies, the child sees its
-pipe close and exits.
+never runs it. If the child dies, the requests it held fail as attempts ("the webhook sender process
+ended"), retried like any failed attempt; the next request starts a new child. If this process dies, the
+child sees its pipe close and exits.
 """
 
 from __future__ import annotations
