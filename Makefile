@@ -18,7 +18,7 @@ help:
 	@echo "make test   set up (virtualenv, packages, real services) and run lint and every test"
 	@echo "make bench  every figure of BENCHMARKS.md at its defaults: end to end (embedded, Kafka), alerts, memory, InfluxDB, rules, dispatch, and side by side with Node-RED and a raw Kafka consumer"
 	@echo "make bench-peers  citywatch side by side with Node-RED, a paho subscriber and a raw Kafka consumer (installs Node-RED)"
-	@echo "make bench-soak   one hour at 2,500 events/s: memory and latency over time"
+	@echo "make bench-soak   one hour at 3,000 events/s: memory and latency over time"
 	@echo "make bench-store  store write rates and dashboard query latencies, embedded and InfluxDB"
 	@echo "make screenshots  the console's views against the demo, written to docs/console/*.png"
 	@echo "make bench-console  the console's map with 10,000 devices in headless Chromium (BENCHMARKS.md)"

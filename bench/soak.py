@@ -59,7 +59,7 @@ def drain(clock: StoredClock, remaining: int, stall_s: float = 60) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rate", type=float, default=2500, help="offered events/s")
+    parser.add_argument("--rate", type=float, default=3000, help="offered events/s")
     parser.add_argument("--minutes", type=float, default=60)
     parser.add_argument("--sample-s", type=float, default=60, help="seconds per sampled window")
     parser.add_argument("--broker", default="auto", choices=["auto", "mosquitto", "amqtt"])
