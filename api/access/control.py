@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from enum import StrEnum
 from pathlib import Path
 
@@ -130,10 +130,16 @@ class AccessControl:
         plates = key.allows(Scope.PLATES)
         items = [present_violation(v, plates=plates) for v in violations]
         if plates:
-            disclosed = [v.violation_id for v in violations if discloses(v)]
-            if disclosed:
-                self.audit(key, action, "plates/evidence of violations " + ",".join(disclosed))
+            self.audit_disclosures(key, violations, action)
         return items
+
+    def audit_disclosures(self, key: ApiKey, violations: Iterable[Violation], action: str) -> None:
+        """Audit under `key` the violations whose plates or evidence links it is shown unmasked."""
+        self._audit_disclosed(key, action, [v.violation_id for v in violations if discloses(v)])
+
+    def _audit_disclosed(self, key: ApiKey, action: str, violation_ids: list[str]) -> None:
+        if violation_ids:
+            self.audit(key, action, "plates/evidence of violations " + ",".join(violation_ids))
 
     def present_stream(self, key: ApiKey, violations: Iterator[Violation], action: str,
                        audit_every: int = 1000) -> Iterator[Violation]:
@@ -148,9 +154,8 @@ class AccessControl:
                 if discloses(violation):
                     disclosed.append(violation.violation_id)
                     if len(disclosed) >= audit_every:
-                        self.audit(key, action, "plates/evidence of violations " + ",".join(disclosed))
+                        self._audit_disclosed(key, action, disclosed)
                         disclosed = []
                 yield violation
         finally:
-            if disclosed:
-                self.audit(key, action, "plates/evidence of violations " + ",".join(disclosed))
+            self._audit_disclosed(key, action, disclosed)

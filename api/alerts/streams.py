@@ -40,7 +40,6 @@ from api.alerts.key_state import KeyState, stream_refusal
 from api.alerts.stream_hub import Outgoing, Route, wait_detached
 from api.alerts.waiter import FeedWaiter
 from api.services import ApiServices
-from core.masking import discloses
 from processors.outputs.feed import CursorExpired, FeedEntry, InvalidFeedCursor, ViolationFeed, violations_of
 
 log = logging.getLogger(__name__)
@@ -173,7 +172,7 @@ class StreamSession:
         """Send queued entries, checking the key before each one goes out (and before a heartbeat, so an
         idle stream of a revoked key ends too). The messages are presented and encoded once for all clients
         (stream_hub.SharedMessages); a disclosure of plates or evidence links is audited under the key, for
-        the rest of the batch, before the first of them goes out (as AccessControl.present does)."""
+        the rest of the batch, before the first of them goes out (AccessControl.audit_disclosures)."""
         entries = [item for item in items if item is not None]
         if not entries:
             self.key_now()
@@ -186,14 +185,9 @@ class StreamSession:
             plates = key.allows(Scope.PLATES)
             if plates != shown_plates:  # first message, or the key's plates scope changed since
                 if plates:
-                    self._audit_disclosures(key, entries[index:])
+                    self.access.audit_disclosures(key, violations_of(entries[index:]), self.action)
                 shown_plates = plates
             await send(messages.get(entry, plates))
-
-    def _audit_disclosures(self, key: ApiKey, entries: list[FeedEntry]) -> None:
-        disclosed = [v.violation_id for v in violations_of(entries) if discloses(v)]
-        if disclosed:
-            self.access.audit(key, self.action, "plates/evidence of violations " + ",".join(disclosed))
 
     async def run(self, send: Callable[[StreamItem], Awaitable[None]],
                   client_gone: Awaitable[None]) -> StreamEnded | None:
