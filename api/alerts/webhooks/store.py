@@ -307,10 +307,6 @@ class WebhookStore:
                                             None, now, now))
         return created
 
-    def record_attempt(self, delivery_id: int, *, status: DeliveryStatus, attempts: int,
-                       status_code: int | None, error: str | None, duration_ms: int | None = None) -> None:
-        self.record_attempts([Attempt(delivery_id, status, attempts, status_code, error, duration_ms)])
-
     def record_attempts(self, outcomes: Sequence[Attempt]) -> None:
         """Several outcomes in one transaction, in the order given."""
         now = now_ms()
