@@ -39,6 +39,15 @@ class DestinationRefused(OSError):
     An OSError, so that aiohttp reports it from the resolver as a connection error carrying it."""
 
 
+def literal_address(host: str) -> IPAddress | None:
+    """The address a host written as one stands for (`10.0.0.1`, `[::1]`, `fe80::1%eth0`); None for a
+    name."""
+    try:
+        return ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return None
+
+
 def _kind(address: IPAddress) -> str | None:
     """What makes the address non-public, or None for a public address."""
     if address.is_unspecified:
@@ -82,7 +91,7 @@ class DestinationPolicy:
     def check_addresses(self, host: str, addresses: Sequence[str]) -> None:
         """Raise DestinationRefused when any address the host resolved to is refused (a host that mixes
         public and private answers is a DNS-rebinding pattern, not a receiver)."""
-        literal = self.literal_address(host)
+        literal = literal_address(host)
         for text in addresses:
             address = ipaddress.ip_address(text.split("%", 1)[0])
             kind = self.refusal(address)
@@ -95,18 +104,12 @@ class DestinationPolicy:
         if host.rstrip(".").lower() in METADATA_HOSTS:
             raise DestinationRefused(f"webhook destination refused: {host} is a cloud metadata service")
 
-    def literal_address(self, host: str) -> IPAddress | None:
-        try:
-            return ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
-        except ValueError:
-            return None
-
     def check_url(self, url: str) -> None:
         """At creation: resolve the URL's host now and check every address (raises DestinationRefused)."""
         parsed = urlparse(url)
         host = parsed.hostname or ""
         self.check_host_name(host)
-        literal = self.literal_address(host)
+        literal = literal_address(host)
         if literal is not None:
             self.check_addresses(host, [str(literal)])
             return

@@ -60,7 +60,7 @@ from api.access.control import AccessControl
 from api.access.keys import ApiKey, Scope
 from api.alerts.filters import FilterIndex, ViolationFilter
 from api.alerts.key_state import DELIVERY_KEY_AGE_S, KeyState, subscription_refusal
-from api.alerts.webhooks.destinations import DestinationPolicy, DestinationRefused
+from api.alerts.webhooks.destinations import DestinationPolicy, DestinationRefused, literal_address
 from api.alerts.webhooks.sender import HttpSender, Outcome, Sender, SenderProcess
 from api.alerts.webhooks.signing import (
     DELIVERY_HEADER,
@@ -537,7 +537,7 @@ class WebhookDispatcher:
         host = URL(url).host or ""
         try:
             self.policy.check_host_name(host)
-            if self.policy.literal_address(host) is not None:
+            if literal_address(host) is not None:
                 self.policy.check_addresses(host, [host.strip("[]")])
         except DestinationRefused as exc:
             return str(exc)

@@ -15,13 +15,14 @@ checked; TLS verifies the certificate against the host name. Redirects are answe
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 import ssl
 from dataclasses import dataclass, field
 
 from aiohttp.abc import AbstractResolver
 from yarl import URL
+
+from api.alerts.webhooks.destinations import literal_address
 
 # Header names and values come from the dispatcher; a line break in one would split the request.
 _FORBIDDEN = ("\r", "\n")
@@ -175,7 +176,7 @@ class Http1Client:
         loop = asyncio.get_running_loop()
         name = host.strip("[]")
         addresses = [name]
-        if not _is_literal(name):
+        if literal_address(name) is None:
             # The resolver checks every address against the policy (raises DestinationRefused), and the
             # connection goes only to the addresses it checked.
             resolved = await self.resolver.resolve(name, port, socket.AF_UNSPEC)
@@ -208,11 +209,3 @@ class Http1Client:
                 raise AnswerError(f"a line break in the header {name[:40]!r}")
             lines.append(f"{name}: {value}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
-
-
-def _is_literal(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    return True
