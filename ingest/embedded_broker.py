@@ -174,8 +174,8 @@ class EmbeddedBroker:
         self.port = port
         self.password_file = password_file
         self.startup_timeout_s = startup_timeout_s
-        # Where a running Mosquitto is recorded (ORPHAN_FILE), so that the next start can stop one that a
-        # killed run left behind.
+        # Where a running Mosquitto is recorded (RUNNING_FILE), so that the next start can take over or
+        # stop one that a killed run left behind.
         self.state_dir = state_dir
         self.kind_used: EmbeddedBrokerKind | None = None
         self._runner: _MosquittoRunner | _AmqttRunner | None = None
@@ -192,31 +192,28 @@ class EmbeddedBroker:
         if self.password_file is not None and kind is not EmbeddedBrokerKind.MOSQUITTO:
             raise ValueError("password_file is only supported by the mosquitto embedded broker")
         left = find_left_behind(self.state_dir / RUNNING_FILE) if self.state_dir is not None else None
-        if left is not None:
-            taken_over = self._take_over(kind, left)
-            if taken_over is not None:
-                self._runner = taken_over
-                self.kind_used = kind
-                return self.url
-        if self.port == 0:
-            self.port = free_port(self.host)
-        else:
-            ensure_port_free(self.host, self.port)
-        runner: _MosquittoRunner | _AmqttRunner
-        if kind is EmbeddedBrokerKind.MOSQUITTO:
-            binary = find_mosquitto()
-            if binary is None:
-                raise BrokerStartError("mosquitto is not installed (apt-get install mosquitto)")
-            runner = _MosquittoRunner(binary, self.host, self.port, self.password_file)
-        else:
-            runner = _AmqttRunner(self.host, self.port)
-        runner.start(self.startup_timeout_s)
+        runner: _MosquittoRunner | _AmqttRunner | None = None if left is None else self._take_over(kind, left)
+        if runner is None:
+            runner = self._new_runner(kind)
+            runner.start(self.startup_timeout_s)
         self._runner = runner
         self.kind_used = kind
         if self.state_dir is not None and isinstance(runner, _MosquittoRunner):
             runner.record(self.state_dir / RUNNING_FILE)
         log.info("embedded %s broker listening on %s", kind.value, self.url)
         return self.url
+
+    def _new_runner(self, kind: EmbeddedBrokerKind) -> _MosquittoRunner | _AmqttRunner:
+        if self.port == 0:
+            self.port = free_port(self.host)
+        else:
+            ensure_port_free(self.host, self.port)
+        if kind is not EmbeddedBrokerKind.MOSQUITTO:
+            return _AmqttRunner(self.host, self.port)
+        binary = find_mosquitto()
+        if binary is None:
+            raise BrokerStartError("mosquitto is not installed (apt-get install mosquitto)")
+        return _MosquittoRunner(binary, self.host, self.port, self.password_file)
 
     def _take_over(self, kind: EmbeddedBrokerKind, left: LeftBehind) -> _MosquittoRunner | None:
         """Use the broker a killed run left behind when it is the one this start would make (same port,
@@ -228,8 +225,6 @@ class EmbeddedBroker:
             if runner.take_over(left, self.startup_timeout_s):
                 log.warning("a previous run was killed before it could stop its embedded Mosquitto (pid %d) "
                             "on %s: taking it over, with what it queued for ingest since", left.pid, self.url)
-                if self.state_dir is not None:
-                    runner.record(self.state_dir / RUNNING_FILE)
                 return runner
         log.warning("stopping the embedded Mosquitto (pid %d) that a killed run left behind: this start "
                     "needs another one", left.pid)
@@ -344,7 +339,7 @@ class _MosquittoRunner:
         return data[-_LOG_TAIL_BYTES:].decode("utf-8", "replace")
 
     def record(self, running_file: Path) -> None:
-        """Write this broker's pid and configuration file where the next start looks (stop_left_behind)."""
+        """Write this broker's pid and configuration file where the next start looks (find_left_behind)."""
         workdir = self._workdir_path
         pid = self._taken_over.pid if self._taken_over is not None else (
             self._process.pid if self._process is not None else None)
