@@ -232,6 +232,10 @@ class MqttSource:
             # The race above left a socket open: with no thread running, disconnect() writes the
             # DISCONNECT packet and closes the socket synchronously.
             self._client.disconnect()
+        # paho's wake-up socket pair is closed only when the client is collected; the client and this
+        # source refer to each other, so that waits for the cyclic collector (a ResourceWarning then).
+        # loop_start() makes a new pair for a restart.
+        self._client._reset_sockets(sockpair_only=True)
         self._set_connected(False)
         self._started = False
         log.info("MQTT source stopped")
