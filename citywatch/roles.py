@@ -12,7 +12,6 @@ import logging
 import os
 import signal
 from collections.abc import Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -27,15 +26,12 @@ from core.metrics import Metrics
 from core.models import DeadLetter, Event
 from core.rate import RateMeter
 from core.settings import BusKind, ConfigError, DeviceSettings, KafkaSettings, Settings
-from ingest.codecs.catalogue import build_codec
 from ingest.device_admin import DeviceManager
 from ingest.device_sync import DeviceChangePublisher, DeviceChangeReader
 from ingest.embedded_broker import EmbeddedBroker
 from ingest.geo import GeoError, GeoTagger
-from ingest.normalizer import Normalizer
 from ingest.registry import DeviceRegistry
-from ingest.service import IngestService
-from ingest.vendor_maps import VendorMapNotices
+from ingest.service import IngestService, build_normalizer
 from processors.bus import BusProducer, OnDurable
 from processors.catalogue import build_rules, device_partition_key
 from processors.dispatch.board import PlanBoard
@@ -124,11 +120,7 @@ class IngestRole:
         kafka_producer = KafkaBusProducer(self.kafka, client_id=self.settings.mqtt.client_id,
                                           on_error=self._send_failed)
         self.producer = _CountingProducer(kafka_producer, self.rate)
-        normalizer = Normalizer(self.settings.ingest, self.settings.mqtt.max_payload_bytes, self.registry,
-                                partial(build_codec, devices=self.registry,
-                                        vendor_maps=self.settings.vendor_maps,
-                                        notices=VendorMapNotices(self.metrics)),
-                                tagger=self.geo.tag_event)
+        normalizer = build_normalizer(self.settings, self.registry, self.geo.tag_event, self.metrics)
         assert self.settings.mqtt.url is not None  # checked in __init__
         parsed = urlparse(self.settings.mqtt.url)
         self.ingest = IngestService(

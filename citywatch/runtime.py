@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -21,20 +20,18 @@ from api.console.config import ConsoleMap
 from api.services import ApiServices, ComponentStatus
 from citywatch.config_findings import log_findings
 from citywatch.indices import IndexComponents
+from citywatch.ingest_process import IngestProcess
 from citywatch.mqtt_publisher import MqttPublisher
 from citywatch.simulation import FeedGenerator, Simulator
 from core.metrics import Metrics
 from core.models import Event, ExposureTotal
 from core.rate import RateMeter
 from core.settings import ConfigError, Settings
-from ingest.codecs.catalogue import build_codec
 from ingest.device_admin import DeviceManager
 from ingest.embedded_broker import EmbeddedBroker, PortInUse
 from ingest.geo import GeoError, GeoTagger
-from ingest.normalizer import Normalizer
 from ingest.registry import DeviceRegistry
-from ingest.service import IngestService
-from ingest.vendor_maps import VendorMapNotices
+from ingest.service import IngestService, build_normalizer
 from processors.catalogue import build_rules
 from processors.dispatch.board import PlanBoard
 from processors.engine import Engine
@@ -87,7 +84,7 @@ class EmbeddedRuntime:
                                       tag_violation=self.geo.tag_violation,
                                       input_live=self._input_live,
                                       on_violations=[self.alerts.feed.publish])
-        self.ingest: IngestService | None = None
+        self.ingest: IngestService | IngestProcess | None = None
         self.simulator: Simulator | None = None
         self._simulator_client: MqttPublisher | None = None
 
@@ -106,18 +103,18 @@ class EmbeddedRuntime:
         self.alerts.reconcile_cases(self.store)
         self.indices.start()
         self.worker.start()
-        normalizer = Normalizer(self.settings.ingest, self.settings.mqtt.max_payload_bytes, self.registry,
-                                partial(build_codec, devices=self.registry,
-                                        vendor_maps=self.settings.vendor_maps,
-                                        notices=VendorMapNotices(self.metrics)),
-                                tagger=self.geo.tag_event)
-        mqtt = self.settings.mqtt
         parsed = urlparse(self.mqtt_url)
-        self.ingest = IngestService(
-            host=parsed.hostname or "127.0.0.1", port=parsed.port or 1883, settings=mqtt,
-            topics=[route.pattern for route in self.settings.ingest.routes],
-            normalizer=normalizer, producer=self.bus.producer(), metrics=self.metrics,
-        )
+        host, port = parsed.hostname or "127.0.0.1", parsed.port or 1883
+        if self.settings.bus.ingest_process:
+            self.ingest = IngestProcess(self.settings, host=host, port=port, registry=self.registry,
+                                        producer=self.bus.producer(), metrics=self.metrics)
+        else:
+            normalizer = build_normalizer(self.settings, self.registry, self.geo.tag_event, self.metrics)
+            self.ingest = IngestService(
+                host=host, port=port, settings=self.settings.mqtt,
+                topics=[route.pattern for route in self.settings.ingest.routes],
+                normalizer=normalizer, producer=self.bus.producer(), metrics=self.metrics,
+            )
         self.ingest.start()
         if self.simulate:
             self._start_simulator()

@@ -294,6 +294,10 @@ class BusSettings(_Section):
     queue_events: int = Field(
         100_000, gt=0, description="In-process bus bound; ingest waits (backpressure) when it is full."
     )
+    ingest_process: bool = Field(
+        True, description="inprocess: receive and decode MQTT messages in a process of their own, so that "
+        "the rules do not share an interpreter with ingest (faster with two or more cores)."
+    )
     kafka: KafkaSettings = KafkaSettings()
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import msgspec
@@ -29,6 +29,7 @@ class DeviceRegistry:
     def __init__(self, devices: Iterable[DeviceSettings] = ()) -> None:
         self._entries: dict[str, _Entry] = {}
         self._write_lock = threading.Lock()
+        self._watchers: list[Callable[[str, DeviceSettings | None], None]] = []
         for device in devices:
             if device.device_id in self._entries:
                 raise ValueError(f"device {device.device_id!r} is registered twice")
@@ -48,15 +49,27 @@ class DeviceRegistry:
         """Every registered device's settings, now."""
         return [entry.settings for entry in list(self._entries.values())]
 
+    def watch(self, watcher: Callable[[str, DeviceSettings | None], None]) -> None:
+        """Call `watcher(device_id, settings)` for every device registered or changed from now on, and
+        `watcher(device_id, None)` for every one removed (a copy of the registry in another process
+        follows this one: citywatch/ingest_process.py)."""
+        self._watchers.append(watcher)
+
     def upsert(self, device: DeviceSettings) -> None:
         """Register a device or replace its settings."""
         with self._write_lock:
             self._entries[device.device_id] = _entry(device)
+            for watcher in self._watchers:
+                watcher(device.device_id, device)
 
     def deactivate(self, device_id: str) -> bool:
         """Remove a device: its later events are dead-lettered as unknown. False if it was not registered."""
         with self._write_lock:
-            return self._entries.pop(device_id, None) is not None
+            removed = self._entries.pop(device_id, None) is not None
+            if removed:
+                for watcher in self._watchers:
+                    watcher(device_id, None)
+            return removed
 
     def enrich(self, event: Event) -> Event:
         """Add the device's position (when the event has none) and its tags (the event's own tags win)."""

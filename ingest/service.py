@@ -10,9 +10,13 @@ from functools import partial
 from prometheus_client import Counter
 
 from core.metrics import Metrics
-from core.settings import MqttSettings
+from core.models import DeadLetter, Event
+from core.settings import MqttSettings, Settings
+from ingest.codecs.catalogue import build_codec
 from ingest.mqtt_source import MqttSource, Settle, wall_clock_ms
 from ingest.normalizer import Normalizer
+from ingest.registry import DeviceRegistry
+from ingest.vendor_maps import VendorMapNotices
 from processors.bus import BusClosed, BusEncodingError, BusFull, BusProducer
 
 log = logging.getLogger(__name__)
@@ -50,12 +54,7 @@ class IngestService:
         self._normalizer = normalizer
         self._producer = producer
         self._metrics = metrics
-        self._kind_labels: set[str] = set()
-        self._kind_labels_lock = threading.Lock()
-        # Labelled counter children by kind and by reason, looked up once: labels() per message took a
-        # lock and built a key on the network thread. Both are bounded (MAX_KIND_LABELS, the reasons).
-        self._accepted_by_kind: dict[str, Counter] = {}
-        self._dead_letters_by_reason: dict[str, Counter] = {}
+        self._counts = IngestCounts(metrics)
         # Two routes may share a filter; subscribing once is enough.
         unique_topics = list(dict.fromkeys(topics))
         self._source = MqttSource(
@@ -121,7 +120,7 @@ class IngestService:
                        settle: Settle | None = None) -> None:
         """One MQTT message: decode, hand to the bus (blocking while it is full), count; `settle` is
         called with True once the bus confirmed it, with False if the bus refused it."""
-        self._metrics.messages_received.inc()
+        self._counts.received()
         result = self._normalizer.handle(topic, payload, received_time_ms)
         on_durable = None if settle is None else partial(self._confirmed, settle, topic)
         try:
@@ -138,14 +137,49 @@ class IngestService:
             # BusClosed only during shutdown, if the bus was closed before ingest stopped.
             self._not_accepted(topic, exc, settle)
             return
-        events = result.events
+        self._counts.accepted(result.events, result.dead_letters)
+
+    def _confirmed(self, settle: Settle, topic: str, error: BaseException | None) -> None:
+        """The bus's verdict on one message's records (on the bus's own thread for Kafka)."""
+        if error is None:
+            settle(True)
+        else:
+            self._not_accepted(topic, error, settle)
+
+    def _not_accepted(self, topic: str, error: BaseException, settle: Settle | None) -> None:
+        self._metrics.mqtt_not_acked.inc()
+        log.warning("the bus did not take a message from topic %r (%s: %s); it is not acknowledged and "
+                    "the broker redelivers it", topic, type(error).__name__, error)
+        if settle is not None:
+            settle(False)
+
+
+class IngestCounts:
+    """What ingest counts at /metrics per message: received, events accepted by kind, dead letters by
+    reason. Its own piece so that `citywatch up` counts the same way when ingest runs in a process of its
+    own (citywatch/ingest_process.py), where the counting happens as the batches arrive."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._kind_labels: set[str] = set()
+        self._kind_labels_lock = threading.Lock()
+        # Labelled counter children by kind and by reason, looked up once: labels() per message took a
+        # lock and built a key on the network thread. Both are bounded (MAX_KIND_LABELS, the reasons).
+        self._accepted_by_kind: dict[str, Counter] = {}
+        self._dead_letters_by_reason: dict[str, Counter] = {}
+
+    def received(self, messages: int = 1) -> None:
+        self._metrics.messages_received.inc(messages)
+
+    def accepted(self, events: Sequence[Event], dead_letters: Sequence[DeadLetter]) -> None:
+        """Events and dead letters the bus took."""
         if len(events) == 1:  # most messages: counted without tallying them first
             self._accepted_counter(events[0].kind).inc()
-        else:
+        elif events:
             for kind, count in _tally(event.kind for event in events).items():
                 self._accepted_counter(kind).inc(count)
-        if result.dead_letters:
-            for reason, count in _tally(letter.reason for letter in result.dead_letters).items():
+        if dead_letters:
+            for reason, count in _tally(letter.reason for letter in dead_letters).items():
                 self._dead_letter_counter(reason).inc(count)
 
     def _accepted_counter(self, kind: str) -> Counter:
@@ -163,20 +197,6 @@ class IngestService:
             counter = self._dead_letters_by_reason[reason] = self._metrics.dead_letters.labels(reason=reason)
         return counter
 
-    def _confirmed(self, settle: Settle, topic: str, error: BaseException | None) -> None:
-        """The bus's verdict on one message's records (on the bus's own thread for Kafka)."""
-        if error is None:
-            settle(True)
-        else:
-            self._not_accepted(topic, error, settle)
-
-    def _not_accepted(self, topic: str, error: BaseException, settle: Settle | None) -> None:
-        self._metrics.mqtt_not_acked.inc()
-        log.warning("the bus did not take a message from topic %r (%s: %s); it is not acknowledged and "
-                    "the broker redelivers it", topic, type(error).__name__, error)
-        if settle is not None:
-            settle(False)
-
     def _kind_label(self, kind: str) -> str:
         if kind in self._kind_labels:
             return kind
@@ -185,6 +205,16 @@ class IngestService:
                 self._kind_labels.add(kind)
                 return kind
         return OTHER_KIND_LABEL
+
+
+def build_normalizer(settings: Settings, registry: DeviceRegistry, tagger: Callable[[Event], Event],
+                     metrics: Metrics) -> Normalizer:
+    """The normalizer every ingest builds from the configuration (`citywatch up`, its ingest process,
+    the Kafka set-up's ingest role): routes, codecs with the vendor maps, the geo tagger."""
+    return Normalizer(settings.ingest, settings.mqtt.max_payload_bytes, registry,
+                      partial(build_codec, devices=registry, vendor_maps=settings.vendor_maps,
+                              notices=VendorMapNotices(metrics)),
+                      tagger=tagger)
 
 
 def _tally(values: Iterable[str]) -> dict[str, int]:

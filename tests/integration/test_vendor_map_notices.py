@@ -7,11 +7,11 @@ device whose map does not consume every decoded field, and from a device whose m
 from __future__ import annotations
 
 import json
-import logging
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -32,21 +32,22 @@ DEVICES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def runtime(mosquitto_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRuntime]:
+@pytest.fixture
+def runtime(mosquitto_url: str, tmp_path: Path) -> Iterator[EmbeddedRuntime]:
+    """Started and stopped around the test, not in set-up: ingest runs in a process of its own
+    (citywatch/ingest_process.py) that logs onto the standard error it starts with, the one `capfd`
+    reads during the test."""
     shipped = load_settings(REPO / "configs" / "citywatch.yaml")
     settings = Settings.model_validate(
         {
             "mqtt": {"url": mosquitto_url, "client_id": f"citywatch-{PREFIX}"},
-            "store": {"data_dir": str(tmp_path_factory.mktemp("vendor-map-notices"))},
+            "store": {"data_dir": str(tmp_path)},
             "ingest": {"routes": [{"pattern": f"{PREFIX}/v3/+/devices/+/up", "codec": "tts"}]},
             "devices": DEVICES,
             "vendor_maps": {name: m.model_dump() for name, m in shipped.vendor_maps.items()},
         }
     )
     app = EmbeddedRuntime(settings)
-    app.start()
-    wait_for(lambda: app.ingest is not None and app.ingest.subscribed, 15, message="ingest subscribed")
     yield app
     app.stop()
 
@@ -68,9 +69,11 @@ def publisher(mosquitto_url: str) -> Iterator[MqttPublisher]:
 
 
 def test_unmapped_fields_and_models_without_a_map_reach_metrics_and_the_log(
-    runtime: EmbeddedRuntime, publisher: MqttPublisher, caplog: pytest.LogCaptureFixture
+    runtime: EmbeddedRuntime, publisher: MqttPublisher, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="ingest.vendor_maps")
+    runtime.start()
+    wait_for(lambda: runtime.ingest is not None and runtime.ingest.subscribed, 15,
+             message="ingest subscribed")
     for device_id, decoded in (
         ("bin-known", {"Distance": "900 mm", "Bat": "3.3 V", "Bat_status": 3}),
         ("bin-known", {"Distance": "910 mm", "Bat": "3.3 V", "Bat_status": 3}),
@@ -101,7 +104,8 @@ def test_unmapped_fields_and_models_without_a_map_reach_metrics_and_the_log(
     assert all("Bat_status" not in event.attributes for event in known)
     [raw] = wait_for(lambda: events_of("bin-unknown", 1), 15, message="the unconverted event")
     assert raw.attributes["level"] == 4
-    notices = [r.getMessage() for r in caplog.records if r.name == "ingest.vendor_maps"]
+    logger = "ingest.vendor_maps: "  # the log's text format: time, level, logger, message
+    notices = [line.split(logger, 1)[1] for line in capfd.readouterr().err.splitlines() if logger in line]
     assert [m.split(":")[0] for m in notices] == [
         "decoded field 'Bat_status' of model 'dragino ldds75' is not in vendor map 'Dragino LDDS75'",
         "device model 'Acme Sonar 9' names no vendor map",
