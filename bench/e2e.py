@@ -136,6 +136,8 @@ def main() -> int:
                         help="run with only this rule enabled (e.g. bin_overflow, the skeleton's rule)")
     parser.add_argument("--workload", default="filling", choices=["filling", "churn"],
                         help="filling: bins fill and are emptied (realistic); churn: random fill levels")
+    parser.add_argument("--ingest-in-process", action="store_true",
+                        help="ingest on the rules' interpreter (bus.ingest_process false), for comparison")
     args = parser.parse_args()
     # As `citywatch up` runs (cli._serve): the collector's thresholds and the GIL's switch interval decide
     # how long the pipeline's threads wait for each other.
@@ -145,7 +147,8 @@ def main() -> int:
     clock = TimedStoredClock()
     with tempfile.TemporaryDirectory(prefix="citywatch-bench-") as data_dir:
         settings = Settings(devices=devices).with_overrides(
-            store__data_dir=data_dir, mqtt__embedded_broker=args.broker, mqtt__embedded_port=0)
+            store__data_dir=data_dir, mqtt__embedded_broker=args.broker, mqtt__embedded_port=0,
+            bus__ingest_process=not args.ingest_in_process)
         if args.only_rule is not None:
             rules = settings.rules.model_dump()
             for name, rule in rules.items():

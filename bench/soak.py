@@ -2,7 +2,8 @@
 
 `citywatch up`'s runtime (embedded broker: Mosquitto when installed, the full rule catalogue, SQLite)
 judges bin readings published at `--rate` events/s by a publisher in its own process, for `--minutes`.
-Every `--sample-s` seconds it records the process's resident memory (RSS) and the publish-to-stored
+Every `--sample-s` seconds it records the resident memory (RSS) of the process and of its ingest process
+(citywatch/ingest_process.py; the embedded broker and the publisher are not counted) and the publish-to-stored
 latency of the events stored in that window (p50/p99), so a leak shows as RSS that keeps rising and a
 backlog as latency that keeps rising. Prints one Markdown row per window as it goes and a summary;
 results also go to bench/results/soak.json.
@@ -22,26 +23,38 @@ from typing import Any
 import numpy as np
 
 from bench.e2e import StoredClock, machine
+from citywatch.ingest_process import IngestProcess
 from citywatch.interpreter_tuning import tune_for_streaming
 from citywatch.runtime import EmbeddedRuntime
 from core.settings import DeviceSettings, Settings
 
 
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def rss_mb(pid: int | str = "self") -> float:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return 0.0  # no such process (the ingest process between a death and its restart)
+    for line in status.splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
 
-def window_row(started: float, clock: StoredClock, stored_total: int) -> dict[str, Any]:
+def window_row(started: float, clock: StoredClock, stored_total: int,
+               ingest_pid: int | None) -> dict[str, Any]:
     with clock.lock:
         latencies = np.array(clock.latencies_ms)
         clock.latencies_ms = []
     p50, p99 = np.percentile(latencies, [50, 99]) if len(latencies) else (float("nan"), float("nan"))
-    return {"minute": round((time.monotonic() - started) / 60, 1), "rss_mb": round(rss_mb(), 1),
+    ingest_mb = 0.0 if ingest_pid is None else rss_mb(ingest_pid)
+    return {"minute": round((time.monotonic() - started) / 60, 1), "rss_mb": round(rss_mb() + ingest_mb, 1),
+            "ingest_rss_mb": round(ingest_mb, 1),
             "stored": len(latencies), "stored_total": stored_total + len(latencies),
             "p50_ms": round(float(p50), 1), "p99_ms": round(float(p99), 1)}
+
+
+def ingest_pid(runtime: EmbeddedRuntime) -> int | None:
+    return runtime.ingest.pid if isinstance(runtime.ingest, IngestProcess) else None
 
 
 def drain(clock: StoredClock, remaining: int, stall_s: float = 60) -> None:
@@ -80,8 +93,9 @@ def main() -> int:
             broker = runtime.broker.kind_used
             print(f"machine: {machine()}; embedded broker: {broker}; {args.rate:.0f} events/s for "
                   f"{args.minutes:g} min", flush=True)
-            print("| minute | RSS MB | stored in window | p50 ms | p99 ms |", flush=True)
-            print("|---|---|---|---|---|", flush=True)
+            print("| minute | RSS MB (with ingest's) | ingest process MB | stored in window | p50 ms "
+                  "| p99 ms |", flush=True)
+            print("|---|---|---|---|---|---|", flush=True)
             publisher = subprocess.Popen(
                 [sys.executable, "-m", "bench.publisher", "--url", runtime.mqtt_url, "--events", str(events),
                  "--rate", str(args.rate), "--client-id", "bench-soak"], stdout=subprocess.DEVNULL)
@@ -89,13 +103,14 @@ def main() -> int:
             stored_total = 0
             while publisher.poll() is None:
                 time.sleep(max(0.0, started + (len(rows) + 1) * args.sample_s - time.monotonic()))
-                row = window_row(started, clock, stored_total)
+                row = window_row(started, clock, stored_total, ingest_pid(runtime))
                 stored_total = row["stored_total"]
                 rows.append(row)
-                print(f"| {row['minute']} | {row['rss_mb']} | {row['stored']} | {row['p50_ms']} "
+                print(f"| {row['minute']} | {row['rss_mb']} | {row['ingest_rss_mb']} | {row['stored']} "
+                      f"| {row['p50_ms']} "
                       f"| {row['p99_ms']} |", flush=True)
             drain(clock, events - stored_total)
-            rows.append(window_row(started, clock, stored_total))
+            rows.append(window_row(started, clock, stored_total, ingest_pid(runtime)))
         finally:
             runtime.stop()
 

@@ -35,6 +35,7 @@ from typing import Any
 import msgspec
 from prometheus_client import Gauge
 
+from citywatch.interpreter_tuning import tune_for_streaming
 from core.child_process import READY, ChildLogs, spawn_child, start_child
 from core.metrics import Metrics
 from core.models import DeadLetter, Event
@@ -388,6 +389,9 @@ def _run_child(conn: Connection, settings: Settings, host: str, port: int, devic
         normalizer=build_normalizer(settings, registry, geo.tag_event, metrics),
         producer=producer, metrics=metrics,
     )
+    # As the parent runs (citywatch/interpreter_tuning.py): here the pipe's writer thread must get the
+    # interpreter from paho's busy network thread without waiting 5 ms each time.
+    tune_for_streaming()
     write(READY)  # before anything is received: the parent reads READY first
     service.start()
     reporter = _Reporter(reports.send_bytes, service, metrics)
