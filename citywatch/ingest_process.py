@@ -251,12 +251,16 @@ class IngestProcess:
                 child.join()
         if self._reports_thread is not None:
             self._reports_thread.join(timeout_s)  # the child's last report, read to its end
+        if self._conn is not None:
+            self._conn.close()
 
     def _spawn(self) -> None:
-        # The devices are read after the watch is on (in __init__): a change made meanwhile is sent
-        # again over the pipe, which is harmless.
+        if self._reports_thread is not None:
+            self._reports_thread.join()  # the previous child's, ended with it: its last metrics applied
         self._forwarded.clear()  # a new child counts from zero
         self._status = {}
+        # The devices are read after the watch is on (in __init__): a change made meanwhile is sent
+        # again over the pipe, which is harmless.
         reports, reports_end = multiprocessing.get_context("spawn").Pipe(duplex=False)
         try:
             self._conn, self._child = spawn_child(
@@ -267,8 +271,6 @@ class IngestProcess:
             raise
         finally:
             reports_end.close()
-        if self._reports_thread is not None:
-            self._reports_thread.join()  # the previous child's (it ended with its child)
         self._reports_thread = threading.Thread(target=self._read_reports, args=(reports,),
                                                 name="ingest-reports", daemon=True)
         self._reports_thread.start()
@@ -282,7 +284,11 @@ class IngestProcess:
             exit_code = None
             if self._child is not None:
                 self._child.join(5)
+                if self._child.is_alive():  # its pipe closed but it hangs: it is replaced all the same
+                    self._child.kill()
+                    self._child.join()
                 exit_code = self._child.exitcode
+            self._conn.close()
             self._exit_error = f"the ingest process exited (exit code {exit_code})"
             self._status = {}
             log.error("%s; starting it again in %.0f s (the broker redelivers what it had not "
