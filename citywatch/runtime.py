@@ -145,9 +145,12 @@ class EmbeddedRuntime:
             self.on_stored(events)
 
     def status(self) -> dict[str, Any]:
-        return {"role": "up", "bus": "inprocess", "events_per_s": round(self.rate.rate(), 1),
-                "events_total": self.rate.total, "bus_queue_events": len(self.bus),
-                "held_events": self.engine.held}
+        status = {"role": "up", "bus": "inprocess", "events_per_s": round(self.rate.rate(), 1),
+                  "events_total": self.rate.total, "bus_queue_events": len(self.bus),
+                  "held_events": self.engine.held}
+        if isinstance(self.ingest, IngestProcess):  # which process MQTT ingest is (bus.ingest_process)
+            status["ingest_process_pid"] = self.ingest.pid
+        return status
 
     def _start_embedded_broker(self) -> str:
         mqtt = self.settings.mqtt

@@ -1,7 +1,8 @@
 """`citywatch up`'s ingest in a process of its own, against a real Mosquitto: what it receives reaches the
 bus in order and counted, acknowledged once; devices changed in the parent are the child's too; a full
 bus holds the broker back without losing anything; a killed child is started again and what it had not
-acknowledged arrives."""
+acknowledged arrives; and, with `citywatch up` as a real process, readiness shows the child's death and a
+service manager's SIGTERM to the whole group stops it in order."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import signal
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlparse
 
+import httpx
 import pytest
 
 from citywatch.ingest_process import IngestProcess
@@ -23,6 +26,7 @@ from ingest.registry import DeviceRegistry
 from processors.bus import Batch
 from processors.inprocess_bus import InProcessBus
 from tests.conftest import PublisherFactory
+from tests.support.process import CitywatchProcess, bins
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
@@ -179,3 +183,75 @@ def test_a_killed_ingest_process_is_started_again_and_nothing_is_lost(
     levels = fill_levels(ingest.taken.events)
     assert list(dict.fromkeys(levels)) == [1.0, 2.0, 3.0]
     assert "starting it again" in caplog.text
+
+
+def stored_fills(app: CitywatchProcess, device_id: str) -> list[float]:
+    items = app.get("/v1/events", device=device_id, limit=100)["items"]
+    return sorted(item["attributes"]["fill_pct"] for item in items)
+
+
+def received(app: CitywatchProcess) -> float:
+    for line in app.get_text("/metrics").splitlines():
+        if line.startswith("citywatch_mqtt_messages_received_total "):
+            return float(line.split()[1])
+    raise AssertionError("no citywatch_mqtt_messages_received_total in /metrics")
+
+
+@pytest.fixture
+def city_config(mosquitto_url: str, prefix: str) -> dict[str, object]:
+    return {"devices": bins("bin-1"), "pipeline": {"allowed_lateness_ms": 300},
+            "mqtt": {"url": mosquitto_url, "client_id": f"cw-{prefix}"},
+            "ingest": {"routes": [{"pattern": f"{prefix}/#", "codec": "native"}]}}
+
+
+def test_citywatch_up_reports_a_killed_ingest_process_and_stores_what_was_sent_meanwhile(
+        mosquitto_url: str, mqtt_publisher: PublisherFactory, prefix: str, city_config: dict[str, object],
+        tmp_path: Path) -> None:
+    app = CitywatchProcess(tmp_path, city_config).start()
+    try:
+        publisher = mqtt_publisher(mosquitto_url)
+        publisher.publish(f"{prefix}/bin-1", reading("bin-1", 0, 10.0), qos=1).wait_for_publish(5)
+        wait_for(lambda: stored_fills(app, "bin-1") == [10.0], 15, message="the first reading stored")
+        ingest_pid = app.get("/v1/status")["ingest_process_pid"]
+        os.kill(ingest_pid, signal.SIGKILL)
+
+        def mqtt_component() -> dict[str, object] | None:
+            readiness = httpx.get(app.base_url + "/readyz", timeout=5)
+            mqtt = next(c for c in readiness.json()["components"] if c["name"] == "mqtt")
+            return mqtt if readiness.status_code == 503 and not mqtt["ready"] else None
+
+        down = wait_for(mqtt_component, 10, message="readiness reporting the ingest process down")
+        assert down is not None and "the ingest process exited (exit code -9)" in str(down["detail"])
+        publisher.publish(f"{prefix}/bin-1", reading("bin-1", 1_000, 20.0), qos=1).wait_for_publish(5)
+        wait_for(lambda: app.ready() and app.get("/v1/status")["ingest_process_pid"] != ingest_pid, 20,
+                 message="a new ingest process, and citywatch ready again")
+        publisher.publish(f"{prefix}/bin-1", reading("bin-1", 2_000, 30.0), qos=1).wait_for_publish(5)
+        wait_for(lambda: stored_fills(app, "bin-1") == [10.0, 20.0, 30.0], 15, message="all three stored")
+        assert "starting it again" in app.log()
+    finally:
+        app.kill()
+
+
+def test_a_sigterm_to_the_whole_group_stops_citywatch_up_in_order(
+        mosquitto_url: str, mqtt_publisher: PublisherFactory, prefix: str, city_config: dict[str, object],
+        tmp_path: Path) -> None:
+    """A service manager signals every process of the service; the ingest process leaves its stop to
+    citywatch, which hands over and acknowledges what was received first: the next run gets nothing again."""
+    app = CitywatchProcess(tmp_path, city_config).start()
+    try:
+        publisher = mqtt_publisher(mosquitto_url)
+        for n in range(50):
+            publisher.publish(f"{prefix}/bin-1", reading("bin-1", n * 10, float(n)), qos=1)
+        publisher.publish(f"{prefix}/bin-1", reading("bin-1", 600, 50.0), qos=1).wait_for_publish(5)
+        wait_for(lambda: len(stored_fills(app, "bin-1")) == 51, 15, message="51 readings stored")
+        assert app.process is not None
+        os.killpg(app.process.pid, signal.SIGTERM)
+        assert app.process.wait(30) == 0
+        app.process = None
+        assert "the ingest process exited" not in app.log()
+
+        app.start()
+        time.sleep(1.0)  # a redelivery would arrive at once, with the session
+        assert received(app) == 0
+    finally:
+        app.kill()
