@@ -57,7 +57,8 @@ DEVICE = b"D"  # parent -> child: a device's settings (JSON), or REMOVED + its i
 REMOVED = b"-"
 STOP = b"Q"  # parent -> child: stop receiving, send what was received, end
 
-# Encoded messages waiting for the pipe before `send` waits for room (paho's thread then stops reading).
+# Events and dead letters waiting for the pipe before `send` waits for room (paho's thread then stops
+# reading); a message that made neither counts as one.
 PENDING_ITEMS = 5_000
 # The writer lets messages gather this long after the first one: a batch per message would cost a thread
 # switch per message; 2 ms adds little to publish-to-stored latency.
@@ -113,7 +114,7 @@ class PipeProducer(BusProducer):
             if self._closed:
                 raise BusClosed("ingest's pipe to the processor is closed")
             self._pending.append(encoded)
-            self._pending_items += len(events) + len(dead_letters)
+            self._pending_items += max(1, len(events) + len(dead_letters))
             if on_durable is not None:
                 self._settles.append(on_durable)
             if len(self._pending) == 1:
