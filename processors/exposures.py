@@ -51,6 +51,9 @@ class ExposureCounts:
         self.oldest_day = ""
         # The local day last looked up: [start_ms, end_ms) and its name (most counts fall on one day).
         self._day: tuple[int, int, str] = (0, 0, "")
+        # The same for close_days, which looks a day and more back at every step: sharing one slot with
+        # the counts made both look their day up afresh (a time zone conversion) each time.
+        self._closing_day: tuple[int, int, str] = (0, 0, "")
 
     def __len__(self) -> int:
         return len(self._totals)
@@ -60,10 +63,13 @@ class ExposureCounts:
         known = self._day
         if known[0] <= time_ms < known[1]:
             return known
-        date = datetime.fromtimestamp(time_ms / 1000, tz=UTC).astimezone(self.time_zone).date()
-        self._day = (local_instant_ms(date, 0, self.time_zone),
-                     local_instant_ms(date + timedelta(days=1), 0, self.time_zone), date.isoformat())
+        self._day = self._local_day(time_ms)
         return self._day
+
+    def _local_day(self, time_ms: int) -> tuple[int, int, str]:
+        date = datetime.fromtimestamp(time_ms / 1000, tz=UTC).astimezone(self.time_zone).date()
+        return (local_instant_ms(date, 0, self.time_zone),
+                local_instant_ms(date + timedelta(days=1), 0, self.time_zone), date.isoformat())
 
     def add(self, device_id: str, counter: str, time_ms: int, amount: int,
             tags: dict[str, str] | None) -> None:
@@ -100,7 +106,11 @@ class ExposureCounts:
         """Forget the days no event can reach any more (watermark - allowed lateness - a day)."""
         if watermark_ms - self.keep_ms < 0:
             return  # no event time yet (the watermark starts far in the past)
-        oldest = self.day_of(watermark_ms - self.keep_ms)[2]
+        horizon_ms = watermark_ms - self.keep_ms
+        known = self._closing_day
+        if not known[0] <= horizon_ms < known[1]:
+            known = self._closing_day = self._local_day(horizon_ms)
+        oldest = known[2]
         if oldest <= self.oldest_day:
             return
         self.oldest_day = oldest
