@@ -60,13 +60,13 @@ class ExposureCounts:
 
     def day_of(self, time_ms: int) -> tuple[int, int, str]:
         """The local day holding `time_ms`: its start and end (epoch ms) and its name "YYYY-MM-DD"."""
-        known = self._day
-        if known[0] <= time_ms < known[1]:
-            return known
-        self._day = self._local_day(time_ms)
+        self._day = self._day_from(self._day, time_ms)
         return self._day
 
-    def _local_day(self, time_ms: int) -> tuple[int, int, str]:
+    def _day_from(self, known: tuple[int, int, str], time_ms: int) -> tuple[int, int, str]:
+        """`known` when it holds `time_ms`, else the local day that does."""
+        if known[0] <= time_ms < known[1]:
+            return known
         date = datetime.fromtimestamp(time_ms / 1000, tz=UTC).astimezone(self.time_zone).date()
         return (local_instant_ms(date, 0, self.time_zone),
                 local_instant_ms(date + timedelta(days=1), 0, self.time_zone), date.isoformat())
@@ -104,13 +104,11 @@ class ExposureCounts:
 
     def close_days(self, watermark_ms: int) -> None:
         """Forget the days no event can reach any more (watermark - allowed lateness - a day)."""
-        if watermark_ms - self.keep_ms < 0:
-            return  # no event time yet (the watermark starts far in the past)
         horizon_ms = watermark_ms - self.keep_ms
-        known = self._closing_day
-        if not known[0] <= horizon_ms < known[1]:
-            known = self._closing_day = self._local_day(horizon_ms)
-        oldest = known[2]
+        if horizon_ms < 0:
+            return  # no event time yet (the watermark starts far in the past)
+        self._closing_day = self._day_from(self._closing_day, horizon_ms)
+        oldest = self._closing_day[2]
         if oldest <= self.oldest_day:
             return
         self.oldest_day = oldest
