@@ -43,7 +43,15 @@ from core.settings import DeviceSettings, Settings
 from ingest.geo import GeoTagger
 from ingest.registry import DeviceRegistry
 from ingest.service import IngestCounts, IngestService, build_normalizer
-from processors.bus import BusClosed, BusEncodingError, BusFull, BusProducer, OnDurable
+from processors.bus import (
+    ENCODING_ERRORS,
+    BusClosed,
+    BusEncodingError,
+    BusFull,
+    BusProducer,
+    OnDurable,
+    encode_item,
+)
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +110,11 @@ class PipeProducer(BusProducer):
              timeout_s: float | None = None, on_durable: OnDurable | None = None) -> None:
         try:
             encoded = _encoder.encode((events, dead_letters))
-        except (OverflowError, TypeError, ValueError, UnicodeError) as exc:
-            raise BusEncodingError(_unencodable(events, dead_letters), exc) from exc
+        except ENCODING_ERRORS as exc:
+            items: list[Event | DeadLetter] = [*events, *dead_letters]
+            for item in items:
+                encode_item(item, _encoder.encode)  # raises BusEncodingError naming the first it cannot
+            raise BusEncodingError("a message's events and dead letters", exc) from exc
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._changed:
             while self._pending_items >= self._pending_limit and not self._closed:
@@ -171,15 +182,6 @@ def _array_header(length: int) -> bytes:
     if length < 1 << 16:
         return b"\xdc" + length.to_bytes(2, "big")
     return b"\xdd" + length.to_bytes(4, "big")
-
-
-def _unencodable(events: Sequence[Event], dead_letters: Sequence[DeadLetter]) -> str:
-    for event in events:
-        try:
-            _encoder.encode(event)
-        except (OverflowError, TypeError, ValueError, UnicodeError):
-            return f"event {event.event_id}"
-    return f"dead letters ({', '.join(letter.reason for letter in dead_letters)})"
 
 
 class IngestProcess:

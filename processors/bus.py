@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from core.models import DeadLetter, Event
 
@@ -28,6 +29,19 @@ class BusEncodingError(Exception):
     def __init__(self, item_id: str, cause: BaseException) -> None:
         super().__init__(f"{item_id}: {type(cause).__name__}: {cause}")
         self.item_id = item_id
+
+
+# What msgspec raises for a value it cannot encode (an integer beyond 64 bits, a lone surrogate, ...).
+ENCODING_ERRORS = (OverflowError, TypeError, ValueError, UnicodeError)
+
+
+def encode_item(item: Event | DeadLetter, encode: Callable[[Any], bytes]) -> bytes:
+    """`encode(item)`, or BusEncodingError naming the item."""
+    try:
+        return encode(item)
+    except ENCODING_ERRORS as exc:
+        name = f"event {item.event_id}" if isinstance(item, Event) else f"dead letter ({item.reason})"
+        raise BusEncodingError(name, exc) from exc
 
 
 @dataclass

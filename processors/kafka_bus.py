@@ -30,7 +30,7 @@ from kafka.partitioner.default import murmur2
 
 from core.models import DeadLetter, Event, Violation
 from core.settings import KafkaSettings
-from processors.bus import BusClosed, BusEncodingError, BusFull, BusProducer, OnDurable
+from processors.bus import BusClosed, BusFull, BusProducer, OnDurable, encode_item
 from processors.catalogue import partition_key
 
 log = logging.getLogger(__name__)
@@ -223,10 +223,10 @@ class KafkaBusProducer(BusProducer):
         # Everything is encoded before anything is sent: a value the bus cannot carry fails the whole
         # send, never half of it.
         records: list[tuple[str, bytes | None, bytes]] = [
-            (topics.events, self._key_of(event).encode(), self._encode(event, self._codec.encode_event))
+            (topics.events, self._key_of(event).encode(), encode_item(event, self._codec.encode_event))
             for event in events]
         records += [(topics.dead_letters, letter.source.encode() or None,
-                     self._encode(letter, self._codec.encode_json)) for letter in dead_letters]
+                     encode_item(letter, self._codec.encode_json)) for letter in dead_letters]
         confirmation = None if on_durable is None else _Confirmation(on_durable)
         try:
             for topic, key, value in records:
@@ -241,14 +241,6 @@ class KafkaBusProducer(BusProducer):
             raise
         if confirmation is not None:
             confirmation.seal()
-
-    @staticmethod
-    def _encode(item: Event | DeadLetter, encode: Callable[[Any], bytes]) -> bytes:
-        try:
-            return encode(item)
-        except (OverflowError, TypeError, ValueError, UnicodeError) as exc:
-            name = f"event {item.event_id}" if isinstance(item, Event) else f"dead letter ({item.reason})"
-            raise BusEncodingError(name, exc) from exc
 
     def send_json(self, topic: str, key: str | None, items: Sequence[DeadLetter | Violation | Event]) -> None:
         """Send JSON values to any citywatch topic (violations, rule outputs, dead letters)."""

@@ -16,7 +16,8 @@ from core.settings import IngestSettings, TopicRoute
 from ingest.codecs.native import NativeCodec
 from ingest.normalizer import Normalizer
 from ingest.registry import DeviceRegistry
-from processors.kafka_bus import KafkaBusProducer, RecordCodec
+from processors.bus import encode_item
+from processors.kafka_bus import RecordCodec
 from tests.property.test_native_codec_props import PROPS, readings
 from tests.property.test_vendor_codec_props import CODECS as VENDOR_CODECS
 from tests.property.test_vendor_codec_props import TOPICS, json_values, mutated
@@ -38,7 +39,7 @@ NORMALIZERS = {name: normalizer_for(name) for name in CODECS}
 def carried(name: str, topic: str, payload: bytes) -> None:
     result = NORMALIZERS[name].handle(topic, payload, 1_795_669_205_000)
     for event in result.events:
-        encoded = KafkaBusProducer._encode(event, BUS.encode_event)  # raises BusEncodingError if it cannot
+        encoded = encode_item(event, BUS.encode_event)  # raises BusEncodingError if it cannot
         assert BUS.decode_event(encoded) == event
         assert msgspec.json.decode(STORE_JSON.encode(event), type=Event) == event
     for letter in result.dead_letters:

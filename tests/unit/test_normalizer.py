@@ -18,8 +18,8 @@ from ingest.codecs.native import NativeCodec
 from ingest.normalizer import IngestResult, Normalizer, TopicFilter
 from ingest.registry import DeviceRegistry
 from ingest.service import MAX_KIND_LABELS, IngestService
-from processors.bus import BusClosed, BusProducer, OnDurable
-from processors.kafka_bus import KafkaBusProducer, RecordCodec
+from processors.bus import BusClosed, BusProducer, OnDurable, encode_item
+from processors.kafka_bus import RecordCodec
 
 RECEIVED_MS = 1_795_669_200_000
 EVENT_MS = RECEIVED_MS - 1_000
@@ -414,7 +414,7 @@ class EncodingProducer(RecordingProducer):
              timeout_s: float | None = None, on_durable: OnDurable | None = None) -> None:
         codec = RecordCodec()
         for event in events:
-            KafkaBusProducer._encode(event, codec.encode_event)
+            encode_item(event, codec.encode_event)
         super().send(events, dead_letters, timeout_s=timeout_s, on_durable=on_durable)
 
 
