@@ -26,11 +26,13 @@ from store.relational import RelationalUnavailable
 
 log = logging.getLogger(__name__)
 
-_BATCH = 500
+_BATCH = 1000
 # After the first change of a chunk, the worker waits this long for more before applying it (unless a
 # barrier or a stop is waiting): a chunk costs a transaction and a few queries whatever its size, so at
-# 1,000 changes/s chunks of ~100 cost a third less CPU per change than the few it would find otherwise.
-GATHER_S = 0.1
+# 1,000 changes/s chunks of ~500 cost a fifth less CPU per change than chunks of ~100, and those a third
+# less than the few it would find otherwise (BENCHMARKS.md, "Case intake"). Half a second is nothing to a
+# case's deadline, counted in hours.
+GATHER_S = 0.5
 # While the case store is unreachable a change is retried, waiting twice as long each time up to the max.
 RETRY_MIN_S = 0.2
 RETRY_MAX_S = 5.0

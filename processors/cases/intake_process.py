@@ -14,8 +14,8 @@ out of memory), the chunk it held is counted as failed and logged; a new child t
 the next start of `citywatch up` re-derives what was lost from the violation store
 (CaseService.reconcile). If this process dies, the child sees its pipe close and exits.
 
-The child runs niced (CHILD_NICENESS): under a full load of the cores, ingest keeps its CPU and the cases
-trail by the changes still queued.
+The child yields the CPU to every other process while it keeps up, and takes a niced share of it while it
+is behind: YIELDING_UNTIL below.
 """
 
 from __future__ import annotations
@@ -42,12 +42,21 @@ log = logging.getLogger(__name__)
 
 _GIVE_UP = b"give-up"
 _STOP = b"stop"
+_YIELD = b"yield"
 # How often the worker looks whether the intake is giving up while the child applies a chunk.
 _POLL_S = 0.2
 # The child runs at a lower CPU priority than the pipeline: when ingest, the rules and the broker want
 # every core (a burst, a machine of two), the cases wait a little (their queue holds the changes) instead
 # of taking CPU from ingest; on a machine with a core to spare the child gets it all the same.
 CHILD_NICENESS = 10
+# While it keeps up, the child is in Linux's idle scheduling class (SCHED_IDLE): any other process that
+# wants a core gets it first. Even at nice 10 its ~0.1 core at 1,000 changes/s doubled ingest's p90
+# publish-to-stored latency on two cores; in the idle class it did not (BENCHMARKS.md, "Case intake"). A
+# process in that class gets next to nothing while the cores are full, though, and may not leave it
+# without privileges, so once this many changes are queued (ten seconds at 1,000/s) the child is replaced
+# by one at CHILD_NICENESS that goes back to the idle class when the queue is down to CAUGHT_UP.
+YIELDING_UNTIL = 10_000
+CAUGHT_UP = 1_000
 
 
 class CaseIntakeProcessError(RuntimeError):
@@ -56,13 +65,17 @@ class CaseIntakeProcessError(RuntimeError):
 
 class CaseIntakeProcess(CaseIntake):
     def __init__(self, service: CaseService, settings: Settings, data_dir: Path,
-                 capacity: int = 100_000) -> None:
+                 capacity: int = 100_000, *, yielding_until: int = YIELDING_UNTIL,
+                 caught_up: int = CAUGHT_UP) -> None:
         super().__init__(service, capacity)
         self._settings = settings
         self._data_dir = data_dir
         self._child: BaseProcess | None = None
         self._conn: Connection | None = None
         self._encoder = msgspec.msgpack.Encoder()
+        self._yielding_until = yielding_until
+        self._caught_up = caught_up
+        self._child_yields = False  # whether the child is in the idle scheduling class
 
     @property
     def child_pid(self) -> int | None:
@@ -74,6 +87,31 @@ class CaseIntakeProcess(CaseIntake):
 
     def stop(self, timeout_s: float = 10.0) -> None:
         super().stop(timeout_s)
+        self._stop_child(timeout_s)
+
+    def _spawn(self, yields: bool = True) -> None:
+        # Ready once it opened the case store: a child that cannot is an error at start, not a chunk later.
+        self._conn, self._child = spawn_child(_child_main, (self._settings, self._data_dir, yields),
+                                              name="citywatch-cases", what="case intake process",
+                                              error=CaseIntakeProcessError)
+        self._child_yields = yields and _CAN_YIELD
+
+    def _keep_pace(self) -> None:
+        """Between chunks: a yielding child that fell behind is replaced by one with a share of the CPU; one
+        with a share goes back to yielding once it has caught up."""
+        if self._child_yields and self._queued >= self._yielding_until:
+            log.info("cases: %d violation changes queued; the case intake process takes a share of the CPU "
+                     "until it catches up", self._queued)
+            self._stop_child()
+            self._spawn(yields=False)
+        elif not self._child_yields and _CAN_YIELD and self._conn is not None \
+                and self._queued <= self._caught_up:
+            with contextlib.suppress(OSError):  # a child that died: the chunk's hand-over finds out
+                self._conn.send_bytes(_YIELD)
+            self._child_yields = True
+            log.info("cases: the case intake process caught up; it yields the CPU again")
+
+    def _stop_child(self, timeout_s: float = 10.0) -> None:
         conn, child = self._conn, self._child
         self._conn = self._child = None
         if conn is not None:
@@ -87,12 +125,6 @@ class CaseIntakeProcess(CaseIntake):
         if conn is not None:
             conn.close()
 
-    def _spawn(self) -> None:
-        # Ready once it opened the case store: a child that cannot is an error at start, not a chunk later.
-        self._conn, self._child = spawn_child(_child_main, (self._settings, self._data_dir),
-                                              name="citywatch-cases", what="case intake process",
-                                              error=CaseIntakeProcessError)
-
     def _apply(self, batch: list[FeedEntry]) -> None:
         if not batch:
             return
@@ -100,6 +132,11 @@ class CaseIntakeProcess(CaseIntake):
         # is replaced and given the chunk again; one that dies again fails the chunk. Applying a change
         # twice changes nothing (docs/cases.md), so a chunk the first child had half applied is safe to give.
         for last_try in (False, True):
+            if self._conn is not None and self._child is not None and self._child.is_alive():
+                try:
+                    self._keep_pace()
+                except CaseIntakeProcessError as exc:
+                    log.error("cases: a case intake process with a share of the CPU did not start: %s", exc)
             if self._conn is None or self._child is None or not self._child.is_alive():
                 try:
                     self._spawn()
@@ -150,10 +187,21 @@ class _ChildIntake(CaseIntake):
         return self.applied - applied, self.failed - failed
 
 
-def _child_main(conn: Connection, settings: Settings, data_dir: Path, logs: ChildLogs) -> None:
+_CAN_YIELD = hasattr(os, "SCHED_IDLE")  # Linux
+
+
+def _yield_cpu() -> None:
+    """This process into the idle scheduling class: it runs when no other process wants the core."""
+    if _CAN_YIELD:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
+
+def _child_main(conn: Connection, settings: Settings, data_dir: Path, yields: bool, logs: ChildLogs) -> None:
     # The parent stops it after the queue drained (start_child), or it sees the pipe close.
     start_child(logs)
     os.nice(CHILD_NICENESS)
+    if yields:
+        _yield_cpu()
     store = CaseStore.open(settings.relational, data_dir)
     try:
         service = CaseService(store, CaseRouter(settings.cases, settings.traffic.time_zone))
@@ -169,6 +217,9 @@ def _child_main(conn: Connection, settings: Settings, data_dir: Path, logs: Chil
                 return
             if message == _GIVE_UP:
                 continue  # a chunk already answered
+            if message == _YIELD:
+                _yield_cpu()
+                continue
             applied, failed = intake.apply(decoder.decode(message))
             try:
                 conn.send_bytes(f"{applied} {failed}".encode())

@@ -150,23 +150,23 @@ def test_a_refused_change_fails_alone_and_the_rest_of_its_chunk_is_applied(
     assert refused.getMessage().endswith(" was refused")
 
 
-def test_a_large_hand_off_is_applied_in_order_in_chunks_of_at_most_500(service: CaseService) -> None:
+def test_a_large_hand_off_is_applied_in_order_in_chunks_of_at_most_1000(service: CaseService) -> None:
     """The feed hands changes over in lists; one larger than a chunk is split, and the order holds across
     the split: an overflow that clears and opens again at the same bin makes a second case."""
     counting = RefusingService(service, refused_id="none")
     intake = CaseIntake(counting)
-    opened = changes(*(f"bin-{n}" for n in range(1, 600)))  # v0001..v0599
-    cleared = FeedEntry(600, violation(1, type="bin_overflow", device="bin-1",
+    opened = changes(*(f"bin-{n}" for n in range(1, 1100)))  # v0001..v1099
+    cleared = FeedEntry(1100, violation(1, type="bin_overflow", device="bin-1",
                                        status=ViolationStatus.CLEARED, updated_offset_ms=1), 0)
-    again = FeedEntry(601, violation(700, type="bin_overflow", device="bin-1"), 0)
+    again = FeedEntry(1101, violation(1200, type="bin_overflow", device="bin-1"), 0)
     intake([*opened, cleared, again])
     intake.start()
     try:
         intake.barrier()
     finally:
         intake.stop()
-    assert (counting.transactions, intake.applied) == (2, 601)
-    at_bin_1 = [c for c in service.store.query(CaseQuery(limit=1000)).items if c.place == "bin-1"]
+    assert (counting.transactions, intake.applied) == (2, 1101)
+    at_bin_1 = [c for c in service.store.query(CaseQuery(limit=2000)).items if c.place == "bin-1"]
     assert sorted(c.state for c in at_bin_1) == [CaseState.CLOSED, CaseState.REGISTERED]
 
 
@@ -223,6 +223,64 @@ def test_a_killed_child_is_replaced_for_the_next_chunk(service: CaseService, tmp
         assert intake.child_pid not in (None, first)
         assert sorted(c.place or "" for c in service.store.query(CaseQuery()).items) == ["bin-1", "bin-2"]
         assert (intake.applied, intake.failed) == (2, 0)
+    finally:
+        intake.stop()
+
+
+def scheduling(pid: int) -> tuple[int, int]:
+    """The process's scheduling policy and nice value, as `ps -o policy,nice` shows them."""
+    return os.sched_getscheduler(pid), os.getpriority(os.PRIO_PROCESS, pid)
+
+
+def test_the_child_yields_the_cpu_while_it_keeps_up(service: CaseService, tmp_path: Path) -> None:
+    intake = process_intake(service, tmp_path)
+    intake.start()
+    try:
+        intake(changes("bin-1"))
+        intake.barrier()
+        assert intake.child_pid is not None
+        assert scheduling(intake.child_pid) == (os.SCHED_IDLE, 10)
+    finally:
+        intake.stop()
+
+
+def behind_after_first_chunk(service: CaseService, tmp_path: Path, caught_up: int) -> CaseIntakeProcess:
+    """An intake whose child falls behind at 100 queued changes and yields again at `caught_up`, started,
+    handed 1,300 changes at once (a chunk takes up to 1,000, so 300 are queued behind the first) and
+    drained."""
+    settings = Settings.model_validate({"cases": SETTINGS.model_dump(mode="json"),
+                                        "store": {"data_dir": str(tmp_path)}})
+    intake = CaseIntakeProcess(service, settings, tmp_path, yielding_until=100, caught_up=caught_up)
+    intake.start()
+    intake(changes(*(f"bin-{n}" for n in range(1300))))
+    intake.barrier()
+    return intake
+
+
+def test_a_child_that_falls_behind_is_replaced_by_one_with_a_share_of_the_cpu(
+        service: CaseService, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="processors.cases.intake_process")
+    intake = behind_after_first_chunk(service, tmp_path, caught_up=-1)  # never caught up
+    try:
+        assert intake.applied == 1300 and len(service.store.query(CaseQuery(limit=2000)).items) == 1300
+        assert intake.child_pid is not None
+        assert scheduling(intake.child_pid) == (os.SCHED_OTHER, 10)
+        assert [record.getMessage() for record in caplog.records] == [
+            "cases: 300 violation changes queued; the case intake process takes a share of the CPU until it "
+            "catches up"]
+    finally:
+        intake.stop()
+
+
+def test_a_child_that_caught_up_yields_the_cpu_again(service: CaseService, tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="processors.cases.intake_process")
+    intake = behind_after_first_chunk(service, tmp_path, caught_up=10)
+    try:
+        assert intake.applied == 1300 and intake.child_pid is not None
+        assert scheduling(intake.child_pid) == (os.SCHED_IDLE, 10)
+        assert [record.getMessage() for record in caplog.records][-1] == \
+            "cases: the case intake process caught up; it yields the CPU again"
     finally:
         intake.stop()
 
