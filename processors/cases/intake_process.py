@@ -102,7 +102,9 @@ class CaseIntakeProcess(CaseIntake):
         if self._child_yields and self._queued >= self._yielding_until:
             log.info("cases: %d violation changes queued; the case intake process takes a share of the CPU "
                      "until it catches up", self._queued)
-            self._stop_child()
+            # Between chunks the child holds nothing uncommitted; in the idle class on full cores it may
+            # take long to read the stop, so it is given a second, then killed.
+            self._stop_child(timeout_s=1.0)
             self._spawn(yields=False)
         elif not self._child_yields and _CAN_YIELD and self._conn is not None \
                 and self._queued <= self._caught_up:
