@@ -50,9 +50,10 @@ _POLL_S = 0.2
 # of taking CPU from ingest; on a machine with a core to spare the child gets it all the same.
 CHILD_NICENESS = 10
 # While it keeps up, the child is in Linux's idle scheduling class (SCHED_IDLE): any other process that
-# wants a core gets it first. Even at nice 10 its ~0.1 core at 1,000 changes/s doubled ingest's p90
-# publish-to-stored latency on two cores; in the idle class it did not (BENCHMARKS.md, "Case intake"). A
-# process in that class gets next to nothing while the cores are full, though, and may not leave it
+# wants a core gets it first. At nice 10 its ~0.1 core at 1,000 changes/s doubled ingest's p90
+# publish-to-stored latency on two cores (medians of ten pairs); in the idle class, with larger chunks,
+# the tail moves less (BENCHMARKS.md, "Case intake"). A process in that class gets next to nothing while
+# the cores are full, though, and may not leave it
 # without privileges, so once this many changes are queued (ten seconds at 1,000/s) the child is replaced
 # by one at CHILD_NICENESS that goes back to the idle class when the queue is down to CAUGHT_UP.
 YIELDING_UNTIL = 10_000
@@ -193,9 +194,15 @@ _CAN_YIELD = hasattr(os, "SCHED_IDLE")  # Linux
 
 
 def _yield_cpu() -> None:
-    """This process into the idle scheduling class: it runs when no other process wants the core."""
-    if _CAN_YIELD:
+    """This process into the idle scheduling class: it runs when no other process wants the core. Where
+    that is not allowed (a sandbox's system call filter), it stays at CHILD_NICENESS, as it says."""
+    if not _CAN_YIELD:
+        return
+    try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except OSError as exc:
+        log.warning("cases: the case intake process could not yield the CPU (%s); it runs at nice %d",
+                    exc, CHILD_NICENESS)
 
 
 def _child_main(conn: Connection, settings: Settings, data_dir: Path, yields: bool, logs: ChildLogs) -> None:

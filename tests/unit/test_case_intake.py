@@ -14,6 +14,7 @@ from core.case_settings import CaseSettings
 from core.metrics import Metrics
 from core.models import Violation, ViolationStatus
 from core.settings import RelationalSettings, Settings
+from processors.cases import intake_process
 from processors.cases.intake import CaseIntake
 from processors.cases.intake_process import CaseIntakeProcess, CaseIntakeProcessError
 from processors.cases.model import CaseState
@@ -283,6 +284,18 @@ def test_a_child_that_caught_up_yields_the_cpu_again(service: CaseService, tmp_p
             "cases: the case intake process caught up; it yields the CPU again"
     finally:
         intake.stop()
+
+
+def test_a_child_not_allowed_to_yield_says_so_and_runs_on(monkeypatch: pytest.MonkeyPatch,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    def refused(pid: int, policy: int, param: os.sched_param) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_setscheduler", refused)
+    intake_process._yield_cpu()  # as the child calls it: this process stays where it is
+    assert [record.getMessage() for record in caplog.records] == [
+        "cases: the case intake process could not yield the CPU ([Errno 1] Operation not permitted); it runs "
+        "at nice 10"]
 
 
 def process_alive(pid: int) -> bool:
