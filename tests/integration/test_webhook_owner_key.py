@@ -109,3 +109,26 @@ def test_a_key_that_lost_the_plates_scope_gets_masked_deliveries_from_the_next_o
 
     audit = client.get("/v1/admin/audit", params={"key_id": key_id(owner)}, headers=admin).json()
     assert [record["what"] for record in audit] == ["plates/evidence of violation v0001"]
+
+
+def test_a_sequence_audits_the_deliveries_it_sent_and_no_others(tmp_path: Path) -> None:
+    """Changes queued together go to the sender as one sequence, which stops at the first failure: what it
+    did not send is neither audited nor counted until it is sent."""
+    api = alert_api(tmp_path, webhooks=FAST)
+    receiver = Receiver(status_for=lambda n: 500 if n == 1 else 204).start()
+    try:
+        client = api.client()
+        owner = api.key(Scope.SUBSCRIPTIONS_MANAGE, Scope.PLATES)
+        admin = bearer(api.key(Scope.ADMIN))
+        client.post("/v1/subscriptions", json={"url": receiver.url}, headers=bearer(owner))
+        api.feed.publish([violation(1), violation(2), violation(3)])
+        wait_for(lambda: len(receiver.received()) == 4, message="three deliveries, one of them twice")
+        sent = [request.json()["violation"]["violation_id"] for request in receiver.received()]
+        assert sent == ["v0001", "v0002", "v0002", "v0003"]
+        audit = client.get("/v1/admin/audit", params={"key_id": key_id(owner)}, headers=admin).json()
+        # Newest first; one record per request the receiver got.
+        assert [record["what"] for record in reversed(audit)] == [
+            f"plates/evidence of violation {violation_id}" for violation_id in sent]
+    finally:
+        receiver.stop()
+        api.close()

@@ -89,3 +89,21 @@ def test_a_sender_process_that_dies_costs_an_attempt_and_a_new_one_delivers(tmp_
                                                               status=DeliveryStatus.DELIVERED),
                       message="delivered by a new sender process")
     assert done.attempts >= 2 and api.dispatcher.sender_pid not in (None, first_pid)
+
+
+def test_changes_queued_together_are_sent_by_the_process_in_order_until_one_fails(tmp_path, apis,
+                                                                                  receivers) -> None:
+    api = start(apis, tmp_path, LOCAL)
+    receiver = Receiver(status_for=lambda n: 500 if n == 1 else 204).start()
+    receivers.append(receiver)
+    owner = api.key(Scope.SUBSCRIPTIONS_MANAGE).split("_")[1]
+    subscription = api.dispatcher.create(url=receiver.url, filter=ViolationFilter(), secret=None,
+                                         description="", owner_key_id=owner, plates=False)
+    api.feed.publish([violation(n) for n in range(1, 5)])
+    store, sid = api.dispatcher.store, subscription.subscription_id
+    wait_for(lambda: len(store.deliveries(sid, status=DeliveryStatus.DELIVERED)) == 4,
+             message="four deliveries")
+    delivered = store.deliveries(sid)
+    sent = [r.json()["violation"]["violation_id"] for r in receiver.received()]
+    assert sent == ["v0001", "v0002", "v0002", "v0003", "v0004"]
+    assert sorted(d.attempts for d in delivered) == [1, 1, 1, 2]

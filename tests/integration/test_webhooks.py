@@ -226,3 +226,29 @@ def test_pending_deliveries_survive_a_restart(tmp_path, relational, receivers, c
     wait_for(lambda: deliveries(client, headers, sid, status="delivered"), 15,
              message="delivered after restart")
     assert up.received()[0].json()["violation"]["violation_id"] == "v0001"
+
+
+def test_changes_queued_together_go_out_in_one_sequence_in_order_across_a_failure(
+        tmp_path, relational, receivers, cleanup, monkeypatch) -> None:
+    api, client, headers = setup(tmp_path, relational)
+    cleanup.append(api)
+    receiver = make_receiver(receivers, status_for=lambda n: 500 if n == 2 else 204)
+    created = subscribe(client, headers, receiver.url)
+    sequences: list[int] = []
+    sender = api.dispatcher._sender  # counted on its way, still the real sender posting to the receiver
+    post_in_order = sender.post_in_order
+
+    async def counted(url: str, posts: list[tuple[bytes, dict[str, str]]]) -> list[Any]:
+        sequences.append(len(posts))
+        return await post_in_order(url, posts)
+
+    monkeypatch.setattr(sender, "post_in_order", counted)
+    api.feed.publish([violation(n) for n in range(1, 7)])
+    wait_for(lambda: len(deliveries(client, headers, created["subscription_id"], status="delivered")) == 6,
+             message="six deliveries")
+    logged = deliveries(client, headers, created["subscription_id"])
+    # The third failed once: retried before the three behind it, which follow in order.
+    sent = [request.headers["Idempotency-Key"].split(":")[0] for request in receiver.received()]
+    assert sent == ["v0001", "v0002", "v0003", "v0003", "v0004", "v0005", "v0006"]
+    assert sequences[0] == 6
+    assert sorted(delivery["attempts"] for delivery in logged) == [1, 1, 1, 1, 1, 2]

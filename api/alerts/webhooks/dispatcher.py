@@ -5,7 +5,10 @@ of feed entries to that loop (`call_soon_threadsafe`), so webhooks never block t
 matched only against the subscriptions whose filter can want it (api/alerts/filters.py, FilterIndex),
 its body encoded once per change (and plates visibility). Each subscription has its own queue (bounded
 by `queue_per_subscription`) and its own task that delivers one change at a time, in order, retrying with
-exponential backoff and jitter; a slow or failing endpoint therefore only delays its own queue. The HTTP
+exponential backoff and jitter; a slow or failing endpoint therefore only delays its own queue. The
+changes queued together for a subscription (up to SEQUENCE_MAX) are handed to the sender as one sequence,
+posted one after the other until one fails; the one that failed is retried as any failed attempt, and
+the ones after it are delivered after it, in order. The HTTP
 requests go through api/alerts/webhooks/sender.py (a small keep-alive HTTP/1.1 client, http1.py): on this
 loop, or (`sender_process`, as `citywatch up` and the api role run) in a child process, so that the HTTP
 client's work does not hold the pipeline's interpreter. Outcomes are written to the store together, one
@@ -87,6 +90,10 @@ from processors.outputs.feed import FeedEntry, ViolationFeed
 log = logging.getLogger(__name__)
 
 PRUNE_INTERVAL_S = 30.0
+# A subscription's deliveries queued together, handed to the sender as one sequence: under load each
+# delivery no longer waits for its own round trip through this loop, the pipe and the sender's loop
+# (which, behind the pipeline's interpreter, took longer than the receiver's answer).
+SEQUENCE_MAX = 20
 # Destination checks remembered (one per subscription URL in practice).
 _MAX_CHECKED_URLS = 10_000
 
@@ -404,39 +411,63 @@ class WebhookDispatcher:
 
     async def _run(self, worker: _Worker) -> None:
         while True:
-            delivery = await worker.queue.get()
+            batch = [await worker.queue.get()]
+            while len(batch) < SEQUENCE_MAX and not worker.queue.empty():
+                batch.append(worker.queue.get_nowait())
             try:
-                await self._deliver(worker, delivery)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug here must not end this subscription's worker
-                log.exception("webhook delivery %d failed unexpectedly", delivery.delivery_id)
+                try:
+                    made = await self._in_sequence(worker, batch)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # a bug here: each delivery is then attempted on its own
+                    log.exception("webhook deliveries %d-%d could not be sent in sequence",
+                                  batch[0].delivery_id, batch[-1].delivery_id)
+                    made = []
+                for index, delivery in enumerate(batch):
+                    try:
+                        await self._deliver(worker, delivery, made[index] if index < len(made) else None)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:  # a bug here must not end this subscription's worker
+                        log.exception("webhook delivery %d failed unexpectedly", delivery.delivery_id)
             finally:
-                self._queued.discard(delivery.delivery_id)
+                for delivery in batch:
+                    self._queued.discard(delivery.delivery_id)
 
-    async def _deliver(self, worker: _Worker, delivery: Delivery) -> None:
+    async def _in_sequence(self, worker: _Worker, batch: list[Delivery]) -> list[Outcome]:
+        """The first attempt of a subscription's deliveries queued together, as one sequence: the outcomes
+        of those made, in order (they stop at the first failure). None made (each then attempted by
+        `_deliver`) for a single delivery, or when a check before an attempt would stop one."""
+        subscription = worker.subscription
+        if len(batch) < 2 or not subscription.enabled or not all(self._owned(d) for d in batch):
+            return []
+        refusal, plates = self._owner_access(
+            subscription, self.keys.active_by_id(DELIVERY_KEY_AGE_S) if self.keys.enforced else None)
+        if refusal is not None or self._refused_destination(subscription.url) is not None:
+            return []
+        requests = [self._request(subscription, delivery, plates) for delivery in batch]
+        made = await self._sender.post_in_order(subscription.url, [(body, headers)
+                                                                    for body, headers, _ in requests])
+        for (_, _, disclosed), outcome in zip(requests, made, strict=False):  # made stops at a failure
+            if disclosed is not None and outcome[2] is not None:  # sent: a disclosure to the receiver
+                self._audit(subscription, disclosed)
+        return made
+
+    async def _deliver(self, worker: _Worker, delivery: Delivery, made: Outcome | None = None) -> None:
+        """Deliver, retrying; `made`: the outcome of a first attempt made in a sequence (_in_sequence)."""
         settings = self.settings
         attempts = delivery.attempts
         while True:
-            if not self._owned(delivery):
-                return  # its change moved to another replica, which delivers the pending row
-            subscription = worker.subscription
-            if not subscription.enabled:
-                self._dead_lettered("subscription_disabled")
-                self._record(delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=attempts,
-                             status_code=None,
-                             error=f"subscription disabled: {subscription.disabled_reason}")
-                return
-            refusal, plates = self._owner_access(
-                subscription, self.keys.active_by_id(DELIVERY_KEY_AGE_S) if self.keys.enforced else None)
-            if refusal is not None:
-                self._disable(worker, refusal)
-                self._dead_lettered("owner_key")
-                self._record(delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=attempts,
-                             status_code=None, error=refusal)
-                return
-            attempts += 1
-            status_code, error, duration_ms = await self._attempt(subscription, delivery, plates)
+            if made is not None:
+                attempts += 1
+                (status_code, error, duration_ms), made = made, None
+            else:
+                checked = self._checked(worker, delivery, attempts)
+                if checked is None:
+                    return
+                subscription, plates = checked
+                attempts += 1
+                status_code, error, duration_ms = await self._attempt(subscription, delivery, plates)
             self._count_attempt(error, duration_ms)
             if error is None:
                 worker.consecutive_failures = 0
@@ -461,6 +492,28 @@ class WebhookDispatcher:
             self._record(delivery.delivery_id, status=DeliveryStatus.PENDING, attempts=attempts,
                          status_code=status_code, error=error, duration_ms=duration_ms)
             await asyncio.sleep(self.backoff_s(attempts))
+
+    def _checked(self, worker: _Worker, delivery: Delivery,
+                 attempts: int) -> tuple[Subscription, bool] | None:
+        """Before an attempt: the subscription and whether it may have plates now; None when the delivery
+        must stop here (recorded)."""
+        if not self._owned(delivery):
+            return None  # its change moved to another replica, which delivers the pending row
+        subscription = worker.subscription
+        if not subscription.enabled:
+            self._dead_lettered("subscription_disabled")
+            self._record(delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=attempts,
+                         status_code=None, error=f"subscription disabled: {subscription.disabled_reason}")
+            return None
+        refusal, plates = self._owner_access(
+            subscription, self.keys.active_by_id(DELIVERY_KEY_AGE_S) if self.keys.enforced else None)
+        if refusal is not None:
+            self._disable(worker, refusal)
+            self._dead_lettered("owner_key")
+            self._record(delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=attempts,
+                         status_code=None, error=refusal)
+            return None
+        return subscription, plates
 
     def _record(self, delivery_id: int, *, status: DeliveryStatus, attempts: int, status_code: int | None,
                 error: str | None, duration_ms: int | None = None) -> None:
@@ -502,27 +555,32 @@ class WebhookDispatcher:
         if updated is not None:
             worker.subscription = updated
 
-    def _outgoing(self, subscription: Subscription, delivery: Delivery, plates: bool) -> tuple[bytes, str]:
-        """The body to send now and its change (opened/cleared). A body stored with unmasked plates is
-        masked when the owner key lost `plates` since; one about to be sent unmasked is audited under the
-        owner key (each attempt is a disclosure to the receiver)."""
+    def _outgoing(self, subscription: Subscription, delivery: Delivery,
+                  plates: bool) -> tuple[bytes, str, str | None]:
+        """The body to send now, its change (opened/cleared) and the id of the violation whose plates or
+        evidence it discloses (None: nothing). A body stored with unmasked plates is masked when the owner
+        key lost `plates` since."""
         change = change_of(delivery.idempotency_key)
         if not subscription.plates or change not in ("opened", "cleared"):
-            return delivery.body, change  # stored masked, or a case event (nothing personal in it)
+            return delivery.body, change, None  # stored masked, or a case event (nothing personal in it)
         try:
             message = json.loads(delivery.body)
         except ValueError:
-            return delivery.body, change
+            return delivery.body, change, None
         if "violation" not in message:
-            return delivery.body, change
+            return delivery.body, change, None
         violation = msgspec.convert(message["violation"], Violation)
         if not plates:
             message["violation"] = present_violation(violation, plates=False)
-            return json.dumps(message, ensure_ascii=False).encode(), change
-        if discloses(violation) and self.access.audit_log is not None:
+            return json.dumps(message, ensure_ascii=False).encode(), change, None
+        return delivery.body, change, violation.violation_id if discloses(violation) else None
+
+    def _audit(self, subscription: Subscription, violation_id: str) -> None:
+        """Unmasked plates or evidence sent to the receiver: each attempt is a disclosure, audited under the
+        owner key."""
+        if self.access.audit_log is not None:
             self.access.audit_log.record(subscription.owner_key_id, f"webhook {subscription.subscription_id}",
-                                         f"plates/evidence of violation {violation.violation_id}")
-        return delivery.body, change
+                                         f"plates/evidence of violation {violation_id}")
 
     def _refused_destination(self, url: str) -> str | None:
         """A URL with a literal address never reaches the resolver: check it here (once per URL)."""
@@ -550,7 +608,15 @@ class WebhookDispatcher:
         refused = self._refused_destination(subscription.url)
         if refused is not None:
             return None, refused, None
-        body, change = self._outgoing(subscription, delivery, plates)
+        body, headers, disclosed = self._request(subscription, delivery, plates)
+        if disclosed is not None:
+            self._audit(subscription, disclosed)
+        return await self._sender.post(subscription.url, body, headers)
+
+    def _request(self, subscription: Subscription, delivery: Delivery,
+                 plates: bool) -> tuple[bytes, dict[str, str], str | None]:
+        """The body and headers of an attempt, signed now, and the violation it discloses (`_outgoing`)."""
+        body, change, disclosed = self._outgoing(subscription, delivery, plates)
         timestamp_s = int(time.time())
         headers = {
             "Content-Type": "application/json",
@@ -560,7 +626,7 @@ class WebhookDispatcher:
             DELIVERY_HEADER: str(delivery.delivery_id),
             EVENT_HEADER: f"case.{change}" if change.startswith("case_") else f"violation.{change}",
         }
-        return await self._sender.post(subscription.url, body, headers)
+        return body, headers, disclosed
 
     async def _prune_forever(self) -> None:
         while True:

@@ -4,7 +4,10 @@
 makes the same posts in a child process of its own: at a thousand and more deliveries a second the HTTP
 client's work held the interpreter that the pipeline runs in. The dispatcher keeps
 everything else (queues, ordering, retries, signing, the store, metrics); the child only sends, and answers
-each request with the same outcome HttpSender gives. Requests and answers cross one pipe in batches (one
+each request with the same outcome HttpSender gives. A request may be a sequence of posts to one URL
+(`post_in_order`: a subscription's deliveries queued together), which the child makes one after the other
+and answers together, so the deliveries after the first do not each wait for a round trip through the
+dispatcher's loop. Requests and answers cross one pipe in batches (one
 message per pass of either event loop), msgpack-encoded. This process's loop reads the answers when the
 pipe is readable (no thread in between: here, under load, every hand-over between threads waits for the
 interpreter's lock, which the pipeline holds); the child reads the requests on a thread of its own, so
@@ -19,12 +22,13 @@ child sees its pipe close and exits.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
+import heapq
 import itertools
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Protocol
@@ -56,6 +60,11 @@ class Sender(Protocol):
     async def close(self) -> None: ...
 
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> Outcome: ...
+
+    async def post_in_order(self, url: str, posts: Sequence[tuple[bytes, dict[str, str]]]) -> list[Outcome]:
+        """The posts one after the other, each after the previous one's answer, until one fails: the
+        outcomes of those made (the last one failed, or all were made)."""
+        ...
 
 
 class HttpSender:
@@ -97,6 +106,14 @@ class HttpSender:
             return status, f"HTTP {status}: redirects are not followed; subscribe the final URL", duration_ms
         return status, f"HTTP {status}", duration_ms
 
+    async def post_in_order(self, url: str, posts: Sequence[tuple[bytes, dict[str, str]]]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for body, headers in posts:
+            outcomes.append(await self.post(url, body, headers))
+            if outcomes[-1][1] is not None:
+                break
+        return outcomes
+
 
 def _elapsed_ms(started: float) -> int:
     return round((time.monotonic() - started) * 1000)
@@ -105,15 +122,12 @@ def _elapsed_ms(started: float) -> int:
 class _Request(msgspec.Struct, array_like=True):
     request_id: int
     url: str
-    body: bytes
-    headers: dict[str, str]
+    posts: list[tuple[bytes, dict[str, str]]]
 
 
 class _Answer(msgspec.Struct, array_like=True):
     request_id: int
-    status_code: int | None
-    error: str | None
-    duration_ms: int | None
+    outcomes: list[tuple[int | None, str | None, int | None]]
 
 
 _STOP = b"stop"
@@ -134,10 +148,10 @@ class SenderProcess:
         self._child: BaseProcess | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ids = itertools.count(1)
-        self._waiting: dict[int, asyncio.Future[Outcome]] = {}
+        self._waiting: dict[int, asyncio.Future[list[Outcome]]] = {}
         self._outgoing: list[_Request] = []
-        # (when to give up waiting, request id), in the order sent: the deadlines are increasing.
-        self._deadlines: collections.deque[tuple[float, int]] = collections.deque()
+        # (when to give up waiting, request id), a heap: a sequence of posts is given longer than one post.
+        self._deadlines: list[tuple[float, int]] = []
         self._expiry: asyncio.Task[None] | None = None
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder = msgspec.msgpack.Decoder(list[_Answer])
@@ -187,6 +201,12 @@ class SenderProcess:
         self._loop.add_reader(ours.fileno(), self._read_answers, ours)
 
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> Outcome:
+        return (await self.post_in_order(url, [(body, headers)]))[0]
+
+    async def post_in_order(self, url: str, posts: Sequence[tuple[bytes, dict[str, str]]]) -> list[Outcome]:
+        """A request that fails as a whole (the child ended, or never answered) is told as a failure of its
+        first post, the others not made: a post the child did make is then made again, which the
+        idempotency key lets a receiver recognise (at least once)."""
         if self._conn is None or self._child is None:  # the first request, or the child's pipe closed
             # What a dead child held is lost.
             self._conn = None
@@ -194,15 +214,17 @@ class SenderProcess:
             try:
                 self._spawn()
             except SenderProcessError as exc:
-                return None, str(exc), None
+                return [(None, str(exc), None)]
         request_id = next(self._ids)
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Outcome] = loop.create_future()
+        future: asyncio.Future[list[Outcome]] = loop.create_future()
         self._waiting[request_id] = future
-        self._deadlines.append((loop.time() + self.settings.timeout_s + _ANSWER_GRACE_S, request_id))
+        # The posts are made one after the other, each within the timeout.
+        answer_within_s = self.settings.timeout_s * len(posts) + _ANSWER_GRACE_S
+        heapq.heappush(self._deadlines, (loop.time() + answer_within_s, request_id))
         if not self._outgoing:
             loop.call_soon(self._send_outgoing)
-        self._outgoing.append(_Request(request_id, url, body, headers))
+        self._outgoing.append(_Request(request_id, url, list(posts)))
         try:
             return await future
         finally:
@@ -216,9 +238,10 @@ class SenderProcess:
             await asyncio.sleep(1.0)
             now = loop.time()
             while self._deadlines and self._deadlines[0][0] <= now:
-                _, request_id = self._deadlines.popleft()
-                self._answer(request_id, (None, f"no answer from the webhook sender process within "
-                                                f"{self.settings.timeout_s + _ANSWER_GRACE_S:g} s", None))
+                _, request_id = heapq.heappop(self._deadlines)
+                self._answer(request_id, [(None, "no answer from the webhook sender process within "
+                                                 f"{self.settings.timeout_s:g} s a post and "
+                                                 f"{_ANSWER_GRACE_S:g} s", None)])
 
     def _send_outgoing(self) -> None:
         batch, self._outgoing = self._outgoing, []
@@ -229,7 +252,7 @@ class SenderProcess:
             conn.send_bytes(self._encoder.encode(batch))
         except OSError as exc:
             for request in batch:
-                self._answer(request.request_id, (None, f"the webhook sender process ended ({exc})", None))
+                self._answer(request.request_id, [(None, f"the webhook sender process ended ({exc})", None)])
 
     def _read_answers(self, conn: Connection) -> None:
         """On the loop, when the pipe is readable: the batches of answers waiting, or the child's end."""
@@ -241,12 +264,12 @@ class SenderProcess:
 
     def _answered(self, data: bytes) -> None:
         for answer in self._decoder.decode(data):
-            self._answer(answer.request_id, (answer.status_code, answer.error, answer.duration_ms))
+            self._answer(answer.request_id, answer.outcomes)
 
-    def _answer(self, request_id: int, outcome: Outcome) -> None:
+    def _answer(self, request_id: int, outcomes: list[Outcome]) -> None:
         future = self._waiting.pop(request_id, None)
         if future is not None and not future.done():
-            future.set_result(outcome)
+            future.set_result(outcomes)
 
     def _child_gone(self, conn: Connection) -> None:
         self._close_pipe(conn)
@@ -269,7 +292,7 @@ class SenderProcess:
         waiting, self._waiting = self._waiting, {}
         for future in waiting.values():
             if not future.done():
-                future.set_result((None, error, None))
+                future.set_result([(None, error, None)])
 
 
 def _child_main(conn: Connection, settings: WebhookSettings, logs: ChildLogs) -> None:
@@ -294,10 +317,10 @@ async def _serve(conn: Connection, settings: WebhookSettings) -> None:
             conn.send_bytes(encoder.encode(batch))
 
     async def post(request: _Request) -> None:
-        status_code, error, duration_ms = await sender.post(request.url, request.body, request.headers)
+        outcomes = await sender.post_in_order(request.url, request.posts)
         if not answers:
             loop.call_soon(send_answers)
-        answers.append(_Answer(request.request_id, status_code, error, duration_ms))
+        answers.append(_Answer(request.request_id, outcomes))
 
     def received(data: bytes) -> None:
         for request in decoder.decode(data):
