@@ -228,14 +228,11 @@ def test_pending_deliveries_survive_a_restart(tmp_path, relational, receivers, c
     assert up.received()[0].json()["violation"]["violation_id"] == "v0001"
 
 
-def test_changes_queued_together_go_out_in_one_sequence_in_order_across_a_failure(
-        tmp_path, relational, receivers, cleanup, monkeypatch) -> None:
-    api, client, headers = setup(tmp_path, relational)
-    cleanup.append(api)
-    receiver = make_receiver(receivers, status_for=lambda n: 500 if n == 2 else 204)
-    created = subscribe(client, headers, receiver.url)
+def count_sequences(api: AlertApi, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The length of each sequence the dispatcher hands to its sender, counted on the way: the real sender
+    still posts to the receiver."""
     sequences: list[int] = []
-    sender = api.dispatcher._sender  # counted on its way, still the real sender posting to the receiver
+    sender = api.dispatcher._sender
     post_in_order = sender.post_in_order
 
     async def counted(url: str, posts: list[tuple[bytes, dict[str, str]]]) -> list[Any]:
@@ -243,6 +240,16 @@ def test_changes_queued_together_go_out_in_one_sequence_in_order_across_a_failur
         return await post_in_order(url, posts)
 
     monkeypatch.setattr(sender, "post_in_order", counted)
+    return sequences
+
+
+def test_changes_queued_together_go_out_in_one_sequence_in_order_across_a_failure(
+        tmp_path, relational, receivers, cleanup, monkeypatch) -> None:
+    api, client, headers = setup(tmp_path, relational)
+    cleanup.append(api)
+    receiver = make_receiver(receivers, status_for=lambda n: 500 if n == 2 else 204)
+    created = subscribe(client, headers, receiver.url)
+    sequences = count_sequences(api, monkeypatch)
     api.feed.publish([violation(n) for n in range(1, 7)])
     wait_for(lambda: len(deliveries(client, headers, created["subscription_id"], status="delivered")) == 6,
              message="six deliveries")
@@ -252,3 +259,20 @@ def test_changes_queued_together_go_out_in_one_sequence_in_order_across_a_failur
     assert sent == ["v0001", "v0002", "v0003", "v0003", "v0004", "v0005", "v0006"]
     assert sequences[0] == 6
     assert sorted(delivery["attempts"] for delivery in logged) == [1, 1, 1, 1, 1, 2]
+
+
+def test_with_a_long_timeout_changes_go_one_at_a_time_so_no_signature_is_stale_when_sent(
+        tmp_path, relational, receivers, cleanup, monkeypatch) -> None:
+    """A sequence is signed when handed over; with a 100 s timeout a second post could leave after half a
+    receiver's five-minute tolerance, so each change goes out on its own, signed just before."""
+    api, client, headers = setup(tmp_path, relational, FAST.model_copy(update={"timeout_s": 100.0}))
+    cleanup.append(api)
+    receiver = make_receiver(receivers)
+    created = subscribe(client, headers, receiver.url)
+    sequences = count_sequences(api, monkeypatch)
+    api.feed.publish([violation(n) for n in range(1, 4)])
+    wait_for(lambda: len(deliveries(client, headers, created["subscription_id"], status="delivered")) == 3,
+             message="three deliveries")
+    assert sequences == []
+    assert [r.headers["Idempotency-Key"].split(":")[0] for r in receiver.received()] == ["v0001", "v0002",
+                                                                                          "v0003"]

@@ -66,6 +66,7 @@ from api.alerts.key_state import DELIVERY_KEY_AGE_S, KeyState, subscription_refu
 from api.alerts.webhooks.destinations import DestinationPolicy, DestinationRefused, literal_address
 from api.alerts.webhooks.sender import HttpSender, Outcome, Sender, SenderProcess
 from api.alerts.webhooks.signing import (
+    DEFAULT_TOLERANCE_S,
     DELIVERY_HEADER,
     EVENT_HEADER,
     IDEMPOTENCY_HEADER,
@@ -92,7 +93,9 @@ log = logging.getLogger(__name__)
 PRUNE_INTERVAL_S = 30.0
 # A subscription's deliveries queued together, handed to the sender as one sequence: under load each
 # delivery no longer waits for its own round trip through this loop, the pipe and the sender's loop
-# (which, behind the pipeline's interpreter, took longer than the receiver's answer).
+# (which, behind the pipeline's interpreter, took longer than the receiver's answer). A sequence is
+# signed when it is handed over, so it is also kept short enough for its last post to leave, even if every
+# post before it waited the whole timeout, within half a receiver's tolerance of the signature's age.
 SEQUENCE_MAX = 20
 # Destination checks remembered (one per subscription URL in practice).
 _MAX_CHECKED_URLS = 10_000
@@ -130,6 +133,7 @@ class WebhookDispatcher:
         self._thread: threading.Thread | None = None
         self._sender: Sender = SenderProcess(settings) if sender_process else HttpSender(settings)
         self._workers: dict[str, _Worker] = {}
+        self._sequence_max = max(1, min(SEQUENCE_MAX, int(DEFAULT_TOLERANCE_S / 2 // settings.timeout_s)))
         # The subscriptions by filter: a change is matched only against those that can want it.
         self._index: FilterIndex[str] = FilterIndex()
         self._background: set[asyncio.Task[None]] = set()
@@ -412,7 +416,7 @@ class WebhookDispatcher:
     async def _run(self, worker: _Worker) -> None:
         while True:
             batch = [await worker.queue.get()]
-            while len(batch) < SEQUENCE_MAX and not worker.queue.empty():
+            while len(batch) < self._sequence_max and not worker.queue.empty():
                 batch.append(worker.queue.get_nowait())
             try:
                 try:
