@@ -61,8 +61,9 @@ BATCH = b"B"  # child -> parent: a msgpack array of (events, dead letters), one 
 END = b"E"  # child -> parent: stopped cleanly, nothing follows
 STATUS = b"S"  # child -> parent, reports pipe: connected, subscribed, error, unacked
 METRICS = b"M"  # child -> parent, reports pipe: the forwarded metrics' samples
-DEVICE = b"D"  # parent -> child: a device's settings (JSON), or REMOVED + its id
+DEVICE = b"D"  # parent -> child: the change's number (8 bytes), a device's settings (JSON) or REMOVED + id
 REMOVED = b"-"
+APPLIED = b"A"  # child -> parent, reports pipe: the number of a device change now in effect
 STOP = b"Q"  # parent -> child: stop receiving, send what was received, end
 
 # Events and dead letters waiting for the pipe before `send` waits for room (paho's thread then stops
@@ -75,6 +76,9 @@ LINGER_S = 0.002
 REPORT_S = 0.1
 RESTART_S = 1.0
 STOP_S = 30.0
+# A device change made through /v1/devices returns once the child applied it (the next message is judged
+# by it), or after this long if the child does not say so.
+DEVICE_APPLIED_S = 5.0
 # The metrics only the child changes, sent on to the parent's registry (what ingest counts per message
 # the parent counts itself as batches arrive: IngestCounts).
 FORWARDED_METRICS = ("unmapped_fields", "uplinks_without_vendor_map", "mqtt_not_acked", "mqtt_connected")
@@ -205,6 +209,11 @@ class IngestProcess:
         self._reports_thread: threading.Thread | None = None
         self._child: BaseProcess | None = None
         self._send_lock = threading.Lock()
+        # Device changes sent to the child, and the last one it applied (numbered: a new child starts from
+        # the registry as it is then, and applies only the changes made after).
+        self._device_changes = 0
+        self._devices_applied = 0
+        self._applied = threading.Condition()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._exit_error: str | None = None
@@ -330,6 +339,10 @@ class IngestProcess:
                     self._status = msgspec.msgpack.decode(memoryview(message)[1:])
                 elif message[:1] == METRICS:
                     self._apply_metrics(msgspec.msgpack.decode(memoryview(message)[1:]))
+                elif message[:1] == APPLIED:
+                    with self._applied:
+                        self._devices_applied = max(self._devices_applied, int.from_bytes(message[1:9]))
+                        self._applied.notify_all()
 
     def _hand_over(self, message: bytes) -> None:
         batch = self._decoder.decode(memoryview(message)[1:])
@@ -362,8 +375,27 @@ class IngestProcess:
                 target.inc(delta)
 
     def _device_changed(self, device_id: str, device: DeviceSettings | None) -> None:
-        self._send(DEVICE + (REMOVED + device_id.encode() if device is None
-                             else device.model_dump_json().encode()))
+        """Send the change and wait until the child applied it: a device deactivated through the API has
+        its next message dead-lettered, even one already on its way to the broker. A child that is gone
+        is not waited for (the next one starts from the registry as it is then)."""
+        with self._applied:
+            self._device_changes += 1
+            number = self._device_changes
+        self._send(DEVICE + number.to_bytes(8, "big") + (
+            REMOVED + device_id.encode() if device is None else device.model_dump_json().encode()))
+        deadline = time.monotonic() + DEVICE_APPLIED_S
+        with self._applied:
+            while self._devices_applied < number:
+                child = self._child
+                if child is None or not child.is_alive() or self._stopping.is_set():
+                    return
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    log.warning("the ingest process did not confirm the change of device %s within %.0f s; "
+                                "messages it receives meanwhile may still be judged without it", device_id,
+                                DEVICE_APPLIED_S)
+                    return
+                self._applied.wait(min(remaining, 0.1))
 
     def _send(self, message: bytes) -> None:
         conn = self._conn
@@ -411,7 +443,8 @@ def _run_child(conn: Connection, settings: Settings, host: str, port: int, devic
                 if message[:1] == STOP:
                     break
                 if message[:1] == DEVICE:
-                    _apply_device(registry, message[1:])
+                    _apply_device(registry, message[9:])
+                    reports.send_bytes(APPLIED + message[1:9])
             reporter.report()
         except (EOFError, OSError):
             break  # the parent is gone

@@ -141,6 +141,37 @@ def test_a_device_changed_in_the_parent_is_judged_by_the_child_as_changed(
     assert [letter.reason for letter in ingest.take(1, 2).dead_letters] == ["unknown_device"] * 2
 
 
+def test_a_device_change_is_in_effect_in_the_child_when_the_call_returns(
+        mosquitto_url: str, mqtt_publisher: PublisherFactory, prefix: str, ingests: list[Ingest]) -> None:
+    """The registry's call returns once the child applied the change, so a message published right after
+    it is judged by it (it raced the change before)."""
+    ingest = Ingest(mosquitto_url, prefix, f"cw-{prefix}")
+    ingests.append(ingest.start())
+    publisher = mqtt_publisher(mosquitto_url)
+    for round_ in range(10):
+        ingest.registry.upsert(DeviceSettings(device_id="bin-r", kind="bin", lat=22.5, lon=114.0))
+        publisher.publish(f"{prefix}/bin-r", reading("bin-r", 10 * round_), qos=1)
+        assert len(ingest.take(round_ + 1, round_).events) == round_ + 1
+        ingest.registry.deactivate("bin-r")
+        publisher.publish(f"{prefix}/bin-r", reading("bin-r", 10 * round_ + 5), qos=1)
+        letters = ingest.take(round_ + 1, round_ + 1).dead_letters
+        assert [letter.reason for letter in letters] == ["unknown_device"] * (round_ + 1)
+    assert len(ingest.take(10, 10).events) == 10
+
+
+def test_a_device_change_does_not_wait_for_an_ingest_process_that_is_gone(
+        mosquitto_url: str, prefix: str, ingests: list[Ingest]) -> None:
+    ingest = Ingest(mosquitto_url, prefix, f"cw-{prefix}")
+    ingests.append(ingest.start())
+    pid = ingest.process.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: ingest.process.error is not None, 10, message="the death noticed")
+    started = time.monotonic()
+    ingest.registry.upsert(DeviceSettings(device_id="bin-late", kind="bin"))
+    assert time.monotonic() - started < 1.0  # not the confirmation's 5 s: the next child reads the registry
+
+
 def test_a_full_bus_holds_the_broker_back_and_loses_nothing(
         mosquitto_url: str, mqtt_publisher: PublisherFactory, prefix: str, ingests: list[Ingest]) -> None:
     ingest = Ingest(mosquitto_url, prefix, f"cw-{prefix}", capacity=20)
