@@ -271,13 +271,15 @@ class IngestProcess:
             self._reports_thread.join()  # the previous child's, ended with it: its last metrics applied
         self._forwarded.clear()  # a new child counts from zero
         self._status = {}
-        # The devices are read after the watch is on (in __init__): a change made meanwhile is sent
-        # again over the pipe, which is harmless.
+        # The child starts from the devices as they are now; a change made while it starts waits until its
+        # pipe is in place, and is then sent to it (before, one made then went to the previous child's
+        # closed pipe and the new child never had it).
         reports, reports_end = multiprocessing.get_context("spawn").Pipe(duplex=False)
         try:
-            self._conn, self._child = spawn_child(
-                _run_child, (self._settings, self._host, self._port, self._registry.devices(), reports_end),
-                name="citywatch-ingest", what="ingest process", error=IngestProcessError)
+            with self._registry.held() as devices:
+                self._conn, self._child = spawn_child(
+                    _run_child, (self._settings, self._host, self._port, devices, reports_end),
+                    name="citywatch-ingest", what="ingest process", error=IngestProcessError)
         except IngestProcessError:
             reports.close()
             raise

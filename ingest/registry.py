@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import msgspec
@@ -48,6 +49,14 @@ class DeviceRegistry:
     def devices(self) -> list[DeviceSettings]:
         """Every registered device's settings, now."""
         return [entry.settings for entry in list(self._entries.values())]
+
+    @contextmanager
+    def held(self) -> Iterator[list[DeviceSettings]]:
+        """Every registered device's settings, with changes held back until the block ends: a copy made
+        from them elsewhere (citywatch/ingest_process.py) is then in place before a watcher is told of the
+        next change."""
+        with self._write_lock:
+            yield self.devices()
 
     def watch(self, watcher: Callable[[str, DeviceSettings | None], None]) -> None:
         """Call `watcher(device_id, settings)` for every device registered or changed from now on, and

@@ -172,6 +172,28 @@ def test_a_device_change_does_not_wait_for_an_ingest_process_that_is_gone(
     assert time.monotonic() - started < 1.0  # not the confirmation's 5 s: the next child reads the registry
 
 
+def test_device_changes_made_while_the_ingest_process_restarts_reach_the_new_one(
+        mosquitto_url: str, mqtt_publisher: PublisherFactory, prefix: str, ingests: list[Ingest]) -> None:
+    """A device's tag is changed every few milliseconds while a killed child is replaced, until the new one
+    is in place: the new child ends with the parent's last change (one made while it started went to the
+    dead child's pipe before, and the new child kept the value it started with)."""
+    ingest = Ingest(mosquitto_url, prefix, f"cw-{prefix}")
+    ingests.append(ingest.start())
+    first = ingest.process.pid
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    changes = 0
+    deadline = time.monotonic() + 20
+    while ingest.process.pid in (None, first) and time.monotonic() < deadline:
+        changes += 1
+        ingest.registry.upsert(DeviceSettings(device_id="bin-t", kind="bin", tags={"change": str(changes)}))
+        time.sleep(0.003)
+    wait_for(lambda: ingest.process.subscribed, 10, message="the new ingest process subscribed")
+    mqtt_publisher(mosquitto_url).publish(f"{prefix}/bin-t", reading("bin-t", 1_000), qos=1)
+    [event] = ingest.take(1).events
+    assert event.tags["change"] == str(changes)
+
+
 def test_a_full_bus_holds_the_broker_back_and_loses_nothing(
         mosquitto_url: str, mqtt_publisher: PublisherFactory, prefix: str, ingests: list[Ingest]) -> None:
     ingest = Ingest(mosquitto_url, prefix, f"cw-{prefix}", capacity=20)
