@@ -53,9 +53,9 @@ CHILD_NICENESS = 10
 # wants a core gets it first. At nice 10 its ~0.1 core at 1,000 changes/s doubled ingest's p90
 # publish-to-stored latency on two cores (medians of ten pairs); in the idle class, with larger chunks,
 # the tail moves less (BENCHMARKS.md, "Case intake"). A process in that class gets next to nothing while
-# the cores are full, though, and may not leave it
-# without privileges, so once this many changes are queued (ten seconds at 1,000/s) the child is replaced
-# by one at CHILD_NICENESS that goes back to the idle class when the queue is down to CAUGHT_UP.
+# the cores are full, though, and may not leave it without privileges, so once this many changes are
+# queued (ten seconds at 1,000/s) the child is replaced by one at CHILD_NICENESS that goes back to the idle
+# class when the queue is down to CAUGHT_UP.
 YIELDING_UNTIL = 10_000
 CAUGHT_UP = 1_000
 
@@ -97,6 +97,9 @@ class CaseIntakeProcess(CaseIntake):
                                               error=CaseIntakeProcessError)
         self._child_yields = yields and _CAN_YIELD
 
+    def _child_running(self) -> bool:
+        return self._conn is not None and self._child is not None and self._child.is_alive()
+
     def _keep_pace(self) -> None:
         """Between chunks: a yielding child that fell behind is replaced by one with a share of the CPU; one
         with a share goes back to yielding once it has caught up."""
@@ -135,12 +138,12 @@ class CaseIntakeProcess(CaseIntake):
         # is replaced and given the chunk again; one that dies again fails the chunk. Applying a change
         # twice changes nothing (docs/cases.md), so a chunk the first child had half applied is safe to give.
         for last_try in (False, True):
-            if self._conn is not None and self._child is not None and self._child.is_alive():
+            if self._child_running():
                 try:
                     self._keep_pace()
                 except CaseIntakeProcessError as exc:
                     log.error("cases: a case intake process with a share of the CPU did not start: %s", exc)
-            if self._conn is None or self._child is None or not self._child.is_alive():
+            if not self._child_running():
                 try:
                     self._spawn()
                 except CaseIntakeProcessError as exc:

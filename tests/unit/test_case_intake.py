@@ -173,10 +173,11 @@ def test_a_large_hand_off_is_applied_in_order_in_chunks_of_at_most_1000(service:
 
 # `citywatch up`: the same intake, its chunks applied in a child process (processors/cases/intake_process.py).
 
-def process_intake(service: CaseService, tmp_path: Path) -> CaseIntakeProcess:
+def process_intake(service: CaseService, tmp_path: Path, **pace: int) -> CaseIntakeProcess:
+    """`pace`: CaseIntakeProcess's `yielding_until` and `caught_up`."""
     settings = Settings.model_validate({"cases": SETTINGS.model_dump(mode="json"),
                                         "store": {"data_dir": str(tmp_path)}})
-    return CaseIntakeProcess(service, settings, tmp_path)
+    return CaseIntakeProcess(service, settings, tmp_path, **pace)
 
 
 def test_a_child_process_applies_the_chunks_and_the_barrier_waits_for_it(service: CaseService,
@@ -249,9 +250,7 @@ def behind_after_first_chunk(service: CaseService, tmp_path: Path, caught_up: in
     """An intake whose child falls behind at 100 queued changes and yields again at `caught_up`, started,
     handed 1,300 changes at once (a chunk takes up to 1,000, so 300 are queued behind the first) and
     drained."""
-    settings = Settings.model_validate({"cases": SETTINGS.model_dump(mode="json"),
-                                        "store": {"data_dir": str(tmp_path)}})
-    intake = CaseIntakeProcess(service, settings, tmp_path, yielding_until=100, caught_up=caught_up)
+    intake = process_intake(service, tmp_path, yielding_until=100, caught_up=caught_up)
     intake.start()
     intake(changes(*(f"bin-{n}" for n in range(1300))))
     intake.barrier()

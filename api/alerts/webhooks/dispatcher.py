@@ -384,6 +384,12 @@ class WebhookDispatcher:
             for delivery in self.store.add_deliveries(new):
                 self._enqueue(delivery)
 
+    def _owner_access_now(self, subscription: Subscription) -> tuple[str | None, bool]:
+        """`_owner_access` with the keys as they are before an attempt (read at most DELIVERY_KEY_AGE_S
+        ago)."""
+        return self._owner_access(
+            subscription, self.keys.active_by_id(DELIVERY_KEY_AGE_S) if self.keys.enforced else None)
+
     def _owner_access(self, subscription: Subscription,
                       owners: dict[str, ApiKey] | None) -> tuple[str | None, bool]:
         """(why deliveries must stop, or None; whether they may carry unmasked plates). `owners`: the
@@ -445,8 +451,7 @@ class WebhookDispatcher:
         subscription = worker.subscription
         if len(batch) < 2 or not subscription.enabled or not all(self._owned(d) for d in batch):
             return []
-        refusal, plates = self._owner_access(
-            subscription, self.keys.active_by_id(DELIVERY_KEY_AGE_S) if self.keys.enforced else None)
+        refusal, plates = self._owner_access_now(subscription)
         if refusal is not None or self._refused_destination(subscription.url) is not None:
             return []
         requests = [self._request(subscription, delivery, plates) for delivery in batch]
@@ -509,8 +514,7 @@ class WebhookDispatcher:
             self._record(delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=attempts,
                          status_code=None, error=f"subscription disabled: {subscription.disabled_reason}")
             return None
-        refusal, plates = self._owner_access(
-            subscription, self.keys.active_by_id(DELIVERY_KEY_AGE_S) if self.keys.enforced else None)
+        refusal, plates = self._owner_access_now(subscription)
         if refusal is not None:
             self._disable(worker, refusal)
             self._dead_lettered("owner_key")
