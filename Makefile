@@ -81,6 +81,7 @@ bench: $(VENV)/.installed-dev services bench-services
 	$(BIN)/python -m bench.e2e
 	$(BIN)/python -m bench.alerts --type bin_overflow
 	$(BIN)/python -m bench.soak --minutes 5 --sample-s 30
+	$(BIN)/python -m bench.feed_window
 	$(BIN)/python -m bench.store --backends influxdb --rows 200000 --repeats 10
 	$(BIN)/python -m bench.rules
 	$(BIN)/python -m bench.rules_throughput

@@ -17,22 +17,41 @@ of violations skips them, and push channels send them only to subscribers whose 
 
 Cursors carry the feed's epoch (its start time), so a cursor from before a restart, when the ring was
 empty again, is recognised as expired instead of silently pointing at different changes.
+
+Memory: the window is kept in blocks of BLOCK_SIZE changes. The newest HOT_BLOCKS blocks, which live
+consumers read, stay as objects; older blocks, read only by a client resuming from far back, are kept as
+one zlib-compressed msgpack blob each, about 280 bytes a change instead of about 1.6 KB as objects, and
+the replay check keeps a 16-byte digest per change instead of its key. The default window of 100,000
+changes took ~190 MB as objects and grew a process's memory for the half hour it took to fill
+(BENCHMARKS.md, "The violation feed's window, compacted").
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
-from collections import OrderedDict
+import zlib
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
+
+import msgspec
 
 from core.models import Violation, ViolationStatus
 from processors.cases.sla import CaseSlaEvent
 
 log = logging.getLogger(__name__)
+
+BLOCK_SIZE: Final = 1024
+# The block being filled and the one before it stay as objects: what streams and webhooks read.
+HOT_BLOCKS: Final = 2
+# Decoded cold blocks kept for readers catching up block after block (READ_BATCH is smaller than a block).
+DECODED_BLOCKS_KEPT: Final = 4
+# zlib's fastest level: a block of 1,024 changes compresses in a few milliseconds, to about half its msgpack.
+COMPRESSION_LEVEL: Final = 1
 
 
 class CursorExpired(LookupError):
@@ -69,9 +88,8 @@ class FeedEntry:
     def idempotency_key(self) -> str:
         if self.case_event is not None:
             return self.case_event.idempotency_key
-        v = self.violation
-        assert v is not None
-        return f"{v.violation_id}:{v.status.value}:{v.updated_time_ms}"
+        assert self.violation is not None
+        return change_key(self.violation)
 
     def message(self, change_id: str, violation: dict[str, Any] | None) -> dict[str, Any]:
         """The JSON body every push channel sends (streams, webhooks, MQTT, Kafka); see docs/alerts.md.
@@ -81,6 +99,11 @@ class FeedEntry:
                     "published_time_ms": self.published_time_ms, "case": self.case_event.as_dict()}
         return {"id": change_id, "change": self.change, "idempotency_key": self.idempotency_key,
                 "published_time_ms": self.published_time_ms, "violation": violation}
+
+
+def change_key(violation: Violation) -> str:
+    """What makes a violation change unique: the replay check's key and the push channels' idempotency key."""
+    return f"{violation.violation_id}:{violation.status.value}:{violation.updated_time_ms}"
 
 
 def violations_of(entries: Sequence[FeedEntry]) -> list[Violation]:
@@ -103,10 +126,17 @@ class ViolationFeed:
         self.retention = retention
         self.now_ms = now_ms
         self.epoch = now_ms() if epoch is None else epoch
-        # A fixed ring indexed by seq % retention: O(1) append and O(k) reads of k entries anywhere.
-        self._ring: list[FeedEntry | None] = [None] * retention
-        self._seen: OrderedDict[tuple[str, str, int], None] = OrderedDict()
-        # Twice the window: a replay older than that is also older than anything a client can resume to.
+        # Block b holds sequences b * BLOCK_SIZE + 1 .. (b + 1) * BLOCK_SIZE: a list while hot, then a blob.
+        self._blocks: dict[int, list[FeedEntry] | bytes] = {}
+        self._first_block = 0
+        self._next_to_compact = 0
+        self._decoded: OrderedDict[int, list[FeedEntry]] = OrderedDict()
+        self._encoder = msgspec.msgpack.Encoder()
+        self._decoder = msgspec.msgpack.Decoder(list[FeedEntry])
+        # Digests of the changes published, oldest first. Twice the window: a replay older than that is
+        # also older than anything a client can resume to.
+        self._seen: set[bytes] = set()
+        self._seen_order: deque[bytes] = deque()
         self._seen_capacity = retention * 2
         self._last_seq = 0
         self._lock = threading.Lock()
@@ -128,17 +158,13 @@ class ViolationFeed:
         fresh: list[FeedEntry] = []
         with self._lock:
             for violation in violations:
-                key = (violation.violation_id, violation.status.value, violation.updated_time_ms)
-                if key in self._seen:
+                if not self._first_time(violation):
                     self.replays_dropped += 1
                     continue
-                self._seen[key] = None
-                if len(self._seen) > self._seen_capacity:
-                    self._seen.popitem(last=False)
                 self._last_seq += 1
-                entry = FeedEntry(self._last_seq, violation, now)
-                self._ring[entry.seq % self.retention] = entry
-                fresh.append(entry)
+                fresh.append(self._append(FeedEntry(self._last_seq, violation, now)))
+            due = self._due_for_compaction()
+        self._compact(due)
         self._tell(fresh)
         return fresh
 
@@ -149,11 +175,50 @@ class ViolationFeed:
         with self._lock:
             for event in events:
                 self._last_seq += 1
-                entry = FeedEntry(self._last_seq, None, now, event)
-                self._ring[entry.seq % self.retention] = entry
-                fresh.append(entry)
+                fresh.append(self._append(FeedEntry(self._last_seq, None, now, event)))
+            due = self._due_for_compaction()
+        self._compact(due)
         self._tell(fresh)
         return fresh
+
+    def _first_time(self, violation: Violation) -> bool:
+        digest = hashlib.blake2b(change_key(violation).encode(), digest_size=16).digest()
+        if digest in self._seen:
+            return False
+        self._seen.add(digest)
+        self._seen_order.append(digest)
+        if len(self._seen_order) > self._seen_capacity:
+            self._seen.discard(self._seen_order.popleft())
+        return True
+
+    def _append(self, entry: FeedEntry) -> FeedEntry:
+        block = self._blocks.setdefault((entry.seq - 1) // BLOCK_SIZE, [])
+        assert isinstance(block, list), "only the newest block is appended to, and it is never compacted"
+        block.append(entry)
+        return entry
+
+    def _due_for_compaction(self) -> list[tuple[int, list[FeedEntry]]]:
+        """Drops the blocks wholly out of the window; returns the full blocks that are no longer hot."""
+        oldest_block = (self.oldest_seq - 1) // BLOCK_SIZE
+        while self._first_block < oldest_block:
+            self._blocks.pop(self._first_block, None)
+            self._first_block += 1
+        newest_block = (self._last_seq - 1) // BLOCK_SIZE
+        due: list[tuple[int, list[FeedEntry]]] = []
+        while self._next_to_compact <= newest_block - HOT_BLOCKS:
+            block = self._blocks.get(self._next_to_compact)
+            if isinstance(block, list):
+                due.append((self._next_to_compact, block))
+            self._next_to_compact += 1
+        return due
+
+    def _compact(self, due: list[tuple[int, list[FeedEntry]]]) -> None:
+        # Outside the lock: a full block no longer changes, and publishing need not wait for zlib.
+        for number, entries in due:
+            blob = zlib.compress(self._encoder.encode(entries), COMPRESSION_LEVEL)
+            with self._lock:
+                if self._blocks.get(number) is entries:  # not dropped from the window meanwhile
+                    self._blocks[number] = blob
 
     def _tell(self, fresh: list[FeedEntry]) -> None:
         if fresh:
@@ -202,5 +267,28 @@ class ViolationFeed:
                     f"keeps the last {self.retention})"
                 )
             stop = min(self._last_seq, seq + limit)
-            entries = [self._ring[s % self.retention] for s in range(seq + 1, stop + 1)]
-        return [entry for entry in entries if entry is not None]
+            # (block, held, first index, end index): read under the lock, decoded after it.
+            slices: list[tuple[int, list[FeedEntry] | bytes, int, int]] = []
+            for number in range(seq // BLOCK_SIZE, (stop - 1) // BLOCK_SIZE + 1):
+                first = number * BLOCK_SIZE + 1
+                slices.append((number, self._blocks[number], max(seq + 1, first) - first,
+                               min(stop, first + BLOCK_SIZE - 1) - first + 1))
+        entries: list[FeedEntry] = []
+        for number, held, start, end in slices:
+            entries.extend(self._entries_of(number, held)[start:end])
+        return entries
+
+    def _entries_of(self, number: int, held: list[FeedEntry] | bytes) -> list[FeedEntry]:
+        if isinstance(held, list):
+            return held
+        with self._lock:
+            decoded = self._decoded.get(number)
+            if decoded is not None:
+                self._decoded.move_to_end(number)
+                return decoded
+        decoded = self._decoder.decode(zlib.decompress(held))
+        with self._lock:
+            self._decoded[number] = decoded
+            while len(self._decoded) > DECODED_BLOCKS_KEPT:
+                self._decoded.popitem(last=False)
+        return decoded

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+import threading
+
 import pytest
 
 from api.access.ratelimit import RateLimiter
@@ -9,8 +12,10 @@ from api.alerts.filters import BoundingBox, ViolationFilter
 from api.alerts.webhooks.signing import signature_header, verify
 from core.masking import mask_plate, present_violation
 from core.models import Severity, ViolationStatus
-from processors.outputs.feed import CursorExpired, InvalidFeedCursor, ViolationFeed
+from processors.cases.sla import CaseEventKind, CaseSlaEvent
+from processors.outputs.feed import BLOCK_SIZE, CursorExpired, InvalidFeedCursor, ViolationFeed
 from tests.support.alerts import violation
+from tests.unit.test_case_sla_events import CASE
 
 
 def test_the_feed_numbers_changes_and_drops_replays() -> None:
@@ -41,6 +46,66 @@ def test_reading_after_a_cursor_within_and_beyond_the_window() -> None:
         with pytest.raises(InvalidFeedCursor):
             feed.parse_cursor(bad)
     assert feed.oldest_seq == 8
+
+
+def test_a_client_resuming_from_far_back_reads_the_changes_as_published() -> None:
+    # Far enough back that the first changes were compacted (only the newest blocks stay as objects);
+    # case events among them; reads that cross block boundaries, repeat, and run back to front.
+    feed = ViolationFeed(6 * BLOCK_SIZE, epoch=7)
+    published = []
+    for n in range(1, 5 * BLOCK_SIZE + 300, 100):
+        published += feed.publish([violation(m, plate=None if m % 3 else "粤B12345")
+                                   for m in range(n, n + 99)])
+        published += feed.publish_case_events([CaseSlaEvent(CaseEventKind.SLA_WARNING, CASE, n, n + 1)])
+    assert [e.seq for e in published] == list(range(1, len(published) + 1))
+    assert feed.read_after(0, len(published)) == published
+    for start, limit in [(BLOCK_SIZE - 3, 7), (0, 500), (2 * BLOCK_SIZE, BLOCK_SIZE + 1), (10, 0),
+                         (len(published) - 5, 100), (3 * BLOCK_SIZE - 1, 1), (0, 500)]:
+        assert feed.read_after(start, limit) == published[start:start + limit], (start, limit)
+    late = published[BLOCK_SIZE + 5]
+    assert late.message(feed.cursor(late.seq), {}) == feed.read_after(late.seq - 1, 1)[0].message(
+        feed.cursor(late.seq), {})
+
+
+def test_the_window_moves_over_compacted_changes_and_replays_stay_dropped() -> None:
+    feed = ViolationFeed(2 * BLOCK_SIZE + 10, epoch=7)
+    feed.publish([violation(n) for n in range(1, 5 * BLOCK_SIZE + 1)])
+    oldest = 5 * BLOCK_SIZE - (2 * BLOCK_SIZE + 10) + 1
+    assert feed.oldest_seq == oldest
+    assert [e.seq for e in feed.read_after(oldest - 1, 3)] == [oldest, oldest + 1, oldest + 2]
+    assert feed.read_after(oldest - 1, 1)[0].violation == violation(oldest)
+    with pytest.raises(CursorExpired, match="no longer held"):
+        feed.read_after(oldest - 2, 1)
+    # The replay check remembers twice the window: a change from just inside it is still a replay.
+    assert feed.publish([violation(5 * BLOCK_SIZE - 2 * (2 * BLOCK_SIZE + 10) + 1)]) == []
+    assert feed.publish([violation(5 * BLOCK_SIZE - 2 * (2 * BLOCK_SIZE + 10))]) != []
+
+
+def test_readers_see_the_published_changes_while_blocks_are_compacted_under_them() -> None:
+    feed = ViolationFeed(4 * BLOCK_SIZE, epoch=7)
+    total = 12 * BLOCK_SIZE
+    wrong: list[tuple[int, str | None]] = []
+
+    def read_until_done() -> None:
+        rng = random.Random(threading.get_ident())
+        while feed.last_seq < total:
+            last = feed.last_seq
+            start = max(0, last - rng.randrange(4 * BLOCK_SIZE))
+            try:
+                entries = feed.read_after(start, 700)
+            except CursorExpired:
+                continue  # the window moved on between reading last_seq and reading after it
+            wrong.extend((e.seq, e.violation and e.violation.violation_id) for e in entries
+                         if e.violation != violation(e.seq))
+
+    readers = [threading.Thread(target=read_until_done) for _ in range(3)]
+    for reader in readers:
+        reader.start()
+    for n in range(1, total + 1, 64):
+        feed.publish([violation(m) for m in range(n, n + 64)])
+    for reader in readers:
+        reader.join(timeout=30)
+    assert wrong == [] and feed.last_seq == total
 
 
 def test_a_failing_listener_does_not_stop_the_others() -> None:
