@@ -2,7 +2,8 @@
 
 Publishes `--changes` violation changes shaped like the near-full forecasts of the soak's bin readings
 (four or five evidence event ids, the forecast's details) into a feed whose window holds all of them, in
-batches of 50 (the processor publishes what each store flush made durable). Reports the memory the feed
+batches of 50 (the processor publishes what each store flush made durable), with the alert settings'
+default stream lag limit (the newest changes kept as objects). Reports the memory the feed
 holds once full (tracemalloc: Python's allocations only, the way the process's RSS grows with them), the
 time to publish per change, and the time for a client to resume from the oldest change held, reading the
 whole window 500 changes at a time as a stream does.
@@ -21,10 +22,12 @@ from pathlib import Path
 
 from bench.e2e import machine
 from core.models import Evidence, Severity, Violation, ViolationStatus
+from core.settings import AlertSettings
 from processors.outputs.feed import ViolationFeed
 
 BATCH = 50
 READ_BATCH = 500  # api/alerts/streams.py reads this many at a time
+HOT = AlertSettings().stream_max_lag
 RESULTS = Path(__file__).resolve().parent / "results" / "feed_window.json"
 
 
@@ -62,7 +65,7 @@ def main() -> int:
     args = parser.parse_args()
 
     changes = near_full_changes(args.changes)
-    feed = ViolationFeed(args.changes)
+    feed = ViolationFeed(args.changes, hot=HOT)
     started = time.perf_counter()
     publish(feed, changes)
     publish_s = time.perf_counter() - started
@@ -72,7 +75,7 @@ def main() -> int:
     del changes, feed
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    traced = ViolationFeed(args.changes)
+    traced = ViolationFeed(args.changes, hot=HOT)
     changes = near_full_changes(args.changes)
     publish(traced, changes)
     del changes  # what stays traced is what the feed holds

@@ -50,7 +50,8 @@ class AlertComponents:
         interpreter that runs the pipeline (`citywatch up`: processors/cases/intake_process.py)."""
         self.settings = settings
         alerts = settings.alerts
-        self.feed = feed if feed is not None else ViolationFeed(alerts.feed_retention)
+        self.feed = feed if feed is not None else ViolationFeed(alerts.feed_retention,
+                                                                hot=alerts.stream_max_lag)
         self.access = AccessControl.in_directory(data_dir, settings.api, settings.relational)
         self.webhook_store = WebhookStore.open(settings.relational, data_dir)
         # What people did about violations: in the relational database, like the keys, so that every api

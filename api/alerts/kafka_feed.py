@@ -92,7 +92,7 @@ class KafkaAlerts:
             # The output's messages would land in the topic this reads, as undecodable violations.
             raise ConfigError(f"alerts.kafka.topic is {topic}, the bus's violations topic: give the alert "
                               "output a topic of its own (downstream systems can read the bus topic as is)")
-        self.stream_feed = ViolationFeed(settings.alerts.feed_retention)
+        self.stream_feed = ViolationFeed(settings.alerts.feed_retention, hot=settings.alerts.stream_max_lag)
         dispatch_feed = ViolationFeed(min(settings.alerts.feed_retention, DISPATCH_FEED_RETENTION))
         # Webhooks and the outputs hang off the dispatch feed: once per change across the replicas.
         self.components = AlertComponents(settings, data_dir, feed=dispatch_feed, owns=self.owns,

@@ -18,9 +18,10 @@ of violations skips them, and push channels send them only to subscribers whose 
 Cursors carry the feed's epoch (its start time), so a cursor from before a restart, when the ring was
 empty again, is recognised as expired instead of silently pointing at different changes.
 
-Memory: the window is kept in blocks of BLOCK_SIZE changes. The newest HOT_BLOCKS blocks, which live
-consumers read, stay as objects; older blocks, read only by a client resuming from far back, are kept as
-one zlib-compressed msgpack blob each, about 280 bytes a change instead of about 1.6 KB as objects, and
+Memory: the window is kept in blocks of BLOCK_SIZE changes. The newest `hot` changes (a stream client
+further behind is cut off as too slow: `alerts.stream_max_lag`), which live consumers read, stay as
+objects; older blocks, read only by a client resuming from far back, are kept as one zlib-compressed
+msgpack blob each, about 280 bytes a change instead of about 1.6 KB as objects, and
 the replay check keeps a 16-byte digest per change instead of its key. The default window of 100,000
 changes took ~190 MB as objects and grew a process's memory for the half hour it took to fill
 (BENCHMARKS.md, "The violation feed's window, compacted").
@@ -46,8 +47,6 @@ from processors.cases.sla import CaseSlaEvent
 log = logging.getLogger(__name__)
 
 BLOCK_SIZE: Final = 1024
-# The block being filled and the one before it stay as objects: what streams and webhooks read.
-HOT_BLOCKS: Final = 2
 # Decoded cold blocks kept for readers catching up block after block (READ_BATCH is smaller than a block).
 DECODED_BLOCKS_KEPT: Final = 4
 # zlib's fastest level: a block of 1,024 changes compresses in a few milliseconds, to about half its msgpack.
@@ -119,11 +118,14 @@ def wall_clock_ms() -> int:
 
 
 class ViolationFeed:
-    def __init__(self, retention: int, *, now_ms: Callable[[], int] = wall_clock_ms,
+    def __init__(self, retention: int, *, hot: int = BLOCK_SIZE, now_ms: Callable[[], int] = wall_clock_ms,
                  epoch: int | None = None) -> None:
+        """`hot`: the newest changes kept as objects (at least this many; older ones are compacted)."""
         if retention < 1:
             raise ValueError("retention must be at least 1")
         self.retention = retention
+        # Whole blocks, and the block being filled besides.
+        self._hot_blocks = -(-hot // BLOCK_SIZE) + 1
         self.now_ms = now_ms
         self.epoch = now_ms() if epoch is None else epoch
         # Block b holds sequences b * BLOCK_SIZE + 1 .. (b + 1) * BLOCK_SIZE: a list while hot, then a blob.
@@ -205,7 +207,7 @@ class ViolationFeed:
             self._first_block += 1
         newest_block = (self._last_seq - 1) // BLOCK_SIZE
         due: list[tuple[int, list[FeedEntry]]] = []
-        while self._next_to_compact <= newest_block - HOT_BLOCKS:
+        while self._next_to_compact <= newest_block - self._hot_blocks:
             block = self._blocks.get(self._next_to_compact)
             if isinstance(block, list):
                 due.append((self._next_to_compact, block))

@@ -49,9 +49,9 @@ def test_reading_after_a_cursor_within_and_beyond_the_window() -> None:
 
 
 def test_a_client_resuming_from_far_back_reads_the_changes_as_published() -> None:
-    # Far enough back that the first changes were compacted (only the newest blocks stay as objects);
-    # case events among them; reads that cross block boundaries, repeat, and run back to front.
-    feed = ViolationFeed(6 * BLOCK_SIZE, epoch=7)
+    # Far enough back that the first changes were compacted (the newest `hot` stay as the objects
+    # published); case events among them; reads that cross block boundaries and repeat.
+    feed = ViolationFeed(6 * BLOCK_SIZE, hot=BLOCK_SIZE, epoch=7)
     published = []
     for n in range(1, 5 * BLOCK_SIZE + 300, 100):
         published += feed.publish([violation(m, plate=None if m % 3 else "粤B12345")
@@ -62,6 +62,8 @@ def test_a_client_resuming_from_far_back_reads_the_changes_as_published() -> Non
     for start, limit in [(BLOCK_SIZE - 3, 7), (0, 500), (2 * BLOCK_SIZE, BLOCK_SIZE + 1), (10, 0),
                          (len(published) - 5, 100), (3 * BLOCK_SIZE - 1, 1), (0, 500)]:
         assert feed.read_after(start, limit) == published[start:start + limit], (start, limit)
+    assert all(read is held for read, held in zip(feed.read_after(len(published) - BLOCK_SIZE, BLOCK_SIZE),
+                                                  published[-BLOCK_SIZE:], strict=True))
     late = published[BLOCK_SIZE + 5]
     assert late.message(feed.cursor(late.seq), {}) == feed.read_after(late.seq - 1, 1)[0].message(
         feed.cursor(late.seq), {})
