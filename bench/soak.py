@@ -76,6 +76,10 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=60)
     parser.add_argument("--sample-s", type=float, default=60, help="seconds per sampled window")
     parser.add_argument("--broker", default="auto", choices=["auto", "mosquitto", "amqtt"])
+    parser.add_argument("--workload", default="filling", choices=["filling", "churn"],
+                        help="filling: bins fill and are emptied (a violation change about every 60 "
+                             "readings); churn: random fill levels (one about every 5), which fills the "
+                             "windows that hold violation changes in minutes instead of half an hour")
     args = parser.parse_args()
 
     devices = [DeviceSettings(device_id=f"bench-{i:05d}", kind="bin") for i in range(1000)]
@@ -92,13 +96,14 @@ def main() -> int:
             assert runtime.mqtt_url is not None and runtime.broker is not None
             broker = runtime.broker.kind_used
             print(f"machine: {machine()}; embedded broker: {broker}; {args.rate:.0f} events/s for "
-                  f"{args.minutes:g} min", flush=True)
+                  f"{args.minutes:g} min ({args.workload})", flush=True)
             print("| minute | RSS MB (with ingest's) | ingest process MB | stored in window | p50 ms "
                   "| p99 ms |", flush=True)
             print("|---|---|---|---|---|---|", flush=True)
             publisher = subprocess.Popen(
                 [sys.executable, "-m", "bench.publisher", "--url", runtime.mqtt_url, "--events", str(events),
-                 "--rate", str(args.rate), "--client-id", "bench-soak"], stdout=subprocess.DEVNULL)
+                 "--rate", str(args.rate), "--client-id", "bench-soak", "--workload", args.workload],
+                stdout=subprocess.DEVNULL)
             started = time.monotonic()
             stored_total = 0
             while publisher.poll() is None:
@@ -119,6 +124,7 @@ def main() -> int:
     late_growth = (rows[-2]["rss_mb"] - half["rss_mb"]) / max(1e-9, rows[-2]["minute"] - half["minute"]) \
         if len(rows) > 2 else float("nan")
     result = {"machine": machine(), "broker": broker, "rate": args.rate, "minutes": args.minutes,
+              "workload": args.workload,
               "events": events, "stored": stored, "windows": rows,
               "rss_growth_mb_per_min_second_half": round(late_growth, 2)}
     print(f"\nstored {stored} of {events}; RSS {rows[0]['rss_mb']} MB at the first window, "

@@ -1,7 +1,7 @@
 """The violation-change feed: a bounded, sequenced, in-memory fan-out of violation state changes.
 
 The processor publishes each batch of violation changes here once the store has made them durable.
-Every change gets the next sequence number; the last `retention` changes stay in a ring buffer, so a
+Every change gets the next sequence number; the last `retention` changes stay in memory, so a
 stream client that reconnects with the last sequence it saw resumes without a gap as long as that
 sequence is still in the window. Listeners (webhook dispatch, MQTT and Kafka outputs, stream wake-ups)
 are called synchronously on the publishing thread and must only hand the entries off, never block.
@@ -21,10 +21,10 @@ empty again, is recognised as expired instead of silently pointing at different 
 Memory: the window is kept in blocks of BLOCK_SIZE changes. The newest `hot` changes (a stream client
 further behind is cut off as too slow: `alerts.stream_max_lag`), which live consumers read, stay as
 objects; older blocks, read only by a client resuming from far back, are kept as one zlib-compressed
-msgpack blob each, about 280 bytes a change instead of about 1.6 KB as objects, and
-the replay check keeps a 16-byte digest per change instead of its key. The default window of 100,000
-changes took ~190 MB as objects and grew a process's memory for the half hour it took to fill
-(BENCHMARKS.md, "The violation feed's window, compacted").
+msgpack blob each, about 300 bytes a change instead of 1.7 KB as objects, and the replay check keeps a
+16-byte digest per change instead of its key. The default window of 100,000 changes held 166 MB as
+objects (40 MB now), grew a process's memory for the half hour it took to fill, and made every full pass
+of the garbage collector walk its 600,000 objects (BENCHMARKS.md, "The violation feed's window, compacted").
 """
 
 from __future__ import annotations
