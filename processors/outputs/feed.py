@@ -15,7 +15,7 @@ feed, sequence and channels as entries whose `case_event` is set and `violation`
 of violations skips them, and push channels send them only to subscribers whose filter asks for them
 (docs/alerts.md, "Case SLA events"). The case store's claim already makes each one unique.
 
-Cursors carry the feed's epoch (its start time), so a cursor from before a restart, when the ring was
+Cursors carry the feed's epoch (its start time), so a cursor from before a restart, when the window was
 empty again, is recognised as expired instead of silently pointing at different changes.
 
 Memory: the window is kept in blocks of BLOCK_SIZE changes. The newest `hot` changes (a stream client
@@ -166,8 +166,8 @@ class ViolationFeed:
                 self._last_seq += 1
                 fresh.append(self._append(FeedEntry(self._last_seq, violation, now)))
             due = self._due_for_compaction()
-        self._compact(due)
         self._tell(fresh)
+        self._compact(due)  # after the listeners: the changes go out without waiting for zlib
         return fresh
 
     def publish_case_events(self, events: Sequence[CaseSlaEvent]) -> list[FeedEntry]:
@@ -179,8 +179,8 @@ class ViolationFeed:
                 self._last_seq += 1
                 fresh.append(self._append(FeedEntry(self._last_seq, None, now, event)))
             due = self._due_for_compaction()
-        self._compact(due)
         self._tell(fresh)
+        self._compact(due)  # after the listeners: the changes go out without waiting for zlib
         return fresh
 
     def _first_time(self, violation: Violation) -> bool:
