@@ -87,6 +87,7 @@ def test_readers_see_the_published_changes_while_blocks_are_compacted_under_them
     feed = ViolationFeed(4 * BLOCK_SIZE, epoch=7)
     total = 12 * BLOCK_SIZE
     wrong: list[tuple[int, str | None]] = []
+    failures: list[str] = []
 
     def read_until_done() -> None:
         rng = random.Random(threading.get_ident())
@@ -97,6 +98,9 @@ def test_readers_see_the_published_changes_while_blocks_are_compacted_under_them
                 entries = feed.read_after(start, 700)
             except CursorExpired:
                 continue  # the window moved on between reading last_seq and reading after it
+            except Exception as exc:  # a reader that failed must fail the test, not end its thread quietly
+                failures.append(repr(exc))
+                return
             wrong.extend((e.seq, e.violation and e.violation.violation_id) for e in entries
                          if e.violation != violation(e.seq))
 
@@ -107,7 +111,7 @@ def test_readers_see_the_published_changes_while_blocks_are_compacted_under_them
         feed.publish([violation(m) for m in range(n, n + 64)])
     for reader in readers:
         reader.join(timeout=30)
-    assert wrong == [] and feed.last_seq == total
+    assert failures == [] and wrong == [] and feed.last_seq == total
 
 
 def test_a_failing_listener_does_not_stop_the_others() -> None:
