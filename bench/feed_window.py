@@ -24,13 +24,13 @@ import time
 import tracemalloc
 from pathlib import Path
 
+from api.alerts.streams import READ_BATCH  # what a stream client reads at a time
 from bench.e2e import machine
 from core.models import Evidence, Severity, Violation, ViolationStatus
 from core.settings import AlertSettings
 from processors.outputs.feed import ViolationFeed
 
 BATCH = 50
-READ_BATCH = 500  # api/alerts/streams.py reads this many at a time
 HOT = AlertSettings().stream_max_lag
 RESULTS = Path(__file__).resolve().parent / "results" / "feed_window.json"
 
