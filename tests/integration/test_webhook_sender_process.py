@@ -41,9 +41,16 @@ def test_deliveries_from_the_sender_process_are_signed_retried_and_logged(tmp_pa
     api.dispatcher.barrier()
     assert api.dispatcher.sender_pid not in (None, os.getpid())  # ready before the first delivery
     api.feed.publish([violation(1, grid="LH-02"), violation(2), violation(3)])
-    [first, second] = wait_for(lambda: sorted(api.dispatcher.store.deliveries(
-        subscription.subscription_id, status=DeliveryStatus.DELIVERED), key=lambda d: d.delivery_id)
-        if len(receiver.received()) >= 4 else [], message="two deliveries after retries")
+
+    def both_delivered() -> list:
+        # The receiver has a post before its outcome is in the store (outcomes are written after the
+        # answer): wait for both rows, not only for the four posts.
+        delivered = sorted(api.dispatcher.store.deliveries(subscription.subscription_id,
+                                                           status=DeliveryStatus.DELIVERED),
+                           key=lambda d: d.delivery_id)
+        return delivered if len(delivered) == 2 and len(receiver.received()) >= 4 else []
+
+    [first, second] = wait_for(both_delivered, message="two deliveries after retries")
     assert (first.attempts, first.last_status_code, second.attempts) == (3, 204, 1)
     received = receiver.received()
     assert [r.json()["violation"]["violation_id"] for r in received] == ["v0002"] * 3 + ["v0003"]
