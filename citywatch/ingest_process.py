@@ -33,11 +33,10 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 import msgspec
-from prometheus_client import Gauge
 
 from citywatch.interpreter_tuning import tune_for_streaming
 from core.child_process import READY, ChildLogs, spawn_child, start_child
-from core.metrics import Metrics
+from core.metrics import ForwardedMetrics, Metrics, Sample, samples_of
 from core.models import DeadLetter, Event
 from core.settings import DeviceSettings, Settings
 from ingest.geo import GeoTagger
@@ -200,11 +199,10 @@ class IngestProcess:
         self._port = port
         self._registry = registry
         self._producer = producer
-        self._metrics = metrics
         self._counts = IngestCounts(metrics)
         self._decoder = msgspec.msgpack.Decoder(list[tuple[list[Event], list[DeadLetter]]])
         self._status: dict[str, Any] = {}
-        self._forwarded: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        self._forwarded = ForwardedMetrics(metrics)
         self._conn: Connection | None = None
         self._reports_thread: threading.Thread | None = None
         self._child: BaseProcess | None = None
@@ -269,7 +267,7 @@ class IngestProcess:
     def _spawn(self) -> None:
         if self._reports_thread is not None:
             self._reports_thread.join()  # the previous child's, ended with it: its last metrics applied
-        self._forwarded.clear()  # a new child counts from zero
+        self._forwarded.restart()  # a new child counts from zero
         self._status = {}
         # The child starts from the devices as they are now; a change made while it starts waits until its
         # pipe is in place, and is then sent to it (before, one made then went to the previous child's
@@ -340,7 +338,7 @@ class IngestProcess:
                 if message[:1] == STATUS:
                     self._status = msgspec.msgpack.decode(memoryview(message)[1:])
                 elif message[:1] == METRICS:
-                    self._apply_metrics(msgspec.msgpack.decode(memoryview(message)[1:]))
+                    self._forwarded.apply(msgspec.msgpack.decode(memoryview(message)[1:]))
                 elif message[:1] == APPLIED:
                     with self._applied:
                         self._devices_applied = max(self._devices_applied, int.from_bytes(message[1:9]))
@@ -362,19 +360,6 @@ class IngestProcess:
                       len(events), len(dead_letters), exc)
             return
         self._counts.accepted(events, dead_letters)
-
-    def _apply_metrics(self, samples: list[tuple[str, dict[str, str], float]]) -> None:
-        for name, labels, value in samples:
-            metric = getattr(self._metrics, name)
-            target = metric.labels(**labels) if labels else metric
-            if isinstance(metric, Gauge):
-                target.set(value)
-                continue
-            key = (name, tuple(sorted(labels.items())))
-            delta = value - self._forwarded.get(key, 0.0)
-            self._forwarded[key] = value
-            if delta > 0:
-                target.inc(delta)
 
     def _device_changed(self, device_id: str, device: DeviceSettings | None) -> None:
         """Send the change and wait until the child applied it: a device deactivated through the API has
@@ -475,7 +460,7 @@ class _Reporter:
         self._service = service
         self._metrics = metrics
         self._status: dict[str, Any] | None = None
-        self._samples: list[tuple[str, dict[str, str], float]] | None = None
+        self._samples: list[Sample] | None = None
 
     def report(self) -> None:
         status = {"connected": self._service.connected, "subscribed": self._service.subscribed,
@@ -483,11 +468,7 @@ class _Reporter:
         if status != self._status:
             self._write(STATUS + msgspec.msgpack.encode(status))
             self._status = status
-        samples = [(name, sample.labels, sample.value)
-                   for name in FORWARDED_METRICS
-                   for family in getattr(self._metrics, name).collect()
-                   for sample in family.samples
-                   if not sample.name.endswith("_created")]
+        samples = samples_of(self._metrics, FORWARDED_METRICS)
         if samples != self._samples:
             self._write(METRICS + msgspec.msgpack.encode(samples))
             self._samples = samples

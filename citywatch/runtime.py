@@ -74,7 +74,8 @@ class EmbeddedRuntime:
                              time_zone=settings.traffic.time_zone)
         self.rate = RateMeter()
         self.metrics.events_per_second.labels("up").set_function(self.rate.rate)
-        self.alerts = AlertComponents(settings, self.data_dir, case_intake_process=True)
+        self.alerts = AlertComponents(settings, self.data_dir, case_intake_process=True,
+                                      webhook_process=True)
         # Dispatch plans, in the relational database with the cases (docs/dispatch.md).
         self.dispatch = PlanBoard.open(settings.dispatch, settings.relational, self.data_dir)
         # Indices, rankings and reports published on schedule (docs/indices.md).

@@ -202,3 +202,42 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+# (metric attribute of Metrics, labels, value): a counter's total or a gauge's value in a child process.
+Sample = tuple[str, dict[str, str], float]
+
+
+def samples_of(metrics: Metrics, names: tuple[str, ...]) -> list[Sample]:
+    """The counters' totals and gauges' values of `names` (attributes of `metrics`), for a child process
+    to send to its parent (`ForwardedMetrics`)."""
+    return [(name, sample.labels, sample.value)
+            for name in names
+            for family in getattr(metrics, name).collect()
+            for sample in family.samples
+            if not sample.name.endswith("_created")]
+
+
+class ForwardedMetrics:
+    """Parent side of a child's `samples_of`: a counter grows by what the child's total grew since its
+    last report, a gauge takes the child's value. `restart()` when a new child counts from zero."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self._totals: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+
+    def restart(self) -> None:
+        self._totals.clear()
+
+    def apply(self, samples: list[Sample]) -> None:
+        for name, labels, value in samples:
+            metric = getattr(self.metrics, name)
+            target = metric.labels(**labels) if labels else metric
+            if isinstance(metric, Gauge):
+                target.set(value)
+                continue
+            key = (name, tuple(sorted(labels.items())))
+            delta = value - self._totals.get(key, 0.0)
+            self._totals[key] = value
+            if delta > 0:
+                target.inc(delta)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from api.access.control import AccessControl
 from api.alerts.webhooks.dispatcher import WebhookDispatcher
+from api.alerts.webhooks.dispatcher_process import WebhookDispatcherProcess
 from api.alerts.webhooks.store import WebhookStore
 from api.violation_actions import ViolationActions
 from api.violation_types import known_violation_types
@@ -44,10 +45,12 @@ EVALUATION_SNAPSHOT_INTERVAL_S = 60.0
 class AlertComponents:
     def __init__(self, settings: Settings, data_dir: Path, *, feed: ViolationFeed | None = None,
                  owns: Callable[[str], bool] | None = None, shared_store: bool = False,
-                 case_intake_process: bool = False) -> None:
+                 case_intake_process: bool = False, webhook_process: bool = False) -> None:
         """`owns`, `shared_store`: for api replicas that split the deliveries (api/alerts/kafka_feed.py).
         `case_intake_process`: the case intake applies violation changes in a child process, off the
-        interpreter that runs the pipeline (`citywatch up`: processors/cases/intake_process.py)."""
+        interpreter that runs the pipeline (`citywatch up`: processors/cases/intake_process.py).
+        `webhook_process`: likewise the webhook dispatcher (`citywatch up`:
+        api/alerts/webhooks/dispatcher_process.py); not with `owns` or `shared_store`."""
         self.settings = settings
         alerts = settings.alerts
         self.feed = feed if feed is not None else ViolationFeed(alerts.feed_retention,
@@ -57,12 +60,19 @@ class AlertComponents:
         # What people did about violations: in the relational database, like the keys, so that every api
         # replica sees every action.
         self.violation_actions = ViolationActions.open(settings.relational, data_dir)
-        # The HTTP requests of the deliveries are made by a process of their own, off the interpreter that
-        # runs the pipeline (api/alerts/webhooks/sender.py).
-        self.webhooks = WebhookDispatcher(self.webhook_store, alerts.webhooks, self.feed, self.access,
-                                          owns=owns, shared_store=shared_store,
-                                          violation_types=known_violation_types(settings.traffic.codes),
-                                          sender_process=True)
+        violation_types = known_violation_types(settings.traffic.codes)
+        self.webhooks: WebhookDispatcher
+        if webhook_process:
+            if owns is not None or shared_store:
+                raise ValueError("the webhook dispatcher process is for one process's feed, not for replicas")
+            self.webhooks = WebhookDispatcherProcess(self.webhook_store, settings, self.feed, self.access,
+                                                     data_dir, violation_types=violation_types)
+        else:
+            # The HTTP requests of the deliveries are made by a process of their own, off the interpreter
+            # that serves the API (api/alerts/webhooks/sender.py).
+            self.webhooks = WebhookDispatcher(self.webhook_store, alerts.webhooks, self.feed, self.access,
+                                              owns=owns, shared_store=shared_store,
+                                              violation_types=violation_types, sender_process=True)
         self.kafka: KafkaViolationOutput | None = None
         self.mqtt: MqttViolationOutput | None = None
         if alerts.kafka.enabled:

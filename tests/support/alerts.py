@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from api.access.control import AccessControl
 from api.access.keys import Scope
 from api.alerts.webhooks.dispatcher import WebhookDispatcher
+from api.alerts.webhooks.dispatcher_process import WebhookDispatcherProcess
 from api.alerts.webhooks.store import WebhookStore
 from api.app import create_app
 from api.services import ApiServices
@@ -20,7 +21,7 @@ from core.index_settings import IndexSettings
 from core.ingest_config import GeoSettings
 from core.metrics import Metrics
 from core.models import Evidence, Location, Severity, Violation, ViolationStatus
-from core.settings import AlertSettings, ApiSettings, AuthMode, RelationalSettings, WebhookSettings
+from core.settings import AlertSettings, ApiSettings, AuthMode, RelationalSettings, Settings, WebhookSettings
 from ingest.geo import GeoTagger
 from processors.cases.routing import CaseRouter
 from processors.cases.service import CaseService
@@ -90,20 +91,27 @@ class AlertApi:
 def alert_api(tmp_path: Path, *, webhooks: WebhookSettings | None = None, alerts: AlertSettings | None = None,
               api: ApiSettings | None = None, relational: RelationalSettings | None = None,
               cases: CaseSettings | None = None, geo: GeoSettings | None = None,
-              sender_process: bool = False) -> AlertApi:
+              sender_process: bool = False, dispatcher_process: bool = False) -> AlertApi:
     """`relational`: where keys, audit log, webhooks, people's actions on violations and cases live
     (default: SQLite files in `tmp_path`); `cases`: case routing (default: none, cases are only made
     through the API or `AlertApi.cases`); `geo`: the grids and departments Open311 requests are tagged
-    with (default: none); `sender_process`: webhook requests made by a child process, as `citywatch up`
-    makes them."""
+    with (default: none); `sender_process`: webhook requests made by a child process, as the api role
+    makes them; `dispatcher_process`: the whole dispatcher in a child process, as `citywatch up` runs it."""
     api = api or ApiSettings(auth=AuthMode.REQUIRED, rate_limit_per_s=1000, rate_limit_burst=1000)
     alerts = alerts or AlertSettings(feed_retention=1000, stream_heartbeat_s=0.2)
     feed = ViolationFeed(alerts.feed_retention)
     relational = relational or RelationalSettings()
     access = AccessControl.in_directory(tmp_path, api, relational)
     store = SqliteStore.in_directory(tmp_path)
-    dispatcher = WebhookDispatcher(WebhookStore.open(relational, tmp_path), webhooks or alerts.webhooks, feed,
-                                   access, sender_process=sender_process)
+    webhook_store = WebhookStore.open(relational, tmp_path)
+    dispatcher: WebhookDispatcher
+    if dispatcher_process:
+        settings = Settings(api=api, relational=relational,
+                            alerts=alerts.model_copy(update={"webhooks": webhooks or alerts.webhooks}))
+        dispatcher = WebhookDispatcherProcess(webhook_store, settings, feed, access, tmp_path)
+    else:
+        dispatcher = WebhookDispatcher(webhook_store, webhooks or alerts.webhooks, feed, access,
+                                       sender_process=sender_process)
     dispatcher.start()
     case_service = CaseService(CaseStore.open(relational, tmp_path),
                                CaseRouter(cases or CaseSettings(), "Asia/Shanghai"))

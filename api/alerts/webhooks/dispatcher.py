@@ -10,8 +10,9 @@ changes queued together for a subscription (up to SEQUENCE_MAX) are handed to th
 posted one after the other until one fails; the one that failed is retried as any failed attempt, and
 the ones after it are delivered after it, in order. The HTTP
 requests go through api/alerts/webhooks/sender.py (a small keep-alive HTTP/1.1 client, http1.py): on this
-loop, or (`sender_process`, as `citywatch up` and the api role run) in a child process, so that the HTTP
-client's work does not hold the pipeline's interpreter. Outcomes are written to the store together, one
+loop, or (`sender_process`, as the api role runs it) in a child process, so that the HTTP client's work
+does not hold the API's interpreter. `citywatch up` runs this whole dispatcher in a child process
+(api/alerts/webhooks/dispatcher_process.py). Outcomes are written to the store together, one
 transaction per pass of the loop.
 
 Outcomes: a 2xx answer is delivered; anything else (other status, connection error, no answer within
@@ -343,7 +344,20 @@ class WebhookDispatcher:
 
     def _on_publish(self, entries: Sequence[FeedEntry]) -> None:
         """Feed listener on the processor thread: hand off, never wait."""
+        self.hand_over(entries)
+
+    def hand_over(self, entries: Sequence[FeedEntry]) -> None:
+        """Queue the changes for the fan-out on the dispatcher's loop (thread-safe, never waits)."""
         self._call(self._fan_out, list(entries))
+
+    def sync(self) -> None:
+        """Take what another process changed in the store: subscriptions made, changed or deleted, and
+        deliveries queued again (thread-safe, never waits)."""
+        self._call(self._sync_and_claim)
+
+    def _sync_and_claim(self) -> None:
+        self._sync_subscriptions()
+        self._claim_pending()
 
     def _fan_out(self, entries: list[FeedEntry]) -> None:
         if self._shared:
