@@ -164,6 +164,26 @@ def test_a_delivery_is_inserted_by_one_replica_only_when_both_fan_out_the_same_c
     assert len(b.pending()) == 50
 
 
+def test_deliveries_added_in_one_batch_keep_their_order_and_skip_what_was_stored(
+        relational: RelationalSettings, data_dirs: tuple[Path, Path], opened: Callable[[Any], Any]) -> None:
+    store = opened(WebhookStore.open(relational, data_dirs[0]))
+    first, second = (store.create_subscription(url=f"https://hooks.example/{n}", filter=ViolationFilter(),
+                                               secret=None, description="", owner_key_id="k1", plates=False)
+                     for n in range(2))
+    # More rows than one statement takes, each change for both subscriptions, one change given twice, and
+    # ten changes stored before.
+    changes = [NewDelivery(subscription.subscription_id, f"v{n:04d}:open:1", f"{n}-1", b"{}")
+               for n in range(700) for subscription in (first, second)]
+    store.add_deliveries(changes[100:120])
+    created = store.add_deliveries([*changes, changes[900]])
+    expected = changes[:100] + changes[120:]
+    assert [(d.subscription_id, d.idempotency_key) for d in created] == \
+        [(c.subscription_id, c.idempotency_key) for c in expected]
+    assert [d.delivery_id for d in created] == sorted(d.delivery_id for d in created)
+    assert len({d.delivery_id for d in created}) == len(expected)
+    assert len(store.pending()) == 1400
+
+
 def test_a_device_registered_through_one_replica_is_in_the_others_table(
         relational: RelationalSettings, data_dirs: tuple[Path, Path], opened: Callable[[Any], Any]) -> None:
     config = [DeviceSettings(device_id="bin-1", kind="bin")]

@@ -183,6 +183,10 @@ _DELIVERY_COLUMNS = ("delivery_id, subscription_id, idempotency_key, change_id, 
                      "last_status_code, last_error, created_time_ms, updated_time_ms, last_duration_ms")
 
 
+# Delivery rows per INSERT: one statement for many rows (a statement per row was a third of the webhook
+# dispatcher's time at a thousand deliveries a second); 7 parameters a row, well within SQLite's 32,766.
+_INSERT_ROWS: Final = 500
+
 _RECORD_ATTEMPT: Final = (
     "UPDATE deliveries SET status = ?, attempts = ?, last_status_code = ?, last_error = ?, "
     "updated_time_ms = ?, last_duration_ms = COALESCE(?, last_duration_ms) WHERE delivery_id = ?")
@@ -290,21 +294,30 @@ class WebhookStore:
     # Deliveries
 
     def add_deliveries(self, new: Sequence[NewDelivery]) -> list[Delivery]:
-        """Insert pending deliveries; returns those that were new (a replayed change is skipped)."""
+        """Insert pending deliveries; returns those that were new (a replayed change is skipped), in the
+        order given."""
         created: list[Delivery] = []
         now = now_ms()
         with self._db.transaction() as tx:
-            for item in new:
-                row = tx.execute(
+            for start in range(0, len(new), _INSERT_ROWS):
+                chunk = new[start:start + _INSERT_ROWS]
+                params: list[Any] = []
+                for item in chunk:
+                    params += (item.subscription_id, item.idempotency_key, item.change_id, item.body,
+                               DeliveryStatus.PENDING.value, now, now)
+                inserted = {(row[1], row[2]): row[0] for row in tx.execute(
                     "INSERT INTO deliveries (subscription_id, idempotency_key, change_id, body, status, "
-                    "created_time_ms, updated_time_ms) VALUES (?,?,?,?,?,?,?) "
-                    "ON CONFLICT (subscription_id, idempotency_key) DO NOTHING RETURNING delivery_id",
-                    (item.subscription_id, item.idempotency_key, item.change_id, item.body,
-                     DeliveryStatus.PENDING.value, now, now)).one()
-                if row is not None:
-                    created.append(Delivery(row[0], item.subscription_id, item.idempotency_key,
-                                            item.change_id, item.body, DeliveryStatus.PENDING, 0, None,
-                                            None, now, now))
+                    "created_time_ms, updated_time_ms) VALUES "
+                    + ",".join(["(?,?,?,?,?,?,?)"] * len(chunk))
+                    + " ON CONFLICT (subscription_id, idempotency_key) DO NOTHING "
+                      "RETURNING delivery_id, subscription_id, idempotency_key", params).rows}
+                for item in chunk:
+                    # Popped: the same change given twice for a subscription is one delivery.
+                    delivery_id = inserted.pop((item.subscription_id, item.idempotency_key), None)
+                    if delivery_id is not None:
+                        created.append(Delivery(delivery_id, item.subscription_id, item.idempotency_key,
+                                                item.change_id, item.body, DeliveryStatus.PENDING, 0, None,
+                                                None, now, now))
         return created
 
     def record_attempts(self, outcomes: Sequence[Attempt]) -> None:
