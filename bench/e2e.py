@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -116,10 +117,20 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
 
 
+def publisher_command(url: str, events: int, rate: float, client_id: str, workload: str = "filling",
+                      first: int = 0) -> list[str]:
+    """bench/publisher.py's command. At a fixed rate its readings are sent by Mosquitto's C client where it
+    is installed: paho's publishing took most of a core of the two the pipeline runs on (BENCHMARKS.md,
+    "The load generator's share of the machine")."""
+    client = "c" if rate and shutil.which("mosquitto_pub") else "paho"
+    return [sys.executable, "-m", "bench.publisher", "--url", url, "--events", str(events),
+            "--rate", str(rate), "--client-id", client_id, "--workload", workload, "--first", str(first),
+            "--client", client]
+
+
 def publish(url: str, events: int, rate: float, client_id: str,
             workload: str = "filling", first: int = 0) -> dict[str, float]:
-    command = [sys.executable, "-m", "bench.publisher", "--url", url, "--events", str(events),
-               "--rate", str(rate), "--client-id", client_id, "--workload", workload, "--first", str(first)]
+    command = publisher_command(url, events, rate, client_id, workload, first)
     result = subprocess.run(command, check=True, capture_output=True, text=True, timeout=600)
     published: dict[str, float] = json.loads(result.stdout.strip().splitlines()[-1])
     return published

@@ -9,9 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator
+from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
 
@@ -22,6 +25,12 @@ OVERFLOW_CYCLE = (95.0, 97.0, 5.0, 12.0, 21.0, 33.0, 45.0, 58.0, 70.0, 82.0)
 # as it is queued (not as it is sent), so past 65,535 outstanding publishes the ids collide and paho
 # refuses the new ones with MQTT_ERR_QUEUE_SIZE, which a publisher that does not check loses silently.
 ACK_WINDOW = 10_000
+# At a fixed rate, the publisher sleeps only once it is this far ahead: the readings of a few milliseconds
+# go out together. Sleeping before every reading (200 us apart at 5,000/s) made the publisher itself take
+# more than a core of the machine it shares with what it measures (BENCHMARKS.md, "1,000 webhooks ...").
+PACE_S = 0.005
+# How long the C client's input stays open after the last reading (see _publish_with_c_client).
+C_CLIENT_TAIL_S = 1.0
 
 
 class WindowedPublisher:
@@ -85,38 +94,90 @@ def main() -> int:
                         "changes; overflow: every bin overflows and is emptied every tenth reading")
     parser.add_argument("--window", type=int, default=ACK_WINDOW,
                         help="QoS 1 publishes outstanding at most (paho's packet ids allow 65,535)")
+    parser.add_argument("--client", choices=["paho", "c"], default="paho",
+                        help="paho: this process publishes, each publish checked and acknowledged; c: "
+                        "Mosquitto's C client (mosquitto_pub -l) publishes the readings this process "
+                        "writes to it, at a small fraction of paho's CPU (for fixed-rate runs on a machine "
+                        "shared with what they measure)")
     args = parser.parse_args()
+    readings = _readings(args)
+    if args.client == "c":
+        elapsed_s, most_unacked = _publish_with_c_client(args, readings)
+    else:
+        elapsed_s, most_unacked = _publish_with_paho(args, readings)
+    print(json.dumps({"published": args.events, "elapsed_s": elapsed_s, "most_unacked": most_unacked}),
+          flush=True)
+    return 0
 
+
+def _readings(args: argparse.Namespace) -> Iterator[list[tuple[str, bytes]]]:
+    """(topic, payload) of the readings, in bursts paced to `--rate` (one burst per PACE_S, or one per
+    reading at full speed); `sent_ns` is stamped when a reading is made."""
     rng = random.Random(1)
-    publisher = MqttPublisher(args.url, args.client_id, qos=args.qos).connect()
-    windowed = WindowedPublisher(publisher, args.window)
     started = time.perf_counter()
+    burst: list[tuple[str, bytes]] = []
     for n, i in enumerate(range(args.first, args.first + args.events)):
         if args.rate:
             ahead_s = n / args.rate - (time.perf_counter() - started)
-            if ahead_s > 0:
+            if ahead_s > PACE_S:
+                yield burst
+                burst = []
                 time.sleep(ahead_s)
         device_id = f"bench-{i % args.devices:05d}"
         now_ns = time.time_ns()
         if args.workload == "churn":
             fill = round(rng.uniform(0, 100), 1)  # every reading a jump: violations open and clear constantly
         elif args.workload == "overflow":
-            # 95, 97 (two in a row: an overflow opens), 5 (emptied: it clears), then filling again: two
-            # violation changes every ten readings, 1,000 changes/s at 5,000 readings/s (bench/cases.py).
             fill = OVERFLOW_CYCLE[(i // args.devices) % len(OVERFLOW_CYCLE)]
         else:
-            # Bins fill 0.5% a reading from a staggered start and are emptied at 100%, as real bins do:
-            # each bin opens and clears an overflow every ~200 readings.
             fill = ((i // args.devices + (i % args.devices) * 37) * 0.5) % 100.5
         body = {"device_id": device_id, "kind": "bin", "time": now_ns // 1_000_000,
                 "attributes": {"fill_pct": round(min(fill, 100.0), 1), "sent_ns": now_ns, "seq": i}}
-        windowed.publish(f"citywatch/events/{device_id}", json.dumps(body).encode())
+        burst.append((f"citywatch/events/{device_id}", json.dumps(body).encode()))
+        if not args.rate:
+            yield burst
+            burst = []
+    yield burst
+
+
+def _publish_with_paho(args: argparse.Namespace,
+                       readings: Iterator[list[tuple[str, bytes]]]) -> tuple[float, int]:
+    publisher = MqttPublisher(args.url, args.client_id, qos=args.qos).connect()
+    windowed = WindowedPublisher(publisher, args.window)
+    started = time.perf_counter()
+    for burst in readings:
+        for topic, payload in burst:
+            windowed.publish(topic, payload)
     windowed.drain()
     elapsed_s = time.perf_counter() - started
     publisher.close()
-    print(json.dumps({"published": args.events, "elapsed_s": elapsed_s,
-                      "most_unacked": windowed.most_outstanding}), flush=True)
-    return 0
+    return elapsed_s, windowed.most_outstanding
+
+
+def _publish_with_c_client(args: argparse.Namespace,
+                           readings: Iterator[list[tuple[str, bytes]]]) -> tuple[float, int | None]:
+    """mosquitto_pub -l sends each line as a message to one topic: the readings carry their device id, so
+    they go to `citywatch/events` (a native topic without a device level). It is not told when a QoS 1 message was acknowledged (None
+    unacknowledged at most), and it ends at the end of its input without waiting for the acknowledgements:
+    the input stays open C_CLIENT_TAIL_S longer, and the pipeline's side counts what it stored."""
+    url = urlparse(args.url)
+    command = ["mosquitto_pub", "-h", url.hostname or "127.0.0.1", "-p", str(url.port or 1883),
+               "-q", str(args.qos), "-i", args.client_id, "-t", "citywatch/events", "-l",
+               "-M", str(min(args.window, 65_535))]
+    process = subprocess.Popen(command, stdin=subprocess.PIPE)
+    assert process.stdin is not None
+    started = time.perf_counter()
+    for burst in readings:
+        process.stdin.write(b"".join(payload + b"\n" for _, payload in burst))
+        if args.rate:
+            process.stdin.flush()  # each paced burst leaves now, not when the pipe's buffer is full
+    process.stdin.flush()
+    elapsed_s = time.perf_counter() - started
+    time.sleep(C_CLIENT_TAIL_S)
+    process.stdin.close()
+    if process.wait(60) != 0:
+        raise RuntimeError(f"mosquitto_pub exited with code {process.returncode}")
+    return elapsed_s, None
 
 
 if __name__ == "__main__":

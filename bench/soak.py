@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.e2e import StoredClock, machine
+from bench.e2e import StoredClock, machine, publisher_command
 from citywatch.ingest_process import IngestProcess
 from citywatch.interpreter_tuning import tune_for_streaming
 from citywatch.runtime import EmbeddedRuntime
@@ -101,8 +101,7 @@ def main() -> int:
                   "| p99 ms |", flush=True)
             print("|---|---|---|---|---|---|", flush=True)
             publisher = subprocess.Popen(
-                [sys.executable, "-m", "bench.publisher", "--url", runtime.mqtt_url, "--events", str(events),
-                 "--rate", str(args.rate), "--client-id", "bench-soak", "--workload", args.workload],
+                publisher_command(runtime.mqtt_url, events, args.rate, "bench-soak", args.workload),
                 stdout=subprocess.DEVNULL)
             started = time.monotonic()
             stored_total = 0

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -89,3 +91,31 @@ def test_a_publish_the_client_refuses_fails_the_run(mosquitto_url: str) -> None:
     publisher.close()  # disconnected: paho refuses the publish instead of sending it
     with pytest.raises(RuntimeError, match="the MQTT client refused publish"):
         WindowedPublisher(publisher, 10).publish("bench/window", b"0")
+
+
+@pytest.mark.parametrize("client", ["paho", "c"])
+def test_a_paced_run_sends_every_reading_with_its_device_and_send_time(mosquitto_url: str,
+                                                                       client: str) -> None:
+    readings: list[dict] = []
+    subscriber = connect_client(mosquitto_url)
+    subscribed = threading.Event()
+    subscriber.on_message = lambda client, userdata, message: readings.append(json.loads(message.payload))
+    subscriber.on_subscribe = lambda *args: subscribed.set()
+    subscriber.subscribe("citywatch/events/#", qos=1)
+    assert subscribed.wait(10)
+    try:
+        started_ns = time.time_ns()
+        result = subprocess.run([sys.executable, "-m", "bench.publisher", "--url", mosquitto_url, "--events",
+                                 "600", "--rate", "2000", "--devices", "50", "--client", client,
+                                 "--client-id", f"test-paced-{client}"],
+                                check=True, capture_output=True, text=True, timeout=60)
+        summary = json.loads(result.stdout.strip().splitlines()[-1])
+        wait_for(lambda: len(readings) >= 600, 30, message="600 readings at the subscriber")
+    finally:
+        subscriber.disconnect()
+        subscriber.loop_stop()
+    assert summary["published"] == 600 and summary["elapsed_s"] >= 0.25  # paced: 600 at 2,000/s
+    assert sorted(r["attributes"]["seq"] for r in readings) == list(range(600))
+    assert {r["device_id"] for r in readings} == {f"bench-{n:05d}" for n in range(50)}
+    sent_ns = [r["attributes"]["sent_ns"] for r in sorted(readings, key=lambda r: r["attributes"]["seq"])]
+    assert sent_ns == sorted(sent_ns) and sent_ns[0] >= started_ns
