@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -174,3 +177,51 @@ def test_stopping_ends_the_process_and_the_next_start_delivers_what_was_pending(
     restarted = start(apis, tmp_path)
     delivered(restarted, subscription, 1)
     assert sent_ids(receiver) == ["v0001", "v0001"]
+
+
+PARENT = """
+import sys, time
+from pathlib import Path
+
+from api.access.keys import Scope
+from api.alerts.filters import ViolationFilter
+from core.settings import WebhookSettings
+from tests.support.alerts import alert_api
+
+if __name__ == "__main__":
+    api = alert_api(Path(sys.argv[1]), webhooks=WebhookSettings(allowed_private_networks=("127.0.0.0/8",)),
+                    dispatcher_process=True)
+    owner = api.key(Scope.SUBSCRIPTIONS_MANAGE).split("_")[1]
+    api.dispatcher.create(url="http://127.0.0.1:9/hook", filter=ViolationFilter(), secret=None,
+                          description="", owner_key_id=owner, plates=False)
+    api.dispatcher.barrier()
+    print(api.dispatcher.sender_pid, flush=True)
+    time.sleep(120)
+"""
+
+
+def running(pid: int) -> bool:
+    """Whether the process runs (a zombie waiting for its new parent to reap it has ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+def test_the_process_ends_when_the_process_that_started_it_is_killed(tmp_path) -> None:
+    script = tmp_path / "parent.py"
+    script.write_text(PARENT)
+    data = tmp_path / "data"
+    data.mkdir()
+    repo = Path(__file__).resolve().parents[2]
+    with subprocess.Popen([sys.executable, str(script), str(data)], cwd=repo, stdout=subprocess.PIPE,
+                          text=True, env={**os.environ, "PYTHONPATH": str(repo)}) as parent:
+        try:
+            assert parent.stdout is not None
+            child_pid = int(parent.stdout.readline())
+            assert running(child_pid)
+        finally:
+            parent.kill()
+            parent.wait(10)
+    wait_for(lambda: not running(child_pid), 20, message="the dispatcher process ended with its parent")

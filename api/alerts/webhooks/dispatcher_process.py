@@ -196,11 +196,13 @@ class WebhookDispatcherProcess(WebhookDispatcher):
                 lost, self._child_lost = self._child_lost, False
             messages = self._keep(items)
             if stopping and self._conn is None:
-                return  # nothing running: what was not stored is pending in nobody's hands (logged below)
+                self._stop_child()  # none running: it says how many changes were not stored
+                return
             if self._conn is None or lost:
                 if not self._restart():
                     continue
-                messages = [message for _, _, message in self._unstored]  # everything not yet stored
+                with self._cond:  # everything not yet stored
+                    messages = [message for _, _, message in self._unstored]
             self._send(messages)
             if stopping:
                 self._stop_child()
