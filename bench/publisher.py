@@ -157,9 +157,10 @@ def _publish_with_paho(args: argparse.Namespace,
 def _publish_with_c_client(args: argparse.Namespace,
                            readings: Iterator[list[tuple[str, bytes]]]) -> tuple[float, int | None]:
     """mosquitto_pub -l sends each line as a message to one topic: the readings carry their device id, so
-    they go to `citywatch/events` (a native topic without a device level). It is not told when a QoS 1 message was acknowledged (None
-    unacknowledged at most), and it ends at the end of its input without waiting for the acknowledgements:
-    the input stays open C_CLIENT_TAIL_S longer, and the pipeline's side counts what it stored."""
+    they go to `citywatch/events` (a native topic without a device level). It is not told when a QoS 1
+    message was acknowledged (None unacknowledged at most), and it ends at the end of its input without
+    waiting for the acknowledgements: the input stays open C_CLIENT_TAIL_S longer, and the pipeline's side
+    counts what it stored."""
     url = urlparse(args.url)
     command = ["mosquitto_pub", "-h", url.hostname or "127.0.0.1", "-p", str(url.port or 1883),
                "-q", str(args.qos), "-i", args.client_id, "-t", "citywatch/events", "-l",
