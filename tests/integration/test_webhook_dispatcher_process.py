@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -16,10 +17,11 @@ import pytest
 
 from api.access.keys import Scope
 from api.alerts.filters import ViolationFilter
+from api.alerts.key_state import DELIVERY_KEY_AGE_S
 from api.alerts.webhooks.signing import verify
 from api.alerts.webhooks.store import Delivery, DeliveryStatus, Subscription
 from core.settings import WebhookSettings
-from tests.support.alerts import AlertApi, alert_api, violation
+from tests.support.alerts import AlertApi, alert_api, bearer, violation
 from tests.support.servers import Receiver
 from tests.support.wait import wait_for
 
@@ -185,6 +187,7 @@ from pathlib import Path
 
 from api.access.keys import Scope
 from api.alerts.filters import ViolationFilter
+from api.alerts.key_state import DELIVERY_KEY_AGE_S
 from core.settings import WebhookSettings
 from tests.support.alerts import alert_api
 
@@ -225,3 +228,31 @@ def test_the_process_ends_when_the_process_that_started_it_is_killed(tmp_path) -
             parent.kill()
             parent.wait(10)
     wait_for(lambda: not running(child_pid), 20, message="the dispatcher process ended with its parent")
+
+
+def test_plates_sent_by_the_process_are_audited_and_masked_once_the_owner_key_lost_the_scope(
+        tmp_path, apis, receivers) -> None:
+    api = start(apis, tmp_path)
+    receiver = receive(receivers)
+    client = api.client()
+    owner = api.key(Scope.SUBSCRIPTIONS_MANAGE, Scope.PLATES)
+    owner_id = owner.split("_")[1]
+    admin = bearer(api.key(Scope.ADMIN))
+    created = client.post("/v1/subscriptions", json={"url": receiver.url}, headers=bearer(owner)).json()
+    assert created["plates"] is True
+    api.dispatcher.barrier()
+    api.feed.publish([violation(1)])
+    [first] = wait_for(receiver.received, message="the unmasked delivery")
+    assert first.json()["violation"]["evidence"]["plate"] == "粤B12345"
+
+    # Narrowed in the key table: the process reads the owner key again before each batch.
+    with sqlite3.connect(tmp_path / "access.sqlite3") as keys:
+        keys.execute("UPDATE api_keys SET scopes = ? WHERE key_id = ?",
+                     (Scope.SUBSCRIPTIONS_MANAGE.value, owner_id))
+    time.sleep(DELIVERY_KEY_AGE_S)  # the process's keys are read at most this long ago
+    api.feed.publish([violation(2)])
+    second = wait_for(lambda: receiver.received()[1:], message="the next delivery")[0].json()
+    assert second["violation"]["evidence"]["plate"] == "粤B1****"
+
+    audit = client.get("/v1/admin/audit", params={"key_id": owner_id}, headers=admin).json()
+    assert [record["what"] for record in audit] == ["plates/evidence of violation v0001"]
