@@ -213,21 +213,19 @@ class WebhookDispatcherProcess(WebhookDispatcher):
         messages: list[bytes] = []
         changes: list[FeedEntry] = []
         last = 0
-        for number, entries in [*items, (0, None)]:
-            if changes and (entries is None or number == 0):
-                messages.append(self._message(_CHANGES, last, changes))
-                changes = []
-            if number == 0:
-                break
-            if entries is None:
-                if messages and messages[-1][:1] == _SYNC:
-                    # Syncs in a row are one (each reads every subscription in the child).
-                    self._unsend_last()
-                    messages.pop()
-                messages.append(self._message(_SYNC, number, []))
-            else:
+        for index, (number, entries) in enumerate(items):
+            if entries is not None:
                 changes.extend(entries)
                 last = number
+                continue
+            if changes:
+                messages.append(self._message(_CHANGES, last, changes))
+                changes = []
+            if index + 1 < len(items) and items[index + 1][1] is None:
+                continue  # syncs in a row are one (each reads every subscription): the last one answers
+            messages.append(self._message(_SYNC, number, []))
+        if changes:
+            messages.append(self._message(_CHANGES, last, changes))
         with self._cond:
             given_up = 0
             while self._unstored_changes > MAX_UNSTORED:
@@ -246,11 +244,6 @@ class WebhookDispatcherProcess(WebhookDispatcher):
             self._unstored.append((number, len(changes), message))
             self._unstored_changes += len(changes)
         return message
-
-    def _unsend_last(self) -> None:
-        with self._cond:
-            _, count, _ = self._unstored.pop()
-            self._unstored_changes -= count
 
     def _send(self, messages: list[bytes]) -> None:
         conn = self._conn
