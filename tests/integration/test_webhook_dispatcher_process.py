@@ -6,7 +6,6 @@ and child process."""
 from __future__ import annotations
 
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from api.alerts.key_state import DELIVERY_KEY_AGE_S
 from api.alerts.webhooks.signing import verify
 from api.alerts.webhooks.store import Delivery, DeliveryStatus, Subscription
 from core.settings import WebhookSettings
-from tests.support.alerts import AlertApi, alert_api, bearer, violation
+from tests.support.alerts import AlertApi, alert_api, bearer, kill_sender_mid_request, violation
 from tests.support.servers import Receiver
 from tests.support.wait import wait_for
 
@@ -141,12 +140,7 @@ def test_a_killed_process_loses_no_change_and_a_new_one_makes_the_deliveries(tmp
     # The first request is held by the receiver until the process was killed.
     receiver = receive(receivers, delay_for=lambda n: 1.5 if n == 0 else 0.0)
     subscription = subscribe(api, receiver)
-    api.dispatcher.barrier()
-    first_pid = api.dispatcher.sender_pid
-    assert first_pid is not None
-    api.feed.publish([violation(1)])
-    wait_for(lambda: receiver.requests, message="the first request reached the receiver")
-    os.kill(first_pid, signal.SIGKILL)
+    first_pid = kill_sender_mid_request(api, receiver)
     # Published while no process runs: kept, and handed to the next one.
     api.feed.publish([violation(2), violation(3)])
 

@@ -5,7 +5,6 @@ failed attempt, not a delivery. Real receivers, the production dispatcher, store
 from __future__ import annotations
 
 import os
-import signal
 
 import pytest
 
@@ -14,7 +13,7 @@ from api.alerts.filters import ViolationFilter
 from api.alerts.webhooks.signing import verify
 from api.alerts.webhooks.store import DeliveryStatus
 from core.settings import WebhookSettings
-from tests.support.alerts import AlertApi, alert_api, violation
+from tests.support.alerts import AlertApi, alert_api, kill_sender_mid_request, violation
 from tests.support.servers import Receiver
 from tests.support.wait import wait_for
 
@@ -86,12 +85,7 @@ def test_a_sender_process_that_dies_costs_an_attempt_and_a_new_one_delivers(tmp_
     owner = api.key(Scope.SUBSCRIPTIONS_MANAGE).split("_")[1]
     subscription = api.dispatcher.create(url=receiver.url, filter=ViolationFilter(), secret=None,
                                          description="", owner_key_id=owner, plates=False)
-    api.dispatcher.barrier()
-    first_pid = api.dispatcher.sender_pid
-    assert first_pid is not None
-    api.feed.publish([violation(1)])
-    wait_for(lambda: receiver.requests, message="the first request reached the receiver")
-    os.kill(first_pid, signal.SIGKILL)
+    first_pid = kill_sender_mid_request(api, receiver)
     [done] = wait_for(lambda: api.dispatcher.store.deliveries(subscription.subscription_id,
                                                               status=DeliveryStatus.DELIVERED),
                       message="delivered by a new sender process")

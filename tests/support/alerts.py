@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,8 @@ from store.open311 import Open311Store
 from store.reports import ReportStore
 from store.sqlite_store import SqliteStore
 from tests.support.events import T0_MS
+from tests.support.servers import Receiver
+from tests.support.wait import wait_for
 
 
 def violation(n: int, *, status: ViolationStatus = ViolationStatus.OPEN, type: str = "parking",
@@ -128,3 +132,16 @@ def alert_api(tmp_path: Path, *, webhooks: WebhookSettings | None = None, alerts
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def kill_sender_mid_request(api: AlertApi, receiver: Receiver) -> int:
+    """Publishes v0001 to a subscription of `receiver` (which holds the first request), waits until its
+    request reached the receiver and kills the process making the deliveries with SIGKILL; returns that
+    process's id."""
+    api.dispatcher.barrier()
+    pid = api.dispatcher.sender_pid
+    assert pid is not None
+    api.feed.publish([violation(1)])
+    wait_for(lambda: receiver.requests, message="the first request reached the receiver")
+    os.kill(pid, signal.SIGKILL)
+    return pid
