@@ -244,7 +244,7 @@ class Engine:
             key = event.device_id if by_device else rule.key_of(event)
             if key is None:
                 continue
-            entry = store.entry(key)
+            entry = store.lookup(key)
             if entry is not None and time_ms < entry.last_time_ms:
                 late = True
                 continue
@@ -255,12 +255,19 @@ class Engine:
                 out.dead_letters.append(_rule_failure(rule.name, event, exc))
                 emitter = Emitter()  # drop whatever the failed call emitted
                 continue
-            store.replace(key, entry, new_state, time_ms)
+            if entry is not None and new_state is not None:
+                # KeyedState.replace for a kept key, inline: the event is not late, so its time is the newest.
+                entry.state = new_state
+                entry.last_time_ms = time_ms
+                store.touch(key)
+            else:
+                store.replace(key, entry, new_state, time_ms)
             if not emitter.used:
                 continue
             self._collect(rule, key, emitter, out, event)
-            out.dead_letters.extend(_rejected(rule.name, event, reason, detail)
-                                    for reason, detail in emitter.rejections)
+            if emitter.rejections:
+                out.dead_letters.extend(_rejected(rule.name, event, reason, detail)
+                                        for reason, detail in emitter.rejections)
             if emitter.suspect_reason is not None:
                 if not suspect:
                     suspect = True
@@ -276,8 +283,11 @@ class Engine:
 
     def _collect(self, rule: Rule[Any], key: str, emitter: Emitter, out: EngineOutput,
                  event: Event | None) -> None:
-        out.violations.extend(emitter.violations)
-        out.records.extend(emitter.records)
+        # Most emitters carry one kind of output (a count, a forecast): the empty lists are skipped.
+        if emitter.violations:
+            out.violations.extend(emitter.violations)
+        if emitter.records:
+            out.records.extend(emitter.records)
         for at_ms in emitter.timers:
             heapq.heappush(self._timers, (at_ms, next(self._seq), rule.name, key))
         for counter, time_ms, end_ms, amount, device_id, tags in emitter.counts:

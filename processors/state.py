@@ -7,7 +7,7 @@ move-to-end gives O(1) expiry from the front instead of a scan of every key.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgspec
@@ -26,16 +26,17 @@ class KeyedState:
         self.ttl_ms = ttl_ms
         self.state_type = state_type
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        # The engine's hot path, one lookup per rule call: the dictionary's own methods, called without a
+        # Python frame in between (`lookup(key)`: the key's entry or None; `touch(key)`: mark a key the
+        # newest after updating its entry in place, `replace`'s rules).
+        self.lookup: Callable[[str], _Entry | None] = self._entries.get
+        self.touch: Callable[[str], None] = self._entries.move_to_end
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)
-
-    def entry(self, key: str) -> _Entry | None:
-        """The key's state and last judged time in one lookup (the engine's hot path)."""
-        return self._entries.get(key)
 
     def get(self, key: str) -> Any | None:
         entry = self._entries.get(key)
@@ -50,7 +51,7 @@ class KeyedState:
         self.replace(key, self._entries.get(key), state, time_ms)
 
     def replace(self, key: str, entry: _Entry | None, state: Any | None, time_ms: int) -> None:
-        """`set` for a key whose entry the caller has just looked up with `entry` (the engine's hot
+        """`set` for a key whose entry the caller has just looked up with `lookup` (the engine's hot
         path: one dictionary lookup per rule call instead of two)."""
         if state is None:
             if entry is not None:

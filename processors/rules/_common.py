@@ -23,8 +23,15 @@ ZoneThresholds = GroupedThresholds
 
 def number(event: Event, name: str) -> float | None:
     """The attribute as a float, or None when it is absent, null or not a number (bools are not)."""
-    value = event.attributes.get(name)
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    value: Any = event.attributes.get(name)
+    # Decoded readings are plain floats and ints: their exact types first (every rule reads a few
+    # attributes of every reading, and this is cheaper than the isinstance tests below).
+    kind = type(value)
+    if kind is float:
+        return value
+    if kind is int:
+        return float(value)
+    if kind is bool or not isinstance(value, int | float):
         return None
     return float(value)
 
