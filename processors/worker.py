@@ -2,6 +2,11 @@
 
 Results are written and flushed to the store before the bus offsets are committed, so a crash replays
 input rather than losing it, and the store's idempotent writes absorb the replay.
+
+Running values, the bins' forecasts and the exposure totals, of which the store keeps only the newest per
+key, are written at most once every `running_values_every_ms` of the worker's clock (and at the end of a
+run): a bin reading makes a new forecast and a new sensor-minute total, so writing them with every batch
+cost more store writes than the events themselves (BENCHMARKS.md, "Running values once a second").
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from core.metrics import Metrics
-from core.models import Event, Prediction, Violation
+from core.models import Event, ExposureTotal, Prediction, Violation
 from processors.bus import Batch, BusConsumer
 from processors.engine import Engine, EngineOutput
 from store.base import Store
@@ -31,7 +36,8 @@ class ProcessorWorker:
                  on_stored: Callable[[Sequence[Event]], None] | None = None,
                  tag_violation: Callable[[Violation], Violation] | None = None,
                  input_live: Callable[[], bool] = lambda: True,
-                 on_violations: Sequence[Callable[[Sequence[Violation]], object]] = ()) -> None:
+                 on_violations: Sequence[Callable[[Sequence[Violation]], object]] = (),
+                 running_values_every_ms: int = 1000) -> None:
         self.consumer = consumer
         self.engine = engine
         self.store = store
@@ -48,6 +54,11 @@ class ProcessorWorker:
         self.tag_violation = tag_violation
         # False while the input is cut off (ingest disconnected): silence-judging rules pause.
         self.input_live = input_live
+        # Forecasts and exposure totals not written yet: the newest per key (see the module docstring).
+        self.running_values_every_ms = running_values_every_ms
+        self._held_predictions: dict[tuple[str, str], Prediction] = {}
+        self._held_exposures: dict[tuple[str, str, str], ExposureTotal] = {}
+        self._running_values_due_ms: int | None = None  # None: at the next batch
         self.error: BaseException | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -75,7 +86,7 @@ class ProcessorWorker:
                 self.step(batch)
                 if self.consumer.drained or (self._stop.is_set() and not len(batch)):
                     break
-            self._write(Batch(), self.engine.drain())
+            self._write(Batch(), self.engine.drain(), final=True)
         except BaseException as exc:  # surfaced through readiness; the runtime decides what to do
             log.exception("processor stopped on an unexpected error")
             self.error = exc
@@ -100,7 +111,7 @@ class ProcessorWorker:
             self.metrics.batch_seconds.observe(time.perf_counter() - started)
         return out
 
-    def _write(self, batch: Batch, out: EngineOutput) -> None:
+    def _write(self, batch: Batch, out: EngineOutput, *, final: bool = False) -> None:
         dead_letters = [*batch.dead_letters, *out.dead_letters]
         if dead_letters:
             self.store.write_dead_letters(dead_letters)
@@ -108,12 +119,8 @@ class ProcessorWorker:
             tagged = out.violations if self.tag_violation is None else [
                 self.tag_violation(violation) for violation in out.violations]
             self.store.write_violations(tagged)
-        predictions = _newest_per_device(out.records)
-        if predictions:
-            self.store.write_predictions(predictions)
-        if out.exposures:  # running totals: the store keeps the latest (docs/denominators.md)
-            self.store.write_exposures(out.exposures)
-        if dead_letters or out.violations or predictions or out.exposures:
+        running = self._write_running_values(out, final)
+        if dead_letters or out.violations or running:
             self.store.flush()
         if out.violations:
             self._publish_violations(tagged)
@@ -132,6 +139,30 @@ class ProcessorWorker:
                 self.metrics.rule_errors.labels(letter.source.removeprefix("rule:")).inc()
             else:  # input a rule rejected (Emitter.reject) is bad input like any other dead letter
                 self.metrics.dead_letters.labels(reason=letter.reason).inc()
+
+    def _write_running_values(self, out: EngineOutput, final: bool) -> bool:
+        """Hold this batch's forecasts and exposure totals (the newest per key replaces an older one) and
+        write what is held once it is due or at the end; True if anything was written."""
+        held_predictions = self._held_predictions
+        for prediction in _newest_per_device(out.records):
+            key = (prediction.type, prediction.device_id)
+            kept = held_predictions.get(key)
+            if kept is None or prediction.computed_time_ms >= kept.computed_time_ms:
+                held_predictions[key] = prediction
+        for total in out.exposures:  # running totals: a later one of a key includes the earlier
+            self._held_exposures[(total.day, total.device_id, total.counter)] = total
+        if not (held_predictions or self._held_exposures):
+            return False
+        now_ms = self.now_ms()
+        if not final and self._running_values_due_ms is not None and now_ms < self._running_values_due_ms:
+            return False
+        if held_predictions:
+            self.store.write_predictions(list(held_predictions.values()))
+        if self._held_exposures:  # the store keeps the latest (docs/denominators.md)
+            self.store.write_exposures(list(self._held_exposures.values()))
+        self._held_predictions, self._held_exposures = {}, {}
+        self._running_values_due_ms = now_ms + self.running_values_every_ms
+        return True
 
     def _publish_violations(self, violations: Sequence[Violation]) -> None:
         for callback in self.on_violations:

@@ -2,12 +2,15 @@
 
 The rule state is saved on a clean stop only, so after a kill the engine starts from an older state (here:
 none). Without taking over the stored totals, the first count after the restart would replace the day's
-total with the count since the restart.
+total with the count since the restart. (Totals are written at most once a second: the kill comes once the
+readings' totals are stored, which is what a restart can take over.)
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -39,6 +42,13 @@ def wait_stored(app: CitywatchProcess, total: int) -> None:
              message=f"{total} readings stored")
 
 
+def stored_bin_minutes(data_dir: Path) -> float:
+    """The day's stored sensor minutes, read beside the running process (read-only, as any reader)."""
+    with closing(sqlite3.connect(f"file:{data_dir / 'citywatch.sqlite3'}?mode=ro", uri=True)) as db:
+        row = db.execute("SELECT sum(value) FROM exposure_totals WHERE counter = 'bin_minutes'").fetchone()
+    return float(row[0] or 0)
+
+
 def test_a_kill_does_not_shrink_the_days_totals(mosquitto_url: str, tmp_path: Path) -> None:
     # Local days in UTC, so the test can keep its readings on one day. No lateness allowance: each reading
     # is judged (and counted) as soon as it is stored.
@@ -54,6 +64,7 @@ def test_a_kill_does_not_shrink_the_days_totals(mosquitto_url: str, tmp_path: Pa
     try:
         publish_minutes(publisher, first_ms, 11)  # ten minutes between the first and the last
         wait_stored(app, 11)
+        wait_for(lambda: stored_bin_minutes(tmp_path / "data") == 10, 10, message="ten minutes stored")
         app.kill()
         app.start()
         publish_minutes(publisher, first_ms + 20 * MINUTE_MS, 6)  # five more minutes (the gap is unseen)

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 from core.metrics import Metrics
-from core.models import Event, ExposureTotal
+from core.models import Event, ExposureTotal, Prediction
 from processors.bus import Batch
 from processors.engine import Engine, EngineOutput
 from processors.inprocess_bus import InProcessBus
@@ -188,18 +188,85 @@ def test_the_state_holds_a_few_days_per_device_however_long_the_stream() -> None
     assert sizes[-1] == sizes[-10]
 
 
-def test_the_embedded_worker_stores_the_totals_with_the_batch(tmp_path: Path) -> None:
+def test_the_embedded_worker_stores_the_totals_at_most_once_a_second_and_at_the_end(tmp_path: Path) -> None:
     store = SqliteStore.in_directory(tmp_path)
-    worker = ProcessorWorker(InProcessBus(100).consumer(), engine(), store, Metrics(), batch_events=100,
-                             now_ms=lambda: 0)
+    clock = {"now_ms": 0}
+    bus = InProcessBus(100)
+    worker = ProcessorWorker(bus.consumer(), engine(), store, Metrics(), batch_events=100,
+                             now_ms=lambda: clock["now_ms"])
+
+    def grid_totals() -> list[ExposureSum]:
+        return store.exposure_sums(ExposureQuery("2025-11-26", "2025-11-26", "grid"))
+
+    def sums(sensor_minutes: float, red: float, stop_line: float) -> list[ExposureSum]:
+        return [ExposureSum("g-1", "air_sensor_minutes", sensor_minutes),
+                ExposureSum("g-1", "red_light_crossings", red),
+                ExposureSum("g-1", "stop_line_crossings", stop_line)]
+
     try:
         worker.step(Batch(events=[event(0), event(10, red=True)]))
+        assert grid_totals() == sums(10 / 60, 1, 2)  # the first batch's totals at once
+        clock["now_ms"] = 999
         worker.step(Batch(events=[event(20, red=True), event(20, red=True)]))  # one is a duplicate
-        assert store.exposure_sums(ExposureQuery("2025-11-26", "2025-11-26", "grid")) == [
-            ExposureSum("g-1", "air_sensor_minutes", 20 / 60),
-            ExposureSum("g-1", "red_light_crossings", 2.0),
-            ExposureSum("g-1", "stop_line_crossings", 3.0),
-        ]
+        assert grid_totals() == sums(10 / 60, 1, 2)  # held: the last write was less than a second ago
+        clock["now_ms"] = 1000
+        worker.step(Batch())
+        assert grid_totals() == sums(20 / 60, 2, 3)
+        clock["now_ms"] = 1500
+        worker.step(Batch(events=[event(30)]))
+        assert grid_totals() == sums(20 / 60, 2, 3)
+        bus.close()
+        worker.start()  # the clean stop: drains the closed bus, judges what is held, writes what is held
+        worker.stop()
+        assert worker.error is None
+        assert grid_totals() == sums(30 / 60, 2, 4)
+    finally:
+        store.close()
+
+
+class Forecasting(Rule[Last]):
+    """Publishes a forecast with every reading: its `fill_pct` as the value."""
+
+    name: ClassVar[str] = "forecasting"
+    kinds: ClassVar[frozenset[str]] = frozenset({"bin"})
+    reads_attributes: ClassVar[frozenset[str]] = frozenset({"fill_pct"})
+    state_type: ClassVar[type[msgspec.Struct]] = Last
+    state_ttl_ms = 86_400_000
+
+    def on_event(self, state: Last | None, event: Event, out: Emitter) -> Last:
+        out.record(Prediction(type="bin_full", device_id=event.device_id,
+                              computed_time_ms=event.event_time_ms, predicted_time_ms=None,
+                              value=event.attributes["fill_pct"]))
+        return Last(event.event_time_ms)
+
+
+def test_the_embedded_worker_stores_the_newest_forecasts_at_most_once_a_second_and_at_the_end(
+        tmp_path: Path) -> None:
+    store = SqliteStore.in_directory(tmp_path)
+    clock = {"now_ms": 0}
+    bus = InProcessBus(100)
+    worker = ProcessorWorker(bus.consumer(), Engine([Forecasting()], allowed_lateness_ms=0), store, Metrics(),
+                             batch_events=100, now_ms=lambda: clock["now_ms"])
+
+    def forecasts() -> dict[str, float]:
+        return {p.device_id: p.value for p in store.query_predictions("bin_full")}
+
+    try:
+        worker.step(Batch(events=[event(0, fill_pct=10), event(0, device="bin-2", fill_pct=50)]))
+        assert forecasts() == {"cam-1": 10, "bin-2": 50}
+        clock["now_ms"] = 400
+        worker.step(Batch(events=[event(10, fill_pct=20)]))
+        clock["now_ms"] = 800
+        worker.step(Batch(events=[event(20, fill_pct=30)]))
+        assert forecasts() == {"cam-1": 10, "bin-2": 50}  # held: the last write was less than a second ago
+        clock["now_ms"] = 1000
+        worker.step(Batch())
+        assert forecasts() == {"cam-1": 30, "bin-2": 50}  # the newest of the two held, the other kept
+        worker.step(Batch(events=[event(30, device="bin-2", fill_pct=60)]))
+        bus.close()
+        worker.start()
+        worker.stop()
+        assert forecasts() == {"cam-1": 30, "bin-2": 60}
     finally:
         store.close()
 
