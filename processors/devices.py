@@ -11,6 +11,9 @@ from core.settings import DeviceSettings
 # {group (a zone tag, or an event kind): {rule: {setting: value}}}
 GroupedThresholds = Mapping[str, Mapping[str, Mapping[str, float]]]
 
+# Shared by every device without overrides: never written to (typed read-only).
+_NO_OVERRIDES: Mapping[str, float] = {}
+
 
 class DeviceLookup(Protocol):
     def get(self, device_id: str) -> DeviceSettings | None: ...
@@ -48,18 +51,27 @@ class Thresholds:
             value = camera_zone.get(rule, {}).get(name)
             if value is not None:
                 return value
+        if not self.zones and not self.kinds:  # the usual configuration: only a device's own, if any
+            device = self.devices.get(device_id)
+            if device is None or not device.thresholds:
+                return default
+            return device.thresholds.get(rule, _NO_OVERRIDES).get(name, default)
+        return self.overrides(rule, device_id, kind).get(name, default)
+
+    def overrides(self, rule: str, device_id: str, kind: str) -> Mapping[str, float]:
+        """The rule's settings overridden for this device (levels 2-4 above, the most specific winning),
+        usually none: a rule that reads several settings for one event looks the device up once."""
+        own: Mapping[str, float] | None = None
+        by_zone: Mapping[str, float] | None = None
         device = self.devices.get(device_id)
         if device is not None:
-            value = device.thresholds.get(rule, {}).get(name)
-            if value is not None:
-                return value
-            zone = device.tags.get("zone")
-            if zone is not None and self.zones:
-                value = self.zones.get(zone, {}).get(rule, {}).get(name)
-                if value is not None:
-                    return value
-        if self.kinds:
-            value = self.kinds.get(kind, {}).get(rule, {}).get(name)
-            if value is not None:
-                return value
-        return default
+            if device.thresholds:
+                own = device.thresholds.get(rule)
+            if self.zones:
+                zone = device.tags.get("zone")
+                if zone is not None:
+                    by_zone = self.zones.get(zone, {}).get(rule)
+        by_kind = self.kinds.get(kind, {}).get(rule) if self.kinds else None
+        if not by_zone and not by_kind:
+            return own or _NO_OVERRIDES
+        return {**(by_kind or {}), **(by_zone or {}), **(own or {})}

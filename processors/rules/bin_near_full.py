@@ -213,16 +213,15 @@ class BinNearFullRule(Rule[NearFullState]):
         self.devices = self.thresholds.devices
         self.state_ttl_ms = settings.state_ttl_s * 1000
 
-    def setting(self, event: Event, name: str, default: float) -> float:
-        return self.thresholds.value(TYPE, name, default, device_id=event.device_id, kind=event.kind)
-
     def on_event(self, state: NearFullState | None, event: Event, out: Emitter) -> NearFullState | None:
         fill = fill_pct_of(event, self.devices)
         if fill is None:
             return state
         state = state or NearFullState()
         reading = (event.event_id, event.event_time_ms, fill)
-        emptied_drop_pct = self.setting(event, "emptied_drop_pct", self.settings.emptied_drop_pct)
+        # Five settings a reading: the device's overrides looked up once (processors.devices.Thresholds).
+        own = self.thresholds.overrides(TYPE, event.device_id, event.kind)
+        emptied_drop_pct = own.get("emptied_drop_pct", self.settings.emptied_drop_pct)
         if state.points and fill <= state.points[-1][2] - emptied_drop_pct:
             if state.open_violation is not None:
                 out.violation(clear_violation(state.open_violation, event, {"emptied_fill_pct": fill}))
@@ -230,7 +229,7 @@ class BinNearFullRule(Rule[NearFullState]):
             state.points = []
             state.sums = None
         window_start_ms = event.event_time_ms - int(
-            self.setting(event, "fit_window_s", self.settings.fit_window_s) * 1000)
+            own.get("fit_window_s", self.settings.fit_window_s) * 1000)
         points = state.points
         points.append(reading)
         # Readings arrive in event-time order, so the ones to drop are at the front.
@@ -249,14 +248,14 @@ class BinNearFullRule(Rule[NearFullState]):
             return state
         if sums is None or sums.updates >= REBUILD_SUMS_EVERY:
             state.sums = sums = FillSums.of(points)
-        if len(points) < self.setting(event, "min_points", self.settings.min_points):
+        if len(points) < own.get("min_points", self.settings.min_points):
             out.record(self._prediction(event, fill, None, {"points": len(points)}))
             return state
-        fit = fit_fill(points, self.setting(event, "outlier_pct", self.settings.outlier_pct), sums)
+        fit = fit_fill(points, own.get("outlier_pct", self.settings.outlier_pct), sums)
         predicted = fit.predicted_full_ms
         if fill >= 100.0 and fit.dropped != reading:
             predicted = event.event_time_ms  # already full, whatever the line says
-        horizon_s = self.setting(event, "horizon_s", self.settings.horizon_s)
+        horizon_s = own.get("horizon_s", self.settings.horizon_s)
         details = {
             "slope_pct_per_h": round(fit.slope_pct_per_h, 3),
             "points": len(fit.used),

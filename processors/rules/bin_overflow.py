@@ -8,6 +8,7 @@ instead of a fill level is turned into fill with the bin's registered depth (pro
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 import msgspec
@@ -55,31 +56,31 @@ class BinOverflowRule(Rule[BinState]):
         self.devices = self.thresholds.devices
         self.state_ttl_ms = settings.state_ttl_s * 1000
 
-    def setting(self, event: Event, name: str, default: float) -> float:
-        return self.thresholds.value(TYPE, name, default, device_id=event.device_id, kind=event.kind)
-
     def on_event(self, state: BinState | None, event: Event, out: Emitter) -> BinState | None:
         fill = fill_pct_of(event, self.devices)
         if fill is None:  # a bin message without a fill level (e.g. only battery) says nothing here
             return state
         state = state or BinState()
-        self._judge(state, event, fill, out)
+        # Up to four settings a reading: the device's overrides looked up once (devices.Thresholds).
+        own = self.thresholds.overrides(TYPE, event.device_id, event.kind)
+        max_gap_intervals = own.get("max_gap_intervals", self.settings.max_gap_intervals)
+        self._judge(state, event, fill, own, max_gap_intervals, out)
         state.reporting = count_reporting(
             out, state.reporting, event, state.open_violation is not None, COUNTERS, self.devices,
-            lambda: self.setting(event, "max_gap_intervals", self.settings.max_gap_intervals))
+            lambda: max_gap_intervals)
         # Kept between fills: it holds the last reading, where the bin's next minutes start (state
         # still expires after `state_ttl_s` of silence).
         return state
 
-    def _judge(self, state: BinState, event: Event, fill: float, out: Emitter) -> None:
-        open_pct = self.setting(event, "open_pct", self.settings.open_pct)
-        clear_pct = self.setting(event, "clear_pct", self.settings.clear_pct)
+    def _judge(self, state: BinState, event: Event, fill: float, own: Mapping[str, float],
+               max_gap_intervals: float, out: Emitter) -> None:
+        open_pct = own.get("open_pct", self.settings.open_pct)
+        clear_pct = own.get("clear_pct", self.settings.clear_pct)
         if fill >= open_pct:
-            consecutive = int(self.setting(event, "consecutive", self.settings.consecutive))
+            consecutive = int(own.get("consecutive", self.settings.consecutive))
             interval_ms = expected_interval_ms(self.devices, event.device_id)
             if state.run and missing_report_between(
-                    state.run[-1][1], event.event_time_ms, interval_ms,
-                    self.setting(event, "max_gap_intervals", self.settings.max_gap_intervals)):
+                    state.run[-1][1], event.event_time_ms, interval_ms, max_gap_intervals):
                 state.run = []
             if not state.run:
                 state.since = (event.event_id, event.event_time_ms)

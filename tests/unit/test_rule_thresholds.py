@@ -18,7 +18,7 @@ from processors.rules.bin_fire import BinFireRule
 from processors.rules.bin_overflow import BinOverflowRule
 from processors.rules.implausible_reading import ImplausibleReadingRule
 from processors.rules.stuck_sensor import StuckSensorRule
-from tests.support.events import reading
+from tests.support.events import T0_MS, reading
 from tests.support.rules import Registry, run, run_all
 
 
@@ -95,6 +95,45 @@ def test_precedence_device_then_zone_tag_then_kind_then_default():
     camera_zone = {"bin_fire": {"open_c": 90}}
     assert thresholds.value("bin_fire", "open_c", 60, device_id="own", kind="bin",
                             camera_zone=camera_zone) == 90
+
+
+def test_the_levels_merge_setting_by_setting_the_most_specific_winning():
+    zones = {"market": {"bin_overflow": {"open_pct": 85, "clear_pct": 40}}}
+    kinds = {"bin": {"bin_overflow": {"open_pct": 95, "consecutive": 3}}}
+    registry = Registry(
+        DeviceSettings(device_id="own", kind="bin", tags={"zone": "market"},
+                       thresholds={"bin_overflow": {"clear_pct": 30}}),
+        DeviceSettings(device_id="zoned", kind="bin", tags={"zone": "market"}),
+        DeviceSettings(device_id="alone", kind="bin", thresholds={"bin_overflow": {"open_pct": 75}}))
+    merged = Thresholds(registry, zones, kinds)
+
+    def overflow(device_id: str, kind: str = "bin") -> dict[str, float]:
+        return dict(merged.overrides("bin_overflow", device_id, kind))
+
+    assert overflow("own") == {"open_pct": 85, "clear_pct": 30, "consecutive": 3}
+    assert overflow("zoned") == {"open_pct": 85, "clear_pct": 40, "consecutive": 3}
+    assert overflow("alone") == {"open_pct": 75, "consecutive": 3}
+    assert overflow("unregistered", kind="air") == {}
+    assert merged.overrides("bin_fire", "own", "bin") == {}
+    devices_only = Thresholds(registry)
+    assert devices_only.value("bin_overflow", "open_pct", 90, device_id="alone", kind="bin") == 75
+    assert devices_only.value("bin_overflow", "clear_pct", 50, device_id="alone", kind="bin") == 50
+    assert devices_only.value("bin_overflow", "open_pct", 90, device_id="zoned", kind="bin") == 90
+    assert devices_only.overrides("bin_overflow", "alone", "bin") == {"open_pct": 75}
+
+
+def test_a_bin_judged_with_settings_from_three_levels():
+    zones = {"market": {"bin_overflow": {"clear_pct": 40}}}
+    kinds = {"bin": {"bin_overflow": {"consecutive": 2}}}
+    registry = Registry(DeviceSettings(device_id="bin-1", kind="bin", tags={"zone": "market"},
+                                       thresholds={"bin_overflow": {"open_pct": 70}}))
+    rule = BinOverflowRule(BinOverflowSettings(), registry, zones, kinds=kinds)
+    changes = run(rule, [reading("bin-1", 0, fill_pct=72), reading("bin-1", 60, fill_pct=74),
+                              reading("bin-1", 120, fill_pct=45), reading("bin-1", 180, fill_pct=39)])
+    # Opened on the second reading at or above 70 (device level, after the kind's two in a row), cleared
+    # below 40 (zone level) and not at 45 (the default clear level would be 50).
+    assert [(v.status.value, v.updated_time_ms - T0_MS) for v in changes] == [("open", 60_000),
+                                                                              ("cleared", 180_000)]
 
 
 def test_kind_thresholds_reach_every_rule_the_catalogue_builds():
