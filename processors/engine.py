@@ -213,9 +213,11 @@ class Engine:
         if changed:
             self.watermark_ms = watermark_ms
         held = self._held
+        timers = self._timers
         while held and held[0][0] <= self.watermark_ms:
             event_time_ms, _, event = heapq.heappop(held)
-            self._fire_timers(event_time_ms, out)
+            if timers and timers[0][0] <= event_time_ms:  # tested here: few events have a timer due
+                self._fire_timers(event_time_ms, out)
             self._judge(event, out)
             changed = True
         self._fire_timers(self.watermark_ms, out)
