@@ -144,11 +144,7 @@ class ProcessorWorker:
         """Hold this batch's forecasts and exposure totals (the newest per key replaces an older one) and
         write what is held once it is due or at the end; True if anything was written."""
         held_predictions = self._held_predictions
-        for prediction in _newest_per_device(out.records):
-            key = (prediction.type, prediction.device_id)
-            kept = held_predictions.get(key)
-            if kept is None or prediction.computed_time_ms >= kept.computed_time_ms:
-                held_predictions[key] = prediction
+        _keep_newest(out.records, held_predictions)
         for total in out.exposures:  # running totals: a later one of a key includes the earlier
             self._held_exposures[(total.day, total.device_id, total.counter)] = total
         if not (held_predictions or self._held_exposures):
@@ -171,13 +167,19 @@ class ProcessorWorker:
             except Exception:  # consumers of changes must never stop judging and storing
                 log.exception("violation callback %r failed", callback)
 
+
 def _newest_per_device(records: Sequence[object]) -> list[Prediction]:
     """Only the newest forecast per (type, device) of a batch: the store keeps no more than that."""
     newest: dict[tuple[str, str], Prediction] = {}
+    _keep_newest(records, newest)
+    return list(newest.values())
+
+
+def _keep_newest(records: Sequence[object], newest: dict[tuple[str, str], Prediction]) -> None:
+    """Put each forecast among `records` into `newest`, unless it holds a newer one of its (type, device)."""
     for record in records:
         if isinstance(record, Prediction):
             key = (record.type, record.device_id)
             kept = newest.get(key)
             if kept is None or record.computed_time_ms >= kept.computed_time_ms:
                 newest[key] = record
-    return list(newest.values())
