@@ -18,7 +18,7 @@ import pytest
 
 from citywatch.mqtt_publisher import MqttPublisher
 from store.base import ExposureQuery, ExposureSum
-from store.sqlite_store import SqliteStore
+from store.sqlite_store import FILE_NAME, SqliteStore
 from tests.support.process import CitywatchProcess, bins
 from tests.support.wait import wait_for
 
@@ -44,7 +44,7 @@ def wait_stored(app: CitywatchProcess, total: int) -> None:
 
 def stored_bin_minutes(data_dir: Path) -> float:
     """The day's stored sensor minutes, read beside the running process (read-only, as any reader)."""
-    with closing(sqlite3.connect(f"file:{data_dir / 'citywatch.sqlite3'}?mode=ro", uri=True)) as db:
+    with closing(sqlite3.connect(f"file:{data_dir / FILE_NAME}?mode=ro", uri=True)) as db:
         row = db.execute("SELECT sum(value) FROM exposure_totals WHERE counter = 'bin_minutes'").fetchone()
     return float(row[0] or 0)
 
