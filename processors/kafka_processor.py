@@ -51,9 +51,7 @@ from processors.kafka_bus import (
     client_config,
 )
 from processors.kafka_checkpoints import Checkpoint, CheckpointStore
-
-# The in-process worker's rule for what of a batch's forecasts to store: the same on both buses.
-from processors.worker import _newest_per_device as newest_per_device
+from processors.running_values import HeldRunningValues
 from processors.worker import wall_clock_ms
 from store.base import Store
 
@@ -87,6 +85,8 @@ class _WriteJob:
     started: float
     # Snapshots taken after this batch was judged: written once it and every batch before it are durable.
     checkpoints: list[Checkpoint] = field(default_factory=list)
+    # Write the running values held now, not when they are due (partitions lost to another processor).
+    write_held: bool = False
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -113,7 +113,8 @@ class KafkaProcessor:
                  now_ms: Callable[[], int] = wall_clock_ms,
                  on_stored: Callable[[Sequence[Event]], None] | None = None,
                  on_failure: Callable[[BaseException], None] | None = None,
-                 tag_violation: Callable[[Violation], Violation] | None = None) -> None:
+                 tag_violation: Callable[[Violation], Violation] | None = None,
+                 running_values_every_ms: int = 1000) -> None:
         self.settings = settings
         # engine_factory(partition, partitions of the events topic): a fresh engine for one partition.
         self.engine_factory = engine_factory
@@ -149,6 +150,11 @@ class KafkaProcessor:
         self._stored: queue.Queue[_WriteJob | None] = queue.Queue(maxsize=2)
         self._sender: threading.Thread | None = None
         self._writer_error: BaseException | None = None
+        # Forecasts and exposure totals not stored yet (the writer's): the newest per key, written at most
+        # once every `running_values_every_ms` and before every checkpoint (processors/running_values.py).
+        self._running_values = HeldRunningValues(running_values_every_ms)
+        # The loop hands the writer a job at least this often, so held values are written on a quiet feed.
+        self._writer_due_ms = 0
         self._last_checkpoint = time.monotonic()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -223,7 +229,9 @@ class KafkaProcessor:
         while (job := self._jobs.get()) is not None:
             try:
                 if self._writer_error is None:  # after a failure nothing more is written (or committed)
-                    self._store(job.events, job.dead_letters, job.out)
+                    # Before a checkpoint, everything held: the checkpoint's snapshot includes it.
+                    self._store(job.events, job.dead_letters, job.out,
+                                write_held=bool(job.checkpoints) or job.write_held)
                     self._account(job.events, job.rejected, job.out)
                     if job.events:
                         self.metrics.batch_seconds.observe(time.perf_counter() - job.started)
@@ -233,6 +241,12 @@ class KafkaProcessor:
                 self._writer_error = exc
             finally:
                 self._jobs.task_done()
+        try:
+            if self._writer_error is None and self._running_values:  # the loop's end: what is still held
+                self._store([], [], EngineOutput(), write_held=True)
+        except BaseException as exc:
+            log.exception("writing the last forecasts and exposure totals failed")
+            self._writer_error = exc
         self._jobs.task_done()
         self._stored.put(None)
 
@@ -321,8 +335,9 @@ class KafkaProcessor:
         if self.tag_violation is not None and out.violations:
             out.violations = [self.tag_violation(violation) for violation in out.violations]
         if (events or dead_letters or rejected or offsets or out.violations or out.late_events or out.records
-                or out.exposures):
+                or out.exposures or now_ms >= self._writer_due_ms):
             self._jobs.put(_WriteJob(events, dead_letters, rejected, out, offsets, started))
+            self._writer_due_ms = now_ms + self._running_values.every_ms
         self.commit_durable(wait=False)
         self._refresh_status()
         return out
@@ -397,8 +412,10 @@ class KafkaProcessor:
                 log.warning("offset commit skipped: the consumer group is rebalancing (%s); rejoining",
                             type(exc).__name__)
 
-    def _store(self, events: list[Event], dead_letters: list[DeadLetter], out: EngineOutput) -> None:
-        """Store a batch's events, dead letters read back, violations and forecasts (durable on return)."""
+    def _store(self, events: list[Event], dead_letters: list[DeadLetter], out: EngineOutput, *,
+               write_held: bool) -> None:
+        """Store a batch's events, dead letters read back and violations, and the forecasts and exposure
+        totals held if they are due or `write_held` (durable on return)."""
         store = self.store
         if events:
             store.write_events(events)
@@ -406,12 +423,10 @@ class KafkaProcessor:
             store.write_dead_letters(dead_letters)
         if out.violations:
             store.write_violations(out.violations)
-        predictions = newest_per_device(out.records)
-        if predictions:
-            store.write_predictions(predictions)
-        if out.exposures:  # running totals, in the checkpointed engine state: a replay writes them again
-            store.write_exposures(out.exposures)
-        if events or dead_letters or out.violations or predictions or out.exposures:
+        # Running totals, in the checkpointed engine state: a replay from a checkpoint writes them again.
+        self._running_values.hold(out)
+        running = self._running_values.write_due(store, self.now_ms(), now=write_held)
+        if events or dead_letters or out.violations or running:
             store.flush()
 
     def _send_outputs(self, rejected: list[DeadLetter], out: EngineOutput) -> list[Any]:
@@ -522,6 +537,10 @@ class KafkaProcessor:
                 self.checkpoint(numbers)
             except Exception:  # the next owner replays from the previous checkpoint instead
                 log.exception("checkpoint of revoked partitions %s failed", numbers)
+        elif self.error is None:
+            # Lost: another processor may own them already and store newer totals; what is held here is
+            # written at once, like a batch in flight, rather than up to a second later over those.
+            self._jobs.put(_WriteJob([], [], [], EngineOutput(), {}, time.perf_counter(), write_held=True))
         for number in numbers:
             self._partitions.pop(number, None)
         for tp in revoked:

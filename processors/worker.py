@@ -3,10 +3,8 @@
 Results are written and flushed to the store before the bus offsets are committed, so a crash replays
 input rather than losing it, and the store's idempotent writes absorb the replay.
 
-Running values, the bins' forecasts and the exposure totals, of which the store keeps only the newest per
-key, are written at most once every `running_values_every_ms` of the worker's clock (and at the end of a
-run): a bin reading makes a new forecast and a new sensor-minute total, so writing them with every batch
-cost more store writes than the events themselves (BENCHMARKS.md, "Running values once a second").
+Running values, the bins' forecasts and the exposure totals, are written at most once every
+`running_values_every_ms` of the worker's clock and at the end of a run (processors/running_values.py).
 """
 
 from __future__ import annotations
@@ -17,9 +15,10 @@ import time
 from collections.abc import Callable, Sequence
 
 from core.metrics import Metrics
-from core.models import Event, ExposureTotal, Prediction, Violation
+from core.models import Event, Violation
 from processors.bus import Batch, BusConsumer
 from processors.engine import Engine, EngineOutput
+from processors.running_values import HeldRunningValues
 from store.base import Store
 
 log = logging.getLogger(__name__)
@@ -54,11 +53,8 @@ class ProcessorWorker:
         self.tag_violation = tag_violation
         # False while the input is cut off (ingest disconnected): silence-judging rules pause.
         self.input_live = input_live
-        # Forecasts and exposure totals not written yet: the newest per key (see the module docstring).
-        self.running_values_every_ms = running_values_every_ms
-        self._held_predictions: dict[tuple[str, str], Prediction] = {}
-        self._held_exposures: dict[tuple[str, str, str], ExposureTotal] = {}
-        self._running_values_due_ms: int | None = None  # None: at the next batch
+        # Forecasts and exposure totals not written yet: the newest per key.
+        self._running_values = HeldRunningValues(running_values_every_ms)
         self.error: BaseException | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -119,7 +115,8 @@ class ProcessorWorker:
             tagged = out.violations if self.tag_violation is None else [
                 self.tag_violation(violation) for violation in out.violations]
             self.store.write_violations(tagged)
-        running = self._write_running_values(out, final)
+        self._running_values.hold(out)
+        running = self._running_values.write_due(self.store, self.now_ms(), now=final)
         if dead_letters or out.violations or running:
             self.store.flush()
         if out.violations:
@@ -140,26 +137,6 @@ class ProcessorWorker:
             else:  # input a rule rejected (Emitter.reject) is bad input like any other dead letter
                 self.metrics.dead_letters.labels(reason=letter.reason).inc()
 
-    def _write_running_values(self, out: EngineOutput, final: bool) -> bool:
-        """Hold this batch's forecasts and exposure totals (the newest per key replaces an older one) and
-        write what is held once it is due or at the end; True if anything was written."""
-        held_predictions = self._held_predictions
-        _keep_newest(out.records, held_predictions)
-        for total in out.exposures:  # running totals: a later one of a key includes the earlier
-            self._held_exposures[(total.day, total.device_id, total.counter)] = total
-        if not (held_predictions or self._held_exposures):
-            return False
-        now_ms = self.now_ms()
-        if not final and self._running_values_due_ms is not None and now_ms < self._running_values_due_ms:
-            return False
-        if held_predictions:
-            self.store.write_predictions(list(held_predictions.values()))
-        if self._held_exposures:  # the store keeps the latest (docs/denominators.md)
-            self.store.write_exposures(list(self._held_exposures.values()))
-        self._held_predictions, self._held_exposures = {}, {}
-        self._running_values_due_ms = now_ms + self.running_values_every_ms
-        return True
-
     def _publish_violations(self, violations: Sequence[Violation]) -> None:
         for callback in self.on_violations:
             try:
@@ -167,19 +144,3 @@ class ProcessorWorker:
             except Exception:  # consumers of changes must never stop judging and storing
                 log.exception("violation callback %r failed", callback)
 
-
-def _newest_per_device(records: Sequence[object]) -> list[Prediction]:
-    """Only the newest forecast per (type, device) of a batch: the store keeps no more than that."""
-    newest: dict[tuple[str, str], Prediction] = {}
-    _keep_newest(records, newest)
-    return list(newest.values())
-
-
-def _keep_newest(records: Sequence[object], newest: dict[tuple[str, str], Prediction]) -> None:
-    """Put each forecast among `records` into `newest`, unless it holds a newer one of its (type, device)."""
-    for record in records:
-        if isinstance(record, Prediction):
-            key = (record.type, record.device_id)
-            kept = newest.get(key)
-            if kept is None or record.computed_time_ms >= kept.computed_time_ms:
-                newest[key] = record

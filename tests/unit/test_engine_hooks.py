@@ -88,15 +88,17 @@ def test_clock_rules_are_ticked_on_every_step_with_the_input_state():
     assert clock.ticks == [(1000, True), (2000, False)]
 
 
-def test_worker_writes_only_the_newest_forecast_per_device_of_a_batch():
-    from processors.worker import _newest_per_device
+def test_only_the_newest_forecast_per_device_is_kept_for_the_store():
+    from processors.running_values import keep_newest
 
     def forecast(device, at):
         return Prediction(type="bin_full", device_id=device, computed_time_ms=at, predicted_time_ms=None,
                           value=1.0)
 
     records = [forecast("a", 1), forecast("b", 5), forecast("a", 3), forecast("a", 2), "not a forecast"]
-    assert _newest_per_device(records) == [forecast("a", 3), forecast("b", 5)]
+    newest: dict = {}
+    keep_newest(records, newest)
+    assert list(newest.values()) == [forecast("a", 3), forecast("b", 5)]
 
 
 def named(rule_name: str) -> Counter:

@@ -5,7 +5,9 @@ Real broker, real SQLite; the processor runs its consumer-group loop in a thread
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import msgspec
@@ -182,6 +184,77 @@ def test_a_device_whose_partition_goes_quiet_still_goes_offline(kafka_settings, 
     finally:
         processor.stop()
         producer.close()
+    assert processor.error is None
+
+
+def exposures_stored(store: SqliteStore) -> dict[tuple[str, str, str], float]:
+    with closing(sqlite3.connect(store.path)) as db:
+        return {(day, device, counter): value for day, device, counter, value in
+                db.execute("SELECT day, device_id, counter, value FROM exposure_totals")}
+
+
+def uncrashed_exposures(events: list[Event]) -> dict[tuple[str, str, str], float]:
+    engine = engine_factory()
+    engine.process(events, now_wall_ms=0)
+    engine.drain()
+    return {(t.day, t.device_id, t.counter): t.value for t in engine.exposures.totals()}
+
+
+def send(settings: KafkaSettings, events: list[Event]) -> None:
+    producer = KafkaBusProducer(settings, client_id="test-ingest")
+    try:
+        producer.send(events)
+        producer.flush()
+    finally:
+        producer.close()
+
+
+def start_holding(settings: KafkaSettings, store: SqliteStore, running_values_every_ms: int,
+                  events: list[Event]) -> KafkaProcessor:
+    """A processor that has stored the first two readings' totals and been sent the rest of `events`."""
+    ensure_topics(settings)
+    processor = KafkaProcessor(settings, engine_factory, store, Metrics(), batch_events=500,
+                               client_id="holding-processor", running_values_every_ms=running_values_every_ms)
+    processor.start()
+    send(settings, events[:2])
+    wait_for(lambda: exposures_stored(store), 20, message="the first batch's totals")
+    send(settings, events[2:])
+    return processor
+
+
+def test_a_checkpoint_never_covers_exposure_totals_the_store_lacks(kafka_settings, store):
+    """Totals are held between store writes; a checkpoint writes what is held first. Otherwise a processor
+    killed after the checkpoint would resume past the readings that made them, and they would be lost."""
+    settings = kafka_settings.model_copy(update={"checkpoint_interval_s": 0.5})
+    events = [reading("bin-h", minute * 60, fill_pct=10 + minute) for minute in range(12)]
+    # Held for an hour: only a checkpoint (or the stop) writes the totals after the first batch's.
+    processor = start_holding(settings, store, 3_600_000, events)
+    try:
+        def checkpointed_past_every_event() -> bool:
+            rows = [row for row in processor.status()["partitions"]
+                    if row["topic"] == settings.topics.events and row["checkpoint_offset"] is not None]
+            return sum(row["checkpoint_offset"] for row in rows) == len(events) and \
+                processor.metrics.events_processed._value.get() == len(events)
+
+        wait_for(checkpointed_past_every_event, 20, 0.01, "a checkpoint covering every event")
+        # At once: the checkpoint was written after the totals it covers.
+        reference = uncrashed_exposures(events)
+        assert reference and exposures_stored(store) == reference
+    finally:
+        processor.stop()
+    assert processor.error is None
+
+
+def test_totals_held_on_a_quiet_feed_reach_the_store_within_the_interval(kafka_settings, store):
+    settings = kafka_settings.model_copy(update={"checkpoint_interval_s": 3600})  # no checkpoint writes them
+    events = [reading("bin-q", minute * 60, fill_pct=10 + minute) for minute in range(12)]
+    # The rest of the events arrive within the interval after the first write: held, and no more input.
+    processor = start_holding(settings, store, 3_000, events)
+    try:
+        wait_for(lambda: exposures_stored(store) == uncrashed_exposures(events), 20,
+                 message="the held totals to be written without more input")
+    finally:
+        processor.stop()
     assert processor.error is None
 
 
