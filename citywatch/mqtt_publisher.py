@@ -36,4 +36,8 @@ class MqttPublisher:
 
     def close(self) -> None:
         self._client.loop_stop()
-        self._client.disconnect()
+        self._client.disconnect()  # no thread runs now: writes the DISCONNECT packet and closes the socket
+        # paho closes its wake-up socket pair (two TCP sockets on 127.0.0.1) only when the client is
+        # finalised, and this publisher and its client refer to each other (on_connect): left to the garbage
+        # collector, the sockets can be finalised before the client, with a ResourceWarning.
+        self._client._reset_sockets()
