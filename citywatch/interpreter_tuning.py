@@ -20,8 +20,9 @@ but raises the threshold to the size of every such block freed, up to 32 MiB. Th
 that size that are rebuilt from time to time (the duplicate window's, the feed's replay check's, large
 rule-state dictionaries): once one has been freed, the next is carved from the heap, where the small
 allocations that fill the hole it leaves keep it from being reused whole, and the heap grows by a table's
-size every few rebuilds. The process grew in 10-15 MB steps for an hour with every bounded window full
-(BENCHMARKS.md). A fixed threshold keeps large blocks mapped on their own and returned when freed.
+size every few rebuilds. The process grew in 10-15 MB steps for as long as it ran, also once every bounded
+window was full (BENCHMARKS.md). A fixed threshold keeps large blocks mapped on their own and returned when
+freed, and the steps are gone.
 """
 
 from __future__ import annotations
