@@ -7,6 +7,8 @@ from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
 
+from ingest.mqtt_source import close_client
+
 
 class MqttPublisher:
     def __init__(self, url: str, client_id: str, *, qos: int = 1, max_inflight: int = 100) -> None:
@@ -35,9 +37,4 @@ class MqttPublisher:
         return info
 
     def close(self) -> None:
-        self._client.loop_stop()
-        self._client.disconnect()  # no thread runs now: writes the DISCONNECT packet and closes the socket
-        # paho closes its wake-up socket pair (two TCP sockets on 127.0.0.1) only when the client is
-        # finalised, and this publisher and its client refer to each other (on_connect): left to the garbage
-        # collector, the sockets can be finalised before the client, with a ResourceWarning.
-        self._client._reset_sockets()
+        close_client(self._client)

@@ -225,17 +225,7 @@ class MqttSource:
             log.warning("MQTT broker %s:%d did not answer a ping within %.0f s while stopping; messages "
                         "acknowledged last may be delivered again to the next session", self._host,
                         self._port, STOP_ROUND_TRIP_S)
-        self._client.disconnect()
-        # loop_stop also ends a reconnect() that raced with disconnect() (it checks a terminate flag).
-        self._client.loop_stop()
-        if self._client.socket() is not None:
-            # The race above left a socket open: with no thread running, disconnect() writes the
-            # DISCONNECT packet and closes the socket synchronously.
-            self._client.disconnect()
-        # paho's wake-up socket pair is closed only when the client is collected; the client and this
-        # source refer to each other, so that waits for the cyclic collector (a ResourceWarning then).
-        # loop_start() makes a new pair for a restart.
-        self._client._reset_sockets(sockpair_only=True)
+        close_client(self._client)  # loop_start() makes a new wake-up pair for a restart
         self._set_connected(False)
         self._started = False
         log.info("MQTT source stopped")
@@ -543,6 +533,21 @@ class _Settlement:
 
     def __call__(self, ok: bool) -> None:
         self._source._settle(self, ok)
+
+
+def close_client(client: mqtt.Client) -> None:
+    """Disconnect a paho client whose network loop runs, stop the loop and close every socket it holds."""
+    client.disconnect()
+    # loop_stop also ends a connect or reconnect that raced with disconnect() in paho's thread (it checks a
+    # terminate flag); that connect left its socket open.
+    client.loop_stop()
+    if client.socket() is not None:
+        # No thread runs now: disconnect() writes the DISCONNECT packet and closes the socket here.
+        client.disconnect()
+    # Whatever is still open (paho's wake-up socket pair, always; the connection if the DISCONNECT could not
+    # be written) paho closes only when the client is finalised, and its owners refer to it and back: the
+    # cyclic collector would finalise those TCP sockets first, with a ResourceWarning.
+    client._reset_sockets()
 
 
 def configure_tls(client: mqtt.Client, tls: MqttTlsSettings) -> None:

@@ -15,7 +15,7 @@ import paho.mqtt.client as mqtt
 
 from core.masking import present_violation
 from core.settings import MqttOutputSettings, MqttSettings
-from ingest.mqtt_source import configure_tls
+from ingest.mqtt_source import close_client, configure_tls
 from processors.outputs.feed import FeedEntry, ViolationFeed
 from processors.outputs.queued import QueuedOutput
 
@@ -82,16 +82,4 @@ class MqttViolationOutput(QueuedOutput):
                 raise RuntimeError(f"MQTT publish failed: {mqtt.error_string(info.rc)}")
 
     def close(self) -> None:
-        self._client.disconnect()
-        # loop_stop also ends a connect that raced with disconnect() in paho's thread (connect_async: the
-        # first connect and every reconnect run there); that connect left its socket open.
-        self._client.loop_stop()
-        if self._client.socket() is not None:
-            # No thread runs now: disconnect() writes the DISCONNECT packet and closes the socket here.
-            self._client.disconnect()
-        # Whatever is still open (paho's wake-up socket pair, always; the connection if the DISCONNECT could
-        # not be written) paho closes only when the client is finalised, and this output and its feed refer
-        # to each other: the garbage collector then finalises those TCP sockets first, with a ResourceWarning.
-        self._client._reset_sockets()
-
-
+        close_client(self._client)
