@@ -26,6 +26,32 @@ def free_port() -> int:
         return port
 
 
+def _listens_on(session_id: int, port: int) -> bool:
+    """Whether a process of the session `session_id` (the command and whatever it started) holds the
+    socket listening on 127.0.0.1:`port`, from /proc: the kernel's socket table gives the listener's
+    inode, a process's descriptors name the inodes it holds."""
+    wanted = f"0100007F:{port:04X}"
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == wanted and fields[3] == "0A":  # 0A: LISTEN
+            inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return False
+    for process in Path("/proc").iterdir():
+        if not process.name.isdigit():
+            continue
+        try:
+            # The session id is the sixth field after the command name, which may itself hold spaces.
+            if int((process / "stat").read_text().rsplit(")", 1)[1].split()[3]) != session_id:
+                continue
+            if any(os.readlink(fd) in inodes for fd in (process / "fd").iterdir()):
+                return True
+        except (OSError, ValueError, IndexError):
+            continue  # exited meanwhile, or not ours to read
+    return False
+
+
 def bins(*device_ids: str) -> list[dict[str, Any]]:
     return [{"device_id": d, "kind": "bin", "lat": 22.54, "lon": 114.05,
              "tags": {"grid": "FT-11", "district": "futian", "department": "sanitation"}} for d in device_ids]
@@ -65,6 +91,10 @@ class CitywatchCommand:
         assert self.process is not None
         if self.process.poll() is not None:
             raise AssertionError(f"{self.name} exited with {self.process.returncode}:\n{self.log()}")
+        # The port was free when chosen, not reserved: after a restart, another test's server may have
+        # taken it. Its /readyz would answer 200 too, so first make sure the listener is this process's.
+        if not _listens_on(self.process.pid, self.port):
+            return False
         try:
             return httpx.get(self.base_url + "/readyz", timeout=2).status_code == 200
         except httpx.TransportError:
