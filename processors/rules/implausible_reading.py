@@ -43,20 +43,31 @@ class ImplausibleReadingRule(Rule[ImplausibleState]):
         # Named by violation type or section (checked at load); the engine compares violation types.
         self.hidden_from = None if hidden == ["*"] else frozenset(rule_name(name) for name in hidden)
         self._range_order = {name: index for index, name in enumerate(settings.ranges)}
+        self._ranged = frozenset(settings.ranges)
 
     def setting(self, event: Event, name: str, default: float) -> float:
         return self.thresholds.value(TYPE, name, default, device_id=event.device_id, kind=event.kind)
 
     def problems(self, event: Event) -> list[str]:
-        found = []
+        found: list[str] = []
         ranges = self.settings.ranges
+        attributes = event.attributes
         # Only the event's own attributes are looked up (a handful), not every configured range; the
-        # problems still come out in the configured order.
-        for name in sorted(ranges.keys() & event.attributes.keys(), key=self._range_order.__getitem__):
-            value = number(event, name)
-            low, high = ranges[name]
-            if value is not None and not low <= value <= high:
-                found.append(f"{name} {value:g} outside {low:g}..{high:g}")
+        # problems still come out in the configured order. Most readings carry none of them (a bin's
+        # fill, battery and temperature): that is told without building a set.
+        if not self._ranged.isdisjoint(attributes):
+            for name in sorted(ranges.keys() & attributes.keys(), key=self._range_order.__getitem__):
+                value = number(event, name)
+                low, high = ranges[name]
+                if value is not None and not low <= value <= high:
+                    found.append(f"{name} {value:g} outside {low:g}..{high:g}")
+        if "distance_mm" in attributes:
+            self._check_distance(event, found)
+        if "pm25_ugm3" in attributes:
+            self._check_particles(event, found)
+        return found
+
+    def _check_distance(self, event: Event, found: list[str]) -> None:
         distance = number(event, "distance_mm")
         device = self.devices.get(event.device_id)
         if distance is not None and device is not None and "bin_depth_mm" in device.install:
@@ -64,11 +75,12 @@ class ImplausibleReadingRule(Rule[ImplausibleState]):
             tolerance_mm = self.setting(event, "distance_tolerance_mm", self.settings.distance_tolerance_mm)
             if distance > depth + tolerance_mm:
                 found.append(f"distance_mm {distance:g} beyond the bin depth {depth:g}")
+
+    def _check_particles(self, event: Event, found: list[str]) -> None:
         pm25, pm10 = number(event, "pm25_ugm3"), number(event, "pm10_ugm3")
         if (pm25 is not None and pm10 is not None
                 and pm25 > pm10 + self.setting(event, "pm_tolerance_ugm3", self.settings.pm_tolerance_ugm3)):
             found.append(f"pm25_ugm3 {pm25:g} above pm10_ugm3 {pm10:g}")
-        return found
 
     def on_event(self, state: ImplausibleState | None, event: Event,
                  out: Emitter) -> ImplausibleState | None:

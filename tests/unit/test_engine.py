@@ -75,6 +75,16 @@ def test_quiet_stream_is_released_after_the_lateness_in_wall_time():
     assert times(engine.process([], now_wall_ms=3_000).violations) == [1000]
 
 
+def test_each_call_s_events_are_released_at_that_call_s_arrival_plus_the_lateness():
+    engine = Engine([Recorder()], allowed_lateness_ms=2000)
+    engine.process([reading("b", 10)], now_wall_ms=1_000)
+    # Within the lateness of the newest event: these wait for the wall clock too (newest first in the call).
+    assert engine.process([reading("c", 11), reading("d", 10.5)], now_wall_ms=2_000).violations == []
+    assert times(engine.process([], now_wall_ms=3_000).violations) == [10_000]  # not those of 2,000
+    assert engine.process([], now_wall_ms=3_999).violations == []
+    assert times(engine.process([], now_wall_ms=4_000).violations) == [10_500, 11_000]
+
+
 def test_duplicates_are_dropped_and_counted():
     engine = Engine([Recorder()], allowed_lateness_ms=0)
     event = reading("b", 1)
