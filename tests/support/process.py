@@ -27,15 +27,18 @@ def free_port() -> int:
 
 
 def _listens_on(session_id: int, port: int) -> bool:
-    """Whether a process of the session `session_id` (the command and whatever it started) holds the
-    socket listening on 127.0.0.1:`port`, from /proc: the kernel's socket table gives the listener's
-    inode, a process's descriptors name the inodes it holds."""
-    wanted = f"0100007F:{port:04X}"
+    """Whether a process of the session `session_id` (the command and whatever it started) holds a
+    socket listening on `port` (on any address, IPv4 or IPv6), from /proc: the kernel's socket tables give
+    the listeners' inodes, a process's descriptors name the inodes it holds."""
+    wanted = f":{port:04X}"
     inodes = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[1] == wanted and fields[3] == "0A":  # 0A: LISTEN
-            inodes.add(f"socket:[{fields[9]}]")
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        if not table.exists():  # no IPv6 in this kernel
+            continue
+        for line in table.read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[1].endswith(wanted) and fields[3] == "0A":  # 0A: LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
     if not inodes:
         return False
     for process in Path("/proc").iterdir():
