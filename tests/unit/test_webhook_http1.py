@@ -132,3 +132,45 @@ def test_a_host_name_is_connected_to_only_after_the_policy_checked_its_addresses
         await finish(http, server)
 
     asyncio.run(scenario())
+
+
+def test_each_url_gets_its_own_request_line_and_host_on_a_shared_connection() -> None:
+    # The client keeps each URL's parsed form and request head: two URLs of one receiver must still each
+    # get their own path and query, and every request its own length and headers.
+    heads: list[list[bytes]] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.split(b"\r\n")[:-2]
+                length = next(int(line.split(b":")[1]) for line in lines
+                              if line.startswith(b"Content-Length"))
+                heads.append([*lines, await reader.readexactly(length)])
+                writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def scenario() -> int:
+        server = await asyncio.start_server(record, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        http = client()
+        for path, body, headers in (("/hook/a?grid=G-1", b"{}", {"X-A": "1"}), ("/hook/b", b"[1,2]", {}),
+                                    ("/hook/a?grid=G-1", b"{\"n\":3}", {"X-A": "3", "X-B": "b"})):
+            assert await http.post(f"http://127.0.0.1:{port}{path}", body, headers) == 204
+        await finish(http, server)
+        return port
+
+    port = asyncio.run(scenario())
+    host = f"Host: 127.0.0.1:{port}".encode()
+    assert heads == [
+        [b"POST /hook/a?grid=G-1 HTTP/1.1", host, b"User-Agent: test", b"Content-Length: 2", b"X-A: 1",
+         b"{}"],
+        [b"POST /hook/b HTTP/1.1", host, b"User-Agent: test", b"Content-Length: 5", b"[1,2]"],
+        [b"POST /hook/a?grid=G-1 HTTP/1.1", host, b"User-Agent: test", b"Content-Length: 7", b"X-A: 3",
+         b"X-B: b", b"{\"n\":3}"],
+    ]
+

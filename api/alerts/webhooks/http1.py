@@ -24,8 +24,8 @@ from yarl import URL
 
 from api.alerts.webhooks.destinations import literal_address
 
-# Header names and values come from the dispatcher; a line break in one would split the request.
-_FORBIDDEN = ("\r", "\n")
+# Parsed URLs kept (one per subscription in practice); the cache starts again when it is full.
+_MAX_TARGETS = 10_000
 
 
 class AnswerError(ConnectionError):
@@ -115,6 +115,12 @@ class _Connection(asyncio.Protocol):
         return _Answer(status, reusable and len(self._buffer) - (end + 4) == length)
 
 
+@dataclass(frozen=True)
+class _Target:
+    key: tuple[str, str, int]  # scheme, host, port: the connections that may carry its requests
+    head: str  # the request line, Host and User-Agent
+
+
 @dataclass
 class Http1Client:
     resolver: AbstractResolver
@@ -123,17 +129,16 @@ class Http1Client:
     drain_bytes: int = 4096
     _idle: dict[tuple[str, str, int], list[_Connection]] = field(default_factory=dict)
     _ssl: ssl.SSLContext | None = None
+    _targets: dict[str, _Target] = field(default_factory=dict)
 
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
         """The answer's status; raises TimeoutError, OSError (DestinationRefused from the resolver, a
         refused or broken connection) or AnswerError."""
-        target = URL(url)
-        if target.scheme not in ("http", "https") or not target.raw_host:
-            raise AnswerError(f"not an http(s) URL: {url[:200]}")
-        host = target.raw_host
-        port = target.port or (443 if target.scheme == "https" else 80)
-        request = self._request(target, host, body, headers)
-        key = (target.scheme, host, port)
+        target = self._targets.get(url)
+        if target is None:
+            target = self._target(url)
+        request = self._request(target, body, headers)
+        key = target.key
         async with asyncio.timeout(self.timeout_s):
             connection = self._idle_connection(key)
             if connection is not None:
@@ -143,8 +148,14 @@ class Http1Client:
                     if connection.answered_bytes:
                         raise
                     # The receiver had closed the idle connection: once more on a new one.
-            connection = await self._connect(target.scheme, host, port)
+            connection = await self._connect(*key)
             return await self._exchange(key, connection, request)
+
+    def receiver(self, url: str) -> tuple[str, str, int]:
+        """The receiver a URL's requests go to (scheme, host, port): those that may share connections.
+        Raises AnswerError for a URL that is not http(s)."""
+        target = self._targets.get(url)
+        return (target or self._target(url)).key
 
     async def close(self) -> None:
         for connections in self._idle.values():
@@ -198,14 +209,29 @@ class Http1Client:
         assert failure is not None
         raise failure
 
-    def _request(self, target: URL, host: str, body: bytes, headers: dict[str, str]) -> bytes:
+    def _target(self, url: str) -> _Target:
+        """The URL parsed, with the head every request to it starts with (kept: each subscription posts
+        to one URL, and parsing it again for every request was a tenth of a delivery's cost)."""
+        parsed = URL(url)
+        if parsed.scheme not in ("http", "https") or not parsed.raw_host:
+            raise AnswerError(f"not an http(s) URL: {url[:200]}")
+        host = parsed.raw_host
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
         authority = f"[{host}]" if ":" in host and not host.startswith("[") else host
-        if target.explicit_port is not None:
-            authority += f":{target.explicit_port}"
-        lines = [f"POST {target.raw_path_qs or '/'} HTTP/1.1", f"Host: {authority}",
-                 f"User-Agent: {self.user_agent}", f"Content-Length: {len(body)}"]
-        for name, value in headers.items():
-            if any(c in name or c in value for c in _FORBIDDEN):
-                raise AnswerError(f"a line break in the header {name[:40]!r}")
-            lines.append(f"{name}: {value}")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+        if parsed.explicit_port is not None:
+            authority += f":{parsed.explicit_port}"
+        head = (f"POST {parsed.raw_path_qs or '/'} HTTP/1.1\r\nHost: {authority}\r\n"
+                f"User-Agent: {self.user_agent}\r\n")
+        if len(self._targets) >= _MAX_TARGETS:
+            self._targets.clear()
+        target = self._targets[url] = _Target((parsed.scheme, host, port), head)
+        return target
+
+    @staticmethod
+    def _request(target: _Target, body: bytes, headers: dict[str, str]) -> bytes:
+        lines = [f"{name}: {value}" for name, value in headers.items()]
+        for line in lines:
+            if "\r" in line or "\n" in line:
+                raise AnswerError(f"a line break in the header {line.partition(':')[0][:40]!r}")
+        text = "".join([target.head, f"Content-Length: {len(body)}\r\n", *(f"{line}\r\n" for line in lines)])
+        return f"{text}\r\n".encode() + body

@@ -10,7 +10,6 @@ can switch to the new secret at any time during the grace period.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import time
 from collections.abc import Sequence
@@ -23,7 +22,9 @@ DEFAULT_TOLERANCE_S = 300
 
 
 def signature(secret: str, timestamp_s: int, body: bytes) -> str:
-    return hmac.new(secret.encode(), f"{timestamp_s}.".encode() + body, hashlib.sha256).hexdigest()
+    # hmac.digest: the one-shot form computed in C, without building an HMAC object (a delivery signs
+    # every attempt, so this runs for every request a burst of changes makes).
+    return hmac.digest(secret.encode(), b"%d." % timestamp_s + body, "sha256").hex()
 
 
 def signature_header(secret: str | Sequence[str], timestamp_s: int, body: bytes) -> str:
