@@ -634,6 +634,11 @@ class WebhookSettings(_Section):
     disable_after_failures: int = Field(
         20, ge=1, description="Consecutive failed attempts after which a subscription is disabled."
     )
+    connections_per_receiver: int = Field(
+        32, ge=1, description="Requests in flight to one receiver (scheme, host and port) at most; the "
+        "others wait for one of its connections, so a burst of changes does not open a connection per "
+        "subscription to it.",
+    )
     delivery_log_per_subscription: int = Field(
         1000, gt=0, description="Finished deliveries kept in each subscription's delivery log."
     )

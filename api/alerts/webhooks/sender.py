@@ -69,12 +69,17 @@ class Sender(Protocol):
 
 class HttpSender:
     """POSTs through the guarded resolver (api/alerts/webhooks/http1.py), redirects not followed, within
-    `timeout_s`; connections to a receiver are kept open and reused."""
+    `timeout_s`; connections to a receiver are kept open and reused, and at most
+    `connections_per_receiver` requests are in flight to one receiver: in a burst, a thousand
+    subscriptions of one receiver take turns on its connections instead of each opening one (which costs
+    a connection's set-up per subscription here and may be refused there)."""
 
     def __init__(self, settings: WebhookSettings) -> None:
         self.settings = settings
         self.policy = DestinationPolicy(settings.allowed_private_networks)
         self._client: Http1Client | None = None
+        # Per receiver, the requests that may be in flight to it (`connections_per_receiver`).
+        self._turns: dict[tuple[str, str, int], asyncio.Semaphore] = {}
 
     async def start(self) -> None:
         self._client = Http1Client(GuardedResolver(self.policy), self.settings.timeout_s, USER_AGENT,
@@ -92,7 +97,15 @@ class HttpSender:
         timeout_s = self.settings.timeout_s
         started = time.monotonic()
         try:
-            status = await self._client.post(url, body, headers)
+            receiver = self._client.receiver(url)
+            turn = self._turns.get(receiver)
+            if turn is None:
+                turn = self._turns[receiver] = asyncio.Semaphore(self.settings.connections_per_receiver)
+            async with turn:
+                # From here on it is the receiver's time (the timeout and the attempt's duration), not the
+                # wait for one of its connections.
+                started = time.monotonic()
+                status = await self._client.post(url, body, headers)
         except TimeoutError:
             return None, f"no answer within {timeout_s:g} s", _elapsed_ms(started)
         except DestinationRefused as exc:

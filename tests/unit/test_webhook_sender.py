@@ -1,0 +1,55 @@
+"""The webhook sender against a real receiver: how many requests it has in flight to one receiver, and
+what it counts as the receiver's time."""
+
+from __future__ import annotations
+
+import asyncio
+
+from api.alerts.webhooks.sender import HttpSender
+from core.settings import WebhookSettings
+
+
+def test_a_receiver_gets_at_most_its_connections_and_waiting_for_one_is_not_its_time() -> None:
+    # 40 posts at once to a receiver that answers each after 0.1 s, with at most 4 requests in flight to it
+    # and a timeout of 0.5 s: the posts take turns on 4 connections (1 s in all), none times out, and each
+    # attempt's duration is the receiver's 0.1 s, not the wait for a connection.
+    connections: list[int] = []
+    in_flight = [0, 0]  # now, most
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                              if line.startswith(b"Content-Length"))
+                await reader.readexactly(length)
+                in_flight[0] += 1
+                in_flight[1] = max(in_flight)
+                await asyncio.sleep(0.1)
+                in_flight[0] -= 1
+                writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def scenario() -> list[tuple[int | None, str | None, int | None]]:
+        server = await asyncio.start_server(slow, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        sender = HttpSender(WebhookSettings(timeout_s=0.5, connections_per_receiver=4,
+                                            allowed_private_networks=("127.0.0.0/8",)))
+        await sender.start()
+        outcomes = await asyncio.gather(*(sender.post(f"http://127.0.0.1:{port}/hook/{n}", b"x", {})
+                                          for n in range(40)))
+        await sender.close()
+        await asyncio.sleep(0.1)
+        server.close()
+        await server.wait_closed()
+        return list(outcomes)
+
+    outcomes = asyncio.run(scenario())
+    assert [(status, error) for status, error, _ in outcomes] == [(204, None)] * 40
+    assert all(duration is not None and duration < 400 for _, _, duration in outcomes)
+    assert len(connections) == 4 and in_flight[1] == 4
