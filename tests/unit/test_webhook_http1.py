@@ -9,6 +9,7 @@ import pytest
 
 from api.alerts.webhooks.destinations import DestinationPolicy, DestinationRefused, GuardedResolver
 from api.alerts.webhooks.http1 import AnswerError, Http1Client
+from tests.support.http_requests import NO_CONTENT, answer_requests
 
 
 async def serve(answers: list[bytes],
@@ -139,23 +140,12 @@ def test_each_url_gets_its_own_request_line_and_host_on_a_shared_connection() ->
     # get their own path and query, and every request its own length and headers.
     heads: list[list[bytes]] = []
 
-    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                lines = head.split(b"\r\n")[:-2]
-                length = next(int(line.split(b":")[1]) for line in lines
-                              if line.startswith(b"Content-Length"))
-                heads.append([*lines, await reader.readexactly(length)])
-                writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+    async def record(lines: list[bytes], body: bytes) -> bytes:
+        heads.append([*lines, body])
+        return NO_CONTENT
 
     async def scenario() -> int:
-        server = await asyncio.start_server(record, "127.0.0.1", 0)
+        server = await asyncio.start_server(lambda r, w: answer_requests(r, w, record), "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         http = client()
         for path, body, headers in (("/hook/a?grid=G-1", b"{}", {"X-A": "1"}), ("/hook/b", b"[1,2]", {}),

@@ -4,9 +4,11 @@ what it counts as the receiver's time."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 from api.alerts.webhooks.sender import HttpSender
 from core.settings import WebhookSettings
+from tests.support.http_requests import NO_CONTENT, answer_requests
 
 
 def test_a_receiver_gets_at_most_its_connections_and_waiting_for_one_is_not_its_time() -> None:
@@ -16,27 +18,19 @@ def test_a_receiver_gets_at_most_its_connections_and_waiting_for_one_is_not_its_
     connections: list[int] = []
     in_flight = [0, 0]  # now, most
 
-    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def slow(_: list[bytes], __: bytes) -> bytes:
+        in_flight[0] += 1
+        in_flight[1] = max(in_flight)
+        await asyncio.sleep(0.1)
+        in_flight[0] -= 1
+        return NO_CONTENT
+
+    def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Awaitable[None]:
         connections.append(1)
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                              if line.startswith(b"Content-Length"))
-                await reader.readexactly(length)
-                in_flight[0] += 1
-                in_flight[1] = max(in_flight)
-                await asyncio.sleep(0.1)
-                in_flight[0] -= 1
-                writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+        return answer_requests(reader, writer, slow)
 
     async def scenario() -> list[tuple[int | None, str | None, int | None]]:
-        server = await asyncio.start_server(slow, "127.0.0.1", 0)
+        server = await asyncio.start_server(connection, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         sender = HttpSender(WebhookSettings(timeout_s=0.5, connections_per_receiver=4,
                                             allowed_private_networks=("127.0.0.0/8",)))
