@@ -60,7 +60,7 @@ def delivered(dispatcher: WebhookDispatcher) -> int:
 
 
 def run(subscriptions: int, changes: int, grids: int, receivers: int, profile: bool,
-        cold: bool) -> dict[str, object]:
+        cold: bool, connections: int | None = None) -> dict[str, object]:
     ports = [free_port() for _ in range(receivers)]
     clients = start_clients("receivers", "--ports", ",".join(map(str, ports)))
     with tempfile.TemporaryDirectory(prefix="citywatch-bench-burst-") as tmp:
@@ -69,7 +69,8 @@ def run(subscriptions: int, changes: int, grids: int, receivers: int, profile: b
         access = AccessControl.in_directory(data_dir, ApiSettings(auth=AuthMode.DISABLED), relational)
         store = WebhookStore.open(relational, data_dir)
         feed = ViolationFeed(changes * 2)
-        settings = WebhookSettings(allowed_private_networks=("127.0.0.0/8",))  # the receivers are local
+        settings = WebhookSettings(allowed_private_networks=("127.0.0.0/8",),  # the receivers are local
+                                   **({"connections_per_receiver": connections} if connections else {}))
         dispatcher = WebhookDispatcher(store, settings, feed, access)
         dispatcher.start()
         try:
@@ -115,7 +116,8 @@ def run(subscriptions: int, changes: int, grids: int, receivers: int, profile: b
             "stored_delivered": stored, "received": received["messages"], "seconds": round(seconds, 3),
             "deliveries_per_s": round(expected / seconds),
             "cpu_us_per_delivery": round(cpu_s / expected * 1e6),
-            "cold": cold, "profiled": profile}
+            "cold": cold, "connections_per_receiver": settings.connections_per_receiver,
+            "profiled": profile}
 
 
 def main() -> int:
@@ -128,8 +130,11 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--cold", action="store_true",
                         help="no change before the burst: its deliveries open the connections")
+    parser.add_argument("--connections-per-receiver", type=int,
+                        help="the setting of that name (default: its default)")
     args = parser.parse_args()
-    result = run(args.subscriptions, args.changes, args.grids, args.receivers, args.profile, args.cold)
+    result = run(args.subscriptions, args.changes, args.grids, args.receivers, args.profile, args.cold,
+                 args.connections_per_receiver)
     print(f"machine: {result['machine']}")
     print(f"{result['deliveries']} deliveries of {result['changes']} changes to {result['subscriptions']} "
           f"subscriptions: {result['seconds']} s, {result['deliveries_per_s']} deliveries/s, "
