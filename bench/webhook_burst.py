@@ -7,11 +7,12 @@ dispatcher (api/alerts/webhooks/dispatcher.py, on its own loop thread, as the di
 runs it), `--subscriptions` subscriptions on `--grids` grids posting to the same local keep-alive receivers
 as `bench.alerts` (their own process), one change per grid delivered first (so the connections to the
 receivers are open, as in a running city; not with `--cold`), then `--changes` changes handed over at
-once. It reports the
-deliveries per second from hand-over to the last delivery recorded, and the CPU time this process spent
-per delivery (`time.process_time`, which other tenants of a shared machine move much less than wall time).
+once. It reports the deliveries per second from the hand-over to the last receiver's answer, and the CPU
+time this process spent per delivery (`time.process_time`, which other tenants of a shared machine move
+much less than wall time).
 
-    .venv/bin/python -m bench.webhook_burst [--subscriptions 1000] [--changes 1000] [--profile]
+    .venv/bin/python -m bench.webhook_burst [--subscriptions 1000] [--changes 1000] [--cold]
+                                            [--connections-per-receiver N] [--profile]
 
 `--profile` runs the dispatcher's loop thread under cProfile during the burst and prints the functions by
 their own time (the figures are then not comparable). Results also go to bench/results/webhook-burst.json.
@@ -90,7 +91,7 @@ def run(subscriptions: int, changes: int, grids: int, receivers: int, profile: b
             cpu_before = time.process_time()
             started = time.perf_counter()
             if profiler is not None:  # on the dispatcher's loop thread, where the deliveries are made
-                dispatcher._call(profiler.enable)
+                dispatcher._call(profiler.enable)  # (cProfile profiles the thread that enables it)
             feed.publish([overflow(n, grids) for n in range(changes)])  # the listener hands them over
             # Watched through the dispatcher's counter, not the store: a query every few milliseconds
             # would compete with the dispatcher for the store.
