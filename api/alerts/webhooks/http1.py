@@ -134,9 +134,7 @@ class Http1Client:
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
         """The answer's status; raises TimeoutError, OSError (DestinationRefused from the resolver, a
         refused or broken connection) or AnswerError."""
-        target = self._targets.get(url)
-        if target is None:
-            target = self._target(url)
+        target = self._target(url)
         request = self._request(target, body, headers)
         key = target.key
         async with asyncio.timeout(self.timeout_s):
@@ -154,8 +152,7 @@ class Http1Client:
     def receiver(self, url: str) -> tuple[str, str, int]:
         """The receiver a URL's requests go to (scheme, host, port): those that may share connections.
         Raises AnswerError for a URL that is not http(s)."""
-        target = self._targets.get(url)
-        return (target or self._target(url)).key
+        return self._target(url).key
 
     async def close(self) -> None:
         for connections in self._idle.values():
@@ -212,6 +209,9 @@ class Http1Client:
     def _target(self, url: str) -> _Target:
         """The URL parsed, with the head every request to it starts with (kept: each subscription posts
         to one URL, and parsing it again for every request was a tenth of a delivery's cost)."""
+        target = self._targets.get(url)
+        if target is not None:
+            return target
         parsed = URL(url)
         if parsed.scheme not in ("http", "https") or not parsed.raw_host:
             raise AnswerError(f"not an http(s) URL: {url[:200]}")
