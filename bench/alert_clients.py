@@ -2,7 +2,8 @@
 
 `receivers`: webhook receivers, minimal HTTP/1.1 keep-alive servers on the given ports answering 204;
 `streams`: SSE clients, each on its own connection with a grid filter. Both record, per message, the
-latency from the feed's `published_time_ms` to arrival, and the idempotency keys (to count duplicates),
+latency from the feed's `published_time_ms` to arrival (each change of a webhook POST that carries several),
+and the idempotency keys (to count duplicates),
 and print one JSON line of results when stdin closes.
 """
 
@@ -24,10 +25,14 @@ class Stats:
         self.errors: list[str] = []
 
     def record(self, where: str, body: bytes) -> None:
-        message = json.loads(body)
-        self.messages += 1
-        self.latencies_ms.append(time.time_ns() // 1_000_000 - message["published_time_ms"])
-        self.keys.add((where, message["idempotency_key"]))
+        """One message, or the changes of a POST that carries several (`{"changes": [...]}`), each counted
+        with its own latency."""
+        received_ms = time.time_ns() // 1_000_000
+        decoded = json.loads(body)
+        for message in decoded.get("changes", [decoded]):
+            self.messages += 1
+            self.latencies_ms.append(received_ms - message["published_time_ms"])
+            self.keys.add((where, message["idempotency_key"]))
 
     def result(self) -> dict[str, Any]:
         return {"messages": self.messages, "unique": len(self.keys), "latencies_ms": self.latencies_ms,

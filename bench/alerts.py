@@ -11,6 +11,10 @@ stored per second during the run (first to last stored event) and its publish-to
 run with `--subscriptions 0 --stream-clients 0`. Results also go to bench/results/alerts.json.
 
     .venv/bin/python -m bench.alerts [--subscriptions 1000] [--stream-clients 500] [--rate 5000] [--type T]
+                                     [--changes-per-post N]
+
+`--changes-per-post N` subscribes with `max_changes_per_post: N` (default 1: one change a POST); the
+webhook figures then count each change a POST carried, with its own latency.
 """
 
 from __future__ import annotations
@@ -72,6 +76,8 @@ def main() -> int:
     parser.add_argument("--receivers", type=int, default=4, help="receiver HTTP servers (ports)")
     parser.add_argument("--type", default=None,
                         help="subscriptions and stream clients also filter on this violation type")
+    parser.add_argument("--changes-per-post", type=int, default=1,
+                        help="the subscriptions' max_changes_per_post")
     args = parser.parse_args()
 
     devices = [DeviceSettings(device_id=f"bench-{i:05d}", kind="bin",
@@ -99,8 +105,8 @@ def main() -> int:
                 dispatcher.create(url=f"http://127.0.0.1:{port}/hook/{n}", description="bench",
                                   filter=ViolationFilter(grid=(f"G-{n % args.grids:03d}",),
                                                          type=(args.type,) if args.type else ()),
-                                  secret=None,
-                                  owner_key_id="bench", plates=False)
+                                  secret=None, owner_key_id="bench", plates=False,
+                                  max_changes_per_post=args.changes_per_post)
             streams = start_clients("streams", "--port", str(api_port), "--clients", str(args.stream_clients),
                                     "--grids", str(args.grids), *(["--type", args.type] if args.type else []))
             assert runtime.mqtt_url is not None
@@ -141,6 +147,7 @@ def main() -> int:
         "stored_events": stored, "stored_events_per_s": round(stored / stored_s) if stored_s else 0,
         "stored_latency_p50_ms": stored_p50, "stored_latency_p99_ms": stored_p99,
         "violation_changes": changes, "changes_by_type": dict(by_type), "type_filter": args.type,
+        "changes_per_post": args.changes_per_post,
         "webhook_deliveries": webhook_result["messages"], "webhook_unique": webhook_result["unique"],
         "deliveries_by_status": {s.value: n for s, n in statuses.items()},
         "webhook_latency_p50_ms": hook_p50, "webhook_latency_p99_ms": hook_p99,

@@ -12,10 +12,13 @@ time this process spent per delivery (`time.process_time`, which other tenants o
 much less than wall time).
 
     .venv/bin/python -m bench.webhook_burst [--subscriptions 1000] [--changes 1000] [--cold]
-                                            [--connections-per-receiver N] [--profile]
+                                            [--connections-per-receiver N] [--changes-per-post N]
+                                            [--profile]
 
-`--profile` runs the dispatcher's loop thread under cProfile during the burst and prints the functions by
-their own time (the figures are then not comparable). Results also go to bench/results/webhook-burst.json.
+`--changes-per-post N` subscribes with `max_changes_per_post: N` (default 1): a subscription's changes
+queued together then go in one POST, and the rate counts changes delivered. `--profile` runs the
+dispatcher's loop thread under cProfile during the burst and prints the functions by their own time (the
+figures are then not comparable). Results also go to bench/results/webhook-burst.json.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ def delivered(dispatcher: WebhookDispatcher) -> int:
 
 
 def run(subscriptions: int, changes: int, grids: int, receivers: int, profile: bool,
-        cold: bool, connections: int | None = None) -> dict[str, object]:
+        cold: bool, connections: int | None = None, changes_per_post: int = 1) -> dict[str, object]:
     ports = [free_port() for _ in range(receivers)]
     clients = start_clients("receivers", "--ports", ",".join(map(str, ports)))
     with tempfile.TemporaryDirectory(prefix="citywatch-bench-burst-") as tmp:
@@ -78,7 +81,8 @@ def run(subscriptions: int, changes: int, grids: int, receivers: int, profile: b
             for n in range(subscriptions):
                 dispatcher.create(url=f"http://127.0.0.1:{ports[n % len(ports)]}/hook/{n}",
                                   description="bench", filter=ViolationFilter(grid=(f"G-{n % grids:03d}",)),
-                                  secret=None, owner_key_id="bench", plates=False)
+                                  secret=None, owner_key_id="bench", plates=False,
+                                  max_changes_per_post=changes_per_post)
             # First one change per grid, delivered before the burst: the receivers' connections are open,
             # as they are in a running city (the burst of bench.alerts comes after a few seconds of changes).
             warm_up = 0 if cold else grids * (subscriptions // grids)
@@ -118,6 +122,7 @@ def run(subscriptions: int, changes: int, grids: int, receivers: int, profile: b
             "deliveries_per_s": round(expected / seconds),
             "cpu_us_per_delivery": round(cpu_s / expected * 1e6),
             "cold": cold, "connections_per_receiver": settings.connections_per_receiver,
+            "changes_per_post": changes_per_post,
             "profiled": profile}
 
 
@@ -133,9 +138,11 @@ def main() -> int:
                         help="no change before the burst: its deliveries open the connections")
     parser.add_argument("--connections-per-receiver", type=int,
                         help="the setting of that name (default: its default)")
+    parser.add_argument("--changes-per-post", type=int, default=1,
+                        help="the subscriptions' max_changes_per_post")
     args = parser.parse_args()
     result = run(args.subscriptions, args.changes, args.grids, args.receivers, args.profile, args.cold,
-                 args.connections_per_receiver)
+                 args.connections_per_receiver, args.changes_per_post)
     print(f"machine: {result['machine']}")
     print(f"{result['deliveries']} deliveries of {result['changes']} changes to {result['subscriptions']} "
           f"subscriptions: {result['seconds']} s, {result['deliveries_per_s']} deliveries/s, "

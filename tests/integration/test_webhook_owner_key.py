@@ -132,3 +132,31 @@ def test_a_sequence_audits_the_deliveries_it_sent_and_no_others(tmp_path: Path) 
     finally:
         receiver.stop()
         api.close()
+
+
+def test_a_batch_audits_each_change_it_discloses_and_stops_together_when_the_key_is_revoked(setup) -> None:
+    api, client, receiver = setup
+    receiver.status_for = lambda n: 503
+    owner = api.key(Scope.SUBSCRIPTIONS_MANAGE, Scope.PLATES)
+    admin = bearer(api.key(Scope.ADMIN))
+    sid = client.post("/v1/subscriptions", json={"url": receiver.url, "max_changes_per_post": 10},
+                      headers=bearer(owner)).json()["subscription_id"]
+    api.feed.publish([violation(1), violation(2)])
+    [first, *_] = wait_for(lambda: receiver.received()[1:] and receiver.received(),
+                           message="the batch posted twice")
+    plates = [change["violation"]["evidence"]["plate"] for change in first.json()["changes"]]
+    assert plates == ["粤B12345", "粤B12345"]
+    made = len(receiver.received())
+    # Each attempt discloses both plates: audited per change and attempt.
+    audit = client.get("/v1/admin/audit", params={"key_id": key_id(owner)}, headers=admin).json()
+    disclosed = [record["what"] for record in audit]
+    assert sorted(set(disclosed)) == [f"plates/evidence of violation v000{n}" for n in (1, 2)]
+    assert len(disclosed) >= 2 * made
+
+    assert client.delete(f"/v1/admin/keys/{key_id(owner)}", headers=admin).status_code == 204
+    dead = wait_for(lambda: (found := api.dispatcher.store.deliveries(sid, status=DeliveryStatus.DEAD))
+                    and len(found) == 2 and found, message="both dead-lettered")
+    revoked = f"the API key {key_id(owner)} that owns this subscription was revoked"
+    # The first checked before the next attempt says why; the other stops with its disabled subscription.
+    assert sorted(d.last_error or "" for d in dead) == sorted([revoked, f"subscription disabled: {revoked}"])
+    assert subscription(client, sid, admin)["enabled"] is False

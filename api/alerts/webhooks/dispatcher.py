@@ -54,7 +54,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgspec
@@ -98,6 +98,8 @@ PRUNE_INTERVAL_S = 30.0
 # signed when it is handed over, so it is also kept short enough for its last post to leave, even if every
 # post before it waited the whole timeout, within half a receiver's tolerance of the signature's age.
 SEQUENCE_MAX = 20
+# The event header of a POST that carries several changes (`max_changes_per_post`).
+BATCH_EVENT = "batch"
 # Destination checks remembered (one per subscription URL in practice).
 _MAX_CHECKED_URLS = 10_000
 
@@ -218,17 +220,19 @@ class WebhookDispatcher:
     # Management, thread-safe (called from the API's thread pool)
 
     def create(self, *, url: str, filter: ViolationFilter, secret: str | None, description: str,
-               owner_key_id: str, plates: bool) -> Subscription:
+               owner_key_id: str, plates: bool, max_changes_per_post: int = 1) -> Subscription:
         subscription = self.store.create_subscription(url=url, filter=filter, secret=secret,
                                                       description=description, owner_key_id=owner_key_id,
-                                                      plates=plates)
+                                                      plates=plates,
+                                                      max_changes_per_post=max_changes_per_post)
         self._call(self._add_worker, subscription)
         return subscription
 
     def update(self, subscription_id: str, *, url: str | None = None, filter: ViolationFilter | None = None,
-               enabled: bool | None = None) -> Subscription | None:
+               enabled: bool | None = None, max_changes_per_post: int | None = None) -> Subscription | None:
         subscription = self.store.update_subscription(subscription_id, url=url, filter=filter,
-                                                      enabled=enabled)
+                                                      enabled=enabled,
+                                                      max_changes_per_post=max_changes_per_post)
         if subscription is not None:
             self._call(self._replace_subscription, subscription)
         return subscription
@@ -436,9 +440,20 @@ class WebhookDispatcher:
     async def _run(self, worker: _Worker) -> None:
         while True:
             batch = [await worker.queue.get()]
-            while len(batch) < self._sequence_max and not worker.queue.empty():
+            together = worker.subscription.max_changes_per_post
+            limit = together if together > 1 else self._sequence_max
+            while len(batch) < limit and not worker.queue.empty():
                 batch.append(worker.queue.get_nowait())
             try:
+                if together > 1:  # always in that form, one change or more: the receiver reads one form
+                    try:
+                        await self._deliver_together(worker, batch)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:  # a bug here must not end this subscription's worker
+                        log.exception("webhook deliveries %d-%d failed unexpectedly",
+                                      batch[0].delivery_id, batch[-1].delivery_id)
+                    continue
                 try:
                     made = await self._in_sequence(worker, batch)
                 except asyncio.CancelledError:
@@ -516,6 +531,58 @@ class WebhookDispatcher:
                          status_code=status_code, error=error, duration_ms=duration_ms)
             await asyncio.sleep(self.backoff_s(attempts))
 
+    async def _deliver_together(self, worker: _Worker, batch: list[Delivery]) -> None:
+        """Deliver changes queued together in one POST (`max_changes_per_post`), retrying them together
+        as `_deliver` retries one: each change's attempt is counted and recorded, a change that used up
+        `max_attempts` is dead-lettered and the others are posted again after the backoff."""
+        settings = self.settings
+        attempts = [delivery.attempts for delivery in batch]  # made so far, by position in the batch
+        while batch:
+            if not all(self._owned(delivery) for delivery in batch):
+                # A change moved to another replica: each checked on its own from here.
+                await self._deliver_each(worker, batch, attempts)
+                return
+            checked = self._checked(worker, batch[0], attempts[0])
+            if checked is None:  # stopped, and recorded for the first: the others stop the same way
+                await self._deliver_each(worker, batch[1:], attempts[1:])
+                return
+            subscription, plates = checked
+            status_code, error, duration_ms = await self._attempt_together(subscription, batch, plates)
+            self._count_attempt(error, duration_ms, len(batch))
+            attempts = [made + 1 for made in attempts]
+            if error is None:
+                worker.consecutive_failures = 0
+                for delivery, made in zip(batch, attempts, strict=True):
+                    self._record(delivery.delivery_id, status=DeliveryStatus.DELIVERED, attempts=made,
+                                 status_code=status_code, error=None, duration_ms=duration_ms)
+                return
+            worker.consecutive_failures += 1  # one POST failed: one failure, however many it carried
+            disable = worker.consecutive_failures >= settings.disable_after_failures
+            if disable:
+                self._disable(worker, f"disabled after {worker.consecutive_failures} failed attempts in a "
+                                      f"row; last error: {error}")
+            waiting: list[Delivery] = []
+            waiting_attempts: list[int] = []
+            for delivery, made in zip(batch, attempts, strict=True):
+                if disable or made >= settings.max_attempts:
+                    self._dead_lettered("subscription_disabled" if disable else "attempts_exhausted")
+                    self._record(delivery.delivery_id, status=DeliveryStatus.DEAD, attempts=made,
+                                 status_code=status_code, error=error, duration_ms=duration_ms)
+                else:
+                    self._record(delivery.delivery_id, status=DeliveryStatus.PENDING, attempts=made,
+                                 status_code=status_code, error=error, duration_ms=duration_ms)
+                    waiting.append(delivery)
+                    waiting_attempts.append(made)
+            batch, attempts = waiting, waiting_attempts
+            if batch:
+                await asyncio.sleep(self.backoff_s(max(attempts)))
+
+    async def _deliver_each(self, worker: _Worker, batch: list[Delivery], attempts: list[int]) -> None:
+        """The changes of a batch delivered one by one, each with the attempts it made in the batch."""
+        for delivery, made in zip(batch, attempts, strict=True):
+            await self._deliver(worker, replace(delivery, attempts=made) if made != delivery.attempts
+                                else delivery)
+
     def _checked(self, worker: _Worker, delivery: Delivery,
                  attempts: int) -> tuple[Subscription, bool] | None:
         """Before an attempt: the subscription and whether it may have plates now; None when the delivery
@@ -553,13 +620,15 @@ class WebhookDispatcher:
         except Exception:  # the rows stay pending: delivered again after a restart (at least once)
             log.exception("%d webhook delivery outcomes could not be recorded", len(outcomes))
 
-    def _count_attempt(self, error: str | None, duration_ms: int | None) -> None:
+    def _count_attempt(self, error: str | None, duration_ms: int | None, changes: int = 1) -> None:
+        """One POST's outcome, counted for each of the `changes` it carried."""
         # An attempt without a duration sent nothing: its destination was refused (see _attempt).
         if duration_ms is None:
-            self.metrics.webhook_deliveries.labels("refused_destination").inc()
+            self.metrics.webhook_deliveries.labels("refused_destination").inc(changes)
             return
         self.metrics.webhook_attempt_seconds.observe(duration_ms / 1000)
-        self.metrics.webhook_deliveries.labels("delivered" if error is None else "failed_attempt").inc()
+        outcome = "delivered" if error is None else "failed_attempt"
+        self.metrics.webhook_deliveries.labels(outcome).inc(changes)
 
     def _dead_lettered(self, reason: str) -> None:
         self.metrics.webhook_deliveries.labels("dead_lettered").inc()
@@ -633,6 +702,29 @@ class WebhookDispatcher:
         body, headers, disclosed = self._request(subscription, delivery, plates)
         if disclosed is not None:
             self._audit(subscription, disclosed)
+        return await self._sender.post(subscription.url, body, headers)
+
+    async def _attempt_together(self, subscription: Subscription, batch: list[Delivery],
+                                plates: bool) -> Outcome:
+        """`_attempt` for changes posted together: `{"changes": [<message>, ...]}`, in their order."""
+        refused = self._refused_destination(subscription.url)
+        if refused is not None:
+            return None, refused, None
+        messages = []
+        for delivery in batch:
+            body, _, disclosed = self._outgoing(subscription, delivery, plates)
+            if disclosed is not None:
+                self._audit(subscription, disclosed)
+            messages.append(body)
+        body = b'{"changes":[' + b",".join(messages) + b"]}"
+        timestamp_s = int(time.time())
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: signature_header(subscription.signing_secrets(timestamp_s * 1000), timestamp_s,
+                                               body),
+            DELIVERY_HEADER: ",".join(str(delivery.delivery_id) for delivery in batch),
+            EVENT_HEADER: BATCH_EVENT,
+        }
         return await self._sender.post(subscription.url, body, headers)
 
     def _request(self, subscription: Subscription, delivery: Delivery,

@@ -136,13 +136,14 @@ class WebhookDispatcherProcess(WebhookDispatcher):
     # What the API and the feed call
 
     def create(self, *, url: str, filter: ViolationFilter, secret: str | None, description: str,
-               owner_key_id: str, plates: bool) -> Subscription:
+               owner_key_id: str, plates: bool, max_changes_per_post: int = 1) -> Subscription:
         # Wanted before the subscription is stored: a change published after it was created is kept.
         with self._cond:
             self._wanted = True
             self._cond.notify_all()
         return super().create(url=url, filter=filter, secret=secret, description=description,
-                              owner_key_id=owner_key_id, plates=plates)
+                              owner_key_id=owner_key_id, plates=plates,
+                              max_changes_per_post=max_changes_per_post)
 
     def hand_over(self, entries: Sequence[FeedEntry]) -> None:
         with self._cond:
@@ -352,8 +353,8 @@ class _ChildDispatcher(WebhookDispatcher):
         super().__init__(store, settings, feed, access, violation_types=violation_types)
         self.durations: deque[float] = deque()
 
-    def _count_attempt(self, error: str | None, duration_ms: int | None) -> None:
-        super()._count_attempt(error, duration_ms)
+    def _count_attempt(self, error: str | None, duration_ms: int | None, changes: int = 1) -> None:
+        super()._count_attempt(error, duration_ms, changes)
         if duration_ms is not None:
             self.durations.append(duration_ms / 1000)
 

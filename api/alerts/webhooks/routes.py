@@ -46,6 +46,15 @@ def _check_url(url: str) -> str:
     return url
 
 
+# At most this many changes in one POST: a receiver reads a whole body before answering, and the
+# delivery must still answer within the timeout.
+MAX_CHANGES_PER_POST = 100
+_BATCH_DESCRIPTION = (
+    "How many of the changes queued for the subscription one POST may carry: 1 (the default) sends each "
+    "change in a POST of its own; more sends the changes waiting at the time together, as "
+    "`{\"changes\": [...]}` (docs/alerts.md, \"Several changes in one POST\").")
+
+
 class SubscriptionIn(StrictModel):
     url: str = Field(description="Where deliveries are POSTed (http or https; use https in production).")
     filter: ViolationFilter = Field(default_factory=ViolationFilter,
@@ -53,6 +62,7 @@ class SubscriptionIn(StrictModel):
     secret: str | None = Field(None, min_length=16,
                                description="Signing secret; omitted: one is generated and returned once.")
     description: str = Field("", max_length=500)
+    max_changes_per_post: int = Field(1, ge=1, le=MAX_CHANGES_PER_POST, description=_BATCH_DESCRIPTION)
 
     @field_validator("url")
     @classmethod
@@ -64,6 +74,8 @@ class SubscriptionPatch(StrictModel):
     url: str | None = None
     filter: ViolationFilter | None = None
     enabled: bool | None = Field(None, description="true re-enables a disabled subscription.")
+    max_changes_per_post: int | None = Field(None, ge=1, le=MAX_CHANGES_PER_POST,
+                                             description=_BATCH_DESCRIPTION)
 
     @field_validator("url")
     @classmethod
@@ -84,6 +96,7 @@ class SubscriptionOut(BaseModel):
     previous_secret_expires_time_ms: int | None = Field(
         description="After a secret rotation: until when deliveries are also signed with the previous "
                     "secret; null when only the current secret signs.")
+    max_changes_per_post: int = Field(description=_BATCH_DESCRIPTION)
 
 
 class SubscriptionCreated(SubscriptionOut):
@@ -126,7 +139,8 @@ def _out(subscription: Subscription, owners: dict[str, ApiKey] | None,
                            plates=dispatcher.plates_now(subscription, owners),
                            enabled=subscription.enabled, disabled_reason=subscription.disabled_reason,
                            created_time_ms=subscription.created_time_ms,
-                           previous_secret_expires_time_ms=expires)
+                           previous_secret_expires_time_ms=expires,
+                           max_changes_per_post=subscription.max_changes_per_post)
 
 
 def _one(subscription: Subscription, dispatcher: WebhookDispatcher) -> SubscriptionOut:
@@ -165,7 +179,8 @@ def create_subscription(body: SubscriptionIn, key: Manager, dispatcher: Dispatch
     _check_destination(dispatcher, body.url)
     subscription = dispatcher.create(url=body.url, filter=body.filter, secret=body.secret,
                                      description=body.description, owner_key_id=key.key_id,
-                                     plates=key.allows(Scope.PLATES))
+                                     plates=key.allows(Scope.PLATES),
+                                     max_changes_per_post=body.max_changes_per_post)
     return SubscriptionCreated(**_one(subscription, dispatcher).model_dump(), secret=subscription.secret)
 
 
@@ -182,7 +197,7 @@ def get_subscription(subscription_id: str, key: Manager, dispatcher: DispatcherD
 
 
 @router.patch("/{subscription_id}", response_model=SubscriptionOut,
-              summary="Change the URL or filter, or enable or disable")
+              summary="Change the URL, filter or changes per POST, or enable or disable")
 def update_subscription(subscription_id: str, body: SubscriptionPatch, key: Manager,
                         dispatcher: DispatcherDep) -> SubscriptionOut:
     subscription = _owned(dispatcher, key, subscription_id)
@@ -195,7 +210,8 @@ def update_subscription(subscription_id: str, body: SubscriptionPatch, key: Mana
         if refusal is not None:
             raise HTTPException(409, f"cannot enable: {refusal}; create a new subscription with an "
                                      "active key")
-    updated = dispatcher.update(subscription_id, url=body.url, filter=body.filter, enabled=body.enabled)
+    updated = dispatcher.update(subscription_id, url=body.url, filter=body.filter, enabled=body.enabled,
+                                max_changes_per_post=body.max_changes_per_post)
     if updated is None:
         raise HTTPException(404, f"no subscription {subscription_id!r}")
     return _one(updated, dispatcher)
