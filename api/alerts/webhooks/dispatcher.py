@@ -8,7 +8,9 @@ by `queue_per_subscription`) and its own task that delivers one change at a time
 exponential backoff and jitter; a slow or failing endpoint therefore only delays its own queue. The
 changes queued together for a subscription (up to SEQUENCE_MAX) are handed to the sender as one sequence,
 posted one after the other until one fails; the one that failed is retried as any failed attempt, and
-the ones after it are delivered after it, in order. The HTTP
+the ones after it are delivered after it, in order. A subscription with `max_changes_per_post` above 1
+gets the changes queued for it (up to that many) in one POST instead, `{"changes": [...]}`, which
+succeeds, fails and is retried as one attempt of each change it carries. The HTTP
 requests go through api/alerts/webhooks/sender.py (a small keep-alive HTTP/1.1 client, http1.py): on this
 loop, or (`sender_process`, as the api role runs it) in a child process, so that the HTTP client's work
 does not hold the API's interpreter. `citywatch up` runs this whole dispatcher in a child process
