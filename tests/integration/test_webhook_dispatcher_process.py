@@ -134,6 +134,30 @@ def test_subscriptions_changed_through_the_api_are_followed_by_the_child(tmp_pat
     assert sent_ids(other) == ["v0003"] and len(sent_ids(failing)) == 3
 
 
+def test_the_child_posts_queued_changes_together_once_a_subscription_asks_and_counts_each(
+        tmp_path, apis, receivers) -> None:
+    api = start(apis, tmp_path)
+    receiver = receive(receivers)
+    subscription = subscribe(api, receiver)
+    api.feed.publish([violation(1), violation(2)])
+    delivered(api, subscription, 2)
+    assert sent_ids(receiver) == ["v0001", "v0002"]  # one change a POST, by default
+
+    api.dispatcher.update(subscription.subscription_id, max_changes_per_post=10)
+    api.dispatcher.barrier()
+    api.feed.publish([violation(n) for n in range(3, 7)])
+    delivered(api, subscription, 6)
+    batch = receiver.received()[2:]
+    assert [[c["violation"]["violation_id"] for c in r.json()["changes"]] for r in batch] == [
+        ["v0003", "v0004", "v0005", "v0006"]]
+    assert batch[0].headers["X-Citywatch-Event"] == "batch"
+    assert verify(subscription.secret, batch[0].headers["X-Citywatch-Signature"], batch[0].body)
+    # Counted per change, here: six delivered by three POSTs.
+    wait_for(lambda: (metric(api, "citywatch_webhook_deliveries_total", {"outcome": "delivered"}),
+                      metric(api, "citywatch_webhook_attempt_duration_seconds_count")) == (6, 3),
+             message="six changes delivered by three POSTs, counted here")
+
+
 def test_a_killed_process_loses_no_change_and_a_new_one_makes_the_deliveries(tmp_path, apis,
                                                                              receivers) -> None:
     api = start(apis, tmp_path)
