@@ -40,6 +40,7 @@ def test_an_older_store_opens_and_gains_the_new_columns(tmp_path: Path) -> None:
         assert subscription.secret == "whsec_old" and subscription.previous_secret is None
         [delivery] = store.deliveries("s1")
         assert delivery.status is DeliveryStatus.DEAD and delivery.last_duration_ms is None
+        assert delivery.body == b"{}"  # kept in its own row, as written before bodies were shared
         assert delivery.last_error == "HTTP 503"
         assert subscription.disabled_reason == ("disabled after 20 failed attempts in a row; "
                                                 "last error: HTTP 503")
