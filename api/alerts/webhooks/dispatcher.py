@@ -749,7 +749,6 @@ class WebhookDispatcher:
             await asyncio.sleep(PRUNE_INTERVAL_S)
             for subscription_id in list(self._workers):
                 self.store.prune(subscription_id, self.settings.delivery_log_per_subscription)
-            self.store.drop_unused_bodies()
 
 
 def change_of(idempotency_key: str) -> str:

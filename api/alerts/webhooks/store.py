@@ -10,8 +10,8 @@ one replica's: the replicas split the changes by the alerts consumer group's par
 same change, only one of them inserts its delivery row; the other's insert is skipped and queues nothing.
 
 A change's body is stored once (`delivery_bodies`) for all the subscriptions it goes to, and dropped once
-no delivery row carries it (`drop_unused_bodies`, with the delivery log's pruning); rows written before
-that keep their own body.
+no delivery row carries it (with the rows pruned from the delivery log or deleted with their
+subscription); rows written before that keep their own body.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import re
 import secrets
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -28,7 +28,7 @@ from typing import Any, Final
 
 from api.alerts.filters import ViolationFilter
 from core.settings import RelationalKind, RelationalSettings
-from store.relational import Database, Result, Schema, SqliteDatabase, open_database
+from store.relational import Database, Executor, Result, Schema, SqliteDatabase, open_database
 
 FILE_NAME: Final = "webhooks.sqlite3"
 
@@ -326,7 +326,9 @@ class WebhookStore:
         with self._db.transaction() as tx:
             deleted = tx.execute("DELETE FROM subscriptions WHERE subscription_id = ?",
                                  (subscription_id,)).rowcount
-            tx.execute("DELETE FROM deliveries WHERE subscription_id = ?", (subscription_id,))
+            gone = tx.execute("DELETE FROM deliveries WHERE subscription_id = ? RETURNING body_id",
+                              (subscription_id,)).rows
+            _drop_unused_bodies(tx, {row[0] for row in gone})
         return bool(deleted)
 
     # Deliveries
@@ -345,6 +347,7 @@ class WebhookStore:
                     [(body_id,)] = tx.execute(
                         "INSERT INTO delivery_bodies (body) VALUES (?) RETURNING body_id", (item.body,)).rows
                     body_ids[item.body] = body_id
+            carried: set[int] = set()  # the bodies of the rows inserted
             for start in range(0, len(new), _INSERT_ROWS):
                 chunk = new[start:start + _INSERT_ROWS]
                 params: list[Any] = []
@@ -361,9 +364,12 @@ class WebhookStore:
                     # Popped: the same change given twice for a subscription is one delivery.
                     delivery_id = inserted.pop((item.subscription_id, item.idempotency_key), None)
                     if delivery_id is not None:
+                        carried.add(body_ids[item.body])
                         created.append(Delivery(delivery_id, item.subscription_id, item.idempotency_key,
                                                 item.change_id, item.body, DeliveryStatus.PENDING, 0, None,
                                                 None, now, now))
+            # A body whose every delivery existed already (a replayed change) is not kept.
+            _drop_unused_bodies(tx, set(body_ids.values()) - carried)
         return created
 
     def record_attempts(self, outcomes: Sequence[Attempt]) -> None:
@@ -412,20 +418,27 @@ class WebhookStore:
         return self.delivery(delivery_id)
 
     def prune(self, subscription_id: str, keep: int) -> int:
-        """Drop delivered rows beyond the newest `keep` (the delivery log is bounded; dead ones stay)."""
-        return self._execute(
-            "DELETE FROM deliveries WHERE subscription_id = ? AND status = ? AND delivery_id < COALESCE(("
-            "SELECT delivery_id FROM deliveries WHERE subscription_id = ? AND status = ? "
-            "ORDER BY delivery_id DESC LIMIT 1 OFFSET ?), 0)",
-            (subscription_id, DeliveryStatus.DELIVERED.value, subscription_id,
-             DeliveryStatus.DELIVERED.value, keep - 1)).rowcount
+        """Drop delivered rows beyond the newest `keep` (the delivery log is bounded; dead ones stay), and
+        the bodies only they carried."""
+        with self._db.transaction() as tx:
+            gone = tx.execute(
+                "DELETE FROM deliveries WHERE subscription_id = ? AND status = ? AND delivery_id < COALESCE(("
+                "SELECT delivery_id FROM deliveries WHERE subscription_id = ? AND status = ? "
+                "ORDER BY delivery_id DESC LIMIT 1 OFFSET ?), 0) RETURNING body_id",
+                (subscription_id, DeliveryStatus.DELIVERED.value, subscription_id,
+                 DeliveryStatus.DELIVERED.value, keep - 1)).rows
+            _drop_unused_bodies(tx, {row[0] for row in gone})
+        return len(gone)
 
-    def drop_unused_bodies(self) -> int:
-        """Drop the bodies no delivery row carries any more (after pruning, deleted subscriptions, or a
-        replayed change whose deliveries all existed already)."""
-        return self._execute(
-            "DELETE FROM delivery_bodies WHERE NOT EXISTS "
-            "(SELECT 1 FROM deliveries d WHERE d.body_id = delivery_bodies.body_id)").rowcount
+
+def _drop_unused_bodies(tx: Executor, body_ids: Iterable[int | None]) -> None:
+    """Drop those of the bodies given that no delivery row carries any more (checked by the index on
+    deliveries.body_id, so only the bodies of the rows just deleted are looked at)."""
+    ids = sorted(body_id for body_id in body_ids if body_id is not None)
+    for start in range(0, len(ids), _INSERT_ROWS):
+        chunk = ids[start:start + _INSERT_ROWS]
+        tx.execute(f"DELETE FROM delivery_bodies WHERE body_id IN ({','.join(['?'] * len(chunk))}) AND NOT "
+                   "EXISTS (SELECT 1 FROM deliveries d WHERE d.body_id = delivery_bodies.body_id)", chunk)
 
 
 def _subscription(row: tuple[Any, ...]) -> Subscription:
