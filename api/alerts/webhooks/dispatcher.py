@@ -719,29 +719,21 @@ class WebhookDispatcher:
                 self._audit(subscription, disclosed)
             messages.append(body)
         body = b'{"changes":[' + b",".join(messages) + b"]}"
-        timestamp_s = int(time.time())
-        headers = {
-            "Content-Type": "application/json",
-            SIGNATURE_HEADER: signature_header(subscription.signing_secrets(timestamp_s * 1000), timestamp_s,
-                                               body),
+        headers = _signed_headers(subscription, body, {
             DELIVERY_HEADER: ",".join(str(delivery.delivery_id) for delivery in batch),
             EVENT_HEADER: BATCH_EVENT,
-        }
+        })
         return await self._sender.post(subscription.url, body, headers)
 
     def _request(self, subscription: Subscription, delivery: Delivery,
                  plates: bool) -> tuple[bytes, dict[str, str], str | None]:
         """The body and headers of an attempt, signed now, and the violation it discloses (`_outgoing`)."""
         body, change, disclosed = self._outgoing(subscription, delivery, plates)
-        timestamp_s = int(time.time())
-        headers = {
-            "Content-Type": "application/json",
-            SIGNATURE_HEADER: signature_header(subscription.signing_secrets(timestamp_s * 1000), timestamp_s,
-                                               body),
+        headers = _signed_headers(subscription, body, {
             IDEMPOTENCY_HEADER: delivery.idempotency_key,
             DELIVERY_HEADER: str(delivery.delivery_id),
             EVENT_HEADER: f"case.{change}" if change.startswith("case_") else f"violation.{change}",
-        }
+        })
         return body, headers, disclosed
 
     async def _prune_forever(self) -> None:
@@ -749,6 +741,14 @@ class WebhookDispatcher:
             await asyncio.sleep(PRUNE_INTERVAL_S)
             for subscription_id in list(self._workers):
                 self.store.prune(subscription_id, self.settings.delivery_log_per_subscription)
+
+
+def _signed_headers(subscription: Subscription, body: bytes, more: dict[str, str]) -> dict[str, str]:
+    """The headers of a POST of `body`, signed now with the subscription's secrets, then `more`."""
+    timestamp_s = int(time.time())
+    secrets = subscription.signing_secrets(timestamp_s * 1000)
+    return {"Content-Type": "application/json",
+            SIGNATURE_HEADER: signature_header(secrets, timestamp_s, body), **more}
 
 
 def change_of(idempotency_key: str) -> str:
